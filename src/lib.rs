@@ -1,0 +1,1 @@
+//! h2o-engine: Pythia (GPT-NeoX) decoding through ONNX Runtime with a host-managed KV cache.

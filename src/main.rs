@@ -1,0 +1,2 @@
+//! `h2o` command-line tool.
+fn main() {}
