@@ -1,0 +1,17 @@
+#!/usr/bin/env python3
+"""Export a Hugging Face GPT-NeoX (Pythia) checkpoint to the h2o-engine ONNX graph.
+
+Usage: python export/export.py --checkpoint DIR --out models/NAME [--dtype fp16] [--force]
+       python export/export.py --random-init 2.8b --seed 0 --tokenizer TOKENIZER.json --out DIR
+See export/README.md and `--help`.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from h2o_export.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Command line: `python export/export.py ...` or `python -m h2o_export ...`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import PYTHIA_SIZES
+from .errors import ExportError
+from .exporter import export
+
+
+def parser() -> argparse.ArgumentParser:
+    sizes = ", ".join(s[len("pythia-"):] for s in PYTHIA_SIZES)
+    p = argparse.ArgumentParser(
+        prog="export.py",
+        description="Export a Hugging Face GPT-NeoX (Pythia) checkpoint to the h2o-engine ONNX "
+        "decoder-step graph (docs/architecture.md): model.onnx [+ model.onnx.data], manifest.json, "
+        "tokenizer.json.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path, metavar="DIR",
+                     help="HF checkpoint folder: config.json, model.safetensors (or "
+                          "model.safetensors.index.json + shards), tokenizer.json")
+    src.add_argument("--random-init", metavar="SIZE|CONFIG.json",
+                     help=f"seeded random weights at a Pythia shape ({sizes}) or a config.json's shape")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="output folder (default: models/<name>)")
+    p.add_argument("--name", help="model name in the manifest (default: the checkpoint folder's name, "
+                                  "or random-<size>)")
+    p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
+                   help="weights and K/V dtype; softmax, layer norms, logits and attention sums stay "
+                        "float32 (default fp32)")
+    p.add_argument("--seed", type=int, default=0, help="seed for --random-init (default 0)")
+    p.add_argument("--tokenizer", type=Path, metavar="PATH",
+                   help="tokenizer.json to ship (default: the checkpoint's; required with --random-init)")
+    p.add_argument("--external-data", choices=("auto", "always", "never"), default="auto",
+                   help="put weights in model.onnx.data: auto = when they pass 2 GB (default)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite the output folder's model files if it exists")
+    p.add_argument("--no-check", action="store_true", help="skip onnx.checker on the result")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.seed < 0:
+        print("error: --seed must be a non-negative integer", file=sys.stderr)
+        return 2
+    if args.random_init is None and args.seed != 0:
+        print("error: --seed only applies to --random-init", file=sys.stderr)
+        return 2
+    try:
+        name = args.name
+        out = args.out
+        if out is None:
+            if name is None:
+                name = (args.checkpoint.resolve().name if args.checkpoint is not None
+                        else f"random-{Path(args.random_init).stem}")
+            out = Path("models") / name
+        export(
+            out,
+            checkpoint=args.checkpoint,
+            random_init=args.random_init,
+            seed=args.seed,
+            dtype=args.dtype,
+            name=name,
+            tokenizer=args.tokenizer,
+            force=args.force,
+            external_data=args.external_data,
+            check=not args.no_check,
+            log=lambda msg: print(msg, file=sys.stderr),
+        )
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
