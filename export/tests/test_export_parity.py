@@ -1,0 +1,137 @@
+"""fp32 exports run through onnxruntime match transformers' GPTNeoXForCausalLM (eager attention):
+logits within 1e-4, new K/V equal to transformers' cache entries (1e-5), attention sums equal
+to output_attentions summed over the real new queries (1e-5); for prefill, continuation with
+gapped positions, scrambled and empty (masked) slots, batch 2 with left padding, and
+token-by-token decoding. Also checks the committed fixture (tests/fixtures/tiny)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+EXPORT_DIR = Path(__file__).resolve().parents[1]
+ROOT = EXPORT_DIR.parent
+sys.path.insert(0, str(EXPORT_DIR))
+
+from h2o_export import hf_reference as ref  # noqa: E402
+from h2o_export.exporter import export  # noqa: E402
+from h2o_export.graph import input_names, output_names  # noqa: E402
+
+FIXTURE = ROOT / "tests/fixtures/tiny"
+TOKENIZER = FIXTURE / "tokenizer.json"
+TOL = {"logits": 1e-4, "kv": 1e-5, "attention_sums": 1e-5}
+
+CONFIGS = {
+    "parallel_rot0.25": dict(use_parallel_residual=True, rotary_pct=0.25),
+    "sequential_rot0.25": dict(use_parallel_residual=False, rotary_pct=0.25),
+    "parallel_rot1.0": dict(use_parallel_residual=True, rotary_pct=1.0),
+    "sequential_rot1.0": dict(use_parallel_residual=False, rotary_pct=1.0, num_attention_heads=2,
+                              layer_norm_eps=1e-3, rotary_emb_base=500),
+}
+
+
+def tokens() -> list[int]:
+    return json.loads((FIXTURE / "golden.json").read_text())["tokens"]
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS), ids=list(CONFIGS))
+def exported(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(request.param)
+    seed = 10 + list(CONFIGS).index(request.param)
+    hf = ref.make_tiny_checkpoint(tmp / "hf", 512, seed, tokenizer=TOKENIZER, **CONFIGS[request.param])
+    res = export(tmp / "onnx", checkpoint=hf, dtype="fp32", log=lambda m: None)
+    model = ref.load_hf(hf)
+    return request.param, res.manifest, ref.ort_session(tmp / "onnx/model.onnx"), model
+
+
+def test_fp32_matches_transformers(exported):
+    label, manifest, sess, model = exported
+    cases = ref.standard_cases(model, tokens(), manifest["num_layers"])
+    failures = []
+    for name, step in cases.items():
+        try:
+            ref.compare(ref.run_onnx(sess, step, manifest), ref.run_hf(model, step), step, TOL)
+        except AssertionError as e:
+            failures.append(f"{name}: {e}")
+    assert not failures, f"{label}: " + " | ".join(failures)
+
+
+def test_attention_sums_count_real_queries(exported):
+    """Each real query's probabilities sum to 1, padding queries add nothing: summed over the
+    keys, attention_sums[b, h] = number of real new tokens of row b."""
+    _, manifest, sess, model = exported
+    step = ref.standard_cases(model, tokens(), manifest["num_layers"], stepwise=0)["batch2_padded_decode"]
+    out = ref.run_onnx(sess, step, manifest)
+    real = step.query_mask().sum(axis=1)  # [batch]
+    for i in range(manifest["num_layers"]):
+        totals = out[f"attention_sums.{i}"].sum(axis=2)  # [batch, heads]
+        np.testing.assert_allclose(totals, np.broadcast_to(real[:, None], totals.shape), atol=1e-5)
+
+
+def test_masked_slots_ignored_whatever_they_hold(exported):
+    """Empty slots (mask 0) may hold stale or arbitrary finite data: outputs must not change."""
+    _, manifest, sess, model = exported
+    step = ref.standard_cases(model, tokens(), manifest["num_layers"], stepwise=0)["continuation_slots"]
+    base = ref.run_onnx(sess, step, manifest)
+    rng = np.random.default_rng(0)
+    empty = ~step.attention_mask[0, : step.past_len].astype(bool)
+    noisy = []
+    for k, v in step.past:
+        k, v = k.copy(), v.copy()
+        k[:, :, empty, :] = rng.normal(0, 1e4, k[:, :, empty, :].shape)
+        v[:, :, empty, :] = rng.normal(0, 1e4, v[:, :, empty, :].shape)
+        noisy.append((k, v))
+    out = ref.run_onnx(sess, ref.Step(step.input_ids, step.position_ids, step.attention_mask, noisy), manifest)
+    for name in base:
+        np.testing.assert_array_equal(out[name], base[name], err_msg=name)
+
+
+def test_positions_come_from_position_ids(exported):
+    """The same token at another position gives another key: RoPE reads position_ids, not the
+    cache length (and a prefill shifted by 100 positions changes keys but not values)."""
+    _, manifest, sess, _ = exported
+    t = np.asarray(tokens()[:4])[None]
+    a = ref.run_onnx(sess, ref.Step(t, np.arange(4)[None], np.ones((1, 4), np.int64)), manifest)
+    b = ref.run_onnx(sess, ref.Step(t, np.arange(100, 104)[None], np.ones((1, 4), np.int64)), manifest)
+    assert not np.allclose(a["new_key_values.0.key"], b["new_key_values.0.key"])
+    np.testing.assert_allclose(a["new_key_values.0.value"], b["new_key_values.0.value"], atol=1e-6)
+
+
+# ---- the committed fixture -------------------------------------------------------------------
+
+def test_fixture_golden_reproduced_by_committed_onnx():
+    manifest = json.loads((FIXTURE / "manifest.json").read_text())
+    sess = ref.ort_session(FIXTURE / "model.onnx")
+    doc, cases = ref.read_golden(FIXTURE / "golden.json")
+    assert doc["format"] == "h2o-golden/1"
+    assert {"prefill", "continuation_gapped", "batch2_padded"} <= set(cases)
+    for name, (step, want) in cases.items():
+        ref.compare(ref.run_onnx(sess, step, manifest), want, step, doc["tolerances"])
+
+
+def test_fixture_golden_matches_its_checkpoint():
+    """golden.json is what transformers computes from tests/fixtures/tiny/hf (same tolerances)."""
+    model = ref.load_hf(FIXTURE / "hf")
+    doc, cases = ref.read_golden(FIXTURE / "golden.json")
+    for name in ("prefill", "continuation_gapped", "batch2_padded"):
+        step, want = cases[name]
+        ref.compare(ref.run_hf(model, step), want, step, doc["tolerances"])
+
+
+def test_fixture_manifest_matches_graph():
+    import onnx
+
+    manifest = json.loads((FIXTURE / "manifest.json").read_text())
+    model = onnx.load(str(FIXTURE / "model.onnx"))
+    assert [i.name for i in model.graph.input] == manifest["inputs"] == input_names(2)
+    assert [o.name for o in model.graph.output] == manifest["outputs"] == output_names(2)
+    assert manifest["format_version"] == 1 and manifest["model_type"] == "gpt_neox"
+    assert manifest["dtype"] == "float32" and manifest["random_init"] is False
+    assert manifest["tokenizer_vocab_size"] == 500 and manifest["vocab_size"] == 512
+    assert manifest["rotary_dims"] == 4 and manifest["head_dim"] == 16
+    total = sum(p.stat().st_size for p in FIXTURE.rglob("*") if p.is_file())
+    assert total < 2_000_000, f"fixture is {total} bytes"
