@@ -1,0 +1,392 @@
+"""Tests of the PyTorch reference (export/reference.py) on tiny random GPT-NeoX models."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+EXPORT_DIR = Path(__file__).resolve().parents[1]
+REPO = EXPORT_DIR.parent
+sys.path.insert(0, str(EXPORT_DIR))
+
+import reference as ref  # noqa: E402
+
+N_TOKENS = 48
+POLICIES = ["local:8", "sink:2+6", "h2o:5+3", "h2o:6+0", "h2o:0+8", "h2o-layer:5+3", "h2o-layer:3+1"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread for this module (tiny per-token ops; more threads only contend), restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_model(parallel_residual: bool = True, vocab: int = 96, seed: int = 0):
+    """A small random GPT-NeoX (eager attention). A large init range makes attention peaky, so
+    accumulated scores differ clearly and H2O's choices are far from ties."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = GPTNeoXConfig(
+        vocab_size=vocab,
+        hidden_size=64,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        intermediate_size=128,
+        rotary_pct=0.25,
+        max_position_embeddings=256,
+        use_parallel_residual=parallel_residual,
+        initializer_range=0.2,
+        attn_implementation="eager",
+    )
+    model = GPTNeoXForCausalLM(cfg).eval()
+    return model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(0, 96, (N_TOKENS,), generator=g).tolist()
+
+
+@pytest.fixture(scope="module")
+def results(model, tokens):
+    """Free-running results and per-step observations for every policy in POLICIES."""
+    out = {}
+    for spec in POLICIES + ["full"]:
+        views = []
+        res = ref.run_reference(model, tokens, spec, observer=lambda v, views=views: views.append(
+            ref.StepView(v.pos, v.layer, v.positions.clone(), v.scores.clone(), v.victims.clone())))
+        out[spec] = (res, views)
+    return out
+
+
+def hf_nll(model, tokens) -> list[float]:
+    with torch.inference_mode():
+        logits = model(torch.tensor([tokens])).logits[0].double()  # [n, vocab]
+    logp = torch.log_softmax(logits, dim=-1)
+    return [-float(logp[i, tokens[i + 1]]) for i in range(len(tokens) - 1)]
+
+
+# ---------------------------------------------------------------------------------- specs
+
+
+def test_parse_policy_canonical_forms():
+    assert ref.parse_policy("full").budget is None
+    assert ref.parse_policy(" local:256 ").spec == "local:256"
+    p = ref.parse_policy("sink:4+252")
+    assert (p.kind, p.sinks, p.recent, p.budget) == ("sink", 4, 252, 256)
+    p = ref.parse_policy("h2o:192+64")
+    assert (p.kind, p.heavy, p.recent, p.scope, p.budget) == ("h2o", 192, 64, "head", 256)
+    p = ref.parse_policy("h2o-layer:192+64")
+    assert (p.scope, p.spec) == ("layer", "h2o-layer:192+64")
+
+
+@pytest.mark.parametrize("bad", ["", "lru:5", "local", "local:4+4", "sink:4", "h2o:5", "full:3", "h2o:-1+4",
+                                 "local:x", "h2o:1.5+2"])
+def test_parse_policy_refuses_malformed(bad):
+    with pytest.raises(ref.ReferenceError, match="accepted forms"):
+        ref.parse_policy(bad)
+
+
+def test_parse_policy_refuses_zero_and_oversized_budgets():
+    for spec in ["local:0", "sink:0+0", "h2o:0+0", "h2o-layer:0+0"]:
+        with pytest.raises(ref.ReferenceError, match="budget is 0"):
+            ref.parse_policy(spec)
+    with pytest.raises(ref.ReferenceError, match="exceeds the model's 256 positions"):
+        ref.parse_policy("h2o:200+57", max_positions=256)
+    assert ref.parse_policy("h2o:200+56", max_positions=256).budget == 256
+
+
+# ---------------------------------------------------------------------------------- victim choice
+
+
+def test_choose_victims_hand_built_scores_and_ties():
+    pol = ref.parse_policy("h2o:2+1")
+    # t = 4, candidates at positions 0..4 for two heads; the recent window is {4}.
+    pos = torch.tensor([[0, 1, 2, 3, 4], [0, 1, 2, 3, 4]])
+    scores = torch.tensor([[0.5, 0.1, 0.1, 0.9, 0.0],   # tie 0.1 at 1 and 2: evict the older (1), then 2
+                           [0.2, 0.7, 0.3, 0.05, 0.0]])  # lowest 0.05 at 3, then 0.2 at 0
+    v = ref._choose_victims(pol, 4, pos, scores)
+    assert v.tolist() == [[1, 2], [3, 0]]
+    # layer scope: summed scores [0.7, 0.8, 0.4, 0.95, 0] -> evict 2 then 0 on every head
+    v = ref._choose_victims(ref.parse_policy("h2o-layer:2+1"), 4, pos, scores)
+    assert v.tolist() == [[2, 0], [2, 0]]
+    # local ignores scores: everything outside the window goes, oldest first
+    v = ref._choose_victims(ref.parse_policy("local:3"), 4, pos, scores)
+    assert v.tolist() == [[0, 1], [0, 1]]
+    # sink keeps position 0 and the last two
+    v = ref._choose_victims(ref.parse_policy("sink:1+2"), 4, pos, scores)
+    assert v.tolist() == [[1, 2], [1, 2]]
+    # under budget: nothing
+    assert ref._choose_victims(ref.parse_policy("h2o:4+1"), 4, pos, scores).shape == (2, 0)
+
+
+# ---------------------------------------------------------------------------------- numerics
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_full_matches_transformers_forward(parallel, tokens):
+    m = tiny_model(parallel_residual=parallel)
+    res = ref.run_reference(m, tokens, "full")
+    want = hf_nll(m, tokens)
+    assert len(res["nll"]) == len(tokens) - 1 == res["n_tokens"] - 1
+    assert max(abs(a - b) for a, b in zip(res["nll"], want)) < 1e-4
+    assert math.isclose(res["ppl"], math.exp(sum(want) / len(want)), rel_tol=1e-4)
+    # full never evicts
+    assert all(ev == [[]] * 4 for s in res["trace"]["steps"] for ev in s["evicted"])
+
+
+@pytest.mark.parametrize("spec", [f"local:{N_TOKENS}", f"sink:2+{N_TOKENS}", f"h2o:10+{N_TOKENS}",
+                                  f"h2o-layer:{N_TOKENS}+1"])
+def test_budget_larger_than_text_equals_full(spec, model, tokens, results):
+    full = results["full"][0]
+    res = ref.run_reference(model, tokens, spec)
+    assert res["nll"] == full["nll"]
+    assert res["ppl"] == full["ppl"]
+
+
+@pytest.mark.parametrize("spec", POLICIES)
+def test_bounded_policies_change_the_result(spec, results):
+    assert results[spec][0]["nll"] != results["full"][0]["nll"]
+
+
+# ---------------------------------------------------------------------------------- invariants
+
+
+@pytest.mark.parametrize("spec", POLICIES)
+def test_invariants_per_step(spec, results, tokens):
+    pol = ref.parse_policy(spec)
+    res, views = results[spec]
+    assert len(views) == (len(tokens) - 1) * 2
+    kept_trace = dict(ref.iter_kept_sets(res["trace"]))
+    for v in views:
+        t = v.pos
+        heads, n = v.positions.shape
+        # every head sees the candidates 'kept after t-1' plus t
+        assert (v.positions[:, -1] == t).all()
+        keep = torch.ones(heads, n, dtype=torch.bool)
+        keep.scatter_(1, v.victims, False)
+        rank = v.scores.sum(0, keepdim=True).expand_as(v.scores) if pol.scope == "layer" else v.scores
+        kept_rows = []
+        for h in range(heads):
+            pos = v.positions[h].tolist()
+            kept = [p for p, k in zip(pos, keep[h].tolist()) if k]
+            kept_rows.append(kept)
+            assert len(set(pos)) == len(pos), "positions unique"
+            assert len(kept) == min(pol.budget, n) <= pol.budget
+            recent = [p for p in pos if p > t - pol.recent]
+            sinks = [p for p in pos if p < pol.sinks]
+            assert set(recent) <= set(kept) and set(sinks) <= set(kept)
+            if pol.kind == "h2o" and n > pol.budget:
+                others = [(float(rank[h, i]), p) for i, p in enumerate(pos) if p <= t - pol.recent]
+                # keep the H largest; ties: the lowest score, then the oldest, goes first
+                brute = {p for _, p in sorted(others)[len(others) - pol.heavy:]} if pol.heavy else set()
+                assert set(kept) - set(recent) == brute
+            # the trace reconstructs the same kept set
+            assert kept_trace[t][v.layer][h] == kept
+        if pol.scope == "layer":
+            assert all(row == kept_rows[0] for row in kept_rows)
+    assert res["kept_final"] == ref.kept_sets(res["trace"])
+
+
+def test_h2o_layer_keeps_identical_positions_across_heads(results):
+    for spec in ["h2o-layer:5+3", "h2o-layer:3+1"]:
+        for _, kept in ref.iter_kept_sets(results[spec][0]["trace"]):
+            for layer in kept:
+                assert all(h == layer[0] for h in layer)
+    # and per-head h2o really differs between heads somewhere (the test above is not vacuous)
+    final = results["h2o:5+3"][0]["kept_final"]
+    assert any(len({tuple(h) for h in layer}) > 1 for layer in final)
+
+
+def test_scores_accumulate_attention(model, tokens):
+    """Scores of the full cache: a token's score = sum of the probabilities it got from every query
+    since it entered (its own included), so the scores of step t sum to t+1 per head."""
+    seen = []
+    ref.run_reference(model, tokens[:12], "full", observer=lambda v: seen.append((v.pos, v.scores.clone())))
+    for t, s in seen:
+        assert torch.allclose(s.sum(dim=1), torch.full((4,), float(t + 1)), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------- traces and replay
+
+
+def test_kept_sets_from_hand_built_trace():
+    trace = {"format": ref.TRACE_FORMAT, "policy": "local:2", "tokens": [1, 2, 3, 4], "layers": 1, "heads": 2,
+             "steps": [{"pos": 0, "evicted": [[[], []]]}, {"pos": 1, "evicted": [[[], []]]},
+                       {"pos": 2, "evicted": [[[0], [1]]]}]}
+    assert ref.kept_sets(trace, 1) == [[[0, 1], [0, 1]]]
+    assert ref.kept_sets(trace) == [[[1, 2], [0, 2]]]
+    bad = copy.deepcopy(trace)
+    bad["steps"][1]["evicted"] = [[[5], []]]
+    with pytest.raises(ref.ReferenceError, match="not held"):
+        ref.kept_sets(bad)
+    bad = copy.deepcopy(trace)
+    bad["format"] = "other"
+    with pytest.raises(ref.ReferenceError, match="h2o-evict-trace/1"):
+        ref.kept_sets(bad)
+
+
+@pytest.mark.parametrize("spec", POLICIES + ["full"])
+def test_replay_own_trace(spec, model, tokens, results):
+    res = results[spec][0]
+    rep = ref.run_reference(model, tokens, spec, replay=res["trace"])
+    assert rep["nll"] == res["nll"]
+    assert rep["replay"]["n_violations"] == 0, rep["replay"]["violations"][:3]
+    assert rep["trace"] == res["trace"]
+    if spec != "full":
+        assert rep["replay"]["victims_checked"] > 0
+
+
+def _first_eviction_step(trace):
+    return next(s for s in trace["steps"] if any(any(h) for layer in s["evicted"] for h in layer))
+
+
+def test_replay_flags_a_victim_that_is_not_lowest(model, tokens, results):
+    spec = "h2o:5+3"
+    res, views = results[spec]
+    trace = copy.deepcopy(res["trace"])
+    step = _first_eviction_step(trace)
+    t = step["pos"]
+    # head 0 of layer 0: evict the best-scored heavy candidate instead of the lowest
+    v = next(v for v in views if v.pos == t and v.layer == 0)
+    cand = [(float(v.scores[0, i]), int(p)) for i, p in enumerate(v.positions[0].tolist()) if p <= t - 3]
+    best = max(cand)[1]
+    assert best not in step["evicted"][0][0]
+    step["evicted"][0][0] = [best]
+    # later steps of the original trace no longer fit this cache; drop them
+    trace["steps"] = [s for s in trace["steps"] if s["pos"] <= t]
+    rep = ref.run_reference(model, tokens, spec, replay=trace)
+    kinds = {(x["step"], x["layer"], x["head"], x["kind"]) for x in rep["replay"]["violations"]}
+    assert (t, 0, 0, "not-lowest") in kinds
+    assert any(k[3] == "over-budget" for k in kinds)  # no evictions after t
+
+
+def test_replay_flags_protected_victims_and_layer_scope(model, tokens, results):
+    res = results["h2o-layer:5+3"][0]
+    trace = copy.deepcopy(res["trace"])
+    step = _first_eviction_step(trace)
+    t = step["pos"]
+    step["evicted"][1][2] = [t]  # the token just fed is in the recent window
+    trace["steps"] = [s for s in trace["steps"] if s["pos"] <= t]
+    rep = ref.run_reference(model, tokens, "h2o-layer:5+3", replay=trace)
+    kinds = {(x["step"], x["layer"], x["head"], x["kind"]) for x in rep["replay"]["violations"]}
+    assert (t, 1, 2, "protected") in kinds
+    assert (t, 1, 2, "layer-scope") in kinds
+
+
+def test_replay_refuses_inconsistent_traces(model, tokens, results):
+    res = results["local:8"][0]
+    with pytest.raises(ref.ReferenceError, match="for policy local:8, not local:9"):
+        ref.run_reference(model, tokens, "local:9", replay=res["trace"])
+    with pytest.raises(ref.ReferenceError, match="tokens differ"):
+        ref.run_reference(model, tokens[:-1], "local:8", replay=res["trace"])
+    bad = copy.deepcopy(res["trace"])
+    step = _first_eviction_step(bad)
+    step["evicted"][0][1] = [step["pos"] + 100]
+    with pytest.raises(ref.ReferenceError, match=r"head 1: victim position \d+ is not in the cache"):
+        ref.run_reference(model, tokens, "local:8", replay=bad)
+    bad = copy.deepcopy(res["trace"])
+    _first_eviction_step(bad)["evicted"][0][1] = []
+    with pytest.raises(ref.ReferenceError, match="different counts"):
+        ref.run_reference(model, tokens, "local:8", replay=bad)
+
+
+def test_bad_inputs_are_refused(model, tokens):
+    with pytest.raises(ref.ReferenceError, match="at least 2 tokens"):
+        ref.run_reference(model, tokens[:1], "full")
+    with pytest.raises(ref.ReferenceError, match="token ids must lie"):
+        ref.run_reference(model, [0, 96], "full")
+    with pytest.raises(ref.ReferenceError, match="exceeds the model's 256 positions"):
+        ref.run_reference(model, tokens, "local:300")
+
+
+# ---------------------------------------------------------------------------------- CLI
+
+
+FIXTURE = REPO / "tests" / "fixtures" / "tiny"
+WIKI = (REPO / ".." / "shared" / "data" / "wikitext-2-raw-v1" / "wiki.test.raw").resolve()
+
+
+def _cli_inputs(tmp_path):
+    """The committed tiny fixture (checkpoint + tokenizer) when present, else a random checkpoint
+    saved here with the Pythia tokenizer; WikiText-2 raw when present, else a short text."""
+    if (FIXTURE / "hf" / "config.json").is_file() and (FIXTURE / "tokenizer.json").is_file():
+        hf, tok = FIXTURE / "hf", FIXTURE / "tokenizer.json"
+    else:
+        from tokenizers import Tokenizer
+
+        tok = (REPO / ".." / "shared" / "data" / "pythia-tokenizer.json").resolve()
+        tiny_model(vocab=Tokenizer.from_file(str(tok)).get_vocab_size()).save_pretrained(tmp_path / "hf")
+        hf = tmp_path / "hf"
+    if WIKI.is_file():
+        return hf, tok, WIKI
+    data = tmp_path / "text.txt"
+    data.write_text(" = Valkyria Chronicles III = \n\n Senjō no Valkyria 3 : Unrecorded Chronicles is a tactical "
+                    "role-playing video game developed by Sega and Media.Vision for the PlayStation Portable .\n" * 3,
+                    encoding="utf-8")
+    return hf, tok, data
+
+
+def test_cli_run_and_replay(tmp_path):
+    hf, tok, data = _cli_inputs(tmp_path)
+    out = tmp_path / "h2o.json"
+    rc = ref.main(["--hf-dir", str(hf), "--tokenizer", str(tok), "--data", str(data), "--tokens", "64",
+                   "--policy", "h2o:12+4", "--out", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["policy"] == "h2o:12+4" and res["n_tokens"] == 64 and len(res["nll"]) == 63
+    assert math.isfinite(res["ppl"]) and res["ppl"] > 1
+    assert res["trace"]["format"] == ref.TRACE_FORMAT and len(res["trace"]["tokens"]) == 64
+    assert ref.load_tokens(tok, data, 64) == res["trace"]["tokens"]
+    # lockstep: replay the output (a whole result document is accepted), policy and tokens from the trace
+    out2 = tmp_path / "replay.json"
+    rc = ref.main(["--hf-dir", str(hf), "--replay", str(out), "--out", str(out2)])
+    assert rc == 0
+    rep = json.loads(out2.read_text())
+    assert rep["nll"] == res["nll"] and rep["replay"]["n_violations"] == 0
+    # with data given too, the tokens are checked against the trace
+    rc = ref.main(["--hf-dir", str(hf), "--tokenizer", str(tok), "--data", str(data), "--replay", str(out),
+                   "--out", str(out2)])
+    assert rc == 0
+
+
+def test_cli_bad_input_exit_code(tmp_path, capsys):
+    hf, tok, data = _cli_inputs(tmp_path)
+    rc = ref.main(["--hf-dir", str(hf), "--tokenizer", str(tok), "--data", str(data), "--tokens", "16",
+                   "--policy", "h2o:12", "--out", str(tmp_path / "x.json")])
+    assert rc == 2
+    assert "accepted forms" in capsys.readouterr().err
+    rc = ref.main(["--hf-dir", str(tmp_path / "nope"), "--tokenizer", str(tok), "--data", str(data),
+                   "--tokens", "16", "--policy", "full", "--out", str(tmp_path / "x.json")])
+    assert rc == 2
+    assert "no config.json" in capsys.readouterr().err
+
+
+def test_checkpoint_on_text_matches_transformers(tmp_path):
+    """The CLI's checkpoint (the tiny fixture when present) on real text: full = transformers'
+    forward within 1e-4 per token, and h2o-layer replays its own trace exactly."""
+    hf, tok, data = _cli_inputs(tmp_path)
+    model = ref.load_model(hf)
+    ids = ref.load_tokens(tok, data, 64)
+    full = ref.run_reference(model, ids, "full")
+    want = hf_nll(model, ids)
+    assert max(abs(a - b) for a, b in zip(full["nll"], want)) < 1e-4
+    res = ref.run_reference(model, ids, "h2o-layer:8+8")
+    rep = ref.run_reference(model, ids, "h2o-layer:8+8", replay=res["trace"])
+    assert rep["nll"] == res["nll"] and rep["replay"]["n_violations"] == 0
