@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
+import numpy as np
 import onnx
 
 from . import __version__
@@ -153,7 +154,7 @@ def export(
         def get_tensor(hf_name: str):
             arr = weights.get(hf_name)
             if digest is not None:
-                digest.update(arr.tobytes())
+                digest.update((arr if arr.flags.c_contiguous else np.ascontiguousarray(arr.T)).data)
             return arr
 
         try:
@@ -167,7 +168,7 @@ def export(
 
         if random_init is not None:
             source = {"path": None, "random_init_from": src_label, "sha256": digest.hexdigest(),
-                      "sha256_of": "the float32 random weights, in graph order"}
+                      "sha256_of": "the float32 random weights as drawn (linear weights as [in, out]), in graph order"}
         else:
             source = weights.source()
             source["sha256_of"] = "the safetensors weight file(s), concatenated in the order listed"

@@ -243,6 +243,12 @@ class RandomWeights:
         if name.endswith(".bias"):
             return np.zeros(shape, dtype=np.float32)
         rng = np.random.default_rng([self.seed, index])
+        if len(shape) == 2 and name != "gpt_neox.embed_in.weight":
+            # Linear weight [out, in]: drawn as [in, out] and returned as a transposed view, so
+            # that the graph's [in, out] layout needs no transposing copy (i.i.d. values either way)
+            arr = rng.standard_normal(shape[::-1], dtype=np.float32)
+            arr *= np.float32(self.cfg.initializer_range)
+            return arr.T
         arr = rng.standard_normal(shape, dtype=np.float32)
         arr *= np.float32(self.cfg.initializer_range)
         return arr
