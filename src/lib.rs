@@ -1,1 +1,4 @@
 //! h2o-engine: Pythia (GPT-NeoX) decoding through ONNX Runtime with a host-managed KV cache.
+
+pub mod policy;
+pub mod timing;
