@@ -1,4 +1,13 @@
 //! h2o-engine: Pythia (GPT-NeoX) decoding through ONNX Runtime with a host-managed KV cache.
 
+pub mod cache;
+pub mod decoder;
+pub mod error;
+pub mod eval;
+pub mod manifest;
+pub mod model;
 pub mod policy;
+pub mod runtime;
 pub mod timing;
+
+pub use error::{Error, Result};

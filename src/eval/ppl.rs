@@ -1,0 +1,58 @@
+//! Streaming perplexity (design §4): token by token from the first token, NLL in f64, per-token NLLs kept.
+
+use crate::decoder::{nll, Decoder, TraceStep};
+use crate::error::{Error, Result};
+use crate::timing::StepTiming;
+
+/// Result of a streaming perplexity run.
+#[derive(Debug, Clone)]
+pub struct PplRun {
+    /// NLL of token i+1 given tokens 0..=i under the compressed cache; N tokens give N-1 values.
+    pub nlls: Vec<f64>,
+    pub ppl: f64,
+    pub timings: Vec<StepTiming>,
+    pub trace: Option<Vec<TraceStep>>,
+    /// Exact K/V bytes held at the end.
+    pub kv_bytes: usize,
+}
+
+/// exp(mean NLL).
+pub fn perplexity(nlls: &[f64]) -> f64 {
+    if nlls.is_empty() {
+        return f64::NAN;
+    }
+    (nlls.iter().sum::<f64>() / nlls.len() as f64).exp()
+}
+
+/// Stream `tokens` through `dec` one at a time (batch 1): step i feeds token i and scores token i+1.
+/// `progress` is called after every step with the number of steps done.
+pub fn streaming_ppl(
+    dec: &mut Decoder<'_>,
+    tokens: &[u32],
+    mut progress: impl FnMut(usize),
+) -> Result<PplRun> {
+    if tokens.len() < 2 {
+        return Err(Error::Input(
+            "perplexity needs at least 2 tokens (N tokens give N-1 predictions)".into(),
+        ));
+    }
+    if dec.store().batch() != 1 {
+        return Err(Error::Input("streaming perplexity runs at batch 1".into()));
+    }
+    let mut nlls = Vec::with_capacity(tokens.len() - 1);
+    let mut timings = Vec::with_capacity(tokens.len() - 1);
+    for i in 0..tokens.len() - 1 {
+        let out = dec.step(&tokens[i..=i])?;
+        nlls.push(nll(out.logits_at(0, 0), tokens[i + 1]));
+        timings.push(out.timing);
+        progress(i + 1);
+    }
+    let ppl = perplexity(&nlls);
+    Ok(PplRun {
+        nlls,
+        ppl,
+        timings,
+        trace: dec.trace().map(|t| t.to_vec()),
+        kv_bytes: dec.store().held_bytes(),
+    })
+}

@@ -1,0 +1,222 @@
+//! manifest.json: what the exporter says about a graph, and the check of a session's real inputs/outputs against it.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The manifest format this engine reads (docs/architecture.md, "Graph contract").
+pub const MANIFEST_VERSION: u64 = 1;
+
+/// Element type of K/V (and weights) in the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvDtype {
+    Float32,
+    Float16,
+}
+
+impl KvDtype {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Self::Float32 => 4,
+            Self::Float16 => 2,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Float32 => "float32",
+            Self::Float16 => "float16",
+        }
+    }
+}
+
+/// Where the weights came from.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Source {
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub sha256: Option<String>,
+}
+
+/// manifest.json (format_version 1).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u64,
+    pub name: String,
+    pub model_type: String,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub head_dim: usize,
+    pub hidden_size: usize,
+    pub vocab_size: usize,
+    pub rotary_dims: usize,
+    pub rotary_base: f64,
+    pub max_position_embeddings: usize,
+    pub dtype: KvDtype,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    #[serde(default)]
+    pub opset: Option<u64>,
+    #[serde(default)]
+    pub exporter_version: Option<String>,
+    #[serde(default)]
+    pub source: Source,
+    #[serde(default)]
+    pub random_init: bool,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub tokenizer_vocab_size: Option<usize>,
+    #[serde(default)]
+    pub eos_token_id: Option<u32>,
+}
+
+impl Manifest {
+    /// Read and check `manifest.json`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::ModelFileMissing {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                Error::ManifestInvalid {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                }
+            }
+        })?;
+        let raw: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::ManifestInvalid {
+                path: path.to_path_buf(),
+                reason: format!("not JSON: {e}"),
+            })?;
+        let found = raw
+            .get("format_version")
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| Error::ManifestInvalid {
+                path: path.to_path_buf(),
+                reason: "no format_version".into(),
+            })?;
+        if found != MANIFEST_VERSION {
+            return Err(Error::ManifestVersion {
+                path: path.to_path_buf(),
+                found,
+                expected: MANIFEST_VERSION,
+            });
+        }
+        let m: Manifest = serde_json::from_value(raw).map_err(|e| Error::ManifestInvalid {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        if m.model_type != "gpt_neox" {
+            return Err(Error::ManifestInvalid {
+                path: path.to_path_buf(),
+                reason: format!("model_type {:?}; only gpt_neox is supported", m.model_type),
+            });
+        }
+        if m.num_layers == 0 || m.num_heads == 0 || m.head_dim == 0 || m.vocab_size == 0 {
+            return Err(Error::ManifestInvalid {
+                path: path.to_path_buf(),
+                reason: "zero-sized model dimensions".into(),
+            });
+        }
+        Ok(m)
+    }
+
+    /// Input names the contract requires for this many layers, in order.
+    pub fn expected_inputs(&self) -> Vec<String> {
+        let mut v = vec![
+            "input_ids".to_string(),
+            "position_ids".into(),
+            "attention_mask".into(),
+        ];
+        for i in 0..self.num_layers {
+            v.push(format!("past_key_values.{i}.key"));
+            v.push(format!("past_key_values.{i}.value"));
+        }
+        v
+    }
+
+    /// Output names the contract requires for this many layers.
+    pub fn expected_outputs(&self) -> Vec<String> {
+        let mut v = vec!["logits".to_string()];
+        for i in 0..self.num_layers {
+            v.push(format!("new_key_values.{i}.key"));
+            v.push(format!("new_key_values.{i}.value"));
+        }
+        for i in 0..self.num_layers {
+            v.push(format!("attention_sums.{i}"));
+        }
+        v
+    }
+
+    /// Bytes of K and V for one token over all layers and heads (batch 1).
+    pub fn kv_bytes_per_token(&self) -> usize {
+        2 * self.num_layers * self.num_heads * self.head_dim * self.dtype.size()
+    }
+}
+
+/// Compare two name lists as sets; `None` when equal, else "missing [..]; extra [..]".
+pub fn name_diff(what: &str, expected: &[String], actual: &[String]) -> Option<String> {
+    let missing: Vec<&String> = expected.iter().filter(|n| !actual.contains(n)).collect();
+    let extra: Vec<&String> = actual.iter().filter(|n| !expected.contains(n)).collect();
+    if missing.is_empty() && extra.is_empty() {
+        return None;
+    }
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!("{what} missing {missing:?}"));
+    }
+    if !extra.is_empty() {
+        parts.push(format!("{what} not in the contract {extra:?}"));
+    }
+    Some(parts.join("; "))
+}
+
+/// Check the manifest's own lists and the session's real names against the contract.
+pub fn check_graph(
+    m: &Manifest,
+    session_inputs: &[String],
+    session_outputs: &[String],
+) -> Result<()> {
+    let ei = m.expected_inputs();
+    let eo = m.expected_outputs();
+    let mut problems = Vec::new();
+    if let Some(d) = name_diff("manifest inputs:", &ei, &m.inputs) {
+        problems.push(d);
+    }
+    if let Some(d) = name_diff("manifest outputs:", &eo, &m.outputs) {
+        problems.push(d);
+    }
+    if let Some(d) = name_diff("graph inputs:", &ei, session_inputs) {
+        problems.push(d);
+    }
+    if let Some(d) = name_diff("graph outputs:", &eo, session_outputs) {
+        problems.push(d);
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::GraphMismatch(problems.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_diff_lists_missing_and_extra() {
+        let e = vec!["a".to_string(), "b".to_string()];
+        let a = vec!["a".to_string(), "c".to_string()];
+        let d = name_diff("graph outputs:", &e, &a).unwrap();
+        assert!(d.contains("missing [\"b\"]"), "{d}");
+        assert!(d.contains("not in the contract [\"c\"]"), "{d}");
+        assert!(name_diff("x", &e, &e).is_none());
+    }
+}

@@ -1,0 +1,253 @@
+//! Finding and starting ONNX Runtime: the shared library, its version, the execution provider and thread options.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Oldest ONNX Runtime this build accepts: ort 2.0.0-rc.15 is built against API 24 (1.24);
+/// the project pins and tests 1.31.1 (export/requirements.txt).
+pub const MIN_ORT_MINOR: u32 = 24;
+
+/// Which execution provider runs the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum ExecutionProvider {
+    Cpu,
+    Cuda,
+}
+
+impl std::str::FromStr for ExecutionProvider {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda),
+            other => Err(Error::Input(format!(
+                "unknown execution provider {other:?}; use cpu or cuda"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for ExecutionProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+        })
+    }
+}
+
+/// Graph optimisation level handed to ONNX Runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum OptLevel {
+    Disable,
+    Basic,
+    Extended,
+    All,
+}
+
+impl std::str::FromStr for OptLevel {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "disable" | "0" => Ok(Self::Disable),
+            "basic" | "1" => Ok(Self::Basic),
+            "extended" | "2" => Ok(Self::Extended),
+            "all" | "3" => Ok(Self::All),
+            other => Err(Error::Input(format!(
+                "unknown graph optimisation level {other:?}; use disable, basic, extended or all"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for OptLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Disable => "disable",
+            Self::Basic => "basic",
+            Self::Extended => "extended",
+            Self::All => "all",
+        })
+    }
+}
+
+impl OptLevel {
+    pub(crate) fn to_ort(self) -> ort::session::builder::GraphOptimizationLevel {
+        use ort::session::builder::GraphOptimizationLevel as G;
+        match self {
+            Self::Disable => G::Disable,
+            Self::Basic => G::Level1,
+            Self::Extended => G::Level2,
+            Self::All => G::All,
+        }
+    }
+}
+
+/// How to run sessions: provider, threads, optimisation level.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionConfig {
+    pub provider: ExecutionProvider,
+    /// Intra-op threads; default: the machine's physical cores.
+    pub intra_threads: usize,
+    pub opt_level: OptLevel,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            provider: ExecutionProvider::Cpu,
+            intra_threads: physical_cores(),
+            opt_level: OptLevel::All,
+        }
+    }
+}
+
+/// Physical cores (sysinfo), falling back to logical ones.
+pub fn physical_cores() -> usize {
+    sysinfo::System::physical_core_count()
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// A started ONNX Runtime: the library it loaded, its version, and an environment to build sessions in.
+/// ONNX Runtime allows one environment per process: start one `Runtime` and share it.
+pub struct Runtime {
+    pub library: PathBuf,
+    pub version: String,
+    pub(crate) env: ort::environment::Environment,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("library", &self.library)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+/// Where the library is looked for, in order: ORT_DYLIB_PATH, then the project's .venv
+/// (onnxruntime wheel's capi/libonnxruntime.so.*), searched from `project_root`.
+pub fn find_library(project_root: &Path) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        return Err(Error::OrtLibraryMissing(format!(
+            "ORT_DYLIB_PATH={} is not a file; point it at libonnxruntime.so (the onnxruntime wheel ships it in onnxruntime/capi/) or unset it to use the project's .venv",
+            p.display()
+        )));
+    }
+    let lib_dir = project_root.join(".venv").join("lib");
+    if let Ok(entries) = std::fs::read_dir(&lib_dir) {
+        let mut found: Vec<PathBuf> = Vec::new();
+        for e in entries.flatten() {
+            let capi = e
+                .path()
+                .join("site-packages")
+                .join("onnxruntime")
+                .join("capi");
+            if let Ok(files) = std::fs::read_dir(&capi) {
+                for f in files.flatten() {
+                    let name = f.file_name().to_string_lossy().to_string();
+                    if name.starts_with("libonnxruntime.so") {
+                        found.push(f.path());
+                    }
+                }
+            }
+        }
+        found.sort();
+        if let Some(p) = found.pop() {
+            return Ok(p);
+        }
+    }
+    Err(Error::OrtLibraryMissing(format!(
+        "ORT_DYLIB_PATH is not set and {} has no onnxruntime wheel; run `make venv` (installs onnxruntime==1.31.1 into .venv) or set ORT_DYLIB_PATH=/path/to/libonnxruntime.so",
+        lib_dir.display()
+    )))
+}
+
+/// The version string a library reports (OrtGetApiBase()->GetVersionString), without initialising ort.
+pub fn library_version(path: &Path) -> Result<String> {
+    // SAFETY: loading ONNX Runtime runs its static initialisers only; we call one C function
+    // that returns a static string and keep the library loaded for the process (ort loads it again).
+    unsafe {
+        let lib = libloading::Library::new(path).map_err(|e| Error::OrtLibraryBad {
+            path: path.to_path_buf(),
+            reason: format!("cannot be loaded ({e})"),
+        })?;
+        let get_base: libloading::Symbol<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> =
+            lib.get(b"OrtGetApiBase")
+                .map_err(|_| Error::OrtLibraryBad {
+                    path: path.to_path_buf(),
+                    reason: "not ONNX Runtime (no OrtGetApiBase)".into(),
+                })?;
+        let base = get_base();
+        if base.is_null() {
+            return Err(Error::OrtLibraryBad {
+                path: path.to_path_buf(),
+                reason: "OrtGetApiBase returned null".into(),
+            });
+        }
+        let v = ((*base).GetVersionString)();
+        let s = std::ffi::CStr::from_ptr(v).to_string_lossy().to_string();
+        std::mem::forget(lib);
+        Ok(s)
+    }
+}
+
+/// Minor version of "1.31.1".
+fn minor(version: &str) -> Option<u32> {
+    version.split('.').nth(1)?.parse().ok()
+}
+
+impl Runtime {
+    /// Find the library from `project_root` (see [`find_library`]) and start it.
+    pub fn start(project_root: &Path) -> Result<Self> {
+        let lib = find_library(project_root)?;
+        Self::start_from(&lib)
+    }
+
+    /// Start ONNX Runtime from a given shared library.
+    pub fn start_from(lib: &Path) -> Result<Self> {
+        let version = library_version(lib)?;
+        match minor(&version) {
+            Some(m) if m >= MIN_ORT_MINOR => {}
+            _ => return Err(Error::OrtLibraryBad {
+                path: lib.to_path_buf(),
+                reason: format!(
+                    "version {version} is too old (this build needs 1.{MIN_ORT_MINOR} or newer)"
+                ),
+            }),
+        }
+        let builder = ort::init_from(lib).map_err(|e| Error::OrtLibraryBad {
+            path: lib.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let env = builder
+            .with_name("h2o-engine")
+            .with_telemetry(false)
+            .build()?;
+        Ok(Self {
+            library: lib.to_path_buf(),
+            version,
+            env,
+        })
+    }
+}
+
+/// Whether this binary was built with the CUDA provider compiled in.
+pub const CUDA_COMPILED: bool = cfg!(feature = "cuda");
+
+/// Refuse CUDA when the feature is off, before anything is loaded.
+pub fn check_provider(p: ExecutionProvider) -> Result<()> {
+    if p == ExecutionProvider::Cuda && !CUDA_COMPILED {
+        return Err(Error::ExecutionProvider(
+            "cuda was asked for, but this binary was built without the `cuda` feature; rebuild with `cargo build --release --features cuda` (and an onnxruntime-gpu library), or use --provider cpu".into(),
+        ));
+    }
+    Ok(())
+}

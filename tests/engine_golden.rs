@@ -1,0 +1,249 @@
+//! The Rust engine against transformers' golden outputs on the tiny fixture: prefill, token by token,
+//! a continuation whose past has gaps (after eviction), and a batch of 2 with padding.
+
+mod common;
+
+use common::*;
+use h2o_engine::cache::KvBuf;
+use h2o_engine::decoder::Decoder;
+
+const LOGITS_TOL: f64 = 1e-4;
+const ATT_TOL: f64 = 1e-5;
+
+fn case(name: &str) -> serde_json::Value {
+    golden()["cases"][name].clone()
+}
+
+fn ids(c: &serde_json::Value) -> Vec<u32> {
+    arr(&c["inputs"]["input_ids"])
+        .1
+        .iter()
+        .map(|&x| x as u32)
+        .collect()
+}
+
+#[test]
+fn prefill_matches_transformers() {
+    let rt = runtime();
+    let mut model = load_fixture(rt);
+    let c = case("prefill");
+    let mut dec = Decoder::new(&mut model, Box::new(KeepAll), 1).unwrap();
+    dec.keep_attention(true);
+    let out = dec.prefill(&[ids(&c)]).unwrap();
+    assert_close(
+        "logits",
+        &out.logits,
+        &arr(&c["expected"]["logits"]).1,
+        LOGITS_TOL,
+    );
+    let att = out.attention.as_ref().unwrap();
+    for l in 0..2 {
+        // past = capacity 64 empty slots then 8 new columns; golden has only the 8 columns.
+        let (_, want) = arr(&c["expected"][format!("attention_sums.{l}")]);
+        let past = out.past;
+        let heads = 4;
+        let mut got = Vec::new();
+        for h in 0..heads {
+            let row = &att[l][h * (past + 8)..(h + 1) * (past + 8)];
+            assert!(
+                row[..past].iter().all(|&x| x == 0.0),
+                "empty slots get exactly 0"
+            );
+            got.extend_from_slice(&row[past..]);
+        }
+        assert_close(&format!("attention_sums.{l}"), &got, &want, ATT_TOL);
+        // New K/V landed in slots 0..8 with positions 0..8.
+        let (_, want_k) = arr(&c["expected"][format!("new_key_values.{l}.key")]);
+        let store = dec.store();
+        let cap = store.capacity();
+        if let (KvBuf::F32(k), _) = store.kv(l) {
+            for h in 0..heads {
+                let got_k = &k[h * cap * 16..(h * cap + 8) * 16];
+                assert_close("key", got_k, &want_k[h * 8 * 16..(h + 1) * 8 * 16], 1e-5);
+            }
+        } else {
+            panic!("fixture is float32");
+        }
+        for h in 0..heads {
+            assert_eq!(&store.positions(l, 0, h)[..8], &[0, 1, 2, 3, 4, 5, 6, 7]);
+        }
+    }
+}
+
+#[test]
+fn token_by_token_matches_prefill_golden() {
+    let rt = runtime();
+    let mut model = load_fixture(rt);
+    let c = case("prefill");
+    let toks = ids(&c);
+    let (_, want_logits) = arr(&c["expected"]["logits"]);
+    let mut dec = Decoder::new(&mut model, Box::new(KeepAll), 1).unwrap();
+    dec.keep_attention(true);
+    // Sum each step's attention rows by position; must equal the prefill's attention sums.
+    let mut sums = vec![vec![0f32; 4 * 8]; 2];
+    for (j, &t) in toks.iter().enumerate() {
+        let out = dec.step(&[t]).unwrap();
+        assert_close(
+            &format!("logits step {j}"),
+            &out.logits,
+            &want_logits[j * 512..(j + 1) * 512],
+            LOGITS_TOL,
+        );
+        let att = out.attention.as_ref().unwrap();
+        let pos = out.attention_positions.as_ref().unwrap();
+        let past = out.past;
+        for l in 0..2 {
+            for h in 0..4 {
+                let row = &att[l][h * (past + 1)..(h + 1) * (past + 1)];
+                let total: f32 = row.iter().sum();
+                assert!((total - 1.0).abs() < 1e-5, "attention row sums to 1");
+                for s in 0..past {
+                    let p = pos[l][h * past + s];
+                    if p >= 0 {
+                        sums[l][h * 8 + p as usize] += row[s];
+                    } else {
+                        assert_eq!(row[s], 0.0);
+                    }
+                }
+                sums[l][h * 8 + j] += row[past];
+            }
+        }
+    }
+    for l in 0..2 {
+        let (_, want) = arr(&c["expected"][format!("attention_sums.{l}")]);
+        assert_close(
+            &format!("summed step attention layer {l}"),
+            &sums[l],
+            &want,
+            ATT_TOL,
+        );
+    }
+}
+
+#[test]
+fn stepwise_golden_cases_match() {
+    let rt = runtime();
+    let mut model = load_fixture(rt);
+    let mut dec = Decoder::new(&mut model, Box::new(KeepAll), 1).unwrap();
+    dec.keep_attention(true);
+    for i in 0..4 {
+        let c = case(&format!("stepwise_{i}"));
+        let out = dec.step(&ids(&c)).unwrap();
+        assert_close(
+            "logits",
+            &out.logits,
+            &arr(&c["expected"]["logits"]).1,
+            LOGITS_TOL,
+        );
+        for l in 0..2 {
+            let (_, want) = arr(&c["expected"][format!("attention_sums.{l}")]);
+            let att = &out.attention.as_ref().unwrap()[l];
+            let past = out.past;
+            let mut got = Vec::new();
+            for h in 0..4 {
+                let row = &att[h * (past + 1)..(h + 1) * (past + 1)];
+                got.extend_from_slice(&row[..i]);
+                got.push(row[past]);
+            }
+            assert_close("attention", &got, &want, ATT_TOL);
+        }
+    }
+}
+
+#[test]
+fn gapped_continuation_after_eviction_matches() {
+    let rt = runtime();
+    let mut model = load_fixture(rt);
+    let toks = tiny_text_tokens();
+    let c = case("continuation_gapped");
+    // A 10-token prefill through a policy that evicts positions 3, 6, 8 leaves 0,1,2,4,5,7,9.
+    let policy = EvictPositions {
+        budget: 7,
+        victims: vec![3, 6, 8],
+    };
+    let mut dec = Decoder::new(&mut model, Box::new(policy), 1).unwrap();
+    dec.keep_attention(true);
+    dec.prefill(&[toks[..10].to_vec()]).unwrap();
+    for l in 0..2 {
+        for h in 0..4 {
+            assert_eq!(dec.store().positions(l, 0, h), &[0, 1, 2, 4, 5, 7, 9]);
+        }
+    }
+    let out = dec.prefill(&[ids(&c)]).unwrap();
+    assert_eq!(out.past, 7);
+    assert_close(
+        "logits",
+        &out.logits,
+        &arr(&c["expected"]["logits"]).1,
+        LOGITS_TOL,
+    );
+    for l in 0..2 {
+        let (_, want) = arr(&c["expected"][format!("attention_sums.{l}")]);
+        assert_close(
+            "attention",
+            &out.attention.as_ref().unwrap()[l],
+            &want,
+            ATT_TOL,
+        );
+    }
+}
+
+#[test]
+fn batch_of_two_with_padding_matches() {
+    let rt = runtime();
+    let mut model = load_fixture(rt);
+    let toks = tiny_text_tokens();
+    let c = case("batch2_padded");
+    let (_, want_logits) = arr(&c["expected"]["logits"]);
+    let mut dec = Decoder::new(&mut model, Box::new(KeepAll), 2).unwrap();
+    dec.keep_attention(true);
+    let rows = vec![toks[..8].to_vec(), toks[1..6].to_vec()];
+    let out = dec.prefill(&rows).unwrap();
+    // Row 0: all 8; row 1: golden is left-padded by 3, ours right-padded.
+    assert_close(
+        "row 0 logits",
+        &out.logits[..8 * 512],
+        &want_logits[..8 * 512],
+        LOGITS_TOL,
+    );
+    for j in 0..5 {
+        assert_close(
+            &format!("row 1 token {j}"),
+            out.logits_at(1, j),
+            &want_logits[(8 + 3 + j) * 512..(8 + 4 + j) * 512],
+            LOGITS_TOL,
+        );
+    }
+    assert_eq!(dec.store().valid_count(0), 8);
+    assert_eq!(dec.store().valid_count(1), 5, "padding is never cached");
+    assert_eq!(dec.next_positions(), &[8, 5]);
+    let d = case("batch2_padded_decode");
+    let out = dec.step(&ids(&d)).unwrap();
+    let (_, want) = arr(&d["expected"]["logits"]);
+    assert_close("decode logits", &out.logits, &want, LOGITS_TOL);
+    // Attention by position: golden columns row 0 = positions 0..7 + new; row 1 = 3 pads, 0..4, new.
+    for l in 0..2 {
+        let (_, want) = arr(&d["expected"][format!("attention_sums.{l}")]);
+        let att = &out.attention.as_ref().unwrap()[l];
+        let pos = &out.attention_positions.as_ref().unwrap()[l];
+        let past = out.past;
+        for b in 0..2 {
+            for h in 0..4 {
+                let r = b * 4 + h;
+                let row = &att[r * (past + 1)..(r + 1) * (past + 1)];
+                let wrow = &want[r * 9..(r + 1) * 9];
+                let offset = if b == 0 { 0 } else { 3 };
+                for s in 0..past {
+                    let p = pos[r * past + s];
+                    if p >= 0 {
+                        let w = wrow[offset + p as usize];
+                        assert!((row[s] as f64 - w).abs() < ATT_TOL, "b{b} h{h} pos {p}");
+                    } else {
+                        assert_eq!(row[s], 0.0);
+                    }
+                }
+                assert!((row[past] as f64 - wrow[8]).abs() < ATT_TOL);
+            }
+        }
+    }
+}
