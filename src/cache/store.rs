@@ -489,3 +489,205 @@ impl KvStore {
         l.score[r * c + slot] = score;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keeps the newest `budget` positions per head (a local window, written here independently).
+    struct Newest(usize);
+    impl Policy for Newest {
+        fn spec(&self) -> String {
+            format!("newest:{}", self.0)
+        }
+        fn budget(&self) -> usize {
+            self.0
+        }
+        fn needs_scores(&self) -> bool {
+            false
+        }
+        fn select(&self, c: &Candidates<'_>, keep: &mut [bool]) {
+            for h in 0..c.heads {
+                let row = &c.positions[h * c.n..(h + 1) * c.n];
+                let mut order: Vec<usize> = (0..c.n).collect();
+                order.sort_by_key(|&i| std::cmp::Reverse(row[i]));
+                for &i in order.iter().take(self.0) {
+                    keep[h * c.n + i] = true;
+                }
+            }
+        }
+    }
+
+    /// Head 0 evicts the lowest score, head 1 the oldest position.
+    struct PerHead(usize);
+    impl Policy for PerHead {
+        fn spec(&self) -> String {
+            "per-head".into()
+        }
+        fn budget(&self) -> usize {
+            self.0
+        }
+        fn needs_scores(&self) -> bool {
+            true
+        }
+        fn select(&self, c: &Candidates<'_>, keep: &mut [bool]) {
+            for h in 0..c.heads {
+                let (p, s) = (
+                    &c.positions[h * c.n..(h + 1) * c.n],
+                    &c.scores[h * c.n..(h + 1) * c.n],
+                );
+                let victim = if h == 0 {
+                    (0..c.n)
+                        .min_by(|&a, &b| s[a].partial_cmp(&s[b]).unwrap())
+                        .unwrap()
+                } else {
+                    (0..c.n).min_by_key(|&i| p[i]).unwrap()
+                };
+                for i in 0..c.n {
+                    keep[h * c.n + i] = i != victim;
+                }
+            }
+        }
+    }
+
+    fn step(store: &mut KvStore, pol: &dyn Policy, pos: i64, att: &[f32]) {
+        // one layer, batch 1, 2 heads, head_dim 2: K = [pos, h], V = [-pos, h]
+        let k: Vec<f32> = (0..2).flat_map(|h| [pos as f32, h as f32]).collect();
+        let v: Vec<f32> = (0..2).flat_map(|h| [-(pos as f32), h as f32]).collect();
+        let new = NewTokens {
+            k: NewKv::F32(&k),
+            v: NewKv::F32(&v),
+            attention: att,
+            positions: &[pos],
+            mask: &[1],
+            seq: 1,
+        };
+        if pol.needs_scores() {
+            store.add_scores(0, att, 1).unwrap();
+        }
+        store.commit(0, &new, pol, None).unwrap();
+    }
+
+    fn store(limit: usize, chunk: usize) -> KvStore {
+        KvStore::new(1, 1, 2, 2, KvDtype::Float32, limit, chunk).unwrap()
+    }
+
+    #[test]
+    fn appends_into_free_slots_then_reuses_the_victims_slot() {
+        let mut s = store(3, 2);
+        let pol = Newest(3);
+        for p in 0..3 {
+            s.reserve_for_step(1);
+            let att = vec![0.0; 2 * (s.capacity() + 1)];
+            step(&mut s, &pol, p, &att);
+        }
+        assert_eq!(s.capacity(), 3, "grows in chunks, clamped to the limit");
+        assert_eq!(s.positions(0, 0, 0), &[0, 1, 2]);
+        s.reserve_for_step(1);
+        assert_eq!(s.capacity(), 3);
+        step(&mut s, &pol, 3, &[0.0; 8]);
+        // position 0 evicted; 3 takes its slot (no compaction)
+        assert_eq!(s.positions(0, 0, 0), &[3, 1, 2]);
+        assert_eq!(s.positions(0, 0, 1), &[3, 1, 2]);
+        if let KvBuf::F32(k) = &s.kv(0).0 {
+            // [batch, heads, capacity, head_dim]: head 1 slot 0 = [3, 1]
+            assert_eq!(&k[(3) * 2..(3 + 1) * 2], &[3.0, 1.0]);
+            assert_eq!(&k[0..2], &[3.0, 0.0]);
+        }
+        if let KvBuf::F32(v) = &s.kv(0).1 {
+            assert_eq!(&v[0..2], &[-3.0, 0.0]);
+        }
+        assert_eq!(s.held_bytes(), 3 * 2 * 2 * 2 * 4);
+    }
+
+    #[test]
+    fn mask_marks_valid_slots_then_new_tokens() {
+        let mut s = store(8, 4);
+        let pol = Newest(8);
+        for p in 0..2 {
+            s.reserve_for_step(1);
+            let att = vec![0.0; 2 * (s.capacity() + 1)];
+            step(&mut s, &pol, p, &att);
+        }
+        let mut m = Vec::new();
+        s.build_mask(&[1], 1, &mut m);
+        assert_eq!(m, vec![1, 1, 0, 0, 1]);
+    }
+
+    #[test]
+    fn scores_accumulate_and_heads_evict_independently() {
+        let mut s = store(2, 2);
+        let pol = PerHead(2);
+        s.reserve_for_step(1);
+        step(&mut s, &pol, 0, &[0.0, 0.0, 1.0, 0.0, 0.0, 1.0]);
+        s.reserve_for_step(1);
+        // head 0: pos0 gets 0.9, pos1 0.1; head 1: 0.5 / 0.5
+        step(&mut s, &pol, 1, &[0.9, 0.0, 0.1, 0.5, 0.0, 0.5]);
+        assert_eq!(s.scores(0, 0, 0), &[1.9, 0.1]);
+        // step 2: head 0 attends pos1 heavily so pos0 (1.9+0) vs pos1 (0.1+0.6) vs new 0.4 -> evict new? lowest = new (0.4)
+        step(&mut s, &pol, 2, &[0.0, 0.6, 0.4, 0.2, 0.2, 0.6]);
+        assert_eq!(
+            s.positions(0, 0, 0),
+            &[0, 1],
+            "head 0 evicted the new token (lowest score)"
+        );
+        assert_eq!(
+            s.positions(0, 0, 1),
+            &[2, 1],
+            "head 1 evicted the oldest, slot 0 reused"
+        );
+        assert!(
+            (s.scores(0, 0, 1)[0] - 0.6).abs() < 1e-6,
+            "new token starts with its own attention"
+        );
+    }
+
+    #[test]
+    fn rejects_wrong_shapes_and_empty_limits() {
+        assert!(KvStore::new(1, 1, 2, 2, KvDtype::Float32, 0, 4).is_err());
+        assert!(KvStore::new(0, 1, 2, 2, KvDtype::Float32, 4, 4).is_err());
+        let mut s = store(4, 4);
+        s.reserve_for_step(1);
+        assert!(s.add_scores(0, &[0.0; 3], 1).is_err());
+        let k = [0f32; 3];
+        let new = NewTokens {
+            k: NewKv::F32(&k),
+            v: NewKv::F32(&k),
+            attention: &[0.0; 10],
+            positions: &[0],
+            mask: &[1],
+            seq: 1,
+        };
+        let err = s.commit(0, &new, &Newest(4), None).unwrap_err().to_string();
+        assert!(err.contains("new K/V"), "{err}");
+        let k16 = [f16::ZERO; 4];
+        let new = NewTokens {
+            k: NewKv::F16(&k16),
+            v: NewKv::F16(&k16),
+            attention: &[0.0; 10],
+            positions: &[0],
+            mask: &[1],
+            seq: 1,
+        };
+        assert!(
+            s.commit(0, &new, &Newest(4), None).is_err(),
+            "dtype mismatch refused"
+        );
+    }
+
+    #[test]
+    fn missing_reserve_is_an_error_not_a_panic() {
+        let mut s = store(4, 4);
+        let k = [0f32; 4];
+        let new = NewTokens {
+            k: NewKv::F32(&k),
+            v: NewKv::F32(&k),
+            attention: &[0.0; 2],
+            positions: &[0],
+            mask: &[1],
+            seq: 1,
+        };
+        let err = s.commit(0, &new, &Newest(4), None).unwrap_err().to_string();
+        assert!(err.contains("no free slot"), "{err}");
+    }
+}
