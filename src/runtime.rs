@@ -216,12 +216,14 @@ impl Runtime {
         let version = library_version(lib)?;
         match minor(&version) {
             Some(m) if m >= MIN_ORT_MINOR => {}
-            _ => return Err(Error::OrtLibraryBad {
-                path: lib.to_path_buf(),
-                reason: format!(
+            _ => {
+                return Err(Error::OrtLibraryBad {
+                    path: lib.to_path_buf(),
+                    reason: format!(
                     "version {version} is too old (this build needs 1.{MIN_ORT_MINOR} or newer)"
                 ),
-            }),
+                })
+            }
         }
         let builder = ort::init_from(lib).map_err(|e| Error::OrtLibraryBad {
             path: lib.to_path_buf(),
@@ -250,4 +252,31 @@ pub fn check_provider(p: ExecutionProvider) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_parsing_and_the_oldest_accepted() {
+        assert_eq!(minor("1.31.1"), Some(31));
+        assert_eq!(minor("garbage"), None);
+        assert!(minor("1.20.0").unwrap() < MIN_ORT_MINOR);
+    }
+
+    #[test]
+    fn provider_and_level_parse() {
+        assert_eq!(
+            "CPU".parse::<ExecutionProvider>().unwrap(),
+            ExecutionProvider::Cpu
+        );
+        assert!("tpu".parse::<ExecutionProvider>().is_err());
+        assert_eq!("all".parse::<OptLevel>().unwrap(), OptLevel::All);
+        assert!("max"
+            .parse::<OptLevel>()
+            .unwrap_err()
+            .to_string()
+            .contains("disable, basic, extended or all"));
+    }
 }

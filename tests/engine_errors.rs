@@ -1,0 +1,170 @@
+//! Bad input to the engine gets one clear error that names the problem and the fix.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use h2o_engine::model::Model;
+use h2o_engine::runtime::{check_provider, ExecutionProvider, Runtime, SessionConfig};
+
+fn copy_fixture(dst: &Path) {
+    for f in ["model.onnx", "manifest.json", "tokenizer.json"] {
+        std::fs::copy(fixture_dir().join(f), dst.join(f)).unwrap();
+    }
+}
+
+fn edit_manifest(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let p = dir.join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    f(&mut m);
+    std::fs::write(p, serde_json::to_string(&m).unwrap()).unwrap();
+}
+
+fn load_err(dir: &Path) -> String {
+    let cfg = SessionConfig {
+        intra_threads: 1,
+        ..SessionConfig::default()
+    };
+    Model::load(runtime(), dir, cfg).unwrap_err().to_string()
+}
+
+#[test]
+fn model_dir_missing() {
+    let e = load_err(Path::new("/nonexistent/model-dir"));
+    assert!(
+        e.contains("does not exist") && e.contains("export/export.py"),
+        "{e}"
+    );
+}
+
+#[test]
+fn manifest_missing() {
+    let d = tempfile::tempdir().unwrap();
+    copy_fixture(d.path());
+    std::fs::remove_file(d.path().join("manifest.json")).unwrap();
+    let e = load_err(d.path());
+    assert!(e.contains("manifest.json is missing"), "{e}");
+}
+
+#[test]
+fn manifest_of_another_version() {
+    let d = tempfile::tempdir().unwrap();
+    copy_fixture(d.path());
+    edit_manifest(d.path(), |m| m["format_version"] = 2.into());
+    let e = load_err(d.path());
+    assert!(
+        e.contains("format_version 2") && e.contains("reads version 1"),
+        "{e}"
+    );
+}
+
+#[test]
+fn manifest_not_json() {
+    let d = tempfile::tempdir().unwrap();
+    copy_fixture(d.path());
+    std::fs::write(d.path().join("manifest.json"), "{not json").unwrap();
+    let e = load_err(d.path());
+    assert!(e.contains("not JSON"), "{e}");
+}
+
+#[test]
+fn graph_outputs_not_as_the_manifest_says() {
+    let d = tempfile::tempdir().unwrap();
+    copy_fixture(d.path());
+    // The manifest claims 3 layers; the graph has 2: names are missing from the graph.
+    edit_manifest(d.path(), |m| {
+        m["num_layers"] = 3.into();
+        let outs = m["outputs"].as_array_mut().unwrap();
+        outs.push("new_key_values.2.key".into());
+        outs.push("new_key_values.2.value".into());
+        outs.push("attention_sums.2".into());
+        let ins = m["inputs"].as_array_mut().unwrap();
+        ins.push("past_key_values.2.key".into());
+        ins.push("past_key_values.2.value".into());
+    });
+    let e = load_err(d.path());
+    assert!(
+        e.contains("graph outputs: missing") && e.contains("attention_sums.2"),
+        "{e}"
+    );
+    assert!(
+        e.contains("graph inputs: missing") && e.contains("past_key_values.2.key"),
+        "{e}"
+    );
+}
+
+#[test]
+fn manifest_without_attention_outputs() {
+    let d = tempfile::tempdir().unwrap();
+    copy_fixture(d.path());
+    edit_manifest(d.path(), |m| {
+        let outs = m["outputs"].as_array_mut().unwrap();
+        outs.retain(|o| !o.as_str().unwrap().starts_with("attention_sums"));
+    });
+    let e = load_err(d.path());
+    assert!(
+        e.contains("manifest outputs: missing") && e.contains("attention_sums.0"),
+        "{e}"
+    );
+}
+
+#[test]
+fn tokenizer_larger_than_the_model_vocab() {
+    let d = tempfile::tempdir().unwrap();
+    copy_fixture(d.path());
+    edit_manifest(d.path(), |m| m["vocab_size"] = 100.into());
+    let e = load_err(d.path());
+    assert!(
+        e.contains("500 tokens") && e.contains("vocabulary is 100"),
+        "{e}"
+    );
+}
+
+#[test]
+fn tokenizer_missing_or_broken() {
+    let d = tempfile::tempdir().unwrap();
+    copy_fixture(d.path());
+    std::fs::write(d.path().join("tokenizer.json"), "[]").unwrap();
+    let e = load_err(d.path());
+    assert!(e.contains("not a tokenizer.json"), "{e}");
+    std::fs::remove_file(d.path().join("tokenizer.json")).unwrap();
+    let e = load_err(d.path());
+    assert!(e.contains("tokenizer.json is missing"), "{e}");
+}
+
+#[test]
+fn a_library_that_is_not_onnx_runtime() {
+    let d = tempfile::tempdir().unwrap();
+    let fake = d.path().join("libonnxruntime.so");
+    std::fs::write(&fake, b"not a shared library").unwrap();
+    let e = Runtime::start_from(&fake).unwrap_err().to_string();
+    assert!(
+        e.contains("cannot be loaded") && e.contains("ORT_DYLIB_PATH"),
+        "{e}"
+    );
+}
+
+#[test]
+fn cuda_without_the_feature() {
+    if h2o_engine::runtime::CUDA_COMPILED {
+        return;
+    }
+    let e = check_provider(ExecutionProvider::Cuda)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("without the `cuda` feature") && e.contains("--features cuda"),
+        "{e}"
+    );
+    let cfg = SessionConfig {
+        provider: ExecutionProvider::Cuda,
+        intra_threads: 1,
+        ..SessionConfig::default()
+    };
+    let e = Model::load(runtime(), &fixture_dir(), cfg)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cuda"), "{e}");
+}
