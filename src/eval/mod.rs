@@ -1,4 +1,6 @@
 //! Evaluation on text: token loading and streaming perplexity.
 
 pub mod data;
+pub mod memory;
 pub mod ppl;
+pub mod speed;
