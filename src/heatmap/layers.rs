@@ -122,10 +122,7 @@ mod tests {
     fn parse_refuses_garbage() {
         for bad in ["", "2,,3", "two", "-1", "1.5"] {
             assert!(
-                matches!(
-                    parse_layers(bad, 8),
-                    Err(HeatmapError::BadLayerSpec { .. })
-                ),
+                matches!(parse_layers(bad, 8), Err(HeatmapError::BadLayerSpec { .. })),
                 "{bad:?}"
             );
         }

@@ -52,7 +52,11 @@ impl AttentionMatrix {
                 ),
             });
         }
-        if let Some((k, v)) = row.iter().enumerate().find(|(_, v)| !v.is_finite() || **v < 0.0) {
+        if let Some((k, v)) = row
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !v.is_finite() || **v < 0.0)
+        {
             return Err(HeatmapError::BadRow {
                 row: i,
                 reason: format!("key {k} has value {v}; attention must be finite and >= 0"),
@@ -197,7 +201,10 @@ mod tests {
             let mut m = AttentionMatrix::new();
             m.push_row(&[1.0]).unwrap();
             assert!(
-                matches!(m.push_row(&[bad, 1.0]), Err(HeatmapError::BadRow { row: 1, .. })),
+                matches!(
+                    m.push_row(&[bad, 1.0]),
+                    Err(HeatmapError::BadRow { row: 1, .. })
+                ),
                 "{bad}"
             );
             assert_eq!(m.len(), 1);

@@ -41,7 +41,10 @@ pub fn kept_image_size(heads: usize, tokens: usize, panels: usize) -> (u32, u32)
     let width = scaled(tokens);
     let ph = panel_height(heads);
     let panels = panels.max(1) as u32;
-    (width, KEPT_TOP + panels * (ph + PANEL_TITLE + PANEL_GAP) + KEPT_BOTTOM)
+    (
+        width,
+        KEPT_TOP + panels * (ph + PANEL_TITLE + PANEL_GAP) + KEPT_BOTTOM,
+    )
 }
 
 fn scaled(tokens: usize) -> u32 {
@@ -71,7 +74,11 @@ struct LogNorm {
 impl LogNorm {
     fn new(floor: f64, max: f64) -> Self {
         // A range of at least one decade, so a matrix at the floor still maps cleanly.
-        let max = if max > floor * 10.0 { max } else { floor * 10.0 };
+        let max = if max > floor * 10.0 {
+            max
+        } else {
+            floor * 10.0
+        };
         Self { floor, max }
     }
 
@@ -153,15 +160,25 @@ fn label_font_size(extent: u32, n: usize, stride: usize) -> f64 {
     (spacing * 0.8).clamp(9.0, 15.0)
 }
 
+/// Short tick text: decades as `1e-3`, `0.01`, `0.1`, `1`, `10`, `100`; other values with
+/// two or three significant digits.
 fn fmt_value(v: f64) -> String {
     let e = v.log10();
-    if (e - e.round()).abs() < 1e-9 {
-        let e = e.round() as i32;
-        match e {
-            0 => "1".to_string(),
-            1 => "10".to_string(),
+    let decade = (e - e.round()).abs() < 1e-5;
+    let e = e.round() as i32;
+    if decade {
+        return match e {
+            -2..=-1 => format!("{:.*}", (-e) as usize, 10f64.powi(e)),
+            0..=2 => format!("{}", 10i32.pow(e as u32)),
             _ => format!("1e{e}"),
-        }
+        };
+    }
+    if (100.0..1e4).contains(&v) {
+        format!("{v:.0}")
+    } else if (1.0..100.0).contains(&v) {
+        format!("{v:.1}")
+    } else if (0.01..1.0).contains(&v) {
+        format!("{v:.3}")
     } else {
         format!("{v:.1e}")
     }
@@ -185,13 +202,14 @@ fn draw_colour_bar(
     area.draw(&Rectangle::new([(x, y), (x + w, y + h)], BLACK))
         .map_err(&err)?;
     let y_of = |v: f64| y + ((1.0 - norm.t(v)) * f64::from(h - 1)).round() as i32;
-    let mut ticks: Vec<(i32, f64)> = vec![(y_of(norm.max), norm.max), (y_of(norm.floor), norm.floor)];
+    let mut ticks: Vec<(i32, f64)> =
+        vec![(y_of(norm.max), norm.max), (y_of(norm.floor), norm.floor)];
     let lo = norm.floor.log10().ceil() as i32;
     let hi = norm.max.log10().floor() as i32;
     for e in lo..=hi {
         let v = 10f64.powi(e);
         let ty = y_of(v);
-        if ticks.iter().all(|(yy, _)| (yy - ty).abs() >= 14) {
+        if ticks.iter().all(|(yy, _)| (yy - ty).abs() >= 18) {
             ticks.push((ty, v));
         }
     }
@@ -386,7 +404,11 @@ fn check_scores(scores: &[Vec<f32>]) -> Result<(usize, usize)> {
                 row.len()
             )));
         }
-        if let Some((k, v)) = row.iter().enumerate().find(|(_, v)| !v.is_finite() || **v < 0.0) {
+        if let Some((k, v)) = row
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !v.is_finite() || **v < 0.0)
+        {
             return Err(HeatmapError::BadInput(format!(
                 "head {h}, token {k}: score {v}; scores must be finite and >= 0"
             )));
@@ -522,4 +544,46 @@ pub fn render_kept_tokens(
     )?;
     area.present().map_err(&err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_text() {
+        assert_eq!(fmt_value(f64::from(1e-4f32)), "1e-4");
+        assert_eq!(fmt_value(0.01), "0.01");
+        assert_eq!(fmt_value(0.1), "0.1");
+        assert_eq!(fmt_value(1.0), "1");
+        assert_eq!(fmt_value(100.0), "100");
+        assert_eq!(fmt_value(97.3), "97.3");
+        assert_eq!(fmt_value(0.082), "0.082");
+        assert_eq!(fmt_value(2.5e-5), "2.5e-5");
+    }
+
+    #[test]
+    fn log_norm_clamps_and_orders() {
+        let n = LogNorm::new(1e-4, 1.0);
+        assert_eq!(n.t(0.0), 0.0);
+        assert_eq!(n.t(1e-9), 0.0);
+        assert!((n.t(1e-2) - 0.5).abs() < 1e-9);
+        assert_eq!(n.t(5.0), 1.0);
+        let flat = LogNorm::new(1e-3, 1e-3);
+        assert!(flat.max > flat.floor);
+    }
+
+    #[test]
+    fn sizes_stay_in_bounds() {
+        assert_eq!(heatmap_image_size(0), (900, 900));
+        assert_eq!(heatmap_image_size(usize::MAX), (1600, 1600));
+        let (w, h) = kept_image_size(32, 80, 2);
+        assert!((900..=1600).contains(&w) && h > 600);
+    }
+
+    #[test]
+    fn font_registers_twice() {
+        register_shipped_font().unwrap();
+        register_shipped_font().unwrap();
+    }
 }
