@@ -92,6 +92,16 @@ fn heatmap_png_has_expected_size_and_content() {
 }
 
 #[test]
+fn single_token_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("one.png");
+    let m = AttentionMatrix::from_rows([vec![1.0f32]]).unwrap();
+    render_attention_heatmap(&m, &["ĠHello".to_string()], "one token", 1e-4, &path).unwrap();
+    assert_eq!(decode(&path).dimensions(), heatmap_image_size(1));
+    render_kept_tokens(&[vec![0.0]], &[], &[], "all zero", &path).unwrap();
+}
+
+#[test]
 fn labels_may_be_empty_but_not_mismatched() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("h.png");
