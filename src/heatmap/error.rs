@@ -1,0 +1,66 @@
+//! Errors of the heatmap module: bad input is refused with a message naming what was wrong.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while shaping attention data or drawing a picture.
+#[derive(Debug, thiserror::Error)]
+pub enum HeatmapError {
+    /// The text to analyse is empty (or only whitespace).
+    #[error("empty text: give some text to analyse (--text STR or --file PATH)")]
+    EmptyText,
+    /// The attention matrix (or score table) has no rows.
+    #[error("empty attention matrix: no query rows were collected, nothing to draw")]
+    EmptyMatrix,
+    /// The model has no layers, so no layer can be chosen.
+    #[error("the model reports 0 layers: no layer to draw")]
+    NoLayers,
+    /// A requested layer does not exist in the model.
+    #[error("layer {layer} is out of range: the model has {num_layers} layers (valid: 0..={max})", max = num_layers.saturating_sub(1))]
+    LayerOutOfRange {
+        /// The requested layer.
+        layer: usize,
+        /// How many layers the model has.
+        num_layers: usize,
+    },
+    /// A `--layers` list that does not parse.
+    #[error("bad layer list {spec:?}: {reason} (expected e.g. \"2,16,30\" or \"all\")")]
+    BadLayerSpec {
+        /// The list as given.
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An attention row with the wrong length or a bad value.
+    #[error("bad attention row {row}: {reason}")]
+    BadRow {
+        /// Index of the query row.
+        row: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Inputs whose shapes or values do not fit together (labels, masks, scores, floor).
+    #[error("bad input: {0}")]
+    BadInput(String),
+    /// The shipped font could not be registered with plotters.
+    #[error("the shipped font (assets/fonts/DejaVuSans.ttf) could not be loaded")]
+    Font,
+    /// Reading or writing a file failed.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        /// The file concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// plotters failed while drawing or encoding the picture.
+    #[error("drawing {} failed: {message}", path.display())]
+    Draw {
+        /// The picture being written.
+        path: PathBuf,
+        /// plotters' message.
+        message: String,
+    },
+}
+
+/// Result type of the heatmap module.
+pub type Result<T> = std::result::Result<T, HeatmapError>;

@@ -1,0 +1,589 @@
+//! PNG rendering with plotters' bitmap backend and the shipped DejaVu Sans font: the log-scale
+//! attention heatmap of one layer and the heads x tokens picture of what each policy keeps.
+
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::{register_font, FontStyle, FontTransform};
+
+use super::error::{HeatmapError, Result};
+use super::labels::{clean_label, label_positions};
+use super::matrix::AttentionMatrix;
+
+/// The family name under which the shipped font is registered in plotters' font table.
+pub const FONT_FAMILY: &str = "h2o-dejavu-sans";
+
+/// DejaVu Sans (Bitstream Vera licence, see assets/fonts/LICENSE-DejaVu.txt).
+static FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+
+/// At most this many token labels per axis.
+pub const MAX_LABELS: usize = 40;
+
+/// Labels are cut to this many characters.
+const LABEL_CHARS: usize = 14;
+
+/// Registers the shipped font with plotters. Idempotent: registering again replaces the entry
+/// with the same bytes. The table is plotters' own; this module keeps no state.
+pub fn register_shipped_font() -> Result<()> {
+    register_font(FONT_FAMILY, FontStyle::Normal, FONT_BYTES).map_err(|_| HeatmapError::Font)
+}
+
+/// Side of the (square) heatmap image for `tokens` tokens: `300 + 14 * tokens`, within 900..=1600.
+pub fn heatmap_image_size(tokens: usize) -> (u32, u32) {
+    let side = scaled(tokens);
+    (side, side)
+}
+
+/// Size of the kept-tokens picture for `heads` x `tokens` and `panels` policies (at least one panel).
+pub fn kept_image_size(heads: usize, tokens: usize, panels: usize) -> (u32, u32) {
+    let width = scaled(tokens);
+    let ph = panel_height(heads);
+    let panels = panels.max(1) as u32;
+    (
+        width,
+        KEPT_TOP + panels * (ph + PANEL_TITLE + PANEL_GAP) + KEPT_BOTTOM,
+    )
+}
+
+fn scaled(tokens: usize) -> u32 {
+    let t = u32::try_from(tokens).unwrap_or(u32::MAX);
+    t.saturating_mul(14).saturating_add(300).clamp(900, 1600)
+}
+
+fn panel_height(heads: usize) -> u32 {
+    u32::try_from(heads)
+        .unwrap_or(u32::MAX)
+        .saturating_mul(10)
+        .clamp(120, 360)
+}
+
+const KEPT_TOP: u32 = 110;
+const KEPT_BOTTOM: u32 = 190;
+const PANEL_TITLE: u32 = 30;
+const PANEL_GAP: u32 = 24;
+
+/// Logarithmic colour normalisation between `floor` and `max`.
+#[derive(Debug, Clone, Copy)]
+struct LogNorm {
+    floor: f64,
+    max: f64,
+}
+
+impl LogNorm {
+    fn new(floor: f64, max: f64) -> Self {
+        // A range of at least one decade, so a matrix at the floor still maps cleanly.
+        let max = if max > floor * 10.0 {
+            max
+        } else {
+            floor * 10.0
+        };
+        Self { floor, max }
+    }
+
+    /// Position in [0, 1]; values below the floor clamp to 0.
+    fn t(&self, v: f64) -> f64 {
+        let v = v.clamp(self.floor, self.max);
+        ((v.ln() - self.floor.ln()) / (self.max.ln() - self.floor.ln())).clamp(0.0, 1.0)
+    }
+
+    fn colour(&self, v: f64) -> RGBColor {
+        ViridisRGB::get_color(self.t(v) as f32)
+    }
+}
+
+fn blend_white(c: RGBColor, amount: f64) -> RGBColor {
+    let mix = |x: u8| (f64::from(x) + (255.0 - f64::from(x)) * amount).round() as u8;
+    RGBColor(mix(c.0), mix(c.1), mix(c.2))
+}
+
+fn font(size: f64) -> TextStyle<'static> {
+    TextStyle::from(FontDesc::new(
+        FontFamily::Name(FONT_FAMILY),
+        size,
+        FontStyle::Normal,
+    ))
+    .color(&BLACK)
+}
+
+fn anchored(style: TextStyle<'static>, h: HPos, v: VPos) -> TextStyle<'static> {
+    style.pos(Pos::new(h, v))
+}
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+
+/// Converts a plotters error into ours, naming the picture.
+fn draw_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> HeatmapError + '_ {
+    move |e| HeatmapError::Draw {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Fails early, naming the path, when the picture cannot be written.
+fn check_writable(path: &Path) -> Result<()> {
+    std::fs::File::create(path)
+        .map(drop)
+        .map_err(|source| HeatmapError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+fn check_floor(floor: f32) -> Result<()> {
+    if floor.is_finite() && floor > 0.0 {
+        Ok(())
+    } else {
+        Err(HeatmapError::BadInput(format!(
+            "the colour floor must be finite and > 0, got {floor}"
+        )))
+    }
+}
+
+/// Labels for `n` tokens: the given ones cleaned, or the positions when `labels` is empty.
+fn axis_labels(labels: &[String], n: usize) -> Result<Vec<String>> {
+    if labels.is_empty() {
+        return Ok((0..n).map(|i| i.to_string()).collect());
+    }
+    if labels.len() != n {
+        return Err(HeatmapError::BadInput(format!(
+            "{} token labels for {n} tokens",
+            labels.len()
+        )));
+    }
+    Ok(labels.iter().map(|l| clean_label(l, LABEL_CHARS)).collect())
+}
+
+fn label_font_size(extent: u32, n: usize, stride: usize) -> f64 {
+    let spacing = f64::from(extent) / n.max(1) as f64 * stride as f64;
+    (spacing * 0.8).clamp(9.0, 15.0)
+}
+
+/// Short tick text: decades as `1e-3`, `0.01`, `0.1`, `1`, `10`, `100`; other values with
+/// two or three significant digits.
+fn fmt_value(v: f64) -> String {
+    let e = v.log10();
+    let decade = (e - e.round()).abs() < 1e-5;
+    let e = e.round() as i32;
+    if decade {
+        return match e {
+            -2..=-1 => format!("{:.*}", (-e) as usize, 10f64.powi(e)),
+            0..=2 => format!("{}", 10i32.pow(e as u32)),
+            _ => format!("1e{e}"),
+        };
+    }
+    if (100.0..1e4).contains(&v) {
+        format!("{v:.0}")
+    } else if (1.0..100.0).contains(&v) {
+        format!("{v:.1}")
+    } else if (0.01..1.0).contains(&v) {
+        format!("{v:.3}")
+    } else {
+        format!("{v:.1e}")
+    }
+}
+
+/// Vertical colour bar at `(x, y)` of size `w` x `h`, with log ticks at the decades and the ends.
+fn draw_colour_bar(
+    area: &Area<'_>,
+    path: &Path,
+    norm: &LogNorm,
+    (x, y, w, h): (i32, i32, i32, i32),
+    caption: &str,
+) -> Result<()> {
+    let err = draw_err(path);
+    for py in 0..h {
+        let t = 1.0 - f64::from(py) / f64::from((h - 1).max(1));
+        let c = ViridisRGB::get_color(t as f32);
+        area.draw(&PathElement::new(vec![(x, y + py), (x + w - 1, y + py)], c))
+            .map_err(&err)?;
+    }
+    area.draw(&Rectangle::new([(x, y), (x + w, y + h)], BLACK))
+        .map_err(&err)?;
+    let y_of = |v: f64| y + ((1.0 - norm.t(v)) * f64::from(h - 1)).round() as i32;
+    let mut ticks: Vec<(i32, f64)> =
+        vec![(y_of(norm.max), norm.max), (y_of(norm.floor), norm.floor)];
+    let lo = norm.floor.log10().ceil() as i32;
+    let hi = norm.max.log10().floor() as i32;
+    for e in lo..=hi {
+        let v = 10f64.powi(e);
+        let ty = y_of(v);
+        if ticks.iter().all(|(yy, _)| (yy - ty).abs() >= 18) {
+            ticks.push((ty, v));
+        }
+    }
+    let style = anchored(font(13.0), HPos::Left, VPos::Center);
+    for (ty, v) in ticks {
+        area.draw(&PathElement::new(vec![(x + w, ty), (x + w + 5, ty)], BLACK))
+            .map_err(&err)?;
+        area.draw(&Text::new(fmt_value(v), (x + w + 8, ty), style.clone()))
+            .map_err(&err)?;
+    }
+    let cap = anchored(font(13.0), HPos::Center, VPos::Top);
+    for (k, line) in caption.lines().enumerate() {
+        area.draw(&Text::new(
+            line.to_string(),
+            (x + w / 2, y + h + 10 + 16 * k as i32),
+            cap.clone(),
+        ))
+        .map_err(&err)?;
+    }
+    Ok(())
+}
+
+/// Token labels under a plot spanning `x0..x0+width` (rotated, reading downwards) at `y`.
+fn draw_x_labels(
+    area: &Area<'_>,
+    path: &Path,
+    labels: &[String],
+    (x0, y, width): (i32, i32, u32),
+) -> Result<()> {
+    let err = draw_err(path);
+    let n = labels.len();
+    let positions = label_positions(n, MAX_LABELS);
+    let stride = positions.get(1).copied().unwrap_or(1);
+    let style = anchored(
+        font(label_font_size(width, n, stride)),
+        HPos::Left,
+        VPos::Center,
+    )
+    .transform(FontTransform::Rotate90);
+    for j in positions {
+        let x = x0 + ((j as f64 + 0.5) * f64::from(width) / n as f64) as i32;
+        area.draw(&PathElement::new(vec![(x, y), (x, y + 4)], BLACK))
+            .map_err(&err)?;
+        area.draw(&Text::new(labels[j].clone(), (x, y + 7), style.clone()))
+            .map_err(&err)?;
+    }
+    Ok(())
+}
+
+/// Labels left of a plot spanning `y0..y0+height`, right-aligned at `x`.
+fn draw_y_labels(
+    area: &Area<'_>,
+    path: &Path,
+    labels: &[String],
+    max_labels: usize,
+    (x, y0, height): (i32, i32, u32),
+) -> Result<()> {
+    let err = draw_err(path);
+    let n = labels.len();
+    let positions = label_positions(n, max_labels);
+    let stride = positions.get(1).copied().unwrap_or(1);
+    let style = anchored(
+        font(label_font_size(height, n, stride)),
+        HPos::Right,
+        VPos::Center,
+    );
+    for i in positions {
+        let y = y0 + ((i as f64 + 0.5) * f64::from(height) / n as f64) as i32;
+        area.draw(&PathElement::new(vec![(x - 4, y), (x, y)], BLACK))
+            .map_err(&err)?;
+        area.draw(&Text::new(labels[i].clone(), (x - 7, y), style.clone()))
+            .map_err(&err)?;
+    }
+    Ok(())
+}
+
+fn draw_titles(area: &Area<'_>, path: &Path, width: u32, title: &str, sub: &str) -> Result<()> {
+    let err = draw_err(path);
+    let cx = (width / 2) as i32;
+    area.draw(&Text::new(
+        title.to_string(),
+        (cx, 18),
+        anchored(font(24.0), HPos::Center, VPos::Top),
+    ))
+    .map_err(&err)?;
+    area.draw(&Text::new(
+        sub.to_string(),
+        (cx, 54),
+        anchored(font(15.0), HPos::Center, VPos::Top),
+    ))
+    .map_err(&err)?;
+    Ok(())
+}
+
+/// Renders the lower-triangular attention `matrix` of one layer as a log-scale heatmap PNG.
+///
+/// Colour is logarithmic between `floor` and the matrix maximum (viridis); values below `floor`
+/// clamp to it; the upper triangle (future keys) stays white. `labels` are the tokens (one per
+/// row; empty means "label by position"); at most [`MAX_LABELS`] are shown per axis. `title`
+/// should name model, layer and head. The image is square, [`heatmap_image_size`] pixels.
+pub fn render_attention_heatmap(
+    matrix: &AttentionMatrix,
+    labels: &[String],
+    title: &str,
+    floor: f32,
+    path: &Path,
+) -> Result<()> {
+    if matrix.is_empty() {
+        return Err(HeatmapError::EmptyMatrix);
+    }
+    check_floor(floor)?;
+    let n = matrix.len();
+    let labels = axis_labels(labels, n)?;
+    register_shipped_font()?;
+    check_writable(path)?;
+
+    let (side, _) = heatmap_image_size(n);
+    let (left, top) = (170u32, 100u32);
+    let plot = side - 340;
+    let norm = LogNorm::new(
+        f64::from(floor),
+        f64::from(matrix.max_value().unwrap_or(floor)),
+    );
+    let err = draw_err(path);
+
+    let area = BitMapBackend::new(path, (side, side)).into_drawing_area();
+    area.fill(&WHITE).map_err(&err)?;
+    draw_titles(
+        &area,
+        path,
+        side,
+        title,
+        &format!(
+            "{n} tokens; log colour scale, floor {} (smaller values clamped); upper triangle = future keys",
+            fmt_value(f64::from(floor))
+        ),
+    )?;
+
+    let (l, t) = (left as i32, top as i32);
+    for py in 0..plot {
+        let q = (py as usize * n) / plot as usize;
+        let row = matrix.row(q).unwrap_or(&[]);
+        for px in 0..plot {
+            let k = (px as usize * n) / plot as usize;
+            if let Some(&v) = row.get(k) {
+                area.draw_pixel((l + px as i32, t + py as i32), &norm.colour(f64::from(v)))
+                    .map_err(&err)?;
+            }
+        }
+    }
+    let p = plot as i32;
+    area.draw(&Rectangle::new([(l, t), (l + p, t + p)], BLACK))
+        .map_err(&err)?;
+
+    draw_y_labels(&area, path, &labels, MAX_LABELS, (l, t, plot))?;
+    draw_x_labels(&area, path, &labels, (l, t + p, plot))?;
+    area.draw(&Text::new(
+        "key (token attended to)".to_string(),
+        (l + p / 2, side as i32 - 12),
+        anchored(font(16.0), HPos::Center, VPos::Bottom),
+    ))
+    .map_err(&err)?;
+    area.draw(&Text::new(
+        "query (token attending)".to_string(),
+        (14, t + p / 2),
+        anchored(font(16.0), HPos::Center, VPos::Center).transform(FontTransform::Rotate270),
+    ))
+    .map_err(&err)?;
+
+    draw_colour_bar(
+        &area,
+        path,
+        &norm,
+        (l + p + 30, t, 24, p),
+        "attention\n(log scale)",
+    )?;
+    area.present().map_err(&err)?;
+    Ok(())
+}
+
+/// Checks the heads x tokens score table; returns (heads, tokens).
+fn check_scores(scores: &[Vec<f32>]) -> Result<(usize, usize)> {
+    let heads = scores.len();
+    let tokens = scores.first().map_or(0, Vec::len);
+    if heads == 0 || tokens == 0 {
+        return Err(HeatmapError::EmptyMatrix);
+    }
+    for (h, row) in scores.iter().enumerate() {
+        if row.len() != tokens {
+            return Err(HeatmapError::BadInput(format!(
+                "head {h} has {} scores, head 0 has {tokens}",
+                row.len()
+            )));
+        }
+        if let Some((k, v)) = row
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !v.is_finite() || **v < 0.0)
+        {
+            return Err(HeatmapError::BadInput(format!(
+                "head {h}, token {k}: score {v}; scores must be finite and >= 0"
+            )));
+        }
+    }
+    Ok((heads, tokens))
+}
+
+/// Renders the heads x tokens accumulated attention of one layer (what H2O ranks by), one panel
+/// per policy, with the tokens each policy keeps at the end at full colour and the evicted ones
+/// faded.
+///
+/// `scores[h][t]` is head `h`'s accumulated attention to token `t`; `kept` is a list of
+/// (policy spec, `[heads][tokens]` kept mask); with an empty list one unmarked panel is drawn.
+/// Colour is logarithmic from `max * 1e-4` (or the smallest positive score, if larger) to the
+/// maximum. The image is [`kept_image_size`] pixels.
+pub fn render_kept_tokens(
+    scores: &[Vec<f32>],
+    labels: &[String],
+    kept: &[(String, Vec<Vec<bool>>)],
+    title: &str,
+    path: &Path,
+) -> Result<()> {
+    let (heads, n) = check_scores(scores)?;
+    let labels = axis_labels(labels, n)?;
+    for (spec, mask) in kept {
+        if mask.len() != heads || mask.iter().any(|m| m.len() != n) {
+            return Err(HeatmapError::BadInput(format!(
+                "kept mask of policy {spec:?} is not {heads} heads x {n} tokens"
+            )));
+        }
+    }
+    register_shipped_font()?;
+    check_writable(path)?;
+
+    let max = scores.iter().flatten().copied().fold(0f32, f32::max);
+    let min_pos = scores
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|&v| v > 0.0)
+        .fold(f32::INFINITY, f32::min);
+    let floor = if max > 0.0 {
+        (f64::from(max) * 1e-4).max(f64::from(min_pos))
+    } else {
+        1e-6
+    };
+    let norm = LogNorm::new(floor, f64::from(max));
+
+    let panels = kept.len().max(1);
+    let (width, height) = kept_image_size(heads, n, panels);
+    let (left, right) = (110u32, 170u32);
+    let pw = width - left - right;
+    let ph = panel_height(heads);
+    let err = draw_err(path);
+
+    let area = BitMapBackend::new(path, (width, height)).into_drawing_area();
+    area.fill(&WHITE).map_err(&err)?;
+    let names: Vec<&str> = kept.iter().map(|(s, _)| s.as_str()).collect();
+    let sub = if names.is_empty() {
+        format!("accumulated attention per head and token ({heads} heads x {n} tokens), log colour")
+    } else {
+        format!(
+            "accumulated attention (log colour); full colour = kept at the end, faded = evicted; policies: {}",
+            names.join(", ")
+        )
+    };
+    draw_titles(&area, path, width, title, &sub)?;
+
+    let head_labels: Vec<String> = (0..heads).map(|h| format!("h{h}")).collect();
+    let (l, pwi, phi) = (left as i32, pw as i32, ph as i32);
+    let mut y = KEPT_TOP as i32;
+    let mut last_bottom = y;
+    for p in 0..panels {
+        let (spec, mask) = match kept.get(p) {
+            Some((s, m)) => (s.as_str(), Some(m)),
+            None => ("no policy", None),
+        };
+        let panel_title = match mask {
+            Some(m) => {
+                let total: usize = m.iter().map(|r| r.iter().filter(|&&b| b).count()).sum();
+                format!(
+                    "{spec}: keeps {:.1} of {n} tokens per head (mean)",
+                    total as f64 / heads as f64
+                )
+            }
+            None => spec.to_string(),
+        };
+        area.draw(&Text::new(
+            panel_title,
+            (l, y + PANEL_TITLE as i32 - 8),
+            anchored(font(16.0), HPos::Left, VPos::Bottom),
+        ))
+        .map_err(&err)?;
+        let top = y + PANEL_TITLE as i32;
+        for py in 0..ph {
+            let h = (py as usize * heads) / ph as usize;
+            for px in 0..pw {
+                let t = (px as usize * n) / pw as usize;
+                let c = norm.colour(f64::from(scores[h][t]));
+                let keep = mask.is_none_or(|m| m[h][t]);
+                let c = if keep { c } else { blend_white(c, 0.78) };
+                area.draw_pixel((l + px as i32, top + py as i32), &c)
+                    .map_err(&err)?;
+            }
+        }
+        area.draw(&Rectangle::new([(l, top), (l + pwi, top + phi)], BLACK))
+            .map_err(&err)?;
+        draw_y_labels(&area, path, &head_labels, 16, (l, top, ph))?;
+        last_bottom = top + phi;
+        y = last_bottom + PANEL_GAP as i32;
+    }
+    draw_x_labels(&area, path, &labels, (l, last_bottom, pw))?;
+    area.draw(&Text::new(
+        "token".to_string(),
+        (l + pwi / 2, height as i32 - 10),
+        anchored(font(16.0), HPos::Center, VPos::Bottom),
+    ))
+    .map_err(&err)?;
+    area.draw(&Text::new(
+        "head".to_string(),
+        (14, (KEPT_TOP as i32 + last_bottom) / 2),
+        anchored(font(16.0), HPos::Center, VPos::Center).transform(FontTransform::Rotate270),
+    ))
+    .map_err(&err)?;
+    let bar_top = KEPT_TOP as i32 + PANEL_TITLE as i32;
+    draw_colour_bar(
+        &area,
+        path,
+        &norm,
+        (l + pwi + 30, bar_top, 24, last_bottom - bar_top),
+        "accumulated\nattention (log)",
+    )?;
+    area.present().map_err(&err)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_text() {
+        assert_eq!(fmt_value(f64::from(1e-4f32)), "1e-4");
+        assert_eq!(fmt_value(0.01), "0.01");
+        assert_eq!(fmt_value(0.1), "0.1");
+        assert_eq!(fmt_value(1.0), "1");
+        assert_eq!(fmt_value(100.0), "100");
+        assert_eq!(fmt_value(97.3), "97.3");
+        assert_eq!(fmt_value(0.082), "0.082");
+        assert_eq!(fmt_value(2.5e-5), "2.5e-5");
+    }
+
+    #[test]
+    fn log_norm_clamps_and_orders() {
+        let n = LogNorm::new(1e-4, 1.0);
+        assert_eq!(n.t(0.0), 0.0);
+        assert_eq!(n.t(1e-9), 0.0);
+        assert!((n.t(1e-2) - 0.5).abs() < 1e-9);
+        assert_eq!(n.t(5.0), 1.0);
+        let flat = LogNorm::new(1e-3, 1e-3);
+        assert!(flat.max > flat.floor);
+    }
+
+    #[test]
+    fn sizes_stay_in_bounds() {
+        assert_eq!(heatmap_image_size(0), (900, 900));
+        assert_eq!(heatmap_image_size(usize::MAX), (1600, 1600));
+        let (w, h) = kept_image_size(32, 80, 2);
+        assert!((900..=1600).contains(&w) && h > 600);
+    }
+
+    #[test]
+    fn font_registers_twice() {
+        register_shipped_font().unwrap();
+        register_shipped_font().unwrap();
+    }
+}
