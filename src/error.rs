@@ -39,6 +39,8 @@ pub enum Error {
     Store(String),
     #[error("{0}")]
     Policy(String),
+    #[error(transparent)]
+    Heatmap(#[from] crate::heatmap::HeatmapError),
     #[error("{path}: {reason}")]
     Data { path: PathBuf, reason: String },
     #[error("bad input: {0}")]

@@ -2,6 +2,7 @@
 //! and PNG rendering with plotters and a shipped font (DejaVu Sans), like the seed's
 //! plot_heatmap.py (`heatmap_layer_XX_log.png`, logarithmic colour normalisation).
 
+mod collect;
 mod error;
 mod labels;
 mod layers;
@@ -9,6 +10,7 @@ mod matrix;
 mod render;
 mod text;
 
+pub use collect::{collect_attention, kept_at_end, HeadChoice, LayerAttention};
 pub use error::{HeatmapError, Result};
 pub use labels::{clean_label, label_positions};
 pub use layers::{default_layers, heatmap_file_name, kept_file_name, parse_layers};

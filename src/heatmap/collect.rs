@@ -1,0 +1,163 @@
+//! Collecting heatmap data from the engine: each step's attention row with the full cache, per layer,
+//! mean over heads or one head; per-head accumulated attention; what a policy keeps at the end.
+
+use crate::decoder::Decoder;
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::policy::Policy;
+
+use super::{AttentionMatrix, HeatmapError};
+
+/// Which heads a heatmap shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadChoice {
+    Mean,
+    One(usize),
+}
+
+impl std::str::FromStr for HeadChoice {
+    type Err = HeatmapError;
+    fn from_str(s: &str) -> std::result::Result<Self, HeatmapError> {
+        if s.eq_ignore_ascii_case("mean") {
+            return Ok(Self::Mean);
+        }
+        s.trim().parse().map(Self::One).map_err(|_| {
+            HeatmapError::BadInput(format!("--head {s:?}: use a head index or `mean`"))
+        })
+    }
+}
+
+impl std::fmt::Display for HeadChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Mean => f.write_str("mean over heads"),
+            Self::One(h) => write!(f, "head {h}"),
+        }
+    }
+}
+
+/// Attention collected for one layer.
+#[derive(Debug, Clone)]
+pub struct LayerAttention {
+    pub layer: usize,
+    /// Query x key, rows as chosen by [`HeadChoice`].
+    pub matrix: AttentionMatrix,
+    /// `[heads][tokens]`: attention each token received from every query so far, its own included
+    /// (what H2O accumulates).
+    pub accumulated: Vec<Vec<f32>>,
+}
+
+/// Stream `tokens` with the full cache (`full` must keep everything) and collect, for each of
+/// `layers`, every step's attention row (by absolute position) and the per-head accumulated scores.
+pub fn collect_attention(
+    model: &mut Model,
+    full: Box<dyn Policy>,
+    tokens: &[u32],
+    layers: &[usize],
+    head: HeadChoice,
+) -> Result<Vec<LayerAttention>> {
+    if tokens.is_empty() {
+        return Err(HeatmapError::EmptyText.into());
+    }
+    let (num_layers, heads) = (model.manifest.num_layers, model.manifest.num_heads);
+    for &l in layers {
+        if l >= num_layers {
+            return Err(HeatmapError::LayerOutOfRange {
+                layer: l,
+                num_layers,
+            }
+            .into());
+        }
+    }
+    if let HeadChoice::One(h) = head {
+        if h >= heads {
+            return Err(HeatmapError::BadInput(format!(
+                "head {h} is out of range: the model has {heads} heads (0..={})",
+                heads - 1
+            ))
+            .into());
+        }
+    }
+    if full.budget() < tokens.len() {
+        return Err(Error::Input(format!(
+            "heatmaps need the full cache; policy {} would evict",
+            full.spec()
+        )));
+    }
+    let n = tokens.len();
+    let mut out: Vec<LayerAttention> = layers
+        .iter()
+        .map(|&layer| LayerAttention {
+            layer,
+            matrix: AttentionMatrix::with_capacity(n),
+            accumulated: vec![vec![0.0; n]; heads],
+        })
+        .collect();
+    let mut dec = Decoder::new(model, full, 1)?;
+    dec.keep_attention(true);
+    let mut per_head = vec![vec![0f32; n]; heads];
+    for (i, &t) in tokens.iter().enumerate() {
+        let step = dec.step(&[t])?;
+        let att = step.attention.as_ref().expect("keep_attention is on");
+        let pos = step
+            .attention_positions
+            .as_ref()
+            .expect("keep_attention is on");
+        let past = step.past;
+        for la in out.iter_mut() {
+            let (a, p) = (&att[la.layer], &pos[la.layer]);
+            for (h, row) in per_head.iter_mut().enumerate() {
+                row[..=i].iter_mut().for_each(|x| *x = 0.0);
+                let arow = &a[h * (past + 1)..(h + 1) * (past + 1)];
+                for s in 0..past {
+                    let q = p[h * past + s];
+                    if q >= 0 {
+                        row[q as usize] = arow[s];
+                    }
+                }
+                row[i] = arow[past];
+                for (acc, &x) in la.accumulated[h][..=i].iter_mut().zip(&row[..=i]) {
+                    *acc += x;
+                }
+            }
+            let chosen: Vec<f32> = match head {
+                HeadChoice::One(h) => per_head[h][..=i].to_vec(),
+                HeadChoice::Mean => (0..=i)
+                    .map(|k| per_head.iter().map(|r| r[k]).sum::<f32>() / heads as f32)
+                    .collect(),
+            };
+            la.matrix.push_row(&chosen)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Run `policy` over `tokens` and return, per layer in `layers`, `[heads][tokens]` = kept at the end.
+pub fn kept_at_end(
+    model: &mut Model,
+    policy: Box<dyn Policy>,
+    tokens: &[u32],
+    layers: &[usize],
+) -> Result<Vec<Vec<Vec<bool>>>> {
+    let heads = model.manifest.num_heads;
+    let mut dec = Decoder::new(model, policy, 1)?;
+    for &t in tokens {
+        dec.step(&[t])?;
+    }
+    Ok(layers
+        .iter()
+        .map(|&l| {
+            (0..heads)
+                .map(|h| {
+                    let mut kept = vec![false; tokens.len()];
+                    for &p in dec.store().positions(l, 0, h) {
+                        if p >= 0 {
+                            kept[p as usize] = true;
+                        }
+                    }
+                    kept
+                })
+                .collect()
+        })
+        .collect())
+}
