@@ -1,15 +1,61 @@
 //! Eviction policies: which cached tokens survive a step. Knows nothing about ONNX or the store's layout.
+//!
+//! Semantics (design §3, docs/architecture.md "Cache and policy semantics", and the independent
+//! Python reference `export/reference.py`, which the engine must agree with exactly):
+//! - a policy is asked to choose only when a head holds more than `budget` candidates; it keeps
+//!   exactly `min(budget, n)` of them per head;
+//! - `t` is the newest position among a head's candidates; the recent window R is the candidates
+//!   with `position > t - R`, the sinks S those with `position < S`: both are protected;
+//! - victims go in this order: empty/padding candidates (position -1) first, then unprotected
+//!   candidates by lowest score (h2o only; local and sink ignore scores), then by oldest
+//!   position; protected candidates only if the budget cannot hold them all (never happens with
+//!   unique positions, since at most S + R candidates are protected and budget >= S + R);
+//! - remaining ties (equal positions, which a well-formed cache never has) go by lowest index.
+//!
+//! The victim choice is O(n) per head: one linear scan when exactly one candidate goes (the
+//! common decode step, `n = budget + 1`), `select_nth_unstable_by` otherwise; buffers live on
+//! the stack for `n <= 1024` (no heap allocation in the hot path).
+
+use std::cmp::Ordering;
+
+pub mod full;
+pub mod h2o;
+pub mod local;
+pub mod sink;
+pub mod spec;
+
+#[cfg(test)]
+mod proptests;
+
+pub use full::FullPolicy;
+pub use h2o::{H2oPolicy, Scope};
+pub use local::LocalPolicy;
+pub use sink::SinkPolicy;
+pub use spec::{PolicyError, PolicySpec, ACCEPTED_FORMS};
 
 /// The candidates of one (batch row, layer) after a step: the cached slots followed by the new tokens.
 ///
 /// Layout: `positions` and `scores` are `[heads, n]` row-major, `n = cached + new`.
 /// Position -1 marks an empty or padding candidate (always evicted first).
-/// Scores already include this step's attention.
+/// Scores already include this step's attention (policies with `needs_scores() == false` never
+/// read them, so the store may leave them stale).
 pub struct Candidates<'a> {
     pub heads: usize,
     pub n: usize,
     pub positions: &'a [i64],
     pub scores: &'a [f32],
+}
+
+impl<'a> Candidates<'a> {
+    /// Positions of head `h`, `[n]`.
+    pub fn positions_of(&self, h: usize) -> &'a [i64] {
+        &self.positions[h * self.n..(h + 1) * self.n]
+    }
+
+    /// Scores of head `h`, `[n]`.
+    pub fn scores_of(&self, h: usize) -> &'a [f32] {
+        &self.scores[h * self.n..(h + 1) * self.n]
+    }
 }
 
 /// One eviction policy. Called only when `n > budget()`.
@@ -21,5 +67,172 @@ pub trait Policy: Send + Sync {
     /// Whether the policy reads accumulated scores (the store may skip the score update if not).
     fn needs_scores(&self) -> bool;
     /// Mark exactly `min(budget, n)` candidates per head to keep: `keep` is `[heads, n]`.
+    ///
+    /// Panics if `positions`, `scores` (when read) or `keep` are shorter than `heads * n`.
     fn select(&self, cands: &Candidates<'_>, keep: &mut [bool]);
+}
+
+/// Protection rule shared by the bounded policies: sinks `position < sinks`, recent window
+/// `position > t - recent` with `t` the newest position among the candidates.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rule {
+    pub sinks: usize,
+    pub recent: usize,
+}
+
+/// Largest buffer kept on the stack; larger `n` falls back to one heap buffer per call.
+const STACK_N: usize = 1024;
+
+/// Runs `f` on a zeroed scratch slice of length `n`: on the stack when small, else on the heap.
+#[inline]
+pub(crate) fn with_scratch<T: Copy + Default, R>(n: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+    if n <= STACK_N {
+        let mut a = [T::default(); STACK_N];
+        f(&mut a[..n])
+    } else {
+        let mut v = vec![T::default(); n];
+        f(&mut v)
+    }
+}
+
+/// Score order: NaN counts as the largest (as in torch's sort), `-0.0 == 0.0`.
+#[inline]
+fn cmp_score(a: f32, b: f32) -> Ordering {
+    match a.partial_cmp(&b) {
+        Some(o) => o,
+        None => a.is_nan().cmp(&b.is_nan()),
+    }
+}
+
+/// Eviction order of one head's candidates: `Less` evicts first.
+struct Ranker<'a> {
+    pos: &'a [i64],
+    scores: Option<&'a [f32]>,
+    /// `t - recent`: positions above it are in the recent window.
+    recent_floor: i64,
+    /// Positions below it are sinks.
+    sinks: i64,
+}
+
+impl<'a> Ranker<'a> {
+    fn new(pos: &'a [i64], scores: Option<&'a [f32]>, rule: Rule) -> Self {
+        let t = pos.iter().copied().max().unwrap_or(-1);
+        let recent = i64::try_from(rule.recent).unwrap_or(i64::MAX);
+        let sinks = i64::try_from(rule.sinks).unwrap_or(i64::MAX);
+        Ranker {
+            pos,
+            scores,
+            recent_floor: t.saturating_sub(recent),
+            sinks,
+        }
+    }
+
+    /// 0: empty/padding, 1: evictable, 2: protected (recent window or sink).
+    #[inline]
+    fn class(&self, i: usize) -> u8 {
+        let p = self.pos[i];
+        if p < 0 {
+            0
+        } else if p > self.recent_floor || p < self.sinks {
+            2
+        } else {
+            1
+        }
+    }
+
+    #[inline]
+    fn cmp(&self, i: usize, j: usize) -> Ordering {
+        self.class(i)
+            .cmp(&self.class(j))
+            .then_with(|| match self.scores {
+                Some(s) => cmp_score(s[i], s[j]),
+                None => Ordering::Equal,
+            })
+            .then_with(|| self.pos[i].cmp(&self.pos[j]))
+            .then_with(|| i.cmp(&j))
+    }
+}
+
+/// Marks in `keep` (`[n]`) the `min(budget, n)` candidates of one head that survive, evicting
+/// in the order described in the module docs. `scores = None` ranks by position alone.
+pub(crate) fn select_row(
+    pos: &[i64],
+    scores: Option<&[f32]>,
+    rule: Rule,
+    budget: usize,
+    keep: &mut [bool],
+) {
+    let n = pos.len();
+    let keep = &mut keep[..n];
+    if let Some(s) = scores {
+        assert!(s.len() >= n, "scores shorter than positions");
+    }
+    keep.fill(true);
+    if n <= budget {
+        return;
+    }
+    let k = n - budget;
+    if k >= n {
+        keep.fill(false);
+        return;
+    }
+    let r = Ranker::new(pos, scores, rule);
+    if k == 1 {
+        let mut best = 0;
+        for i in 1..n {
+            if r.cmp(i, best) == Ordering::Less {
+                best = i;
+            }
+        }
+        keep[best] = false;
+        return;
+    }
+    with_scratch::<u32, _>(n, |idx| {
+        for (i, x) in idx.iter_mut().enumerate() {
+            *x = i as u32;
+        }
+        idx.select_nth_unstable_by(k - 1, |&a, &b| r.cmp(a as usize, b as usize));
+        for &v in &idx[..k] {
+            keep[v as usize] = false;
+        }
+    });
+}
+
+/// Checks the slice lengths of a `select` call.
+pub(crate) fn check_shapes(cands: &Candidates<'_>, keep: &[bool], scores: bool) {
+    let len = cands.heads * cands.n;
+    assert!(
+        cands.positions.len() >= len,
+        "positions shorter than heads * n"
+    );
+    assert!(keep.len() >= len, "keep shorter than heads * n");
+    if scores {
+        assert!(cands.scores.len() >= len, "scores shorter than heads * n");
+    }
+}
+
+/// Per-head selection for every head of `cands`.
+pub(crate) fn select_per_head(
+    cands: &Candidates<'_>,
+    rule: Rule,
+    budget: usize,
+    scores: bool,
+    keep: &mut [bool],
+) {
+    check_shapes(cands, keep, scores);
+    let n = cands.n;
+    for h in 0..cands.heads {
+        let s = if scores {
+            Some(cands.scores_of(h))
+        } else {
+            None
+        };
+        select_row(
+            cands.positions_of(h),
+            s,
+            rule,
+            budget,
+            &mut keep[h * n..(h + 1) * n],
+        );
+    }
 }
