@@ -25,7 +25,7 @@ pub enum ResultFormat {
 /// One experiment row of a results file, with what was needed to line it up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultRow {
-    /// 1-based line in the file (the header is line 1).
+    /// 1-based line in the file, counting the header as line 1 and one line per record.
     pub line: u64,
     pub experiment: String,
     /// The policy spec (ours), or the spec the seed's name maps to (`h2o-layer:H+R`, ...).
@@ -219,7 +219,9 @@ pub fn load_results_csv(path: &Path) -> Result<ResultFile, ReportError> {
     let mut rows = Vec::new();
     for rec in rdr.records() {
         let rec = rec.map_err(read_err)?;
-        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        // Record number, not the csv crate's line counter (which miscounts CRLF files such as
+        // the seed's): the header is line 1, each record one line.
+        let line = rec.position().map(|p| p.record() + 1).unwrap_or(0);
         let cell = |i: Option<usize>| i.and_then(|i| rec.get(i)).unwrap_or("");
         if rec.iter().all(|c| c.trim().is_empty()) {
             continue;
