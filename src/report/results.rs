@@ -60,6 +60,49 @@ pub const OUR_COLUMNS: [&str; 30] = [
     "Prefill (T/s)",
 ];
 
+/// What each CSV column means, in header order (for the README and `--help`).
+pub fn column_meanings() -> Vec<(&'static str, &'static str)> {
+    let meanings = [
+        "label of the experiment, e.g. `H2O (64r+192h)` (r = recent, h = heavy)",
+        "tokens kept per head between steps; `Full` for the full cache",
+        "K+V bytes held at the end of the speed run / 2^30 (the seed's unit)",
+        "median decode step in ms, prefill excluded (the seed's TPOT is `Seed TPOT (ms)`)",
+        "decode tokens / decode time, prefill excluded",
+        "streaming perplexity, exp(mean NLL) over all predictions",
+        "policy spec: `full`, `local:R`, `h2o:H+R`, `h2o-layer:H+R`",
+        "policy family",
+        "`ok` or `failed: <reason>`",
+        "number of next-token predictions in the PPL (tokens - 1)",
+        "mean negative log-likelihood (nats)",
+        "median per-token NLL",
+        "90th percentile per-token NLL",
+        "largest per-token NLL",
+        "prompt tokens of the speed run",
+        "decode steps of the speed run",
+        "time to first token: the prefill, ms",
+        "90th percentile decode step, ms",
+        "mean decode step, ms",
+        "the seed's TPOT: (prefill + all decode steps) / generated tokens (prefill's token included), ms",
+        "the seed's throughput: generated tokens / (prefill + all decode steps)",
+        "mean ONNX Runtime run per decode step, ms",
+        "mean score update (accumulating attention) per decode step, ms",
+        "mean eviction (victim choice) per decode step, ms",
+        "mean other host work per decode step (inputs, K/V writes, logits), ms",
+        "share of the decode time spent in the model run, %",
+        "share spent in the score update, %",
+        "share spent in eviction, %",
+        "share spent in other host work, %",
+        "exact K+V bytes held by the store at the end",
+        "K+V bytes a full cache would hold for the same length: 2*layers*heads*head_dim*dtype bytes*tokens*batch",
+        "KV Bytes / Full KV Bytes",
+        "peak resident memory of the process during this experiment, bytes",
+        "peak device memory (CUDA), bytes, when measured",
+        "how the peak memory was measured",
+        "prompt tokens / prefill time",
+    ];
+    csv_header().into_iter().zip(meanings).collect()
+}
+
 /// The full CSV header: [`SEED_COLUMNS`] then [`OUR_COLUMNS`].
 pub fn csv_header() -> Vec<&'static str> {
     SEED_COLUMNS
@@ -438,5 +481,15 @@ impl ResultsWriter {
                 source,
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_column_has_a_meaning() {
+        let m = super::column_meanings();
+        assert_eq!(m.len(), super::csv_header().len());
+        assert!(m.iter().all(|(c, d)| !c.is_empty() && !d.is_empty()));
     }
 }
