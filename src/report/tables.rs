@@ -21,7 +21,11 @@ pub(crate) fn new_table(header: &[&str]) -> Table {
 
 pub(crate) fn right_align_from(t: &mut Table, first: usize) {
     let n = t.column_count();
-    for i in first..n {
+    right_align(t, first..n);
+}
+
+fn right_align(t: &mut Table, columns: impl IntoIterator<Item = usize>) {
+    for i in columns {
         if let Some(c) = t.column_mut(i) {
             c.set_cell_alignment(CellAlignment::Right);
         }
@@ -72,7 +76,7 @@ pub fn main_table(results: &[ExperimentResult]) -> Table {
             r.status.to_string(),
         ]);
     }
-    right_align_from(&mut t, 1);
+    right_align(&mut t, (1..=5).chain(7..=11));
     t
 }
 
