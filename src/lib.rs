@@ -8,6 +8,7 @@ pub mod heatmap;
 pub mod manifest;
 pub mod model;
 pub mod policy;
+pub mod report;
 pub mod runtime;
 pub mod timing;
 

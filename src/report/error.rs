@@ -1,0 +1,57 @@
+//! The reporting module's error type: one clear message per failure, naming the file or directory.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while writing or reading results.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The results directory cannot be created or written to.
+    #[error("results directory {dir} is not writable: {source}. Fix: create it with write permission for this user, or choose another results directory")]
+    DirNotWritable {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A results file of this run already exists (results are never overwritten).
+    #[error("results file {path} already exists; results are never overwritten. Fix: choose another run name or move the file away")]
+    AlreadyExists { path: PathBuf },
+    /// Writing a results file failed after the up-front check passed (disk full, removed dir, ...).
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A results CSV cannot be opened or read.
+    #[error("cannot read results file {path}: {message}")]
+    Read { path: PathBuf, message: String },
+    /// A results CSV lacks columns that every results file must have.
+    #[error("{path}: not a results CSV: missing column(s) {missing}. Expected the seed's columns (Experiment, Budget (Tokens), KV Size (GB), TPOT (ms), Throughput (T/s), PPL), as written by `h2o bench` or the seed's main.py; found: {found}", missing = quoted(.missing), found = quoted(.found))]
+    MissingColumns {
+        path: PathBuf,
+        missing: Vec<String>,
+        found: Vec<String>,
+    },
+    /// A cell that must hold a number does not.
+    #[error("{path}: line {line}, column {column:?}: cannot read {value:?} as a number")]
+    BadValue {
+        path: PathBuf,
+        line: u64,
+        column: String,
+        value: String,
+    },
+    /// Serialising the JSON document failed.
+    #[error("cannot serialise results to JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+fn quoted(names: &[String]) -> String {
+    if names.is_empty() {
+        return "(none)".to_string();
+    }
+    names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

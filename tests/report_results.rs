@@ -1,0 +1,324 @@
+//! Results writer, JSON and tables of the report module, on hand-built experiment results.
+
+use std::path::Path;
+use std::time::Duration;
+
+use h2o_engine::report::{
+    breakdown_table, csv_header, load_results_csv, main_table, memory_table, run_stem,
+    ExperimentResult, ExperimentStatus, MachineInfo, MemoryFigures, ModelInfo, PplFigures,
+    ReportError, ResultFormat, ResultsWriter, RunDocument, RunInfo, RuntimeInfo, Settings,
+    SpeedFigures, SEED_COLUMNS,
+};
+use h2o_engine::timing::StepTiming;
+
+fn run_info() -> RunInfo {
+    RunInfo {
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        model: ModelInfo {
+            name: "pythia-micro".into(),
+            dir: "models/pythia-micro".into(),
+            dtype: "f32".into(),
+            layers: 4,
+            heads: 4,
+            head_dim: 32,
+            max_positions: 512,
+        },
+        runtime: RuntimeInfo {
+            ort_version: "1.23.0".into(),
+            execution_provider: "cpu".into(),
+            intra_op_threads: 2,
+            inter_op_threads: None,
+        },
+        settings: Settings {
+            ppl_tokens: 64,
+            prompt: 16,
+            gen: 8,
+            warmup: 1,
+            data_path: "wiki.test.raw".into(),
+            batch: 1,
+            experiments: vec![("Baseline".into(), "full".into())],
+        },
+        machine: MachineInfo::collect(),
+        git_commit: Some("abc123".into()),
+        start_time: "2026-11-27T03:15:00+00:00".into(),
+        command_line: vec!["h2o".into(), "bench".into()],
+    }
+}
+
+fn result(label: &str, spec: &str, kv_bytes: u64) -> ExperimentResult {
+    let mut r = ExperimentResult::new(label, spec);
+    r.ppl = Some(PplFigures::from_nlls(&[1.0, 2.0, 3.0]));
+    let step = StepTiming {
+        model: Duration::from_millis(4),
+        score_update: Duration::from_micros(500),
+        eviction: Duration::from_micros(250),
+        other: Duration::from_micros(250),
+    };
+    r.speed = Some(SpeedFigures::from_run(
+        Duration::from_millis(20),
+        16,
+        &[step; 8],
+    ));
+    r.memory = Some(MemoryFigures::new(
+        kv_bytes,
+        1 << 20,
+        64 << 20,
+        "VmHWM of a child process",
+    ));
+    r
+}
+
+fn read_rows(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut rdr = csv::Reader::from_path(path).unwrap();
+    let header = rdr.headers().unwrap().iter().map(String::from).collect();
+    let rows = rdr
+        .records()
+        .map(|r| r.unwrap().iter().map(String::from).collect())
+        .collect();
+    (header, rows)
+}
+
+fn dir_entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn csv_appended_and_readable_after_each_experiment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("results");
+    let mut w = ResultsWriter::create(&dir, "20261127-031500-pythia-micro", run_info()).unwrap();
+    let csv_path = dir.join("20261127-031500-pythia-micro.csv");
+    assert_eq!(w.csv_path(), csv_path);
+
+    // header only, already on disk
+    let (header, rows) = read_rows(&csv_path);
+    assert_eq!(&header[..6], &SEED_COLUMNS.map(String::from)[..]);
+    assert_eq!(
+        &header[..6],
+        [
+            "Experiment",
+            "Budget (Tokens)",
+            "KV Size (GB)",
+            "TPOT (ms)",
+            "Throughput (T/s)",
+            "PPL"
+        ]
+    );
+    assert_eq!(header, csv_header());
+    assert!(rows.is_empty());
+
+    let specs = [
+        ("Baseline", "full"),
+        ("Local (32)", "local:32"),
+        ("H2O (16r+48h)", "h2o:48+16"),
+    ];
+    for (n, (label, spec)) in specs.iter().enumerate() {
+        w.append(result(label, spec, 1 << 18)).unwrap();
+        let text = std::fs::read_to_string(&csv_path).unwrap();
+        assert_eq!(
+            text.matches("Experiment,").count(),
+            1,
+            "header written once"
+        );
+        let (_, rows) = read_rows(&csv_path);
+        assert_eq!(rows.len(), n + 1);
+        let last = &rows[n];
+        assert_eq!(last[0], *label);
+        assert_eq!(last[6], *spec);
+        // readable by our own loader too
+        let f = load_results_csv(&csv_path).unwrap();
+        assert_eq!(f.format, ResultFormat::Ours);
+        assert_eq!(f.rows.len(), n + 1);
+    }
+    let (header, rows) = read_rows(&csv_path);
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    assert_eq!(rows[0][col("Budget (Tokens)")], "Full");
+    assert_eq!(rows[1][col("Budget (Tokens)")], "32");
+    assert_eq!(rows[2][col("Budget (Tokens)")], "64");
+    assert_eq!(rows[2][col("Family")], "h2o");
+    assert_eq!(
+        rows[0][col("KV Size (GB)")],
+        (0.000244140625f64).to_string()
+    );
+    assert_eq!(rows[0][col("PPL")], 2f64.exp().to_string());
+    assert_eq!(rows[0][col("TPOT (ms)")], "5");
+    assert_eq!(rows[0][col("TTFT (ms)")], "20");
+    assert_eq!(rows[0][col("Seed TPOT (ms)")], (60.0f64 / 9.0).to_string());
+    assert_eq!(rows[0][col("Model (%)")], "80");
+    assert_eq!(rows[0][col("KV Bytes")], "262144");
+    assert_eq!(rows[0][col("Full KV Bytes")], "1048576");
+    assert_eq!(rows[0][col("KV Ratio")], "0.25");
+    assert_eq!(rows[0][col("Status")], "ok");
+}
+
+#[test]
+fn json_rewritten_atomically_and_complete_at_finish() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let stem = "run";
+    let mut w = ResultsWriter::create(dir, stem, run_info()).unwrap();
+    let json = dir.join("run.json");
+    let doc: RunDocument = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(doc.experiments.is_empty() && !doc.complete);
+    assert_eq!(doc.run, run_info_without_machine_change(&doc.run));
+
+    let mut failed = ExperimentResult::new("Broken", "h2o:1+1");
+    failed.status = ExperimentStatus::Failed {
+        message: "out of memory".into(),
+    };
+    failed.ppl = Some(PplFigures::from_nlls(&[])); // NaN figures must survive as null
+    w.append(result("Baseline", "full", 1 << 20)).unwrap();
+    w.append(failed.clone()).unwrap();
+    assert_eq!(
+        dir_entries(dir),
+        ["run.csv", "run.json"],
+        "no temp file left"
+    );
+    let doc: RunDocument = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(doc.experiments.len(), 2);
+    assert_eq!(doc.experiments[0], result("Baseline", "full", 1 << 20));
+    assert_eq!(doc.experiments[1].status, failed.status);
+    assert!(doc.experiments[1].ppl.as_ref().unwrap().ppl.is_nan());
+    assert!(!doc.complete);
+    // the documented fields are there by name
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for path in [
+        "/run/model/name",
+        "/run/runtime/ort_version",
+        "/run/runtime/execution_provider",
+        "/run/runtime/intra_op_threads",
+        "/run/machine/cpu_brand",
+        "/run/machine/logical_cores",
+        "/run/machine/total_memory_bytes",
+        "/run/git_commit",
+        "/run/start_time",
+        "/run/settings/ppl_tokens",
+        "/experiments/0/spec",
+        "/experiments/0/ppl/nll/p90",
+        "/experiments/0/ppl/nll/buckets",
+        "/experiments/0/speed/tpot_median_ms",
+        "/experiments/0/speed/seed_tpot_ms",
+        "/experiments/0/speed/breakdown/eviction_share",
+        "/experiments/0/memory/kv_bytes_full",
+    ] {
+        assert!(v.pointer(path).is_some(), "{path} missing");
+    }
+    assert!(
+        v.pointer("/experiments/0/nlls").is_none(),
+        "NLL array only when asked"
+    );
+
+    let doc = w.finish().unwrap();
+    assert!(doc.complete);
+    let on_disk: RunDocument =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(on_disk.complete);
+    assert_eq!(dir_entries(dir), ["run.csv", "run.json"]);
+}
+
+fn run_info_without_machine_change(r: &RunInfo) -> RunInfo {
+    let mut expected = run_info();
+    expected.machine = r.machine.clone();
+    expected
+}
+
+#[test]
+fn unwritable_dir_is_one_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let dir = file.join("results");
+    let err = ResultsWriter::create(&dir, "run", run_info())
+        .err()
+        .unwrap();
+    assert!(matches!(err, ReportError::DirNotWritable { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains(&dir.display().to_string()), "{msg}");
+    assert!(msg.contains("not writable") && msg.contains("Fix"), "{msg}");
+}
+
+#[cfg(unix)]
+#[test]
+fn read_only_dir_is_refused_up_front() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ro");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    // root ignores permissions: then the check rightly passes and there is nothing to test
+    let probe = dir.join("probe");
+    if std::fs::write(&probe, "x").is_ok() {
+        let _ = std::fs::remove_file(&probe);
+        return;
+    }
+    let err = ResultsWriter::create(&dir, "run", run_info())
+        .err()
+        .unwrap();
+    assert!(matches!(err, ReportError::DirNotWritable { .. }), "{err:?}");
+    assert!(dir_entries(&dir).is_empty());
+}
+
+#[test]
+fn existing_results_are_never_overwritten() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = ResultsWriter::create(tmp.path(), "run", run_info()).unwrap();
+    drop(w);
+    let err = ResultsWriter::create(tmp.path(), "run", run_info())
+        .err()
+        .unwrap();
+    assert!(matches!(err, ReportError::AlreadyExists { .. }), "{err}");
+    assert!(err.to_string().contains("run.csv"));
+}
+
+#[test]
+fn stem_from_time_and_model() {
+    use chrono::TimeZone;
+    let t = chrono::Local
+        .with_ymd_and_hms(2026, 11, 27, 3, 15, 0)
+        .unwrap();
+    assert_eq!(run_stem(&t, "pythia-micro"), "20261127-031500-pythia-micro");
+    assert_eq!(run_stem(&t, "a/b c"), "20261127-031500-a-b-c");
+    assert!(RunInfo::timestamp(&t).starts_with("2026-11-27T03:15:00"));
+}
+
+#[test]
+fn tables_show_seed_columns_first_and_breakdown() {
+    let rs = vec![
+        result("Baseline", "full", 1 << 20),
+        result("H2O (16r+48h)", "h2o:48+16", 1 << 18),
+        ExperimentResult::new("Not measured", "local:8"),
+    ];
+    let main = main_table(&rs).to_string();
+    let first_line = main.lines().nth(1).unwrap();
+    let pos = |s: &str| {
+        first_line
+            .find(s)
+            .unwrap_or_else(|| panic!("{s} not in {first_line}"))
+    };
+    assert!(pos("Experiment") < pos("Budget (Tokens)"));
+    assert!(pos("Budget (Tokens)") < pos("KV Size (GB)"));
+    assert!(pos("Throughput (T/s)") < pos("PPL"));
+    assert!(pos("PPL") < pos("Policy"));
+    assert!(main.contains("h2o:48+16") && main.contains("Full") && main.contains("7.39"));
+
+    let b = breakdown_table(&rs).to_string();
+    assert!(b.contains("Model run (ms)") && b.contains("Score update (ms)"));
+    assert!(b.contains("4.000 (80.0%)"), "{b}");
+    assert!(
+        b.contains("0.500 (10.0%)") && b.contains("0.250 (5.0%)"),
+        "{b}"
+    );
+    assert!(b.contains("20.0%"), "host share: {b}");
+
+    let m = memory_table(&rs).to_string();
+    assert!(
+        m.contains("0.25") && m.contains("1.00") && m.contains("VmHWM"),
+        "{m}"
+    );
+}
