@@ -37,8 +37,8 @@ pub enum Error {
     Ort(String),
     #[error("KV store: {0}")]
     Store(String),
-    #[error("{0}")]
-    Policy(String),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
     #[error(transparent)]
     Heatmap(#[from] crate::heatmap::HeatmapError),
     #[error("{path}: {reason}")]

@@ -1,0 +1,67 @@
+//! `h2o info`: manifest, ONNX Runtime, execution provider, threads and the machine.
+
+use anyhow::Result;
+use clap::Args;
+
+use super::ModelArgs;
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+pub fn run(a: InfoArgs) -> Result<()> {
+    let (rt, model) = a.model.load()?;
+    let m = &model.manifest;
+    let mut sys = sysinfo::System::new();
+    sys.refresh_cpu_all();
+    sys.refresh_memory();
+    let cpu = sys
+        .cpus()
+        .first()
+        .map(|c| c.brand().trim().to_string())
+        .unwrap_or_default();
+    println!("model            {} ({})", m.name, model.dir.display());
+    println!(
+        "shape            {} layers, {} heads x {} head_dim, hidden {}, vocab {}, rotary {} dims, {} positions",
+        m.num_layers, m.num_heads, m.head_dim, m.hidden_size, m.vocab_size, m.rotary_dims, m.max_position_embeddings
+    );
+    println!("dtype            {}", m.dtype.name());
+    println!(
+        "weights          {}{}",
+        if m.random_init {
+            "random init"
+        } else {
+            "from checkpoint"
+        },
+        m.seed.map(|s| format!(" (seed {s})")).unwrap_or_default()
+    );
+    if let Some(sha) = &m.source.sha256 {
+        println!("source sha256    {sha}");
+    }
+    println!(
+        "exporter         {} (opset {})",
+        m.exporter_version.as_deref().unwrap_or("?"),
+        m.opset.unwrap_or(0)
+    );
+    println!(
+        "KV per token     {} bytes (all layers, K and V)",
+        m.kv_bytes_per_token()
+    );
+    println!(
+        "tokenizer        {} tokens",
+        model.tokenizer.get_vocab_size(true)
+    );
+    println!("onnxruntime      {} ({})", rt.version, rt.library.display());
+    println!("provider         {}", model.config.provider);
+    println!("intra threads    {}", model.config.intra_threads);
+    println!("graph opt level  {}", model.config.opt_level);
+    println!(
+        "machine          {cpu}; {} physical / {} logical cores; {:.1} GiB memory",
+        sysinfo::System::physical_core_count().unwrap_or(0),
+        sys.cpus().len(),
+        sys.total_memory() as f64 / (1u64 << 30) as f64
+    );
+    Ok(())
+}
