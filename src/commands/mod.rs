@@ -1,7 +1,11 @@
 //! Subcommands of the `h2o` binary and the flags they share.
 
+mod bench;
+mod compare;
+mod heatmap;
 mod info;
 mod ppl;
+mod speed;
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +30,17 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Streaming perplexity of one policy on a text file (token by token from the first token).
     Ppl(ppl::PplArgs),
+    /// Prefill + decode timings (TTFT, TPOT median/p90, throughput, host share, KV bytes), optionally over context lengths.
+    Speed(speed::SpeedArgs),
+    /// The benchmark suite: perplexity, speed and memory per experiment, tables and results/*.csv|json.
+    Bench(bench::BenchArgs),
+    /// One bench experiment (run by `bench` in a child process so its peak memory is its own).
+    #[command(hide = true)]
+    BenchOne(bench::BenchOneArgs),
+    /// Line up two result CSVs (ours or the seed's) by policy and budget.
+    Compare(compare::CompareArgs),
+    /// Log-scale attention heatmaps of chosen layers and what each policy keeps.
+    Heatmap(heatmap::HeatmapArgs),
 }
 
 /// Flags every model-running subcommand takes.
@@ -124,5 +139,10 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Info(a) => info::run(a),
         Command::Ppl(a) => ppl::run(a),
+        Command::Speed(a) => speed::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::BenchOne(a) => bench::run_one(a),
+        Command::Compare(a) => compare::run(a),
+        Command::Heatmap(a) => heatmap::run(a),
     }
 }

@@ -38,8 +38,10 @@ pub fn argmax(logits: &[f32]) -> u32 {
 /// Check P + G against the model's positions, up front.
 pub fn check_lengths(model: &Model, prompt: usize, gen: usize) -> Result<()> {
     let max = model.manifest.max_position_embeddings;
-    if prompt == 0 || gen == 0 {
-        return Err(Error::Input("--prompt and --gen must be at least 1".into()));
+    if prompt == 0 || gen < 2 {
+        return Err(Error::Input(
+            "--prompt must be at least 1 and --gen at least 2".into(),
+        ));
     }
     if prompt + gen > max {
         return Err(Error::Input(format!(
@@ -50,7 +52,8 @@ pub fn check_lengths(model: &Model, prompt: usize, gen: usize) -> Result<()> {
     Ok(())
 }
 
-/// Prefill `prompt`, then `gen` greedy steps with a fresh cache under `policy`.
+/// Prefill `prompt`, then greedy decode until `gen` tokens are generated (the prefill yields the first,
+/// so `gen - 1` timed decode steps, as the seed's `generate(max_new_tokens=gen)`), with a fresh cache.
 /// `warmup` earlier runs of min(gen, 8) steps are done first and discarded.
 pub fn measure(
     model: &mut Model,
@@ -76,9 +79,7 @@ pub fn measure(
     let prefill = t0.elapsed();
     let mut next = argmax(out.logits_at(0, out.seq - 1));
     let mut steps = Vec::with_capacity(gen);
-    // The prefill produced the first generated token; gen-1 more steps would give gen tokens, but we
-    // time `gen` decode steps so TPOT has exactly `gen` samples.
-    for i in 0..gen {
+    for i in 0..gen - 1 {
         let out = dec.step(&[next])?;
         next = argmax(out.logits_at(0, 0));
         steps.push(out.timing);

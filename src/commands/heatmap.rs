@@ -1,0 +1,131 @@
+//! `h2o heatmap`: log-scale attention heatmaps of chosen layers, and what each policy keeps at a budget.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use h2o_engine::eval::data::{read_text, tokenize};
+use h2o_engine::heatmap::{
+    clean_label, collect_attention, default_layers, heatmap_file_name, kept_at_end, kept_file_name,
+    parse_layers, render_attention_heatmap, render_kept_tokens, require_text, HeadChoice,
+    DEFAULT_TEXT,
+};
+use h2o_engine::policy::PolicySpec;
+
+use super::{parse_policy, ModelArgs};
+
+#[derive(Args, Debug)]
+pub struct HeatmapArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Text to stream (default: a short punctuation-heavy paragraph shipped with the tool).
+    #[arg(long, conflicts_with = "file")]
+    pub text: Option<String>,
+    /// Read the text from a file instead.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// At most this many tokens from the start of the text.
+    #[arg(long, default_value_t = 120)]
+    pub max_tokens: usize,
+    /// Layers, e.g. 2,16,30 (default: 2, L/2, L-2).
+    #[arg(long)]
+    pub layers: Option<String>,
+    /// A head index or `mean`.
+    #[arg(long, default_value = "mean")]
+    pub head: String,
+    /// Colour floor of the log scale: smaller values are drawn at the floor.
+    #[arg(long, default_value_t = 1e-4)]
+    pub floor: f32,
+    /// Budget for the kept-tokens picture (default: a quarter of the tokens); compares h2o and local.
+    #[arg(long)]
+    pub budget: Option<usize>,
+    /// Policies for the kept-tokens picture (default: h2o:B/2+B/2, local:B, sink:4+(B-4) at the budget).
+    #[arg(long, value_delimiter = ',')]
+    pub policies: Vec<String>,
+    /// Output directory for the PNGs.
+    #[arg(long, default_value = "results/heatmaps")]
+    pub out: PathBuf,
+}
+
+pub fn run(a: HeatmapArgs) -> Result<()> {
+    let text = match (&a.text, &a.file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => read_text(f)?,
+        (None, None) => DEFAULT_TEXT.to_string(),
+    };
+    require_text(&text)?;
+    let (_rt, mut model) = a.model.load()?;
+    let man = model.manifest.clone();
+    let layers = match &a.layers {
+        Some(s) => parse_layers(s, man.num_layers)?,
+        None => default_layers(man.num_layers),
+    };
+    let head: HeadChoice = a.head.parse()?;
+    let mut tokens = tokenize(&model.tokenizer, &text)?;
+    if tokens.is_empty() {
+        bail!("the text gives no tokens; pass some text");
+    }
+    tokens.truncate(a.max_tokens.min(man.max_position_embeddings));
+    let labels: Vec<String> = tokens
+        .iter()
+        .map(|&t| {
+            clean_label(
+                &model
+                    .tokenizer
+                    .id_to_token(t)
+                    .unwrap_or_else(|| format!("<{t}>")),
+                14,
+            )
+        })
+        .collect();
+    let data = collect_attention(&mut model, PolicySpec::Full.build(), &tokens, &layers, head)?;
+    let n = tokens.len();
+    let budget = a.budget.unwrap_or((n / 4).max(2));
+    if budget >= n {
+        bail!("--budget {budget} keeps every one of the {n} tokens; pick a smaller budget");
+    }
+    let specs = if a.policies.is_empty() {
+        let mut v = vec![
+            format!("h2o:{}+{}", budget / 2, budget - budget / 2),
+            format!("local:{budget}"),
+        ];
+        if budget > 4 {
+            v.push(format!("sink:4+{}", budget - 4));
+        }
+        v
+    } else {
+        a.policies.clone()
+    };
+    let mut kept_by_policy = Vec::new();
+    for s in &specs {
+        let (spec, policy) = parse_policy(s, man.max_position_embeddings)?;
+        kept_by_policy.push((
+            spec.to_string(),
+            kept_at_end(&mut model, policy, &tokens, &layers)?,
+        ));
+    }
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    for (i, la) in data.iter().enumerate() {
+        let path = a.out.join(heatmap_file_name(la.layer));
+        let title = format!(
+            "{} - layer {} - {} ({} tokens)",
+            man.name, la.layer, head, n
+        );
+        render_attention_heatmap(&la.matrix, &labels, &title, a.floor, &path)?;
+        println!("{}", path.display());
+        let kept: Vec<(String, Vec<Vec<bool>>)> = kept_by_policy
+            .iter()
+            .map(|(s, k)| (s.clone(), k[i].clone()))
+            .collect();
+        let path = a.out.join(kept_file_name(la.layer));
+        let title = format!(
+            "{} - layer {} - accumulated attention per head; kept at budget {budget}",
+            man.name, la.layer
+        );
+        render_kept_tokens(&la.accumulated, &labels, &kept, &title, &path)?;
+        println!("{}", path.display());
+    }
+    Ok(())
+}
