@@ -14,7 +14,10 @@ MICRO := models/pythia-micro/onnx
 DATA ?= ../shared/data/wikitext-2-raw-v1/wiki.test.raw
 BIN := target/release/h2o
 
-.PHONY: all venv build test test-rust test-python lint fixtures export-micro bench info clean-results
+PYTHIA_TOKENIZER ?= ../shared/data/pythia-tokenizer.json
+SEED ?= 0
+
+.PHONY: all venv build test test-rust test-python lint fixtures export-micro bench info heatmaps random-models clean-results
 
 all: build
 
@@ -40,8 +43,8 @@ export-micro: $(MICRO)/model.onnx
 test-rust: $(STAMP)
 	ORT_DYLIB_PATH=$(abspath $(ORT_LIB)) cargo test --release
 
-test-python: $(STAMP) build
-	$(PY) -m pytest -q export/tests
+test-python: $(STAMP) build export-micro
+	ORT_DYLIB_PATH=$(abspath $(ORT_LIB)) $(PY) -m pytest -q export/tests
 
 test: test-rust test-python
 
@@ -54,3 +57,14 @@ info: export-micro build
 
 bench: export-micro build
 	ORT_DYLIB_PATH=$(abspath $(ORT_LIB)) $(BIN) bench --model $(MICRO) --data $(DATA)
+
+# Attention heatmaps of the default model for the README (docs/heatmaps/).
+heatmaps: export-micro build
+	ORT_DYLIB_PATH=$(abspath $(ORT_LIB)) $(BIN) heatmap --model $(MICRO) --out docs/heatmaps
+
+# Shape-true random-weight exports for speed and memory at real Pythia sizes (issue 8; not committed).
+# e.g. `make models/random-160m/onnx/model.onnx`, or `make random-models` for 160m, 410m and 1b (fp32).
+models/random-%/onnx/model.onnx: $(STAMP)
+	$(PY) export/export.py --random-init $* --seed $(SEED) --dtype fp32 --tokenizer $(PYTHIA_TOKENIZER) --out models/random-$*/onnx --name random-$* --force
+
+random-models: models/random-160m/onnx/model.onnx models/random-410m/onnx/model.onnx models/random-1b/onnx/model.onnx
