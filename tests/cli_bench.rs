@@ -1,0 +1,347 @@
+//! End-to-end CLI tests of `h2o bench` on the tiny fixture: the CSV (seed's columns first, one row
+//! per experiment), the JSON document, the console table, and a bench killed mid-run.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+
+// ---------- helpers (local to this test binary) ----------
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture() -> PathBuf {
+    root().join("tests/fixtures/tiny")
+}
+
+/// `h2o` from this build, run in the project root; ORT_DYLIB_PATH and the rest of the environment
+/// pass through, H2O_DATA is removed so only `--data` counts.
+fn h2o() -> Command {
+    let mut c = Command::cargo_bin("h2o").expect("h2o binary");
+    c.current_dir(root()).env_remove("H2O_DATA");
+    c
+}
+
+/// Deterministic English-like text of `sentences` sentences (a few KB gives ~1000+ tokens on the
+/// fixture's 500-id BPE).
+fn english_text(sentences: usize) -> String {
+    const SUBJ: [&str; 10] = [
+        "The river", "A small town", "The old museum", "Her brother", "The committee",
+        "This song", "The ship", "The army", "A young teacher", "The company",
+    ];
+    const VERB: [&str; 10] = [
+        "was built", "moved north", "released an album", "won the election", "opened in 1921",
+        "was destroyed", "returned home", "signed the treaty", "was praised by critics",
+        "lost the game",
+    ];
+    const TAIL: [&str; 8] = [
+        "after the war.", "in the spring of 1887.", ", and the people cheered.",
+        "; nobody expected it.", "during a long storm.", "with great success.",
+        "near the border.", "before the winter came.",
+    ];
+    let mut s: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |n: usize| {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((s >> 33) as usize) % n
+    };
+    let mut out = String::from(" = Test Article = \n\n");
+    for i in 0..sentences {
+        out.push_str(SUBJ[next(SUBJ.len())]);
+        out.push(' ');
+        out.push_str(VERB[next(VERB.len())]);
+        out.push(' ');
+        out.push_str(TAIL[next(TAIL.len())]);
+        out.push(if i % 6 == 5 { '\n' } else { ' ' });
+    }
+    out
+}
+
+fn write_text(dir: &Path, sentences: usize) -> PathBuf {
+    let p = dir.join("text.txt");
+    std::fs::write(&p, english_text(sentences)).unwrap();
+    p
+}
+
+fn files_with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.extension().and_then(|e| e.to_str()) == Some(ext)
+                        && !p
+                            .file_name()
+                            .unwrap()
+                            .to_string_lossy()
+                            .starts_with('.')
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Hidden leftovers: `.exp-*.json` child results and `*.tmp*` atomic-write temporaries.
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with(".exp-") || n.contains(".tmp") || n.contains("write-test"))
+        .collect()
+}
+
+const SEED_COLUMNS: [&str; 6] = [
+    "Experiment",
+    "Budget (Tokens)",
+    "KV Size (GB)",
+    "TPOT (ms)",
+    "Throughput (T/s)",
+    "PPL",
+];
+
+/// (header, rows) of a CSV; panics with the file text if it does not parse.
+fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(text.as_bytes());
+    let header: Vec<String> = r
+        .headers()
+        .unwrap_or_else(|e| panic!("{}: bad header: {e}\n{text}", path.display()))
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let rows: Vec<Vec<String>> = r
+        .records()
+        .map(|rec| {
+            rec.unwrap_or_else(|e| panic!("{}: bad row: {e}\n{text}", path.display()))
+                .iter()
+                .map(str::to_string)
+                .collect()
+        })
+        .collect();
+    for row in &rows {
+        assert_eq!(row.len(), header.len(), "row width:\n{text}");
+    }
+    (header, rows)
+}
+
+fn col(header: &[String], name: &str) -> usize {
+    header
+        .iter()
+        .position(|h| h == name)
+        .unwrap_or_else(|| panic!("no column {name:?} in {header:?}"))
+}
+
+// ---------- tests ----------
+
+#[test]
+fn bench_two_experiments_writes_csv_json_and_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 200);
+    let results = tmp.path().join("results");
+    let t0 = Instant::now();
+    let out = h2o()
+        .args(["bench", "--model"])
+        .arg(fixture())
+        .arg("--data")
+        .arg(&data)
+        .args(["--exp", "full,h2o:16+16"])
+        .args(["--ppl-tokens", "64", "--prompt", "32", "--gen", "8", "--warmup", "0"])
+        .args(["--threads", "1"])
+        .arg("--results")
+        .arg(&results)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench failed ({:?}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    eprintln!("bench with 2 experiments took {:?}", t0.elapsed());
+
+    // Exactly one CSV and one JSON, no leftovers.
+    let csvs = files_with_ext(&results, "csv");
+    let jsons = files_with_ext(&results, "json");
+    assert_eq!(csvs.len(), 1, "{csvs:?}");
+    assert_eq!(jsons.len(), 1, "{jsons:?}");
+    assert_eq!(csvs[0].file_stem(), jsons[0].file_stem());
+    assert!(
+        csvs[0].file_stem().unwrap().to_string_lossy().ends_with("tiny-neox"),
+        "stem names the model: {csvs:?}"
+    );
+    assert!(leftovers(&results).is_empty(), "leftovers: {:?}", leftovers(&results));
+
+    // CSV: the seed's columns first, one row per experiment, numbers where numbers belong.
+    let (header, rows) = read_csv(&csvs[0]);
+    assert_eq!(&header[..6], &SEED_COLUMNS[..], "header: {header:?}");
+    assert_eq!(rows.len(), 2, "one row per experiment: {rows:?}");
+    let policy = col(&header, "Policy");
+    let status = col(&header, "Status");
+    assert_eq!(rows[0][policy], "full");
+    assert_eq!(rows[1][policy], "h2o:16+16");
+    assert_eq!(rows[0][1], "Full", "full cache budget cell");
+    assert_eq!(rows[1][1], "32", "h2o:16+16 budget");
+    for row in &rows {
+        assert_eq!(row[status], "ok");
+        for c in 2..6 {
+            let v: f64 = row[c]
+                .parse()
+                .unwrap_or_else(|_| panic!("{} = {:?} is not a number", header[c], row[c]));
+            assert!(v.is_finite() && v > 0.0, "{} = {v}", header[c]);
+        }
+        assert_eq!(row[col(&header, "Predictions")], "63");
+        assert_eq!(row[col(&header, "Prompt Tokens")], "32");
+        assert_eq!(row[col(&header, "Decode Steps")], "7");
+    }
+    let kv = |r: &Vec<String>| r[col(&header, "KV Bytes")].parse::<u64>().unwrap();
+    assert!(kv(&rows[1]) < kv(&rows[0]), "h2o holds less KV than full");
+
+    // JSON: run information, both experiments, complete.
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&jsons[0]).unwrap()).expect("JSON parses");
+    let run = &doc["run"];
+    assert_eq!(run["model"]["name"], "tiny-neox", "{run}");
+    assert_eq!(run["model"]["layers"], 2);
+    assert_eq!(run["model"]["max_positions"], 2048);
+    let ort = run["runtime"]["ort_version"].as_str().expect("ort_version");
+    assert!(ort.starts_with("1."), "ort_version {ort}");
+    assert_eq!(run["runtime"]["execution_provider"], "cpu");
+    assert_eq!(run["runtime"]["intra_op_threads"], 1);
+    let s = &run["settings"];
+    assert_eq!(s["ppl_tokens"], 64);
+    assert_eq!(s["prompt"], 32);
+    assert_eq!(s["gen"], 8);
+    assert_eq!(s["warmup"], 0);
+    assert!(run["machine"].is_object(), "machine: {}", run["machine"]);
+    assert!(run.get("git_commit").is_some(), "git_commit key present");
+    let start = run["start_time"].as_str().expect("start_time");
+    assert!(start.len() >= 19 && start.contains('T'), "start_time {start}");
+    let exps = doc["experiments"].as_array().expect("experiments");
+    assert_eq!(exps.len(), 2);
+    assert_eq!(exps[0]["spec"], "full");
+    assert_eq!(exps[1]["spec"], "h2o:16+16");
+    for e in exps {
+        for k in ["ppl", "speed", "memory"] {
+            assert!(e[k].is_object(), "experiment {} lacks {k}: {e}", e["spec"]);
+        }
+    }
+    // CSV PPL and JSON PPL agree.
+    let csv_ppl: f64 = rows[0][5].parse().unwrap();
+    let json_ppl = exps[0]["ppl"]["ppl"].as_f64().expect("ppl.ppl");
+    assert!((csv_ppl - json_ppl).abs() <= 1e-9 * json_ppl, "{csv_ppl} vs {json_ppl}");
+    assert_eq!(doc["complete"], true);
+
+    // Table on stdout.
+    for needle in ["Experiment", "Budget (Tokens)", "PPL", "full", "h2o:16+16"] {
+        assert!(stdout.contains(needle), "stdout lacks {needle:?}:\n{stdout}");
+    }
+}
+
+#[test]
+fn bench_killed_after_first_experiment_leaves_valid_csv_and_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Long enough for 2000 tokens.
+    let data = write_text(tmp.path(), 1200);
+    let results = tmp.path().join("results");
+    let bin = assert_cmd::cargo::cargo_bin("h2o");
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.current_dir(root())
+        .env_remove("H2O_DATA")
+        .args(["bench", "--model"])
+        .arg(fixture())
+        .arg("--data")
+        .arg(&data)
+        // Each experiment streams 2000 tokens: slow enough that the kill lands in experiment 2 or 3.
+        .args(["--exp", "full,h2o:64+64,local:128"])
+        .args(["--ppl-tokens", "2000", "--prompt", "32", "--gen", "8", "--warmup", "0"])
+        .args(["--threads", "1"])
+        .arg("--results")
+        .arg(&results)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    {
+        use std::os::unix::process::CommandExt;
+        // Own process group, so the test can clean up the orphaned bench-one child afterwards.
+        cmd.process_group(0);
+    }
+    let mut child = cmd.spawn().expect("spawn h2o bench");
+    let pgid = child.id();
+
+    let count_rows = |p: &Path| -> usize {
+        std::fs::read_to_string(p)
+            .map(|t| t.lines().skip(1).filter(|l| !l.is_empty()).count())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut csv_path = None;
+    let mut exited_early = None;
+    loop {
+        if let Some(p) = files_with_ext(&results, "csv").into_iter().next() {
+            if count_rows(&p) >= 1 {
+                csv_path = Some(p);
+                break;
+            }
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            exited_early = Some(st);
+            break;
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill(); // SIGKILL to the bench process only
+    let status = child.wait().unwrap();
+    let killed = exited_early.is_none() && !status.success();
+    eprintln!("bench killed: {killed}; exit {status:?}");
+
+    let csv_path = csv_path
+        .or_else(|| files_with_ext(&results, "csv").into_iter().next())
+        .unwrap_or_else(|| panic!("no CSV within the deadline (early exit: {exited_early:?})"));
+
+    // Inspect the files the bench process left (its child, if any, is still ours to clean up).
+    let (header, rows) = read_csv(&csv_path);
+    assert_eq!(&header[..6], &SEED_COLUMNS[..]);
+    assert!(!rows.is_empty(), "at least the first experiment's row");
+    assert!(rows.len() <= 3);
+    let policy = col(&header, "Policy");
+    let expected = ["full", "h2o:64+64", "local:128"];
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row[policy], expected[i]);
+        assert_eq!(row[col(&header, "Status")], "ok");
+        let ppl: f64 = row[5].parse().expect("PPL is a number");
+        assert!(ppl.is_finite() && ppl > 1.0);
+    }
+    let jsons = files_with_ext(&results, "json");
+    assert!(jsons.len() <= 1, "{jsons:?}");
+    if let Some(j) = jsons.first() {
+        let text = std::fs::read_to_string(j).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("half-written JSON ({e}):\n{text}"));
+        let n = doc["experiments"].as_array().expect("experiments").len();
+        assert!(n <= rows.len() && n + 1 >= rows.len(), "JSON {n} vs CSV {} rows", rows.len());
+        if killed {
+            assert_eq!(doc["complete"], false, "a killed run is not complete");
+        } else {
+            // The run finished before the kill landed (a very fast machine): then it is complete.
+            assert_eq!(doc["complete"], true);
+            assert_eq!(rows.len(), 3);
+        }
+    }
+
+    // Clean up the orphaned `bench-one` child of the killed bench (same process group).
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .stderr(std::process::Stdio::null())
+        .status();
+    std::thread::sleep(Duration::from_millis(100));
+}
