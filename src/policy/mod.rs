@@ -10,6 +10,7 @@
 //!   candidates by lowest score (h2o only; local and sink ignore scores), then by oldest
 //!   position; protected candidates only if the budget cannot hold them all (never happens with
 //!   unique positions, since at most S + R candidates are protected and budget >= S + R);
+//! - among padding candidates scores are ignored (oldest position, then lowest index);
 //! - remaining ties (equal positions, which a well-formed cache never has) go by lowest index.
 //!
 //! The victim choice is O(n) per head: one linear scan when exactly one candidate goes (the
@@ -142,11 +143,11 @@ impl<'a> Ranker<'a> {
 
     #[inline]
     fn cmp(&self, i: usize, j: usize) -> Ordering {
-        self.class(i)
-            .cmp(&self.class(j))
+        let ci = self.class(i);
+        ci.cmp(&self.class(j))
             .then_with(|| match self.scores {
-                Some(s) => cmp_score(s[i], s[j]),
-                None => Ordering::Equal,
+                Some(s) if ci != 0 => cmp_score(s[i], s[j]),
+                _ => Ordering::Equal, // padding: by position and index only
             })
             .then_with(|| self.pos[i].cmp(&self.pos[j]))
             .then_with(|| i.cmp(&j))
@@ -176,6 +177,12 @@ pub(crate) fn select_row(
         keep.fill(false);
         return;
     }
+    if k == 1 {
+        if let Some(v) = single_victim(pos, scores, rule) {
+            keep[v] = false;
+            return;
+        }
+    }
     let r = Ranker::new(pos, scores, rule);
     if k == 1 {
         let mut best = 0;
@@ -196,6 +203,55 @@ pub(crate) fn select_row(
             keep[v as usize] = false;
         }
     });
+}
+
+/// The one victim of the common decode step (`n = budget + 1`), in at most three linear scans
+/// without the general comparator. `None` when no candidate is padding or evictable (only
+/// protected ones, or only NaN scores): the caller then falls back to the general order.
+#[inline]
+fn single_victim(pos: &[i64], scores: Option<&[f32]>, rule: Rule) -> Option<usize> {
+    // pass 1: newest position and the oldest (first on ties) candidate
+    let (mut t, mut lo, mut lo_i) = (i64::MIN, i64::MAX, 0usize);
+    for (i, &p) in pos.iter().enumerate() {
+        t = t.max(p);
+        if p < lo {
+            lo = p;
+            lo_i = i;
+        }
+    }
+    if lo < 0 {
+        return Some(lo_i); // padding goes first (oldest, then lowest index)
+    }
+    let floor = t.saturating_sub(i64::try_from(rule.recent).unwrap_or(i64::MAX));
+    let sinks = i64::try_from(rule.sinks).unwrap_or(i64::MAX);
+    match scores {
+        None => {
+            if sinks == 0 {
+                return (lo <= floor).then_some(lo_i);
+            }
+            // oldest position outside sinks and window
+            let (mut best, mut best_i) = (i64::MAX, usize::MAX);
+            for (i, &p) in pos.iter().enumerate() {
+                if p >= sinks && p <= floor && p < best {
+                    best = p;
+                    best_i = i;
+                }
+            }
+            (best_i != usize::MAX).then_some(best_i)
+        }
+        Some(sc) => {
+            // lowest score (NaN never wins), then oldest, then lowest index
+            let (mut bs, mut bp, mut bi) = (f32::INFINITY, i64::MAX, usize::MAX);
+            for (i, (&p, &s)) in pos.iter().zip(sc).enumerate() {
+                if p >= sinks && p <= floor && (s < bs || (s == bs && p < bp)) {
+                    bs = s;
+                    bp = p;
+                    bi = i;
+                }
+            }
+            (bi != usize::MAX).then_some(bi)
+        }
+    }
 }
 
 /// Checks the slice lengths of a `select` call.

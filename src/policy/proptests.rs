@@ -289,7 +289,7 @@ fn oracle(kind: Kind, pos: &[i64], sc: &[f32], budget: usize) -> Vec<bool> {
     idx.sort_by(|&a, &b| {
         class(pos[a])
             .cmp(&class(pos[b]))
-            .then(if use_scores {
+            .then(if use_scores && pos[a] >= 0 {
                 sc[a].partial_cmp(&sc[b]).unwrap()
             } else {
                 std::cmp::Ordering::Equal
