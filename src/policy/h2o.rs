@@ -196,9 +196,15 @@ mod tests {
     #[test]
     fn only_nan_evictable_falls_back_to_oldest() {
         let p = H2oPolicy::new(1, 1, Scope::Head);
-        assert_eq!(run(&p, 1, &[1, 0, 2], &[f32::NAN, f32::NAN, 0.0]), [true, false, true]);
+        assert_eq!(
+            run(&p, 1, &[1, 0, 2], &[f32::NAN, f32::NAN, 0.0]),
+            [true, false, true]
+        );
         // padding ignores scores: oldest/lowest index padding goes
-        assert_eq!(run(&p, 1, &[-1, 0, -1], &[5.0, 1.0, 0.0]), [false, true, true]);
+        assert_eq!(
+            run(&p, 1, &[-1, 0, -1], &[5.0, 1.0, 0.0]),
+            [false, true, true]
+        );
     }
 
     #[test]

@@ -205,53 +205,170 @@ pub(crate) fn select_row(
     });
 }
 
-/// The one victim of the common decode step (`n = budget + 1`), in at most three linear scans
+/// Lanes of the independent accumulators in the scans below (no loop-carried dependency chain,
+/// so the compiler can vectorize or at least overlap them).
+const LANES: usize = 8;
+
+/// Newest and oldest position of a row.
+#[inline]
+fn min_max(pos: &[i64]) -> (i64, i64) {
+    let (mut lo, mut hi) = ([i64::MAX; LANES], [i64::MIN; LANES]);
+    let chunks = pos.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for j in 0..LANES {
+            lo[j] = if c[j] < lo[j] { c[j] } else { lo[j] };
+            hi[j] = if c[j] > hi[j] { c[j] } else { hi[j] };
+        }
+    }
+    for (j, &p) in tail.iter().enumerate() {
+        lo[j] = lo[j].min(p);
+        hi[j] = hi[j].max(p);
+    }
+    (
+        lo.into_iter().min().unwrap_or(i64::MAX),
+        hi.into_iter().max().unwrap_or(i64::MIN),
+    )
+}
+
+/// The one victim of the common decode step (`n = budget + 1`), in two or three linear scans
 /// without the general comparator. `None` when no candidate is padding or evictable (only
 /// protected ones, or only NaN scores): the caller then falls back to the general order.
 #[inline]
 fn single_victim(pos: &[i64], scores: Option<&[f32]>, rule: Rule) -> Option<usize> {
-    // pass 1: newest position and the oldest (first on ties) candidate
-    let (mut t, mut lo, mut lo_i) = (i64::MIN, i64::MAX, 0usize);
-    for (i, &p) in pos.iter().enumerate() {
-        t = t.max(p);
-        if p < lo {
-            lo = p;
-            lo_i = i;
-        }
-    }
+    let (lo, t) = min_max(pos);
+    let first = |v: i64| pos.iter().position(|&p| p == v);
     if lo < 0 {
-        return Some(lo_i); // padding goes first (oldest, then lowest index)
+        return first(lo); // padding goes first (oldest, then lowest index)
     }
     let floor = t.saturating_sub(i64::try_from(rule.recent).unwrap_or(i64::MAX));
     let sinks = i64::try_from(rule.sinks).unwrap_or(i64::MAX);
     match scores {
+        None if sinks == 0 => {
+            // local: the oldest, if it is outside the window
+            if lo <= floor {
+                first(lo)
+            } else {
+                None
+            }
+        }
         None => {
-            if sinks == 0 {
-                return (lo <= floor).then_some(lo_i);
+            // oldest position outside sinks and window (branch-free eligibility: slot order is
+            // random, so a branch on it would mispredict)
+            let best = min_eligible(pos, sinks, floor);
+            if best == i64::MAX {
+                None
+            } else {
+                first(best)
             }
-            // oldest position outside sinks and window
-            let (mut best, mut best_i) = (i64::MAX, usize::MAX);
-            for (i, &p) in pos.iter().enumerate() {
-                if p >= sinks && p <= floor && p < best {
-                    best = p;
-                    best_i = i;
-                }
-            }
-            (best_i != usize::MAX).then_some(best_i)
         }
         Some(sc) => {
-            // lowest score (NaN never wins), then oldest, then lowest index
-            let (mut bs, mut bp, mut bi) = (f32::INFINITY, i64::MAX, usize::MAX);
-            for (i, (&p, &s)) in pos.iter().zip(sc).enumerate() {
-                if p >= sinks && p <= floor && (s < bs || (s == bs && p < bp)) {
-                    bs = s;
-                    bp = p;
-                    bi = i;
-                }
+            let sc = &sc[..pos.len()];
+            if floor < sinks {
+                return None; // nothing outside sinks and window
             }
-            (bi != usize::MAX).then_some(bi)
+            // positions are in [0, t]: when t fits i32 the scan compares i32 (SIMD-friendly on
+            // baseline x86-64, which has no packed i64 compare)
+            let (m, bp) = match (i32::try_from(sinks), i32::try_from(floor), i32::try_from(t)) {
+                (Ok(s32), Ok(f32_), Ok(_)) => lowest_eligible(pos, sc, |p| p as i32, s32, f32_),
+                _ => lowest_eligible(pos, sc, |p| p, sinks, floor),
+            };
+            let bp = if m.is_nan() { i64::MAX } else { bp };
+            if bp == i64::MAX {
+                return None; // nothing eligible, or only NaN scores
+            }
+            // the first index holding that (score, position): lowest index on (ill-formed) ties
+            pos.iter().zip(sc).position(|(&p, &s)| p == bp && s == m)
         }
     }
+}
+
+/// Lowest (score, position) among candidates with position in `[sinks, floor]`, NaN scores
+/// never winning; position `i64::MAX` if none. One pass, `LANES` independent accumulators;
+/// `conv` maps a position into the comparison type `P` (order-preserving on `[sinks, floor]`
+/// and on every position of the row).
+#[inline]
+fn lowest_eligible<P>(
+    pos: &[i64],
+    sc: &[f32],
+    conv: impl Fn(i64) -> P,
+    sinks: P,
+    floor: P,
+) -> (f32, i64)
+where
+    P: Copy + PartialOrd + Bounded + Into<i64>,
+{
+    let mut m = [f32::INFINITY; LANES];
+    let mut bp = [P::MAX; LANES];
+    let step = |m: &mut f32, bp: &mut P, p: P, s: f32| {
+        let e = (p >= sinks) & (p <= floor);
+        let k = if e { s } else { f32::INFINITY };
+        let pk = if e { p } else { P::MAX };
+        let better = (k < *m) | ((k == *m) & (pk < *bp));
+        *m = if better { k } else { *m };
+        *bp = if better { pk } else { *bp };
+    };
+    let pc = pos.chunks_exact(LANES);
+    let scc = sc.chunks_exact(LANES);
+    let (pt, st) = (pc.remainder(), scc.remainder());
+    for (p, s) in pc.zip(scc) {
+        for j in 0..LANES {
+            step(&mut m[j], &mut bp[j], conv(p[j]), s[j]);
+        }
+    }
+    for (j, (&p, &s)) in pt.iter().zip(st).enumerate() {
+        step(&mut m[j], &mut bp[j], conv(p), s);
+    }
+    let (mut rm, mut rp) = (f32::INFINITY, P::MAX);
+    for j in 0..LANES {
+        // lanes hold eligible candidates only (or the sentinel), so plain comparison suffices
+        if m[j] < rm || (m[j] == rm && bp[j] < rp) {
+            rm = m[j];
+            rp = bp[j];
+        }
+    }
+    if rp == P::MAX {
+        (rm, i64::MAX)
+    } else {
+        (rm, rp.into())
+    }
+}
+
+/// Largest value of a position comparison type (the "none" sentinel).
+trait Bounded {
+    const MAX: Self;
+}
+
+impl Bounded for i32 {
+    const MAX: i32 = i32::MAX;
+}
+
+impl Bounded for i64 {
+    const MAX: i64 = i64::MAX;
+}
+
+/// Oldest position in `[sinks, floor]` (`i64::MAX` if none).
+#[inline]
+fn min_eligible(pos: &[i64], sinks: i64, floor: i64) -> i64 {
+    let mut lo = [i64::MAX; LANES];
+    let chunks = pos.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for j in 0..LANES {
+            let k = if (c[j] >= sinks) & (c[j] <= floor) {
+                c[j]
+            } else {
+                i64::MAX
+            };
+            lo[j] = if k < lo[j] { k } else { lo[j] };
+        }
+    }
+    for (j, &p) in tail.iter().enumerate() {
+        if (p >= sinks) & (p <= floor) {
+            lo[j] = lo[j].min(p);
+        }
+    }
+    lo.into_iter().min().unwrap_or(i64::MAX)
 }
 
 /// Checks the slice lengths of a `select` call.
