@@ -212,11 +212,12 @@ const LANES: usize = 8;
 /// Newest and oldest position of a row.
 #[inline]
 fn min_max(pos: &[i64]) -> (i64, i64) {
-    let (mut lo, mut hi) = ([i64::MAX; LANES], [i64::MIN; LANES]);
-    let chunks = pos.chunks_exact(LANES);
+    const L: usize = 4; // i64 lanes: 8 would spill
+    let (mut lo, mut hi) = ([i64::MAX; L], [i64::MIN; L]);
+    let chunks = pos.chunks_exact(L);
     let tail = chunks.remainder();
     for c in chunks {
-        for j in 0..LANES {
+        for j in 0..L {
             lo[j] = if c[j] < lo[j] { c[j] } else { lo[j] };
             hi[j] = if c[j] > hi[j] { c[j] } else { hi[j] };
         }
@@ -255,11 +256,12 @@ fn single_victim(pos: &[i64], scores: Option<&[f32]>, rule: Rule) -> Option<usiz
         None => {
             // oldest position outside sinks and window (branch-free eligibility: slot order is
             // random, so a branch on it would mispredict)
-            let best = min_eligible(pos, sinks, floor);
-            if best == i64::MAX {
-                None
-            } else {
-                first(best)
+            if floor < sinks {
+                return None;
+            }
+            match (i32::try_from(sinks), i32::try_from(floor), i32::try_from(t)) {
+                (Ok(s32), Ok(f32_), Ok(_)) => oldest_eligible(pos, |p| p as i32, s32, f32_),
+                _ => oldest_eligible(pos, |p| p, sinks, floor),
             }
         }
         Some(sc) => {
@@ -269,24 +271,20 @@ fn single_victim(pos: &[i64], scores: Option<&[f32]>, rule: Rule) -> Option<usiz
             }
             // positions are in [0, t]: when t fits i32 the scan compares i32 (SIMD-friendly on
             // baseline x86-64, which has no packed i64 compare)
-            let (m, bp) = match (i32::try_from(sinks), i32::try_from(floor), i32::try_from(t)) {
+            // (None: nothing eligible, or only NaN scores)
+            match (i32::try_from(sinks), i32::try_from(floor), i32::try_from(t)) {
                 (Ok(s32), Ok(f32_), Ok(_)) => lowest_eligible(pos, sc, |p| p as i32, s32, f32_),
                 _ => lowest_eligible(pos, sc, |p| p, sinks, floor),
-            };
-            let bp = if m.is_nan() { i64::MAX } else { bp };
-            if bp == i64::MAX {
-                return None; // nothing eligible, or only NaN scores
             }
-            // the first index holding that (score, position): lowest index on (ill-formed) ties
-            pos.iter().zip(sc).position(|(&p, &s)| p == bp && s == m)
         }
     }
 }
 
-/// Lowest (score, position) among candidates with position in `[sinks, floor]`, NaN scores
-/// never winning; position `i64::MAX` if none. One pass, `LANES` independent accumulators;
-/// `conv` maps a position into the comparison type `P` (order-preserving on `[sinks, floor]`
-/// and on every position of the row).
+/// Index of the lowest (score, position) among candidates with position in `[sinks, floor]`,
+/// NaN scores never winning; `None` if there is none (or an eligible position converts to
+/// `P::MAX`, which only makes the caller fall back to the general order). Two passes: a
+/// branch-free lane-wise f32 min, then a scan for that score. `conv` maps a position into the
+/// comparison type `P`, order-preserving on every position of the row.
 #[inline]
 fn lowest_eligible<P>(
     pos: &[i64],
@@ -294,44 +292,51 @@ fn lowest_eligible<P>(
     conv: impl Fn(i64) -> P,
     sinks: P,
     floor: P,
-) -> (f32, i64)
+) -> Option<usize>
 where
-    P: Copy + PartialOrd + Bounded + Into<i64>,
+    P: Copy + PartialOrd + Bounded,
 {
-    let mut m = [f32::INFINITY; LANES];
-    let mut bp = [P::MAX; LANES];
-    let step = |m: &mut f32, bp: &mut P, p: P, s: f32| {
-        let e = (p >= sinks) & (p <= floor);
-        let k = if e { s } else { f32::INFINITY };
-        let pk = if e { p } else { P::MAX };
-        let better = (k < *m) | ((k == *m) & (pk < *bp));
-        *m = if better { k } else { *m };
-        *bp = if better { pk } else { *bp };
-    };
+    // pass 1: the lowest eligible score (branch-free f32 min over lanes; NaN never wins)
+    let mut lanes = [f32::INFINITY; LANES];
     let pc = pos.chunks_exact(LANES);
     let scc = sc.chunks_exact(LANES);
     let (pt, st) = (pc.remainder(), scc.remainder());
     for (p, s) in pc.zip(scc) {
         for j in 0..LANES {
-            step(&mut m[j], &mut bp[j], conv(p[j]), s[j]);
+            let q = conv(p[j]);
+            let k = if (q >= sinks) & (q <= floor) {
+                s[j]
+            } else {
+                f32::INFINITY
+            };
+            lanes[j] = if k < lanes[j] { k } else { lanes[j] };
         }
     }
     for (j, (&p, &s)) in pt.iter().zip(st).enumerate() {
-        step(&mut m[j], &mut bp[j], conv(p), s);
+        let q = conv(p);
+        let k = if (q >= sinks) & (q <= floor) {
+            s
+        } else {
+            f32::INFINITY
+        };
+        lanes[j] = if k < lanes[j] { k } else { lanes[j] };
     }
-    let (mut rm, mut rp) = (f32::INFINITY, P::MAX);
-    for j in 0..LANES {
-        // lanes hold eligible candidates only (or the sentinel), so plain comparison suffices
-        if m[j] < rm || (m[j] == rm && bp[j] < rp) {
-            rm = m[j];
-            rp = bp[j];
+    let m = lanes
+        .into_iter()
+        .fold(f32::INFINITY, |a, b| if b < a { b } else { a });
+    // pass 2: the oldest eligible candidate with that score (rarely more than one hit)
+    // (first index on equal positions, which only an ill-formed cache has)
+    let (mut rp, mut ri) = (P::MAX, None);
+    for (i, (&p, &s)) in pos.iter().zip(sc).enumerate() {
+        if s == m {
+            let q = conv(p);
+            if (q >= sinks) & (q <= floor) & (q < rp) {
+                rp = q;
+                ri = Some(i);
+            }
         }
     }
-    if rp == P::MAX {
-        (rm, i64::MAX)
-    } else {
-        (rm, rp.into())
-    }
+    ri
 }
 
 /// Largest value of a position comparison type (the "none" sentinel).
@@ -347,28 +352,44 @@ impl Bounded for i64 {
     const MAX: i64 = i64::MAX;
 }
 
-/// Oldest position in `[sinks, floor]` (`i64::MAX` if none).
+/// Index of the oldest position in `[sinks, floor]` (first index on equal positions), `None`
+/// if there is none. Lane-wise branch-free min, then a scan for it; `conv` as in
+/// [`lowest_eligible`].
 #[inline]
-fn min_eligible(pos: &[i64], sinks: i64, floor: i64) -> i64 {
-    let mut lo = [i64::MAX; LANES];
+fn oldest_eligible<P>(pos: &[i64], conv: impl Fn(i64) -> P, sinks: P, floor: P) -> Option<usize>
+where
+    P: Copy + PartialOrd + Bounded,
+{
+    let mut lo = [P::MAX; LANES];
     let chunks = pos.chunks_exact(LANES);
     let tail = chunks.remainder();
     for c in chunks {
         for j in 0..LANES {
-            let k = if (c[j] >= sinks) & (c[j] <= floor) {
-                c[j]
+            let q = conv(c[j]);
+            let k = if (q >= sinks) & (q <= floor) {
+                q
             } else {
-                i64::MAX
+                P::MAX
             };
             lo[j] = if k < lo[j] { k } else { lo[j] };
         }
     }
     for (j, &p) in tail.iter().enumerate() {
-        if (p >= sinks) & (p <= floor) {
-            lo[j] = lo[j].min(p);
-        }
+        let q = conv(p);
+        let k = if (q >= sinks) & (q <= floor) {
+            q
+        } else {
+            P::MAX
+        };
+        lo[j] = if k < lo[j] { k } else { lo[j] };
     }
-    lo.into_iter().min().unwrap_or(i64::MAX)
+    let m = lo
+        .into_iter()
+        .fold(P::MAX, |a, b| if b < a { b } else { a });
+    if m == P::MAX {
+        return None;
+    }
+    pos.iter().position(|&p| conv(p) == m)
 }
 
 /// Checks the slice lengths of a `select` call.
