@@ -13,9 +13,16 @@
 //! - among padding candidates scores are ignored (oldest position, then lowest index);
 //! - remaining ties (equal positions, which a well-formed cache never has) go by lowest index.
 //!
-//! The victim choice is O(n) per head: one linear scan when exactly one candidate goes (the
-//! common decode step, `n = budget + 1`), `select_nth_unstable_by` otherwise; buffers live on
-//! the stack for `n <= 1024` (no heap allocation in the hot path).
+//! The victim choice is O(n) per head. The common decode step (`n = budget + 1`, one victim)
+//! takes two or three branch-free linear scans with independent lane accumulators (min/max
+//! position, then the lowest eligible score or oldest eligible position, then the scan for its
+//! index); anything else (several victims, or only protected candidates left) uses the general
+//! comparator above with `select_nth_unstable_by`. Scratch buffers live on the stack for
+//! `n <= 1024`, so the hot path never allocates; policies hold no state (`Send + Sync`).
+//!
+//! Layer scope (`h2o-layer`) sums scores over heads in f32, head order; the reference sums with
+//! torch, so near-ties may differ by rounding (the reference's replay check allows a relative
+//! tolerance for exactly that).
 
 use std::cmp::Ordering;
 
