@@ -102,6 +102,25 @@ fn bench(c: &mut Criterion) {
                 })
             });
         }
+        // the score update alone (the part of the h2o rows above that is not the victim choice)
+        let n = budget + 1;
+        let mut rng = Rng(7);
+        let mut layers: Vec<Layer> = (0..LAYERS)
+            .map(|_| layer(&mut rng, budget, false))
+            .collect();
+        g.bench_function(
+            BenchmarkId::new("score-update-only", format!("n={n}")),
+            |b| {
+                b.iter(|| {
+                    for l in layers.iter_mut() {
+                        for (s, a) in l.scores.iter_mut().zip(&l.att) {
+                            *s += *a;
+                        }
+                        black_box(&l.scores);
+                    }
+                })
+            },
+        );
     }
     g.finish();
 }

@@ -194,6 +194,20 @@ mod tests {
     }
 
     #[test]
+    fn only_nan_evictable_falls_back_to_oldest() {
+        let p = H2oPolicy::new(1, 1, Scope::Head);
+        assert_eq!(
+            run(&p, 1, &[1, 0, 2], &[f32::NAN, f32::NAN, 0.0]),
+            [true, false, true]
+        );
+        // padding ignores scores: oldest/lowest index padding goes
+        assert_eq!(
+            run(&p, 1, &[-1, 0, -1], &[5.0, 1.0, 0.0]),
+            [false, true, true]
+        );
+    }
+
+    #[test]
     fn prefill_many_victims() {
         let p = H2oPolicy::new(2, 2, Scope::Head);
         // 8 candidates, budget 4: window {6, 7}; heaviest two of 0..=5 are 4 (0.8) and 1 (0.7)

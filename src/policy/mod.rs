@@ -10,11 +10,19 @@
 //!   candidates by lowest score (h2o only; local and sink ignore scores), then by oldest
 //!   position; protected candidates only if the budget cannot hold them all (never happens with
 //!   unique positions, since at most S + R candidates are protected and budget >= S + R);
+//! - among padding candidates scores are ignored (oldest position, then lowest index);
 //! - remaining ties (equal positions, which a well-formed cache never has) go by lowest index.
 //!
-//! The victim choice is O(n) per head: one linear scan when exactly one candidate goes (the
-//! common decode step, `n = budget + 1`), `select_nth_unstable_by` otherwise; buffers live on
-//! the stack for `n <= 1024` (no heap allocation in the hot path).
+//! The victim choice is O(n) per head. The common decode step (`n = budget + 1`, one victim)
+//! takes two or three branch-free linear scans with independent lane accumulators (min/max
+//! position, then the lowest eligible score or oldest eligible position, then the scan for its
+//! index); anything else (several victims, or only protected candidates left) uses the general
+//! comparator above with `select_nth_unstable_by`. Scratch buffers live on the stack for
+//! `n <= 1024`, so the hot path never allocates; policies hold no state (`Send + Sync`).
+//!
+//! Layer scope (`h2o-layer`) sums scores over heads in f32, head order; the reference sums with
+//! torch, so near-ties may differ by rounding (the reference's replay check allows a relative
+//! tolerance for exactly that).
 
 use std::cmp::Ordering;
 
@@ -142,11 +150,11 @@ impl<'a> Ranker<'a> {
 
     #[inline]
     fn cmp(&self, i: usize, j: usize) -> Ordering {
-        self.class(i)
-            .cmp(&self.class(j))
+        let ci = self.class(i);
+        ci.cmp(&self.class(j))
             .then_with(|| match self.scores {
-                Some(s) => cmp_score(s[i], s[j]),
-                None => Ordering::Equal,
+                Some(s) if ci != 0 => cmp_score(s[i], s[j]),
+                _ => Ordering::Equal, // padding: by position and index only
             })
             .then_with(|| self.pos[i].cmp(&self.pos[j]))
             .then_with(|| i.cmp(&j))
@@ -176,6 +184,12 @@ pub(crate) fn select_row(
         keep.fill(false);
         return;
     }
+    if k == 1 {
+        if let Some(v) = single_victim(pos, scores, rule) {
+            keep[v] = false;
+            return;
+        }
+    }
     let r = Ranker::new(pos, scores, rule);
     if k == 1 {
         let mut best = 0;
@@ -196,6 +210,193 @@ pub(crate) fn select_row(
             keep[v as usize] = false;
         }
     });
+}
+
+/// Lanes of the independent accumulators in the scans below (no loop-carried dependency chain,
+/// so the compiler can vectorize or at least overlap them).
+const LANES: usize = 8;
+
+/// Newest and oldest position of a row.
+#[inline]
+fn min_max(pos: &[i64]) -> (i64, i64) {
+    const L: usize = 4; // i64 lanes: 8 would spill
+    let (mut lo, mut hi) = ([i64::MAX; L], [i64::MIN; L]);
+    let chunks = pos.chunks_exact(L);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for j in 0..L {
+            lo[j] = if c[j] < lo[j] { c[j] } else { lo[j] };
+            hi[j] = if c[j] > hi[j] { c[j] } else { hi[j] };
+        }
+    }
+    for (j, &p) in tail.iter().enumerate() {
+        lo[j] = lo[j].min(p);
+        hi[j] = hi[j].max(p);
+    }
+    (
+        lo.into_iter().min().unwrap_or(i64::MAX),
+        hi.into_iter().max().unwrap_or(i64::MIN),
+    )
+}
+
+/// The one victim of the common decode step (`n = budget + 1`), in two or three linear scans
+/// without the general comparator. `None` when no candidate is padding or evictable (only
+/// protected ones, or only NaN scores): the caller then falls back to the general order.
+#[inline]
+fn single_victim(pos: &[i64], scores: Option<&[f32]>, rule: Rule) -> Option<usize> {
+    let (lo, t) = min_max(pos);
+    let first = |v: i64| pos.iter().position(|&p| p == v);
+    if lo < 0 {
+        return first(lo); // padding goes first (oldest, then lowest index)
+    }
+    let floor = t.saturating_sub(i64::try_from(rule.recent).unwrap_or(i64::MAX));
+    let sinks = i64::try_from(rule.sinks).unwrap_or(i64::MAX);
+    match scores {
+        None if sinks == 0 => {
+            // local: the oldest, if it is outside the window
+            if lo <= floor {
+                first(lo)
+            } else {
+                None
+            }
+        }
+        None => {
+            // oldest position outside sinks and window (branch-free eligibility: slot order is
+            // random, so a branch on it would mispredict)
+            if floor < sinks {
+                return None;
+            }
+            match (i32::try_from(sinks), i32::try_from(floor), i32::try_from(t)) {
+                (Ok(s32), Ok(f32_), Ok(_)) => oldest_eligible(pos, |p| p as i32, s32, f32_),
+                _ => oldest_eligible(pos, |p| p, sinks, floor),
+            }
+        }
+        Some(sc) => {
+            let sc = &sc[..pos.len()];
+            if floor < sinks {
+                return None; // nothing outside sinks and window
+            }
+            // positions are in [0, t]: when t fits i32 the scan compares i32 (SIMD-friendly on
+            // baseline x86-64, which has no packed i64 compare)
+            // (None: nothing eligible, or only NaN scores)
+            match (i32::try_from(sinks), i32::try_from(floor), i32::try_from(t)) {
+                (Ok(s32), Ok(f32_), Ok(_)) => lowest_eligible(pos, sc, |p| p as i32, s32, f32_),
+                _ => lowest_eligible(pos, sc, |p| p, sinks, floor),
+            }
+        }
+    }
+}
+
+/// Index of the lowest (score, position) among candidates with position in `[sinks, floor]`,
+/// NaN scores never winning; `None` if there is none (or an eligible position converts to
+/// `P::MAX`, which only makes the caller fall back to the general order). Two passes: a
+/// branch-free lane-wise f32 min, then a scan for that score. `conv` maps a position into the
+/// comparison type `P`, order-preserving on every position of the row.
+#[inline]
+fn lowest_eligible<P>(
+    pos: &[i64],
+    sc: &[f32],
+    conv: impl Fn(i64) -> P,
+    sinks: P,
+    floor: P,
+) -> Option<usize>
+where
+    P: Copy + PartialOrd + Bounded,
+{
+    // pass 1: the lowest eligible score (branch-free f32 min over lanes; NaN never wins)
+    let mut lanes = [f32::INFINITY; LANES];
+    let pc = pos.chunks_exact(LANES);
+    let scc = sc.chunks_exact(LANES);
+    let (pt, st) = (pc.remainder(), scc.remainder());
+    for (p, s) in pc.zip(scc) {
+        for j in 0..LANES {
+            let q = conv(p[j]);
+            let k = if (q >= sinks) & (q <= floor) {
+                s[j]
+            } else {
+                f32::INFINITY
+            };
+            lanes[j] = if k < lanes[j] { k } else { lanes[j] };
+        }
+    }
+    for (j, (&p, &s)) in pt.iter().zip(st).enumerate() {
+        let q = conv(p);
+        let k = if (q >= sinks) & (q <= floor) {
+            s
+        } else {
+            f32::INFINITY
+        };
+        lanes[j] = if k < lanes[j] { k } else { lanes[j] };
+    }
+    let m = lanes
+        .into_iter()
+        .fold(f32::INFINITY, |a, b| if b < a { b } else { a });
+    // pass 2: the oldest eligible candidate with that score (rarely more than one hit)
+    // (first index on equal positions, which only an ill-formed cache has)
+    let (mut rp, mut ri) = (P::MAX, None);
+    for (i, (&p, &s)) in pos.iter().zip(sc).enumerate() {
+        if s == m {
+            let q = conv(p);
+            if (q >= sinks) & (q <= floor) & (q < rp) {
+                rp = q;
+                ri = Some(i);
+            }
+        }
+    }
+    ri
+}
+
+/// Largest value of a position comparison type (the "none" sentinel).
+trait Bounded {
+    const MAX: Self;
+}
+
+impl Bounded for i32 {
+    const MAX: i32 = i32::MAX;
+}
+
+impl Bounded for i64 {
+    const MAX: i64 = i64::MAX;
+}
+
+/// Index of the oldest position in `[sinks, floor]` (first index on equal positions), `None`
+/// if there is none. Lane-wise branch-free min, then a scan for it; `conv` as in
+/// [`lowest_eligible`].
+#[inline]
+fn oldest_eligible<P>(pos: &[i64], conv: impl Fn(i64) -> P, sinks: P, floor: P) -> Option<usize>
+where
+    P: Copy + PartialOrd + Bounded,
+{
+    let mut lo = [P::MAX; LANES];
+    let chunks = pos.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for j in 0..LANES {
+            let q = conv(c[j]);
+            let k = if (q >= sinks) & (q <= floor) {
+                q
+            } else {
+                P::MAX
+            };
+            lo[j] = if k < lo[j] { k } else { lo[j] };
+        }
+    }
+    for (j, &p) in tail.iter().enumerate() {
+        let q = conv(p);
+        let k = if (q >= sinks) & (q <= floor) {
+            q
+        } else {
+            P::MAX
+        };
+        lo[j] = if k < lo[j] { k } else { lo[j] };
+    }
+    let m = lo
+        .into_iter()
+        .fold(P::MAX, |a, b| if b < a { b } else { a });
+    if m == P::MAX {
+        return None;
+    }
+    pos.iter().position(|&p| conv(p) == m)
 }
 
 /// Checks the slice lengths of a `select` call.
