@@ -1,0 +1,474 @@
+//! End-to-end CLI tests of bad input: each is refused with one clear message (non-zero exit,
+//! a helpful phrase on stderr) before any results file is written.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+// ---------- helpers (local to this test binary) ----------
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture() -> PathBuf {
+    root().join("tests/fixtures/tiny")
+}
+
+/// `h2o` from this build, run in the project root; ORT_DYLIB_PATH and the rest of the environment
+/// pass through, H2O_DATA is removed so only `--data` counts.
+fn h2o() -> Command {
+    let mut c = Command::cargo_bin("h2o").expect("h2o binary");
+    c.current_dir(root()).env_remove("H2O_DATA");
+    c
+}
+
+/// Deterministic English-like text of `sentences` sentences (a few KB gives ~1000+ tokens on the
+/// fixture's 500-id BPE).
+fn english_text(sentences: usize) -> String {
+    const SUBJ: [&str; 10] = [
+        "The river", "A small town", "The old museum", "Her brother", "The committee",
+        "This song", "The ship", "The army", "A young teacher", "The company",
+    ];
+    const VERB: [&str; 10] = [
+        "was built", "moved north", "released an album", "won the election", "opened in 1921",
+        "was destroyed", "returned home", "signed the treaty", "was praised by critics",
+        "lost the game",
+    ];
+    const TAIL: [&str; 8] = [
+        "after the war.", "in the spring of 1887.", ", and the people cheered.",
+        "; nobody expected it.", "during a long storm.", "with great success.",
+        "near the border.", "before the winter came.",
+    ];
+    let mut s: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |n: usize| {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((s >> 33) as usize) % n
+    };
+    let mut out = String::from(" = Test Article = \n\n");
+    for i in 0..sentences {
+        out.push_str(SUBJ[next(SUBJ.len())]);
+        out.push(' ');
+        out.push_str(VERB[next(VERB.len())]);
+        out.push(' ');
+        out.push_str(TAIL[next(TAIL.len())]);
+        out.push(if i % 6 == 5 { '\n' } else { ' ' });
+    }
+    out
+}
+
+fn write_text(dir: &Path, sentences: usize) -> PathBuf {
+    let p = dir.join("text.txt");
+    std::fs::write(&p, english_text(sentences)).unwrap();
+    p
+}
+
+/// No results written: the directory is absent or holds no CSV/JSON (hidden or not).
+fn assert_no_results(dir: &Path) {
+    if !dir.exists() {
+        return;
+    }
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.ends_with(".csv") && !n.ends_with(".json") && !n.contains(".tmp")),
+        "results left in {}: {names:?}",
+        dir.display()
+    );
+}
+
+/// `h2o bench` on the fixture with tiny sizes; `extra` replaces/extends the flags.
+fn bench(data: &Path, results: &Path, extra: &[&str]) -> Command {
+    let mut c = h2o();
+    c.args(["bench", "--model"])
+        .arg(fixture())
+        .arg("--data")
+        .arg(data)
+        .arg("--results")
+        .arg(results)
+        .args(["--threads", "1", "--warmup", "0"]);
+    let has = |f: &str| extra.contains(&f);
+    if !has("--exp") {
+        c.args(["--exp", "full"]);
+    }
+    if !has("--ppl-tokens") {
+        c.args(["--ppl-tokens", "64"]);
+    }
+    if !has("--prompt") {
+        c.args(["--prompt", "32"]);
+    }
+    if !has("--gen") {
+        c.args(["--gen", "8"]);
+    }
+    c.args(extra).timeout(Duration::from_secs(60));
+    c
+}
+
+/// Runs `c`, expects failure with exit code 2 and every phrase on stderr, and one `error:` line.
+fn fails_with(mut c: Command, phrases: &[&str]) -> String {
+    let out = c.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(2), "exit code; stderr:\n{stderr}");
+    for p in phrases {
+        assert!(
+            stderr.contains(p),
+            "stderr lacks {p:?}:\n{stderr}"
+        );
+    }
+    assert_eq!(
+        stderr.matches("error:").count(),
+        1,
+        "one error message:\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "a panic, not an error:\n{stderr}");
+    stderr
+}
+
+// ---------- data ----------
+
+#[test]
+fn data_file_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let missing = tmp.path().join("no-such-file.raw");
+    fails_with(
+        bench(&missing, &results, &[]),
+        &["no-such-file.raw", "data file not found", "--data"],
+    );
+    assert_no_results(&results);
+}
+
+#[test]
+fn no_data_flag_and_no_env() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = h2o();
+    c.args(["ppl", "--model"]).arg(fixture()).args(["--tokens", "16"]);
+    fails_with(c, &["no data file", "--data", "H2O_DATA"]);
+    assert_no_results(&tmp.path().join("results"));
+}
+
+#[test]
+fn data_file_empty() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let empty = tmp.path().join("empty.raw");
+    std::fs::write(&empty, "").unwrap();
+    fails_with(bench(&empty, &results, &[]), &["empty.raw", "empty"]);
+    assert_no_results(&results);
+    // Whitespace only counts as empty too.
+    std::fs::write(&empty, " \n\n  \n").unwrap();
+    fails_with(bench(&empty, &results, &[]), &["empty"]);
+    assert_no_results(&results);
+}
+
+#[test]
+fn data_file_not_utf8() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let bad = tmp.path().join("latin1.raw");
+    let mut bytes = b"Caf".to_vec();
+    bytes.push(0xe9); // Latin-1 e-acute: invalid UTF-8
+    bytes.extend_from_slice(b" au lait and more words here.\n");
+    std::fs::write(&bad, bytes).unwrap();
+    let err = fails_with(bench(&bad, &results, &[]), &["latin1.raw", "not UTF-8"]);
+    assert!(err.contains("offset 3"), "names the offset:\n{err}");
+    assert_no_results(&results);
+}
+
+#[test]
+fn data_file_too_short_for_the_tokens_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let short = tmp.path().join("short.txt");
+    std::fs::write(
+        &short,
+        "The quick brown fox jumps over the lazy dog while five tired wizards quietly box jugs of milk.\n",
+    )
+    .unwrap();
+    fails_with(
+        bench(&short, &results, &["--ppl-tokens", "2000"]),
+        &["short.txt", "2000 asked for", "tokens"],
+    );
+    assert_no_results(&results);
+    // ppl says the same.
+    let mut c = h2o();
+    c.args(["ppl", "--model"])
+        .arg(fixture())
+        .arg("--data")
+        .arg(&short)
+        .args(["--tokens", "2000", "--threads", "1"]);
+    fails_with(c, &["2000 asked for"]);
+}
+
+// ---------- policy specs and lengths ----------
+
+#[test]
+fn unknown_policy_spec_lists_accepted_forms() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    let results = tmp.path().join("results");
+    fails_with(
+        bench(&data, &results, &["--exp", "full,streaming:4"]),
+        &["streaming:4", "accepted forms", "full", "local:R", "h2o:H+R"],
+    );
+    assert_no_results(&results);
+    let mut c = h2o();
+    c.args(["ppl", "--model"])
+        .arg(fixture())
+        .arg("--data")
+        .arg(&data)
+        .args(["--tokens", "16", "--policy", "h2o:abc", "--threads", "1"]);
+    fails_with(c, &["h2o:abc", "accepted forms"]);
+}
+
+#[test]
+fn zero_budget_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    let results = tmp.path().join("results");
+    fails_with(
+        bench(&data, &results, &["--exp", "local:0"]),
+        &["local:0", "budget is 0"],
+    );
+    fails_with(
+        bench(&data, &results, &["--exp", "h2o:0+0"]),
+        &["budget is 0"],
+    );
+    assert_no_results(&results);
+}
+
+#[test]
+fn budget_beyond_model_positions_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    let results = tmp.path().join("results");
+    fails_with(
+        bench(&data, &results, &["--exp", "full,local:4096"]),
+        &["local:4096", "4096", "2048 positions"],
+    );
+    fails_with(
+        bench(&data, &results, &["--exp", "h2o:2000+100"]),
+        &["2100", "2048 positions"],
+    );
+    assert_no_results(&results);
+}
+
+#[test]
+fn prompt_plus_gen_beyond_model_positions_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    let results = tmp.path().join("results");
+    fails_with(
+        bench(&data, &results, &["--prompt", "2000", "--gen", "100"]),
+        &["--prompt 2000", "--gen 100", "2100", "2048 positions"],
+    );
+    assert_no_results(&results);
+    let mut c = h2o();
+    c.args(["speed", "--model"])
+        .arg(fixture())
+        .arg("--data")
+        .arg(&data)
+        .args(["--prompt", "2040", "--gen", "16", "--warmup", "0", "--threads", "1"]);
+    fails_with(c, &["2048 positions"]);
+}
+
+#[test]
+fn ppl_tokens_beyond_model_positions_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    let results = tmp.path().join("results");
+    fails_with(
+        bench(&data, &results, &["--ppl-tokens", "4000"]),
+        &["--ppl-tokens", "2048 positions"],
+    );
+    assert_no_results(&results);
+}
+
+// ---------- results, model, runtime ----------
+
+#[test]
+fn results_dir_not_writable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    // A path under a regular file: cannot be created even as root.
+    let file = tmp.path().join("file");
+    std::fs::write(&file, "not a directory\n").unwrap();
+    let results = file.join("sub");
+    fails_with(
+        bench(&data, &results, &[]),
+        &["results directory", "not writable", "file/sub"],
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a directory\n");
+    let names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec!["file", "text.txt"], "nothing else written");
+}
+
+#[test]
+fn model_dir_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    let results = tmp.path().join("results");
+    let mut c = h2o();
+    c.args(["bench", "--model"])
+        .arg(tmp.path().join("no-model"))
+        .arg("--data")
+        .arg(&data)
+        .arg("--results")
+        .arg(&results)
+        .args(["--exp", "full", "--ppl-tokens", "16", "--prompt", "8", "--gen", "4"]);
+    fails_with(c, &["no-model", "does not exist", "--model"]);
+    assert_no_results(&results);
+    let mut c = h2o();
+    c.args(["info", "--model"]).arg(tmp.path().join("no-model"));
+    fails_with(c, &["does not exist"]);
+}
+
+#[test]
+fn cuda_provider_without_the_feature() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    let results = tmp.path().join("results");
+    if cfg!(feature = "cuda") {
+        eprintln!("skipped: built with the cuda feature");
+        return;
+    }
+    fails_with(
+        bench(&data, &results, &["--provider", "cuda"]),
+        &["cuda", "feature", "--provider cpu"],
+    );
+    assert_no_results(&results);
+    let mut c = h2o();
+    c.args(["info", "--model"]).arg(fixture()).args(["--provider", "rocm"]);
+    fails_with(c, &["rocm", "cpu or cuda"]);
+}
+
+#[test]
+fn ort_dylib_path_pointing_to_a_missing_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    let results = tmp.path().join("results");
+    let lib = tmp.path().join("libonnxruntime.so.missing");
+    let mut c = bench(&data, &results, &[]);
+    c.env("ORT_DYLIB_PATH", &lib);
+    fails_with(
+        c,
+        &["ONNX Runtime library not found", "libonnxruntime.so.missing", "ORT_DYLIB_PATH", "onnxruntime wheel", "capi"],
+    );
+    assert_no_results(&results);
+    let mut c = h2o();
+    c.args(["info", "--model"]).arg(fixture()).env("ORT_DYLIB_PATH", &lib);
+    fails_with(c, &["ONNX Runtime library not found"]);
+}
+
+#[test]
+fn threads_zero_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    let results = tmp.path().join("results");
+    let mut c = h2o();
+    c.args(["bench", "--model"])
+        .arg(fixture())
+        .arg("--data")
+        .arg(&data)
+        .arg("--results")
+        .arg(&results)
+        .args(["--exp", "full", "--threads", "0"]);
+    fails_with(c, &["--threads must be at least 1"]);
+    assert_no_results(&results);
+}
+
+// ---------- compare ----------
+
+#[test]
+fn compare_with_unknown_columns_names_the_missing_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("good.csv");
+    std::fs::write(
+        &good,
+        "Experiment,Budget (Tokens),KV Size (GB),TPOT (ms),Throughput (T/s),PPL\nBaseline,Full,1.4,90.0,11.1,8.2\n",
+    )
+    .unwrap();
+    let odd = tmp.path().join("odd.csv");
+    std::fs::write(&odd, "name,score,latency\nfoo,1.0,2.0\n").unwrap();
+    let mut c = h2o();
+    c.arg("compare").arg(&good).arg(&odd);
+    let err = fails_with(
+        c,
+        &["odd.csv", "missing column", "\"Experiment\"", "\"Budget (Tokens)\"", "\"PPL\"", "\"TPOT (ms)\"", "\"KV Size (GB)\""],
+    );
+    assert!(err.contains("found") && err.contains("\"latency\""), "names what it found:\n{err}");
+    // A file that lacks only some columns names just those.
+    let partial = tmp.path().join("partial.csv");
+    std::fs::write(&partial, "Experiment,Budget (Tokens),PPL\nBaseline,Full,8.2\n").unwrap();
+    let mut c = h2o();
+    c.arg("compare").arg(&partial).arg(&good);
+    let err = fails_with(c, &["partial.csv", "\"KV Size (GB)\"", "\"TPOT (ms)\"", "\"Throughput (T/s)\""]);
+    let missing_part = err.split("found").next().unwrap();
+    assert!(!missing_part.contains("\"Experiment\""), "Experiment is not missing:\n{err}");
+    // A missing file.
+    let mut c = h2o();
+    c.arg("compare").arg(tmp.path().join("nope.csv")).arg(&good);
+    fails_with(c, &["nope.csv"]);
+}
+
+// ---------- heatmap ----------
+
+#[test]
+fn heatmap_layer_out_of_range_names_the_valid_range() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("maps");
+    let mut c = h2o();
+    c.args(["heatmap", "--model"])
+        .arg(fixture())
+        .args(["--layers", "5", "--threads", "1"])
+        .arg("--out")
+        .arg(&out);
+    fails_with(c, &["layer 5 is out of range", "2 layers", "0..=1"]);
+    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
+}
+
+#[test]
+fn heatmap_empty_text_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("maps");
+    let mut c = h2o();
+    c.args(["heatmap", "--model"])
+        .arg(fixture())
+        .args(["--text", "", "--threads", "1"])
+        .arg("--out")
+        .arg(&out);
+    fails_with(c, &["empty text", "--text"]);
+    let mut c = h2o();
+    c.args(["heatmap", "--model"])
+        .arg(fixture())
+        .args(["--text", "  \n ", "--threads", "1"])
+        .arg("--out")
+        .arg(&out);
+    fails_with(c, &["empty text"]);
+    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
+}
+
+#[test]
+fn clap_rejects_unknown_flags_with_usage() {
+    h2o()
+        .args(["bench", "--no-such-flag"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--no-such-flag").and(predicate::str::contains("Usage")));
+}
