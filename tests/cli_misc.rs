@@ -1,0 +1,437 @@
+//! End-to-end CLI tests of `h2o compare`, `ppl`, `speed`, `heatmap` and `info` on the tiny fixture.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+// ---------- helpers (local to this test binary) ----------
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture() -> PathBuf {
+    root().join("tests/fixtures/tiny")
+}
+
+/// `h2o` from this build, run in the project root; ORT_DYLIB_PATH and the rest of the environment
+/// pass through, H2O_DATA is removed so only `--data` counts.
+fn h2o() -> Command {
+    let mut c = Command::cargo_bin("h2o").expect("h2o binary");
+    c.current_dir(root()).env_remove("H2O_DATA");
+    c
+}
+
+/// Deterministic English-like text of `sentences` sentences (a few KB gives ~1000+ tokens on the
+/// fixture's 500-id BPE).
+fn english_text(sentences: usize) -> String {
+    const SUBJ: [&str; 10] = [
+        "The river", "A small town", "The old museum", "Her brother", "The committee",
+        "This song", "The ship", "The army", "A young teacher", "The company",
+    ];
+    const VERB: [&str; 10] = [
+        "was built", "moved north", "released an album", "won the election", "opened in 1921",
+        "was destroyed", "returned home", "signed the treaty", "was praised by critics",
+        "lost the game",
+    ];
+    const TAIL: [&str; 8] = [
+        "after the war.", "in the spring of 1887.", ", and the people cheered.",
+        "; nobody expected it.", "during a long storm.", "with great success.",
+        "near the border.", "before the winter came.",
+    ];
+    let mut s: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |n: usize| {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((s >> 33) as usize) % n
+    };
+    let mut out = String::from(" = Test Article = \n\n");
+    for i in 0..sentences {
+        out.push_str(SUBJ[next(SUBJ.len())]);
+        out.push(' ');
+        out.push_str(VERB[next(VERB.len())]);
+        out.push(' ');
+        out.push_str(TAIL[next(TAIL.len())]);
+        out.push(if i % 6 == 5 { '\n' } else { ' ' });
+    }
+    out
+}
+
+fn write_text(dir: &Path, sentences: usize) -> PathBuf {
+    let p = dir.join("text.txt");
+    std::fs::write(&p, english_text(sentences)).unwrap();
+    p
+}
+
+/// The seed's pytorch-results.csv as shipped in ../shared/seed (used when that file is absent).
+const SEED_CSV_COPY: &str = "Experiment,Budget (Tokens),KV Size (GB),TPOT (ms),Throughput (T/s),PPL
+Baseline,Full,1.439208984375,89.99727084301412,11.111448054289784,8.2109375
+H2O (128+128),256,0.078125,97.55144990049303,10.251000892555119,11.96875
+H2O (64+192),256,0.078125,92.3756929114461,10.825358581706421,11.875
+Local (256),256,0.078125,80.00751445069909,12.498825977354958,30.328125
+";
+
+fn success(mut c: Command) -> String {
+    let out = c.timeout(Duration::from_secs(120)).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "failed ({:?}):\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn read_json(p: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", p.display()))
+}
+
+/// `h2o ppl` on the fixture; returns (stdout, --json document, --trace document if asked).
+fn ppl(data: &Path, tokens: usize, policy: &str, trace: bool) -> (String, serde_json::Value, Option<serde_json::Value>) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("ppl.json");
+    let tr = dir.path().join("trace.json");
+    let mut c = h2o();
+    c.args(["ppl", "--model"])
+        .arg(fixture())
+        .arg("--data")
+        .arg(data)
+        .args(["--tokens", &tokens.to_string(), "--policy", policy, "--threads", "1"])
+        .arg("--json")
+        .arg(&json);
+    if trace {
+        c.arg("--trace").arg(&tr);
+    }
+    let stdout = success(c);
+    let t = trace.then(|| read_json(&tr));
+    (stdout, read_json(&json), t)
+}
+
+fn nlls(doc: &serde_json::Value) -> Vec<f64> {
+    doc["nll"]
+        .as_array()
+        .expect("nll array")
+        .iter()
+        .map(|x| x.as_f64().expect("nll number"))
+        .collect()
+}
+
+// ---------- compare ----------
+
+/// A bench CSV in our format with full, local:128 and h2o:192+64 at tiny sizes.
+fn our_bench_csv(dir: &Path) -> PathBuf {
+    let data = write_text(dir, 200);
+    let results = dir.join("results");
+    let mut c = h2o();
+    c.args(["bench", "--model"])
+        .arg(fixture())
+        .arg("--data")
+        .arg(&data)
+        .args(["--exp", "full,local:128,h2o:192+64"])
+        .args(["--ppl-tokens", "64", "--prompt", "32", "--gen", "8", "--warmup", "0", "--threads", "1"])
+        .arg("--results")
+        .arg(&results);
+    success(c);
+    let csvs: Vec<PathBuf> = std::fs::read_dir(&results)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("csv"))
+        .collect();
+    assert_eq!(csvs.len(), 1, "{csvs:?}");
+    csvs[0].clone()
+}
+
+fn line_with<'a>(text: &'a str, needles: &[&str]) -> Option<&'a str> {
+    text.lines().find(|l| needles.iter().all(|n| l.contains(n)))
+}
+
+#[test]
+fn compare_lines_up_the_seed_csv_with_ours() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ours = our_bench_csv(tmp.path());
+    let shipped = root().join("../shared/seed/pytorch-results.csv");
+    let seed = if shipped.is_file() {
+        shipped
+    } else {
+        eprintln!(
+            "note: {} is absent; skipping the shipped seed file and using an inline copy of it",
+            shipped.display()
+        );
+        let p = tmp.path().join("pytorch-results.csv");
+        std::fs::write(&p, SEED_CSV_COPY).unwrap();
+        p
+    };
+    let mut c = h2o();
+    c.arg("compare").arg(&seed).arg(&ours);
+    let out = success(c);
+    assert!(out.contains("(seed format)"), "{out}");
+    assert!(out.contains("(h2o bench format)"), "{out}");
+    for h in ["PPL A", "PPL B", "TPOT A (ms)", "TPOT B (ms)", "Speed-up", "KV A (GB)", "KV B (GB)"] {
+        assert!(out.contains(h), "header {h:?} missing:\n{out}");
+    }
+    // Matched rows, side by side on one line.
+    assert!(
+        line_with(&out, &["Baseline [full]", "[full]", "exact"]).is_some(),
+        "Baseline matches full:\n{out}"
+    );
+    assert!(
+        line_with(&out, &["H2O (64+192) [h2o-layer:192+64]", "[h2o:192+64]", "256"]).is_some(),
+        "the seed's H2O (64+192) matches our h2o:192+64:\n{out}"
+    );
+    // The seed's PPL shows on the matched line.
+    assert!(line_with(&out, &["Baseline [full]", "8.21"]).is_some(), "{out}");
+    // Unmatched rows listed, not dropped.
+    let (_, unmatched) = out.split_once("Unmatched in A:").expect("unmatched A section");
+    let (ua, ub) = unmatched.split_once("Unmatched in B:").expect("unmatched B section");
+    assert!(ua.contains("Local (256)"), "{out}");
+    assert!(ua.contains("H2O (128+128)"), "{out}");
+    assert!(!ua.contains("Baseline"), "{out}");
+    assert!(ub.contains("local:128"), "{out}");
+    assert!(!ub.contains("h2o:192+64"), "{out}");
+}
+
+#[test]
+fn compare_ours_with_itself_matches_every_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ours = our_bench_csv(tmp.path());
+    let mut c = h2o();
+    c.arg("compare").arg(&ours).arg(&ours);
+    let out = success(c);
+    assert!(out.contains("both files ours"), "{out}");
+    assert!(!out.contains("Unmatched"), "{out}");
+    for spec in ["[full]", "[local:128]", "[h2o:192+64]"] {
+        let l = line_with(&out, &[spec, "exact"]).unwrap_or_else(|| panic!("{spec}:\n{out}"));
+        assert_eq!(l.matches(spec).count(), 2, "{l}");
+        assert!(l.contains("0.00"), "zero PPL difference: {l}");
+    }
+}
+
+// ---------- ppl ----------
+
+#[test]
+fn ppl_json_has_nll_per_prediction_and_ppl_is_exp_mean_nll() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    let (stdout, doc, _) = ppl(&data, 64, "local:8", false);
+    assert_eq!(doc["policy"], "local:8");
+    assert_eq!(doc["model"], "tiny-neox");
+    assert_eq!(doc["n_tokens"], 64);
+    let nll = nlls(&doc);
+    assert_eq!(nll.len(), 63, "N tokens give N-1 predictions");
+    assert!(nll.iter().all(|x| x.is_finite() && *x > 0.0));
+    let mean = nll.iter().sum::<f64>() / nll.len() as f64;
+    let p = doc["ppl"].as_f64().unwrap();
+    assert!(((p - mean.exp()) / p).abs() <= 1e-9, "ppl {p} vs exp(mean nll) {}", mean.exp());
+    assert!(doc["kv_bytes"].as_u64().unwrap() <= 8 * 1024, "local:8 holds at most 8 tokens of 1024 B");
+    assert!(doc["onnxruntime"].as_str().unwrap().starts_with("1."));
+    assert!(stdout.contains("local:8") && stdout.contains("PPL"), "{stdout}");
+    assert!(stdout.contains(&format!("{p:.4}")), "printed PPL {p:.4}: {stdout}");
+}
+
+#[test]
+fn ppl_trace_has_steps_for_an_evicting_policy_and_none_for_full() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    let (_, _, tr) = ppl(&data, 64, "local:8", true);
+    let tr = tr.unwrap();
+    assert_eq!(tr["format"], "h2o-evict-trace/1");
+    assert_eq!(tr["policy"], "local:8");
+    assert_eq!(tr["layers"], 2);
+    assert_eq!(tr["heads"], 4);
+    assert_eq!(tr["tokens"].as_array().unwrap().len(), 64);
+    let steps = tr["steps"].as_array().unwrap();
+    // local:8 over 64 tokens evicts one position per step once the window is full.
+    assert!(
+        (50..=56).contains(&steps.len()),
+        "local:8 over 64 tokens: {} eviction steps",
+        steps.len()
+    );
+    let first = &steps[0];
+    assert!(first["pos"].as_u64().is_some(), "{first}");
+    let ev = first["evicted"].as_array().expect("evicted per layer");
+    assert_eq!(ev.len(), 2, "per layer: {first}");
+    assert_eq!(ev[0].as_array().unwrap().len(), 4, "per head: {first}");
+
+    let (_, _, tr) = ppl(&data, 64, "full", true);
+    let tr = tr.unwrap();
+    assert_eq!(tr["format"], "h2o-evict-trace/1");
+    assert_eq!(tr["policy"], "full");
+    assert_eq!(tr["steps"].as_array().unwrap().len(), 0, "full never evicts");
+}
+
+#[test]
+fn h2o_budget_beyond_the_text_equals_the_full_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 400);
+    let (_, full, _) = ppl(&data, 512, "full", false);
+    let (_, h2o_doc, _) = ppl(&data, 512, "h2o:600+600", false);
+    assert_eq!(full["n_tokens"], 512);
+    assert_eq!(h2o_doc["n_tokens"], 512);
+    let (a, b) = (full["ppl"].as_f64().unwrap(), h2o_doc["ppl"].as_f64().unwrap());
+    assert!(((a - b) / a).abs() <= 1e-9, "full {a} vs h2o:600+600 {b}");
+    let (na, nb) = (nlls(&full), nlls(&h2o_doc));
+    assert_eq!(na.len(), 511);
+    let worst = na.iter().zip(&nb).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    assert!(worst <= 1e-9, "per-token NLL differs by {worst}");
+    assert_eq!(full["kv_bytes"], h2o_doc["kv_bytes"], "nothing evicted");
+}
+
+// ---------- heatmap ----------
+
+fn check_png(p: &Path) {
+    let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    assert!(bytes.len() > 1000, "{}: {} bytes", p.display(), bytes.len());
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{}: not a PNG", p.display());
+    let img = image::load_from_memory(&bytes).expect("decodes").to_rgb8();
+    assert!(img.width() >= 200 && img.height() >= 200, "{}: {}x{}", p.display(), img.width(), img.height());
+    let first = *img.get_pixel(0, 0);
+    let distinct = img.pixels().filter(|px| **px != first).count();
+    assert!(distinct > 100, "{}: nearly uniform", p.display());
+}
+
+#[test]
+fn heatmap_writes_log_heatmaps_and_kept_pictures_for_default_layers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("maps");
+    let mut c = h2o();
+    c.args(["heatmap", "--model"])
+        .arg(fixture())
+        .args(["--threads", "1"])
+        .arg("--out")
+        .arg(&out_dir);
+    let stdout = success(c);
+    // default_layers(2) = [min(2, 2/4)=0, 2/2=1, 2-2=0] sorted, deduplicated = [0, 1].
+    let mut names: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            "heatmap_layer_00_log.png",
+            "heatmap_layer_01_log.png",
+            "kept_layer_00.png",
+            "kept_layer_01.png"
+        ]
+    );
+    for n in &names {
+        check_png(&out_dir.join(n));
+        assert!(stdout.contains(n.as_str()), "stdout lists {n}:\n{stdout}");
+    }
+}
+
+#[test]
+fn heatmap_with_chosen_layer_text_and_head() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("maps");
+    let mut c = h2o();
+    c.args(["heatmap", "--model"])
+        .arg(fixture())
+        .args(["--layers", "1", "--head", "2", "--threads", "1"])
+        .args(["--text", "Hello, world. The cat sat; the dog ran! Why? Because, of course, it could."])
+        .arg("--out")
+        .arg(&out_dir);
+    success(c);
+    let mut names: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["heatmap_layer_01_log.png", "kept_layer_01.png"]);
+    for n in &names {
+        check_png(&out_dir.join(n));
+    }
+}
+
+// ---------- speed ----------
+
+#[test]
+fn speed_sweeps_contexts_and_writes_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    let json = tmp.path().join("speed.json");
+    let mut c = h2o();
+    c.args(["speed", "--model"])
+        .arg(fixture())
+        .arg("--data")
+        .arg(&data)
+        .args(["--exp", "full,local:16", "--contexts", "32,64", "--gen", "8", "--warmup", "0", "--threads", "1"])
+        .arg("--json")
+        .arg(&json);
+    let stdout = success(c);
+    for h in ["Policy", "Context", "TTFT (ms)", "TPOT median (ms)", "Throughput (T/s)", "KV bytes", "full", "local:16"] {
+        assert!(stdout.contains(h), "stdout lacks {h:?}:\n{stdout}");
+    }
+    let doc = read_json(&json);
+    assert_eq!(doc["model"], "tiny-neox");
+    assert_eq!(doc["threads"], 1);
+    assert_eq!(doc["provider"], "cpu");
+    let runs = doc["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4, "2 policies x 2 contexts");
+    let mut seen: Vec<(String, u64)> = runs
+        .iter()
+        .map(|r| (r["policy"].as_str().unwrap().to_string(), r["context"].as_u64().unwrap()))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("full".to_string(), 32),
+            ("full".to_string(), 64),
+            ("local:16".to_string(), 32),
+            ("local:16".to_string(), 64)
+        ]
+    );
+    for r in runs {
+        assert_eq!(r["gen"], 8);
+        assert!(r["speed"].is_object(), "{r}");
+        let kv = r["kv_bytes"].as_u64().unwrap();
+        let full = r["kv_bytes_full"].as_u64().unwrap();
+        // 1024 bytes per token on the fixture (2 layers x K,V x 4 heads x 16 x 4 B).
+        assert_eq!(full, 1024 * (r["context"].as_u64().unwrap() + 8 - 1), "{r}");
+        if r["policy"] == "full" {
+            assert_eq!(kv, full, "{r}");
+        } else {
+            assert!(kv <= 16 * 1024, "local:16 holds at most 16 tokens: {r}");
+        }
+    }
+}
+
+// ---------- info ----------
+
+#[test]
+fn info_prints_model_ort_version_and_machine() {
+    let mut c = h2o();
+    c.args(["info", "--model"]).arg(fixture()).args(["--threads", "1"]);
+    let out = success(c);
+    assert!(out.contains("tiny-neox"), "{out}");
+    assert!(out.contains("2 layers") && out.contains("2048 positions"), "{out}");
+    let ort = line_with(&out, &["onnxruntime"]).expect("onnxruntime line");
+    assert!(ort.contains(" 1.") && ort.contains("libonnxruntime"), "{ort}");
+    assert!(line_with(&out, &["provider", "cpu"]).is_some(), "{out}");
+    assert!(line_with(&out, &["intra threads", "1"]).is_some(), "{out}");
+    let machine = line_with(&out, &["machine"]).expect("machine line");
+    assert!(machine.contains("cores") && machine.contains("GiB"), "{machine}");
+}
+
+#[test]
+fn help_and_version() {
+    let out = h2o().arg("--help").assert().success().get_output().stdout.clone();
+    let help = String::from_utf8_lossy(&out);
+    for sub in ["info", "ppl", "speed", "bench", "compare", "heatmap"] {
+        assert!(help.contains(sub), "--help lists {sub}:\n{help}");
+    }
+    assert!(!help.contains("bench-one"), "the internal subcommand is hidden:\n{help}");
+    h2o()
+        .arg("--version")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(env!("CARGO_PKG_VERSION")));
+}
