@@ -6,9 +6,10 @@ use anyhow::{bail, Result};
 use clap::Args;
 use comfy_table::{presets::UTF8_FULL, Cell, Table};
 
+use h2o_engine::eval::bandwidth::{floor_ms, measure_read_bandwidth, weight_bytes};
 use h2o_engine::eval::data::{load_tokens, resolve_data_path};
 use h2o_engine::eval::speed::measure;
-use h2o_engine::report::{full_cache_bytes, SpeedFigures};
+use h2o_engine::report::{full_cache_bytes, render_sweep, SpeedFigures, SweepPoint};
 
 use super::{parse_policy, write_atomic, ModelArgs};
 
@@ -36,6 +37,12 @@ pub struct SpeedArgs {
     /// Write all figures as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write a PNG of TPOT and KV bytes against context length here.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Skip the memory-bandwidth measurement (and the floor columns).
+    #[arg(long)]
+    pub no_floor: bool,
 }
 
 pub fn run(a: SpeedArgs) -> Result<()> {
@@ -66,6 +73,21 @@ pub fn run(a: SpeedArgs) -> Result<()> {
         &data,
         *contexts.iter().max().expect("non-empty"),
     )?;
+    let weights = weight_bytes(&model.dir);
+    let bandwidth = if a.no_floor {
+        f64::NAN
+    } else {
+        let bw = measure_read_bandwidth(1 << 30, model.config.intra_threads, 3);
+        eprintln!(
+            "memory read bandwidth {:.1} GB/s ({} threads); weights {:.1} MiB: floor {:.2} ms/token without K/V",
+            bw / 1e9,
+            model.config.intra_threads,
+            weights as f64 / (1u64 << 20) as f64,
+            floor_ms(weights, 0, bw)
+        );
+        bw
+    };
+    let mut points = Vec::new();
     let mut table = Table::new();
     table.load_preset(UTF8_FULL).set_header(vec![
         "Policy",
@@ -77,6 +99,8 @@ pub fn run(a: SpeedArgs) -> Result<()> {
         "Host share (%)",
         "KV bytes",
         "Full KV bytes",
+        "Floor (ms)",
+        "TPOT / floor",
     ]);
     let mut rows = Vec::new();
     for spec in &specs {
@@ -93,6 +117,13 @@ pub fn run(a: SpeedArgs) -> Result<()> {
                 1,
             );
             let host = 1.0 - f.breakdown.model_share;
+            let floor = floor_ms(weights, run.kv_bytes as u64, bandwidth);
+            points.push(SweepPoint {
+                policy: spec.to_string(),
+                context: c,
+                tpot_ms: f.tpot_median_ms,
+                kv_bytes: run.kv_bytes as u64,
+            });
             table.add_row(vec![
                 Cell::new(spec.to_string()),
                 Cell::new(c),
@@ -103,20 +134,33 @@ pub fn run(a: SpeedArgs) -> Result<()> {
                 Cell::new(format!("{:.2}", 100.0 * host)),
                 Cell::new(run.kv_bytes),
                 Cell::new(full),
+                Cell::new(format!("{floor:.2}")),
+                Cell::new(format!("{:.2}", f.tpot_median_ms / floor)),
             ]);
             rows.push(serde_json::json!({
                 "policy": spec.to_string(), "context": c, "gen": a.gen, "speed": f,
                 "kv_bytes": run.kv_bytes, "kv_bytes_full": full,
+                "floor_ms": if floor.is_finite() { Some(floor) } else { None },
             }));
         }
     }
     println!("{table}");
     if let Some(p) = &a.json {
         let doc = serde_json::json!({
+            "weight_bytes": weights,
+            "read_bandwidth_bytes_per_s": if bandwidth.is_finite() { Some(bandwidth) } else { None },
             "model": man.name, "threads": model.config.intra_threads, "provider": model.config.provider.to_string(),
             "runs": rows,
         });
         write_atomic(p, serde_json::to_string_pretty(&doc)?.as_bytes())?;
+    }
+    if let Some(p) = &a.plot {
+        let title = format!(
+            "{} - {} threads - gen {} after each context",
+            man.name, model.config.intra_threads, a.gen
+        );
+        render_sweep(&points, &title, p)?;
+        println!("{}", p.display());
     }
     Ok(())
 }

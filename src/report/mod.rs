@@ -10,6 +10,7 @@ mod experiments;
 mod figures;
 mod machine;
 mod nanable;
+mod plot;
 mod results;
 mod tables;
 
@@ -24,6 +25,7 @@ pub use figures::{
     SpeedFigures, NLL_BUCKETS,
 };
 pub use machine::{process_peak_rss_bytes, MachineInfo};
+pub use plot::{render_sweep, SweepPoint};
 pub use results::{
     column_meanings, csv_header, run_stem, ExperimentResult, ExperimentStatus, ModelInfo,
     ResultsWriter, RunDocument, RunInfo, RuntimeInfo, Settings, OUR_COLUMNS, SEED_COLUMNS,
