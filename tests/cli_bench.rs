@@ -28,22 +28,44 @@ fn h2o() -> Command {
 /// fixture's 500-id BPE).
 fn english_text(sentences: usize) -> String {
     const SUBJ: [&str; 10] = [
-        "The river", "A small town", "The old museum", "Her brother", "The committee",
-        "This song", "The ship", "The army", "A young teacher", "The company",
+        "The river",
+        "A small town",
+        "The old museum",
+        "Her brother",
+        "The committee",
+        "This song",
+        "The ship",
+        "The army",
+        "A young teacher",
+        "The company",
     ];
     const VERB: [&str; 10] = [
-        "was built", "moved north", "released an album", "won the election", "opened in 1921",
-        "was destroyed", "returned home", "signed the treaty", "was praised by critics",
+        "was built",
+        "moved north",
+        "released an album",
+        "won the election",
+        "opened in 1921",
+        "was destroyed",
+        "returned home",
+        "signed the treaty",
+        "was praised by critics",
         "lost the game",
     ];
     const TAIL: [&str; 8] = [
-        "after the war.", "in the spring of 1887.", ", and the people cheered.",
-        "; nobody expected it.", "during a long storm.", "with great success.",
-        "near the border.", "before the winter came.",
+        "after the war.",
+        "in the spring of 1887.",
+        ", and the people cheered.",
+        "; nobody expected it.",
+        "during a long storm.",
+        "with great success.",
+        "near the border.",
+        "before the winter came.",
     ];
     let mut s: u64 = 0x2545_f491_4f6c_dd1d;
     let mut next = |n: usize| {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((s >> 33) as usize) % n
     };
     let mut out = String::from(" = Test Article = \n\n");
@@ -71,11 +93,7 @@ fn files_with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
                 .map(|e| e.path())
                 .filter(|p| {
                     p.extension().and_then(|e| e.to_str()) == Some(ext)
-                        && !p
-                            .file_name()
-                            .unwrap()
-                            .to_string_lossy()
-                            .starts_with('.')
+                        && !p.file_name().unwrap().to_string_lossy().starts_with('.')
                 })
                 .collect()
         })
@@ -151,7 +169,16 @@ fn bench_two_experiments_writes_csv_json_and_table() {
         .arg("--data")
         .arg(&data)
         .args(["--exp", "full,h2o:16+16"])
-        .args(["--ppl-tokens", "64", "--prompt", "32", "--gen", "8", "--warmup", "0"])
+        .args([
+            "--ppl-tokens",
+            "64",
+            "--prompt",
+            "32",
+            "--gen",
+            "8",
+            "--warmup",
+            "0",
+        ])
         .args(["--threads", "1"])
         .arg("--results")
         .arg(&results)
@@ -174,10 +201,18 @@ fn bench_two_experiments_writes_csv_json_and_table() {
     assert_eq!(jsons.len(), 1, "{jsons:?}");
     assert_eq!(csvs[0].file_stem(), jsons[0].file_stem());
     assert!(
-        csvs[0].file_stem().unwrap().to_string_lossy().ends_with("tiny-neox"),
+        csvs[0]
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .ends_with("tiny-neox"),
         "stem names the model: {csvs:?}"
     );
-    assert!(leftovers(&results).is_empty(), "leftovers: {:?}", leftovers(&results));
+    assert!(
+        leftovers(&results).is_empty(),
+        "leftovers: {:?}",
+        leftovers(&results)
+    );
 
     // CSV: the seed's columns first, one row per experiment, numbers where numbers belong.
     let (header, rows) = read_csv(&csvs[0]);
@@ -223,7 +258,10 @@ fn bench_two_experiments_writes_csv_json_and_table() {
     assert!(run["machine"].is_object(), "machine: {}", run["machine"]);
     assert!(run.get("git_commit").is_some(), "git_commit key present");
     let start = run["start_time"].as_str().expect("start_time");
-    assert!(start.len() >= 19 && start.contains('T'), "start_time {start}");
+    assert!(
+        start.len() >= 19 && start.contains('T'),
+        "start_time {start}"
+    );
     let exps = doc["experiments"].as_array().expect("experiments");
     assert_eq!(exps.len(), 2);
     assert_eq!(exps[0]["spec"], "full");
@@ -236,12 +274,18 @@ fn bench_two_experiments_writes_csv_json_and_table() {
     // CSV PPL and JSON PPL agree.
     let csv_ppl: f64 = rows[0][5].parse().unwrap();
     let json_ppl = exps[0]["ppl"]["ppl"].as_f64().expect("ppl.ppl");
-    assert!((csv_ppl - json_ppl).abs() <= 1e-9 * json_ppl, "{csv_ppl} vs {json_ppl}");
+    assert!(
+        (csv_ppl - json_ppl).abs() <= 1e-9 * json_ppl,
+        "{csv_ppl} vs {json_ppl}"
+    );
     assert_eq!(doc["complete"], true);
 
     // Table on stdout.
     for needle in ["Experiment", "Budget (Tokens)", "PPL", "full", "h2o:16+16"] {
-        assert!(stdout.contains(needle), "stdout lacks {needle:?}:\n{stdout}");
+        assert!(
+            stdout.contains(needle),
+            "stdout lacks {needle:?}:\n{stdout}"
+        );
     }
 }
 
@@ -261,7 +305,16 @@ fn bench_killed_after_first_experiment_leaves_valid_csv_and_json() {
         .arg(&data)
         // Each experiment streams 2000 tokens: slow enough that the kill lands in experiment 2 or 3.
         .args(["--exp", "full,h2o:64+64,local:128"])
-        .args(["--ppl-tokens", "2000", "--prompt", "32", "--gen", "8", "--warmup", "0"])
+        .args([
+            "--ppl-tokens",
+            "2000",
+            "--prompt",
+            "32",
+            "--gen",
+            "8",
+            "--warmup",
+            "0",
+        ])
         .args(["--threads", "1"])
         .arg("--results")
         .arg(&results)
@@ -328,7 +381,11 @@ fn bench_killed_after_first_experiment_leaves_valid_csv_and_json() {
         let doc: serde_json::Value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("half-written JSON ({e}):\n{text}"));
         let n = doc["experiments"].as_array().expect("experiments").len();
-        assert!(n <= rows.len() && n + 1 >= rows.len(), "JSON {n} vs CSV {} rows", rows.len());
+        assert!(
+            n <= rows.len() && n + 1 >= rows.len(),
+            "JSON {n} vs CSV {} rows",
+            rows.len()
+        );
         if killed {
             assert_eq!(doc["complete"], false, "a killed run is not complete");
         } else {
@@ -344,4 +401,119 @@ fn bench_killed_after_first_experiment_leaves_valid_csv_and_json() {
         .stderr(std::process::Stdio::null())
         .status();
     std::thread::sleep(Duration::from_millis(100));
+}
+
+/// The benchmark's real data when present ($H2O_DATA, else ../shared/data/.../wiki.test.raw),
+/// else generated text: bench reads it and records the path in the JSON settings.
+#[test]
+fn bench_reads_wikitext_or_generated_text_and_records_the_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shipped = root().join("../shared/data/wikitext-2-raw-v1/wiki.test.raw");
+    let data = match std::env::var_os("H2O_DATA").map(PathBuf::from) {
+        Some(p) if p.is_file() => p,
+        _ if shipped.is_file() => shipped,
+        _ => {
+            eprintln!("note: no WikiText-2 file found; using generated text");
+            write_text(tmp.path(), 300)
+        }
+    };
+    let results = tmp.path().join("results");
+    let out = h2o()
+        .args(["bench", "--model"])
+        .arg(fixture())
+        .arg("--data")
+        .arg(&data)
+        .args(["--exp", "local:32"])
+        .args([
+            "--ppl-tokens",
+            "128",
+            "--prompt",
+            "32",
+            "--gen",
+            "8",
+            "--warmup",
+            "0",
+        ])
+        .args(["--threads", "1"])
+        .arg("--results")
+        .arg(&results)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bench failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jsons = files_with_ext(&results, "json");
+    assert_eq!(jsons.len(), 1);
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&jsons[0]).unwrap()).unwrap();
+    assert_eq!(doc["complete"], true);
+    assert_eq!(
+        doc["run"]["settings"]["data_path"].as_str().unwrap(),
+        data.display().to_string()
+    );
+    let e = &doc["experiments"][0];
+    assert_eq!(e["spec"], "local:32");
+    assert!(
+        e["memory"]["kv_bytes"].as_u64().unwrap_or(u64::MAX) <= 32 * 1024,
+        "local:32 holds at most 32 tokens of 1024 B: {}",
+        e["memory"]
+    );
+    let (_, rows) = read_csv(&files_with_ext(&results, "csv")[0]);
+    assert_eq!(rows.len(), 1);
+    assert!(leftovers(&results).is_empty(), "{:?}", leftovers(&results));
+}
+
+/// `--in-process` runs the experiments in the bench process itself (no child per experiment).
+#[test]
+#[ignore = "bug: `h2o bench --in-process` fails at its first experiment with \
+            'ONNX Runtime: only one environment is allowed per process' (bench::run keeps its \
+            Runtime and run_experiment starts a second one)"]
+fn bench_in_process_runs_every_experiment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 200);
+    let results = tmp.path().join("results");
+    let out = h2o()
+        .args(["bench", "--model"])
+        .arg(fixture())
+        .arg("--data")
+        .arg(&data)
+        .args(["--exp", "full,local:32"])
+        .args([
+            "--ppl-tokens",
+            "64",
+            "--prompt",
+            "32",
+            "--gen",
+            "8",
+            "--warmup",
+            "0",
+        ])
+        .args(["--threads", "1", "--in-process"])
+        .arg("--results")
+        .arg(&results)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bench --in-process failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (header, rows) = read_csv(&files_with_ext(&results, "csv")[0]);
+    assert_eq!(rows.len(), 2);
+    let method = col(&header, "Memory Method");
+    assert!(
+        rows[0][method].contains("in-process"),
+        "{:?}",
+        rows[0][method]
+    );
+    let doc: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&files_with_ext(&results, "json")[0]).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(doc["complete"], true);
+    assert_eq!(doc["experiments"].as_array().unwrap().len(), 2);
 }

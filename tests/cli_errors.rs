@@ -29,22 +29,44 @@ fn h2o() -> Command {
 /// fixture's 500-id BPE).
 fn english_text(sentences: usize) -> String {
     const SUBJ: [&str; 10] = [
-        "The river", "A small town", "The old museum", "Her brother", "The committee",
-        "This song", "The ship", "The army", "A young teacher", "The company",
+        "The river",
+        "A small town",
+        "The old museum",
+        "Her brother",
+        "The committee",
+        "This song",
+        "The ship",
+        "The army",
+        "A young teacher",
+        "The company",
     ];
     const VERB: [&str; 10] = [
-        "was built", "moved north", "released an album", "won the election", "opened in 1921",
-        "was destroyed", "returned home", "signed the treaty", "was praised by critics",
+        "was built",
+        "moved north",
+        "released an album",
+        "won the election",
+        "opened in 1921",
+        "was destroyed",
+        "returned home",
+        "signed the treaty",
+        "was praised by critics",
         "lost the game",
     ];
     const TAIL: [&str; 8] = [
-        "after the war.", "in the spring of 1887.", ", and the people cheered.",
-        "; nobody expected it.", "during a long storm.", "with great success.",
-        "near the border.", "before the winter came.",
+        "after the war.",
+        "in the spring of 1887.",
+        ", and the people cheered.",
+        "; nobody expected it.",
+        "during a long storm.",
+        "with great success.",
+        "near the border.",
+        "before the winter came.",
     ];
     let mut s: u64 = 0x2545_f491_4f6c_dd1d;
     let mut next = |n: usize| {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((s >> 33) as usize) % n
     };
     let mut out = String::from(" = Test Article = \n\n");
@@ -76,7 +98,9 @@ fn assert_no_results(dir: &Path) {
         .map(|e| e.file_name().to_string_lossy().to_string())
         .collect();
     assert!(
-        names.iter().all(|n| !n.ends_with(".csv") && !n.ends_with(".json") && !n.contains(".tmp")),
+        names
+            .iter()
+            .all(|n| !n.ends_with(".csv") && !n.ends_with(".json") && !n.contains(".tmp")),
         "results left in {}: {names:?}",
         dir.display()
     );
@@ -120,17 +144,17 @@ fn fails_with(mut c: Command, phrases: &[&str]) -> String {
     );
     assert_eq!(out.status.code(), Some(2), "exit code; stderr:\n{stderr}");
     for p in phrases {
-        assert!(
-            stderr.contains(p),
-            "stderr lacks {p:?}:\n{stderr}"
-        );
+        assert!(stderr.contains(p), "stderr lacks {p:?}:\n{stderr}");
     }
     assert_eq!(
         stderr.matches("error:").count(),
         1,
         "one error message:\n{stderr}"
     );
-    assert!(!stderr.contains("panicked"), "a panic, not an error:\n{stderr}");
+    assert!(
+        !stderr.contains("panicked"),
+        "a panic, not an error:\n{stderr}"
+    );
     stderr
 }
 
@@ -152,7 +176,9 @@ fn data_file_missing() {
 fn no_data_flag_and_no_env() {
     let tmp = tempfile::tempdir().unwrap();
     let mut c = h2o();
-    c.args(["ppl", "--model"]).arg(fixture()).args(["--tokens", "16"]);
+    c.args(["ppl", "--model"])
+        .arg(fixture())
+        .args(["--tokens", "16"]);
     fails_with(c, &["no data file", "--data", "H2O_DATA"]);
     assert_no_results(&tmp.path().join("results"));
 }
@@ -219,7 +245,13 @@ fn unknown_policy_spec_lists_accepted_forms() {
     let results = tmp.path().join("results");
     fails_with(
         bench(&data, &results, &["--exp", "full,streaming:4"]),
-        &["streaming:4", "accepted forms", "full", "local:R", "h2o:H+R"],
+        &[
+            "streaming:4",
+            "accepted forms",
+            "full",
+            "local:R",
+            "h2o:H+R",
+        ],
     );
     assert_no_results(&results);
     let mut c = h2o();
@@ -278,7 +310,16 @@ fn prompt_plus_gen_beyond_model_positions_is_refused() {
         .arg(fixture())
         .arg("--data")
         .arg(&data)
-        .args(["--prompt", "2040", "--gen", "16", "--warmup", "0", "--threads", "1"]);
+        .args([
+            "--prompt",
+            "2040",
+            "--gen",
+            "16",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+        ]);
     fails_with(c, &["2048 positions"]);
 }
 
@@ -331,7 +372,16 @@ fn model_dir_missing() {
         .arg(&data)
         .arg("--results")
         .arg(&results)
-        .args(["--exp", "full", "--ppl-tokens", "16", "--prompt", "8", "--gen", "4"]);
+        .args([
+            "--exp",
+            "full",
+            "--ppl-tokens",
+            "16",
+            "--prompt",
+            "8",
+            "--gen",
+            "4",
+        ]);
     fails_with(c, &["no-model", "does not exist", "--model"]);
     assert_no_results(&results);
     let mut c = h2o();
@@ -354,7 +404,9 @@ fn cuda_provider_without_the_feature() {
     );
     assert_no_results(&results);
     let mut c = h2o();
-    c.args(["info", "--model"]).arg(fixture()).args(["--provider", "rocm"]);
+    c.args(["info", "--model"])
+        .arg(fixture())
+        .args(["--provider", "rocm"]);
     fails_with(c, &["rocm", "cpu or cuda"]);
 }
 
@@ -368,11 +420,19 @@ fn ort_dylib_path_pointing_to_a_missing_file() {
     c.env("ORT_DYLIB_PATH", &lib);
     fails_with(
         c,
-        &["ONNX Runtime library not found", "libonnxruntime.so.missing", "ORT_DYLIB_PATH", "onnxruntime wheel", "capi"],
+        &[
+            "ONNX Runtime library not found",
+            "libonnxruntime.so.missing",
+            "ORT_DYLIB_PATH",
+            "onnxruntime wheel",
+            "capi",
+        ],
     );
     assert_no_results(&results);
     let mut c = h2o();
-    c.args(["info", "--model"]).arg(fixture()).env("ORT_DYLIB_PATH", &lib);
+    c.args(["info", "--model"])
+        .arg(fixture())
+        .env("ORT_DYLIB_PATH", &lib);
     fails_with(c, &["ONNX Runtime library not found"]);
 }
 
@@ -410,17 +470,43 @@ fn compare_with_unknown_columns_names_the_missing_ones() {
     c.arg("compare").arg(&good).arg(&odd);
     let err = fails_with(
         c,
-        &["odd.csv", "missing column", "\"Experiment\"", "\"Budget (Tokens)\"", "\"PPL\"", "\"TPOT (ms)\"", "\"KV Size (GB)\""],
+        &[
+            "odd.csv",
+            "missing column",
+            "\"Experiment\"",
+            "\"Budget (Tokens)\"",
+            "\"PPL\"",
+            "\"TPOT (ms)\"",
+            "\"KV Size (GB)\"",
+        ],
     );
-    assert!(err.contains("found") && err.contains("\"latency\""), "names what it found:\n{err}");
+    assert!(
+        err.contains("found") && err.contains("\"latency\""),
+        "names what it found:\n{err}"
+    );
     // A file that lacks only some columns names just those.
     let partial = tmp.path().join("partial.csv");
-    std::fs::write(&partial, "Experiment,Budget (Tokens),PPL\nBaseline,Full,8.2\n").unwrap();
+    std::fs::write(
+        &partial,
+        "Experiment,Budget (Tokens),PPL\nBaseline,Full,8.2\n",
+    )
+    .unwrap();
     let mut c = h2o();
     c.arg("compare").arg(&partial).arg(&good);
-    let err = fails_with(c, &["partial.csv", "\"KV Size (GB)\"", "\"TPOT (ms)\"", "\"Throughput (T/s)\""]);
+    let err = fails_with(
+        c,
+        &[
+            "partial.csv",
+            "\"KV Size (GB)\"",
+            "\"TPOT (ms)\"",
+            "\"Throughput (T/s)\"",
+        ],
+    );
     let missing_part = err.split("found").next().unwrap();
-    assert!(!missing_part.contains("\"Experiment\""), "Experiment is not missing:\n{err}");
+    assert!(
+        !missing_part.contains("\"Experiment\""),
+        "Experiment is not missing:\n{err}"
+    );
     // A missing file.
     let mut c = h2o();
     c.arg("compare").arg(tmp.path().join("nope.csv")).arg(&good);

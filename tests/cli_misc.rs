@@ -28,22 +28,44 @@ fn h2o() -> Command {
 /// fixture's 500-id BPE).
 fn english_text(sentences: usize) -> String {
     const SUBJ: [&str; 10] = [
-        "The river", "A small town", "The old museum", "Her brother", "The committee",
-        "This song", "The ship", "The army", "A young teacher", "The company",
+        "The river",
+        "A small town",
+        "The old museum",
+        "Her brother",
+        "The committee",
+        "This song",
+        "The ship",
+        "The army",
+        "A young teacher",
+        "The company",
     ];
     const VERB: [&str; 10] = [
-        "was built", "moved north", "released an album", "won the election", "opened in 1921",
-        "was destroyed", "returned home", "signed the treaty", "was praised by critics",
+        "was built",
+        "moved north",
+        "released an album",
+        "won the election",
+        "opened in 1921",
+        "was destroyed",
+        "returned home",
+        "signed the treaty",
+        "was praised by critics",
         "lost the game",
     ];
     const TAIL: [&str; 8] = [
-        "after the war.", "in the spring of 1887.", ", and the people cheered.",
-        "; nobody expected it.", "during a long storm.", "with great success.",
-        "near the border.", "before the winter came.",
+        "after the war.",
+        "in the spring of 1887.",
+        ", and the people cheered.",
+        "; nobody expected it.",
+        "during a long storm.",
+        "with great success.",
+        "near the border.",
+        "before the winter came.",
     ];
     let mut s: u64 = 0x2545_f491_4f6c_dd1d;
     let mut next = |n: usize| {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((s >> 33) as usize) % n
     };
     let mut out = String::from(" = Test Article = \n\n");
@@ -90,7 +112,12 @@ fn read_json(p: &Path) -> serde_json::Value {
 }
 
 /// `h2o ppl` on the fixture; returns (stdout, --json document, --trace document if asked).
-fn ppl(data: &Path, tokens: usize, policy: &str, trace: bool) -> (String, serde_json::Value, Option<serde_json::Value>) {
+fn ppl(
+    data: &Path,
+    tokens: usize,
+    policy: &str,
+    trace: bool,
+) -> (String, serde_json::Value, Option<serde_json::Value>) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("ppl.json");
     let tr = dir.path().join("trace.json");
@@ -99,7 +126,14 @@ fn ppl(data: &Path, tokens: usize, policy: &str, trace: bool) -> (String, serde_
         .arg(fixture())
         .arg("--data")
         .arg(data)
-        .args(["--tokens", &tokens.to_string(), "--policy", policy, "--threads", "1"])
+        .args([
+            "--tokens",
+            &tokens.to_string(),
+            "--policy",
+            policy,
+            "--threads",
+            "1",
+        ])
         .arg("--json")
         .arg(&json);
     if trace {
@@ -131,7 +165,18 @@ fn our_bench_csv(dir: &Path) -> PathBuf {
         .arg("--data")
         .arg(&data)
         .args(["--exp", "full,local:128,h2o:192+64"])
-        .args(["--ppl-tokens", "64", "--prompt", "32", "--gen", "8", "--warmup", "0", "--threads", "1"])
+        .args([
+            "--ppl-tokens",
+            "64",
+            "--prompt",
+            "32",
+            "--gen",
+            "8",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+        ])
         .arg("--results")
         .arg(&results);
     success(c);
@@ -170,7 +215,15 @@ fn compare_lines_up_the_seed_csv_with_ours() {
     let out = success(c);
     assert!(out.contains("(seed format)"), "{out}");
     assert!(out.contains("(h2o bench format)"), "{out}");
-    for h in ["PPL A", "PPL B", "TPOT A (ms)", "TPOT B (ms)", "Speed-up", "KV A (GB)", "KV B (GB)"] {
+    for h in [
+        "PPL A",
+        "PPL B",
+        "TPOT A (ms)",
+        "TPOT B (ms)",
+        "Speed-up",
+        "KV A (GB)",
+        "KV B (GB)",
+    ] {
         assert!(out.contains(h), "header {h:?} missing:\n{out}");
     }
     // Matched rows, side by side on one line.
@@ -179,14 +232,25 @@ fn compare_lines_up_the_seed_csv_with_ours() {
         "Baseline matches full:\n{out}"
     );
     assert!(
-        line_with(&out, &["H2O (64+192) [h2o-layer:192+64]", "[h2o:192+64]", "256"]).is_some(),
+        line_with(
+            &out,
+            &["H2O (64+192) [h2o-layer:192+64]", "[h2o:192+64]", "256"]
+        )
+        .is_some(),
         "the seed's H2O (64+192) matches our h2o:192+64:\n{out}"
     );
     // The seed's PPL shows on the matched line.
-    assert!(line_with(&out, &["Baseline [full]", "8.21"]).is_some(), "{out}");
+    assert!(
+        line_with(&out, &["Baseline [full]", "8.21"]).is_some(),
+        "{out}"
+    );
     // Unmatched rows listed, not dropped.
-    let (_, unmatched) = out.split_once("Unmatched in A:").expect("unmatched A section");
-    let (ua, ub) = unmatched.split_once("Unmatched in B:").expect("unmatched B section");
+    let (_, unmatched) = out
+        .split_once("Unmatched in A:")
+        .expect("unmatched A section");
+    let (ua, ub) = unmatched
+        .split_once("Unmatched in B:")
+        .expect("unmatched B section");
     assert!(ua.contains("Local (256)"), "{out}");
     assert!(ua.contains("H2O (128+128)"), "{out}");
     assert!(!ua.contains("Baseline"), "{out}");
@@ -225,11 +289,24 @@ fn ppl_json_has_nll_per_prediction_and_ppl_is_exp_mean_nll() {
     assert!(nll.iter().all(|x| x.is_finite() && *x > 0.0));
     let mean = nll.iter().sum::<f64>() / nll.len() as f64;
     let p = doc["ppl"].as_f64().unwrap();
-    assert!(((p - mean.exp()) / p).abs() <= 1e-9, "ppl {p} vs exp(mean nll) {}", mean.exp());
-    assert!(doc["kv_bytes"].as_u64().unwrap() <= 8 * 1024, "local:8 holds at most 8 tokens of 1024 B");
+    assert!(
+        ((p - mean.exp()) / p).abs() <= 1e-9,
+        "ppl {p} vs exp(mean nll) {}",
+        mean.exp()
+    );
+    assert!(
+        doc["kv_bytes"].as_u64().unwrap() <= 8 * 1024,
+        "local:8 holds at most 8 tokens of 1024 B"
+    );
     assert!(doc["onnxruntime"].as_str().unwrap().starts_with("1."));
-    assert!(stdout.contains("local:8") && stdout.contains("PPL"), "{stdout}");
-    assert!(stdout.contains(&format!("{p:.4}")), "printed PPL {p:.4}: {stdout}");
+    assert!(
+        stdout.contains("local:8") && stdout.contains("PPL"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("{p:.4}")),
+        "printed PPL {p:.4}: {stdout}"
+    );
 }
 
 #[test]
@@ -260,7 +337,11 @@ fn ppl_trace_has_steps_for_an_evicting_policy_and_none_for_full() {
     let tr = tr.unwrap();
     assert_eq!(tr["format"], "h2o-evict-trace/1");
     assert_eq!(tr["policy"], "full");
-    assert_eq!(tr["steps"].as_array().unwrap().len(), 0, "full never evicts");
+    assert_eq!(
+        tr["steps"].as_array().unwrap().len(),
+        0,
+        "full never evicts"
+    );
 }
 
 #[test]
@@ -271,11 +352,18 @@ fn h2o_budget_beyond_the_text_equals_the_full_cache() {
     let (_, h2o_doc, _) = ppl(&data, 512, "h2o:600+600", false);
     assert_eq!(full["n_tokens"], 512);
     assert_eq!(h2o_doc["n_tokens"], 512);
-    let (a, b) = (full["ppl"].as_f64().unwrap(), h2o_doc["ppl"].as_f64().unwrap());
+    let (a, b) = (
+        full["ppl"].as_f64().unwrap(),
+        h2o_doc["ppl"].as_f64().unwrap(),
+    );
     assert!(((a - b) / a).abs() <= 1e-9, "full {a} vs h2o:600+600 {b}");
     let (na, nb) = (nlls(&full), nlls(&h2o_doc));
     assert_eq!(na.len(), 511);
-    let worst = na.iter().zip(&nb).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    let worst = na
+        .iter()
+        .zip(&nb)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
     assert!(worst <= 1e-9, "per-token NLL differs by {worst}");
     assert_eq!(full["kv_bytes"], h2o_doc["kv_bytes"], "nothing evicted");
 }
@@ -285,9 +373,20 @@ fn h2o_budget_beyond_the_text_equals_the_full_cache() {
 fn check_png(p: &Path) {
     let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     assert!(bytes.len() > 1000, "{}: {} bytes", p.display(), bytes.len());
-    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{}: not a PNG", p.display());
+    assert_eq!(
+        &bytes[..8],
+        b"\x89PNG\r\n\x1a\n",
+        "{}: not a PNG",
+        p.display()
+    );
     let img = image::load_from_memory(&bytes).expect("decodes").to_rgb8();
-    assert!(img.width() >= 200 && img.height() >= 200, "{}: {}x{}", p.display(), img.width(), img.height());
+    assert!(
+        img.width() >= 200 && img.height() >= 200,
+        "{}: {}x{}",
+        p.display(),
+        img.width(),
+        img.height()
+    );
     let first = *img.get_pixel(0, 0);
     let distinct = img.pixels().filter(|px| **px != first).count();
     assert!(distinct > 100, "{}: nearly uniform", p.display());
@@ -334,7 +433,10 @@ fn heatmap_with_chosen_layer_text_and_head() {
     c.args(["heatmap", "--model"])
         .arg(fixture())
         .args(["--layers", "1", "--head", "2", "--threads", "1"])
-        .args(["--text", "Hello, world. The cat sat; the dog ran! Why? Because, of course, it could."])
+        .args([
+            "--text",
+            "Hello, world. The cat sat; the dog ran! Why? Because, of course, it could.",
+        ])
         .arg("--out")
         .arg(&out_dir);
     success(c);
@@ -362,11 +464,31 @@ fn speed_sweeps_contexts_and_writes_json() {
         .arg(fixture())
         .arg("--data")
         .arg(&data)
-        .args(["--exp", "full,local:16", "--contexts", "32,64", "--gen", "8", "--warmup", "0", "--threads", "1"])
+        .args([
+            "--exp",
+            "full,local:16",
+            "--contexts",
+            "32,64",
+            "--gen",
+            "8",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+        ])
         .arg("--json")
         .arg(&json);
     let stdout = success(c);
-    for h in ["Policy", "Context", "TTFT (ms)", "TPOT median (ms)", "Throughput (T/s)", "KV bytes", "full", "local:16"] {
+    for h in [
+        "Policy",
+        "Context",
+        "TTFT (ms)",
+        "TPOT median (ms)",
+        "Throughput (T/s)",
+        "KV bytes",
+        "full",
+        "local:16",
+    ] {
         assert!(stdout.contains(h), "stdout lacks {h:?}:\n{stdout}");
     }
     let doc = read_json(&json);
@@ -377,7 +499,12 @@ fn speed_sweeps_contexts_and_writes_json() {
     assert_eq!(runs.len(), 4, "2 policies x 2 contexts");
     let mut seen: Vec<(String, u64)> = runs
         .iter()
-        .map(|r| (r["policy"].as_str().unwrap().to_string(), r["context"].as_u64().unwrap()))
+        .map(|r| {
+            (
+                r["policy"].as_str().unwrap().to_string(),
+                r["context"].as_u64().unwrap(),
+            )
+        })
         .collect();
     seen.sort();
     assert_eq!(
@@ -409,26 +536,46 @@ fn speed_sweeps_contexts_and_writes_json() {
 #[test]
 fn info_prints_model_ort_version_and_machine() {
     let mut c = h2o();
-    c.args(["info", "--model"]).arg(fixture()).args(["--threads", "1"]);
+    c.args(["info", "--model"])
+        .arg(fixture())
+        .args(["--threads", "1"]);
     let out = success(c);
     assert!(out.contains("tiny-neox"), "{out}");
-    assert!(out.contains("2 layers") && out.contains("2048 positions"), "{out}");
+    assert!(
+        out.contains("2 layers") && out.contains("2048 positions"),
+        "{out}"
+    );
     let ort = line_with(&out, &["onnxruntime"]).expect("onnxruntime line");
-    assert!(ort.contains(" 1.") && ort.contains("libonnxruntime"), "{ort}");
+    assert!(
+        ort.contains(" 1.") && ort.contains("libonnxruntime"),
+        "{ort}"
+    );
     assert!(line_with(&out, &["provider", "cpu"]).is_some(), "{out}");
     assert!(line_with(&out, &["intra threads", "1"]).is_some(), "{out}");
     let machine = line_with(&out, &["machine"]).expect("machine line");
-    assert!(machine.contains("cores") && machine.contains("GiB"), "{machine}");
+    assert!(
+        machine.contains("cores") && machine.contains("GiB"),
+        "{machine}"
+    );
 }
 
 #[test]
 fn help_and_version() {
-    let out = h2o().arg("--help").assert().success().get_output().stdout.clone();
+    let out = h2o()
+        .arg("--help")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     let help = String::from_utf8_lossy(&out);
     for sub in ["info", "ppl", "speed", "bench", "compare", "heatmap"] {
         assert!(help.contains(sub), "--help lists {sub}:\n{help}");
     }
-    assert!(!help.contains("bench-one"), "the internal subcommand is hidden:\n{help}");
+    assert!(
+        !help.contains("bench-one"),
+        "the internal subcommand is hidden:\n{help}"
+    );
     h2o()
         .arg("--version")
         .assert()
