@@ -137,7 +137,7 @@ pub fn find_library(project_root: &Path) -> Result<PathBuf> {
             return Ok(p);
         }
         return Err(Error::OrtLibraryMissing(format!(
-            "ORT_DYLIB_PATH={} is not a file; point it at libonnxruntime.so (the onnxruntime wheel ships it in onnxruntime/capi/) or unset it to use the project's .venv",
+            "ORT_DYLIB_PATH={} is not a file; point it at libonnxruntime.so (the onnxruntime wheel ships it in onnxruntime/capi/), or unset it and run `make venv` to use the project's .venv",
             p.display()
         )));
     }

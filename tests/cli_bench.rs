@@ -468,9 +468,6 @@ fn bench_reads_wikitext_or_generated_text_and_records_the_path() {
 
 /// `--in-process` runs the experiments in the bench process itself (no child per experiment).
 #[test]
-#[ignore = "bug: `h2o bench --in-process` fails at its first experiment with \
-            'ONNX Runtime: only one environment is allowed per process' (bench::run keeps its \
-            Runtime and run_experiment starts a second one)"]
 fn bench_in_process_runs_every_experiment() {
     let tmp = tempfile::tempdir().unwrap();
     let data = write_text(tmp.path(), 200);

@@ -18,6 +18,8 @@ use h2o_engine::report::{
     ResultsWriter, RunInfo, RuntimeInfo, Settings, SpeedFigures,
 };
 
+use h2o_engine::runtime::Runtime;
+
 use super::{parse_policy, write_atomic, ModelArgs};
 
 /// What one experiment measures (shared by bench, bench-one, ppl-less speed runs).
@@ -70,18 +72,25 @@ pub struct BenchOneArgs {
     pub spec: String,
     #[arg(long)]
     pub out: PathBuf,
+    /// The bench process that started this one (the child stops if it dies).
+    #[arg(long)]
+    pub parent_pid: Option<u32>,
 }
 
 /// Measure one experiment in this process.
 pub fn run_experiment(
+    rt: &Runtime,
     model_args: &ModelArgs,
     m: &MeasureArgs,
     label: &str,
     spec_text: &str,
     peak_method: &str,
+    parent: Option<u32>,
 ) -> Result<ExperimentResult> {
+    // A child whose bench parent died stops instead of running on and writing a stray result.
+    let orphaned = move || parent.is_some_and(|p| std::os::unix::process::parent_id() != p);
     let data = resolve_data_path(m.data.as_deref())?;
-    let (_rt, mut model) = model_args.load()?;
+    let mut model = model_args.load_on(rt)?;
     let max_pos = model.manifest.max_position_embeddings;
     let (spec, _) = parse_policy(spec_text, max_pos)?;
     check_lengths(&model, m.prompt, m.gen)?;
@@ -108,7 +117,10 @@ pub fn run_experiment(
         let bar = progress(format!("{spec} ppl"), m.ppl_tokens - 1);
         let mut dec = h2o_engine::decoder::Decoder::new(&mut model, spec.build(), 1)?;
         let run = streaming_ppl(&mut dec, &tokens[..m.ppl_tokens], |i| {
-            bar.set_position(i as u64)
+            bar.set_position(i as u64);
+            if i % 64 == 0 && orphaned() {
+                std::process::exit(3);
+            }
         })?;
         bar.finish_and_clear();
         result.ppl = Some(PplFigures::from_nlls(&run.nlls));
@@ -122,7 +134,12 @@ pub fn run_experiment(
         &tokens[..m.prompt],
         m.gen,
         m.warmup,
-        |i| bar.set_position(i as u64),
+        |i| {
+            bar.set_position(i as u64);
+            if i % 64 == 0 && orphaned() {
+                std::process::exit(3);
+            }
+        },
     )?;
     bar.finish_and_clear();
     result.speed = Some(SpeedFigures::from_run(
@@ -150,13 +167,24 @@ pub fn run_experiment(
 }
 
 pub fn run_one(a: BenchOneArgs) -> Result<()> {
+    let rt = Runtime::start(&super::project_root())?;
     let r = run_experiment(
+        &rt,
         &a.model,
         &a.measure,
         &a.label,
         &a.spec,
         "child process per experiment: VmHWM",
+        a.parent_pid,
     )?;
+    if a.parent_pid
+        .is_some_and(|p| std::os::unix::process::parent_id() != p)
+    {
+        bail!(
+            "the bench process that started this experiment is gone; not writing {}",
+            a.out.display()
+        );
+    }
     write_atomic(&a.out, serde_json::to_string(&r)?.as_bytes())
 }
 
@@ -267,11 +295,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
         eprintln!("[{}/{}] {label} ({spec})", i + 1, exps.len());
         let result = if a.in_process {
             run_experiment(
+                &rt,
                 &a.model,
                 &a.measure,
                 label,
                 spec,
                 "in-process VmHWM (cumulative over experiments)",
+                None,
             )
         } else {
             let out = a
@@ -287,7 +317,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 .arg("--spec")
                 .arg(spec)
                 .arg("--out")
-                .arg(&out);
+                .arg(&out)
+                .arg("--parent-pid")
+                .arg(std::process::id().to_string());
             let status = cmd
                 .status()
                 .context("cannot start the experiment's child process")?;

@@ -86,6 +86,28 @@ impl ModelArgs {
         let model = Model::load(&rt, &self.model, config)?;
         Ok((rt, model))
     }
+
+    /// Load the model on an already started runtime (one ONNX Runtime environment per process).
+    pub fn load_on(&self, rt: &Runtime) -> Result<Model> {
+        let config = self.session_config()?;
+        if !self.model.is_dir() {
+            return Err(h2o_engine::Error::ModelDirMissing(self.model.clone()).into());
+        }
+        Ok(Model::load(rt, &self.model, config)?)
+    }
+}
+
+/// `error: ...` text of an error chain, each cause once (a cause already quoted by its parent is skipped).
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
 }
 
 /// Where .venv is looked for: the current directory, else the directory above the binary's target/.
