@@ -20,8 +20,12 @@ pub fn current_rss_bytes() -> Option<u64> {
 mod tests {
     #[test]
     fn peak_is_at_least_current() {
-        if let (Some(p), Some(c)) = (super::peak_rss_bytes(), super::current_rss_bytes()) {
-            assert!(p >= c && c > 0);
+        // current first: other test threads may allocate between the two reads, and the peak read
+        // later is at least any earlier current value.
+        let c = super::current_rss_bytes();
+        let p = super::peak_rss_bytes();
+        if let (Some(p), Some(c)) = (p, c) {
+            assert!(p >= c && c > 0, "peak {p} current {c}");
         }
     }
 }
