@@ -4,4 +4,4 @@ The graph follows docs/architecture.md ("Graph contract", version 1). Entry poin
 `python export/export.py --help` or `python -m h2o_export --help` (with export/ on sys.path).
 """
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"

@@ -13,6 +13,9 @@ non-padding new queries. Semantics follow transformers' GPTNeoXForCausalLM (eage
   Attention: qkv = LN(x) @ Wqkv^T + b, viewed [batch, seq, heads, 3*head_dim] (per head q|k|v);
   RoPE (rotate_half convention) on the first rotary_dims of q and k at position_ids;
   scores = q @ [past_k | k]^T * head_dim^-0.5, masked, softmax in float32.
+  The attention never concatenates the cache: scores = [q @ past_k^T | q @ k^T] (only this small
+  [batch, heads, seq, past+seq] tensor is concatenated) and ctx = probs[..., :past] @ past_v +
+  probs[..., past:] @ v, so the past K/V inputs are read in place (also with past = 0).
 
 Weights are handed to a `TensorSink`, which either keeps them in the protobuf or appends each
 one to the external-data file as soon as it is produced, so a model larger than memory can be
@@ -234,6 +237,12 @@ def build_graph(
     ctx_shape = b.const([0, 0, H], i64)
     split_sizes = b.const([hd, hd, hd], i64)
     sum_axes = b.const([2], i64)
+    c_zero1, ax_last = b.const([0], i64), b.const([3], i64)
+
+    def _qkT(q_: str, k_: str) -> str:
+        """q @ k^T for q [b, h, seq, hd], k [b, h, n, hd] -> [b, h, seq, n]. ONNX Runtime fuses
+        the Transpose into the MatMul (FusedMatMul transB=1), so the cache is not copied."""
+        return b.op("MatMul", [q_, b.op("Transpose", [k_], perm=[0, 1, 3, 2])])
 
     def mlp(x: str, p: str) -> str:  # x float32 -> float32
         u = linear(to_w(x), p + "mlp.dense_h_to_4h", True)
@@ -257,19 +266,25 @@ def build_graph(
         q, k, v = b.op("Split", [qkv, split_sizes], n_out=3, axis=3)  # each [batch, heads, seq, head_dim]
         q, k = rope(to_f32(q)), rope(to_f32(k))
         k_new, v_new = to_w(k), v  # rotated key and value, model dtype [batch, heads, seq, hd]
-        k_all = b.op("Concat", [f"past_key_values.{i}.key", k_new], axis=2)  # [batch, heads, past+seq, hd]
-        v_all = b.op("Concat", [f"past_key_values.{i}.value", v_new], axis=2)
-        k_t = b.op("Transpose", [k_all], perm=[0, 1, 3, 2])  # [batch, heads, hd, past+seq]
+        # Concat-free attention: the past cache is read in place (never copied into a
+        # [past+seq] buffer); only the small score/probability tensors are concatenated/sliced.
+        pk, pv = f"past_key_values.{i}.key", f"past_key_values.{i}.value"
         if half:
             # scale q before the float16 product so the scores stay well inside float16 range
             qs = b.op("Cast", [b.op("Mul", [q, b.const(scale, f32)])], to=welem)
-            scores = b.op("Cast", [b.op("MatMul", [qs, k_t])], to=TensorProto.FLOAT)
+            scores = b.op("Concat", [_qkT(qs, pk), _qkT(qs, k_new)], axis=-1)
+            scores = b.op("Cast", [scores], to=TensorProto.FLOAT)
         else:
-            scores = b.op("Mul", [b.op("MatMul", [q, k_t]), b.const(scale, f32)])  # [batch, heads, seq, past+seq]
+            sc = b.const(scale, f32)
+            scores = b.op("Concat", [b.op("Mul", [_qkT(q, pk), sc]), b.op("Mul", [_qkT(q, k_new), sc])],
+                          axis=-1)  # [batch, heads, seq, past+seq]
         scores = b.op("Where", [allowed, scores, neg])
         probs = b.op("Softmax", [scores], axis=-1, name=f"probs_{i}")  # float32
         sums = b.op("ReduceSum", [b.op("Mul", [probs, qmask4]), sum_axes], keepdims=0, name=f"attn_sums_{i}")
-        ctx = b.op("MatMul", [to_w(probs), v_all])  # [batch, heads, seq, hd]
+        probs_w = to_w(probs)
+        probs_past = b.op("Slice", [probs_w, c_zero1, p1, ax_last])  # [batch, heads, seq, past]
+        probs_new = b.op("Slice", [probs_w, p1, t1, ax_last])  # [batch, heads, seq, seq]
+        ctx = b.op("Add", [b.op("MatMul", [probs_past, pv]), b.op("MatMul", [probs_new, v_new])])  # [b, h, seq, hd]
         ctx = b.op("Reshape", [b.op("Transpose", [ctx], perm=[0, 2, 1, 3]), ctx_shape])  # [batch, seq, hidden]
         attn = to_f32(linear(ctx, p + "attention.dense", cfg.attention_bias))
         if cfg.use_parallel_residual:

@@ -135,3 +135,28 @@ def test_fixture_manifest_matches_graph():
     assert manifest["rotary_dims"] == 4 and manifest["head_dim"] == 16
     total = sum(p.stat().st_size for p in FIXTURE.rglob("*") if p.is_file())
     assert total < 2_000_000, f"fixture is {total} bytes"
+
+
+def test_attention_reads_past_in_place(exported, tmp_path):
+    """The past K/V inputs are consumed only by MatMuls (after ONNX Runtime's optimizations: no
+    Concat or Transpose copies the cache each step), and past = 0 runs (empty [b, h, 0, hd])."""
+    import onnx
+    import onnxruntime as ort
+
+    label, manifest, sess, model = exported
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(sess._model_path, so, providers=["CPUExecutionProvider"])
+    opt = onnx.load(str(tmp_path / "opt.onnx"))
+    past = {f"past_key_values.{i}.{kv}" for i in range(manifest["num_layers"]) for kv in ("key", "value")}
+    users = [(n.op_type, x) for n in opt.graph.node for x in n.input if x in past]
+    assert users and {op for op, _ in users} <= {"MatMul", "FusedMatMul", "Shape"}, f"{label}: {users}"
+
+    for seq in (1, 3):  # no past given: feeds() passes empty [2, heads, 0, head_dim] arrays
+        step = ref.Step(np.array([tokens()[:seq]] * 2, np.int64), np.tile(np.arange(seq), (2, 1)),
+                        np.ones((2, seq), np.int64))
+        assert step.past_len == 0
+        out = ref.run_onnx(sess, step, manifest)
+        assert all(np.isfinite(v).all() for v in out.values())
+        ref.compare(out, ref.run_hf(model, step), step, TOL)
