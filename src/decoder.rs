@@ -197,7 +197,8 @@ impl<'m> Decoder<'m> {
                 )));
             }
         }
-        self.store.reserve_for_step(seq);
+        // The graph sees the slots as they are (a prefill into an empty store runs with past = 0);
+        // room for the new tokens is made after the run, before they are written.
         self.store.build_mask(&self.new_mask, seq, &mut self.mask);
         let past = self.store.capacity();
         let layers = self.store.num_layers();
@@ -223,6 +224,7 @@ impl<'m> Decoder<'m> {
         let model_time = t_model.elapsed();
 
         let t_after = Instant::now();
+        self.store.reserve_for_step(seq);
         let mut score_time = std::time::Duration::ZERO;
         let mut evict_time = std::time::Duration::ZERO;
         let (_, logits) = outputs["logits"].try_extract_tensor::<f32>()?;
@@ -244,14 +246,14 @@ impl<'m> Decoder<'m> {
                 let mut ps = Vec::with_capacity(batch * heads * past);
                 for b in 0..batch {
                     for h in 0..heads {
-                        ps.extend_from_slice(self.store.positions(l, b, h));
+                        ps.extend_from_slice(&self.store.positions(l, b, h)[..past]);
                     }
                 }
                 attention_pos.as_mut().expect("set with attention").push(ps);
             }
             if needs_scores {
                 let t = Instant::now();
-                self.store.add_scores(l, att, seq)?;
+                self.store.add_scores(l, att, past, seq)?;
                 score_time += t.elapsed();
             }
             let kv = |name: String| -> Result<NewKv<'_>> {
@@ -269,6 +271,7 @@ impl<'m> Decoder<'m> {
                 k: kv(format!("new_key_values.{l}.key"))?,
                 v: kv(format!("new_key_values.{l}.value"))?,
                 attention: att,
+                past,
                 positions: &self.pos,
                 mask: &self.new_mask,
                 seq,

@@ -42,8 +42,10 @@ pub struct NewTokens<'a> {
     pub k: NewKv<'a>,
     /// New values, `[batch, heads, seq, head_dim]`.
     pub v: NewKv<'a>,
-    /// The step's attention sums, `[batch, heads, capacity + seq]` (capacity at the time of the run).
+    /// The step's attention sums, `[batch, heads, past + seq]`.
     pub attention: &'a [f32],
+    /// The capacity the graph ran with (the store may have grown since, by [`KvStore::reserve_for_step`]).
+    pub past: usize,
     /// Absolute positions of the new tokens, `[batch, seq]`.
     pub positions: &'a [i64],
     /// 1 for a real token, 0 for padding, `[batch, seq]`.
@@ -217,7 +219,8 @@ impl KvStore {
     }
 
     /// Make room so that each row can take `extra` more entries without eviction, up to the limit.
-    /// Called before a step's model run (the graph sees the whole slot array).
+    /// The decoder calls it after the model run (which saw the slots as they were, so a prefill into an
+    /// empty store runs with past = 0) and before [`KvStore::commit`].
     pub fn reserve_for_step(&mut self, extra: usize) {
         let most_valid = (0..self.batch)
             .map(|b| self.valid_count(b))
@@ -270,25 +273,37 @@ impl KvStore {
     }
 
     /// Add the step's attention to the scores of the cached slots: `score[b,h,s] += att[b,h,s]`
-    /// for `s < capacity` (masked slots receive exactly 0). O(batch x heads x capacity).
-    pub fn add_scores(&mut self, layer: usize, attention: &[f32], seq: usize) -> Result<()> {
+    /// for `s < past` (masked slots receive exactly 0). `past` is the capacity the graph ran with
+    /// (the store may have grown since). O(batch x heads x past).
+    pub fn add_scores(
+        &mut self,
+        layer: usize,
+        attention: &[f32],
+        past: usize,
+        seq: usize,
+    ) -> Result<()> {
         let c = self.capacity;
-        let cols = c + seq;
+        if past > c {
+            return Err(Error::Store(format!(
+                "past {past} is larger than the capacity {c}"
+            )));
+        }
+        let cols = past + seq;
         let rows = self.batch * self.heads;
         if attention.len() != rows * cols {
             return Err(Error::Store(format!(
-                "attention sums have {} values, expected [batch {} x heads {} x (capacity {} + seq {})]",
+                "attention sums have {} values, expected [batch {} x heads {} x (past {} + seq {})]",
                 attention.len(),
                 self.batch,
                 self.heads,
-                c,
+                past,
                 seq
             )));
         }
         let score = &mut self.layers[layer].score;
         for r in 0..rows {
-            let dst = &mut score[r * c..(r + 1) * c];
-            let src = &attention[r * cols..r * cols + c];
+            let dst = &mut score[r * c..r * c + past];
+            let src = &attention[r * cols..r * cols + past];
             for (d, s) in dst.iter_mut().zip(src) {
                 *d += *s;
             }
@@ -307,8 +322,21 @@ impl KvStore {
         mut evicted: Option<&mut Vec<Vec<Vec<i64>>>>,
     ) -> Result<std::time::Duration> {
         let (heads, d, c, seq) = (self.heads, self.head_dim, self.capacity, new.seq);
+        let past = new.past;
+        if past > c {
+            return Err(Error::Store(format!(
+                "past {past} is larger than the capacity {c}"
+            )));
+        }
         let budget = policy.budget().min(self.capacity_limit);
-        let cols = c + seq;
+        let cols = past + seq;
+        if new.attention.len() != self.batch * heads * cols {
+            return Err(Error::Store(format!(
+                "attention sums have {} values, expected [batch {} x heads {heads} x (past {past} + seq {seq})]",
+                new.attention.len(),
+                self.batch
+            )));
+        }
         let mut policy_time = std::time::Duration::ZERO;
         let kv_len = self.batch * heads * seq * d;
         let kv_ok = |x: &NewKv<'_>| match x {
@@ -362,7 +390,7 @@ impl KvStore {
                     let slot = sc.free_slots[i];
                     for h in 0..heads {
                         let r = b * heads + h;
-                        let a = new.attention[r * cols + c + j];
+                        let a = new.attention[r * cols + past + j];
                         self.write(layer, b, h, slot, j, seq, new, a);
                     }
                 }
@@ -381,7 +409,7 @@ impl KvStore {
                 }
                 for &j in &sc.new_idx {
                     sc.cand_pos.push(new.positions[b * seq + j]);
-                    sc.cand_score.push(new.attention[r * cols + c + j]);
+                    sc.cand_score.push(new.attention[r * cols + past + j]);
                 }
             }
             sc.keep.clear();
@@ -441,7 +469,7 @@ impl KvStore {
                             .ok_or_else(|| Error::Store("no slot left for a kept token".into()))?
                     };
                     kept_new += 1;
-                    let a = new.attention[r * cols + c + j];
+                    let a = new.attention[r * cols + past + j];
                     self.write(layer, b, h, slot, j, seq, new, a);
                 }
                 // Victims no kept new token replaced become empty (cannot happen while the row
@@ -558,12 +586,13 @@ mod tests {
             k: NewKv::F32(&k),
             v: NewKv::F32(&v),
             attention: att,
+            past: att.len() / 2 - 1,
             positions: &[pos],
             mask: &[1],
             seq: 1,
         };
         if pol.needs_scores() {
-            store.add_scores(0, att, 1).unwrap();
+            store.add_scores(0, att, att.len() / 2 - 1, 1).unwrap();
         }
         store.commit(0, &new, pol, None).unwrap();
     }
@@ -648,12 +677,17 @@ mod tests {
         assert!(KvStore::new(0, 1, 2, 2, KvDtype::Float32, 4, 4).is_err());
         let mut s = store(4, 4);
         s.reserve_for_step(1);
-        assert!(s.add_scores(0, &[0.0; 3], 1).is_err());
+        assert!(s.add_scores(0, &[0.0; 3], 4, 1).is_err());
+        assert!(
+            s.add_scores(0, &[0.0; 12], 5, 1).is_err(),
+            "past beyond capacity"
+        );
         let k = [0f32; 3];
         let new = NewTokens {
             k: NewKv::F32(&k),
             v: NewKv::F32(&k),
             attention: &[0.0; 10],
+            past: 4,
             positions: &[0],
             mask: &[1],
             seq: 1,
@@ -665,6 +699,7 @@ mod tests {
             k: NewKv::F16(&k16),
             v: NewKv::F16(&k16),
             attention: &[0.0; 10],
+            past: 4,
             positions: &[0],
             mask: &[1],
             seq: 1,
@@ -683,6 +718,7 @@ mod tests {
             k: NewKv::F32(&k),
             v: NewKv::F32(&k),
             attention: &[0.0; 2],
+            past: 0,
             positions: &[0],
             mask: &[1],
             seq: 1,
