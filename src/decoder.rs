@@ -17,8 +17,6 @@ pub const SLOT_CHUNK: usize = 64;
 /// What one prefill or step returns.
 #[derive(Debug, Clone)]
 pub struct StepOutput {
-    /// `[batch, seq, vocab]`.
-    pub logits: Vec<f32>,
     pub batch: usize,
     pub seq: usize,
     pub vocab: usize,
@@ -30,14 +28,6 @@ pub struct StepOutput {
     /// The graph's past length at this run (the store's capacity).
     pub past: usize,
     pub timing: StepTiming,
-}
-
-impl StepOutput {
-    /// Logits of row `b`, new token `j`.
-    pub fn logits_at(&self, b: usize, j: usize) -> &[f32] {
-        let o = (b * self.seq + j) * self.vocab;
-        &self.logits[o..o + self.vocab]
-    }
 }
 
 /// One step of an eviction trace (format h2o-evict-trace/1, batch row 0): positions evicted per layer and head.
@@ -59,6 +49,10 @@ pub struct Decoder<'m> {
     pos: Vec<i64>,
     new_mask: Vec<i64>,
     mask: Vec<i64>,
+    /// The last step's logits `[batch, seq, vocab]`, in a buffer reused across steps (a fresh 200 KB
+    /// vector per step costs page faults at Pythia's vocabulary).
+    logits: Vec<f32>,
+    last_seq: usize,
     /// `[layers][batch][heads]` positions evicted this step (tracing only).
     evicted: Vec<Vec<Vec<Vec<i64>>>>,
 }
@@ -88,6 +82,8 @@ impl<'m> Decoder<'m> {
             pos: Vec::new(),
             new_mask: Vec::new(),
             mask: Vec::new(),
+            logits: Vec::new(),
+            last_seq: 0,
             evicted: Vec::new(),
         })
     }
@@ -116,6 +112,18 @@ impl<'m> Decoder<'m> {
 
     pub fn policy(&self) -> &dyn Policy {
         self.policy.as_ref()
+    }
+
+    /// The last step's logits, `[batch, seq, vocab]`.
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    /// The last step's logits of row `b`, new token `j`.
+    pub fn logits_at(&self, b: usize, j: usize) -> &[f32] {
+        let vocab = self.model.manifest.vocab_size;
+        let o = (b * self.last_seq + j) * vocab;
+        &self.logits[o..o + vocab]
     }
 
     /// Next absolute position of each row.
@@ -234,7 +242,9 @@ impl<'m> Decoder<'m> {
                 logits.len()
             )));
         }
-        let logits = logits.to_vec();
+        self.logits.clear();
+        self.logits.extend_from_slice(logits);
+        self.last_seq = seq;
         let mut attention_out = self.keep_attention.then(|| Vec::with_capacity(layers));
         let mut attention_pos = self.keep_attention.then(|| Vec::with_capacity(layers));
         let needs_scores = self.policy.needs_scores();
@@ -307,7 +317,6 @@ impl<'m> Decoder<'m> {
             other: prep + commit_other,
         };
         Ok(StepOutput {
-            logits,
             batch,
             seq,
             vocab,

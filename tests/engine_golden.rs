@@ -32,7 +32,7 @@ fn prefill_matches_transformers() {
     let out = dec.prefill(&[ids(&c)]).unwrap();
     assert_close(
         "logits",
-        &out.logits,
+        dec.logits(),
         &arr(&c["expected"]["logits"]).1,
         LOGITS_TOL,
     );
@@ -85,7 +85,7 @@ fn token_by_token_matches_prefill_golden() {
         let out = dec.step(&[t]).unwrap();
         assert_close(
             &format!("logits step {j}"),
-            &out.logits,
+            dec.logits(),
             &want_logits[j * 512..(j + 1) * 512],
             LOGITS_TOL,
         );
@@ -131,7 +131,7 @@ fn stepwise_golden_cases_match() {
         let out = dec.step(&ids(&c)).unwrap();
         assert_close(
             "logits",
-            &out.logits,
+            dec.logits(),
             &arr(&c["expected"]["logits"]).1,
             LOGITS_TOL,
         );
@@ -173,7 +173,7 @@ fn gapped_continuation_after_eviction_matches() {
     assert_eq!(out.past, 7);
     assert_close(
         "logits",
-        &out.logits,
+        dec.logits(),
         &arr(&c["expected"]["logits"]).1,
         LOGITS_TOL,
     );
@@ -202,14 +202,14 @@ fn batch_of_two_with_padding_matches() {
     // Row 0: all 8; row 1: golden is left-padded by 3, ours right-padded.
     assert_close(
         "row 0 logits",
-        &out.logits[..8 * 512],
+        &dec.logits()[..8 * 512],
         &want_logits[..8 * 512],
         LOGITS_TOL,
     );
     for j in 0..5 {
         assert_close(
             &format!("row 1 token {j}"),
-            out.logits_at(1, j),
+            dec.logits_at(1, j),
             &want_logits[(8 + 3 + j) * 512..(8 + 4 + j) * 512],
             LOGITS_TOL,
         );
@@ -220,7 +220,7 @@ fn batch_of_two_with_padding_matches() {
     let d = case("batch2_padded_decode");
     let out = dec.step(&ids(&d)).unwrap();
     let (_, want) = arr(&d["expected"]["logits"]);
-    assert_close("decode logits", &out.logits, &want, LOGITS_TOL);
+    assert_close("decode logits", dec.logits(), &want, LOGITS_TOL);
     // Attention by position: golden columns row 0 = positions 0..7 + new; row 1 = 3 pads, 0..4, new.
     for l in 0..2 {
         let (_, want) = arr(&d["expected"][format!("attention_sums.{l}")]);

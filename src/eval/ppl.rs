@@ -43,7 +43,7 @@ pub fn streaming_ppl(
     let mut timings = Vec::with_capacity(tokens.len() - 1);
     for i in 0..tokens.len() - 1 {
         let out = dec.step(&tokens[i..=i])?;
-        nlls.push(nll(out.logits_at(0, 0), tokens[i + 1]));
+        nlls.push(nll(dec.logits_at(0, 0), tokens[i + 1]));
         timings.push(out.timing);
         progress(i + 1);
     }

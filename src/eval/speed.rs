@@ -67,21 +67,21 @@ pub fn measure(
     for _ in 0..warmup {
         let mut dec = Decoder::new(model, make_policy(), 1)?;
         let out = dec.prefill(&[prompt.to_vec()])?;
-        let mut next = argmax(out.logits_at(0, out.seq - 1));
+        let mut next = argmax(dec.logits_at(0, out.seq - 1));
         for _ in 0..gen.min(8) {
-            let out = dec.step(&[next])?;
-            next = argmax(out.logits_at(0, 0));
+            dec.step(&[next])?;
+            next = argmax(dec.logits_at(0, 0));
         }
     }
     let mut dec = Decoder::new(model, make_policy(), 1)?;
     let t0 = Instant::now();
     let out = dec.prefill(&[prompt.to_vec()])?;
     let prefill = t0.elapsed();
-    let mut next = argmax(out.logits_at(0, out.seq - 1));
+    let mut next = argmax(dec.logits_at(0, out.seq - 1));
     let mut steps = Vec::with_capacity(gen);
     for i in 0..gen - 1 {
         let out = dec.step(&[next])?;
-        next = argmax(out.logits_at(0, 0));
+        next = argmax(dec.logits_at(0, 0));
         steps.push(out.timing);
         progress(i + 1);
     }
