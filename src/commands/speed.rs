@@ -6,7 +6,9 @@ use anyhow::{bail, Result};
 use clap::Args;
 use comfy_table::{presets::UTF8_FULL, Cell, Table};
 
-use h2o_engine::eval::bandwidth::{floor_ms, measure_read_bandwidth, weight_bytes};
+use h2o_engine::eval::bandwidth::{
+    bytes_read_per_token, floor_ms, measure_read_bandwidth, weight_bytes,
+};
 use h2o_engine::eval::data::{load_tokens, resolve_data_path};
 use h2o_engine::eval::speed::measure;
 use h2o_engine::report::{full_cache_bytes, render_sweep, SpeedFigures, SweepPoint};
@@ -73,13 +75,18 @@ pub fn run(a: SpeedArgs) -> Result<()> {
         &data,
         *contexts.iter().max().expect("non-empty"),
     )?;
-    let weights = weight_bytes(&model.dir);
+    let weights = bytes_read_per_token(
+        weight_bytes(&model.dir),
+        man.vocab_size,
+        man.hidden_size,
+        man.dtype.size(),
+    );
     let bandwidth = if a.no_floor {
         f64::NAN
     } else {
         let bw = measure_read_bandwidth(1 << 30, model.config.intra_threads, 3);
         eprintln!(
-            "memory read bandwidth {:.1} GB/s ({} threads); weights {:.1} MiB: floor {:.2} ms/token without K/V",
+            "memory read bandwidth {:.1} GB/s ({} threads); weights read per token {:.1} MiB (input embedding: one row): floor {:.2} ms/token without K/V",
             bw / 1e9,
             model.config.intra_threads,
             weights as f64 / (1u64 << 20) as f64,
@@ -147,7 +154,7 @@ pub fn run(a: SpeedArgs) -> Result<()> {
     println!("{table}");
     if let Some(p) = &a.json {
         let doc = serde_json::json!({
-            "weight_bytes": weights,
+            "weight_bytes_read_per_token": weights,
             "read_bandwidth_bytes_per_s": if bandwidth.is_finite() { Some(bandwidth) } else { None },
             "model": man.name, "threads": model.config.intra_threads, "provider": model.config.provider.to_string(),
             "runs": rows,

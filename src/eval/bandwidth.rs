@@ -63,6 +63,17 @@ pub fn weight_bytes(model_dir: &Path) -> u64 {
     total
 }
 
+/// Bytes a batch-1 decode step must read: all weights except the input embedding, of which the
+/// step gathers one row (`vocab x hidden` elements are on disk but not read).
+pub fn bytes_read_per_token(
+    weight_file_bytes: u64,
+    vocab: usize,
+    hidden: usize,
+    dtype_size: usize,
+) -> u64 {
+    weight_file_bytes.saturating_sub((vocab * hidden * dtype_size) as u64)
+}
+
 /// Floor of one decode step in ms: (weights + K/V bytes read) / bandwidth.
 pub fn floor_ms(weight_bytes: u64, kv_bytes: u64, bandwidth: f64) -> f64 {
     if bandwidth <= 0.0 {
@@ -81,5 +92,6 @@ mod tests {
         assert!(bw > 1e8, "{bw}");
         assert_eq!(floor_ms(1_000_000, 0, 1e9), 1.0);
         assert!(floor_ms(1, 1, 0.0).is_nan());
+        assert_eq!(bytes_read_per_token(1000, 10, 20, 2), 600);
     }
 }
