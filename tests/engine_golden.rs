@@ -198,7 +198,7 @@ fn batch_of_two_with_padding_matches() {
     let mut dec = Decoder::new(&mut model, Box::new(KeepAll), 2).unwrap();
     dec.keep_attention(true);
     let rows = vec![toks[..8].to_vec(), toks[1..6].to_vec()];
-    let out = dec.prefill(&rows).unwrap();
+    dec.prefill(&rows).unwrap();
     // Row 0: all 8; row 1: golden is left-padded by 3, ours right-padded.
     assert_close(
         "row 0 logits",
