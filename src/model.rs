@@ -70,6 +70,8 @@ impl Model {
             .with_inter_threads(1)
             .map_err(|e| Error::Ort(e.to_string()))?
             .with_optimization_level(config.opt_level.to_ort())
+            .map_err(|e| Error::Ort(e.to_string()))?
+            .with_intra_op_spinning(config.spin)
             .map_err(|e| Error::Ort(e.to_string()))?;
         if config.provider == ExecutionProvider::Cuda {
             builder = Self::with_cuda(builder)?;

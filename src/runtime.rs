@@ -91,6 +91,8 @@ pub struct SessionConfig {
     /// Intra-op threads; default: the machine's physical cores.
     pub intra_threads: usize,
     pub opt_level: OptLevel,
+    /// Whether ONNX Runtime's intra-op workers spin-wait between runs (its default).
+    pub spin: bool,
 }
 
 impl Default for SessionConfig {
@@ -99,6 +101,7 @@ impl Default for SessionConfig {
             provider: ExecutionProvider::Cpu,
             intra_threads: physical_cores(),
             opt_level: OptLevel::All,
+            spin: true,
         }
     }
 }

@@ -403,9 +403,16 @@ impl KvStore {
             for h in 0..heads {
                 let r = b * heads + h;
                 let l = &self.layers[layer];
-                for &s in &sc.cached_slots {
-                    sc.cand_pos.push(l.pos[r * c + s]);
-                    sc.cand_score.push(l.score[r * c + s]);
+                if n_cached == c {
+                    // No empty slot (the usual decode case): the cached candidates are the whole row.
+                    sc.cand_pos.extend_from_slice(&l.pos[r * c..(r + 1) * c]);
+                    sc.cand_score
+                        .extend_from_slice(&l.score[r * c..(r + 1) * c]);
+                } else {
+                    for &s in &sc.cached_slots {
+                        sc.cand_pos.push(l.pos[r * c + s]);
+                        sc.cand_score.push(l.score[r * c + s]);
+                    }
                 }
                 for &j in &sc.new_idx {
                     sc.cand_pos.push(new.positions[b * seq + j]);
@@ -436,9 +443,18 @@ impl KvStore {
                     )));
                 }
                 sc.victims.clear();
-                for (i, &s) in sc.cached_slots.iter().enumerate() {
-                    if !keep[i] {
-                        sc.victims.push(s);
+                // Cached victims = evictions not spent on new tokens; stop scanning once all are found
+                // (in decode there is at most one, often none when the new token itself goes).
+                let new_evicted = keep[n_cached..].iter().filter(|&&k| !k).count();
+                let cached_victims = (n - want) - new_evicted;
+                if cached_victims > 0 {
+                    for (i, &s) in sc.cached_slots.iter().enumerate() {
+                        if !keep[i] {
+                            sc.victims.push(s);
+                            if sc.victims.len() == cached_victims {
+                                break;
+                            }
+                        }
                     }
                 }
                 let r = b * heads + h;

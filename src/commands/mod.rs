@@ -58,6 +58,9 @@ pub struct ModelArgs {
     /// Graph optimisation level: disable, basic, extended, all.
     #[arg(long, default_value = "all")]
     pub opt_level: String,
+    /// Stop ONNX Runtime's intra-op workers from spin-waiting between runs.
+    #[arg(long)]
+    pub no_spin: bool,
 }
 
 impl ModelArgs {
@@ -73,6 +76,7 @@ impl ModelArgs {
             provider,
             intra_threads,
             opt_level: self.opt_level.parse::<OptLevel>()?,
+            spin: !self.no_spin,
         })
     }
 
