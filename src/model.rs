@@ -105,7 +105,11 @@ impl Model {
     ) -> Result<ort::session::builder::SessionBuilder> {
         builder
             .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
-            .map_err(|e| Error::ExecutionProvider(format!("cuda could not start: {e}")))
+            .map_err(|e| {
+                Error::ExecutionProvider(format!(
+                    "cuda could not start: {e}; point ORT_DYLIB_PATH at the libonnxruntime.so of an onnxruntime-gpu wheel (with its CUDA libraries on the loader path), or use --provider cpu"
+                ))
+            })
     }
 
     #[cfg(not(feature = "cuda"))]
