@@ -4,87 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
+// ---------- helpers ----------
 
-// ---------- helpers (local to this test binary) ----------
+mod common;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn fixture() -> PathBuf {
-    root().join("tests/fixtures/tiny")
-}
-
-/// `h2o` from this build, run in the project root; ORT_DYLIB_PATH and the rest of the environment
-/// pass through, H2O_DATA is removed so only `--data` counts.
-fn h2o() -> Command {
-    let mut c = Command::cargo_bin("h2o").expect("h2o binary");
-    c.current_dir(root()).env_remove("H2O_DATA");
-    c
-}
-
-/// Deterministic English-like text of `sentences` sentences (a few KB gives ~1000+ tokens on the
-/// fixture's 500-id BPE).
-fn english_text(sentences: usize) -> String {
-    const SUBJ: [&str; 10] = [
-        "The river",
-        "A small town",
-        "The old museum",
-        "Her brother",
-        "The committee",
-        "This song",
-        "The ship",
-        "The army",
-        "A young teacher",
-        "The company",
-    ];
-    const VERB: [&str; 10] = [
-        "was built",
-        "moved north",
-        "released an album",
-        "won the election",
-        "opened in 1921",
-        "was destroyed",
-        "returned home",
-        "signed the treaty",
-        "was praised by critics",
-        "lost the game",
-    ];
-    const TAIL: [&str; 8] = [
-        "after the war.",
-        "in the spring of 1887.",
-        ", and the people cheered.",
-        "; nobody expected it.",
-        "during a long storm.",
-        "with great success.",
-        "near the border.",
-        "before the winter came.",
-    ];
-    let mut s: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = |n: usize| {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((s >> 33) as usize) % n
-    };
-    let mut out = String::from(" = Test Article = \n\n");
-    for i in 0..sentences {
-        out.push_str(SUBJ[next(SUBJ.len())]);
-        out.push(' ');
-        out.push_str(VERB[next(VERB.len())]);
-        out.push(' ');
-        out.push_str(TAIL[next(TAIL.len())]);
-        out.push(if i % 6 == 5 { '\n' } else { ' ' });
-    }
-    out
-}
-
-fn write_text(dir: &Path, sentences: usize) -> PathBuf {
-    let p = dir.join("text.txt");
-    std::fs::write(&p, english_text(sentences)).unwrap();
-    p
-}
+use common::cli::{h2o, write_text};
+use common::{fixture_dir, root};
 
 fn files_with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -165,7 +90,7 @@ fn bench_two_experiments_writes_csv_json_and_table() {
     let t0 = Instant::now();
     let out = h2o()
         .args(["bench", "--model"])
-        .arg(fixture())
+        .arg(fixture_dir())
         .arg("--data")
         .arg(&data)
         .args(["--exp", "full,h2o:16+16"])
@@ -300,7 +225,7 @@ fn bench_killed_after_first_experiment_leaves_valid_csv_and_json() {
     cmd.current_dir(root())
         .env_remove("H2O_DATA")
         .args(["bench", "--model"])
-        .arg(fixture())
+        .arg(fixture_dir())
         .arg("--data")
         .arg(&data)
         // Each experiment streams 2000 tokens: slow enough that the kill lands in experiment 2 or 3.
@@ -420,7 +345,7 @@ fn bench_reads_wikitext_or_generated_text_and_records_the_path() {
     let results = tmp.path().join("results");
     let out = h2o()
         .args(["bench", "--model"])
-        .arg(fixture())
+        .arg(fixture_dir())
         .arg("--data")
         .arg(&data)
         .args(["--exp", "local:32"])
@@ -474,7 +399,7 @@ fn bench_in_process_runs_every_experiment() {
     let results = tmp.path().join("results");
     let out = h2o()
         .args(["bench", "--model"])
-        .arg(fixture())
+        .arg(fixture_dir())
         .arg("--data")
         .arg(&data)
         .args(["--exp", "full,local:32"])

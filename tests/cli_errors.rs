@@ -1,91 +1,18 @@
 //! End-to-end CLI tests of bad input: each is refused with one clear message (non-zero exit,
 //! a helpful phrase on stderr) before any results file is written.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use assert_cmd::Command;
 use predicates::prelude::*;
 
-// ---------- helpers (local to this test binary) ----------
+// ---------- helpers ----------
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
 
-fn fixture() -> PathBuf {
-    root().join("tests/fixtures/tiny")
-}
-
-/// `h2o` from this build, run in the project root; ORT_DYLIB_PATH and the rest of the environment
-/// pass through, H2O_DATA is removed so only `--data` counts.
-fn h2o() -> Command {
-    let mut c = Command::cargo_bin("h2o").expect("h2o binary");
-    c.current_dir(root()).env_remove("H2O_DATA");
-    c
-}
-
-/// Deterministic English-like text of `sentences` sentences (a few KB gives ~1000+ tokens on the
-/// fixture's 500-id BPE).
-fn english_text(sentences: usize) -> String {
-    const SUBJ: [&str; 10] = [
-        "The river",
-        "A small town",
-        "The old museum",
-        "Her brother",
-        "The committee",
-        "This song",
-        "The ship",
-        "The army",
-        "A young teacher",
-        "The company",
-    ];
-    const VERB: [&str; 10] = [
-        "was built",
-        "moved north",
-        "released an album",
-        "won the election",
-        "opened in 1921",
-        "was destroyed",
-        "returned home",
-        "signed the treaty",
-        "was praised by critics",
-        "lost the game",
-    ];
-    const TAIL: [&str; 8] = [
-        "after the war.",
-        "in the spring of 1887.",
-        ", and the people cheered.",
-        "; nobody expected it.",
-        "during a long storm.",
-        "with great success.",
-        "near the border.",
-        "before the winter came.",
-    ];
-    let mut s: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = |n: usize| {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((s >> 33) as usize) % n
-    };
-    let mut out = String::from(" = Test Article = \n\n");
-    for i in 0..sentences {
-        out.push_str(SUBJ[next(SUBJ.len())]);
-        out.push(' ');
-        out.push_str(VERB[next(VERB.len())]);
-        out.push(' ');
-        out.push_str(TAIL[next(TAIL.len())]);
-        out.push(if i % 6 == 5 { '\n' } else { ' ' });
-    }
-    out
-}
-
-fn write_text(dir: &Path, sentences: usize) -> PathBuf {
-    let p = dir.join("text.txt");
-    std::fs::write(&p, english_text(sentences)).unwrap();
-    p
-}
+use common::cli::{h2o, write_text};
+use common::fixture_dir;
 
 /// No results written: the directory is absent or holds no CSV/JSON (hidden or not).
 fn assert_no_results(dir: &Path) {
@@ -110,7 +37,7 @@ fn assert_no_results(dir: &Path) {
 fn bench(data: &Path, results: &Path, extra: &[&str]) -> Command {
     let mut c = h2o();
     c.args(["bench", "--model"])
-        .arg(fixture())
+        .arg(fixture_dir())
         .arg("--data")
         .arg(data)
         .arg("--results")
@@ -177,7 +104,7 @@ fn no_data_flag_and_no_env() {
     let tmp = tempfile::tempdir().unwrap();
     let mut c = h2o();
     c.args(["ppl", "--model"])
-        .arg(fixture())
+        .arg(fixture_dir())
         .args(["--tokens", "16"]);
     fails_with(c, &["no data file", "--data", "H2O_DATA"]);
     assert_no_results(&tmp.path().join("results"));
@@ -229,7 +156,7 @@ fn data_file_too_short_for_the_tokens_asked() {
     // ppl says the same.
     let mut c = h2o();
     c.args(["ppl", "--model"])
-        .arg(fixture())
+        .arg(fixture_dir())
         .arg("--data")
         .arg(&short)
         .args(["--tokens", "2000", "--threads", "1"]);
@@ -256,7 +183,7 @@ fn unknown_policy_spec_lists_accepted_forms() {
     assert_no_results(&results);
     let mut c = h2o();
     c.args(["ppl", "--model"])
-        .arg(fixture())
+        .arg(fixture_dir())
         .arg("--data")
         .arg(&data)
         .args(["--tokens", "16", "--policy", "h2o:abc", "--threads", "1"]);
@@ -307,7 +234,7 @@ fn prompt_plus_gen_beyond_model_positions_is_refused() {
     assert_no_results(&results);
     let mut c = h2o();
     c.args(["speed", "--model"])
-        .arg(fixture())
+        .arg(fixture_dir())
         .arg("--data")
         .arg(&data)
         .args([
@@ -405,7 +332,7 @@ fn cuda_provider_without_the_feature() {
     assert_no_results(&results);
     let mut c = h2o();
     c.args(["info", "--model"])
-        .arg(fixture())
+        .arg(fixture_dir())
         .args(["--provider", "rocm"]);
     fails_with(c, &["rocm", "cpu or cuda"]);
 }
@@ -431,7 +358,7 @@ fn ort_dylib_path_pointing_to_a_missing_file() {
     assert_no_results(&results);
     let mut c = h2o();
     c.args(["info", "--model"])
-        .arg(fixture())
+        .arg(fixture_dir())
         .env("ORT_DYLIB_PATH", &lib);
     fails_with(c, &["ONNX Runtime library not found"]);
 }
@@ -443,7 +370,7 @@ fn threads_zero_is_refused() {
     let results = tmp.path().join("results");
     let mut c = h2o();
     c.args(["bench", "--model"])
-        .arg(fixture())
+        .arg(fixture_dir())
         .arg("--data")
         .arg(&data)
         .arg("--results")
@@ -521,7 +448,7 @@ fn heatmap_layer_out_of_range_names_the_valid_range() {
     let out = tmp.path().join("maps");
     let mut c = h2o();
     c.args(["heatmap", "--model"])
-        .arg(fixture())
+        .arg(fixture_dir())
         .args(["--layers", "5", "--threads", "1"])
         .arg("--out")
         .arg(&out);
@@ -535,14 +462,14 @@ fn heatmap_empty_text_is_refused() {
     let out = tmp.path().join("maps");
     let mut c = h2o();
     c.args(["heatmap", "--model"])
-        .arg(fixture())
+        .arg(fixture_dir())
         .args(["--text", "", "--threads", "1"])
         .arg("--out")
         .arg(&out);
     fails_with(c, &["empty text", "--text"]);
     let mut c = h2o();
     c.args(["heatmap", "--model"])
-        .arg(fixture())
+        .arg(fixture_dir())
         .args(["--text", "  \n ", "--threads", "1"])
         .arg("--out")
         .arg(&out);

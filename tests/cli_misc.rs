@@ -6,85 +6,12 @@ use std::time::Duration;
 use assert_cmd::Command;
 use predicates::prelude::*;
 
-// ---------- helpers (local to this test binary) ----------
+// ---------- helpers ----------
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
 
-fn fixture() -> PathBuf {
-    root().join("tests/fixtures/tiny")
-}
-
-/// `h2o` from this build, run in the project root; ORT_DYLIB_PATH and the rest of the environment
-/// pass through, H2O_DATA is removed so only `--data` counts.
-fn h2o() -> Command {
-    let mut c = Command::cargo_bin("h2o").expect("h2o binary");
-    c.current_dir(root()).env_remove("H2O_DATA");
-    c
-}
-
-/// Deterministic English-like text of `sentences` sentences (a few KB gives ~1000+ tokens on the
-/// fixture's 500-id BPE).
-fn english_text(sentences: usize) -> String {
-    const SUBJ: [&str; 10] = [
-        "The river",
-        "A small town",
-        "The old museum",
-        "Her brother",
-        "The committee",
-        "This song",
-        "The ship",
-        "The army",
-        "A young teacher",
-        "The company",
-    ];
-    const VERB: [&str; 10] = [
-        "was built",
-        "moved north",
-        "released an album",
-        "won the election",
-        "opened in 1921",
-        "was destroyed",
-        "returned home",
-        "signed the treaty",
-        "was praised by critics",
-        "lost the game",
-    ];
-    const TAIL: [&str; 8] = [
-        "after the war.",
-        "in the spring of 1887.",
-        ", and the people cheered.",
-        "; nobody expected it.",
-        "during a long storm.",
-        "with great success.",
-        "near the border.",
-        "before the winter came.",
-    ];
-    let mut s: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = |n: usize| {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((s >> 33) as usize) % n
-    };
-    let mut out = String::from(" = Test Article = \n\n");
-    for i in 0..sentences {
-        out.push_str(SUBJ[next(SUBJ.len())]);
-        out.push(' ');
-        out.push_str(VERB[next(VERB.len())]);
-        out.push(' ');
-        out.push_str(TAIL[next(TAIL.len())]);
-        out.push(if i % 6 == 5 { '\n' } else { ' ' });
-    }
-    out
-}
-
-fn write_text(dir: &Path, sentences: usize) -> PathBuf {
-    let p = dir.join("text.txt");
-    std::fs::write(&p, english_text(sentences)).unwrap();
-    p
-}
+use common::cli::{h2o, write_text};
+use common::{fixture_dir, root};
 
 /// The seed's pytorch-results.csv as shipped in ../shared/seed (used when that file is absent).
 const SEED_CSV_COPY: &str = "Experiment,Budget (Tokens),KV Size (GB),TPOT (ms),Throughput (T/s),PPL
@@ -123,7 +50,7 @@ fn ppl(
     let tr = dir.path().join("trace.json");
     let mut c = h2o();
     c.args(["ppl", "--model"])
-        .arg(fixture())
+        .arg(fixture_dir())
         .arg("--data")
         .arg(data)
         .args([
@@ -161,7 +88,7 @@ fn our_bench_csv(dir: &Path) -> PathBuf {
     let results = dir.join("results");
     let mut c = h2o();
     c.args(["bench", "--model"])
-        .arg(fixture())
+        .arg(fixture_dir())
         .arg("--data")
         .arg(&data)
         .args(["--exp", "full,local:128,h2o:192+64"])
@@ -398,7 +325,7 @@ fn heatmap_writes_log_heatmaps_and_kept_pictures_for_default_layers() {
     let out_dir = tmp.path().join("maps");
     let mut c = h2o();
     c.args(["heatmap", "--model"])
-        .arg(fixture())
+        .arg(fixture_dir())
         .args(["--threads", "1"])
         .arg("--out")
         .arg(&out_dir);
@@ -431,7 +358,7 @@ fn heatmap_with_chosen_layer_text_and_head() {
     let out_dir = tmp.path().join("maps");
     let mut c = h2o();
     c.args(["heatmap", "--model"])
-        .arg(fixture())
+        .arg(fixture_dir())
         .args(["--layers", "1", "--head", "2", "--threads", "1"])
         .args([
             "--text",
@@ -461,7 +388,7 @@ fn speed_sweeps_contexts_and_writes_json() {
     let json = tmp.path().join("speed.json");
     let mut c = h2o();
     c.args(["speed", "--model"])
-        .arg(fixture())
+        .arg(fixture_dir())
         .arg("--data")
         .arg(&data)
         .args([
@@ -537,7 +464,7 @@ fn speed_sweeps_contexts_and_writes_json() {
 fn info_prints_model_ort_version_and_machine() {
     let mut c = h2o();
     c.args(["info", "--model"])
-        .arg(fixture())
+        .arg(fixture_dir())
         .args(["--threads", "1"]);
     let out = success(c);
     assert!(out.contains("tiny-neox"), "{out}");

@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: the runtime, the tiny fixture, golden arrays, test policies.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::path::{Path, PathBuf};
 
 use h2o_engine::model::Model;
