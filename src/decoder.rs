@@ -7,6 +7,7 @@ use half::f16;
 
 use crate::cache::{KvStore, NewKv, NewTokens};
 use crate::error::{Error, Result};
+use crate::manifest::LayerNames;
 use crate::model::Model;
 use crate::policy::Policy;
 use crate::timing::StepTiming;
@@ -49,6 +50,8 @@ pub struct Decoder<'m> {
     pos: Vec<i64>,
     new_mask: Vec<i64>,
     mask: Vec<i64>,
+    /// The graph's per-layer names (a copy: the model is borrowed by the run's outputs).
+    names: Vec<LayerNames>,
     /// The last step's logits `[batch, seq, vocab]`, in a buffer reused across steps (a fresh 200 KB
     /// vector per step costs page faults at Pythia's vocabulary).
     logits: Vec<f32>,
@@ -71,6 +74,7 @@ impl<'m> Decoder<'m> {
             limit,
             SLOT_CHUNK,
         )?;
+        let names = model.names.clone();
         Ok(Self {
             model,
             store,
@@ -82,6 +86,7 @@ impl<'m> Decoder<'m> {
             pos: Vec::new(),
             new_mask: Vec::new(),
             mask: Vec::new(),
+            names,
             logits: Vec::new(),
             last_seq: 0,
             evicted: Vec::new(),
@@ -250,7 +255,8 @@ impl<'m> Decoder<'m> {
         let needs_scores = self.policy.needs_scores();
         let dtype = self.store.dtype();
         for l in 0..layers {
-            let (_, att) = outputs[format!("attention_sums.{l}")].try_extract_tensor::<f32>()?;
+            let names = &self.names[l];
+            let (_, att) = outputs[names.attention_sums.as_str()].try_extract_tensor::<f32>()?;
             if let Some(a) = attention_out.as_mut() {
                 a.push(att.to_vec());
                 let mut ps = Vec::with_capacity(batch * heads * past);
@@ -266,7 +272,7 @@ impl<'m> Decoder<'m> {
                 self.store.add_scores(l, att, past, seq)?;
                 score_time += t.elapsed();
             }
-            let kv = |name: String| -> Result<NewKv<'_>> {
+            let kv = |name: &str| -> Result<NewKv<'_>> {
                 let v = &outputs[name];
                 Ok(match dtype {
                     crate::manifest::KvDtype::Float32 => {
@@ -278,8 +284,8 @@ impl<'m> Decoder<'m> {
                 })
             };
             let new = NewTokens {
-                k: kv(format!("new_key_values.{l}.key"))?,
-                v: kv(format!("new_key_values.{l}.value"))?,
+                k: kv(&names.new_key)?,
+                v: kv(&names.new_value)?,
                 attention: att,
                 past,
                 positions: &self.pos,

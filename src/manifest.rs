@@ -144,20 +144,47 @@ impl Manifest {
 
     /// Output names the contract requires for this many layers.
     pub fn expected_outputs(&self) -> Vec<String> {
+        let names = LayerNames::all(self.num_layers);
         let mut v = vec!["logits".to_string()];
-        for i in 0..self.num_layers {
-            v.push(format!("new_key_values.{i}.key"));
-            v.push(format!("new_key_values.{i}.value"));
+        for n in &names {
+            v.push(n.new_key.clone());
+            v.push(n.new_value.clone());
         }
-        for i in 0..self.num_layers {
-            v.push(format!("attention_sums.{i}"));
-        }
+        v.extend(names.into_iter().map(|n| n.attention_sums));
         v
     }
 
     /// Bytes of K and V for one token over all layers and heads (batch 1).
     pub fn kv_bytes_per_token(&self) -> usize {
         2 * self.num_layers * self.num_heads * self.head_dim * self.dtype.size()
+    }
+}
+
+/// One layer's input and output names in the graph contract, built once (the decode loop looks them up
+/// every step).
+#[derive(Debug, Clone)]
+pub struct LayerNames {
+    pub past_key: String,
+    pub past_value: String,
+    pub new_key: String,
+    pub new_value: String,
+    pub attention_sums: String,
+}
+
+impl LayerNames {
+    pub fn new(layer: usize) -> Self {
+        Self {
+            past_key: format!("past_key_values.{layer}.key"),
+            past_value: format!("past_key_values.{layer}.value"),
+            new_key: format!("new_key_values.{layer}.key"),
+            new_value: format!("new_key_values.{layer}.value"),
+            attention_sums: format!("attention_sums.{layer}"),
+        }
+    }
+
+    /// Every layer's names.
+    pub fn all(layers: usize) -> Vec<Self> {
+        (0..layers).map(Self::new).collect()
     }
 }
 

@@ -7,7 +7,7 @@ use ort::value::TensorRef;
 
 use crate::cache::{KvBuf, KvStore};
 use crate::error::{Error, Result};
-use crate::manifest::{check_graph, Manifest};
+use crate::manifest::{check_graph, LayerNames, Manifest};
 use crate::runtime::{check_provider, ExecutionProvider, Runtime, SessionConfig};
 
 /// model.onnx + manifest.json + tokenizer.json from one directory, with a session ready to run.
@@ -16,6 +16,8 @@ pub struct Model {
     pub manifest: Manifest,
     pub tokenizer: tokenizers::Tokenizer,
     pub config: SessionConfig,
+    /// Per layer, the graph's input/output names (built once, not per step).
+    pub names: Vec<LayerNames>,
     session: Session,
 }
 
@@ -90,11 +92,13 @@ impl Model {
             .map(|o| o.name().to_string())
             .collect();
         check_graph(&manifest, &ins, &outs)?;
+        let names = LayerNames::all(manifest.num_layers);
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest,
             tokenizer,
             config,
+            names,
             session,
         })
     }
@@ -134,26 +138,23 @@ impl Model {
         let b = store.batch();
         let past = store.capacity();
         let kv_shape = [b, store.heads(), past, store.head_dim()];
-        let mut inputs: Vec<(String, ort::session::SessionInputValue<'_>)> =
+        let mut inputs: Vec<(&str, ort::session::SessionInputValue<'_>)> =
             Vec::with_capacity(3 + 2 * store.num_layers());
         inputs.push((
-            "input_ids".into(),
+            "input_ids",
             TensorRef::from_array_view(([b, seq], ids))?.into(),
         ));
         inputs.push((
-            "position_ids".into(),
+            "position_ids",
             TensorRef::from_array_view(([b, seq], positions))?.into(),
         ));
         inputs.push((
-            "attention_mask".into(),
+            "attention_mask",
             TensorRef::from_array_view(([b, past + seq], mask))?.into(),
         ));
-        for l in 0..store.num_layers() {
+        for (l, names) in self.names.iter().enumerate() {
             let (k, v) = store.kv(l);
-            for (name, buf) in [
-                (format!("past_key_values.{l}.key"), k),
-                (format!("past_key_values.{l}.value"), v),
-            ] {
+            for (name, buf) in [(names.past_key.as_str(), k), (names.past_value.as_str(), v)] {
                 let value: ort::session::SessionInputValue<'_> = match buf {
                     KvBuf::F32(x) => TensorRef::from_array_view((kv_shape, x.as_slice()))?.into(),
                     KvBuf::F16(x) => TensorRef::from_array_view((kv_shape, x.as_slice()))?.into(),
