@@ -9,7 +9,7 @@ mod speed;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 use h2o_engine::model::Model;
@@ -139,26 +139,9 @@ pub fn parse_policy(spec: &str, max_positions: usize) -> Result<(PolicySpec, Box
     Ok((parsed, policy))
 }
 
-/// Write `bytes` to `path` atomically (temp file in the same directory, fsync, rename).
+/// Write `bytes` to `path` atomically (see [`h2o_engine::report::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
-        std::process::id()
-    ));
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    Ok(h2o_engine::report::write_atomic(path, bytes)?)
 }
 
 pub fn run(cli: Cli) -> Result<()> {

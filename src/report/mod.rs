@@ -27,8 +27,9 @@ pub use figures::{
 pub use machine::{process_peak_rss_bytes, MachineInfo};
 pub use plot::{render_sweep, SweepPoint};
 pub use results::{
-    column_meanings, csv_header, run_stem, ExperimentResult, ExperimentStatus, ModelInfo,
-    ResultsWriter, RunDocument, RunInfo, RuntimeInfo, Settings, OUR_COLUMNS, SEED_COLUMNS,
+    column_meanings, csv_header, run_stem, write_atomic, ExperimentResult, ExperimentStatus,
+    ModelInfo, ResultsWriter, RunDocument, RunInfo, RuntimeInfo, Settings, OUR_COLUMNS,
+    SEED_COLUMNS,
 };
 pub use tables::{breakdown_table, main_table, memory_table};
 

@@ -348,8 +348,6 @@ pub struct RunDocument {
 /// through a temporary file in the same directory (write, fsync, rename), so it is always
 /// either the previous or the new complete document, never half written.
 pub struct ResultsWriter {
-    dir: PathBuf,
-    stem: String,
     csv_path: PathBuf,
     json_path: PathBuf,
     csv: csv::Writer<File>,
@@ -395,8 +393,6 @@ impl ResultsWriter {
             .open(&csv_path)
             .map_err(not_writable(dir))?;
         let mut writer = ResultsWriter {
-            dir: dir.to_path_buf(),
-            stem: stem.to_string(),
             csv: csv::Writer::from_writer(file),
             csv_path,
             json_path,
@@ -454,34 +450,44 @@ impl ResultsWriter {
     }
 
     fn write_json(&self) -> Result<(), ReportError> {
-        let text = serde_json::to_string_pretty(&self.doc)?;
-        let tmp = self
-            .dir
-            .join(format!(".{}.json.tmp-{}", self.stem, std::process::id()));
-        let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.json_path)?;
-            // Make the rename durable; not every platform can open a directory, so best effort.
-            if let Ok(d) = File::open(&self.dir) {
-                let _ = d.sync_all();
-            }
-            Ok(())
-        };
-        write().map_err(|source| {
-            let _ = std::fs::remove_file(&tmp);
-            ReportError::Write {
-                path: self.json_path.clone(),
-                source,
-            }
-        })
+        let mut text = serde_json::to_string_pretty(&self.doc)?;
+        text.push('\n');
+        write_atomic(&self.json_path, text.as_bytes())
     }
+}
+
+/// Write `bytes` to `path` so that a reader never sees a half-written file: a temporary file in the
+/// same directory, fsync, rename, then (best effort) fsync of the directory. Creates the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // Make the rename durable; not every platform can open a directory, so best effort.
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    };
+    write().map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        ReportError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 #[cfg(test)]
