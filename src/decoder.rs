@@ -162,7 +162,7 @@ impl<'m> Decoder<'m> {
                 self.new_mask.push(i64::from(real));
             }
         }
-        self.run_step(seq, rows.iter().map(|r| r.len() as i64).collect())
+        self.run_step(seq)
     }
 
     /// Feed one token per row.
@@ -182,10 +182,10 @@ impl<'m> Decoder<'m> {
             self.pos.push(self.next_pos[b]);
             self.new_mask.push(1);
         }
-        self.run_step(1, vec![1; batch])
+        self.run_step(1)
     }
 
-    fn run_step(&mut self, seq: usize, advance: Vec<i64>) -> Result<StepOutput> {
+    fn run_step(&mut self, seq: usize) -> Result<StepOutput> {
         let t_start = Instant::now();
         let vocab = self.model.manifest.vocab_size;
         let max_pos = self.model.manifest.max_position_embeddings as i64;
@@ -300,8 +300,9 @@ impl<'m> Decoder<'m> {
             evict_time += self.store.commit(l, &new, self.policy.as_ref(), ev_rows)?;
         }
         drop(outputs);
-        for (b, a) in advance.iter().enumerate() {
-            self.next_pos[b] += a;
+        // Each row advances by its real (unpadded) new tokens.
+        for (next, row) in self.next_pos.iter_mut().zip(self.new_mask.chunks(seq)) {
+            *next += row.iter().sum::<i64>();
         }
         if let Some(trace) = self.trace.as_mut() {
             if self
