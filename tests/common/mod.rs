@@ -3,7 +3,7 @@
 
 pub mod cli;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use h2o_engine::model::Model;
 use h2o_engine::policy::{Candidates, Policy};
@@ -118,8 +118,4 @@ pub fn tiny_text_tokens() -> Vec<u32> {
         .iter()
         .map(|x| x.as_u64().unwrap() as u32)
         .collect()
-}
-
-pub fn exists(p: &Path) -> bool {
-    p.exists()
 }
