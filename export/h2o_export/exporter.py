@@ -24,7 +24,9 @@ import onnx
 from . import __version__
 from .config import NeoxConfig, load_config_file, pythia_config
 from .errors import ExportError
-from .graph import DTYPE_NAMES, DTYPES, MASK_VALUE, OPSET, TensorSink, build_graph, input_names, output_names
+from .graph import OPSET, build_graph, input_names, output_names
+from .graph_blocks import MASK_VALUE
+from .onnx_builder import DTYPE_NAMES, DTYPES, TensorSink
 from .weights import RandomWeights, SafetensorsWeights, expected_tensors
 
 MODEL_FILE = "model.onnx"

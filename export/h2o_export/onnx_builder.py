@@ -1,0 +1,149 @@
+"""Node-by-node ONNX building: where weights go (`TensorSink`) and the one builder every graph
+block writes through (`GraphBuilder`: nodes, constants, weights, dtype casts, linear, layer norm).
+
+Weights are handed to a `TensorSink`, which either keeps them in the protobuf or appends each
+one to the external-data file as soon as it is produced, so a model larger than memory can be
+exported (only one tensor is alive at a time). `GraphBuilder.linear` is the one place a weight
+meets a MatMul: a quantized weight format (int8/int4) would change it and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .errors import ExportError
+
+EXTERNAL_ALIGN = 4096
+DTYPES = {"fp32": np.float32, "fp16": np.float16}
+DTYPE_NAMES = {"fp32": "float32", "fp16": "float16"}
+
+
+class TensorSink:
+    """Turns weight arrays into initializers: inline, or appended to one external-data file
+    (each tensor written as soon as it arrives, aligned to 4096 bytes)."""
+
+    def __init__(self, external_path: Optional[Path]):
+        self.external_path = external_path
+        self._file = open(external_path, "wb") if external_path is not None else None
+        self.bytes_written = 0
+
+    def add(self, name: str, arr: np.ndarray) -> TensorProto:
+        arr = np.ascontiguousarray(arr)
+        if self._file is None:
+            return numpy_helper.from_array(arr, name)
+        pad = (-self._file.tell()) % EXTERNAL_ALIGN
+        if pad:
+            self._file.write(b"\0" * pad)
+        offset = self._file.tell()
+        self._file.write(memoryview(arr).cast("B"))
+        self.bytes_written += arr.nbytes
+        t = TensorProto()
+        t.name = name
+        t.data_type = helper.np_dtype_to_tensor_dtype(arr.dtype)
+        t.dims.extend(arr.shape)
+        t.data_location = TensorProto.EXTERNAL
+        for k, v in (("location", self.external_path.name), ("offset", str(offset)), ("length", str(arr.nbytes))):
+            e = t.external_data.add()
+            e.key, e.value = k, v
+        return t
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+
+
+class GraphBuilder:
+    """Collects nodes and initializers. Node and constant names are numbered in creation order,
+    so the same calls in the same order give the same graph, byte for byte.
+
+    `dtype` ("fp32"|"fp16") is the model dtype of weights and K/V; layer norms, RoPE, softmax and
+    the residual stream stay float32 (`to_w` / `to_f32` cast at the boundaries, no-ops in fp32).
+    `get_tensor(hf_name)` returns one Hugging Face-layout tensor (any float dtype)."""
+
+    def __init__(self, sink: TensorSink, dtype: str, get_tensor: Callable[[str], np.ndarray], layer_norm_eps: float):
+        if dtype not in DTYPES:
+            raise ExportError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        self.sink = sink
+        self.get_tensor = get_tensor
+        self.wdt = DTYPES[dtype]
+        self.welem = helper.np_dtype_to_tensor_dtype(np.dtype(self.wdt))
+        self.half = dtype == "fp16"
+        self.layer_norm_eps = layer_norm_eps
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[TensorProto] = []
+        self._n = 0
+
+    # ---- raw nodes and initializers
+
+    def op(self, op_type: str, inputs: list[str], n_out: int = 1, name: str = "", **attrs):
+        self._n += 1
+        base = f"{name or op_type}_{self._n}"
+        outs = [base] if n_out == 1 else [f"{base}_{j}" for j in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, inputs, outs, name=f"n{self._n}_{op_type}", **attrs))
+        return outs[0] if n_out == 1 else outs
+
+    def const(self, value, dtype) -> str:
+        """A small constant (kept inline in the protobuf)."""
+        self._n += 1
+        name = f"const_{self._n}"
+        self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        return name
+
+    def identity(self, src: str, dst: str) -> None:
+        """Name a graph output (Identity nodes keep internal names free of contract names)."""
+        self.nodes.append(helper.make_node("Identity", [src], [dst], name=f"out_{dst}"))
+
+    # ---- weights
+
+    def _load(self, hf_name: str, transpose: bool, out_dtype) -> np.ndarray:
+        arr = self.get_tensor(hf_name)
+        if not np.isfinite(arr).all():
+            raise ExportError(f"weight {hf_name} contains NaN or infinite values; the checkpoint is damaged")
+        if transpose:
+            arr = arr.T
+        arr = np.ascontiguousarray(arr, dtype=out_dtype)
+        if out_dtype == np.float16 and not np.isfinite(arr).all():
+            raise ExportError(f"weight {hf_name} has values beyond float16 range; export with --dtype fp32")
+        return arr
+
+    def weight(self, hf_name: str, transpose: bool = False, keep_f32: bool = False) -> str:
+        """The checkpoint tensor `hf_name` as an initializer of the same name (model dtype, or
+        float32 with keep_f32; transposed to [in, out] for a MatMul with transpose)."""
+        arr = self._load(hf_name, transpose, np.float32 if keep_f32 else self.wdt)
+        self.initializers.append(self.sink.add(hf_name, arr))
+        return hf_name
+
+    # ---- dtype boundaries
+
+    def to_w(self, x: str) -> str:
+        """float32 -> model dtype."""
+        return self.op("Cast", [x], to=self.welem) if self.half else x
+
+    def to_f32(self, x: str) -> str:
+        """model dtype -> float32."""
+        return self.op("Cast", [x], to=TensorProto.FLOAT) if self.half else x
+
+    # ---- the two layers that hold weights
+
+    def linear(self, x: str, hf: str, bias: bool) -> str:
+        """x @ W^T (+ b) for the checkpoint's Linear `hf` (x and result in the model dtype)."""
+        y = self.op("MatMul", [x, self.weight(hf + ".weight", transpose=True)])
+        return self.op("Add", [y, self.weight(hf + ".bias")]) if bias else y
+
+    def layer_norm(self, x: str, hf: str) -> str:
+        """LayerNorm over the last axis, float32 in and out, float32 scale and shift."""
+        return self.op(
+            "LayerNormalization",
+            [x, self.weight(hf + ".weight", keep_f32=True), self.weight(hf + ".bias", keep_f32=True)],
+            axis=-1,
+            epsilon=self.layer_norm_eps,
+        )
