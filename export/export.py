@@ -2,7 +2,7 @@
 """Export a Hugging Face GPT-NeoX (Pythia) checkpoint to the h2o-engine ONNX graph.
 
 Usage: python export/export.py --checkpoint DIR --out models/NAME [--dtype fp16] [--force]
-       python export/export.py --random-init 2.8b --seed 0 --tokenizer TOKENIZER.json --out DIR
+       python export/export.py --random-init 2.8b --init-seed 0 --tokenizer TOKENIZER.json --out DIR
 See export/README.md and `--help`.
 """
 

@@ -13,6 +13,8 @@ paragraph per line, ` \\n` blank lines), trains a byte-level BPE tokenizer on th
 
 wiki.test.raw is only tokenized here, never used to train the tokenizer or the model.
 
+The command line over h2o_export.micro.data.
+
 Usage: .venv/bin/python export/prepare_micro_data.py --data ../shared/data \\
            --tokenizer-out models/pythia-micro/tokenizer.json --out .carry
 """
@@ -20,173 +22,15 @@ Usage: .venv/bin/python export/prepare_micro_data.py --data ../shared/data \\
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import re
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-EOT = "<|endoftext|>"
-
-# Abbreviations whose trailing period is not split off (a small Moses-like list).
-ABBREVIATIONS = {
-    "Mr", "Mrs", "Ms", "Dr", "St", "Jr", "Sr", "vs", "etc", "Inc", "Ltd", "Co", "No", "Gen",
-    "Col", "Lt", "Sgt", "Capt", "Rev", "Prof", "Mt", "Ft", "Gov", "Sen", "Rep", "Hon", "Bros",
-    "Corp", "Jan", "Feb", "Mar", "Apr", "Aug", "Sept", "Sep", "Oct", "Nov", "Dec", "approx",
-    "ca", "cf", "al", "Vol", "vol", "pp", "p", "ed", "eds", "Op", "op",
-}
-DOC_OPEN = re.compile(r'^<doc id="[^"]*" url="[^"]*" title="(.*)">$')
-_PUNCT = re.compile(r'([,;:!?()\[\]{}"“”«»–—/…])')
-_HYPHEN = re.compile(r"(?<=\w)-(?=\w)")
-_NUM_COMMA = re.compile(r"(?<=\d),(?=\d)")
-_NUM_POINT = re.compile(r"(?<=\d)\.(?=\d)")
-_CONTRACTION = re.compile(r"(?<=\w)'(s|re|ve|ll|d|m|S|RE|VE|LL|D|M)\b")
-_NT = re.compile(r"(?<=\w)n't\b")
-_SPACES = re.compile(r"\s+")
+from h2o_export.micro.data import MicroError, prepare  # noqa: E402
 
 
-def wikitext_spacing(line: str) -> str:
-    """Space a plain sentence the way WikiText-2 raw is spaced (Moses-like, approximate)."""
-    s = _NUM_COMMA.sub("\x01", line)
-    s = _NUM_POINT.sub("\x02", s)
-    s = _HYPHEN.sub("\x03", s)
-    s = _PUNCT.sub(r" \1 ", s)
-    s = _NT.sub(" n't", s)
-    s = _CONTRACTION.sub(r" '\1", s)
-    out = []
-    for tok in s.split():
-        if len(tok) > 1 and tok.endswith("."):
-            base = tok[:-1]
-            keep = ("." in base or base in ABBREVIATIONS or (len(base) == 1 and base.isalpha()))
-            out.extend([tok] if keep else [base, "."])
-        else:
-            out.append(tok)
-    s = " ".join(out)
-    s = s.replace("\x01", " @,@ ").replace("\x02", " @.@ ").replace("\x03", " @-@ ")
-    return _SPACES.sub(" ", s).strip()
-
-
-def is_heading(line: str) -> bool:
-    """WikiExtractor writes a section title as a short line ending in one period."""
-    words = line.split()
-    return (line.endswith(".") and line.count(".") == 1 and 0 < len(words) <= 8
-            and not line[0].islower())
-
-
-def render_article(title: str, lines: list[str]) -> str:
-    """One article in the WikiText-2 layout; empty sections are dropped."""
-    body = [ln.strip() for ln in lines]
-    body = [ln for ln in body if ln and ln != "<br>"]
-    if body and body[0] == title.strip():
-        body = body[1:]  # WikiExtractor repeats the title as the first line
-    blocks: list[tuple[str, str]] = []  # (kind, text)
-    for i, ln in enumerate(body):
-        if i > 0 and is_heading(ln):
-            blocks.append(("h", ln[:-1].strip()))
-        else:
-            blocks.append(("p", ln))
-    # drop headings not followed by a paragraph (empty sections such as "References.")
-    kept = [b for j, b in enumerate(blocks)
-            if b[0] == "p" or any(x[0] == "p" for x in blocks[j + 1:j + 2])]
-    if not any(k == "p" for k, _ in kept):
-        return ""
-    parts = [f" \n = {wikitext_spacing(title)} = \n \n"]
-    for kind, text in kept:
-        if kind == "h":
-            parts.append(f" \n = = {wikitext_spacing(text)} = = \n \n")
-        else:
-            parts.append(f" {wikitext_spacing(text)} \n")
-    return "".join(parts)
-
-
-def read_corpus_articles(corpus_dir: Path):
-    """Yield (title, lines) for every <doc> of corpus-*.txt, in file order."""
-    files = sorted(corpus_dir.glob("corpus-*.txt"))
-    if not files:
-        sys.exit(f"error: no corpus-*.txt in {corpus_dir}; pass --data pointing at shared/data")
-    for path in files:
-        title, lines = None, []
-        with open(path, encoding="utf-8") as f:
-            for raw in f:
-                line = raw.rstrip("\n")
-                m = DOC_OPEN.match(line)
-                if m:
-                    title, lines = m.group(1), []
-                elif line == "</doc>":
-                    if title is not None:
-                        yield title, lines
-                    title, lines = None, []
-                elif title is not None:
-                    lines.append(line)
-
-
-def split_wikitext_articles(text: str) -> list[str]:
-    """Split a wiki.*.raw text before each top-level ` = Title = ` line (with its blank line)."""
-    starts = [m.start() for m in re.finditer(r"(?m)^ \n = [^=\n].* = \n", text)]
-    if not starts or starts[0] != 0:
-        starts = [0] + starts
-    return [text[a:b] for a, b in zip(starts, starts[1:] + [len(text)])]
-
-
-def chunk_for_encoding(text: str, lines_per_chunk: int = 200) -> list[str]:
-    """Cut text into pieces whose joint encoding equals the encoding of the whole text.
-
-    Cuts only before a line that starts with a space and a non-space (a paragraph or heading
-    line): the byte-level pre-tokenizer then splits at the same place in the whole text.
-    """
-    lines = text.splitlines(keepends=True)
-    chunks, cur = [], []
-    for ln in lines:
-        if len(cur) >= lines_per_chunk and len(ln) > 1 and ln[0] == " " and not ln[1].isspace():
-            chunks.append("".join(cur))
-            cur = []
-        cur.append(ln)
-    if cur:
-        chunks.append("".join(cur))
-    return chunks
-
-
-def build_tokenizer(vocab_size: int, texts, seed_note: str) -> Tokenizer:
-    tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True)
-    tok.post_processor = processors.ByteLevel(add_prefix_space=False, trim_offsets=True)
-    tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=True)
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        min_frequency=2,
-        special_tokens=[EOT],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
-    del seed_note
-    return tok
-
-
-def encode_stream(tok: Tokenizer, text: str) -> np.ndarray:
-    ids: list[int] = []
-    for enc in tok.encode_batch(chunk_for_encoding(text), add_special_tokens=False):
-        ids.extend(enc.ids)
-    arr = np.asarray(ids, dtype=np.int64)
-    if arr.size and arr.max() >= 65536:
-        sys.exit("error: token id does not fit uint16; use a vocab below 65536")
-    return arr.astype(np.uint16)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("../shared/data"),
                     help="shared data folder holding train-corpus/ and wikitext-2-raw-v1/")
@@ -199,72 +43,13 @@ def main() -> None:
                     help="optionally write the first 20 kB of the rendered corpus here")
     args = ap.parse_args()
 
-    corpus_dir = args.data / "train-corpus"
-    wt_dir = args.data / "wikitext-2-raw-v1"
-    valid_raw, test_raw = wt_dir / "wiki.valid.raw", wt_dir / "wiki.test.raw"
-    for p in (corpus_dir, valid_raw, test_raw):
-        if not p.exists():
-            sys.exit(f"error: {p} not found; pass --data pointing at shared/data")
-    args.out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-
-    articles = [a for a in (render_article(t, ls) for t, ls in read_corpus_articles(corpus_dir)) if a]
-    corpus_text = "".join(articles)
-    valid_text = valid_raw.read_text(encoding="utf-8")
-    valid_articles = split_wikitext_articles(valid_text)
-    if len(valid_articles) <= args.valid_holdout_articles:
-        sys.exit("error: wiki.valid.raw has too few articles for the hold-out")
-    valid_train = "".join(valid_articles[:-args.valid_holdout_articles])
-    valid_held = "".join(valid_articles[-args.valid_holdout_articles:])
-    print(f"corpus: {len(articles)} articles, {len(corpus_text.encode()):,} bytes rendered; "
-          f"wiki.valid: {len(valid_articles)} articles ({args.valid_holdout_articles} held out) "
-          f"[{time.time() - t0:.0f}s]", flush=True)
-    if args.sample_out:
-        args.sample_out.write_text(corpus_text[:20000], encoding="utf-8")
-
-    train_text = corpus_text + valid_train
-
-    def training_texts():
-        for c in chunk_for_encoding(train_text, 400):
-            yield c
-
-    tok = build_tokenizer(args.vocab_size, training_texts(), "")
-    if tok.token_to_id(EOT) != 0:
-        sys.exit("error: <|endoftext|> did not get id 0")
-    args.tokenizer_out.parent.mkdir(parents=True, exist_ok=True)
-    tok.save(str(args.tokenizer_out))
-    print(f"tokenizer: vocab {tok.get_vocab_size()} -> {args.tokenizer_out} [{time.time() - t0:.0f}s]", flush=True)
-
-    tok = Tokenizer.from_file(str(args.tokenizer_out))
-    train_ids = encode_stream(tok, train_text)
-    valid_ids = encode_stream(tok, valid_held)
-    test_text = test_raw.read_text(encoding="utf-8")
-    test_ids = np.asarray(tok.encode(test_text, add_special_tokens=False).ids, dtype=np.uint16)
-    # the chunked encoding must agree with a whole-text encoding (checked on wiki.valid's held part)
-    whole = np.asarray(tok.encode(valid_held, add_special_tokens=False).ids, dtype=np.uint16)
-    if not np.array_equal(whole, valid_ids):
-        sys.exit("error: chunked encoding differs from whole-text encoding")
-    np.save(args.out / "train.npy", train_ids)
-    np.save(args.out / "valid.npy", valid_ids)
-    np.save(args.out / "test.npy", test_ids)
-    meta = {
-        "vocab_size": tok.get_vocab_size(),
-        "train_tokens": int(train_ids.size),
-        "valid_tokens": int(valid_ids.size),
-        "test_tokens": int(test_ids.size),
-        "train_bytes": len(train_text.encode()),
-        "corpus_articles": len(articles),
-        "valid_articles_trained": len(valid_articles) - args.valid_holdout_articles,
-        "valid_articles_held_out": args.valid_holdout_articles,
-        "bytes_per_token_test": len(test_text.encode()) / test_ids.size,
-        "tokenizer_sha256": sha256_file(args.tokenizer_out),
-        "sources": {p.name: sha256_file(p) for p in sorted(corpus_dir.glob("corpus-*.txt"))}
-        | {"wiki.valid.raw": sha256_file(valid_raw), "wiki.test.raw (eval only)": sha256_file(test_raw)},
-    }
-    (args.out / "data.json").write_text(json.dumps(meta, indent=2))
-    print(json.dumps({k: v for k, v in meta.items() if k != "sources"}, indent=2))
-    print(f"done [{time.time() - t0:.0f}s]")
+    try:
+        prepare(args.data, args.tokenizer_out, args.out, args.vocab_size, args.valid_holdout_articles, args.sample_out)
+    except MicroError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

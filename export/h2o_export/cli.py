@@ -32,7 +32,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
                    help="weights and K/V dtype; softmax, layer norms, logits and attention sums stay "
                         "float32 (default fp32)")
-    p.add_argument("--seed", type=int, default=0, help="seed for --random-init (default 0)")
+    p.add_argument("--init-seed", type=int, default=0, help="RNG seed of --random-init's weights (default 0)")
+    # the flag's old name, kept working for existing scripts ("seed" names the PyTorch project elsewhere)
+    p.add_argument("--seed", type=int, dest="init_seed", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument("--tokenizer", type=Path, metavar="PATH",
                    help="tokenizer.json to ship (default: the checkpoint's; required with --random-init)")
     p.add_argument("--external-data", choices=("auto", "always", "never"), default="auto",
@@ -45,11 +47,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.seed < 0:
-        print("error: --seed must be a non-negative integer", file=sys.stderr)
+    if args.init_seed < 0:
+        print("error: --init-seed must be a non-negative integer", file=sys.stderr)
         return 2
-    if args.random_init is None and args.seed != 0:
-        print("error: --seed only applies to --random-init", file=sys.stderr)
+    if args.random_init is None and args.init_seed != 0:
+        print("error: --init-seed only applies to --random-init", file=sys.stderr)
         return 2
     try:
         name = args.name
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             out,
             checkpoint=args.checkpoint,
             random_init=args.random_init,
-            seed=args.seed,
+            init_seed=args.init_seed,
             dtype=args.dtype,
             name=name,
             tokenizer=args.tokenizer,

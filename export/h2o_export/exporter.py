@@ -80,7 +80,7 @@ def export(
     *,
     checkpoint: Optional[Union[str, Path]] = None,
     random_init: Optional[str] = None,
-    seed: int = 0,
+    init_seed: int = 0,
     dtype: str = "fp32",
     name: Optional[str] = None,
     tokenizer: Optional[Union[str, Path]] = None,
@@ -97,8 +97,8 @@ def export(
         raise ExportError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if external_data not in ("auto", "always", "never"):
         raise ExportError(f"--external-data must be auto, always or never, got {external_data!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ExportError(f"--seed must be a non-negative integer, got {seed!r}")
+    if isinstance(init_seed, bool) or not isinstance(init_seed, int) or init_seed < 0:
+        raise ExportError(f"--init-seed must be a non-negative integer, got {init_seed!r}")
 
     # ---- source: config + weights + tokenizer
     if checkpoint is not None:
@@ -115,7 +115,7 @@ def export(
                               f"folder or pass --tokenizer PATH")
     else:
         raw, cfg, src_label = resolve_random_config(random_init)
-        weights = RandomWeights(cfg, seed)
+        weights = RandomWeights(cfg, init_seed)
         label = name or f"random-{Path(src_label).stem if src_label.endswith('.json') else src_label}"
         if tokenizer is None:
             raise ExportError("--random-init needs --tokenizer PATH (the tokenizer.json of the model family, "
@@ -203,7 +203,7 @@ def export(
             "eos_token_id": raw.get("eos_token_id"),
         }
         if random_init is not None:
-            manifest["seed"] = seed
+            manifest["init_seed"] = init_seed
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         shutil.copyfile(tok_path, tmp / TOKENIZER_FILE)
 

@@ -13,14 +13,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-EXPORT_DIR = Path(__file__).resolve().parents[1]
-ROOT = EXPORT_DIR.parent
-sys.path.insert(0, str(EXPORT_DIR))
+from common import EXPORT_DIR, FIXTURE  # noqa: E402  (puts export/ on sys.path)
 
-from h2o_export import hf_reference as ref  # noqa: E402
+from h2o_export import graph_parity as ref  # noqa: E402
 from h2o_export.cli import main  # noqa: E402
 
-TOKENIZER = ROOT / "tests/fixtures/tiny/tokenizer.json"
+TOKENIZER = FIXTURE / "tokenizer.json"
 
 
 @pytest.fixture(scope="module")
@@ -162,8 +160,10 @@ def test_random_init_needs_tokenizer(capsys, tmp_path):
     assert_error(capsys, tmp_path, ["--random-init", "14m"], "--tokenizer")
 
 
-def test_seed_without_random_init(capsys, ckpt, tmp_path):
-    assert_error(capsys, tmp_path, ["--checkpoint", ckpt, "--seed", "3"], "--seed only applies")
+def test_init_seed_without_random_init(capsys, ckpt, tmp_path):
+    assert_error(capsys, tmp_path, ["--checkpoint", ckpt, "--init-seed", "3"], "--init-seed only applies")
+    # --seed, the flag's old name, is still accepted as an alias
+    assert_error(capsys, tmp_path, ["--checkpoint", ckpt, "--seed", "3"], "--init-seed only applies")
 
 
 def test_entry_points(ckpt, tmp_path):

@@ -4,22 +4,19 @@ external data, tied embeddings, random init (seeded, at Pythia shapes)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-EXPORT_DIR = Path(__file__).resolve().parents[1]
-ROOT = EXPORT_DIR.parent
-sys.path.insert(0, str(EXPORT_DIR))
+from common import FIXTURE, TEST_DATA  # noqa: E402  (puts export/ on sys.path)
 
-from h2o_export import hf_reference as ref  # noqa: E402
+from h2o_export import graph_parity as ref  # noqa: E402
+from h2o_export.reference import load_model  # noqa: E402
 from h2o_export.config import PYTHIA_SIZES, pythia_config  # noqa: E402
 from h2o_export.exporter import export  # noqa: E402
 
-FIXTURE = ROOT / "tests/fixtures/tiny"
 TOKENIZER = FIXTURE / "tokenizer.json"
 TOL = {"logits": 1e-4, "kv": 1e-5, "attention_sums": 1e-5}
 QUIET = dict(log=lambda m: None)
@@ -78,7 +75,7 @@ def test_half_precision_checkpoint(base, tmp_path, dtype):
           d / "model.safetensors", metadata={"format": "pt"})
     res = export(tmp_path / "out", checkpoint=d, **QUIET)
     got = ref.run_onnx(ref.ort_session(tmp_path / "out/model.onnx"), step, res.manifest)
-    ref.compare(got, ref.run_hf(ref.load_hf(d), step), step, TOL)
+    ref.compare(got, ref.run_hf(load_model(d), step), step, TOL)
 
 
 def test_external_data(base, tmp_path):
@@ -102,16 +99,16 @@ def test_tied_embeddings(tmp_path):
     _, golden = ref.read_golden(FIXTURE / "golden.json")
     step = golden["prefill"][0]
     got = ref.run_onnx(ref.ort_session(tmp_path / "out/model.onnx"), step, res.manifest)
-    ref.compare(got, ref.run_hf(ref.load_hf(hf), step), step, TOL)
+    ref.compare(got, ref.run_hf(load_model(hf), step), step, TOL)
 
 
 def test_random_init_from_config_is_seeded(base, tmp_path):
     hf, _, step, _ = base
     outs = {}
     for label, seed in (("a", 1), ("b", 1), ("c", 2)):
-        res = export(tmp_path / label, random_init=str(hf / "config.json"), seed=seed, tokenizer=TOKENIZER, **QUIET)
+        res = export(tmp_path / label, random_init=str(hf / "config.json"), init_seed=seed, tokenizer=TOKENIZER, **QUIET)
         m = res.manifest
-        assert m["random_init"] is True and m["seed"] == seed and m["source"]["path"] is None
+        assert m["random_init"] is True and m["init_seed"] == seed and "seed" not in m and m["source"]["path"] is None
         outs[label] = (m["source"]["sha256"], ref.run_onnx(ref.ort_session(tmp_path / label / "model.onnx"), step, m))
     assert outs["a"][0] == outs["b"][0] != outs["c"][0]
     np.testing.assert_array_equal(outs["a"][1]["logits"], outs["b"][1]["logits"])
@@ -119,7 +116,7 @@ def test_random_init_from_config_is_seeded(base, tmp_path):
 
 
 def test_random_init_pythia_shape(tmp_path):
-    res = export(tmp_path / "p14m", random_init="pythia-14m", seed=0, tokenizer=TOKENIZER, dtype="fp16", **QUIET)
+    res = export(tmp_path / "p14m", random_init="pythia-14m", init_seed=0, tokenizer=TOKENIZER, dtype="fp16", **QUIET)
     m = res.manifest
     assert (m["num_layers"], m["num_heads"], m["head_dim"], m["hidden_size"], m["vocab_size"]) == (6, 4, 32, 128, 50304)
     assert m["rotary_dims"] == 8 and m["dtype"] == "float16" and m["name"] == "random-pythia-14m"
@@ -129,12 +126,10 @@ def test_random_init_pythia_shape(tmp_path):
     np.testing.assert_allclose(out["attention_sums.5"].sum(axis=2), 3.0, atol=1e-4)
 
 
-def test_pythia_table_matches_shared_configs():
-    """The numbers carried into config.py agree with ../shared/data/pythia-configs.json."""
-    src = ROOT.parent / "shared/data/pythia-configs.json"
-    if not src.is_file():
-        pytest.skip(f"{src} not present (only on the project's workplace)")
-    models = json.loads(src.read_text())["models"]
+def test_pythia_table_matches_the_compiled_configs():
+    """The numbers carried into config.py agree with tests/data/pythia-configs.json (compiled
+    from EleutherAI's configs; tests/data/README.md)."""
+    models = json.loads((TEST_DATA / "pythia-configs.json").read_text())["models"]
     assert set(models) == set(PYTHIA_SIZES)
     for name, entry in models.items():
         want = entry["config"]

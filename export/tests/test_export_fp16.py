@@ -14,20 +14,16 @@ have O(1) activations: float16's relative 4.9e-4 over 2 layers gives ~1e-3 to 4e
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-EXPORT_DIR = Path(__file__).resolve().parents[1]
-ROOT = EXPORT_DIR.parent
-sys.path.insert(0, str(EXPORT_DIR))
+from common import FIXTURE  # noqa: E402  (puts export/ on sys.path)
 
-from h2o_export import hf_reference as ref  # noqa: E402
+from h2o_export import graph_parity as ref  # noqa: E402
+from h2o_export.reference import load_model  # noqa: E402
 from h2o_export.exporter import export  # noqa: E402
 
-FIXTURE = ROOT / "tests/fixtures/tiny"
 CAPS = {"logits": 2e-2, "kv": 1e-2, "attention_sums": 5e-3}
 LOOSE = {"logits": np.inf, "kv": np.inf, "attention_sums": np.inf}
 
@@ -55,7 +51,7 @@ def test_fp16_within_justified_tolerance(tmp_path, config):
     assert types["logits"] == types["attention_sums.0"] == "tensor(float)"
     assert types["new_key_values.0.key"] == types["past_key_values.0.value"] == "tensor(float16)"
 
-    m32, m16 = ref.load_hf(hf), ref.load_hf(hf, "float16")
+    m32, m16 = load_model(hf), load_model(hf, "float16")
     tokens = json.loads((FIXTURE / "golden.json").read_text())["tokens"]
     failures = []
     for name, step in ref.standard_cases(m32, tokens, 2).items():

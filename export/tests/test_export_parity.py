@@ -7,21 +7,17 @@ token-by-token decoding. Also checks the committed fixture (tests/fixtures/tiny)
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-EXPORT_DIR = Path(__file__).resolve().parents[1]
-ROOT = EXPORT_DIR.parent
-sys.path.insert(0, str(EXPORT_DIR))
+from common import FIXTURE  # noqa: E402  (puts export/ on sys.path)
 
-from h2o_export import hf_reference as ref  # noqa: E402
+from h2o_export import graph_parity as ref  # noqa: E402
+from h2o_export.reference import load_model  # noqa: E402
 from h2o_export.exporter import export  # noqa: E402
 from h2o_export.graph import input_names, output_names  # noqa: E402
 
-FIXTURE = ROOT / "tests/fixtures/tiny"
 TOKENIZER = FIXTURE / "tokenizer.json"
 TOL = {"logits": 1e-4, "kv": 1e-5, "attention_sums": 1e-5}
 
@@ -44,7 +40,7 @@ def exported(request, tmp_path_factory):
     seed = 10 + list(CONFIGS).index(request.param)
     hf = ref.make_tiny_checkpoint(tmp / "hf", 512, seed, tokenizer=TOKENIZER, **CONFIGS[request.param])
     res = export(tmp / "onnx", checkpoint=hf, dtype="fp32", log=lambda m: None)
-    model = ref.load_hf(hf)
+    model = load_model(hf)
     return request.param, res.manifest, ref.ort_session(tmp / "onnx/model.onnx"), model
 
 
@@ -115,7 +111,7 @@ def test_fixture_golden_reproduced_by_committed_onnx():
 
 def test_fixture_golden_matches_its_checkpoint():
     """golden.json is what transformers computes from tests/fixtures/tiny/hf (same tolerances)."""
-    model = ref.load_hf(FIXTURE / "hf")
+    model = load_model(FIXTURE / "hf")
     doc, cases = ref.read_golden(FIXTURE / "golden.json")
     for name in ("prefill", "continuation_gapped", "batch2_padded"):
         step, want = cases[name]

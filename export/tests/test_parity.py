@@ -1,14 +1,15 @@
-"""Parity of the Rust engine (`h2o ppl`) with the PyTorch reference (export/reference.py), issue 4.
+"""Parity of the Rust engine (`h2o ppl`) with the PyTorch reference (h2o_export.reference), issue 4.
 
-For each model and policy the engine streams the first N tokens of WikiText-2 raw test
-(`h2o ppl ... --json OUT --trace TRACE`) and the reference checks it two ways:
+For each model and policy the engine streams the first N tokens of WikiText-2 raw test (the
+committed excerpt tests/data/wiki.test.excerpt.raw, its first article: the same tokens as the
+whole file) (`h2o ppl ... --json OUT --trace TRACE`) and the reference checks it two ways:
 
 1. lockstep: the reference replays the engine's eviction trace (`run_reference(..., replay=trace)`):
    per-token NLL equal within 1e-4 (absolute) and no victim violations (every victim the engine
    chose is, by the reference's own accumulated scores, the lowest or within 1e-5 relative of it);
 2. free running: the reference with the policy on its own: PPL within 1e-3 relative of the
    engine's, and the share of (step, layer, head) whose kept positions are identical in both
-   traces (`reference.iter_kept_sets`), reported and held above a floor.
+   traces (`trace.iter_kept_sets`), reported and held above a floor.
 
 Floors for the kept-set share: pythia-micro (trained) must be above 99% (issue 4). The tiny
 fixture has random weights; its activations are O(1) (tests/fixtures/tiny/README.md), so its
@@ -25,11 +26,13 @@ per-token NLL and PPL as `full`.
 
 Models: (a) the tiny fixture tests/fixtures/tiny (ONNX) with its checkpoint in hf/, 512 tokens;
 (b) models/pythia-micro/onnx (made by `make export-micro`) with the checkpoint
-models/pythia-micro, 300 tokens; skipped when model.onnx is absent.
+models/pythia-micro, 300 tokens (`make test` exports it first).
+
+A missing input (engine binary, exported model, checkpoint) skips with the reason, which
+H2O_REQUIRE_ALL=1 (`make test`, CI) turns into a failure (conftest.py).
 
 Environment: H2O_BIN (default target/release/h2o), H2O_DATA (default
-../shared/data/wikitext-2-raw-v1/wiki.test.raw from the repository root), ORT_DYLIB_PATH (default
-.venv's onnxruntime library when found), H2O_PARITY_REPORT (write the agreement summary as JSON
+tests/data/wiki.test.excerpt.raw), ORT_DYLIB_PATH (default .venv's onnxruntime library when found), H2O_PARITY_REPORT (write the agreement summary as JSON
 there). Torch runs in this process with one thread; each model is loaded once; the engine runs
 of one model go in parallel subprocesses (one thread each).
 """
@@ -41,20 +44,20 @@ import json
 import math
 import os
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
 import pytest
-import torch
 
-EXPORT_DIR = Path(__file__).resolve().parents[1]
-REPO = EXPORT_DIR.parent
-sys.path.insert(0, str(EXPORT_DIR))
+from common import FIXTURE, REPO, data_path, engine_bin, engine_env  # noqa: E402  (puts export/ on sys.path)
 
-import reference as ref  # noqa: E402
+from h2o_export import reference as ref  # noqa: E402
+from h2o_export import trace as tr  # noqa: E402
+from h2o_export.policies import parse_policy  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 NLL_TOL = 1e-4  # lockstep, absolute per token
 PPL_REL_TOL = 1e-3  # free running
@@ -62,8 +65,8 @@ SAME_PPL_REL_TOL = 1e-6  # budget > text vs full: the same computation up to sum
 
 MODELS = {
     "tiny": dict(
-        onnx=REPO / "tests/fixtures/tiny",
-        hf=REPO / "tests/fixtures/tiny/hf",
+        onnx=FIXTURE,
+        hf=FIXTURE / "hf",
         n_tokens=512,
         policies=["full", "local:64", "sink:4+60", "h2o:32+32", "h2o-layer:32+32"],
         big_budgets=["h2o:600+600", "local:1000"],
@@ -84,33 +87,6 @@ CASES = [(m, p) for m, cfg in MODELS.items() for p in cfg["policies"]]
 BIG_CASES = [(m, p) for m, cfg in MODELS.items() for p in cfg["big_budgets"]]
 
 REPORT: dict = {}  # model -> policy -> figures; written to $H2O_PARITY_REPORT at the end
-
-
-def data_path() -> Path:
-    env = os.environ.get("H2O_DATA")
-    return Path(env) if env else REPO.parent / "shared/data/wikitext-2-raw-v1/wiki.test.raw"
-
-
-def engine_bin() -> Path:
-    env = os.environ.get("H2O_BIN")
-    return Path(env) if env else REPO / "target/release/h2o"
-
-
-def engine_env() -> dict:
-    env = dict(os.environ)
-    if "ORT_DYLIB_PATH" not in env:
-        libs = sorted(REPO.glob(".venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so*"))
-        if libs:
-            env["ORT_DYLIB_PATH"] = str(libs[0])
-    return env
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -142,8 +118,8 @@ def report(request):
     out = os.environ.get("H2O_PARITY_REPORT")
     if out:
         doc = {
-            "what": "engine (h2o ppl) vs PyTorch reference (export/reference.py) on WikiText-2 raw test",
-            "tolerances": {"lockstep_nll_abs": NLL_TOL, "victim_rel": ref.DEFAULT_REL_TOL,
+            "what": "engine (h2o ppl) vs PyTorch reference (h2o_export.reference) on WikiText-2 raw test",
+            "tolerances": {"lockstep_nll_abs": NLL_TOL, "victim_rel": tr.DEFAULT_REL_TOL,
                            "free_ppl_rel": PPL_REL_TOL},
             "models": REPORT,
         }
@@ -203,7 +179,7 @@ class ModelRuns:
         """The reference free running (replay=False) or replaying the engine's trace."""
         key = (spec, replay)
         if key not in self._ref:
-            if ref.parse_policy(spec).kind == "full" and (spec, not replay) in self._ref:
+            if parse_policy(spec).kind == "full" and (spec, not replay) in self._ref:
                 # full never evicts: replaying its (empty) trace is the free run
                 self._ref[key] = self._ref[(spec, not replay)]
             else:
@@ -224,7 +200,7 @@ def runs(tmp_path_factory):
         if name not in cache:
             cfg = MODELS[name]
             if not data_path().is_file():
-                pytest.skip(f"WikiText-2 raw test not found at {data_path()}: set H2O_DATA to wiki.test.raw")
+                pytest.skip(f"text not found at {data_path()}: unset H2O_DATA or point it at a text file")
             if not (cfg["onnx"] / "model.onnx").is_file():
                 pytest.skip(f"{cfg['onnx'] / 'model.onnx'} is absent: run `{cfg['how']}` first")
             if not (cfg["hf"] / "config.json").is_file():
@@ -252,7 +228,7 @@ def kept_share(a: dict, b: dict, last: int) -> tuple[float, int, Optional[int]]:
     """(share of (step, layer, head) with identical kept positions, count, first differing step)."""
     same = total = 0
     first_diff = None
-    for (pa, ka), (pb, kb) in zip(ref.iter_kept_sets(_padded(a, last)), ref.iter_kept_sets(_padded(b, last))):
+    for (pa, ka), (pb, kb) in zip(tr.iter_kept_sets(_padded(a, last)), tr.iter_kept_sets(_padded(b, last))):
         assert pa == pb
         for la, lb in zip(ka, kb):
             for ha, hb in zip(la, lb):
@@ -266,12 +242,12 @@ def kept_share(a: dict, b: dict, last: int) -> tuple[float, int, Optional[int]]:
 
 def check_engine_doc(runs_: ModelRuns, spec: str, doc: dict, trace: dict) -> None:
     n = runs_.cfg["n_tokens"]
-    assert doc["policy"] == ref.parse_policy(spec).spec
+    assert doc["policy"] == parse_policy(spec).spec
     assert doc["n_tokens"] == n
     assert len(doc["nll"]) == n - 1
     assert all(math.isfinite(x) for x in doc["nll"])
     assert math.isclose(doc["ppl"], math.exp(math.fsum(doc["nll"]) / (n - 1)), rel_tol=1e-9)
-    assert trace["format"] == ref.TRACE_FORMAT
+    assert trace["format"] == tr.TRACE_FORMAT
     assert trace["policy"] == doc["policy"]
     assert trace["tokens"] == runs_.ids, "engine tokenization differs from reference.load_tokens"
     layers = len(runs_.model.gpt_neox.layers)
@@ -301,7 +277,7 @@ def test_lockstep(runs, model, spec):
         f"(engine {doc['nll'][worst]!r}, reference {res['nll'][worst]!r})"
     )
     assert rep["n_violations"] == 0, f"{model} {spec}: victim violations: {rep['violations'][:5]}"
-    if ref.parse_policy(spec).kind != "full":
+    if parse_policy(spec).kind != "full":
         assert rep["victims_checked"] > 0, f"{model} {spec}: the engine's trace evicts nothing"
 
 

@@ -1,33 +1,28 @@
-"""Tests of the PyTorch reference (export/reference.py) on tiny random GPT-NeoX models."""
+"""Tests of the PyTorch reference (h2o_export.reference, policies, trace; the CLI export/reference.py)
+on tiny random GPT-NeoX models."""
 
 from __future__ import annotations
 
 import copy
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-EXPORT_DIR = Path(__file__).resolve().parents[1]
-REPO = EXPORT_DIR.parent
-sys.path.insert(0, str(EXPORT_DIR))
+from common import FIXTURE, data_path  # noqa: E402  (puts export/ on sys.path)
 
-import reference as ref  # noqa: E402
+import reference as cli  # noqa: E402  (export/reference.py, the command line)
+from h2o_export import reference as ref  # noqa: E402
+from h2o_export import trace as tr  # noqa: E402
+from h2o_export.errors import ReferenceError  # noqa: E402
+from h2o_export.policies import parse_policy  # noqa: E402
 
 N_TOKENS = 48
 POLICIES = ["local:8", "sink:2+6", "h2o:5+3", "h2o:6+0", "h2o:0+8", "h2o-layer:5+3", "h2o-layer:3+1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread for this module (tiny per-token ops; more threads only contend), restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(parallel_residual: bool = True, vocab: int = 96, seed: int = 0):
@@ -86,54 +81,54 @@ def hf_nll(model, tokens) -> list[float]:
 
 
 def test_parse_policy_canonical_forms():
-    assert ref.parse_policy("full").budget is None
-    assert ref.parse_policy(" local:256 ").spec == "local:256"
-    p = ref.parse_policy("sink:4+252")
+    assert parse_policy("full").budget is None
+    assert parse_policy(" local:256 ").spec == "local:256"
+    p = parse_policy("sink:4+252")
     assert (p.kind, p.sinks, p.recent, p.budget) == ("sink", 4, 252, 256)
-    p = ref.parse_policy("h2o:192+64")
+    p = parse_policy("h2o:192+64")
     assert (p.kind, p.heavy, p.recent, p.scope, p.budget) == ("h2o", 192, 64, "head", 256)
-    p = ref.parse_policy("h2o-layer:192+64")
+    p = parse_policy("h2o-layer:192+64")
     assert (p.scope, p.spec) == ("layer", "h2o-layer:192+64")
 
 
 @pytest.mark.parametrize("bad", ["", "lru:5", "local", "local:4+4", "sink:4", "h2o:5", "full:3", "h2o:-1+4",
                                  "local:x", "h2o:1.5+2"])
 def test_parse_policy_refuses_malformed(bad):
-    with pytest.raises(ref.ReferenceError, match="accepted forms"):
-        ref.parse_policy(bad)
+    with pytest.raises(ReferenceError, match="accepted forms"):
+        parse_policy(bad)
 
 
 def test_parse_policy_refuses_zero_and_oversized_budgets():
     for spec in ["local:0", "sink:0+0", "h2o:0+0", "h2o-layer:0+0"]:
-        with pytest.raises(ref.ReferenceError, match="budget is 0"):
-            ref.parse_policy(spec)
-    with pytest.raises(ref.ReferenceError, match="exceeds the model's 256 positions"):
-        ref.parse_policy("h2o:200+57", max_positions=256)
-    assert ref.parse_policy("h2o:200+56", max_positions=256).budget == 256
+        with pytest.raises(ReferenceError, match="budget is 0"):
+            parse_policy(spec)
+    with pytest.raises(ReferenceError, match="exceeds the model's 256 positions"):
+        parse_policy("h2o:200+57", max_positions=256)
+    assert parse_policy("h2o:200+56", max_positions=256).budget == 256
 
 
 # ---------------------------------------------------------------------------------- victim choice
 
 
 def test_choose_victims_hand_built_scores_and_ties():
-    pol = ref.parse_policy("h2o:2+1")
+    pol = parse_policy("h2o:2+1")
     # t = 4, candidates at positions 0..4 for two heads; the recent window is {4}.
     pos = torch.tensor([[0, 1, 2, 3, 4], [0, 1, 2, 3, 4]])
     scores = torch.tensor([[0.5, 0.1, 0.1, 0.9, 0.0],   # tie 0.1 at 1 and 2: evict the older (1), then 2
                            [0.2, 0.7, 0.3, 0.05, 0.0]])  # lowest 0.05 at 3, then 0.2 at 0
-    v = ref._choose_victims(pol, 4, pos, scores)
+    v = pol.choose_victims(4, pos, scores)
     assert v.tolist() == [[1, 2], [3, 0]]
     # layer scope: summed scores [0.7, 0.8, 0.4, 0.95, 0] -> evict 2 then 0 on every head
-    v = ref._choose_victims(ref.parse_policy("h2o-layer:2+1"), 4, pos, scores)
+    v = parse_policy("h2o-layer:2+1").choose_victims(4, pos, scores)
     assert v.tolist() == [[2, 0], [2, 0]]
     # local ignores scores: everything outside the window goes, oldest first
-    v = ref._choose_victims(ref.parse_policy("local:3"), 4, pos, scores)
+    v = parse_policy("local:3").choose_victims(4, pos, scores)
     assert v.tolist() == [[0, 1], [0, 1]]
     # sink keeps position 0 and the last two
-    v = ref._choose_victims(ref.parse_policy("sink:1+2"), 4, pos, scores)
+    v = parse_policy("sink:1+2").choose_victims(4, pos, scores)
     assert v.tolist() == [[1, 2], [1, 2]]
     # under budget: nothing
-    assert ref._choose_victims(ref.parse_policy("h2o:4+1"), 4, pos, scores).shape == (2, 0)
+    assert parse_policy("h2o:4+1").choose_victims(4, pos, scores).shape == (2, 0)
 
 
 # ---------------------------------------------------------------------------------- numerics
@@ -170,10 +165,10 @@ def test_bounded_policies_change_the_result(spec, results):
 
 @pytest.mark.parametrize("spec", POLICIES)
 def test_invariants_per_step(spec, results, tokens):
-    pol = ref.parse_policy(spec)
+    pol = parse_policy(spec)
     res, views = results[spec]
     assert len(views) == (len(tokens) - 1) * 2
-    kept_trace = dict(ref.iter_kept_sets(res["trace"]))
+    kept_trace = dict(tr.iter_kept_sets(res["trace"]))
     for v in views:
         t = v.pos
         heads, n = v.positions.shape
@@ -201,12 +196,12 @@ def test_invariants_per_step(spec, results, tokens):
             assert kept_trace[t][v.layer][h] == kept
         if pol.scope == "layer":
             assert all(row == kept_rows[0] for row in kept_rows)
-    assert res["kept_final"] == ref.kept_sets(res["trace"])
+    assert res["kept_final"] == tr.kept_sets(res["trace"])
 
 
 def test_h2o_layer_keeps_identical_positions_across_heads(results):
     for spec in ["h2o-layer:5+3", "h2o-layer:3+1"]:
-        for _, kept in ref.iter_kept_sets(results[spec][0]["trace"]):
+        for _, kept in tr.iter_kept_sets(results[spec][0]["trace"]):
             for layer in kept:
                 assert all(h == layer[0] for h in layer)
     # and per-head h2o really differs between heads somewhere (the test above is not vacuous)
@@ -227,19 +222,19 @@ def test_scores_accumulate_attention(model, tokens):
 
 
 def test_kept_sets_from_hand_built_trace():
-    trace = {"format": ref.TRACE_FORMAT, "policy": "local:2", "tokens": [1, 2, 3, 4], "layers": 1, "heads": 2,
+    trace = {"format": tr.TRACE_FORMAT, "policy": "local:2", "tokens": [1, 2, 3, 4], "layers": 1, "heads": 2,
              "steps": [{"pos": 0, "evicted": [[[], []]]}, {"pos": 1, "evicted": [[[], []]]},
                        {"pos": 2, "evicted": [[[0], [1]]]}]}
-    assert ref.kept_sets(trace, 1) == [[[0, 1], [0, 1]]]
-    assert ref.kept_sets(trace) == [[[1, 2], [0, 2]]]
+    assert tr.kept_sets(trace, 1) == [[[0, 1], [0, 1]]]
+    assert tr.kept_sets(trace) == [[[1, 2], [0, 2]]]
     bad = copy.deepcopy(trace)
     bad["steps"][1]["evicted"] = [[[5], []]]
-    with pytest.raises(ref.ReferenceError, match="not held"):
-        ref.kept_sets(bad)
+    with pytest.raises(ReferenceError, match="not held"):
+        tr.kept_sets(bad)
     bad = copy.deepcopy(trace)
     bad["format"] = "other"
-    with pytest.raises(ref.ReferenceError, match="h2o-evict-trace/1"):
-        ref.kept_sets(bad)
+    with pytest.raises(ReferenceError, match="h2o-evict-trace/1"):
+        tr.kept_sets(bad)
 
 
 @pytest.mark.parametrize("spec", POLICIES + ["full"])
@@ -292,87 +287,68 @@ def test_replay_flags_protected_victims_and_layer_scope(model, tokens, results):
 
 def test_replay_refuses_inconsistent_traces(model, tokens, results):
     res = results["local:8"][0]
-    with pytest.raises(ref.ReferenceError, match="for policy local:8, not local:9"):
+    with pytest.raises(ReferenceError, match="for policy local:8, not local:9"):
         ref.run_reference(model, tokens, "local:9", replay=res["trace"])
-    with pytest.raises(ref.ReferenceError, match="tokens differ"):
+    with pytest.raises(ReferenceError, match="tokens differ"):
         ref.run_reference(model, tokens[:-1], "local:8", replay=res["trace"])
     bad = copy.deepcopy(res["trace"])
     step = _first_eviction_step(bad)
     step["evicted"][0][1] = [step["pos"] + 100]
-    with pytest.raises(ref.ReferenceError, match=r"head 1: victim position \d+ is not in the cache"):
+    with pytest.raises(ReferenceError, match=r"head 1: victim position \d+ is not in the cache"):
         ref.run_reference(model, tokens, "local:8", replay=bad)
     bad = copy.deepcopy(res["trace"])
     _first_eviction_step(bad)["evicted"][0][1] = []
-    with pytest.raises(ref.ReferenceError, match="different counts"):
+    with pytest.raises(ReferenceError, match="different counts"):
         ref.run_reference(model, tokens, "local:8", replay=bad)
 
 
 def test_bad_inputs_are_refused(model, tokens):
-    with pytest.raises(ref.ReferenceError, match="at least 2 tokens"):
+    with pytest.raises(ReferenceError, match="at least 2 tokens"):
         ref.run_reference(model, tokens[:1], "full")
-    with pytest.raises(ref.ReferenceError, match="token ids must lie"):
+    with pytest.raises(ReferenceError, match="token ids must lie"):
         ref.run_reference(model, [0, 96], "full")
-    with pytest.raises(ref.ReferenceError, match="exceeds the model's 256 positions"):
+    with pytest.raises(ReferenceError, match="exceeds the model's 256 positions"):
         ref.run_reference(model, tokens, "local:300")
 
 
 # ---------------------------------------------------------------------------------- CLI
 
 
-FIXTURE = REPO / "tests" / "fixtures" / "tiny"
-WIKI = (REPO / ".." / "shared" / "data" / "wikitext-2-raw-v1" / "wiki.test.raw").resolve()
-
-
-def _cli_inputs(tmp_path):
-    """The committed tiny fixture (checkpoint + tokenizer) when present, else a random checkpoint
-    saved here with the Pythia tokenizer; WikiText-2 raw when present, else a short text."""
-    if (FIXTURE / "hf" / "config.json").is_file() and (FIXTURE / "tokenizer.json").is_file():
-        hf, tok = FIXTURE / "hf", FIXTURE / "tokenizer.json"
-    else:
-        from tokenizers import Tokenizer
-
-        tok = (REPO / ".." / "shared" / "data" / "pythia-tokenizer.json").resolve()
-        tiny_model(vocab=Tokenizer.from_file(str(tok)).get_vocab_size()).save_pretrained(tmp_path / "hf")
-        hf = tmp_path / "hf"
-    if WIKI.is_file():
-        return hf, tok, WIKI
-    data = tmp_path / "text.txt"
-    data.write_text(" = Valkyria Chronicles III = \n\n Senjō no Valkyria 3 : Unrecorded Chronicles is a tactical "
-                    "role-playing video game developed by Sega and Media.Vision for the PlayStation Portable .\n" * 3,
-                    encoding="utf-8")
-    return hf, tok, data
+def _cli_inputs():
+    """The committed tiny fixture (checkpoint + tokenizer) and the committed WikiText-2 excerpt."""
+    return FIXTURE / "hf", FIXTURE / "tokenizer.json", data_path()
 
 
 def test_cli_run_and_replay(tmp_path):
-    hf, tok, data = _cli_inputs(tmp_path)
+    hf, tok, data = _cli_inputs()
     out = tmp_path / "h2o.json"
-    rc = ref.main(["--hf-dir", str(hf), "--tokenizer", str(tok), "--data", str(data), "--tokens", "64",
+    rc = cli.main(["--hf-dir", str(hf), "--tokenizer", str(tok), "--data", str(data), "--tokens", "64",
                    "--policy", "h2o:12+4", "--out", str(out)])
     assert rc == 0
     res = json.loads(out.read_text())
     assert res["policy"] == "h2o:12+4" and res["n_tokens"] == 64 and len(res["nll"]) == 63
     assert math.isfinite(res["ppl"]) and res["ppl"] > 1
-    assert res["trace"]["format"] == ref.TRACE_FORMAT and len(res["trace"]["tokens"]) == 64
+    assert res["trace"]["format"] == tr.TRACE_FORMAT and len(res["trace"]["tokens"]) == 64
     assert ref.load_tokens(tok, data, 64) == res["trace"]["tokens"]
     # lockstep: replay the output (a whole result document is accepted), policy and tokens from the trace
     out2 = tmp_path / "replay.json"
-    rc = ref.main(["--hf-dir", str(hf), "--replay", str(out), "--out", str(out2)])
+    rc = cli.main(["--hf-dir", str(hf), "--replay", str(out), "--out", str(out2)])
     assert rc == 0
     rep = json.loads(out2.read_text())
     assert rep["nll"] == res["nll"] and rep["replay"]["n_violations"] == 0
     # with data given too, the tokens are checked against the trace
-    rc = ref.main(["--hf-dir", str(hf), "--tokenizer", str(tok), "--data", str(data), "--replay", str(out),
+    rc = cli.main(["--hf-dir", str(hf), "--tokenizer", str(tok), "--data", str(data), "--replay", str(out),
                    "--out", str(out2)])
     assert rc == 0
 
 
 def test_cli_bad_input_exit_code(tmp_path, capsys):
-    hf, tok, data = _cli_inputs(tmp_path)
-    rc = ref.main(["--hf-dir", str(hf), "--tokenizer", str(tok), "--data", str(data), "--tokens", "16",
+    hf, tok, data = _cli_inputs()
+    rc = cli.main(["--hf-dir", str(hf), "--tokenizer", str(tok), "--data", str(data), "--tokens", "16",
                    "--policy", "h2o:12", "--out", str(tmp_path / "x.json")])
     assert rc == 2
     assert "accepted forms" in capsys.readouterr().err
-    rc = ref.main(["--hf-dir", str(tmp_path / "nope"), "--tokenizer", str(tok), "--data", str(data),
+    rc = cli.main(["--hf-dir", str(tmp_path / "nope"), "--tokenizer", str(tok), "--data", str(data),
                    "--tokens", "16", "--policy", "full", "--out", str(tmp_path / "x.json")])
     assert rc == 2
     assert "no config.json" in capsys.readouterr().err
@@ -381,7 +357,7 @@ def test_cli_bad_input_exit_code(tmp_path, capsys):
 def test_checkpoint_on_text_matches_transformers(tmp_path):
     """The CLI's checkpoint (the tiny fixture when present) on real text: full = transformers'
     forward within 1e-4 per token, and h2o-layer replays its own trace exactly."""
-    hf, tok, data = _cli_inputs(tmp_path)
+    hf, tok, data = _cli_inputs()
     model = ref.load_model(hf)
     ids = ref.load_tokens(tok, data, 64)
     full = ref.run_reference(model, ids, "full")

@@ -5,35 +5,25 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from common import EXPORT_DIR, data_path  # noqa: E402  (puts export/ on sys.path)
+from common import FIXTURE as TINY  # noqa: E402
 
-EXPORT_DIR = Path(__file__).resolve().parents[1]
-REPO = EXPORT_DIR.parent
-sys.path.insert(0, str(EXPORT_DIR))
-
-import torch_speed as ts  # noqa: E402
-
-TINY = REPO / "tests/fixtures/tiny"
+import torch_speed as cli  # noqa: E402  (export/torch_speed.py, the command line)
+from h2o_export import speed as ts  # noqa: E402
 PY = sys.executable
 FIELDS = ["impl", "model", "threads", "prompt", "gen", "ttft_ms", "tpot_median_ms", "tpot_p90_ms",
           "throughput_tps", "tpot_mean_ms", "seed_tpot_ms", "seed_throughput_tps", "prefill_tps",
           "decode_steps", "generated_tokens", "policy", "weight_bytes", "torch", "transformers", "machine"]
 
 
-def data_path() -> Path:
-    env = os.environ.get("H2O_DATA")
-    return Path(env) if env else REPO.parent / "shared/data/wikitext-2-raw-v1/wiki.test.raw"
-
-
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
+def restore_threads():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
@@ -41,7 +31,7 @@ def one_thread():
 
 def run(tmp_path, *args) -> dict:
     out = tmp_path / "speed.json"
-    assert ts.main([*args, "--threads", "1", "--out", str(out)]) == 0
+    assert cli.main([*args, "--threads", "1", "--out", str(out)]) == 0
     return json.loads(out.read_text(encoding="utf-8"))
 
 
@@ -71,8 +61,6 @@ def test_hf_eager(tmp_path):
 
 
 def test_reference_with_data(tmp_path):
-    if not data_path().is_file():
-        pytest.skip(f"WikiText-2 raw test not found at {data_path()}: set H2O_DATA")
     doc = run(tmp_path, "--hf-dir", str(TINY / "hf"), "--impl", "reference", "--policy", "h2o:4+4",
               "--prompt", "10", "--gen", "6", "--data", str(data_path()))
     check_doc(doc, "pytorch-reference", 10, 6)
@@ -97,18 +85,18 @@ def test_percentile_matches_engine_definition():
     (["--data", "/nonexistent/wiki.raw"], "data file not found"),
 ])
 def test_bad_input(args, msg, capsys):
-    assert ts.main(["--hf-dir", str(TINY / "hf"), "--threads", "1", "--gen", "3", *args]) == 2
+    assert cli.main(["--hf-dir", str(TINY / "hf"), "--threads", "1", "--gen", "3", *args]) == 2
     assert msg in capsys.readouterr().err
 
 
 def test_random_init_weights_equal_the_exporters(tmp_path):
-    """--random-init CONFIG --seed N builds the weights `export.py --random-init CONFIG --seed N`
+    """--random-init CONFIG --init-seed N builds the weights `export.py --random-init CONFIG --init-seed N`
     writes: the manifest's sha256 matches, and the fp32 graph reproduces transformers' logits."""
-    from h2o_export import hf_reference as hr
+    from h2o_export import graph_parity as hr
     from h2o_export.exporter import export
 
     cfg = TINY / "hf/config.json"
-    res = export(tmp_path / "onnx", random_init=str(cfg), seed=3, tokenizer=TINY / "tokenizer.json",
+    res = export(tmp_path / "onnx", random_init=str(cfg), init_seed=3, tokenizer=TINY / "tokenizer.json",
                  dtype="fp32", log=lambda m: None)
     model, name, sha = ts.random_init_model(str(cfg), 3)
     assert sha == res.manifest["source"]["sha256"]
@@ -125,13 +113,13 @@ def test_random_init_weights_equal_the_exporters(tmp_path):
 def test_cli_random_init_pythia_shape(tmp_path):
     """The script as a user runs it, on a Pythia size small enough for a test (14m, seeded ids)."""
     out = tmp_path / "r.json"
-    p = subprocess.run([PY, str(EXPORT_DIR / "torch_speed.py"), "--random-init", "14m", "--seed", "1",
+    p = subprocess.run([PY, str(EXPORT_DIR / "torch_speed.py"), "--random-init", "14m", "--init-seed", "1",
                         "--threads", "1", "--prompt", "4", "--gen", "3", "--warmup", "0", "--out", str(out)],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     doc = json.loads(out.read_text(encoding="utf-8"))
     check_doc(doc, "transformers-eager", 4, 3)
     assert doc["model"] == "random-pythia-14m"
-    assert doc["weights"] == {"random_init": "14m", "seed": 1}
+    assert doc["weights"] == {"random_init": "14m", "init_seed": 1}
     assert len(doc["weights_sha256"]) == 64
     assert "tok/s" in p.stdout

@@ -1,28 +1,25 @@
-"""Tests of export/train_micro.py (pythia-micro training/eval) and prepare_micro_data.py."""
+"""Tests of pythia-micro's training code (h2o_export.micro: model, evaluate, data; the CLIs
+export/train_micro.py and prepare_micro_data.py)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import torch
+import common  # noqa: F401  (puts export/ on sys.path)
 
-EXPORT_DIR = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(EXPORT_DIR))
-
-import prepare_micro_data as prep  # noqa: E402
-import train_micro as tm  # noqa: E402
+from h2o_export.micro import data as prep  # noqa: E402
+from h2o_export.micro import evaluate as ev  # noqa: E402
+from h2o_export.micro import model as mm  # noqa: E402
 
 N = 40
-POLICIES = [("full", None, 0), ("local:8", 8, 8), ("h2o:5+3", 8, 3), ("sink:2+6", 8, 6)]
+POLICIES = ["full", "local:8", "h2o:5+3", "sink:2+6"]
 
 
 def tiny():
-    fields = tm.model_config(tiny=True)
+    fields = mm.model_config(tiny=True)
     fields.update(vocab_size=97, num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=64)
-    model = tm.build_model(fields, "eager")
-    tm.init_weights(model, fields, seed=3)
+    model = mm.build_model(fields, "eager")
+    mm.init_weights(model, fields, init_seed=3)
     model.eval()
     ids = np.random.default_rng(0).integers(0, fields["vocab_size"], size=N)
     return fields, model, ids
@@ -30,37 +27,40 @@ def tiny():
 
 def test_init_is_seeded_and_device_independent():
     f, a, _ = tiny()
-    b = tm.build_model(f, "eager")
-    tm.init_weights(b, f, seed=3)
-    sa, sb = tm.canonical_state_dict(a), tm.canonical_state_dict(b)
+    b = mm.build_model(f, "eager")
+    mm.init_weights(b, f, init_seed=3)
+    sa, sb = mm.canonical_state_dict(a), mm.canonical_state_dict(b)
     assert sa.keys() == sb.keys() and "embed_out.weight" in sa
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def test_streaming_full_matches_transformers_forward():
     f, model, ids = tiny()
-    sd = tm.canonical_state_dict(model)
-    ref = tm.position_nll(sd, f, torch.from_numpy(ids)[None], torch.device("cpu"))[0]
-    res = tm.stream_eval(sd, f, ids, torch.device("cpu"), policies=POLICIES)
-    assert res["complete"]
-    assert (res["_nll"][0] - ref.double()).abs().max().item() < 1e-4
+    m = ev.hf_model(mm.canonical_state_dict(model), f, torch.device("cpu"))
+    want = ev.position_nll(m, torch.from_numpy(ids)[None])[0]
+    res = ev.stream_eval(m, ids, policies=POLICIES)
+    assert res["complete"] and res["policies"]["full"]["tokens"] == N
+    assert (torch.tensor(res["_nll"]["full"], dtype=torch.float64) - want.double()).abs().max().item() < 1e-4
+    # the sink evidence reads the full cache's scores: per query, the attention sums to 1
+    assert len(res["sink"]["mean_attention_to_pos0_by_layer"]) == 2 and res["sink"]["heads"] == 4
+    assert all(0 < x <= 1 for x in res["sink"]["mean_attention_to_pos0_by_layer"])
 
 
 def test_policies_keep_what_they_promise():
     f, model, ids = tiny()
-    res = tm.stream_eval(tm.canonical_state_dict(model), f, ids, torch.device("cpu"), policies=POLICIES)
-    kept = res["_kept"]  # [L, C, H, N]; the last token (N-1) is never fed, so t_last = N-2
-    t = N - 2
-    pos = torch.arange(N)
-    full, local, h2o, sink = (kept[:, c] for c in range(4))
-    assert full[..., : t + 1].all()
-    assert torch.equal(local.sum(-1), torch.full(local.shape[:-1], 8))
-    assert local[..., t - 7: t + 1].all() and not local[..., : t - 7].any()
-    assert torch.equal(h2o.sum(-1), torch.full(h2o.shape[:-1], 8))
-    assert h2o[..., t - 2: t + 1].all()  # the 3 most recent always stay
-    assert torch.equal(sink.sum(-1), torch.full(sink.shape[:-1], 8))
-    assert sink[..., :2].all() and sink[..., t - 5: t + 1].all()
-    assert not kept[..., t + 1:].any() and pos.numel() == N
+    res = ev.stream_eval(ev.hf_model(mm.canonical_state_dict(model), f, torch.device("cpu")), ids, policies=POLICIES)
+    t = N - 2  # the last token (N-1) is never fed
+    kept = res["_kept"]  # spec -> [layer][head] positions at the end
+    for layer in kept["full"]:
+        assert all(head == list(range(t + 1)) for head in layer)
+    for layer in kept["local:8"]:
+        assert all(head == list(range(t - 7, t + 1)) for head in layer)
+    for layer in kept["h2o:5+3"]:
+        assert all(len(head) == 8 and head[-3:] == [t - 2, t - 1, t] for head in layer)
+    for layer in kept["sink:2+6"]:
+        assert all(head == [0, 1] + list(range(t - 5, t + 1)) for head in layer)
+    h2o = res["policies"]["h2o:5+3"]
+    assert h2o["layer_heads"] == 8 and 0 <= h2o["heads_keeping_pos0_at_end"] <= 8
     # evicting changes the prediction: a bounded cache is not the full model
     assert res["policies"]["local:8"]["nll"] != res["policies"]["full"]["nll"]
 
@@ -69,9 +69,9 @@ def test_checkpoint_round_trip_loads_in_transformers(tmp_path):
     from transformers import GPTNeoXForCausalLM
 
     f, model, ids = tiny()
-    names = tm.save_checkpoint(model, tm.config_json(f), None, tmp_path, shard_mib=0.05)
+    names = mm.save_checkpoint(model, mm.config_json(f), None, tmp_path, shard_mib=0.05)
     assert len(names) > 1  # sharded
-    tm.cmd_merge(type("A", (), {"dir": str(tmp_path), "out": str(tmp_path / "model.safetensors")}))
+    assert mm.merge_shards(tmp_path, tmp_path / "model.safetensors")[0] == len(names)
     loaded = GPTNeoXForCausalLM.from_pretrained(str(tmp_path), attn_implementation="eager").eval()
     x = torch.from_numpy(ids)[None]
     with torch.no_grad():

@@ -1,6 +1,7 @@
-"""Test and fixture helpers: tiny random GPT-NeoX checkpoints made with transformers, the same
-step run through transformers (eager attention, the reference) and through onnxruntime (the
-exported graph), and the comparison rules of the graph contract.
+"""Parity of the exported graph with transformers, one graph call at a time (tests and the
+fixture generator): tiny random GPT-NeoX checkpoints made with transformers, the same step run
+through transformers (eager attention, the reference) and through onnxruntime (the exported
+graph), the comparison rules of the graph contract, the standard cases and the golden file.
 
 Needs torch and transformers (export/requirements-torch.txt); the exporter itself does not.
 """
@@ -67,16 +68,6 @@ def make_tiny_checkpoint(out_dir: Path, vocab_size: int, seed: int, tokenizer: O
     if tokenizer is not None:
         shutil.copyfile(tokenizer, out_dir / "tokenizer.json")
     return out_dir
-
-
-def load_hf(hf_dir: Path, dtype: str = "float32"):
-    import torch
-    from transformers import GPTNeoXForCausalLM
-
-    model = GPTNeoXForCausalLM.from_pretrained(
-        hf_dir, attn_implementation="eager", dtype=getattr(torch, dtype)
-    )
-    return model.eval()
 
 
 @dataclass

@@ -1,0 +1,28 @@
+"""`full`: the whole cache, nothing evicted (the baseline every bounded policy is measured against)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from .base import Policy
+
+
+@dataclass(frozen=True)
+class Full(Policy):
+    FORMS = ("full",)
+    KEYWORDS = ("full",)
+    ARITY = 0
+    kind = "full"
+
+    @classmethod
+    def from_numbers(cls, keyword: str, numbers: list[int]) -> "Full":
+        return cls()
+
+    @property
+    def budget(self) -> Optional[int]:
+        return None
+
+    @property
+    def spec(self) -> str:
+        return "full"

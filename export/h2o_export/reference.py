@@ -1,0 +1,306 @@
+"""PyTorch reference for the engine's eviction policies (issue 4, design §3 and §4).
+
+A GPT-NeoX model from a Hugging Face checkpoint directory (transformers' GPTNeoXForCausalLM
+supplies the weights) is driven through an explicit token-by-token loop that keeps its own
+compressed K/V cache per layer and head. Nothing in transformers is patched and no transformers
+cache is used: the loop calls the layers' linear/norm/MLP modules and does attention, RoPE
+(rope.py) and the cache itself, written from docs/architecture.md ("Cache and policy
+semantics"), not from the engine's code. The policies live in policies/, the trace format and
+lockstep replay in trace.py.
+
+Semantics (streaming from the first token):
+- step t feeds token t at absolute position t (keys stored rotated) and scores token t+1, so N
+  tokens give N-1 predictions; PPL = exp(mean NLL), NLL summed in float64.
+- a step attends to the cached entries of each head plus its own new token; every cached token's
+  score grows by the attention probability it receives, the new token's starts at the
+  probability its own query gives it (scores are float32, as in the engine's contract).
+- after the step, if a head holds more than `budget` entries it evicts down to exactly `budget`
+  (policies/base.py states the rule).
+
+The loop runs on the model's device and leaves torch's thread count alone (the CLI,
+export/reference.py, sets it).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from . import rope
+from .errors import ReferenceError
+from .policies import Policy, parse_policy
+from .trace import DEFAULT_REL_TOL, TRACE_FORMAT, Replay
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+
+def load_model(hf_dir: str | Path, dtype: str = "float32"):
+    """Load GPTNeoXForCausalLM weights (eager attention, eval mode) from a checkpoint directory.
+
+    `dtype` is float32, float16, bfloat16 or auto (the checkpoint's own dtype).
+    """
+    from transformers import GPTNeoXForCausalLM
+
+    d = Path(hf_dir)
+    if not (d / "config.json").is_file():
+        raise ReferenceError(f"{d}: no config.json; pass --hf-dir a Hugging Face checkpoint directory")
+    if dtype != "auto" and dtype not in _DTYPES:
+        raise ReferenceError(f"unknown dtype {dtype!r}; use one of float32, float16, bfloat16, auto")
+    try:
+        model = GPTNeoXForCausalLM.from_pretrained(
+            str(d), dtype="auto" if dtype == "auto" else _DTYPES[dtype], attn_implementation="eager"
+        )
+    except (OSError, ValueError) as e:
+        raise ReferenceError(f"{d}: cannot load a GPT-NeoX checkpoint ({e})") from e
+    return model.eval()
+
+
+def load_tokens(tokenizer_path: str | Path, data_path: str | Path, n: Optional[int]) -> list[int]:
+    """The first n tokens of the data file (whole file read as UTF-8, no special tokens added)."""
+    from tokenizers import Tokenizer
+
+    tp, dp = Path(tokenizer_path), Path(data_path)
+    if not tp.is_file():
+        raise ReferenceError(f"{tp}: tokenizer file not found; pass --tokenizer a tokenizer.json")
+    if not dp.is_file():
+        raise ReferenceError(f"{dp}: data file not found; pass --data a text file such as wiki.test.raw")
+    try:
+        tok = Tokenizer.from_file(str(tp))
+    except Exception as e:  # tokenizers raises its own exception type
+        raise ReferenceError(f"{tp}: not a Hugging Face tokenizer.json ({e})") from e
+    try:
+        text = dp.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ReferenceError(f"{dp}: not UTF-8 text ({e})") from e
+    ids = tok.encode(text, add_special_tokens=False).ids
+    if n is not None:
+        if len(ids) < n:
+            raise ReferenceError(f"{dp}: only {len(ids)} tokens, {n} requested; lower --tokens")
+        ids = ids[:n]
+    return ids
+
+
+# --------------------------------------------------------------------------------------------
+# Model geometry
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Geometry:
+    layers: int
+    heads: int
+    head_dim: int
+    hidden: int
+    rotary_dim: int
+    scaling: float
+    parallel_residual: bool
+
+
+def _geometry(model) -> _Geometry:
+    cfg = model.config
+    if getattr(cfg, "model_type", None) != "gpt_neox":
+        raise ReferenceError(f"model type {getattr(cfg, 'model_type', None)!r} is not gpt_neox")
+    heads = cfg.num_attention_heads
+    head_dim = cfg.hidden_size // heads
+    rot = model.gpt_neox.rotary_emb
+    if getattr(rot, "rope_type", "default") != "default":
+        raise ReferenceError(
+            f"rope type {rot.rope_type!r} is not supported by the reference (plain RoPE only); "
+            "remove rope_scaling from config.json"
+        )
+    rotary_dim = 2 * rot.inv_freq.numel()
+    if rotary_dim != int(head_dim * cfg.rotary_pct):
+        raise ReferenceError(
+            f"rotary dims disagree: inv_freq gives {rotary_dim}, head_dim*rotary_pct gives "
+            f"{int(head_dim * cfg.rotary_pct)}"
+        )
+    return _Geometry(
+        layers=cfg.num_hidden_layers,
+        heads=heads,
+        head_dim=head_dim,
+        hidden=cfg.hidden_size,
+        rotary_dim=rotary_dim,
+        scaling=head_dim**-0.5,
+        parallel_residual=bool(cfg.use_parallel_residual),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The decode loop
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StepView:
+    """What an observer sees for one (step, layer) before eviction (tests use it for invariants).
+
+    positions/scores: [heads, n] candidates (cached entries then the new token), positions
+    ascending along the last axis; scores are the per-head accumulated scores (float32).
+    victims: [heads, k] candidate indices evicted at this step (k may be 0).
+    """
+
+    pos: int
+    layer: int
+    positions: torch.Tensor
+    scores: torch.Tensor
+    victims: torch.Tensor
+
+
+class _LayerCache:
+    """One layer's compressed cache. K, V: [heads, n, head_dim]; pos: [heads, n] int64 (ascending
+    along n); score: [heads, n] float32. Every head holds the same count n."""
+
+    def __init__(self, heads: int, head_dim: int, dtype: torch.dtype, device: torch.device):
+        self.k = torch.empty(heads, 0, head_dim, dtype=dtype, device=device)
+        self.v = torch.empty(heads, 0, head_dim, dtype=dtype, device=device)
+        self.pos = torch.empty(heads, 0, dtype=torch.int64, device=device)
+        self.score = torch.empty(heads, 0, dtype=torch.float32, device=device)
+
+    def keep_all_but(self, victims: torch.Tensor, keys, vals, positions, scores) -> None:
+        """Store the candidates [heads, n, ...] less the victims [heads, k], row order (ascending
+        positions) preserved."""
+        heads, n = positions.shape
+        kk = victims.shape[1]
+        if not kk:
+            self.k, self.v, self.pos, self.score = keys, vals, positions, scores
+            return
+        keep = torch.ones(heads, n, dtype=torch.bool, device=positions.device)
+        keep.scatter_(1, victims, False)  # [heads, n]
+        self.k = keys[keep].view(heads, n - kk, keys.shape[-1])
+        self.v = vals[keep].view(heads, n - kk, vals.shape[-1])
+        self.pos = positions[keep].view(heads, n - kk)
+        self.score = scores[keep].view(heads, n - kk)
+
+
+def _attend(layer, geo: _Geometry, c: _LayerCache, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """One layer on the hidden state h [1, hidden] of the token fed: returns the new hidden
+    state, the candidates' keys/values [heads, n, head_dim] and this step's attention row
+    probs [heads, n] (cached entries, then the new token)."""
+    att = layer.attention
+    x = layer.input_layernorm(h)  # [1, hidden]
+    qkv = att.query_key_value(x).view(geo.heads, 3 * geo.head_dim)  # [heads, 3*head_dim]
+    q, k, v = qkv.split(geo.head_dim, dim=-1)  # each [heads, head_dim]
+    q, k = rope.apply(q, cos, sin), rope.apply(k, cos, sin)
+    keys = torch.cat((c.k, k[:, None, :]), dim=1)  # [heads, n, head_dim]
+    vals = torch.cat((c.v, v[:, None, :]), dim=1)  # [heads, n, head_dim]
+    logits = torch.matmul(keys, q[:, :, None]).squeeze(-1) * geo.scaling  # [heads, n]
+    probs = torch.softmax(logits, dim=-1, dtype=torch.float32)  # [heads, n]
+    out = torch.matmul(probs.to(vals.dtype)[:, None, :], vals).squeeze(1)  # [heads, head_dim]
+    attn_out = att.dense(out.reshape(1, geo.hidden))  # [1, hidden]
+    if geo.parallel_residual:
+        h = h + attn_out + layer.mlp(layer.post_attention_layernorm(h))
+    else:
+        h = h + attn_out
+        h = h + layer.mlp(layer.post_attention_layernorm(h))
+    return h, keys, vals, probs
+
+
+def _check_inputs(model, geo: _Geometry, token_ids: Sequence[int], policy: Policy | str) -> tuple[list[int], Policy]:
+    max_pos = int(model.config.max_position_embeddings)
+    if isinstance(policy, str):
+        policy = parse_policy(policy, max_positions=max_pos)
+    elif policy.budget is not None and policy.budget > max_pos:
+        raise ReferenceError(f"policy {policy.spec}: budget {policy.budget} exceeds the model's {max_pos} positions")
+    ids = [int(x) for x in token_ids]
+    if len(ids) < 2:
+        raise ReferenceError(f"need at least 2 tokens for one prediction, got {len(ids)}")
+    vocab = model.config.vocab_size
+    if min(ids) < 0 or max(ids) >= vocab:
+        raise ReferenceError(f"token ids must lie in [0, {vocab}); got min {min(ids)}, max {max(ids)}")
+    return ids, policy
+
+
+@torch.inference_mode()
+def run_reference(
+    model,
+    token_ids: Sequence[int],
+    policy: Policy | str,
+    *,
+    replay: Optional[dict] = None,
+    rel_tol: float = DEFAULT_REL_TOL,
+    observer: Optional[Callable[[StepView], None]] = None,
+    model_name: Optional[str] = None,
+    deadline: Optional[float] = None,
+) -> dict:
+    """Stream `token_ids` through `model` with the policy's compressed cache.
+
+    Returns {"policy", "model", "n_tokens", "nll", "ppl", "trace", "kept_final", "budget",
+    "complete"} and, with `replay` (an eviction trace), a "replay" section with the violations
+    found. With `deadline` (a time.time() value) the loop stops after the first step that ends
+    past it: "complete" is then false and nll/ppl/trace cover the steps done.
+    """
+    geo = _geometry(model)
+    ids, policy = _check_inputs(model, geo, token_ids, policy)
+    n_tok = len(ids)
+    rep = Replay.prepare(replay, geo.layers, geo.heads, ids, policy, rel_tol) if replay is not None else None
+
+    gpt = model.gpt_neox
+    dtype = gpt.embed_in.weight.dtype
+    device = gpt.embed_in.weight.device
+    rot = gpt.rotary_emb
+    cos_tab, sin_tab = rope.tables(rot.inv_freq, n_tok, dtype, float(getattr(rot, "attention_scaling", 1.0)))
+    cos_tab, sin_tab = cos_tab.to(device), sin_tab.to(device)
+    caches = [_LayerCache(geo.heads, geo.head_dim, dtype, device) for _ in range(geo.layers)]
+    ids_t = torch.tensor(ids, dtype=torch.int64, device=device)
+    nll: list[float] = []
+    steps: list[dict] = []
+
+    for t in range(n_tok - 1):
+        h = gpt.embed_in(ids_t[t : t + 1])  # [1, hidden]
+        step_evicted = []
+        for li, layer in enumerate(gpt.layers):
+            c = caches[li]
+            h, keys, vals, probs = _attend(layer, geo, c, h, cos_tab[t], sin_tab[t])
+            positions = torch.cat((c.pos, torch.full((geo.heads, 1), t, dtype=torch.int64, device=device)), dim=1)
+            scores = policy.update_scores(c.score, probs)  # [heads, n]
+            if rep is None:
+                victims = policy.choose_victims(t, positions, scores)  # [heads, k]
+                ev_lists = positions.gather(1, victims).tolist() if victims.shape[1] else [[] for _ in range(geo.heads)]
+            else:
+                victims, ev_lists = rep.victims(policy, t, li, positions, scores)
+            if observer is not None:
+                observer(StepView(t, li, positions, scores, victims))
+            step_evicted.append([sorted(int(p) for p in row) for row in ev_lists])
+            c.keep_all_but(victims, keys, vals, positions, scores)
+
+        logits_out = model.embed_out(gpt.final_layer_norm(h))[0]  # [vocab]
+        logp = torch.log_softmax(logits_out.double(), dim=-1)
+        nll.append(-float(logp[ids[t + 1]]))
+        steps.append({"pos": t, "evicted": step_evicted})
+        if deadline is not None and time.time() > deadline:
+            break
+
+    total = math.fsum(nll)
+    result = {
+        "policy": policy.spec,
+        "model": model_name if model_name is not None else str(getattr(model.config, "_name_or_path", "")),
+        "n_tokens": n_tok,
+        "budget": policy.budget,
+        "dtype": str(dtype).replace("torch.", ""),
+        "complete": len(nll) == n_tok - 1,
+        "nll": nll,
+        "nll_sum": total,
+        "ppl": math.exp(total / len(nll)),
+        "trace": {
+            "format": TRACE_FORMAT,
+            "policy": policy.spec,
+            "tokens": ids,
+            "layers": geo.layers,
+            "heads": geo.heads,
+            "steps": steps,
+        },
+        "kept_final": [[c.pos[hh].tolist() for hh in range(geo.heads)] for c in caches],
+    }
+    if rep is not None:
+        result["replay"] = rep.summary()
+    return result
