@@ -67,7 +67,7 @@ pub struct Manifest {
     pub source: Source,
     #[serde(default)]
     pub random_init: bool,
-    #[serde(default)]
+    #[serde(default, rename = "init_seed", alias = "seed")]
     pub seed: Option<u64>,
     #[serde(default)]
     pub tokenizer_vocab_size: Option<usize>,
