@@ -57,15 +57,26 @@ def test_fp32_matches_transformers(exported):
 
 
 def test_attention_sums_count_real_queries(exported):
-    """Each real query's probabilities sum to 1, padding queries add nothing: summed over the
-    keys, attention_sums[b, h] = number of real new tokens of row b."""
-    _, manifest, sess, model = exported
-    step = ref.standard_cases(model, tokens(), manifest["num_layers"], stepwise=0)["batch2_padded_decode"]
+    """Each real query's probabilities sum to 1 and padding queries add nothing. Row 1 holds a
+    left-padding query (a fully masked row) and two right-padding queries that see real keys
+    (their probabilities on real columns are not 0, so counting them would show): summed over
+    the keys, attention_sums[b, h] = number of real new tokens of row b; row 1's sums equal
+    those of its real tokens run alone, and its padding columns are exactly 0."""
+    _, manifest, sess, _ = exported
+    t = np.asarray(tokens()[:8])
+    pad = 1
+    ids = np.stack([t, np.concatenate([[pad], t[1:6], [pad, pad]])])  # row 1: pad, 5 tokens, pad, pad
+    pos = np.stack([np.arange(8), np.array([0, 0, 1, 2, 3, 4, 5, 6])])
+    am = np.stack([np.ones(8, np.int64), np.array([0, 1, 1, 1, 1, 1, 0, 0])])
+    step = ref.Step(ids, pos, am)
+    assert step.query_mask().sum(axis=1).tolist() == [8, 5]
     out = ref.run_onnx(sess, step, manifest)
-    real = step.query_mask().sum(axis=1)  # [batch]
+    alone = ref.run_onnx(sess, ref.Step(t[None, 1:6], np.arange(5)[None], np.ones((1, 5), np.int64)), manifest)
     for i in range(manifest["num_layers"]):
-        totals = out[f"attention_sums.{i}"].sum(axis=2)  # [batch, heads]
-        np.testing.assert_allclose(totals, np.broadcast_to(real[:, None], totals.shape), atol=1e-5)
+        sums = out[f"attention_sums.{i}"]  # [batch, heads, past+seq]
+        np.testing.assert_allclose(sums.sum(axis=2), np.broadcast_to([[8.0], [5.0]], sums.shape[:2]), atol=1e-5)
+        np.testing.assert_allclose(sums[1][:, 1:6], alone[f"attention_sums.{i}"][0], atol=1e-5)
+        assert not sums[1][:, [0, 6, 7]].any(), "padding columns must be exactly 0"
 
 
 def test_masked_slots_ignored_whatever_they_hold(exported):
