@@ -16,6 +16,7 @@ import reference as cli  # noqa: E402  (export/reference.py, the command line)
 from h2o_export import reference as ref  # noqa: E402
 from h2o_export import trace as tr  # noqa: E402
 from h2o_export.errors import ReferenceError  # noqa: E402
+from h2o_export.graph_parity import TINY_DEFAULTS  # noqa: E402
 from h2o_export.policies import parse_policy  # noqa: E402
 
 N_TOKENS = 48
@@ -31,20 +32,10 @@ def tiny_model(parallel_residual: bool = True, vocab: int = 96, seed: int = 0):
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     torch.manual_seed(seed)
-    cfg = GPTNeoXConfig(
-        vocab_size=vocab,
-        hidden_size=64,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        intermediate_size=128,
-        rotary_pct=0.25,
-        max_position_embeddings=256,
-        use_parallel_residual=parallel_residual,
-        initializer_range=0.2,
-        attn_implementation="eager",
-    )
-    model = GPTNeoXForCausalLM(cfg).eval()
-    return model
+    fields = dict(TINY_DEFAULTS, intermediate_size=128, max_position_embeddings=256,
+                  use_parallel_residual=parallel_residual, initializer_range=0.2)
+    cfg = GPTNeoXConfig(vocab_size=vocab, attn_implementation="eager", **fields)
+    return GPTNeoXForCausalLM(cfg).eval()
 
 
 @pytest.fixture(scope="module")
