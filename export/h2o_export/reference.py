@@ -280,14 +280,22 @@ def run_reference(
         if deadline is not None and time.time() > deadline:
             break
 
+    result = _result(model, model_name, policy, ids, dtype, geo, nll, steps, caches)
+    if rep is not None:
+        result["replay"] = rep.summary()
+    return result
+
+
+def _result(model, model_name: Optional[str], policy: Policy, ids: list[int], dtype: torch.dtype, geo: _Geometry,
+            nll: list[float], steps: list[dict], caches: list[_LayerCache]) -> dict:
     total = math.fsum(nll)
-    result = {
+    return {
         "policy": policy.spec,
         "model": model_name if model_name is not None else str(getattr(model.config, "_name_or_path", "")),
-        "n_tokens": n_tok,
+        "n_tokens": len(ids),
         "budget": policy.budget,
         "dtype": str(dtype).replace("torch.", ""),
-        "complete": len(nll) == n_tok - 1,
+        "complete": len(nll) == len(ids) - 1,
         "nll": nll,
         "nll_sum": total,
         "ppl": math.exp(total / len(nll)),
@@ -301,6 +309,3 @@ def run_reference(
         },
         "kept_final": [[c.pos[hh].tolist() for hh in range(geo.heads)] for c in caches],
     }
-    if rep is not None:
-        result["replay"] = rep.summary()
-    return result
