@@ -326,7 +326,11 @@ mod tests {
         let exe = fake_child(d.path(), &body);
         assert_eq!(run_in_child(&exe, &job()).unwrap(), result);
         let sent: Job = serde_json::from_str(&std::fs::read_to_string(&got).unwrap()).unwrap();
-        assert_eq!(sent, job(), "every setting, --no-spin included, reaches the child");
+        assert_eq!(
+            sent,
+            job(),
+            "every setting, --no-spin included, reaches the child"
+        );
     }
 
     #[test]

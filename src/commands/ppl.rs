@@ -60,11 +60,7 @@ pub fn run(a: PplArgs) -> Result<()> {
     let (man, config) = (&lab.model().manifest, &lab.model().config);
     println!(
         "{}  {spec}  tokens {}  PPL {:.4}  mean NLL {:.6}  KV held {} bytes",
-        man.name,
-        a.tokens,
-        f.ppl,
-        f.mean_nll,
-        m.kv_bytes
+        man.name, a.tokens, f.ppl, f.mean_nll, m.kv_bytes
     );
     if let Some(path) = &a.trace {
         let doc = json!({

@@ -11,9 +11,7 @@ use h2o_engine::eval::bandwidth::{
 };
 use h2o_engine::experiment::{Experiment, Lab, PeakMemory, Plan, SpeedPlan};
 use h2o_engine::policy::PolicySpec;
-use h2o_engine::report::{
-    render_sweep, results_table, Col, ExperimentResult, Shown, SweepPoint,
-};
+use h2o_engine::report::{render_sweep, results_table, Col, ExperimentResult, Shown, SweepPoint};
 
 use super::{resolve_data, start_runtime, write_atomic, ModelArgs};
 

@@ -96,7 +96,11 @@ mod tests {
             let buf: Vec<u64> = (1..=n as u64).collect();
             let want = (n as u64) * (n as u64 + 1) / 2;
             for threads in [0, 1, 2, 3, 7, 64] {
-                assert_eq!(sum_in_parallel(&buf, threads), want, "n {n} threads {threads}");
+                assert_eq!(
+                    sum_in_parallel(&buf, threads),
+                    want,
+                    "n {n} threads {threads}"
+                );
             }
         }
         // wrapping, never a panic

@@ -17,8 +17,7 @@ mod seed;
 mod tables;
 
 pub use columns::{
-    column_meanings, columns_markdown, csv_header, Col, Column, Show, Value, COLUMNS,
-    SEED_COLUMNS,
+    column_meanings, columns_markdown, csv_header, Col, Column, Show, Value, COLUMNS, SEED_COLUMNS,
 };
 pub use compare::{
     compare, compare_files, load_results_csv, Comparison, MatchKind, MatchedPair, ResultFile,

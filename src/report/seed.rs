@@ -175,13 +175,24 @@ mod tests {
     fn seed_names() {
         let p = |n: &str, b| parse_seed_name(n, b).map(|s| s.to_string());
         assert_eq!(p("H2O (64+192)", Some(256)).unwrap(), "h2o-layer:192+64");
-        assert_eq!(p("H2O (64r + 192h)", Some(256)).unwrap(), "h2o-layer:192+64");
+        assert_eq!(
+            p("H2O (64r + 192h)", Some(256)).unwrap(),
+            "h2o-layer:192+64"
+        );
         assert_eq!(p("H2O (192h+64r)", None).unwrap(), "h2o-layer:192+64");
         assert_eq!(p("Baseline", None).unwrap(), "full");
         assert_eq!(p("Local (256)", Some(256)).unwrap(), "local:256");
         assert_eq!(p("Local (256r)", None).unwrap(), "local:256");
         assert_eq!(p("Local Attention", Some(128)).unwrap(), "local:128");
-        for bad in ["Mystery", "H2O", "H2O (64)", "Local", "Local (0)", "H2O (0+0)", ""] {
+        for bad in [
+            "Mystery",
+            "H2O",
+            "H2O (64)",
+            "Local",
+            "Local (0)",
+            "H2O (0+0)",
+            "",
+        ] {
             assert_eq!(p(bad, None), None, "{bad:?}");
         }
         // every seed group reads back from its own label
