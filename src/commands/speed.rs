@@ -11,7 +11,10 @@ use h2o_engine::eval::bandwidth::{
 };
 use h2o_engine::experiment::{Experiment, Lab, PeakMemory, Plan, SpeedPlan};
 use h2o_engine::policy::PolicySpec;
-use h2o_engine::report::{render_sweep, results_table, Col, ExperimentResult, Shown, SweepPoint};
+use h2o_engine::report::{
+    render_sweep, results_table, Col, ExperimentResult, MemoryFigures, Shown, SpeedFigures,
+    SweepPoint,
+};
 
 use super::{resolve_data, start_runtime, write_atomic, ModelArgs};
 
@@ -85,6 +88,79 @@ fn bandwidth(a: &SpeedArgs, threads: usize, weights: u64) -> f64 {
     bw
 }
 
+/// One measured point of the sweep: a policy's result at one context length.
+struct Point {
+    result: ExperimentResult,
+    context: usize,
+    speed: SpeedFigures,
+    memory: MemoryFigures,
+    floor_ms: f64,
+}
+
+/// Every policy at every context length, on the loaded model.
+fn sweep(
+    lab: &mut Lab,
+    specs: &[PolicySpec],
+    plans: &[(usize, Plan)],
+    weights: u64,
+    bandwidth: f64,
+) -> Result<Vec<Point>> {
+    let mut points = Vec::new();
+    for spec in specs {
+        for (context, plan) in plans {
+            let result = lab
+                .run(
+                    &Experiment::of(*spec),
+                    plan,
+                    PeakMemory::SharedProcess,
+                    &mut |_| ControlFlow::Continue(()),
+                )?
+                .result;
+            let (Some(speed), Some(memory)) = (result.speed.clone(), result.memory.clone()) else {
+                anyhow::bail!("the speed run of {spec} gave no figures");
+            };
+            points.push(Point {
+                floor_ms: floor_ms(weights, memory.kv_bytes, bandwidth),
+                result,
+                context: *context,
+                speed,
+                memory,
+            });
+        }
+    }
+    Ok(points)
+}
+
+fn table(points: &[Point]) -> comfy_table::Table {
+    let rows: Vec<(&ExperimentResult, Vec<String>)> = points
+        .iter()
+        .map(|p| {
+            let tpot = p.speed.tpot_median_ms;
+            let given = vec![
+                p.context.to_string(),
+                fixed(p.floor_ms, 2),
+                fixed(tpot / p.floor_ms, 2),
+            ];
+            (&p.result, given)
+        })
+        .collect();
+    results_table(&TABLE, &rows)
+}
+
+fn json_runs(points: &[Point], gen: usize) -> Vec<serde_json::Value> {
+    points
+        .iter()
+        .map(|p| {
+            let (f, m) = (&p.speed, &p.memory);
+            serde_json::json!({
+                "policy": p.result.spec, "context": p.context, "gen": gen, "speed": f,
+                "kv_bytes": m.kv_bytes, "kv_bytes_full": m.kv_bytes_full,
+                "floor_ms": p.floor_ms.is_finite().then_some(p.floor_ms),
+            })
+        })
+        .collect()
+}
+
 pub fn run(a: SpeedArgs) -> Result<()> {
     let setup = a.model.setup(resolve_data(a.data.as_deref())?)?;
     let contexts = if a.contexts.is_empty() {
@@ -92,19 +168,24 @@ pub fn run(a: SpeedArgs) -> Result<()> {
     } else {
         a.contexts.clone()
     };
-    let plans: Vec<Plan> = contexts
+    let plans: Vec<(usize, Plan)> = contexts
         .iter()
-        .map(|&prompt| Plan {
-            ppl: None,
-            speed: Some(SpeedPlan {
+        .map(|&prompt| {
+            let speed = SpeedPlan {
                 prompt,
                 gen: a.gen,
                 warmup: a.warmup,
-            }),
+            };
+            let plan = Plan {
+                ppl: None,
+                speed: Some(speed),
+            };
+            (prompt, plan)
         })
         .collect();
     let rt = start_runtime(&setup.model)?;
-    let mut lab = Lab::load(&rt, &setup, &plans)?;
+    let all: Vec<Plan> = plans.iter().map(|(_, p)| *p).collect();
+    let mut lab = Lab::load(&rt, &setup, &all)?;
     let man = lab.model().manifest.clone();
     for spec in &a.exp {
         spec.validate(man.max_position_embeddings)?;
@@ -117,63 +198,32 @@ pub fn run(a: SpeedArgs) -> Result<()> {
     );
     let threads = setup.session.intra_threads;
     let bandwidth = bandwidth(&a, threads, weights);
-    let mut rows: Vec<(ExperimentResult, Vec<String>)> = Vec::new();
-    let mut json_rows = Vec::new();
-    for spec in &a.exp {
-        for (plan, &c) in plans.iter().zip(&contexts) {
-            let exp = Experiment::of(*spec);
-            let r = lab
-                .run(&exp, plan, PeakMemory::SharedProcess, &mut |_| {
-                    ControlFlow::Continue(())
-                })?
-                .result;
-            let (Some(f), Some(m)) = (&r.speed, &r.memory) else {
-                anyhow::bail!("the speed run gave no figures");
-            };
-            let floor = floor_ms(weights, m.kv_bytes, bandwidth);
-            json_rows.push(serde_json::json!({
-                "policy": spec, "context": c, "gen": a.gen, "speed": f,
-                "kv_bytes": m.kv_bytes, "kv_bytes_full": m.kv_bytes_full,
-                "floor_ms": floor.is_finite().then_some(floor),
-            }));
-            let given = vec![
-                c.to_string(),
-                fixed(floor, 2),
-                fixed(f.tpot_median_ms / floor, 2),
-            ];
-            rows.push((r, given));
-        }
-    }
-    let shown: Vec<(&ExperimentResult, Vec<String>)> =
-        rows.iter().map(|(r, g)| (r, g.clone())).collect();
-    println!("{}", results_table(&TABLE, &shown));
+    let points = sweep(&mut lab, &a.exp, &plans, weights, bandwidth)?;
+    println!("{}", table(&points));
     if let Some(p) = &a.json {
         let doc = serde_json::json!({
             "weight_bytes_read_per_token": weights,
             "read_bandwidth_bytes_per_s": bandwidth.is_finite().then_some(bandwidth),
             "model": man.name, "threads": threads, "provider": setup.session.provider.to_string(),
-            "runs": json_rows,
+            "runs": json_runs(&points, a.gen),
         });
         write_atomic(p, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     }
     if let Some(p) = &a.plot {
-        let points: Vec<SweepPoint> = rows
+        let sweep: Vec<SweepPoint> = points
             .iter()
-            .zip(contexts.iter().cycle())
-            .filter_map(|((r, _), &context)| {
-                Some(SweepPoint {
-                    policy: r.spec.to_string(),
-                    context,
-                    tpot_ms: r.speed.as_ref()?.tpot_median_ms,
-                    kv_bytes: r.memory.as_ref()?.kv_bytes,
-                })
+            .map(|pt| SweepPoint {
+                policy: pt.result.spec.to_string(),
+                context: pt.context,
+                tpot_ms: pt.speed.tpot_median_ms,
+                kv_bytes: pt.memory.kv_bytes,
             })
             .collect();
         let title = format!(
             "{} - {threads} threads - gen {} after each context",
             man.name, a.gen
         );
-        render_sweep(&points, &title, p)?;
+        render_sweep(&sweep, &title, p)?;
         println!("{}", p.display());
     }
     Ok(())
