@@ -1,11 +1,15 @@
 //! The library's error type: one variant per user-facing problem, each message names the fix.
+//!
+//! Messages speak of what the library knows (a model directory, a data file, perplexity tokens), not
+//! of command-line flags: the `h2o` binary names its flags where it shows these errors.
 
+use std::fmt;
 use std::path::PathBuf;
 
 /// Everything the engine can refuse or fail at.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("model directory {0} does not exist; pass --model a directory made by export/export.py (model.onnx, manifest.json, tokenizer.json)")]
+    #[error("model directory {0} does not exist; give a directory made by export/export.py (model.onnx, manifest.json, tokenizer.json)")]
     ModelDirMissing(PathBuf),
     #[error(
         "{path} is missing from the model directory; re-export the model with export/export.py"
@@ -31,6 +35,9 @@ pub enum Error {
     OrtLibraryMissing(String),
     #[error("ONNX Runtime library at {path} cannot be used: {reason}; install the pinned wheel with `make venv` (onnxruntime==1.31.1) or point ORT_DYLIB_PATH at libonnxruntime.so 1.24 or newer")]
     OrtLibraryBad { path: PathBuf, reason: String },
+    /// CUDA asked for in a binary built without the `cuda` feature.
+    #[error("the cuda execution provider was asked for, but this binary was built without the `cuda` feature; rebuild with `cargo build --release --features cuda` (and an onnxruntime-gpu library), or run on the cpu provider")]
+    CudaNotCompiled,
     #[error("execution provider {0}")]
     ExecutionProvider(String),
     #[error("ONNX Runtime: {0}")]
@@ -43,6 +50,12 @@ pub enum Error {
     Heatmap(#[from] crate::heatmap::HeatmapError),
     #[error("{path}: {reason}")]
     Data { path: PathBuf, reason: String },
+    /// A length setting the model cannot take (see [`LengthError`]).
+    #[error(transparent)]
+    Length(#[from] LengthError),
+    /// The caller's progress hook asked to stop (e.g. bench's child whose parent died).
+    #[error("the experiment was stopped by its caller")]
+    Cancelled,
     #[error("bad input: {0}")]
     Input(String),
     #[error("{path}: {source}")]
@@ -59,5 +72,141 @@ impl From<ort::Error> for Error {
     }
 }
 
+/// A measurement setting that errors name. The library calls it by what it is
+/// ([`Setting::words`]); the CLI shows its flag instead (see [`LengthError::describe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Setting {
+    /// Tokens streamed for perplexity.
+    PplTokens,
+    /// Prompt tokens of a speed run.
+    PromptTokens,
+    /// Generated tokens of a speed run (the prefill gives the first).
+    GenTokens,
+}
+
+impl Setting {
+    /// The setting in words, e.g. `perplexity tokens`.
+    pub fn words(self) -> &'static str {
+        match self {
+            Setting::PplTokens => "perplexity tokens",
+            Setting::PromptTokens => "prompt tokens",
+            Setting::GenTokens => "generated tokens",
+        }
+    }
+
+    /// Why the setting has its minimum, shown after it.
+    fn why_minimum(self) -> &'static str {
+        match self {
+            Setting::PplTokens => " (N tokens give N-1 predictions)",
+            Setting::PromptTokens => " (the prefill needs a token)",
+            Setting::GenTokens => " (the prefill gives the first, then at least one decode step)",
+        }
+    }
+}
+
+/// Lengths the model cannot take, refused before anything is measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LengthError {
+    /// A setting below its minimum.
+    TooFew {
+        setting: Setting,
+        value: usize,
+        min: usize,
+    },
+    /// Settings whose sum is beyond the model's positions.
+    BeyondPositions {
+        parts: Vec<(Setting, usize)>,
+        max_positions: usize,
+    },
+}
+
+impl LengthError {
+    /// The message with each setting called `name(setting)` (its words in the library, its flag in the CLI).
+    pub fn describe(&self, name: &dyn Fn(Setting) -> String) -> String {
+        match self {
+            LengthError::TooFew {
+                setting,
+                value,
+                min,
+            } => format!(
+                "{} is {value}; it must be at least {min}{}",
+                name(*setting),
+                setting.why_minimum()
+            ),
+            LengthError::BeyondPositions {
+                parts,
+                max_positions,
+            } => {
+                let terms: Vec<String> = parts
+                    .iter()
+                    .map(|(s, v)| format!("{} {v}", name(*s)))
+                    .collect();
+                let sum: usize = parts.iter().map(|(_, v)| v).sum();
+                if parts.len() == 1 {
+                    format!(
+                        "{} is beyond the model's {max_positions} positions; lower it",
+                        terms[0]
+                    )
+                } else {
+                    format!(
+                        "{} = {sum} is beyond the model's {max_positions} positions; lower them",
+                        terms.join(" + ")
+                    )
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for LengthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe(&|s| s.words().to_string()))
+    }
+}
+
+impl std::error::Error for LengthError {}
+
 /// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_errors_in_words_and_in_flags() {
+        let e = LengthError::BeyondPositions {
+            parts: vec![(Setting::PromptTokens, 2000), (Setting::GenTokens, 100)],
+            max_positions: 2048,
+        };
+        assert_eq!(
+            e.to_string(),
+            "prompt tokens 2000 + generated tokens 100 = 2100 is beyond the model's 2048 positions; lower them"
+        );
+        let flag = |s: Setting| match s {
+            Setting::PromptTokens => "--prompt".to_string(),
+            _ => "--gen".to_string(),
+        };
+        assert_eq!(
+            e.describe(&flag),
+            "--prompt 2000 + --gen 100 = 2100 is beyond the model's 2048 positions; lower them"
+        );
+        let e = LengthError::TooFew {
+            setting: Setting::PplTokens,
+            value: 1,
+            min: 2,
+        };
+        assert_eq!(
+            e.to_string(),
+            "perplexity tokens is 1; it must be at least 2 (N tokens give N-1 predictions)"
+        );
+        let e = LengthError::BeyondPositions {
+            parts: vec![(Setting::PplTokens, 4000)],
+            max_positions: 2048,
+        };
+        assert_eq!(
+            e.to_string(),
+            "perplexity tokens 4000 is beyond the model's 2048 positions; lower it"
+        );
+    }
+}

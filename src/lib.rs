@@ -4,6 +4,7 @@ pub mod cache;
 pub mod decoder;
 pub mod error;
 pub mod eval;
+pub mod experiment;
 pub mod heatmap;
 pub mod manifest;
 pub mod model;

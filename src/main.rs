@@ -17,7 +17,9 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", commands::error_text(&e));
-            std::process::ExitCode::from(2)
+            // 3: a bench child whose parent died (see `h2o bench-one`); 2: any other error.
+            let code = if e.is::<commands::Orphaned>() { 3 } else { 2 };
+            std::process::ExitCode::from(code)
         }
     }
 }

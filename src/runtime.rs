@@ -8,67 +8,77 @@ use crate::error::{Error, Result};
 /// the project pins and tests 1.31.1 (export/requirements.txt).
 pub const MIN_ORT_MINOR: u32 = 24;
 
-/// Which execution provider runs the graph.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// Which execution provider runs the graph (a clap value enum: `cpu`, `cuda`; serialised the same way).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum ExecutionProvider {
     Cpu,
     Cuda,
 }
 
+/// Graph optimisation level handed to ONNX Runtime (a clap value enum: `disable`, `basic`,
+/// `extended`, `all`, or 0-3; serialised by name).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum OptLevel {
+    #[value(alias = "0")]
+    Disable,
+    #[value(alias = "1")]
+    Basic,
+    #[value(alias = "2")]
+    Extended,
+    #[value(alias = "3")]
+    All,
+}
+
+/// Case-insensitive parse of a clap value enum's name or alias; the error lists the accepted names.
+fn parse_value<T: clap::ValueEnum>(s: &str, what: &str) -> Result<T> {
+    T::from_str(s, true).map_err(|_| {
+        let names: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
+            .collect();
+        Error::Input(format!(
+            "unknown {what} {s:?}; use one of: {}",
+            names.join(", ")
+        ))
+    })
+}
+
+/// The value enum's name (`cpu`, `all`, ...).
+fn value_name<T: clap::ValueEnum>(v: &T) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
+}
+
 impl std::str::FromStr for ExecutionProvider {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "cpu" => Ok(Self::Cpu),
-            "cuda" => Ok(Self::Cuda),
-            other => Err(Error::Input(format!(
-                "unknown execution provider {other:?}; use cpu or cuda"
-            ))),
-        }
+        parse_value(s, "execution provider")
     }
 }
 
 impl std::fmt::Display for ExecutionProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Cpu => "cpu",
-            Self::Cuda => "cuda",
-        })
+        f.write_str(&value_name(self))
     }
-}
-
-/// Graph optimisation level handed to ONNX Runtime.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum OptLevel {
-    Disable,
-    Basic,
-    Extended,
-    All,
 }
 
 impl std::str::FromStr for OptLevel {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "disable" | "0" => Ok(Self::Disable),
-            "basic" | "1" => Ok(Self::Basic),
-            "extended" | "2" => Ok(Self::Extended),
-            "all" | "3" => Ok(Self::All),
-            other => Err(Error::Input(format!(
-                "unknown graph optimisation level {other:?}; use disable, basic, extended or all"
-            ))),
-        }
+        parse_value(s, "graph optimisation level")
     }
 }
 
 impl std::fmt::Display for OptLevel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Disable => "disable",
-            Self::Basic => "basic",
-            Self::Extended => "extended",
-            Self::All => "all",
-        })
+        f.write_str(&value_name(self))
     }
 }
 
@@ -84,8 +94,8 @@ impl OptLevel {
     }
 }
 
-/// How to run sessions: provider, threads, optimisation level.
-#[derive(Debug, Clone, serde::Serialize)]
+/// How to run sessions: provider, threads, optimisation level, spinning (serialised whole in a bench job).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SessionConfig {
     pub provider: ExecutionProvider,
     /// Intra-op threads; default: the machine's physical cores.
@@ -250,9 +260,7 @@ pub const CUDA_COMPILED: bool = cfg!(feature = "cuda");
 /// Refuse CUDA when the feature is off, before anything is loaded.
 pub fn check_provider(p: ExecutionProvider) -> Result<()> {
     if p == ExecutionProvider::Cuda && !CUDA_COMPILED {
-        return Err(Error::ExecutionProvider(
-            "cuda was asked for, but this binary was built without the `cuda` feature; rebuild with `cargo build --release --features cuda` (and an onnxruntime-gpu library), or use --provider cpu".into(),
-        ));
+        return Err(Error::CudaNotCompiled);
     }
     Ok(())
 }
@@ -276,10 +284,17 @@ mod tests {
         );
         assert!("tpu".parse::<ExecutionProvider>().is_err());
         assert_eq!("all".parse::<OptLevel>().unwrap(), OptLevel::All);
+        assert_eq!("2".parse::<OptLevel>().unwrap(), OptLevel::Extended);
+        assert_eq!(OptLevel::Extended.to_string(), "extended");
+        assert_eq!(ExecutionProvider::Cuda.to_string(), "cuda");
         assert!("max"
             .parse::<OptLevel>()
             .unwrap_err()
             .to_string()
-            .contains("disable, basic, extended or all"));
+            .contains("disable, basic, extended, all"));
+        let json = serde_json::to_string(&SessionConfig::default()).unwrap();
+        assert!(json.contains("\"provider\":\"cpu\"") && json.contains("\"opt_level\":\"all\""));
+        let back: SessionConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, SessionConfig::default());
     }
 }

@@ -37,14 +37,12 @@ fn leftovers(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-const SEED_COLUMNS: [&str; 6] = [
-    "Experiment",
-    "Budget (Tokens)",
-    "KV Size (GB)",
-    "TPOT (ms)",
-    "Throughput (T/s)",
-    "PPL",
-];
+/// The seed's column names, first in every results CSV.
+fn seed_columns() -> Vec<String> {
+    h2o_engine::report::SEED_COLUMNS
+        .map(|c| c.name().to_string())
+        .to_vec()
+}
 
 /// (header, rows) of a CSV; panics with the file text if it does not parse.
 fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
@@ -141,7 +139,7 @@ fn bench_two_experiments_writes_csv_json_and_table() {
 
     // CSV: the seed's columns first, one row per experiment, numbers where numbers belong.
     let (header, rows) = read_csv(&csvs[0]);
-    assert_eq!(&header[..6], &SEED_COLUMNS[..], "header: {header:?}");
+    assert_eq!(header[..6], seed_columns(), "header: {header:?}");
     assert_eq!(rows.len(), 2, "one row per experiment: {rows:?}");
     let policy = col(&header, "Policy");
     let status = col(&header, "Status");
@@ -288,7 +286,7 @@ fn bench_killed_after_first_experiment_leaves_valid_csv_and_json() {
 
     // Inspect the files the bench process left (its child, if any, is still ours to clean up).
     let (header, rows) = read_csv(&csv_path);
-    assert_eq!(&header[..6], &SEED_COLUMNS[..]);
+    assert_eq!(header[..6], seed_columns());
     assert!(!rows.is_empty(), "at least the first experiment's row");
     assert!(rows.len() <= 3);
     let policy = col(&header, "Policy");
@@ -438,4 +436,147 @@ fn bench_in_process_runs_every_experiment() {
     .unwrap();
     assert_eq!(doc["complete"], true);
     assert_eq!(doc["experiments"].as_array().unwrap().len(), 2);
+}
+
+// ---------- bench-one: the child process ----------
+
+/// A job on the fixture: perplexity over `ppl_tokens` and a short speed run of h2o:16+16.
+fn job(model: &Path, data: &Path, ppl_tokens: usize) -> String {
+    use h2o_engine::experiment::{Experiment, Job, Plan, PplPlan, Setup, SpeedPlan};
+    let job = Job {
+        setup: Setup {
+            model: model.to_path_buf(),
+            session: h2o_engine::runtime::SessionConfig {
+                intra_threads: 1,
+                ..Default::default()
+            },
+            data: data.to_path_buf(),
+        },
+        plan: Plan {
+            ppl: Some(PplPlan {
+                tokens: ppl_tokens,
+                trace: false,
+            }),
+            speed: Some(SpeedPlan {
+                prompt: 32,
+                gen: 8,
+                warmup: 0,
+            }),
+        },
+        experiment: Experiment::of("h2o:16+16".parse().unwrap()),
+    };
+    serde_json::to_string(&job).unwrap()
+}
+
+fn bench_one(stdin: String, parent_pid: Option<u32>) -> std::process::Output {
+    let mut c = h2o();
+    c.arg("bench-one");
+    if let Some(p) = parent_pid {
+        c.args(["--parent-pid", &p.to_string()]);
+    }
+    c.write_stdin(stdin)
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn bench_one_measures_the_job_on_stdin_and_writes_the_result_on_stdout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 200);
+    let out = bench_one(job(&fixture_dir(), &data, 64), Some(std::process::id()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let r: h2o_engine::report::ExperimentResult =
+        serde_json::from_slice(&out.stdout).expect("a result on stdout");
+    assert_eq!(r.spec.to_string(), "h2o:16+16");
+    assert_eq!(r.ppl.as_ref().unwrap().n_predictions, 63);
+    assert_eq!(r.speed.as_ref().unwrap().decode_steps, 7);
+    let m = r.memory.unwrap();
+    assert!(m.method.contains("child process"), "{}", m.method);
+    assert!(m.kv_bytes <= 32 * 1024 && m.peak_rss_bytes > 0, "{m:?}");
+}
+
+/// Exit code 3 and no result when the bench process that started the child is gone.
+#[test]
+fn bench_one_whose_parent_died_stops_with_exit_code_3() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 1200);
+    // Its parent (this test) is not the process it was told to watch: as if that one had died.
+    let out = bench_one(job(&fixture_dir(), &data, 2000), Some(u32::MAX));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(out.stdout.is_empty(), "no result");
+    assert!(
+        stderr.contains("is gone") && stderr.contains("error:"),
+        "{stderr}"
+    );
+
+    // A real parent that exits at once: the orphan stops without writing a result.
+    let job_file = tmp.path().join("job.json");
+    std::fs::write(&job_file, job(&fixture_dir(), &data, 2000)).unwrap();
+    let (out_file, err_file) = (tmp.path().join("out"), tmp.path().join("err"));
+    let bin = assert_cmd::cargo::cargo_bin("h2o");
+    let script = format!(
+        "'{}' bench-one --parent-pid $$ < '{}' > '{}' 2> '{}' & echo $!",
+        bin.display(),
+        job_file.display(),
+        out_file.display(),
+        err_file.display()
+    );
+    let sh = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let pid: u32 = String::from_utf8_lossy(&sh.stdout).trim().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                !s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(false)
+    };
+    while running() {
+        assert!(
+            Instant::now() < deadline,
+            "the orphaned child {pid} runs on"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let err = std::fs::read_to_string(&err_file).unwrap();
+    assert!(err.contains("is gone"), "{err}");
+    assert_eq!(std::fs::read_to_string(&out_file).unwrap(), "", "no result");
+}
+
+/// A child whose experiment fails exits 2 with one error naming the problem and writes no result.
+#[test]
+fn bench_one_with_a_failing_job_exits_2_without_a_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 200);
+    let missing = tmp.path().join("no-model");
+    let out = bench_one(job(&missing, &data, 64), None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr.contains("no-model") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+    let out = bench_one(job(&fixture_dir(), &tmp.path().join("gone.txt"), 64), None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("gone.txt") && stderr.contains("not found"),
+        "{stderr}"
+    );
+    let out = bench_one("not a job".into(), None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not a bench job"), "{stderr}");
 }

@@ -334,7 +334,19 @@ fn cuda_provider_without_the_feature() {
     c.args(["info", "--model"])
         .arg(fixture_dir())
         .args(["--provider", "rocm"]);
-    fails_with(c, &["rocm", "cpu or cuda"]);
+    fails_with(c, &["rocm", "--provider", "possible values: cpu, cuda"]);
+    let mut c = h2o();
+    c.args(["info", "--model"])
+        .arg(fixture_dir())
+        .args(["--opt-level", "max"]);
+    fails_with(
+        c,
+        &[
+            "max",
+            "--opt-level",
+            "possible values: disable, basic, extended, all",
+        ],
+    );
 }
 
 #[test]

@@ -194,11 +194,29 @@ fn compare_ours_with_itself_matches_every_row() {
     let out = success(c);
     assert!(out.contains("both files ours"), "{out}");
     assert!(!out.contains("Unmatched"), "{out}");
+    let header = cells(line_with(&out, &["ΔPPL (B−A)"]).expect("header"));
+    let at = |name: &str| header.iter().position(|h| h == name).unwrap();
     for spec in ["[full]", "[local:128]", "[h2o:192+64]"] {
         let l = line_with(&out, &[spec, "exact"]).unwrap_or_else(|| panic!("{spec}:\n{out}"));
         assert_eq!(l.matches(spec).count(), 2, "{l}");
-        assert!(l.contains("0.00"), "zero PPL difference: {l}");
+        let row = cells(l);
+        assert_eq!(row.len(), header.len(), "{l}");
+        let ppl: f64 = row[at("PPL A")].parse().expect("a PPL");
+        assert!(ppl > 1.0, "{l}");
+        assert_eq!(row[at("PPL A")], row[at("PPL B")], "{l}");
+        assert_eq!(row[at("ΔPPL (B−A)")], "0.00", "zero PPL difference: {l}");
+        assert_eq!(row[at("Speed-up (A/B)")], "1.00", "same TPOT: {l}");
+        assert_eq!(row[at("KV A (GB)")], row[at("KV B (GB)")], "{l}");
     }
+}
+
+/// The cells of one line of a comfy-table table, trimmed.
+fn cells(line: &str) -> Vec<String> {
+    line.trim()
+        .trim_matches('│')
+        .split(['│', '┆'])
+        .map(|c| c.trim().to_string())
+        .collect()
 }
 
 // ---------- ppl ----------
@@ -410,9 +428,12 @@ fn speed_sweeps_contexts_and_writes_json() {
         "Policy",
         "Context",
         "TTFT (ms)",
-        "TPOT median (ms)",
+        "TPOT (ms)",
+        "TPOT p90 (ms)",
         "Throughput (T/s)",
-        "KV bytes",
+        "Host (%)",
+        "KV (MiB)",
+        "Floor (ms)",
         "full",
         "local:16",
     ] {

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use h2o_engine::policy::{PolicySpec, Scope};
 use h2o_engine::report::{
     compare, load_results_csv, MatchKind, ReportError, ResultFormat, TpotDefinition,
 };
@@ -56,19 +57,25 @@ fn seed_csv_loads_as_is() {
     {
         let f = load_results_csv(&path).unwrap();
         assert_eq!(f.format, ResultFormat::Seed);
-        let specs: Vec<&str> = f.rows.iter().map(|r| r.spec.as_str()).collect();
+        let specs: Vec<String> = f.rows.iter().map(|r| r.spec.to_string()).collect();
         assert_eq!(
             specs,
             ["full", "h2o-layer:128+128", "h2o-layer:192+64", "local:256"]
         );
-        let budgets: Vec<Option<usize>> = f.rows.iter().map(|r| r.key.budget).collect();
+        let budgets: Vec<Option<usize>> = f.rows.iter().map(|r| r.spec.budget()).collect();
         assert_eq!(budgets, [None, Some(256), Some(256), Some(256)]);
         assert_eq!(f.rows[0].ppl, Some(8.2109375));
         assert_eq!(f.rows[0].kv_gb, Some(1.439208984375));
         assert_eq!(f.rows[3].tpot_ms, Some(80.00751445069909));
         assert_eq!(f.rows[3].seed_tpot_ms, f.rows[3].tpot_ms);
-        assert_eq!(f.rows[2].key.heavy, Some(192));
-        assert_eq!(f.rows[2].key.recent, Some(64));
+        assert_eq!(
+            f.rows[2].spec,
+            PolicySpec::H2o {
+                heavy: 192,
+                recent: 64,
+                scope: Scope::Layer
+            }
+        );
         let lines: Vec<u64> = f.rows.iter().map(|r| r.line).collect();
         assert_eq!(lines, [2, 3, 4, 5], "{}", path.display());
     }
@@ -86,17 +93,25 @@ fn seed_vs_ours_lines_up_and_lists_unmatched() {
     );
     assert_eq!(c.tpot_definition, TpotDefinition::SeedTotal);
 
-    let got: Vec<(&str, &str, MatchKind)> = c
+    let got: Vec<(&str, String, MatchKind)> = c
         .pairs
         .iter()
-        .map(|p| (p.a.experiment.as_str(), p.b.spec.as_str(), p.kind))
+        .map(|p| (p.a.experiment.as_str(), p.b.spec.to_string(), p.kind))
         .collect();
     assert_eq!(
         got,
         [
-            ("Baseline", "full", MatchKind::Exact),
-            ("H2O (128+128)", "h2o:128+128", MatchKind::H2oVariant),
-            ("H2O (64+192)", "h2o-layer:192+64", MatchKind::Exact),
+            ("Baseline", "full".to_string(), MatchKind::Exact),
+            (
+                "H2O (128+128)",
+                "h2o:128+128".to_string(),
+                MatchKind::H2oVariant
+            ),
+            (
+                "H2O (64+192)",
+                "h2o-layer:192+64".to_string(),
+                MatchKind::Exact
+            ),
         ]
     );
     let base = &c.pairs[0];
@@ -112,7 +127,7 @@ fn seed_vs_ours_lines_up_and_lists_unmatched() {
         .iter()
         .map(|r| r.experiment.as_str())
         .collect();
-    let ub: Vec<&str> = c.unmatched_b.iter().map(|r| r.spec.as_str()).collect();
+    let ub: Vec<String> = c.unmatched_b.iter().map(|r| r.spec.to_string()).collect();
     assert_eq!(ua, ["Local (256)"]);
     assert_eq!(ub, ["local:128", "h2o:224+32"]);
 
@@ -228,4 +243,55 @@ fn bad_cells_and_missing_files_are_clear_errors() {
         load_results_csv(&empty).unwrap_err(),
         ReportError::MissingColumns { .. }
     ));
+}
+
+#[test]
+fn a_policy_that_is_not_a_spec_is_named_by_line_and_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = write(
+        tmp.path(),
+        "bad-policy.csv",
+        &OURS_CSV.replace(",local:128,", ",local:12x,"),
+    );
+    let err = load_results_csv(&bad).unwrap_err();
+    assert!(
+        matches!(&err, ReportError::BadSpec { line: 5, column, value, .. } if column == "Policy" && value == "local:12x"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("accepted forms"), "{err}");
+    let odd_seed = write(
+        tmp.path(),
+        "odd-seed.csv",
+        &SEED_CSV.replace("Local (256)", "Mystery (256)"),
+    );
+    let err = load_results_csv(&odd_seed).unwrap_err();
+    assert!(
+        matches!(&err, ReportError::BadSpec { line: 5, column, .. } if column == "Experiment"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("Baseline, Local (R), H2O (R+H)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_policy_family_gets_its_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = "Experiment,Budget (Tokens),KV Size (GB),TPOT (ms),Throughput (T/s),PPL,Policy
+sink 4+252,256,0.078125,30,33.3,13.0,sink:4+252
+sink 4+124,128,0.0390625,30,33.3,14.0,sink:4+124
+";
+    let a = write(tmp.path(), "a.csv", text);
+    let f = load_results_csv(&a).unwrap();
+    let budgets: Vec<Option<usize>> = f.rows.iter().map(|r| r.spec.budget()).collect();
+    assert_eq!(budgets, [Some(256), Some(128)]);
+    let b = write(
+        tmp.path(),
+        "b.csv",
+        &text.replace("sink:4+124", "sink:8+120"),
+    );
+    let c = compare(&a, &b).unwrap();
+    let kinds: Vec<MatchKind> = c.pairs.iter().map(|p| p.kind).collect();
+    assert_eq!(kinds, [MatchKind::Exact, MatchKind::SameBudget]);
 }

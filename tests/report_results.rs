@@ -3,11 +3,12 @@
 use std::path::Path;
 use std::time::Duration;
 
+use h2o_engine::policy::PolicySpec;
 use h2o_engine::report::{
-    breakdown_table, csv_header, load_results_csv, main_table, memory_table, run_stem,
-    ExperimentResult, ExperimentStatus, MachineInfo, MemoryFigures, ModelInfo, PplFigures,
-    ReportError, ResultFormat, ResultsWriter, RunDocument, RunInfo, RuntimeInfo, Settings,
-    SpeedFigures, SEED_COLUMNS,
+    breakdown_table, columns_markdown, csv_header, load_results_csv, main_table, memory_table,
+    run_stem, write_atomic, ExperimentResult, ExperimentStatus, MachineInfo, MemoryFigures,
+    ModelInfo, PplFigures, ReportError, ResultFormat, ResultsWriter, RunDocument, RunInfo,
+    RuntimeInfo, Settings, SpeedFigures, SEED_COLUMNS,
 };
 use h2o_engine::timing::StepTiming;
 
@@ -36,7 +37,7 @@ fn run_info() -> RunInfo {
             warmup: 1,
             data_path: "wiki.test.raw".into(),
             batch: 1,
-            experiments: vec![("Baseline".into(), "full".into())],
+            experiments: vec![("Baseline".into(), PolicySpec::Full)],
         },
         machine: MachineInfo::collect(),
         git_commit: Some("abc123".into()),
@@ -45,8 +46,12 @@ fn run_info() -> RunInfo {
     }
 }
 
-fn result(label: &str, spec: &str, kv_bytes: u64) -> ExperimentResult {
-    let mut r = ExperimentResult::new(label, spec);
+fn spec(s: &str) -> PolicySpec {
+    s.parse().unwrap()
+}
+
+fn result(label: &str, spec_text: &str, kv_bytes: u64) -> ExperimentResult {
+    let mut r = ExperimentResult::new(label, spec(spec_text));
     r.ppl = Some(PplFigures::from_nlls(&[1.0, 2.0, 3.0]));
     let step = StepTiming {
         model: Duration::from_millis(4),
@@ -97,7 +102,10 @@ fn csv_appended_and_readable_after_each_experiment() {
 
     // header only, already on disk
     let (header, rows) = read_rows(&csv_path);
-    assert_eq!(&header[..6], &SEED_COLUMNS.map(String::from)[..]);
+    assert_eq!(
+        &header[..6],
+        &SEED_COLUMNS.map(|c| c.name().to_string())[..]
+    );
     assert_eq!(
         &header[..6],
         [
@@ -167,7 +175,7 @@ fn json_rewritten_atomically_and_complete_at_finish() {
     assert!(doc.experiments.is_empty() && !doc.complete);
     assert_eq!(doc.run, run_info_without_machine_change(&doc.run));
 
-    let mut failed = ExperimentResult::new("Broken", "h2o:1+1");
+    let mut failed = ExperimentResult::new("Broken", spec("h2o:1+1"));
     failed.status = ExperimentStatus::Failed {
         message: "out of memory".into(),
     };
@@ -243,6 +251,20 @@ fn unwritable_dir_is_one_clear_error() {
     assert!(msg.contains("not writable") && msg.contains("Fix"), "{msg}");
 }
 
+/// Creating a results file in `dir` fails: refused up front, nothing written there.
+fn refused_up_front(dir: &Path) {
+    let stem = format!("h2o-test-run-{}", std::process::id());
+    let err = ResultsWriter::create(dir, &stem, run_info()).err().unwrap();
+    assert!(matches!(err, ReportError::DirNotWritable { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&dir.display().to_string()),
+        "{err}"
+    );
+    for ext in ["csv", "json"] {
+        assert!(!dir.join(format!("{stem}.{ext}")).exists());
+    }
+}
+
 #[cfg(unix)]
 #[test]
 fn read_only_dir_is_refused_up_front() {
@@ -251,17 +273,18 @@ fn read_only_dir_is_refused_up_front() {
     let dir = tmp.path().join("ro");
     std::fs::create_dir(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
-    // root ignores permissions: then the check rightly passes and there is nothing to test
-    let probe = dir.join("probe");
-    if std::fs::write(&probe, "x").is_ok() {
-        let _ = std::fs::remove_file(&probe);
-        return;
+    // root writes into a 0o555 directory, so there that directory proves nothing; the one below
+    // refuses everyone.
+    if std::fs::write(dir.join("probe"), "x").is_err() {
+        refused_up_front(&dir);
+        assert!(dir_entries(&dir).is_empty());
     }
-    let err = ResultsWriter::create(&dir, "run", run_info())
-        .err()
-        .unwrap();
-    assert!(matches!(err, ReportError::DirNotWritable { .. }), "{err:?}");
-    assert!(dir_entries(&dir).is_empty());
+    // A directory no one may create files in, root included: procfs's /proc/self.
+    let proc_self = Path::new("/proc/self");
+    if cfg!(target_os = "linux") {
+        assert!(proc_self.is_dir(), "/proc is mounted on Linux");
+        refused_up_front(proc_self);
+    }
 }
 
 #[test]
@@ -292,7 +315,7 @@ fn tables_show_seed_columns_first_and_breakdown() {
     let rs = vec![
         result("Baseline", "full", 1 << 20),
         result("H2O (16r+48h)", "h2o:48+16", 1 << 18),
-        ExperimentResult::new("Not measured", "local:8"),
+        ExperimentResult::new("Not measured", spec("local:8")),
     ];
     let main = main_table(&rs).to_string();
     let first_line = main.lines().nth(1).unwrap();
@@ -308,7 +331,7 @@ fn tables_show_seed_columns_first_and_breakdown() {
     assert!(main.contains("h2o:48+16") && main.contains("Full") && main.contains("7.39"));
 
     let b = breakdown_table(&rs).to_string();
-    assert!(b.contains("Model run (ms)") && b.contains("Score update (ms)"));
+    assert!(b.contains("Model (ms)") && b.contains("Score Update (ms)"));
     assert!(b.contains("4.000 (80.0%)"), "{b}");
     assert!(
         b.contains("0.500 (10.0%)") && b.contains("0.250 (5.0%)"),
@@ -321,4 +344,78 @@ fn tables_show_seed_columns_first_and_breakdown() {
         m.contains("0.25") && m.contains("1.00") && m.contains("VmHWM"),
         "{m}"
     );
+}
+
+/// A reader that opened the file before `write_atomic` reads the whole old document afterwards
+/// (the new one is a new file renamed over the path), new readers the whole new one; an
+/// in-place write would change what the first reader sees.
+#[test]
+fn write_atomic_replaces_the_file_and_never_writes_into_it() {
+    use std::io::Read;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("doc.json");
+    let old = format!("{{\"old\": \"{}\"}}", "a".repeat(100_000));
+    let new = format!("{{\"new\": \"{}\"}}", "b".repeat(50_000));
+    write_atomic(&path, old.as_bytes()).unwrap();
+    let mut reader = std::fs::File::open(&path).unwrap();
+    write_atomic(&path, new.as_bytes()).unwrap();
+    let mut seen = String::new();
+    reader.read_to_string(&mut seen).unwrap();
+    assert!(
+        seen == old,
+        "the earlier reader saw {} bytes of something else",
+        seen.len()
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), new);
+    assert_eq!(
+        dir_entries(tmp.path()),
+        ["doc.json"],
+        "no temporary file left"
+    );
+}
+
+/// Readers polling the file while it is rewritten again and again see one complete document or
+/// the other, never a truncated or mixed one.
+#[test]
+fn write_atomic_readers_never_see_a_partial_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("doc.txt");
+    let docs = ["x".repeat(300_000), "y".repeat(200_000)];
+    write_atomic(&path, docs[0].as_bytes()).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut reads = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert!(
+                    docs.contains(&text),
+                    "a partial file of {} bytes",
+                    text.len()
+                );
+                reads += 1;
+            }
+            reads
+        });
+        for i in 0..200 {
+            write_atomic(&path, docs[i % 2].as_bytes()).unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
+    });
+}
+
+/// README's column list is the one the code declares.
+#[test]
+fn readme_lists_the_declared_columns() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table = columns_markdown();
+    assert!(
+        readme.contains(&table),
+        "README.md's column list differs from the declared columns; replace it with:\n{table}"
+    );
+    for name in csv_header() {
+        assert!(table.contains(&format!("| {name} |")), "{name}");
+    }
 }

@@ -1,28 +1,29 @@
 //! `h2o bench`: a list of experiments on one model and data file; each experiment runs in its own child
-//! process (`h2o bench-one`) so its peak memory is its own; rows are appended to results/ as they finish.
+//! process (`h2o bench-one`, handed one serialised [`Job`]) so its peak memory is its own; rows are
+//! appended to results/ as they finish.
 
+use std::io::{Read, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use h2o_engine::eval::data::{load_tokens, resolve_data_path};
-use h2o_engine::eval::memory::peak_rss_bytes;
-use h2o_engine::eval::ppl::streaming_ppl;
-use h2o_engine::eval::speed::{check_lengths, measure};
+use h2o_engine::experiment::{
+    run_job, Experiment, Job, Lab, PeakMemory, Plan, PplPlan, Setup, SpeedPlan,
+};
+use h2o_engine::manifest::Manifest;
 use h2o_engine::policy::PolicySpec;
 use h2o_engine::report::{
-    breakdown_table, default_experiments, full_cache_bytes, main_table, memory_table, run_stem,
-    ExperimentResult, ExperimentStatus, MachineInfo, MemoryFigures, ModelInfo, PplFigures,
-    ResultsWriter, RunInfo, RuntimeInfo, Settings, SpeedFigures,
+    breakdown_table, main_table, memory_table, run_stem, ExperimentResult, MachineInfo, ModelInfo,
+    ResultsWriter, RunInfo, RuntimeInfo, Settings,
 };
-
 use h2o_engine::runtime::Runtime;
 
-use super::{parse_policy, write_atomic, ModelArgs};
+use super::{resolve_data, start_runtime, Bars, ModelArgs, Orphaned};
 
-/// What one experiment measures (shared by bench, bench-one, ppl-less speed runs).
+/// What each experiment measures.
 #[derive(Args, Debug, Clone)]
 pub struct MeasureArgs {
     /// Text file (WikiText-2 raw test); default: $H2O_DATA.
@@ -42,6 +43,22 @@ pub struct MeasureArgs {
     pub warmup: usize,
 }
 
+impl MeasureArgs {
+    fn plan(&self) -> Plan {
+        Plan {
+            ppl: (self.ppl_tokens > 0).then_some(PplPlan {
+                tokens: self.ppl_tokens,
+                trace: false,
+            }),
+            speed: Some(SpeedPlan {
+                prompt: self.prompt,
+                gen: self.gen,
+                warmup: self.warmup,
+            }),
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     #[command(flatten)]
@@ -50,7 +67,7 @@ pub struct BenchArgs {
     pub measure: MeasureArgs,
     /// Comma-separated policy specs (default: the seed's ten groups, scaled to the model's positions).
     #[arg(long, value_delimiter = ',')]
-    pub exp: Vec<String>,
+    pub exp: Vec<PolicySpec>,
     /// Directory for <time>-<model>.csv and .json.
     #[arg(long, default_value = "results")]
     pub results: PathBuf,
@@ -59,150 +76,90 @@ pub struct BenchArgs {
     pub in_process: bool,
 }
 
-/// Hidden: one experiment, result as JSON (run by `bench` in a child process).
+/// Hidden: one experiment; its [`Job`] as JSON on stdin, its [`ExperimentResult`] as JSON on stdout.
 #[derive(Args, Debug)]
 pub struct BenchOneArgs {
-    #[command(flatten)]
-    pub model: ModelArgs,
-    #[command(flatten)]
-    pub measure: MeasureArgs,
-    #[arg(long)]
-    pub label: String,
-    #[arg(long)]
-    pub spec: String,
-    #[arg(long)]
-    pub out: PathBuf,
-    /// The bench process that started this one (the child stops if it dies).
+    /// The bench process that started this one: if it dies, the child stops (exit code 3).
     #[arg(long)]
     pub parent_pid: Option<u32>,
 }
 
-/// Measure one experiment in this process.
-pub fn run_experiment(
-    rt: &Runtime,
-    model_args: &ModelArgs,
-    m: &MeasureArgs,
-    label: &str,
-    spec_text: &str,
-    peak_method: &str,
-    parent: Option<u32>,
-) -> Result<ExperimentResult> {
-    // A child whose bench parent died stops instead of running on and writing a stray result.
-    let orphaned = move || parent.is_some_and(|p| std::os::unix::process::parent_id() != p);
-    let data = resolve_data_path(m.data.as_deref())?;
-    let mut model = model_args.load_on(rt)?;
-    let max_pos = model.manifest.max_position_embeddings;
-    let (spec, _) = parse_policy(spec_text, max_pos)?;
-    check_lengths(&model, m.prompt, m.gen)?;
-    let need = m.ppl_tokens.max(m.prompt);
-    let tokens = load_tokens(&model.tokenizer, &data, need)?;
-    let mut result = ExperimentResult::new(label, spec.to_string());
-    result.family = spec.family().to_string();
-    result.budget = spec.budget();
-    let progress = |msg: String, n: usize| {
-        let bar = indicatif::ProgressBar::new(n as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg:28} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar.set_message(msg);
-        bar
-    };
-    if m.ppl_tokens > 0 {
-        if m.ppl_tokens < 2 || m.ppl_tokens > max_pos {
-            bail!("--ppl-tokens must be 0 (skip) or between 2 and the model's {max_pos} positions");
-        }
-        let bar = progress(format!("{spec} ppl"), m.ppl_tokens - 1);
-        let mut dec = h2o_engine::decoder::Decoder::new(&mut model, spec.build(), 1)?;
-        let run = streaming_ppl(&mut dec, &tokens[..m.ppl_tokens], |i| {
-            bar.set_position(i as u64);
-            if i % 64 == 0 && orphaned() {
-                std::process::exit(3);
-            }
-        })?;
-        bar.finish_and_clear();
-        result.ppl = Some(PplFigures::from_nlls(&run.nlls));
-        result.nlls = Some(run.nlls);
-    }
-    let bar = progress(format!("{spec} speed"), m.gen - 1);
-    let make = || spec.build();
-    let speed = measure(
-        &mut model,
-        &make,
-        &tokens[..m.prompt],
-        m.gen,
-        m.warmup,
-        |i| {
-            bar.set_position(i as u64);
-            if i % 64 == 0 && orphaned() {
-                std::process::exit(3);
-            }
-        },
-    )?;
-    bar.finish_and_clear();
-    result.speed = Some(SpeedFigures::from_run(
-        speed.prefill,
-        speed.prompt_tokens,
-        &speed.steps,
-    ));
-    let man = &model.manifest;
-    let full = full_cache_bytes(
-        man.num_layers,
-        man.num_heads,
-        man.head_dim,
-        man.dtype.size(),
-        m.prompt + m.gen - 1,
-        1,
-    );
-    result.memory = Some(MemoryFigures::new(
-        speed.kv_bytes as u64,
-        full,
-        peak_rss_bytes().unwrap_or(0),
-        peak_method,
-    ));
-    result.status = ExperimentStatus::Ok;
-    Ok(result)
-}
-
 pub fn run_one(a: BenchOneArgs) -> Result<()> {
-    let rt = Runtime::start(&super::project_root())?;
-    let r = run_experiment(
-        &rt,
-        &a.model,
-        &a.measure,
-        &a.label,
-        &a.spec,
-        "child process per experiment: VmHWM",
-        a.parent_pid,
-    )?;
-    if a.parent_pid
-        .is_some_and(|p| std::os::unix::process::parent_id() != p)
-    {
-        bail!(
-            "the bench process that started this experiment is gone; not writing {}",
-            a.out.display()
-        );
+    let parent = a.parent_pid;
+    let orphaned = move || parent.is_some_and(|p| std::os::unix::process::parent_id() != p);
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("cannot read the job from stdin")?;
+    let job: Job = serde_json::from_str(&text).context("stdin is not a bench job (JSON)")?;
+    if orphaned() {
+        return Err(Orphaned.into());
     }
-    write_atomic(&a.out, serde_json::to_string(&r)?.as_bytes())
+    let rt = Runtime::start(&super::project_root())?;
+    let mut bars = Bars::new(job.experiment.spec.to_string());
+    let outcome = run_job(&rt, &job, PeakMemory::OwnProcess, &mut |p| {
+        // A child whose bench parent died stops instead of running on.
+        if p.done % 64 == 0 && orphaned() {
+            return ControlFlow::Break(());
+        }
+        bars.show(p)
+    });
+    bars.clear();
+    let outcome = match outcome {
+        Err(h2o_engine::Error::Cancelled) => return Err(Orphaned.into()),
+        r => r?,
+    };
+    if orphaned() {
+        return Err(Orphaned.into());
+    }
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, &outcome.result)?;
+    out.flush()?;
+    Ok(())
 }
 
-/// The experiments to run: `--exp` specs (labelled by the spec) or the scaled default groups.
-pub fn experiments(exp: &[String], max_positions: usize) -> Result<Vec<(String, String)>> {
+/// Runs `job` in a child process `exe bench-one` and reads its result.
+fn run_in_child(exe: &Path, job: &Job) -> Result<ExperimentResult> {
+    let mut child = Command::new(exe)
+        .arg("bench-one")
+        .arg("--parent-pid")
+        .arg(std::process::id().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {}", exe.display()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A child that exits before reading its job is reported by its exit status below.
+        let _ = stdin.write_all(serde_json::to_string(job)?.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .context("lost the experiment's process")?;
+    if !out.status.success() {
+        bail!("its process failed ({})", out.status);
+    }
+    serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "its process wrote no result ({} bytes on stdout)",
+            out.stdout.len()
+        )
+    })
+}
+
+/// The experiments to run: `--exp` specs (labelled by the spec) or the scaled seed groups.
+fn experiments(exp: &[PolicySpec], max_positions: usize) -> Result<Vec<Experiment>> {
     if exp.is_empty() {
-        return Ok(default_experiments(max_positions));
+        return Ok(Experiment::seed_groups(max_positions));
     }
     exp.iter()
         .map(|s| {
-            let spec: PolicySpec = s.parse()?;
-            spec.validate(max_positions)?;
-            Ok((spec.label(), spec.to_string()))
+            s.validate(max_positions)?;
+            Ok(Experiment::of(*s))
         })
         .collect()
 }
 
-pub fn git_commit() -> Option<String> {
+fn git_commit() -> Option<String> {
     let out = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()
@@ -212,125 +169,94 @@ pub fn git_commit() -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn pass_model_args(cmd: &mut Command, m: &ModelArgs, threads: usize) {
-    cmd.arg("--model")
-        .arg(&m.model)
-        .arg("--threads")
-        .arg(threads.to_string());
-    cmd.arg("--provider")
-        .arg(&m.provider)
-        .arg("--opt-level")
-        .arg(&m.opt_level);
-}
-
-fn pass_measure_args(cmd: &mut Command, m: &MeasureArgs, data: &Path) {
-    cmd.arg("--data").arg(data);
-    cmd.arg("--ppl-tokens").arg(m.ppl_tokens.to_string());
-    cmd.arg("--prompt").arg(m.prompt.to_string());
-    cmd.arg("--gen").arg(m.gen.to_string());
-    cmd.arg("--warmup").arg(m.warmup.to_string());
-}
-
-pub fn run(a: BenchArgs) -> Result<()> {
-    // Everything that can be refused is refused before the first measurement.
-    let data = resolve_data_path(a.measure.data.as_deref())?;
-    let (rt, model) = a.model.load()?;
-    let man = model.manifest.clone();
-    let max_pos = man.max_position_embeddings;
-    let exps = experiments(&a.exp, max_pos)?;
-    check_lengths(&model, a.measure.prompt, a.measure.gen)?;
-    if a.measure.ppl_tokens == 1 || a.measure.ppl_tokens > max_pos {
-        bail!("--ppl-tokens must be 0 (skip) or between 2 and the model's {max_pos} positions");
-    }
-    load_tokens(
-        &model.tokenizer,
-        &data,
-        a.measure.ppl_tokens.max(a.measure.prompt),
-    )?;
-    let threads = model.config.intra_threads;
-    let provider = model.config.provider.to_string();
-    drop(model);
-    let start = chrono::Local::now();
-    let run_info = RunInfo {
+/// Everything about the run except its results.
+fn run_info(
+    a: &BenchArgs,
+    rt: &Runtime,
+    man: &Manifest,
+    setup: &Setup,
+    exps: &[Experiment],
+    start: &chrono::DateTime<chrono::Local>,
+) -> RunInfo {
+    let m = &a.measure;
+    RunInfo {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         model: ModelInfo {
             name: man.name.clone(),
-            dir: a.model.model.display().to_string(),
+            dir: setup.model.display().to_string(),
             dtype: man.dtype.name().to_string(),
             layers: man.num_layers,
             heads: man.num_heads,
             head_dim: man.head_dim,
-            max_positions: max_pos,
+            max_positions: man.max_position_embeddings,
         },
         runtime: RuntimeInfo {
             ort_version: rt.version.clone(),
-            execution_provider: provider,
-            intra_op_threads: threads,
+            execution_provider: setup.session.provider.to_string(),
+            intra_op_threads: setup.session.intra_threads,
             inter_op_threads: Some(1),
         },
         settings: Settings {
-            ppl_tokens: a.measure.ppl_tokens,
-            prompt: a.measure.prompt,
-            gen: a.measure.gen,
-            warmup: a.measure.warmup,
-            data_path: data.display().to_string(),
+            ppl_tokens: m.ppl_tokens,
+            prompt: m.prompt,
+            gen: m.gen,
+            warmup: m.warmup,
+            data_path: setup.data.display().to_string(),
             batch: 1,
-            experiments: exps.clone(),
+            experiments: exps.iter().map(|e| (e.label.clone(), e.spec)).collect(),
         },
         machine: MachineInfo::collect(),
         git_commit: git_commit(),
-        start_time: RunInfo::timestamp(&start),
+        start_time: RunInfo::timestamp(start),
         command_line: std::env::args().collect(),
-    };
-    let mut writer = ResultsWriter::create(&a.results, &run_stem(&start, &man.name), run_info)?;
+    }
+}
+
+/// Measures one experiment: in this process, or in a child process of its own.
+fn measure_one(rt: &Runtime, job: &Job, in_process: bool) -> Result<ExperimentResult> {
+    if in_process {
+        let mut bars = Bars::new(job.experiment.spec.to_string());
+        let outcome = run_job(rt, job, PeakMemory::SharedProcess, &mut |p| bars.show(p));
+        bars.clear();
+        return Ok(outcome?.result);
+    }
+    let exe = std::env::current_exe().context("cannot find the h2o binary")?;
+    run_in_child(&exe, job)
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    // Everything that can be refused is refused before the first measurement.
+    let setup = a.model.setup(resolve_data(a.measure.data.as_deref())?)?;
+    let plan = a.measure.plan();
+    let rt = start_runtime(&setup.model)?;
+    let man = Lab::load(&rt, &setup, &[plan])?.model().manifest.clone();
+    let exps = experiments(&a.exp, man.max_position_embeddings)?;
+    let start = chrono::Local::now();
+    let info = run_info(&a, &rt, &man, &setup, &exps, &start);
+    let mut writer = ResultsWriter::create(&a.results, &run_stem(&start, &man.name), info)?;
     eprintln!(
         "{} experiments on {} ({} threads, onnxruntime {}); results: {}",
         exps.len(),
         man.name,
-        threads,
+        setup.session.intra_threads,
         rt.version,
         writer.csv_path().display()
     );
-    for (i, (label, spec)) in exps.iter().enumerate() {
-        eprintln!("[{}/{}] {label} ({spec})", i + 1, exps.len());
-        let result = if a.in_process {
-            run_experiment(
-                &rt,
-                &a.model,
-                &a.measure,
-                label,
-                spec,
-                "in-process VmHWM (cumulative over experiments)",
-                None,
+    for (i, exp) in exps.iter().enumerate() {
+        eprintln!("[{}/{}] {} ({})", i + 1, exps.len(), exp.label, exp.spec);
+        let job = Job {
+            setup: setup.clone(),
+            plan,
+            experiment: exp.clone(),
+        };
+        let result = measure_one(&rt, &job, a.in_process).with_context(|| {
+            format!(
+                "experiment {} ({}) failed; finished rows are in {}",
+                exp.label,
+                exp.spec,
+                writer.csv_path().display()
             )
-        } else {
-            let out = a
-                .results
-                .join(format!(".exp-{}-{i}.json", std::process::id()));
-            let exe = std::env::current_exe().context("cannot find the h2o binary")?;
-            let mut cmd = Command::new(exe);
-            cmd.arg("bench-one");
-            pass_model_args(&mut cmd, &a.model, threads);
-            pass_measure_args(&mut cmd, &a.measure, &data);
-            cmd.arg("--label")
-                .arg(label)
-                .arg("--spec")
-                .arg(spec)
-                .arg("--out")
-                .arg(&out)
-                .arg("--parent-pid")
-                .arg(std::process::id().to_string());
-            let status = cmd
-                .status()
-                .context("cannot start the experiment's child process")?;
-            if !status.success() {
-                bail!("experiment {label} ({spec}) failed (exit status {status}); finished rows are in {}", writer.csv_path().display());
-            }
-            let text = std::fs::read_to_string(&out)
-                .with_context(|| format!("child wrote no result {}", out.display()))?;
-            let _ = std::fs::remove_file(&out);
-            Ok(serde_json::from_str::<ExperimentResult>(&text)?)
-        }?;
+        })?;
         writer.append(result)?;
     }
     let results = writer.results().to_vec();
@@ -347,4 +273,79 @@ pub fn run(a: BenchArgs) -> Result<()> {
     println!("Memory\n{}", memory_table(&results));
     println!("results: {}\n         {}", csv.display(), json.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use h2o_engine::runtime::SessionConfig;
+
+    fn job() -> Job {
+        Job {
+            setup: Setup {
+                model: "models/m".into(),
+                session: SessionConfig {
+                    intra_threads: 3,
+                    spin: false,
+                    ..SessionConfig::default()
+                },
+                data: "text.txt".into(),
+            },
+            plan: MeasureArgs {
+                data: None,
+                ppl_tokens: 64,
+                prompt: 32,
+                gen: 8,
+                warmup: 0,
+            }
+            .plan(),
+            experiment: Experiment::of("local:8".parse().unwrap()),
+        }
+    }
+
+    /// A stand-in for the h2o binary: a shell script run as `SCRIPT bench-one --parent-pid PID`.
+    fn fake_child(dir: &Path, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join("fake-h2o");
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    #[test]
+    fn the_child_gets_the_whole_job_and_its_result_is_read() {
+        let d = tempfile::tempdir().unwrap();
+        let got = d.path().join("job.json");
+        let result = ExperimentResult::new("local 8", "local:8".parse().unwrap());
+        let body = format!(
+            "test \"$1 $2 $3\" = \"bench-one --parent-pid {}\" || exit 9\ncat > {}\necho '{}'",
+            std::process::id(),
+            got.display(),
+            serde_json::to_string(&result).unwrap()
+        );
+        let exe = fake_child(d.path(), &body);
+        assert_eq!(run_in_child(&exe, &job()).unwrap(), result);
+        let sent: Job = serde_json::from_str(&std::fs::read_to_string(&got).unwrap()).unwrap();
+        assert_eq!(
+            sent,
+            job(),
+            "every setting, --no-spin included, reaches the child"
+        );
+    }
+
+    #[test]
+    fn a_failing_child_is_an_error_naming_its_exit_status() {
+        let d = tempfile::tempdir().unwrap();
+        let exe = fake_child(d.path(), "cat > /dev/null\necho 'error: boom' >&2\nexit 5");
+        let e = format!("{:#}", run_in_child(&exe, &job()).unwrap_err());
+        assert!(e.contains("failed") && e.contains("exit status: 5"), "{e}");
+        // one that dies from a signal
+        let exe = fake_child(d.path(), "kill -KILL $$");
+        let e = format!("{:#}", run_in_child(&exe, &job()).unwrap_err());
+        assert!(e.contains("failed") && e.contains("signal: 9"), "{e}");
+        // one that exits 0 without a result
+        let exe = fake_child(d.path(), "cat > /dev/null\necho not-json");
+        let e = format!("{:#}", run_in_child(&exe, &job()).unwrap_err());
+        assert!(e.contains("wrote no result"), "{e}");
+    }
 }

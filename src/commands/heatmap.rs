@@ -11,9 +11,9 @@ use h2o_engine::heatmap::{
     parse_layers, render_attention_heatmap, render_kept_tokens, require_text, HeadChoice,
     DEFAULT_TEXT,
 };
-use h2o_engine::policy::PolicySpec;
+use h2o_engine::policy::{PolicySpec, Scope};
 
-use super::{parse_policy, ModelArgs};
+use super::ModelArgs;
 
 #[derive(Args, Debug)]
 pub struct HeatmapArgs {
@@ -42,10 +42,29 @@ pub struct HeatmapArgs {
     pub budget: Option<usize>,
     /// Policies for the kept-tokens picture (default: h2o:B/2+B/2, local:B, sink:4+(B-4) at the budget).
     #[arg(long, value_delimiter = ',')]
-    pub policies: Vec<String>,
+    pub policies: Vec<PolicySpec>,
     /// Output directory for the PNGs.
     #[arg(long, default_value = "results/heatmaps")]
     pub out: PathBuf,
+}
+
+/// h2o:B/2+B/2, local:B and (when B > 4) sink:4+(B-4) at budget B.
+fn default_policies(budget: usize) -> Vec<PolicySpec> {
+    let mut v = vec![
+        PolicySpec::H2o {
+            heavy: budget / 2,
+            recent: budget - budget / 2,
+            scope: Scope::Head,
+        },
+        PolicySpec::Local { recent: budget },
+    ];
+    if budget > 4 {
+        v.push(PolicySpec::Sink {
+            sinks: 4,
+            recent: budget - 4,
+        });
+    }
+    v
 }
 
 pub fn run(a: HeatmapArgs) -> Result<()> {
@@ -86,23 +105,16 @@ pub fn run(a: HeatmapArgs) -> Result<()> {
         bail!("--budget {budget} keeps every one of the {n} tokens; pick a smaller budget");
     }
     let specs = if a.policies.is_empty() {
-        let mut v = vec![
-            format!("h2o:{}+{}", budget / 2, budget - budget / 2),
-            format!("local:{budget}"),
-        ];
-        if budget > 4 {
-            v.push(format!("sink:4+{}", budget - 4));
-        }
-        v
+        default_policies(budget)
     } else {
         a.policies.clone()
     };
     let mut kept_by_policy = Vec::new();
-    for s in &specs {
-        let (spec, policy) = parse_policy(s, man.max_position_embeddings)?;
+    for spec in &specs {
+        spec.validate(man.max_position_embeddings)?;
         kept_by_policy.push((
             spec.to_string(),
-            kept_at_end(&mut model, policy, &tokens, &layers)?,
+            kept_at_end(&mut model, spec.build(), &tokens, &layers)?,
         ));
     }
     std::fs::create_dir_all(&a.out)

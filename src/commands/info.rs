@@ -35,7 +35,9 @@ pub fn run(a: InfoArgs) -> Result<()> {
         } else {
             "from checkpoint"
         },
-        m.seed.map(|s| format!(" (seed {s})")).unwrap_or_default()
+        m.seed
+            .map(|s| format!(" (exported with --seed {s})"))
+            .unwrap_or_default()
     );
     if let Some(sha) = &m.source.sha256 {
         println!("source sha256    {sha}");

@@ -1,4 +1,4 @@
-//! Subcommands of the `h2o` binary and the flags they share.
+//! Subcommands of the `h2o` binary, the flags they share, and the library's errors in the CLI's words.
 
 mod bench;
 mod compare;
@@ -7,13 +7,15 @@ mod info;
 mod ppl;
 mod speed;
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use clap::{Args, Parser, Subcommand};
 
+use h2o_engine::error::Setting;
+use h2o_engine::experiment::{Phase, Progress, Setup};
 use h2o_engine::model::Model;
-use h2o_engine::policy::{Policy, PolicySpec};
 use h2o_engine::runtime::{physical_cores, ExecutionProvider, OptLevel, Runtime, SessionConfig};
 
 /// Pythia (GPT-NeoX) through ONNX Runtime with a host-managed KV cache and H2O-style eviction.
@@ -34,7 +36,8 @@ pub enum Command {
     Speed(speed::SpeedArgs),
     /// The benchmark suite: perplexity, speed and memory per experiment, tables and results/*.csv|json.
     Bench(bench::BenchArgs),
-    /// One bench experiment (run by `bench` in a child process so its peak memory is its own).
+    /// One bench experiment: a job (JSON) on stdin, its result (JSON) on stdout; run by `bench` in a
+    /// child process so its peak memory is its own.
     #[command(hide = true)]
     BenchOne(bench::BenchOneArgs),
     /// Line up two result CSVs (ours or the seed's) by policy and budget.
@@ -52,12 +55,12 @@ pub struct ModelArgs {
     /// Intra-op threads for ONNX Runtime (default: physical cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Execution provider: cpu or cuda (cuda needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    pub provider: String,
-    /// Graph optimisation level: disable, basic, extended, all.
-    #[arg(long, default_value = "all")]
-    pub opt_level: String,
+    /// Execution provider (cuda needs a build with `--features cuda`).
+    #[arg(long, value_enum, ignore_case = true, default_value_t = ExecutionProvider::Cpu)]
+    pub provider: ExecutionProvider,
+    /// Graph optimisation level (or 0-3).
+    #[arg(long, value_enum, ignore_case = true, default_value_t = OptLevel::All)]
+    pub opt_level: OptLevel,
     /// Stop ONNX Runtime's intra-op workers from spin-waiting between runs.
     #[arg(long)]
     pub no_spin: bool,
@@ -65,53 +68,61 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn session_config(&self) -> Result<SessionConfig> {
-        let provider: ExecutionProvider = self.provider.parse()?;
-        h2o_engine::runtime::check_provider(provider)?;
+        h2o_engine::runtime::check_provider(self.provider)?;
         let intra_threads = match self.threads {
             Some(0) => anyhow::bail!("--threads must be at least 1"),
             Some(n) => n,
             None => physical_cores(),
         };
         Ok(SessionConfig {
-            provider,
+            provider: self.provider,
             intra_threads,
-            opt_level: self.opt_level.parse::<OptLevel>()?,
+            opt_level: self.opt_level,
             spin: !self.no_spin,
+        })
+    }
+
+    /// The model, its session settings and the text of an experiment.
+    pub fn setup(&self, data: PathBuf) -> Result<Setup> {
+        Ok(Setup {
+            model: self.model.clone(),
+            session: self.session_config()?,
+            data,
         })
     }
 
     /// Start ONNX Runtime and load the model.
     pub fn load(&self) -> Result<(Runtime, Model)> {
         let config = self.session_config()?;
-        if !self.model.is_dir() {
-            return Err(h2o_engine::Error::ModelDirMissing(self.model.clone()).into());
-        }
-        let rt = Runtime::start(&project_root())?;
+        let rt = start_runtime(&self.model)?;
         let model = Model::load(&rt, &self.model, config)?;
         Ok((rt, model))
     }
-
-    /// Load the model on an already started runtime (one ONNX Runtime environment per process).
-    pub fn load_on(&self, rt: &Runtime) -> Result<Model> {
-        let config = self.session_config()?;
-        if !self.model.is_dir() {
-            return Err(h2o_engine::Error::ModelDirMissing(self.model.clone()).into());
-        }
-        Ok(Model::load(rt, &self.model, config)?)
-    }
 }
 
-/// `error: ...` text of an error chain, each cause once (a cause already quoted by its parent is skipped).
-pub fn error_text(e: &anyhow::Error) -> String {
-    let mut text = e.to_string();
-    for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        if !text.contains(&c) {
-            text.push_str(": ");
-            text.push_str(&c);
-        }
+/// Start ONNX Runtime, once a model directory is known to exist (so a mistyped `--model` is
+/// named before the runtime is looked for).
+pub fn start_runtime(model: &Path) -> Result<Runtime> {
+    if !model.is_dir() {
+        return Err(h2o_engine::Error::ModelDirMissing(model.to_path_buf()).into());
     }
-    text
+    Ok(Runtime::start(&project_root())?)
+}
+
+/// Environment variable naming the WikiText-2 raw test file when `--data` is not given.
+pub const DATA_ENV: &str = "H2O_DATA";
+
+/// The data path: `--data`, else $H2O_DATA, else an error that says both.
+pub fn resolve_data(flag: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = flag {
+        return Ok(p.to_path_buf());
+    }
+    match std::env::var_os(DATA_ENV) {
+        Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
+        _ => Err(anyhow!(
+            "no data file: pass --data PATH (a WikiText-2 raw test file such as wiki.test.raw) or set {DATA_ENV}"
+        )),
+    }
 }
 
 /// Where .venv is looked for: the current directory, else the directory above the binary's target/.
@@ -131,20 +142,148 @@ pub fn project_root() -> PathBuf {
     cwd
 }
 
-/// Parse and check a policy spec against the model's positions.
-pub fn parse_policy(spec: &str, max_positions: usize) -> Result<(PolicySpec, Box<dyn Policy>)> {
-    let parsed: PolicySpec = spec.parse()?;
-    parsed.validate(max_positions)?;
-    let policy = parsed.build();
-    Ok((parsed, policy))
-}
-
 /// Write `bytes` to `path` atomically (see [`h2o_engine::report::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(h2o_engine::report::write_atomic(path, bytes)?)
 }
 
+/// A bench child whose parent died: it stops without a result and exits with code 3.
+#[derive(Debug, thiserror::Error)]
+#[error("the bench process that started this experiment is gone; stopping without a result")]
+pub struct Orphaned;
+
+/// Progress bars of a run: one per phase, labelled, cleared when the phase is done.
+pub struct Bars {
+    label: String,
+    bar: Option<(Phase, indicatif::ProgressBar)>,
+}
+
+impl Bars {
+    pub fn new(label: impl Into<String>) -> Bars {
+        Bars {
+            label: label.into(),
+            bar: None,
+        }
+    }
+
+    /// Shows `p`; always lets the run go on.
+    pub fn show(&mut self, p: Progress) -> ControlFlow<()> {
+        if self.bar.as_ref().is_none_or(|(phase, _)| *phase != p.phase) {
+            self.clear();
+            let bar = indicatif::ProgressBar::new(p.total as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg:28} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_message(format!("{} {}", self.label, p.phase));
+            self.bar = Some((p.phase, bar));
+        }
+        if let Some((_, bar)) = &self.bar {
+            bar.set_position(p.done as u64);
+        }
+        ControlFlow::Continue(())
+    }
+
+    pub fn clear(&mut self) {
+        if let Some((_, bar)) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// How a subcommand names what the library's errors speak of.
+#[derive(Debug, Clone, Copy)]
+pub struct Names {
+    /// The flag of the text file (`--data`, or heatmap's `--file`).
+    pub data: &'static str,
+    /// The flag of the policy specs.
+    pub policy: &'static str,
+    pub ppl_tokens: &'static str,
+    pub prompt: &'static str,
+    pub gen: &'static str,
+}
+
+impl Names {
+    const DEFAULT: Names = Names {
+        data: "--data",
+        policy: "--exp",
+        ppl_tokens: "--ppl-tokens",
+        prompt: "--prompt",
+        gen: "--gen",
+    };
+
+    fn of(&self, s: Setting) -> &'static str {
+        match s {
+            Setting::PplTokens => self.ppl_tokens,
+            Setting::PromptTokens => self.prompt,
+            Setting::GenTokens => self.gen,
+        }
+    }
+}
+
+impl Command {
+    fn names(&self) -> Names {
+        let d = Names::DEFAULT;
+        match self {
+            Command::Ppl(_) => Names {
+                policy: "--policy",
+                ppl_tokens: "--tokens",
+                ..d
+            },
+            Command::Speed(a) if !a.contexts.is_empty() => Names {
+                prompt: "context",
+                ..d
+            },
+            Command::Heatmap(_) => Names {
+                data: "--file",
+                policy: "--policies",
+                ..d
+            },
+            _ => d,
+        }
+    }
+}
+
+/// The library's error in the CLI's words: settings by their flags, inputs with the flag they
+/// came from. Other errors pass as they are.
+pub fn in_cli_words(e: anyhow::Error, names: &Names) -> anyhow::Error {
+    use h2o_engine::Error as E;
+    let Some(lib) = e.downcast_ref::<E>() else {
+        return e;
+    };
+    let text = match lib {
+        E::Length(l) => l.describe(&|s| names.of(s).to_string()),
+        E::ModelDirMissing(_)
+        | E::ModelFileMissing { .. }
+        | E::ManifestInvalid { .. }
+        | E::ManifestVersion { .. }
+        | E::GraphMismatch(_)
+        | E::Tokenizer { .. } => format!("--model: {lib}"),
+        E::CudaNotCompiled => "--provider cuda: this binary was built without the `cuda` feature; rebuild with `cargo build --release --features cuda` (and an onnxruntime-gpu library), or use --provider cpu".to_string(),
+        E::Data { .. } => format!("{}: {lib}", names.data),
+        E::Policy(_) => format!("{}: {lib}", names.policy),
+        _ => return e,
+    };
+    anyhow!(text)
+}
+
+/// `error: ...` text of an error chain, each cause once (a cause already quoted by its parent is skipped).
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
+}
+
 pub fn run(cli: Cli) -> Result<()> {
+    let names = cli.command.names();
     match cli.command {
         Command::Info(a) => info::run(a),
         Command::Ppl(a) => ppl::run(a),
@@ -154,4 +293,5 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Compare(a) => compare::run(a),
         Command::Heatmap(a) => heatmap::run(a),
     }
+    .map_err(|e| in_cli_words(e, &names))
 }

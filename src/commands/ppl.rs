@@ -6,11 +6,10 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use h2o_engine::decoder::Decoder;
-use h2o_engine::eval::data::{load_tokens, resolve_data_path};
-use h2o_engine::eval::ppl::streaming_ppl;
+use h2o_engine::experiment::{Experiment, Lab, PeakMemory, Plan, PplPlan};
+use h2o_engine::policy::PolicySpec;
 
-use super::{parse_policy, write_atomic, ModelArgs};
+use super::{resolve_data, start_runtime, write_atomic, Bars, ModelArgs};
 
 #[derive(Args, Debug)]
 pub struct PplArgs {
@@ -24,7 +23,7 @@ pub struct PplArgs {
     pub tokens: usize,
     /// Policy: full, local:R, sink:S+R, h2o:H+R, h2o-layer:H+R.
     #[arg(long, default_value = "full")]
-    pub policy: String,
+    pub policy: PolicySpec,
     /// Write {policy, model, n_tokens, nll[], ppl, kv_bytes, ...} here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -34,68 +33,57 @@ pub struct PplArgs {
 }
 
 pub fn run(a: PplArgs) -> Result<()> {
-    let data = resolve_data_path(a.data.as_deref())?;
-    if a.tokens < 2 {
-        anyhow::bail!("--tokens must be at least 2 (N tokens give N-1 predictions)");
-    }
-    let (rt, mut model) = a.model.load()?;
-    let max_pos = model.manifest.max_position_embeddings;
-    if a.tokens > max_pos {
-        anyhow::bail!(
-            "--tokens {} is beyond the model's {max_pos} positions; lower --tokens",
-            a.tokens
-        );
-    }
-    let (spec, policy) = parse_policy(&a.policy, max_pos)?;
-    let tokens = load_tokens(&model.tokenizer, &data, a.tokens)?;
-    let (name, layers, heads) = (
-        model.manifest.name.clone(),
-        model.manifest.num_layers,
-        model.manifest.num_heads,
+    let setup = a.model.setup(resolve_data(a.data.as_deref())?)?;
+    let plan = Plan {
+        ppl: Some(PplPlan {
+            tokens: a.tokens,
+            trace: a.trace.is_some(),
+        }),
+        speed: None,
+    };
+    let rt = start_runtime(&setup.model)?;
+    let mut lab = Lab::load(&rt, &setup, &[plan])?;
+    let spec = a.policy;
+    let mut bars = Bars::new(format!("{spec}"));
+    let outcome = lab.run(
+        &Experiment::of(spec),
+        &plan,
+        PeakMemory::SharedProcess,
+        &mut |p| bars.show(p),
     );
-    let mut dec = Decoder::new(&mut model, policy, 1)?;
-    if a.trace.is_some() {
-        dec.record_trace();
-    }
-    let bar = indicatif::ProgressBar::new((tokens.len() - 1) as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:30}] {pos}/{len} tokens {per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_message(format!("ppl {spec}"));
-    let run = streaming_ppl(&mut dec, &tokens, |i| bar.set_position(i as u64))?;
-    bar.finish_and_clear();
+    bars.clear();
+    let outcome = outcome?;
+    let r = &outcome.result;
+    let (Some(f), Some(m), Some(nlls)) = (&r.ppl, &r.memory, &r.nlls) else {
+        anyhow::bail!("the perplexity run gave no figures");
+    };
+    let (man, config) = (&lab.model().manifest, &lab.model().config);
     println!(
-        "{name}  {spec}  tokens {}  PPL {:.4}  mean NLL {:.6}  KV held {} bytes",
-        tokens.len(),
-        run.ppl,
-        run.nlls.iter().sum::<f64>() / run.nlls.len() as f64,
-        run.kv_bytes
+        "{}  {spec}  tokens {}  PPL {:.4}  mean NLL {:.6}  KV held {} bytes",
+        man.name, a.tokens, f.ppl, f.mean_nll, m.kv_bytes
     );
     if let Some(path) = &a.trace {
         let doc = json!({
             "format": "h2o-evict-trace/1",
-            "policy": spec.to_string(),
-            "tokens": tokens,
-            "layers": layers,
-            "heads": heads,
-            "steps": run.trace.as_deref().unwrap_or(&[]),
+            "policy": spec,
+            "tokens": lab.tokens(),
+            "layers": man.num_layers,
+            "heads": man.num_heads,
+            "steps": outcome.trace.as_deref().unwrap_or(&[]),
         });
         write_atomic(path, serde_json::to_string(&doc)?.as_bytes())?;
     }
     if let Some(path) = &a.json {
         let doc = json!({
-            "policy": spec.to_string(),
-            "model": name,
-            "n_tokens": tokens.len(),
-            "nll": run.nlls,
-            "ppl": run.ppl,
-            "kv_bytes": run.kv_bytes,
+            "policy": spec,
+            "model": man.name,
+            "n_tokens": a.tokens,
+            "nll": nlls,
+            "ppl": f.ppl,
+            "kv_bytes": m.kv_bytes,
             "onnxruntime": rt.version,
-            "provider": dec.model().config.provider.to_string(),
-            "threads": dec.model().config.intra_threads,
+            "provider": config.provider.to_string(),
+            "threads": config.intra_threads,
         });
         write_atomic(path, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     }

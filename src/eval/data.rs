@@ -1,31 +1,15 @@
 //! Reading benchmark text (WikiText-2 raw) and turning it into tokens, with one clear error per bad input.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{Error, Result};
-
-/// Environment variable naming the WikiText-2 raw test file when `--data` is not given.
-pub const DATA_ENV: &str = "H2O_DATA";
-
-/// The data path: the flag, else H2O_DATA, else an error that says both.
-pub fn resolve_data_path(flag: Option<&Path>) -> Result<PathBuf> {
-    if let Some(p) = flag {
-        return Ok(p.to_path_buf());
-    }
-    match std::env::var_os(DATA_ENV) {
-        Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
-        _ => Err(Error::Input(format!(
-            "no data file: pass --data PATH (a WikiText-2 raw test file such as wiki.test.raw) or set {DATA_ENV}"
-        ))),
-    }
-}
 
 /// Read a whole text file as UTF-8; missing, empty (or whitespace only) and non-UTF-8 files are refused.
 pub fn read_text(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::Data {
         path: path.to_path_buf(),
         reason: if e.kind() == std::io::ErrorKind::NotFound {
-            "data file not found; pass --data a WikiText-2 raw file (e.g. ../shared/data/wikitext-2-raw-v1/wiki.test.raw)".into()
+            "data file not found; give a WikiText-2 raw text file (e.g. ../shared/data/wikitext-2-raw-v1/wiki.test.raw)".into()
         } else {
             format!("cannot read the data file ({e})")
         },
@@ -33,14 +17,14 @@ pub fn read_text(path: &Path) -> Result<String> {
     let text = String::from_utf8(bytes).map_err(|e| Error::Data {
         path: path.to_path_buf(),
         reason: format!(
-            "not UTF-8 text (invalid byte at offset {}); pass a UTF-8 text file",
+            "not UTF-8 text (invalid byte at offset {}); give a UTF-8 text file",
             e.utf8_error().valid_up_to()
         ),
     })?;
     if text.trim().is_empty() {
         return Err(Error::Data {
             path: path.to_path_buf(),
-            reason: "the data file is empty; pass a file with text".into(),
+            reason: "the data file is empty; give a file with text".into(),
         });
     }
     Ok(text)

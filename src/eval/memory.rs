@@ -1,19 +1,25 @@
-//! Process memory: peak resident set size of this process (Linux /proc/self/status VmHWM).
+//! Process memory: peak and current resident set size of this process (Linux /proc/self/status).
+//! The one place the project reads them.
 
-/// Peak RSS of this process in bytes, if the platform reports it.
-pub fn peak_rss_bytes() -> Option<u64> {
+/// A `/proc/self/status` field in kB (e.g. `VmHWM`), as bytes.
+fn status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status
+        .lines()
+        .find(|l| l.split(':').next() == Some(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    kb.checked_mul(1024)
 }
 
-/// Current RSS of this process in bytes, if the platform reports it.
+/// Peak RSS of this process so far in bytes (`VmHWM`), if the platform reports it. The peak
+/// covers the whole process lifetime, so a per-experiment peak needs a process per experiment.
+pub fn peak_rss_bytes() -> Option<u64> {
+    status_bytes("VmHWM")
+}
+
+/// Current RSS of this process in bytes (`VmRSS`), if the platform reports it.
 pub fn current_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    status_bytes("VmRSS")
 }
 
 #[cfg(test)]
@@ -24,8 +30,11 @@ mod tests {
         // later is at least any earlier current value.
         let c = super::current_rss_bytes();
         let p = super::peak_rss_bytes();
-        if let (Some(p), Some(c)) = (p, c) {
+        if cfg!(target_os = "linux") {
+            let (p, c) = (p.unwrap(), c.unwrap());
             assert!(p >= c && c > 0, "peak {p} current {c}");
+            assert_eq!(p % 1024, 0, "kB from /proc, in bytes");
         }
+        assert_eq!(super::status_bytes("NoSuchField"), None);
     }
 }

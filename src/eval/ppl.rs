@@ -1,8 +1,11 @@
 //! Streaming perplexity (design §4): token by token from the first token, NLL in f64, per-token NLLs kept.
 
+use std::ops::ControlFlow;
+
 use crate::decoder::{nll, Decoder, TraceStep};
 use crate::error::{Error, Result};
-use crate::timing::StepTiming;
+use crate::model::Model;
+use crate::policy::PolicySpec;
 
 /// Result of a streaming perplexity run.
 #[derive(Debug, Clone)]
@@ -10,7 +13,6 @@ pub struct PplRun {
     /// NLL of token i+1 given tokens 0..=i under the compressed cache; N tokens give N-1 values.
     pub nlls: Vec<f64>,
     pub ppl: f64,
-    pub timings: Vec<StepTiming>,
     pub trace: Option<Vec<TraceStep>>,
     /// Exact K/V bytes held at the end.
     pub kv_bytes: usize,
@@ -25,11 +27,12 @@ pub fn perplexity(nlls: &[f64]) -> f64 {
 }
 
 /// Stream `tokens` through `dec` one at a time (batch 1): step i feeds token i and scores token i+1.
-/// `progress` is called after every step with the number of steps done.
+/// `progress` is called after every step with the number of steps done; `Break` stops the run
+/// with [`Error::Cancelled`].
 pub fn streaming_ppl(
     dec: &mut Decoder<'_>,
     tokens: &[u32],
-    mut progress: impl FnMut(usize),
+    mut progress: impl FnMut(usize) -> ControlFlow<()>,
 ) -> Result<PplRun> {
     if tokens.len() < 2 {
         return Err(Error::Input(
@@ -40,19 +43,34 @@ pub fn streaming_ppl(
         return Err(Error::Input("streaming perplexity runs at batch 1".into()));
     }
     let mut nlls = Vec::with_capacity(tokens.len() - 1);
-    let mut timings = Vec::with_capacity(tokens.len() - 1);
     for i in 0..tokens.len() - 1 {
-        let out = dec.step(&tokens[i..=i])?;
+        dec.step(&tokens[i..=i])?;
         nlls.push(nll(dec.logits_at(0, 0), tokens[i + 1]));
-        timings.push(out.timing);
-        progress(i + 1);
+        if progress(i + 1).is_break() {
+            return Err(Error::Cancelled);
+        }
     }
     let ppl = perplexity(&nlls);
     Ok(PplRun {
         nlls,
         ppl,
-        timings,
         trace: dec.trace().map(|t| t.to_vec()),
         kv_bytes: dec.store().held_bytes(),
     })
+}
+
+/// Streaming perplexity of `spec`'s policy on `tokens` with a fresh batch-1 cache (see
+/// [`streaming_ppl`]); with `trace`, the eviction trace is recorded and returned.
+pub fn measure_ppl(
+    model: &mut Model,
+    spec: &PolicySpec,
+    tokens: &[u32],
+    trace: bool,
+    progress: impl FnMut(usize) -> ControlFlow<()>,
+) -> Result<PplRun> {
+    let mut dec = Decoder::new(model, spec.build(), 1)?;
+    if trace {
+        dec.record_trace();
+    }
+    streaming_ppl(&mut dec, tokens, progress)
 }

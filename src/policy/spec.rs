@@ -249,6 +249,20 @@ impl FromStr for PolicySpec {
     }
 }
 
+/// Serialised as its canonical string (`h2o:192+64`), so results and jobs store the spec itself.
+impl serde::Serialize for PolicySpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PolicySpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,7 +333,11 @@ mod tests {
             assert_eq!(spec.build().spec(), s);
             assert_eq!(spec.build().budget(), spec.budget().unwrap_or(usize::MAX));
             assert_eq!(spec.build().needs_scores(), spec.needs_scores());
+            let json = serde_json::to_string(&spec).unwrap();
+            assert_eq!(json, format!("\"{s}\""));
+            assert_eq!(serde_json::from_str::<PolicySpec>(&json).unwrap(), spec);
         }
+        assert!(serde_json::from_str::<PolicySpec>("\"local:0\"").is_err());
     }
 
     #[test]

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use comfy_table::Table;
 use serde::{Deserialize, Serialize};
 
-use super::experiments::{parse_spec, PolicyKey};
-use super::results::SEED_COLUMNS;
+use super::columns::{Col, SEED_COLUMNS};
+use super::seed::parse_seed_name;
 use super::tables::{fmt, new_table, right_align_from};
 use super::ReportError;
+use crate::policy::PolicySpec;
 
 /// Which kind of results file was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,9 +29,8 @@ pub struct ResultRow {
     /// 1-based line in the file, counting the header as line 1 and one line per record.
     pub line: u64,
     pub experiment: String,
-    /// The policy spec (ours), or the spec the seed's name maps to (`h2o-layer:H+R`, ...).
-    pub spec: String,
-    pub key: PolicyKey,
+    /// The policy (ours: the `Policy` column), or the spec the seed's name maps to (`h2o-layer:H+R`, ...).
+    pub spec: PolicySpec,
     pub kv_gb: Option<f64>,
     /// The file's `TPOT (ms)` column (ours: median decode step; seed: total / generated tokens).
     pub tpot_ms: Option<f64>,
@@ -107,56 +107,6 @@ pub struct Comparison {
     pub unmatched_b: Vec<ResultRow>,
 }
 
-/// Maps one of the seed's experiment names to a policy key and spec.
-fn seed_key(name: &str, budget: Option<usize>) -> (PolicyKey, String) {
-    let lower = name.trim().to_ascii_lowercase();
-    let inner = lower
-        .split_once('(')
-        .and_then(|(_, rest)| rest.split_once(')'))
-        .map(|(x, _)| x.trim().to_string());
-    let key = |family: &str, budget, heavy, recent| PolicyKey {
-        family: family.to_string(),
-        budget,
-        heavy,
-        recent,
-    };
-    if lower.starts_with("baseline") || lower.starts_with("full") {
-        return (key("full", None, None, None), "full".to_string());
-    }
-    if lower.starts_with("local") {
-        let b = inner
-            .as_deref()
-            .and_then(|x| x.trim_end_matches('r').trim().parse().ok())
-            .or(budget);
-        let spec = b
-            .map(|b| format!("local:{b}"))
-            .unwrap_or_else(|| "local".into());
-        return (key("local", b, None, b), spec);
-    }
-    if lower.starts_with("h2o") {
-        // "(R+H)" in the seed's CSV; "(64r + 192h)" in its report.
-        let split = inner.as_deref().and_then(|x| {
-            let (l, r) = x.split_once('+')?;
-            let (l, r) = (l.trim(), r.trim());
-            let n = |s: &str| s.trim_end_matches(['r', 'h']).trim().parse::<usize>().ok();
-            let (ln, rn) = (n(l)?, n(r)?);
-            if l.ends_with('h') || r.ends_with('r') {
-                Some((ln, rn)) // heavy + recent
-            } else {
-                Some((rn, ln)) // recent + heavy (the seed's order)
-            }
-        });
-        if let Some((h, r)) = split {
-            return (
-                key("h2o-layer", h.checked_add(r), Some(h), Some(r)),
-                format!("h2o-layer:{h}+{r}"),
-            );
-        }
-        return (key("h2o-layer", budget, None, None), "h2o-layer".into());
-    }
-    (key(&lower, budget, None, None), lower.clone())
-}
-
 fn parse_num(
     path: &Path,
     line: u64,
@@ -177,114 +127,175 @@ fn parse_num(
         })
 }
 
-/// Reads a results CSV, ours or the seed's. Errors: unreadable file, missing seed columns
-/// (naming them), a cell that should be a number and is not.
-pub fn load_results_csv(path: &Path) -> Result<ResultFile, ReportError> {
-    let read_err = |e: csv::Error| ReportError::Read {
+/// A results CSV's header, and where its columns are.
+struct Header {
+    names: Vec<String>,
+    format: ResultFormat,
+}
+
+impl Header {
+    fn read(path: &Path, rdr: &mut csv::Reader<std::fs::File>) -> Result<Header, ReportError> {
+        let names: Vec<String> = rdr
+            .headers()
+            .map_err(|e| read_error(path, e))?
+            .iter()
+            .map(|h| h.trim().trim_start_matches('\u{feff}').to_string())
+            .collect();
+        let missing: Vec<String> = SEED_COLUMNS
+            .iter()
+            .filter(|c| !names.iter().any(|n| n == c.name()))
+            .map(|c| c.name().to_string())
+            .collect();
+        if !missing.is_empty() {
+            return Err(ReportError::MissingColumns {
+                path: path.to_path_buf(),
+                missing,
+                found: names,
+            });
+        }
+        let format = if names.iter().any(|n| n == Col::Policy.name()) {
+            ResultFormat::Ours
+        } else {
+            ResultFormat::Seed
+        };
+        Ok(Header { names, format })
+    }
+
+    fn index(&self, col: Col) -> Option<usize> {
+        self.names.iter().position(|n| n == col.name())
+    }
+}
+
+fn read_error(path: &Path, e: csv::Error) -> ReportError {
+    ReportError::Read {
         path: path.to_path_buf(),
         message: e.to_string(),
+    }
+}
+
+/// The policy of a row: our `Policy` column, or the seed's experiment name (with its budget).
+fn row_spec(
+    path: &Path,
+    line: u64,
+    header: &Header,
+    cell: &dyn Fn(Col) -> String,
+) -> Result<PolicySpec, ReportError> {
+    let bad = |col: Col, reason: String| ReportError::BadSpec {
+        path: path.to_path_buf(),
+        line,
+        column: col.name().to_string(),
+        value: cell(col),
+        reason,
     };
+    if header.format == ResultFormat::Ours {
+        return cell(Col::Policy)
+            .parse()
+            .map_err(|e: crate::policy::PolicyError| bad(Col::Policy, e.to_string()));
+    }
+    let budget_text = cell(Col::Budget);
+    let budget = match budget_text.to_ascii_lowercase().as_str() {
+        "" | "-" | "full" | "all" => None,
+        t => Some(t.parse::<usize>().map_err(|_| ReportError::BadValue {
+            path: path.to_path_buf(),
+            line,
+            column: Col::Budget.name().to_string(),
+            value: budget_text.clone(),
+        })?),
+    };
+    parse_seed_name(&cell(Col::Experiment), budget).ok_or_else(|| {
+        bad(
+            Col::Experiment,
+            "not one of the seed's experiment names: Baseline, Local (R), H2O (R+H)".to_string(),
+        )
+    })
+}
+
+/// One record as a row.
+fn read_row(
+    path: &Path,
+    header: &Header,
+    rec: &csv::StringRecord,
+) -> Result<ResultRow, ReportError> {
+    // Record number, not the csv crate's line counter (which miscounts CRLF files such as
+    // the seed's): the header is line 1, each record one line.
+    let line = rec.position().map(|p| p.record() + 1).unwrap_or(0);
+    let cell = |col: Col| {
+        header
+            .index(col)
+            .and_then(|i| rec.get(i))
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
+    let num = |col: Col| parse_num(path, line, col.name(), &cell(col));
+    let spec = row_spec(path, line, header, &cell)?;
+    let tpot_ms = num(Col::Tpot)?;
+    let seed_tpot_ms = match header.format {
+        ResultFormat::Seed => tpot_ms,
+        ResultFormat::Ours => num(Col::SeedTpot)?,
+    };
+    Ok(ResultRow {
+        line,
+        experiment: cell(Col::Experiment),
+        spec,
+        kv_gb: num(Col::KvGb)?,
+        tpot_ms,
+        seed_tpot_ms,
+        throughput_tps: num(Col::Throughput)?,
+        ppl: num(Col::Ppl)?,
+    })
+}
+
+/// Reads a results CSV, ours or the seed's. Errors: unreadable file, missing seed columns
+/// (naming them), a cell that should be a number and is not, a policy that is not a spec
+/// (ours) or not one of the seed's experiment names (the seed's).
+pub fn load_results_csv(path: &Path) -> Result<ResultFile, ReportError> {
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
         .from_path(path)
-        .map_err(read_err)?;
-    let headers: Vec<String> = rdr
-        .headers()
-        .map_err(read_err)?
-        .iter()
-        .map(|h| h.trim().trim_start_matches('\u{feff}').to_string())
-        .collect();
-    let col = |name: &str| headers.iter().position(|h| h == name);
-    let missing: Vec<String> = SEED_COLUMNS
-        .iter()
-        .filter(|c| col(c).is_none())
-        .map(|c| c.to_string())
-        .collect();
-    if !missing.is_empty() {
-        return Err(ReportError::MissingColumns {
-            path: path.to_path_buf(),
-            missing,
-            found: headers.clone(),
-        });
-    }
-    let policy_col = col("Policy");
-    let format = if policy_col.is_some() {
-        ResultFormat::Ours
-    } else {
-        ResultFormat::Seed
-    };
-    let seed_tpot_col = col("Seed TPOT (ms)");
-    let family_col = col("Family");
-    let idx = |n: usize| col(SEED_COLUMNS[n]).unwrap_or(0);
+        .map_err(|e| read_error(path, e))?;
+    let header = Header::read(path, &mut rdr)?;
     let mut rows = Vec::new();
     for rec in rdr.records() {
-        let rec = rec.map_err(read_err)?;
-        // Record number, not the csv crate's line counter (which miscounts CRLF files such as
-        // the seed's): the header is line 1, each record one line.
-        let line = rec.position().map(|p| p.record() + 1).unwrap_or(0);
-        let cell = |i: Option<usize>| i.and_then(|i| rec.get(i)).unwrap_or("");
+        let rec = rec.map_err(|e| read_error(path, e))?;
         if rec.iter().all(|c| c.trim().is_empty()) {
             continue;
         }
-        let experiment = cell(Some(idx(0))).trim().to_string();
-        let budget_text = cell(Some(idx(1))).trim();
-        let budget = match budget_text.to_ascii_lowercase().as_str() {
-            "" | "-" | "full" | "all" => None,
-            t => Some(t.parse::<usize>().map_err(|_| ReportError::BadValue {
-                path: path.to_path_buf(),
-                line,
-                column: SEED_COLUMNS[1].to_string(),
-                value: budget_text.to_string(),
-            })?),
-        };
-        let num = |i: Option<usize>, name: &str| parse_num(path, line, name, cell(i));
-        let tpot_ms = num(Some(idx(3)), SEED_COLUMNS[3])?;
-        let (key, spec, seed_tpot_ms) = match format {
-            ResultFormat::Seed => {
-                let (k, s) = seed_key(&experiment, budget);
-                (k, s, tpot_ms)
-            }
-            ResultFormat::Ours => {
-                let spec = cell(policy_col).trim().to_string();
-                let key = parse_spec(&spec).unwrap_or_else(|| PolicyKey {
-                    family: cell(family_col).trim().to_string(),
-                    budget,
-                    heavy: None,
-                    recent: None,
-                });
-                (key, spec, num(seed_tpot_col, "Seed TPOT (ms)")?)
-            }
-        };
-        rows.push(ResultRow {
-            line,
-            experiment,
-            spec,
-            key,
-            kv_gb: num(Some(idx(2)), SEED_COLUMNS[2])?,
-            tpot_ms,
-            seed_tpot_ms,
-            throughput_tps: num(Some(idx(4)), SEED_COLUMNS[4])?,
-            ppl: num(Some(idx(5)), SEED_COLUMNS[5])?,
-        });
+        rows.push(read_row(path, &header, &rec)?);
     }
     Ok(ResultFile {
         path: path.to_path_buf(),
-        format,
+        format: header.format,
         rows,
     })
 }
 
-fn matches(a: &PolicyKey, b: &PolicyKey, kind: MatchKind) -> bool {
-    match kind {
-        MatchKind::Exact => a == b,
-        MatchKind::H2oVariant => {
-            a.family != b.family
-                && a.group() == "h2o"
-                && b.group() == "h2o"
-                && a.heavy.is_some()
-                && (a.heavy, a.recent) == (b.heavy, b.recent)
-        }
-        MatchKind::SameBudget => a.group() == b.group() && a.budget == b.budget,
+/// Families compared as one method: `h2o` and `h2o-layer` are both H2O.
+fn method(s: &PolicySpec) -> &'static str {
+    match s {
+        PolicySpec::H2o { .. } => "h2o",
+        s => s.family(),
+    }
+}
+
+fn matches(a: &PolicySpec, b: &PolicySpec, kind: MatchKind) -> bool {
+    match (kind, a, b) {
+        (MatchKind::Exact, _, _) => a == b,
+        (
+            MatchKind::H2oVariant,
+            PolicySpec::H2o {
+                heavy,
+                recent,
+                scope,
+            },
+            PolicySpec::H2o {
+                heavy: h,
+                recent: r,
+                scope: s,
+            },
+        ) => scope != s && (heavy, recent) == (h, r),
+        (MatchKind::H2oVariant, _, _) => false,
+        (MatchKind::SameBudget, _, _) => method(a) == method(b) && a.budget() == b.budget(),
     }
 }
 
@@ -312,7 +323,7 @@ pub fn compare_files(a: ResultFile, b: ResultFile) -> Comparison {
                 continue;
             }
             if let Some(j) =
-                (0..b.rows.len()).find(|&j| !used_b[j] && matches(&ra.key, &b.rows[j].key, kind))
+                (0..b.rows.len()).find(|&j| !used_b[j] && matches(&ra.spec, &b.rows[j].spec, kind))
             {
                 used_a[i] = true;
                 used_b[j] = true;
@@ -364,8 +375,8 @@ pub fn compare(a: &Path, b: &Path) -> Result<Comparison, ReportError> {
     Ok(compare_files(load_results_csv(a)?, load_results_csv(b)?))
 }
 
-fn budget_text(k: &PolicyKey) -> String {
-    k.budget
+fn budget_text(s: &PolicySpec) -> String {
+    s.budget()
         .map(|b| b.to_string())
         .unwrap_or_else(|| "Full".to_string())
 }
@@ -391,7 +402,7 @@ impl Comparison {
             t.add_row(vec![
                 format!("{} [{}]", p.a.experiment, p.a.spec),
                 format!("{} [{}]", p.b.experiment, p.b.spec),
-                budget_text(&p.b.key),
+                budget_text(&p.b.spec),
                 p.kind.to_string(),
                 fmt(p.a.ppl, 2),
                 fmt(p.b.ppl, 2),
@@ -449,7 +460,7 @@ impl Comparison {
                     r.line,
                     r.experiment,
                     r.spec,
-                    budget_text(&r.key),
+                    budget_text(&r.spec),
                     fmt(r.ppl, 2),
                     fmt(r.tpot_ms, 2),
                     fmt(r.kv_gb, 4)
@@ -457,28 +468,5 @@ impl Comparison {
             }
         }
         s
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seed_names() {
-        let (k, s) = seed_key("H2O (64+192)", Some(256));
-        assert_eq!(s, "h2o-layer:192+64");
-        assert_eq!(
-            (k.heavy, k.recent, k.budget),
-            (Some(192), Some(64), Some(256))
-        );
-        let (_, s) = seed_key("H2O (64r + 192h)", Some(256));
-        assert_eq!(s, "h2o-layer:192+64");
-        let (_, s) = seed_key("H2O (192h+64r)", None);
-        assert_eq!(s, "h2o-layer:192+64");
-        assert_eq!(seed_key("Baseline", None).1, "full");
-        assert_eq!(seed_key("Local (256)", Some(256)).0.budget, Some(256));
-        assert_eq!(seed_key("Local Attention", Some(128)).1, "local:128");
-        assert_eq!(seed_key("Mystery", Some(5)).0.family, "mystery");
     }
 }

@@ -40,6 +40,15 @@ pub enum ReportError {
         column: String,
         value: String,
     },
+    /// A row's policy cannot be read: not a policy spec (ours) or not one of the seed's experiment names.
+    #[error("{path}: line {line}, column {column:?}: cannot read {value:?} as a policy: {reason}")]
+    BadSpec {
+        path: PathBuf,
+        line: u64,
+        column: String,
+        value: String,
+        reason: String,
+    },
     /// Serialising the JSON document failed.
     #[error("cannot serialise results to JSON: {0}")]
     Json(#[from] serde_json::Error),

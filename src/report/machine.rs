@@ -1,4 +1,4 @@
-//! The machine a run ran on, read with sysinfo, and the process's peak resident memory.
+//! The machine a run ran on, read with sysinfo.
 
 use serde::{Deserialize, Serialize};
 
@@ -49,16 +49,6 @@ impl MachineInfo {
     }
 }
 
-/// Peak resident set size of this process so far (Linux `VmHWM` from /proc/self/status);
-/// `None` where that is not available. The peak covers the whole process lifetime, so
-/// per-experiment peaks need a child process per experiment (or a reset of the counter).
-pub fn process_peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kb.checked_mul(1024)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,8 +60,5 @@ mod tests {
         assert!(!m.cpu_brand.is_empty());
         let back: MachineInfo = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
         assert_eq!(back, m);
-        if cfg!(target_os = "linux") {
-            assert!(process_peak_rss_bytes().unwrap() > 0);
-        }
     }
 }

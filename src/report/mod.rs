@@ -1,37 +1,41 @@
 //! Benchmark reporting: figures from raw measurements, result files (CSV + JSON), console tables and comparison of result files.
 //!
-//! Pure library code: nothing here touches ONNX Runtime. The CLI measures, builds an
-//! [`ExperimentResult`] per experiment and hands it to a [`ResultsWriter`]; the tables and
-//! [`compare`] work on those results or on CSV files (ours or the seed's format).
+//! Pure library code: nothing here touches ONNX Runtime. The experiment entry
+//! ([`crate::experiment`]) builds an [`ExperimentResult`] per experiment and the CLI hands it to a
+//! [`ResultsWriter`]; the tables and [`compare`] work on those results or on CSV files (ours or the
+//! seed's format). Every result column is declared once, in [`COLUMNS`].
 
+mod columns;
 mod compare;
 mod error;
-mod experiments;
 mod figures;
 mod machine;
 mod nanable;
 mod plot;
 mod results;
+mod seed;
 mod tables;
 
+pub use columns::{
+    column_meanings, columns_markdown, csv_header, Col, Column, Show, Value, COLUMNS, SEED_COLUMNS,
+};
 pub use compare::{
     compare, compare_files, load_results_csv, Comparison, MatchKind, MatchedPair, ResultFile,
     ResultFormat, ResultRow, TpotDefinition,
 };
 pub use error::ReportError;
-pub use experiments::{default_experiments, parse_spec, PolicyKey, SEED_MAX_POSITIONS};
 pub use figures::{
     full_cache_bytes, percentile, Breakdown, MemoryFigures, NllBucket, NllSummary, PplFigures,
     SpeedFigures, NLL_BUCKETS,
 };
-pub use machine::{process_peak_rss_bytes, MachineInfo};
+pub use machine::MachineInfo;
 pub use plot::{render_sweep, SweepPoint};
 pub use results::{
-    column_meanings, csv_header, run_stem, write_atomic, ExperimentResult, ExperimentStatus,
-    ModelInfo, ResultsWriter, RunDocument, RunInfo, RuntimeInfo, Settings, OUR_COLUMNS,
-    SEED_COLUMNS,
+    run_stem, write_atomic, ExperimentResult, ExperimentStatus, ModelInfo, ResultsWriter,
+    RunDocument, RunInfo, RuntimeInfo, Settings,
 };
-pub use tables::{breakdown_table, main_table, memory_table};
+pub use seed::{parse_seed_name, seed_groups, seed_label, SEED_GROUPS, SEED_MAX_POSITIONS};
+pub use tables::{breakdown_table, main_table, memory_table, results_table, Shown};
 
 /// Bytes in the seed's "GB" (its KV Size column is bytes / 2^30).
 pub const BYTES_PER_GB: f64 = 1024.0 * 1024.0 * 1024.0;

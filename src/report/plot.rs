@@ -35,6 +35,65 @@ fn draw_err(path: &Path, e: impl std::fmt::Display) -> ReportError {
     }
 }
 
+fn font(size: f64) -> FontDesc<'static> {
+    FontDesc::new(FontFamily::Name(FONT_FAMILY), size, FontStyle::Normal)
+}
+
+/// One panel: `panel`'s y against context, a line per policy (in `policies` order).
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    (ylabel, ymax, get): Panel,
+    points: &[SweepPoint],
+    policies: &[&str],
+    path: &Path,
+) -> Result<(), ReportError> {
+    let max_ctx = points.iter().map(|p| p.context).max().unwrap_or(1) as f64;
+    let mut chart = ChartBuilder::on(area)
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..max_ctx * 1.05, 0.0..ymax * 1.1)
+        .map_err(|e| draw_err(path, e))?;
+    chart
+        .configure_mesh()
+        .x_desc("context length (tokens)")
+        .y_desc(ylabel)
+        .label_style(font(14.0))
+        .axis_desc_style(font(16.0))
+        .draw()
+        .map_err(|e| draw_err(path, e))?;
+    for (i, pol) in policies.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let mut pts: Vec<(f64, f64)> = points
+            .iter()
+            .filter(|p| p.policy == *pol)
+            .map(|p| (p.context as f64, get(p)))
+            .collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(|e| draw_err(path, e))?
+            .label(*pol)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(
+                pts.into_iter()
+                    .map(|(x, y)| Circle::new((x, y), 4, color.filled())),
+            )
+            .map_err(|e| draw_err(path, e))?;
+    }
+    chart
+        .configure_series_labels()
+        .label_font(font(14.0))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(|e| draw_err(path, e))
+}
+
 /// Two panels side by side: TPOT median (ms) and KV MiB against context, per policy.
 pub fn render_sweep(points: &[SweepPoint], title: &str, path: &Path) -> Result<(), ReportError> {
     if points.is_empty() {
@@ -47,73 +106,18 @@ pub fn render_sweep(points: &[SweepPoint], title: &str, path: &Path) -> Result<(
             policies.push(&p.policy);
         }
     }
-    let max_ctx = points.iter().map(|p| p.context).max().unwrap_or(1) as f64;
-    let max_tpot = points
-        .iter()
-        .map(|p| p.tpot_ms)
-        .fold(0.0, f64::max)
-        .max(1e-3);
-    let max_kv = points
-        .iter()
-        .map(|p| p.kv_bytes as f64 / (1u64 << 20) as f64)
-        .fold(0.0, f64::max)
-        .max(1e-3);
+    let max_of = |get: fn(&SweepPoint) -> f64| points.iter().map(get).fold(0.0, f64::max).max(1e-3);
+    let panels: [Panel; 2] = [
+        ("TPOT median (ms)", max_of(tpot), tpot),
+        ("KV held (MiB)", max_of(kv_mib), kv_mib),
+    ];
     let root = BitMapBackend::new(path, (1400, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| draw_err(path, e))?;
-    let font = |size: f64| FontDesc::new(FontFamily::Name(FONT_FAMILY), size, FontStyle::Normal);
     let root = root
         .titled(title, font(22.0))
         .map_err(|e| draw_err(path, e))?;
-    let panels = root.split_evenly((1, 2));
-    let specs: [Panel; 2] = [
-        ("TPOT median (ms)", max_tpot, tpot),
-        ("KV held (MiB)", max_kv, kv_mib),
-    ];
-    for (panel, (ylabel, ymax, get)) in panels.iter().zip(specs.iter()) {
-        let mut chart = ChartBuilder::on(panel)
-            .margin(20)
-            .x_label_area_size(50)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0.0..max_ctx * 1.05, 0.0..ymax * 1.1)
-            .map_err(|e| draw_err(path, e))?;
-        chart
-            .configure_mesh()
-            .x_desc("context length (tokens)")
-            .y_desc(*ylabel)
-            .label_style(font(14.0))
-            .axis_desc_style(font(16.0))
-            .draw()
-            .map_err(|e| draw_err(path, e))?;
-        for (i, pol) in policies.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
-            let mut pts: Vec<(f64, f64)> = points
-                .iter()
-                .filter(|p| p.policy == *pol)
-                .map(|p| (p.context as f64, get(p)))
-                .collect();
-            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-            chart
-                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                .map_err(|e| draw_err(path, e))?
-                .label(*pol)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
-            chart
-                .draw_series(
-                    pts.into_iter()
-                        .map(|(x, y)| Circle::new((x, y), 4, color.filled())),
-                )
-                .map_err(|e| draw_err(path, e))?;
-        }
-        chart
-            .configure_series_labels()
-            .label_font(font(14.0))
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(|e| draw_err(path, e))?;
+    for (area, panel) in root.split_evenly((1, 2)).iter().zip(panels) {
+        draw_panel(area, panel, points, &policies, path)?;
     }
     root.present().map_err(|e| draw_err(path, e))?;
     Ok(())

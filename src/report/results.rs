@@ -7,110 +7,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::experiments::parse_spec;
+use super::columns;
 use super::figures::{MemoryFigures, PplFigures, SpeedFigures};
 use super::machine::MachineInfo;
 use super::ReportError;
-
-/// The seed's CSV columns, exactly as in its `pytorch-results.csv`; always first in ours.
-///
-/// In our files `TPOT (ms)` is the median decode step and `Throughput (T/s)` is decode tokens /
-/// decode time (prefill excluded); the seed's definitions are in `Seed TPOT (ms)` and
-/// `Seed Throughput (T/s)`. `KV Size (GB)` is bytes / 2^30, as the seed computed it.
-pub const SEED_COLUMNS: [&str; 6] = [
-    "Experiment",
-    "Budget (Tokens)",
-    "KV Size (GB)",
-    "TPOT (ms)",
-    "Throughput (T/s)",
-    "PPL",
-];
-
-/// Our columns, after the seed's.
-pub const OUR_COLUMNS: [&str; 30] = [
-    "Policy",
-    "Family",
-    "Status",
-    "Predictions",
-    "Mean NLL",
-    "NLL p50",
-    "NLL p90",
-    "NLL max",
-    "Prompt Tokens",
-    "Decode Steps",
-    "TTFT (ms)",
-    "TPOT p90 (ms)",
-    "TPOT mean (ms)",
-    "Seed TPOT (ms)",
-    "Seed Throughput (T/s)",
-    "Model (ms)",
-    "Score Update (ms)",
-    "Eviction (ms)",
-    "Other Host (ms)",
-    "Model (%)",
-    "Score Update (%)",
-    "Eviction (%)",
-    "Other Host (%)",
-    "KV Bytes",
-    "Full KV Bytes",
-    "KV Ratio",
-    "Peak RSS (bytes)",
-    "Peak Device (bytes)",
-    "Memory Method",
-    "Prefill (T/s)",
-];
-
-/// What each CSV column means, in header order (for the README and `--help`).
-pub fn column_meanings() -> Vec<(&'static str, &'static str)> {
-    let meanings = [
-        "label of the experiment, e.g. `H2O (64r+192h)` (r = recent, h = heavy)",
-        "tokens kept per head between steps; `Full` for the full cache",
-        "K+V bytes held at the end of the speed run / 2^30 (the seed's unit)",
-        "median decode step in ms, prefill excluded (the seed's TPOT is `Seed TPOT (ms)`)",
-        "decode tokens / decode time, prefill excluded",
-        "streaming perplexity, exp(mean NLL) over all predictions",
-        "policy spec: `full`, `local:R`, `h2o:H+R`, `h2o-layer:H+R`",
-        "policy family",
-        "`ok` or `failed: <reason>`",
-        "number of next-token predictions in the PPL (tokens - 1)",
-        "mean negative log-likelihood (nats)",
-        "median per-token NLL",
-        "90th percentile per-token NLL",
-        "largest per-token NLL",
-        "prompt tokens of the speed run",
-        "decode steps of the speed run",
-        "time to first token: the prefill, ms",
-        "90th percentile decode step, ms",
-        "mean decode step, ms",
-        "the seed's TPOT: (prefill + all decode steps) / generated tokens (prefill's token included), ms",
-        "the seed's throughput: generated tokens / (prefill + all decode steps)",
-        "mean ONNX Runtime run per decode step, ms",
-        "mean score update (accumulating attention) per decode step, ms",
-        "mean eviction (victim choice) per decode step, ms",
-        "mean other host work per decode step (inputs, K/V writes, logits), ms",
-        "share of the decode time spent in the model run, %",
-        "share spent in the score update, %",
-        "share spent in eviction, %",
-        "share spent in other host work, %",
-        "exact K+V bytes held by the store at the end",
-        "K+V bytes a full cache would hold for the same length: 2*layers*heads*head_dim*dtype bytes*tokens*batch",
-        "KV Bytes / Full KV Bytes",
-        "peak resident memory of the process during this experiment, bytes",
-        "peak device memory (CUDA), bytes, when measured",
-        "how the peak memory was measured",
-        "prompt tokens / prefill time",
-    ];
-    csv_header().into_iter().zip(meanings).collect()
-}
-
-/// The full CSV header: [`SEED_COLUMNS`] then [`OUR_COLUMNS`].
-pub fn csv_header() -> Vec<&'static str> {
-    SEED_COLUMNS
-        .iter()
-        .chain(OUR_COLUMNS.iter())
-        .copied()
-        .collect()
-}
+use crate::policy::PolicySpec;
 
 /// Whether an experiment finished.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,41 +35,26 @@ impl std::fmt::Display for ExperimentStatus {
 pub struct ExperimentResult {
     /// Display label, e.g. `H2O (64r+192h)`.
     pub label: String,
-    /// Canonical policy spec, e.g. `h2o:192+64`.
-    pub spec: String,
-    /// Policy family: `full`, `local`, `h2o`, `h2o-layer`, ...
-    pub family: String,
-    /// Tokens kept (None for the full cache).
-    pub budget: Option<usize>,
+    /// The policy, serialised as its canonical spec, e.g. `h2o:192+64` (family and budget come from it).
+    pub spec: PolicySpec,
     /// Streaming perplexity (with the per-token NLL summary), when measured.
     pub ppl: Option<PplFigures>,
     /// Prefill + decode speed, when measured.
     pub speed: Option<SpeedFigures>,
     /// KV and process memory, when measured.
     pub memory: Option<MemoryFigures>,
-    /// The whole per-prediction NLL array, only when asked for.
+    /// The whole per-prediction NLL array, when perplexity was measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nlls: Option<Vec<f64>>,
     pub status: ExperimentStatus,
 }
 
 impl ExperimentResult {
-    /// A result with no figures yet; family and budget are read from the spec
-    /// (family = the text before `:` and no budget when the spec is not of a known grammar).
-    pub fn new(label: impl Into<String>, spec: impl Into<String>) -> ExperimentResult {
-        let spec = spec.into();
-        let (family, budget) = match parse_spec(&spec) {
-            Some(k) => (k.family, k.budget),
-            None => (
-                spec.split(':').next().unwrap_or("").trim().to_string(),
-                None,
-            ),
-        };
+    /// A result with no figures yet.
+    pub fn new(label: impl Into<String>, spec: PolicySpec) -> ExperimentResult {
         ExperimentResult {
             label: label.into(),
             spec,
-            family,
-            budget,
             ppl: None,
             speed: None,
             memory: None,
@@ -177,72 +63,10 @@ impl ExperimentResult {
         }
     }
 
-    /// The budget as the seed wrote it: a number, or `Full`.
-    pub fn budget_cell(&self) -> String {
-        match self.budget {
-            Some(b) => b.to_string(),
-            None if self.family == "full" => "Full".to_string(),
-            None => String::new(),
-        }
-    }
-
-    /// One CSV row, in the order of [`csv_header`]; unmeasured or non-finite values are empty.
+    /// One CSV row, in the order of [`columns::csv_header`]; unmeasured or non-finite values are empty.
     pub fn csv_record(&self) -> Vec<String> {
-        let p = self.ppl.as_ref();
-        let s = self.speed.as_ref();
-        let m = self.memory.as_ref();
-        let b = s.map(|s| &s.breakdown);
-        let pct = |x: Option<f64>| num(x.map(|v| v * 100.0));
-        vec![
-            self.label.clone(),
-            self.budget_cell(),
-            num(m.map(|m| m.kv_gb())),
-            num(s.map(|s| s.tpot_median_ms)),
-            num(s.map(|s| s.throughput_tps)),
-            num(p.map(|p| p.ppl)),
-            self.spec.clone(),
-            self.family.clone(),
-            self.status.to_string(),
-            opt(p.map(|p| p.n_predictions)),
-            num(p.map(|p| p.mean_nll)),
-            num(p.map(|p| p.nll.p50)),
-            num(p.map(|p| p.nll.p90)),
-            num(p.map(|p| p.nll.max)),
-            opt(s.map(|s| s.prompt_tokens)),
-            opt(s.map(|s| s.decode_steps)),
-            num(s.map(|s| s.ttft_ms)),
-            num(s.map(|s| s.tpot_p90_ms)),
-            num(s.map(|s| s.tpot_mean_ms)),
-            num(s.map(|s| s.seed_tpot_ms)),
-            num(s.map(|s| s.seed_throughput_tps)),
-            num(b.map(|b| b.model_ms)),
-            num(b.map(|b| b.score_update_ms)),
-            num(b.map(|b| b.eviction_ms)),
-            num(b.map(|b| b.other_ms)),
-            pct(b.map(|b| b.model_share)),
-            pct(b.map(|b| b.score_update_share)),
-            pct(b.map(|b| b.eviction_share)),
-            pct(b.map(|b| b.other_share)),
-            opt(m.map(|m| m.kv_bytes)),
-            opt(m.map(|m| m.kv_bytes_full)),
-            num(m.map(|m| m.ratio)),
-            opt(m.map(|m| m.peak_rss_bytes)),
-            opt(m.and_then(|m| m.peak_device_bytes)),
-            m.map(|m| m.method.clone()).unwrap_or_default(),
-            num(s.map(|s| s.prefill_tps)),
-        ]
+        columns::csv_record(self)
     }
-}
-
-fn num(x: Option<f64>) -> String {
-    match x {
-        Some(v) if v.is_finite() => v.to_string(),
-        _ => String::new(),
-    }
-}
-
-fn opt<T: ToString>(x: Option<T>) -> String {
-    x.map(|v| v.to_string()).unwrap_or_default()
 }
 
 /// The model a run used.
@@ -281,7 +105,7 @@ pub struct Settings {
     pub batch: usize,
     /// The experiments asked for, as `(label, spec)`.
     #[serde(default)]
-    pub experiments: Vec<(String, String)>,
+    pub experiments: Vec<(String, PolicySpec)>,
 }
 
 fn one() -> usize {
@@ -402,7 +226,12 @@ impl ResultsWriter {
                 complete: false,
             },
         };
-        writer.write_csv_record(csv_header().iter().map(|s| s.to_string()).collect())?;
+        writer.write_csv_record(
+            columns::csv_header()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        )?;
         writer.write_json()?;
         Ok(writer)
     }
@@ -488,14 +317,4 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
             source,
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn every_column_has_a_meaning() {
-        let m = super::column_meanings();
-        assert_eq!(m.len(), super::csv_header().len());
-        assert!(m.iter().all(|(c, d)| !c.is_empty() && !d.is_empty()));
-    }
 }

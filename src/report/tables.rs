@@ -1,8 +1,10 @@
-//! Console tables (comfy-table): main results, per-step breakdown (like the seed's Table 2) and memory.
+//! Console tables (comfy-table) of results, built from the declared columns ([`super::columns`]):
+//! main results, per-step breakdown (like the seed's Table 2) and memory.
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
 
+use super::columns::Col;
 use super::results::ExperimentResult;
 
 pub(crate) fn fmt(x: Option<f64>, decimals: usize) -> String {
@@ -12,10 +14,10 @@ pub(crate) fn fmt(x: Option<f64>, decimals: usize) -> String {
     }
 }
 
-pub(crate) fn new_table(header: &[&str]) -> Table {
+pub(crate) fn new_table<S: ToString>(header: &[S]) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED)
-        .set_header(header.to_vec());
+        .set_header(header.iter().map(|h| h.to_string()).collect::<Vec<_>>());
     t
 }
 
@@ -32,131 +34,103 @@ fn right_align(t: &mut Table, columns: impl IntoIterator<Item = usize>) {
     }
 }
 
-fn mib(bytes: Option<u64>) -> String {
-    bytes
-        .map(|b| format!("{:.2}", b as f64 / (1024.0 * 1024.0)))
-        .unwrap_or_else(|| "-".to_string())
+/// A column of a console table of results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shown {
+    /// A result column.
+    Col(Col),
+    /// A time column with its share of the step beside it, e.g. `4.000 (80.0%)`.
+    WithShare(Col, Col),
+    /// A figure the caller gives per row (in the order of these columns), under this header.
+    Given(&'static str),
+}
+
+impl Shown {
+    fn header(self) -> String {
+        match self {
+            Shown::Col(c) | Shown::WithShare(c, _) => c.header(),
+            Shown::Given(h) => h.to_string(),
+        }
+    }
+
+    fn is_text(self) -> bool {
+        matches!(self, Shown::Col(c) if c.is_text())
+    }
+}
+
+/// A table of `rows`, each a result and the figures of its [`Shown::Given`] columns, in order.
+pub fn results_table(columns: &[Shown], rows: &[(&ExperimentResult, Vec<String>)]) -> Table {
+    let header: Vec<String> = columns.iter().map(|c| c.header()).collect();
+    let mut t = new_table(&header);
+    for (r, given) in rows {
+        let mut given = given.iter();
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|c| match *c {
+                Shown::Col(c) => c.cell(r),
+                Shown::WithShare(ms, share) => match (ms.cell(r), share.cell(r)) {
+                    (a, b) if a == "-" || b == "-" => "-".to_string(),
+                    (a, b) => format!("{a} ({b})"),
+                },
+                Shown::Given(_) => given.next().cloned().unwrap_or_else(|| "-".into()),
+            })
+            .collect();
+        t.add_row(cells);
+    }
+    let numbers = columns.iter().enumerate().filter(|(_, c)| !c.is_text());
+    right_align(&mut t, numbers.map(|(i, _)| i));
+    t
+}
+
+fn table_of(columns: &[Shown], results: &[ExperimentResult]) -> Table {
+    let rows: Vec<(&ExperimentResult, Vec<String>)> =
+        results.iter().map(|r| (r, Vec::new())).collect();
+    results_table(columns, &rows)
 }
 
 /// The main table: the seed's columns first (Experiment, Budget (Tokens), KV Size (GB),
 /// TPOT (ms) = median decode step, Throughput (T/s) = decode tokens / decode time, PPL), then
 /// policy spec, TTFT, TPOT p90, the seed's TPOT, KV ratio, peak RSS and status.
 pub fn main_table(results: &[ExperimentResult]) -> Table {
-    let mut t = new_table(&[
-        "Experiment",
-        "Budget (Tokens)",
-        "KV Size (GB)",
-        "TPOT (ms)",
-        "Throughput (T/s)",
-        "PPL",
-        "Policy",
-        "TTFT (ms)",
-        "TPOT p90 (ms)",
-        "Seed TPOT (ms)",
-        "KV Ratio",
-        "Peak RSS (MiB)",
-        "Status",
-    ]);
-    for r in results {
-        let s = r.speed.as_ref();
-        let m = r.memory.as_ref();
-        t.add_row(vec![
-            r.label.clone(),
-            r.budget_cell(),
-            fmt(m.map(|m| m.kv_gb()), 4),
-            fmt(s.map(|s| s.tpot_median_ms), 2),
-            fmt(s.map(|s| s.throughput_tps), 2),
-            fmt(r.ppl.as_ref().map(|p| p.ppl), 2),
-            r.spec.clone(),
-            fmt(s.map(|s| s.ttft_ms), 1),
-            fmt(s.map(|s| s.tpot_p90_ms), 2),
-            fmt(s.map(|s| s.seed_tpot_ms), 2),
-            fmt(m.map(|m| m.ratio), 3),
-            mib(m.map(|m| m.peak_rss_bytes)),
-            r.status.to_string(),
-        ]);
-    }
-    right_align(&mut t, (1..=5).chain(7..=11));
-    t
+    use Col::*;
+    let cols = [
+        Experiment, Budget, KvGb, Tpot, Throughput, Ppl, Policy, Ttft, TpotP90, SeedTpot, KvRatio,
+        PeakRss, Status,
+    ];
+    table_of(&cols.map(Shown::Col), results)
 }
 
 /// Per-step breakdown like the seed's Table 2, one row per experiment: mean ms per decode step
-/// of model run, score update, eviction and other host work, each with its share of the step.
+/// of model run, score update, eviction and other host work, each with its share of the step,
+/// then the mean step and the host's share.
 pub fn breakdown_table(results: &[ExperimentResult]) -> Table {
-    let mut t = new_table(&[
-        "Experiment",
-        "Policy",
-        "Model run (ms)",
-        "Score update (ms)",
-        "Eviction (ms)",
-        "Other host (ms)",
-        "Step (ms)",
-        "Host share",
-    ]);
-    let cell = |ms: f64, share: f64| {
-        if ms.is_finite() && share.is_finite() {
-            format!("{ms:.3} ({:.1}%)", share * 100.0)
-        } else {
-            "-".to_string()
-        }
-    };
-    for r in results {
-        let Some(s) = r.speed.as_ref() else {
-            t.add_row(vec![
-                r.label.clone(),
-                r.spec.clone(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-            ]);
-            continue;
-        };
-        let b = &s.breakdown;
-        let host = b.score_update_share + b.eviction_share + b.other_share;
-        t.add_row(vec![
-            r.label.clone(),
-            r.spec.clone(),
-            cell(b.model_ms, b.model_share),
-            cell(b.score_update_ms, b.score_update_share),
-            cell(b.eviction_ms, b.eviction_share),
-            cell(b.other_ms, b.other_share),
-            fmt(Some(b.step_ms), 3),
-            fmt(Some(host * 100.0), 1) + if host.is_finite() { "%" } else { "" },
-        ]);
-    }
-    right_align_from(&mut t, 2);
-    t
+    use Col::*;
+    let cols = [
+        Shown::Col(Experiment),
+        Shown::Col(Policy),
+        Shown::WithShare(ModelMs, ModelShare),
+        Shown::WithShare(ScoreUpdateMs, ScoreUpdateShare),
+        Shown::WithShare(EvictionMs, EvictionShare),
+        Shown::WithShare(OtherHostMs, OtherHostShare),
+        Shown::Col(TpotMean),
+        Shown::Col(HostShare),
+    ];
+    table_of(&cols, results)
 }
 
 /// Memory table: exact KV bytes held, the full-cache bytes for the same length, their ratio,
 /// peak process (and device) memory and how the peak was measured.
 pub fn memory_table(results: &[ExperimentResult]) -> Table {
-    let mut t = new_table(&[
-        "Experiment",
-        "Policy",
-        "KV held (MiB)",
-        "Full cache (MiB)",
-        "Ratio",
-        "Peak RSS (MiB)",
-        "Peak device (MiB)",
-        "Peak measured by",
-    ]);
-    for r in results {
-        let m = r.memory.as_ref();
-        t.add_row(vec![
-            r.label.clone(),
-            r.spec.clone(),
-            mib(m.map(|m| m.kv_bytes)),
-            mib(m.map(|m| m.kv_bytes_full)),
-            fmt(m.map(|m| m.ratio), 3),
-            mib(m.map(|m| m.peak_rss_bytes)),
-            mib(m.and_then(|m| m.peak_device_bytes)),
-            m.map(|m| m.method.clone()).unwrap_or_else(|| "-".into()),
-        ]);
-    }
-    right_align_from(&mut t, 2);
-    t
+    use Col::*;
+    let cols = [
+        Experiment,
+        Policy,
+        KvBytes,
+        FullKvBytes,
+        KvRatio,
+        PeakRss,
+        PeakDevice,
+        MemoryMethod,
+    ];
+    table_of(&cols.map(Shown::Col), results)
 }

@@ -1,0 +1,389 @@
+//! Experiments in the library: one policy measured on one model and text (streaming perplexity,
+//! prefill + decode speed, memory) as one [`ExperimentResult`].
+//!
+//! `h2o bench` (in process, or in its `bench-one` child, which receives one serialised [`Job`]),
+//! `h2o speed` and `h2o ppl` all measure through [`Lab::run`]; the binary only turns flags into a
+//! [`Setup`] and [`Plan`], draws progress and prints. Everything that shapes a measurement is in
+//! the `Setup`, the `Plan` or the [`Experiment`], so a job carries all of it by construction.
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decoder::TraceStep;
+use crate::error::{Error, LengthError, Result, Setting};
+use crate::eval::data::load_tokens;
+use crate::eval::memory::peak_rss_bytes;
+use crate::eval::ppl::measure_ppl;
+use crate::eval::speed::{check_lengths, measure};
+use crate::model::Model;
+use crate::policy::PolicySpec;
+use crate::report::{
+    full_cache_bytes, seed_groups, ExperimentResult, ExperimentStatus, MemoryFigures, PplFigures,
+    SpeedFigures,
+};
+use crate::runtime::{Runtime, SessionConfig};
+
+/// One policy under a label.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Experiment {
+    /// Display label, e.g. `H2O (64r+192h)` or `h2o 192+64`.
+    pub label: String,
+    pub spec: PolicySpec,
+}
+
+impl Experiment {
+    /// An experiment labelled by its spec's short label ([`PolicySpec::label`]).
+    pub fn of(spec: PolicySpec) -> Experiment {
+        Experiment {
+            label: spec.label(),
+            spec,
+        }
+    }
+
+    /// The seed's ten groups, scaled to the model's positions (see [`seed_groups`]).
+    pub fn seed_groups(max_positions: usize) -> Vec<Experiment> {
+        seed_groups(max_positions)
+            .into_iter()
+            .map(|(label, spec)| Experiment { label, spec })
+            .collect()
+    }
+}
+
+/// Streaming perplexity over the first `tokens` tokens of the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PplPlan {
+    pub tokens: usize,
+    /// Record the eviction trace (h2o-evict-trace/1) and return it in the [`Outcome`].
+    #[serde(default)]
+    pub trace: bool,
+}
+
+/// Prefill of the first `prompt` tokens of the text, then greedy decoding of `gen` tokens (the
+/// prefill gives the first; `gen - 1` timed decode steps) after `warmup` untimed runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpeedPlan {
+    pub prompt: usize,
+    pub gen: usize,
+    pub warmup: usize,
+}
+
+/// What an experiment measures: perplexity, speed, or both (memory always, at the end of the
+/// speed run, else of the perplexity run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub ppl: Option<PplPlan>,
+    pub speed: Option<SpeedPlan>,
+}
+
+impl Plan {
+    /// Tokens the plan reads from the start of the text.
+    pub fn tokens_needed(&self) -> usize {
+        let ppl = self.ppl.map_or(0, |p| p.tokens);
+        ppl.max(self.speed.map_or(0, |s| s.prompt))
+    }
+
+    /// Refuses lengths the model cannot take, before anything is measured.
+    pub fn check(&self, max_positions: usize) -> Result<(), LengthError> {
+        if let Some(p) = self.ppl {
+            if p.tokens < 2 {
+                return Err(LengthError::TooFew {
+                    setting: Setting::PplTokens,
+                    value: p.tokens,
+                    min: 2,
+                });
+            }
+            if p.tokens > max_positions {
+                return Err(LengthError::BeyondPositions {
+                    parts: vec![(Setting::PplTokens, p.tokens)],
+                    max_positions,
+                });
+            }
+        }
+        match self.speed {
+            Some(s) => check_lengths(max_positions, s.prompt, s.gen),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The model, how to run it, and the text: what a process loads before measuring.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Setup {
+    /// Exported model directory.
+    pub model: PathBuf,
+    pub session: SessionConfig,
+    /// Text file (WikiText-2 raw test).
+    pub data: PathBuf,
+}
+
+/// One experiment, self-contained: what `h2o bench` hands its `bench-one` child (as JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub setup: Setup,
+    pub plan: Plan,
+    pub experiment: Experiment,
+}
+
+/// Where the peak resident memory of an experiment is read, written into its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeakMemory {
+    /// The experiment has its process to itself (bench's child): the peak is the experiment's.
+    OwnProcess,
+    /// Experiments share the process: the peak is cumulative over them.
+    SharedProcess,
+}
+
+impl PeakMemory {
+    /// How the peak was measured, as the results say it.
+    pub fn method(self) -> &'static str {
+        match self {
+            PeakMemory::OwnProcess => "child process per experiment: VmHWM",
+            PeakMemory::SharedProcess => "in-process VmHWM (cumulative over experiments)",
+        }
+    }
+}
+
+/// Which measurement a progress report is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Ppl,
+    Speed,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Ppl => "ppl",
+            Phase::Speed => "speed",
+        })
+    }
+}
+
+/// Progress of a run: `done` of `total` steps of one phase. The hook that receives it returns
+/// `ControlFlow::Break` to stop the run, which then ends with [`Error::Cancelled`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub phase: Phase,
+    pub done: usize,
+    pub total: usize,
+}
+
+/// The progress hook of a run.
+pub type Hook<'a> = &'a mut dyn FnMut(Progress) -> ControlFlow<()>;
+
+/// What a run gives: the result row, and the eviction trace when the plan asked for it.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub result: ExperimentResult,
+    pub trace: Option<Vec<TraceStep>>,
+}
+
+/// A loaded model and the start of the text, ready to run experiments on.
+pub struct Lab {
+    model: Model,
+    tokens: Vec<u32>,
+}
+
+impl Lab {
+    /// Loads the model, checks every plan against its positions, and reads as many tokens of the
+    /// text as the largest plan needs.
+    pub fn load(rt: &Runtime, setup: &Setup, plans: &[Plan]) -> Result<Lab> {
+        if !setup.model.is_dir() {
+            return Err(Error::ModelDirMissing(setup.model.clone()));
+        }
+        let model = Model::load(rt, &setup.model, setup.session.clone())?;
+        let max = model.manifest.max_position_embeddings;
+        for p in plans {
+            p.check(max)?;
+        }
+        let n = plans.iter().map(Plan::tokens_needed).max().unwrap_or(0);
+        let tokens = if n == 0 {
+            Vec::new()
+        } else {
+            load_tokens(&model.tokenizer, &setup.data, n)?
+        };
+        Ok(Lab { model, tokens })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The tokens read from the start of the text.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Measures `exp` as `plan` says; the peak memory is read as `peak` says.
+    pub fn run(
+        &mut self,
+        exp: &Experiment,
+        plan: &Plan,
+        peak: PeakMemory,
+        hook: Hook<'_>,
+    ) -> Result<Outcome> {
+        let man = self.model.manifest.clone();
+        exp.spec.validate(man.max_position_embeddings)?;
+        plan.check(man.max_position_embeddings)?;
+        if self.tokens.len() < plan.tokens_needed() {
+            return Err(Error::Input(format!(
+                "the plan needs {} tokens of text, {} were read",
+                plan.tokens_needed(),
+                self.tokens.len()
+            )));
+        }
+        let mut result = ExperimentResult::new(exp.label.clone(), exp.spec);
+        let mut trace = None;
+        // (K/V bytes held, tokens a full cache would hold) at the end of the last run
+        let mut held = (0, 0);
+        if let Some(p) = plan.ppl {
+            let run = measure_ppl(
+                &mut self.model,
+                &exp.spec,
+                &self.tokens[..p.tokens],
+                p.trace,
+                |done| hook(progress(Phase::Ppl, done, p.tokens - 1)),
+            )?;
+            result.ppl = Some(PplFigures::from_nlls(&run.nlls));
+            result.nlls = Some(run.nlls);
+            trace = run.trace;
+            held = (run.kv_bytes, p.tokens - 1);
+        }
+        if let Some(s) = plan.speed {
+            let run = measure(
+                &mut self.model,
+                &exp.spec,
+                &self.tokens[..s.prompt],
+                s.gen,
+                s.warmup,
+                |done| hook(progress(Phase::Speed, done, s.gen - 1)),
+            )?;
+            result.speed = Some(SpeedFigures::from_run(
+                run.prefill,
+                run.prompt_tokens,
+                &run.steps,
+            ));
+            held = (run.kv_bytes, s.prompt + s.gen - 1);
+        }
+        let full = full_cache_bytes(
+            man.num_layers,
+            man.num_heads,
+            man.head_dim,
+            man.dtype.size(),
+            held.1,
+            1,
+        );
+        result.memory = Some(MemoryFigures::new(
+            held.0 as u64,
+            full,
+            peak_rss_bytes().unwrap_or(0),
+            peak.method(),
+        ));
+        result.status = ExperimentStatus::Ok;
+        Ok(Outcome { result, trace })
+    }
+}
+
+fn progress(phase: Phase, done: usize, total: usize) -> Progress {
+    Progress { phase, done, total }
+}
+
+/// Runs one job from scratch: loads its model and text, then measures (what bench's child runs).
+pub fn run_job(rt: &Runtime, job: &Job, peak: PeakMemory, hook: Hook<'_>) -> Result<Outcome> {
+    let mut lab = Lab::load(rt, &job.setup, &[job.plan])?;
+    lab.run(&job.experiment, &job.plan, peak, hook)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_lengths() {
+        let speed = |prompt, gen| SpeedPlan {
+            prompt,
+            gen,
+            warmup: 0,
+        };
+        let ppl = |tokens| PplPlan {
+            tokens,
+            trace: false,
+        };
+        let plan = Plan {
+            ppl: Some(ppl(64)),
+            speed: Some(speed(32, 8)),
+        };
+        assert_eq!(plan.tokens_needed(), 64);
+        assert_eq!(plan.check(2048), Ok(()));
+        assert_eq!(Plan::default().tokens_needed(), 0);
+        assert_eq!(Plan::default().check(1), Ok(()));
+        let too_few = Plan {
+            ppl: Some(ppl(1)),
+            speed: None,
+        };
+        assert!(matches!(
+            too_few.check(2048),
+            Err(LengthError::TooFew {
+                setting: Setting::PplTokens,
+                ..
+            })
+        ));
+        let too_long = Plan {
+            ppl: None,
+            speed: Some(speed(2000, 100)),
+        };
+        assert_eq!(too_long.tokens_needed(), 2000);
+        assert!(matches!(
+            too_long.check(2048),
+            Err(LengthError::BeyondPositions { .. })
+        ));
+        assert!(Plan {
+            ppl: Some(ppl(4000)),
+            speed: None
+        }
+        .check(2048)
+        .is_err());
+    }
+
+    #[test]
+    fn a_job_round_trips_through_json_with_every_setting() {
+        let job = Job {
+            setup: Setup {
+                model: "models/m".into(),
+                session: SessionConfig {
+                    intra_threads: 3,
+                    spin: false,
+                    ..SessionConfig::default()
+                },
+                data: "wiki.test.raw".into(),
+            },
+            plan: Plan {
+                ppl: Some(PplPlan {
+                    tokens: 64,
+                    trace: false,
+                }),
+                speed: Some(SpeedPlan {
+                    prompt: 32,
+                    gen: 8,
+                    warmup: 1,
+                }),
+            },
+            experiment: Experiment::of("h2o:16+16".parse().unwrap()),
+        };
+        let text = serde_json::to_string(&job).unwrap();
+        assert!(text.contains("\"spin\":false"), "{text}");
+        assert!(text.contains("\"spec\":\"h2o:16+16\""), "{text}");
+        assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), job);
+    }
+
+    #[test]
+    fn seed_groups_as_experiments() {
+        let e = Experiment::seed_groups(2048);
+        assert_eq!(e.len(), 10);
+        assert_eq!(e[4].label, "H2O (64r+192h)");
+        assert_eq!(e[4].spec.to_string(), "h2o:192+64");
+        assert_eq!(Experiment::of(PolicySpec::Full).label, "full");
+    }
+}
