@@ -38,6 +38,9 @@ pub enum Error {
     /// CUDA asked for in a binary built without the `cuda` feature.
     #[error("the cuda execution provider was asked for, but this binary was built without the `cuda` feature; rebuild with `cargo build --release --features cuda` (and an onnxruntime-gpu library), or run on the cpu provider")]
     CudaNotCompiled,
+    /// An intra-op thread count of 0 or above the logical cores.
+    #[error("{asked} intra-op threads: use 1 to {max}, this machine's logical cores; more threads than cores spin against each other (ONNX Runtime's workers busy-wait) and can hang the run")]
+    Threads { asked: usize, max: usize },
     #[error("execution provider {0}")]
     ExecutionProvider(String),
     #[error("ONNX Runtime: {0}")]

@@ -193,6 +193,7 @@ impl Lab {
         if !setup.model.is_dir() {
             return Err(Error::ModelDirMissing(setup.model.clone()));
         }
+        setup.session.check()?;
         let model = Model::load(rt, &setup.model, setup.session.clone())?;
         let max = model.manifest.max_position_embeddings;
         for p in plans {

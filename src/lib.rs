@@ -8,6 +8,7 @@ pub mod experiment;
 pub mod heatmap;
 pub mod manifest;
 pub mod model;
+pub mod output;
 pub mod policy;
 pub mod report;
 pub mod runtime;

@@ -109,11 +109,32 @@ impl Default for SessionConfig {
     fn default() -> Self {
         Self {
             provider: ExecutionProvider::Cpu,
-            intra_threads: physical_cores(),
+            intra_threads: physical_cores().min(logical_cores()),
             opt_level: OptLevel::All,
             spin: true,
         }
     }
+}
+
+impl SessionConfig {
+    /// Refuses 0 intra-op threads and more than the logical cores this process may run on:
+    /// ONNX Runtime's intra-op workers busy-wait, so more workers than cores spin against each
+    /// other (1000 threads on 2 cores never finished a model load).
+    pub fn check(&self) -> Result<()> {
+        let max = logical_cores();
+        if self.intra_threads == 0 || self.intra_threads > max {
+            return Err(Error::Threads {
+                asked: self.intra_threads,
+                max,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Logical cores this process may run on (affinity and cgroup quota respected), at least 1.
+pub fn logical_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Physical cores (sysinfo), falling back to logical ones.

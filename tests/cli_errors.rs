@@ -42,8 +42,11 @@ fn bench(data: &Path, results: &Path, extra: &[&str]) -> Command {
         .arg(data)
         .arg("--results")
         .arg(results)
-        .args(["--threads", "1", "--warmup", "0"]);
+        .args(["--warmup", "0"]);
     let has = |f: &str| extra.contains(&f);
+    if !has("--threads") {
+        c.args(["--threads", "1"]);
+    }
     if !has("--exp") {
         c.args(["--exp", "full"]);
     }
@@ -388,7 +391,47 @@ fn threads_zero_is_refused() {
         .arg("--results")
         .arg(&results)
         .args(["--exp", "full", "--threads", "0"]);
-    fails_with(c, &["--threads must be at least 1"]);
+    fails_with(c, &["--threads: 0 intra-op threads: use 1 to"]);
+    assert_no_results(&results);
+}
+
+/// Issue 19 item 2: more threads than logical cores hung (`info --threads 1000` never returned);
+/// now refused at once, naming the machine's limit. The command has a minute before it is killed.
+#[test]
+fn threads_above_the_logical_cores_are_refused_promptly() {
+    let logical = std::thread::available_parallelism().unwrap().get();
+    let too_many = (logical * 500).to_string();
+    let mut c = h2o();
+    c.args(["info", "--model"])
+        .arg(fixture_dir())
+        .args(["--threads", &too_many])
+        .timeout(Duration::from_secs(60));
+    fails_with(
+        c,
+        &[
+            &format!("--threads: {too_many} intra-op threads: use 1 to {logical}"),
+            "logical cores",
+        ],
+    );
+    // the limit itself is accepted
+    let mut c = h2o();
+    c.args(["info", "--model"])
+        .arg(fixture_dir())
+        .args(["--threads", &logical.to_string()])
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!(
+            "intra threads    {logical}"
+        )));
+    // and a bench is refused before any results file
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    let results = tmp.path().join("results");
+    fails_with(
+        bench(&data, &results, &["--threads", &too_many]),
+        &["--threads"],
+    );
     assert_no_results(&results);
 }
 

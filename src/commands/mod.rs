@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use h2o_engine::error::Setting;
 use h2o_engine::experiment::{Phase, Progress, Setup};
 use h2o_engine::model::Model;
-use h2o_engine::runtime::{physical_cores, ExecutionProvider, OptLevel, Runtime, SessionConfig};
+use h2o_engine::runtime::{ExecutionProvider, OptLevel, Runtime, SessionConfig};
 
 /// Pythia (GPT-NeoX) through ONNX Runtime with a host-managed KV cache and H2O-style eviction.
 #[derive(Parser, Debug)]
@@ -52,7 +52,7 @@ pub struct ModelArgs {
     /// Exported model directory (model.onnx, manifest.json, tokenizer.json).
     #[arg(long, default_value = "models/pythia-micro/onnx")]
     pub model: PathBuf,
-    /// Intra-op threads for ONNX Runtime (default: physical cores).
+    /// Intra-op threads for ONNX Runtime, at most the logical cores (default: physical cores).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Execution provider (cuda needs a build with `--features cuda`).
@@ -69,17 +69,16 @@ pub struct ModelArgs {
 impl ModelArgs {
     pub fn session_config(&self) -> Result<SessionConfig> {
         h2o_engine::runtime::check_provider(self.provider)?;
-        let intra_threads = match self.threads {
-            Some(0) => anyhow::bail!("--threads must be at least 1"),
-            Some(n) => n,
-            None => physical_cores(),
-        };
-        Ok(SessionConfig {
+        let config = SessionConfig {
             provider: self.provider,
-            intra_threads,
+            intra_threads: self
+                .threads
+                .unwrap_or(SessionConfig::default().intra_threads),
             opt_level: self.opt_level,
             spin: !self.no_spin,
-        })
+        };
+        config.check()?;
+        Ok(config)
     }
 
     /// The model, its session settings and the text of an experiment.
@@ -142,9 +141,12 @@ pub fn project_root() -> PathBuf {
     cwd
 }
 
-/// Write `bytes` to `path` atomically (see [`h2o_engine::report::write_atomic`]).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    Ok(h2o_engine::report::write_atomic(path, bytes)?)
+/// Refuses output paths that cannot be written (see [`h2o_engine::output`]) before any work is done.
+pub fn check_outputs<'a>(paths: impl IntoIterator<Item = &'a Option<PathBuf>>) -> Result<()> {
+    for p in paths.into_iter().flatten() {
+        h2o_engine::output::check_output(p)?;
+    }
+    Ok(())
 }
 
 /// A bench child whose parent died: it stops without a result and exits with code 3.
@@ -263,6 +265,7 @@ pub fn in_cli_words(e: anyhow::Error, names: &Names) -> anyhow::Error {
         | E::Tokenizer { .. } => format!("--model: {lib}"),
         E::CudaNotCompiled => "--provider cuda: this binary was built without the `cuda` feature; rebuild with `cargo build --release --features cuda` (and an onnxruntime-gpu library), or use --provider cpu".to_string(),
         E::Data { .. } => format!("{}: {lib}", names.data),
+        E::Threads { .. } => format!("--threads: {lib}"),
         E::Policy(_) => format!("{}: {lib}", names.policy),
         _ => return e,
     };

@@ -4,12 +4,14 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
+
+use h2o_engine::output::write_output;
 use serde_json::json;
 
 use h2o_engine::experiment::{Experiment, Lab, PeakMemory, Plan, PplPlan};
 use h2o_engine::policy::PolicySpec;
 
-use super::{resolve_data, start_runtime, write_atomic, Bars, ModelArgs};
+use super::{check_outputs, resolve_data, start_runtime, Bars, ModelArgs};
 
 #[derive(Args, Debug)]
 pub struct PplArgs {
@@ -34,6 +36,7 @@ pub struct PplArgs {
 
 pub fn run(a: PplArgs) -> Result<()> {
     let setup = a.model.setup(resolve_data(a.data.as_deref())?)?;
+    check_outputs([&a.json, &a.trace])?;
     let plan = Plan {
         ppl: Some(PplPlan {
             tokens: a.tokens,
@@ -71,7 +74,7 @@ pub fn run(a: PplArgs) -> Result<()> {
             "heads": man.num_heads,
             "steps": outcome.trace.as_deref().unwrap_or(&[]),
         });
-        write_atomic(path, serde_json::to_string(&doc)?.as_bytes())?;
+        write_output(path, serde_json::to_string(&doc)?.as_bytes())?;
     }
     if let Some(path) = &a.json {
         let doc = json!({
@@ -85,7 +88,7 @@ pub fn run(a: PplArgs) -> Result<()> {
             "provider": config.provider.to_string(),
             "threads": config.intra_threads,
         });
-        write_atomic(path, serde_json::to_string_pretty(&doc)?.as_bytes())?;
+        write_output(path, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     }
     Ok(())
 }

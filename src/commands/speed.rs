@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
+use h2o_engine::output::write_output;
+
 use h2o_engine::eval::bandwidth::{
     bytes_read_per_token, floor_ms, measure_read_bandwidth, weight_bytes,
 };
@@ -16,7 +18,7 @@ use h2o_engine::report::{
     SweepPoint,
 };
 
-use super::{resolve_data, start_runtime, write_atomic, ModelArgs};
+use super::{check_outputs, resolve_data, start_runtime, ModelArgs};
 
 #[derive(Args, Debug)]
 pub struct SpeedArgs {
@@ -163,6 +165,7 @@ fn json_runs(points: &[Point], gen: usize) -> Vec<serde_json::Value> {
 
 pub fn run(a: SpeedArgs) -> Result<()> {
     let setup = a.model.setup(resolve_data(a.data.as_deref())?)?;
+    check_outputs([&a.json, &a.plot])?;
     let contexts = if a.contexts.is_empty() {
         vec![a.prompt]
     } else {
@@ -207,7 +210,7 @@ pub fn run(a: SpeedArgs) -> Result<()> {
             "model": man.name, "threads": threads, "provider": setup.session.provider.to_string(),
             "runs": json_runs(&points, a.gen),
         });
-        write_atomic(p, serde_json::to_string_pretty(&doc)?.as_bytes())?;
+        write_output(p, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     }
     if let Some(p) = &a.plot {
         let sweep: Vec<SweepPoint> = points

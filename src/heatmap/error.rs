@@ -52,6 +52,9 @@ pub enum HeatmapError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The picture's path cannot be written (see [`crate::output`]).
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
     /// plotters failed while drawing or encoding the picture.
     #[error("drawing {} failed: {message}", path.display())]
     Draw {

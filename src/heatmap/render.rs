@@ -11,6 +11,7 @@ use plotters::style::{register_font, FontStyle, FontTransform};
 use super::error::{HeatmapError, Result};
 use super::labels::{clean_label, label_positions};
 use super::matrix::AttentionMatrix;
+use crate::output::{check_output, encode_png, write_output};
 
 /// The family name under which the shipped font is registered in plotters' font table.
 pub const FONT_FAMILY: &str = "h2o-dejavu-sans";
@@ -121,14 +122,23 @@ fn draw_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> HeatmapError + '
     }
 }
 
-/// Fails early, naming the path, when the picture cannot be written.
+/// Fails early, naming the path, when the picture cannot be written (nothing is created).
 fn check_writable(path: &Path) -> Result<()> {
-    std::fs::File::create(path)
-        .map(drop)
-        .map_err(|source| HeatmapError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+    Ok(check_output(path)?)
+}
+
+/// An RGB buffer for a picture of `(width, height)` pixels (`[height, width, 3]`).
+fn rgb_buffer((width, height): (u32, u32)) -> Vec<u8> {
+    vec![0u8; width as usize * height as usize * 3]
+}
+
+/// Encodes the drawn buffer as PNG and writes it by the output rules ([`crate::output`]).
+fn save_png(rgb: &[u8], (width, height): (u32, u32), path: &Path) -> Result<()> {
+    let png = encode_png(rgb, width, height).map_err(|message| HeatmapError::Draw {
+        path: path.to_path_buf(),
+        message,
+    })?;
+    Ok(write_output(path, &png)?)
 }
 
 fn check_floor(floor: f32) -> Result<()> {
@@ -335,7 +345,8 @@ pub fn render_attention_heatmap(
     );
     let err = draw_err(path);
 
-    let area = BitMapBackend::new(path, (side, side)).into_drawing_area();
+    let mut rgb = rgb_buffer((side, side));
+    let area = BitMapBackend::with_buffer(&mut rgb, (side, side)).into_drawing_area();
     area.fill(&WHITE).map_err(&err)?;
     draw_titles(
         &area,
@@ -387,7 +398,8 @@ pub fn render_attention_heatmap(
         "attention\n(log scale)",
     )?;
     area.present().map_err(&err)?;
-    Ok(())
+    drop(area);
+    save_png(&rgb, (side, side), path)
 }
 
 /// Checks the heads x tokens score table; returns (heads, tokens).
@@ -465,7 +477,8 @@ pub fn render_kept_tokens(
     let ph = panel_height(heads);
     let err = draw_err(path);
 
-    let area = BitMapBackend::new(path, (width, height)).into_drawing_area();
+    let mut rgb = rgb_buffer((width, height));
+    let area = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
     area.fill(&WHITE).map_err(&err)?;
     let names: Vec<&str> = kept.iter().map(|(s, _)| s.as_str()).collect();
     let sub = if names.is_empty() {
@@ -543,7 +556,8 @@ pub fn render_kept_tokens(
         "accumulated\nattention (log)",
     )?;
     area.present().map_err(&err)?;
-    Ok(())
+    drop(area);
+    save_png(&rgb, (width, height), path)
 }
 
 #[cfg(test)]

@@ -49,6 +49,9 @@ pub enum ReportError {
         value: String,
         reason: String,
     },
+    /// An output file cannot be written (see [`crate::output`]).
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
     /// Serialising the JSON document failed.
     #[error("cannot serialise results to JSON: {0}")]
     Json(#[from] serde_json::Error),

@@ -31,8 +31,8 @@ pub use figures::{
 pub use machine::MachineInfo;
 pub use plot::{render_sweep, SweepPoint};
 pub use results::{
-    run_stem, write_atomic, ExperimentResult, ExperimentStatus, ModelInfo, ResultsWriter,
-    RunDocument, RunInfo, RuntimeInfo, Settings,
+    run_stem, ExperimentResult, ExperimentStatus, ModelInfo, ResultsWriter, RunDocument, RunInfo,
+    RuntimeInfo, Settings,
 };
 pub use seed::{parse_seed_name, seed_groups, seed_label, SEED_GROUPS, SEED_MAX_POSITIONS};
 pub use tables::{breakdown_table, main_table, memory_table, results_table, Shown};

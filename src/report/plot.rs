@@ -5,6 +5,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use crate::heatmap::{register_shipped_font, FONT_FAMILY};
+use crate::output::{check_output, encode_png, write_output};
 
 use super::ReportError;
 
@@ -99,6 +100,7 @@ pub fn render_sweep(points: &[SweepPoint], title: &str, path: &Path) -> Result<(
     if points.is_empty() {
         return Err(draw_err(path, "no sweep points to plot"));
     }
+    check_output(path)?;
     register_shipped_font().map_err(|e| draw_err(path, e))?;
     let mut policies: Vec<&str> = Vec::new();
     for p in points {
@@ -111,16 +113,21 @@ pub fn render_sweep(points: &[SweepPoint], title: &str, path: &Path) -> Result<(
         ("TPOT median (ms)", max_of(tpot), tpot),
         ("KV held (MiB)", max_of(kv_mib), kv_mib),
     ];
-    let root = BitMapBackend::new(path, (1400, 560)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| draw_err(path, e))?;
-    let root = root
-        .titled(title, font(22.0))
-        .map_err(|e| draw_err(path, e))?;
-    for (area, panel) in root.split_evenly((1, 2)).iter().zip(panels) {
-        draw_panel(area, panel, points, &policies, path)?;
+    let (width, height) = (1400u32, 560u32);
+    let mut rgb = vec![0u8; width as usize * height as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| draw_err(path, e))?;
+        let root = root
+            .titled(title, font(22.0))
+            .map_err(|e| draw_err(path, e))?;
+        for (area, panel) in root.split_evenly((1, 2)).iter().zip(panels) {
+            draw_panel(area, panel, points, &policies, path)?;
+        }
+        root.present().map_err(|e| draw_err(path, e))?;
     }
-    root.present().map_err(|e| draw_err(path, e))?;
-    Ok(())
+    let png = encode_png(&rgb, width, height).map_err(|e| draw_err(path, e))?;
+    Ok(write_output(path, &png)?)
 }
 
 #[cfg(test)]

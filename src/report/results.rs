@@ -11,6 +11,7 @@ use super::columns;
 use super::figures::{MemoryFigures, PplFigures, SpeedFigures};
 use super::machine::MachineInfo;
 use super::ReportError;
+use crate::output::write_output;
 use crate::policy::PolicySpec;
 
 /// Whether an experiment finished.
@@ -167,7 +168,7 @@ pub struct RunDocument {
 
 /// Writes `<dir>/<stem>.csv` and `<dir>/<stem>.json` as experiments finish.
 ///
-/// The CSV gets its header at creation and one row per experiment, flushed and fsynced at once,
+/// Neither file may exist before (results are never overwritten). The CSV gets its header at creation and one row per experiment, flushed and fsynced at once,
 /// so a killed run leaves every finished row. The JSON is rewritten after each experiment
 /// through a temporary file in the same directory (write, fsync, rename), so it is always
 /// either the previous or the new complete document, never half written.
@@ -207,7 +208,8 @@ impl ResultsWriter {
         let csv_path = dir.join(format!("{stem}.csv"));
         let json_path = dir.join(format!("{stem}.json"));
         for p in [&csv_path, &json_path] {
-            if p.exists() {
+            // anything at the path, a dangling link included, is refused
+            if p.symlink_metadata().is_ok() {
                 return Err(ReportError::AlreadyExists { path: p.clone() });
             }
         }
@@ -281,40 +283,6 @@ impl ResultsWriter {
     fn write_json(&self) -> Result<(), ReportError> {
         let mut text = serde_json::to_string_pretty(&self.doc)?;
         text.push('\n');
-        write_atomic(&self.json_path, text.as_bytes())
+        Ok(write_output(&self.json_path, text.as_bytes())?)
     }
-}
-
-/// Write `bytes` to `path` so that a reader never sees a half-written file: a temporary file in the
-/// same directory, fsync, rename, then (best effort) fsync of the directory. Creates the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // Make the rename durable; not every platform can open a directory, so best effort.
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    };
-    write().map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        ReportError::Write {
-            path: path.to_path_buf(),
-            source,
-        }
-    })
 }
