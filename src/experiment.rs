@@ -13,15 +13,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::decoder::TraceStep;
 use crate::error::{Error, LengthError, Result, Setting};
-use crate::eval::data::load_tokens;
+use crate::eval::data::{load_tokens, TextMode};
 use crate::eval::memory::peak_rss_bytes;
 use crate::eval::ppl::measure_ppl;
 use crate::eval::speed::{check_lengths, measure};
 use crate::model::Model;
 use crate::policy::PolicySpec;
 use crate::report::{
-    full_cache_bytes, seed_groups, ExperimentResult, ExperimentStatus, MemoryFigures, PplFigures,
-    SpeedFigures,
+    full_cache_bytes, seed_equivalent, seed_groups, ExperimentResult, ExperimentStatus,
+    MemoryFigures, PplFigures, SpeedFigures,
 };
 use crate::runtime::{Runtime, SessionConfig};
 
@@ -48,6 +48,33 @@ impl Experiment {
             .into_iter()
             .map(|(label, spec)| Experiment { label, spec })
             .collect()
+    }
+}
+
+/// How an experiment's budget is counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Counting {
+    /// Ours (design §3): budget B tokens are kept between steps; a step attends B + the new one.
+    #[default]
+    Ours,
+    /// The seed's: budget B counts the new token (a step attends B tokens), run as our spec with
+    /// one token less ([`seed_equivalent`]): the seed's `Local (256)` runs as `local:255`.
+    Seed,
+}
+
+impl Experiment {
+    /// The experiment under `counting`: as it is, or (seed counting) our spec that attends as
+    /// many tokens a step as the seed's, labelled `<label>, seed counting`. `None` for a budget
+    /// of 1 in the seed's counting (only the new token: nothing to keep between steps).
+    pub fn counted(self, counting: Counting) -> Option<Experiment> {
+        match counting {
+            Counting::Ours => Some(self),
+            Counting::Seed => seed_equivalent(&self.spec).map(|spec| Experiment {
+                label: format!("{}, seed counting", self.label),
+                spec,
+            }),
+        }
     }
 }
 
@@ -116,6 +143,9 @@ pub struct Setup {
     pub session: SessionConfig,
     /// Text file (WikiText-2 raw test).
     pub data: PathBuf,
+    /// Which text of the file is read: as it is, or the seed's rows (see [`TextMode`]).
+    #[serde(default)]
+    pub text: TextMode,
 }
 
 /// One experiment, self-contained: what `h2o bench` hands its `bench-one` child (as JSON).
@@ -203,7 +233,7 @@ impl Lab {
         let tokens = if n == 0 {
             Vec::new()
         } else {
-            load_tokens(&model.tokenizer, &setup.data, n)?
+            load_tokens(&model.tokenizer, &setup.data, n, setup.text)?
         };
         Ok(Lab { model, tokens })
     }
@@ -263,6 +293,7 @@ impl Lab {
             )?;
             result.speed = Some(SpeedFigures::from_run(
                 run.prefill,
+                run.total,
                 run.prompt_tokens,
                 &run.steps,
             ));
@@ -359,6 +390,7 @@ mod tests {
                     ..SessionConfig::default()
                 },
                 data: "wiki.test.raw".into(),
+                text: TextMode::Seed,
             },
             plan: Plan {
                 ppl: Some(PplPlan {
@@ -375,6 +407,7 @@ mod tests {
         };
         let text = serde_json::to_string(&job).unwrap();
         assert!(text.contains("\"spin\":false"), "{text}");
+        assert!(text.contains("\"text\":\"seed\""), "{text}");
         assert!(text.contains("\"spec\":\"h2o:16+16\""), "{text}");
         assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), job);
     }
@@ -386,5 +419,23 @@ mod tests {
         assert_eq!(e[4].label, "H2O (64r+192h)");
         assert_eq!(e[4].spec.to_string(), "h2o:192+64");
         assert_eq!(Experiment::of(PolicySpec::Full).label, "full");
+    }
+
+    #[test]
+    fn seed_counting_runs_one_token_less() {
+        let e = Experiment::seed_groups(2048);
+        let seed: Vec<Experiment> = e
+            .iter()
+            .map(|x| x.clone().counted(Counting::Seed).unwrap())
+            .collect();
+        assert_eq!(seed[6].label, "Local (256), seed counting");
+        assert_eq!(seed[6].spec.to_string(), "local:255");
+        assert_eq!(seed[4].spec.to_string(), "h2o:192+63");
+        assert_eq!(seed[0].spec, PolicySpec::Full);
+        assert_eq!(e[4].clone().counted(Counting::Ours).unwrap(), e[4]);
+        assert_eq!(
+            Experiment::of("local:1".parse().unwrap()).counted(Counting::Seed),
+            None
+        );
     }
 }

@@ -17,9 +17,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", commands::error_text(&e));
-            // 3: a bench child whose parent died (see `h2o bench-one`); 2: any other error.
-            let code = if e.is::<commands::Orphaned>() { 3 } else { 2 };
-            std::process::ExitCode::from(code)
+            std::process::ExitCode::from(commands::exit_code(&e))
         }
     }
 }

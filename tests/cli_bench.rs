@@ -451,6 +451,7 @@ fn job(model: &Path, data: &Path, ppl_tokens: usize) -> String {
                 ..Default::default()
             },
             data: data.to_path_buf(),
+            text: Default::default(),
         },
         plan: Plan {
             ppl: Some(PplPlan {
@@ -554,19 +555,33 @@ fn bench_one_whose_parent_died_stops_with_exit_code_3() {
     assert_eq!(std::fs::read_to_string(&out_file).unwrap(), "", "no result");
 }
 
-/// A child whose experiment fails exits 2 with one error naming the problem and writes no result.
+/// A child whose experiment fails exits 2 with one error naming the problem on stderr, and
+/// writes a failed result with the same reason on stdout (the row bench records).
 #[test]
-fn bench_one_with_a_failing_job_exits_2_without_a_result() {
+fn bench_one_with_a_failing_job_exits_2_with_a_failed_result() {
     let tmp = tempfile::tempdir().unwrap();
     let data = write_text(tmp.path(), 200);
+    let failed = |out: &std::process::Output| -> String {
+        let r: h2o_engine::report::ExperimentResult =
+            serde_json::from_slice(&out.stdout).expect("a failed result on stdout");
+        assert!(r.ppl.is_none() && r.speed.is_none());
+        match r.status {
+            h2o_engine::report::ExperimentStatus::Failed { message } => message,
+            s => panic!("{s:?}"),
+        }
+    };
     let missing = tmp.path().join("no-model");
     let out = bench_one(job(&missing, &data, 64), None);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(out.stdout.is_empty());
     assert!(
         stderr.contains("no-model") && stderr.contains("does not exist"),
         "{stderr}"
+    );
+    let reason = failed(&out);
+    assert!(
+        reason.starts_with("--model: ") && stderr.contains(&reason),
+        "{reason}"
     );
     let out = bench_one(job(&fixture_dir(), &tmp.path().join("gone.txt"), 64), None);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -575,8 +590,10 @@ fn bench_one_with_a_failing_job_exits_2_without_a_result() {
         stderr.contains("gone.txt") && stderr.contains("not found"),
         "{stderr}"
     );
+    assert!(failed(&out).starts_with("--data: "));
     let out = bench_one("not a job".into(), None);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("not a bench job"), "{stderr}");
+    assert!(out.stdout.is_empty(), "no job, no result");
 }

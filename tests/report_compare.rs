@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use h2o_engine::policy::{PolicySpec, Scope};
 use h2o_engine::report::{
-    compare, load_results_csv, MatchKind, ReportError, ResultFormat, TpotDefinition,
+    compare, load_results_csv, MatchKind, PolicyMatch, ReportError, ResultFormat, TokenMatch,
+    TpotDefinition, SEED_COUNTING_NOTE,
 };
 
 /// Copy of ../shared/seed/pytorch-results.csv (used when the shared folder is absent); the
@@ -101,16 +102,16 @@ fn seed_vs_ours_lines_up_and_lists_unmatched() {
     assert_eq!(
         got,
         [
-            ("Baseline", "full".to_string(), MatchKind::Exact),
+            ("Baseline", "full".to_string(), MatchKind::EXACT),
             (
                 "H2O (128+128)",
                 "h2o:128+128".to_string(),
-                MatchKind::H2oVariant
+                MatchKind::of(PolicyMatch::H2oVariant, TokenMatch::OursOneMore)
             ),
             (
                 "H2O (64+192)",
                 "h2o-layer:192+64".to_string(),
-                MatchKind::Exact
+                MatchKind::of(PolicyMatch::Same, TokenMatch::OursOneMore)
             ),
         ]
     );
@@ -131,7 +132,7 @@ fn seed_vs_ours_lines_up_and_lists_unmatched() {
     assert_eq!(ua, ["Local (256)"]);
     assert_eq!(ub, ["local:128", "h2o:224+32"]);
 
-    let text = c.render();
+    let text = c.render(&c.table(true));
     for s in [
         "Unmatched in A",
         "Local (256)",
@@ -159,7 +160,10 @@ H2O,256,0.078125,30,33.3,13.0,h2o:224+32
     );
     let c = compare(&ours, &seed).unwrap();
     assert_eq!(c.pairs.len(), 1);
-    assert_eq!(c.pairs[0].kind, MatchKind::SameBudget);
+    assert_eq!(
+        c.pairs[0].kind,
+        MatchKind::of(PolicyMatch::OtherSplit, TokenMatch::OursOneMore)
+    );
     assert_eq!(c.pairs[0].b.experiment, "H2O (128+128)");
     // ours has no seed-TPOT column: no like-for-like TPOT, no speed-up (never a wrong one)
     assert_eq!(c.pairs[0].tpot_a_ms, None);
@@ -175,7 +179,7 @@ fn ours_vs_ours_uses_median_tpot() {
     let c = compare(&a, &b).unwrap();
     assert_eq!(c.tpot_definition, TpotDefinition::DecodeMedian);
     assert_eq!(c.pairs.len(), 5);
-    assert!(c.pairs.iter().all(|p| p.kind == MatchKind::Exact));
+    assert!(c.pairs.iter().all(|p| p.kind == MatchKind::EXACT));
     assert_eq!(c.pairs[0].speedup, Some(2.0));
     assert!(c.unmatched_a.is_empty() && c.unmatched_b.is_empty());
 }
@@ -222,7 +226,7 @@ fn bad_cells_and_missing_files_are_clear_errors() {
     );
     let err = load_results_csv(&bad).unwrap_err();
     assert!(
-        matches!(&err, ReportError::BadValue { line: 2, column, value, .. } if column == "PPL" && value == "eight"),
+        matches!(&err, ReportError::BadValue { line: 2, column, value, reason, .. } if column == "PPL" && value == "eight" && reason == "not a number"),
         "{err:?}"
     );
     let bad_budget = write(
@@ -293,5 +297,225 @@ sink 4+124,128,0.0390625,30,33.3,14.0,sink:4+124
     );
     let c = compare(&a, &b).unwrap();
     let kinds: Vec<MatchKind> = c.pairs.iter().map(|p| p.kind).collect();
-    assert_eq!(kinds, [MatchKind::Exact, MatchKind::SameBudget]);
+    assert_eq!(
+        kinds,
+        [
+            MatchKind::EXACT,
+            MatchKind::of(PolicyMatch::OtherSplit, TokenMatch::Same)
+        ]
+    );
+    // the table shows each row's budget (never "Full" for a sink) and calls only equal specs exact
+    let table = c.table(false).to_string();
+    let line = |spec: &str| {
+        table
+            .lines()
+            .find(|l| l.contains(spec))
+            .unwrap()
+            .to_string()
+    };
+    assert!(line("sink:4+252").contains("256") && line("sink:4+252").contains("exact"));
+    assert!(line("sink:8+120").contains("128") && line("sink:8+120").contains("other split"));
+    assert!(!table.contains("Full"), "{table}");
+}
+
+/// Issue 19 item 11: the seed's budget counts the new token. Our `local:255` attends what the
+/// seed's `Local (256)` attends (exact); our `local:256` has the seed's numbers but attends one
+/// token more, and is labelled so, never "exact".
+#[test]
+fn seed_budgets_are_lined_up_by_the_tokens_attended() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seed = seed_csv(tmp.path());
+    let ours = write(
+        tmp.path(),
+        "ours.csv",
+        "Experiment,Budget (Tokens),KV Size (GB),TPOT (ms),Throughput (T/s),PPL,Policy
+Local (256),256,0.078125,30,33.3,30.0,local:256
+\"Local (256), seed counting\",255,0.078,30,33.3,30.5,local:255
+\"H2O (64r+192h), seed counting\",255,0.078,30,33.3,12.0,h2o-layer:192+63
+\"H2O (128r+128h), seed counting\",255,0.078,30,33.3,12.0,h2o:128+127
+",
+    );
+    let c = compare(&seed, &ours).unwrap();
+    let got: Vec<(&str, String, MatchKind)> = c
+        .pairs
+        .iter()
+        .map(|p| (p.a.experiment.as_str(), p.b.spec.to_string(), p.kind))
+        .collect();
+    let same = TokenMatch::Same;
+    assert_eq!(
+        got,
+        [
+            (
+                "H2O (128+128)",
+                "h2o:128+127".to_string(),
+                MatchKind::of(PolicyMatch::H2oVariant, same)
+            ),
+            (
+                "H2O (64+192)",
+                "h2o-layer:192+63".to_string(),
+                MatchKind::EXACT
+            ),
+            ("Local (256)", "local:255".to_string(), MatchKind::EXACT),
+        ]
+    );
+    // the seed's Baseline and our local:256 are left over
+    assert_eq!(c.unmatched_a.len(), 1);
+    assert_eq!(c.unmatched_b[0].spec.to_string(), "local:256");
+    let text = c.render(&c.table(false));
+    assert!(text.contains(SEED_COUNTING_NOTE), "{text}");
+    assert!(text.contains("256 / 255"), "{text}");
+
+    // with only local:256 on our side: matched, and labelled as attending one token more
+    let only = write(
+        tmp.path(),
+        "only.csv",
+        "Experiment,Budget (Tokens),KV Size (GB),TPOT (ms),Throughput (T/s),PPL,Policy
+Local (256),256,0.078125,30,33.3,30.0,local:256
+",
+    );
+    let c = compare(&seed, &only).unwrap();
+    assert_eq!(c.pairs.len(), 1);
+    assert_eq!(
+        c.pairs[0].kind,
+        MatchKind::of(PolicyMatch::Same, TokenMatch::OursOneMore)
+    );
+    let label = c.pairs[0].kind.to_string();
+    assert_eq!(label, "same numbers; ours attends 1 more token");
+    let table = c.table(false).to_string();
+    assert!(
+        table.contains("ours attends 1 more") && !table.contains("exact"),
+        "{table}"
+    );
+}
+
+/// Issue 19 item 3: malformed rows are refused, naming the file, the line and the column; a
+/// failed experiment's row is listed as failed, never as a number.
+#[test]
+fn malformed_rows_are_refused_by_line_and_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = |name: &str, text: &str| -> (ReportError, String) {
+        let p = write(tmp.path(), name, text);
+        let e = load_results_csv(&p).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains(name), "{msg}");
+        (e, msg)
+    };
+    let (e, msg) = err(
+        "short.csv",
+        &SEED_CSV.replace(
+            "Local (256),256,0.078125,80.00751445069909,12.498825977354958,30.328125",
+            "Local (256),256,0.078125",
+        ),
+    );
+    assert!(
+        matches!(
+            e,
+            ReportError::FieldCount {
+                line: 5,
+                found: 3,
+                expected: 6,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(
+        msg.contains("line 5 has 3 fields, the header has 6"),
+        "{msg}"
+    );
+    let (e, _) = err(
+        "long.csv",
+        &SEED_CSV.replace(",8.2109375", ",8.2109375,extra"),
+    );
+    assert!(
+        matches!(
+            e,
+            ReportError::FieldCount {
+                line: 2,
+                found: 7,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    for (value, reason) in [
+        ("NaN", "not a finite number"),
+        ("inf", "not a finite number"),
+        ("-inf", "not a finite number"),
+        ("0.5", "below 1"),
+        ("", "empty"),
+    ] {
+        let (e, msg) = err(
+            "ppl.csv",
+            &SEED_CSV.replace(",8.2109375", &format!(",{value}")),
+        );
+        assert!(
+            matches!(&e, ReportError::BadValue { line: 2, column, .. } if column == "PPL"),
+            "{value}: {e:?}"
+        );
+        assert!(
+            msg.contains(reason) && msg.contains("line 2") && msg.contains("\"PPL\""),
+            "{msg}"
+        );
+    }
+    let (e, msg) = err(
+        "kv.csv",
+        &SEED_CSV.replace("0.078125,97.55", "-0.078125,97.55"),
+    );
+    assert!(
+        matches!(&e, ReportError::BadValue { line: 3, column, .. } if column == "KV Size (GB)"),
+        "{e:?}"
+    );
+    assert!(msg.contains("negative"), "{msg}");
+    let (_, msg) = err("tpot.csv", &OURS_CSV.replace(",40,25,", ",inf,25,"));
+    assert!(
+        msg.contains("\"TPOT (ms)\"") && msg.contains("not a finite number"),
+        "{msg}"
+    );
+    // a Budget column that is not the policy's budget
+    let (e, msg) = err(
+        "budget.csv",
+        &OURS_CSV.replace("Local (128),128,", "Local (128),256,"),
+    );
+    assert!(
+        matches!(&e, ReportError::BadValue { line: 5, column, .. } if column == "Budget (Tokens)"),
+        "{e:?}"
+    );
+    assert!(msg.contains("keeps 128"), "{msg}");
+    let (_, msg) = err(
+        "seed-budget.csv",
+        &SEED_CSV.replace("H2O (64+192),256", "H2O (64+192),128"),
+    );
+    assert!(msg.contains("line 4") && msg.contains("keeps 256"), "{msg}");
+    // a status that is neither ok nor failed
+    let status =
+        "Experiment,Budget (Tokens),KV Size (GB),TPOT (ms),Throughput (T/s),PPL,Policy,Status
+full,Full,1,2,3,8,full,maybe
+";
+    let (_, msg) = err("status.csv", status);
+    assert!(
+        msg.contains("\"Status\"") && msg.contains("`ok` or `failed: <reason>`"),
+        "{msg}"
+    );
+
+    // a failed experiment: listed as such, with its reason, never matched or shown as a number
+    let with_failed = write(
+        tmp.path(),
+        "failed.csv",
+        "Experiment,Budget (Tokens),KV Size (GB),TPOT (ms),Throughput (T/s),PPL,Policy,Status
+Baseline,Full,1.4,40,25,8.25,full,ok
+Local (256),256,,,,,local:256,\"failed: its process ended without a result (signal: 9 (SIGKILL))\"
+",
+    );
+    let f = load_results_csv(&with_failed).unwrap();
+    assert_eq!(
+        f.rows[1].failed.as_deref(),
+        Some("its process ended without a result (signal: 9 (SIGKILL))")
+    );
+    let c = compare(&seed_csv(tmp.path()), &with_failed).unwrap();
+    assert_eq!(c.pairs.len(), 1);
+    assert_eq!(c.failed_b.len(), 1);
+    assert!(c.unmatched_b.is_empty());
+    let text = c.render(&c.table(false));
+    assert!(text.contains("Failed in B (no figures):\n  line 3: Local (256) [local:256]: failed: its process ended"), "{text}");
 }

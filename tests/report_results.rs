@@ -3,12 +3,15 @@
 use std::path::Path;
 use std::time::Duration;
 
+use h2o_engine::eval::data::TextMode;
+use h2o_engine::experiment::Counting;
+use h2o_engine::output::write_output;
 use h2o_engine::policy::PolicySpec;
 use h2o_engine::report::{
     breakdown_table, columns_markdown, csv_header, load_results_csv, main_table, memory_table,
-    run_stem, write_atomic, ExperimentResult, ExperimentStatus, MachineInfo, MemoryFigures,
-    ModelInfo, PplFigures, ReportError, ResultFormat, ResultsWriter, RunDocument, RunInfo,
-    RuntimeInfo, Settings, SpeedFigures, SEED_COLUMNS,
+    run_stem, ExperimentResult, ExperimentStatus, MachineInfo, MemoryFigures, ModelInfo,
+    PplFigures, ReportError, ResultFormat, ResultsWriter, RunDocument, RunInfo, RuntimeInfo,
+    Settings, SpeedFigures, Width, SEED_COLUMNS,
 };
 use h2o_engine::timing::StepTiming;
 
@@ -36,6 +39,8 @@ fn run_info() -> RunInfo {
             gen: 8,
             warmup: 1,
             data_path: "wiki.test.raw".into(),
+            text: TextMode::File,
+            counting: Counting::Ours,
             batch: 1,
             experiments: vec![("Baseline".into(), PolicySpec::Full)],
         },
@@ -61,6 +66,7 @@ fn result(label: &str, spec_text: &str, kv_bytes: u64) -> ExperimentResult {
     };
     r.speed = Some(SpeedFigures::from_run(
         Duration::from_millis(20),
+        Duration::from_millis(60),
         16,
         &[step; 8],
     ));
@@ -317,7 +323,7 @@ fn tables_show_seed_columns_first_and_breakdown() {
         result("H2O (16r+48h)", "h2o:48+16", 1 << 18),
         ExperimentResult::new("Not measured", spec("local:8")),
     ];
-    let main = main_table(&rs).to_string();
+    let main = main_table(&rs, Width::Compact).to_string();
     let first_line = main.lines().nth(1).unwrap();
     let pos = |s: &str| {
         first_line
@@ -330,7 +336,7 @@ fn tables_show_seed_columns_first_and_breakdown() {
     assert!(pos("PPL") < pos("Policy"));
     assert!(main.contains("h2o:48+16") && main.contains("Full") && main.contains("7.39"));
 
-    let b = breakdown_table(&rs).to_string();
+    let b = breakdown_table(&rs, Width::Compact).to_string();
     assert!(b.contains("Model (ms)") && b.contains("Score Update (ms)"));
     assert!(b.contains("4.000 (80.0%)"), "{b}");
     assert!(
@@ -339,26 +345,26 @@ fn tables_show_seed_columns_first_and_breakdown() {
     );
     assert!(b.contains("20.0%"), "host share: {b}");
 
-    let m = memory_table(&rs).to_string();
+    let m = memory_table(&rs, Width::Wide).to_string();
     assert!(
         m.contains("0.25") && m.contains("1.00") && m.contains("VmHWM"),
         "{m}"
     );
 }
 
-/// A reader that opened the file before `write_atomic` reads the whole old document afterwards
+/// A reader that opened the file before `write_output` reads the whole old document afterwards
 /// (the new one is a new file renamed over the path), new readers the whole new one; an
 /// in-place write would change what the first reader sees.
 #[test]
-fn write_atomic_replaces_the_file_and_never_writes_into_it() {
+fn write_output_replaces_the_file_and_never_writes_into_it() {
     use std::io::Read;
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("doc.json");
     let old = format!("{{\"old\": \"{}\"}}", "a".repeat(100_000));
     let new = format!("{{\"new\": \"{}\"}}", "b".repeat(50_000));
-    write_atomic(&path, old.as_bytes()).unwrap();
+    write_output(&path, old.as_bytes()).unwrap();
     let mut reader = std::fs::File::open(&path).unwrap();
-    write_atomic(&path, new.as_bytes()).unwrap();
+    write_output(&path, new.as_bytes()).unwrap();
     let mut seen = String::new();
     reader.read_to_string(&mut seen).unwrap();
     assert!(
@@ -377,11 +383,11 @@ fn write_atomic_replaces_the_file_and_never_writes_into_it() {
 /// Readers polling the file while it is rewritten again and again see one complete document or
 /// the other, never a truncated or mixed one.
 #[test]
-fn write_atomic_readers_never_see_a_partial_file() {
+fn write_output_readers_never_see_a_partial_file() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("doc.txt");
     let docs = ["x".repeat(300_000), "y".repeat(200_000)];
-    write_atomic(&path, docs[0].as_bytes()).unwrap();
+    write_output(&path, docs[0].as_bytes()).unwrap();
     let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
         let reader = s.spawn(|| {
@@ -398,7 +404,7 @@ fn write_atomic_readers_never_see_a_partial_file() {
             reads
         });
         for i in 0..200 {
-            write_atomic(&path, docs[i % 2].as_bytes()).unwrap();
+            write_output(&path, docs[i % 2].as_bytes()).unwrap();
         }
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         assert!(reader.join().unwrap() > 0);

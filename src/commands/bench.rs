@@ -1,27 +1,36 @@
 //! `h2o bench`: a list of experiments on one model and data file; each experiment runs in its own child
 //! process (`h2o bench-one`, handed one serialised [`Job`]) so its peak memory is its own; rows are
-//! appended to results/ as they finish.
+//! appended to results/ as they finish. A failed experiment becomes a `failed: <reason>` row and the
+//! suite goes on; an interrupt (SIGINT, SIGTERM) stops it and says where the finished rows are.
 
 use std::io::{Read, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
+use h2o_engine::eval::data::TextMode;
 use h2o_engine::experiment::{
-    run_job, Experiment, Job, Lab, PeakMemory, Plan, PplPlan, Setup, SpeedPlan,
+    run_job, Counting, Experiment, Job, Lab, PeakMemory, Plan, PplPlan, Setup, SpeedPlan,
 };
 use h2o_engine::manifest::Manifest;
 use h2o_engine::policy::PolicySpec;
 use h2o_engine::report::{
-    breakdown_table, main_table, memory_table, run_stem, ExperimentResult, MachineInfo, ModelInfo,
-    ResultsWriter, RunInfo, RuntimeInfo, Settings,
+    breakdown_table, fit_width, main_table, memory_table, run_stem, terminal_width,
+    ExperimentResult, ExperimentStatus, MachineInfo, ModelInfo, ReportError, ResultsWriter,
+    RunInfo, RuntimeInfo, Settings, Width,
 };
 use h2o_engine::runtime::Runtime;
 
-use super::{resolve_data, start_runtime, Bars, ModelArgs, Orphaned};
+use super::{
+    error_text, in_cli_words, resolve_data, start_runtime, Bars, Interrupted, ModelArgs, Names,
+    Orphaned, SomeFailed,
+};
 
 /// What each experiment measures.
 #[derive(Args, Debug, Clone)]
@@ -29,6 +38,10 @@ pub struct MeasureArgs {
     /// Text file (WikiText-2 raw test); default: $H2O_DATA.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Which text of the file: `file` (as it is) or `seed` (the seed's: the dataset's rows joined
+    /// up to 16,384 characters; see README "Lining up with the seed").
+    #[arg(long, value_enum, default_value_t = TextMode::File)]
+    pub text: TextMode,
     /// Tokens for streaming perplexity (0 = skip perplexity).
     #[arg(long, default_value_t = 2048)]
     pub ppl_tokens: usize,
@@ -68,20 +81,45 @@ pub struct BenchArgs {
     /// Comma-separated policy specs (default: the seed's ten groups, scaled to the model's positions).
     #[arg(long, value_delimiter = ',')]
     pub exp: Vec<PolicySpec>,
-    /// Directory for <time>-<model>.csv and .json.
+    /// Budget counting: `ours` (keep B, attend B + the new token) or `seed` (B counts the new
+    /// token: every spec runs with one token less, e.g. the seed's Local (256) as local:255).
+    #[arg(long, value_enum, default_value_t = Counting::Ours)]
+    pub counting: Counting,
+    /// Directory for the results CSV and JSON.
     #[arg(long, default_value = "results")]
     pub results: PathBuf,
+    /// Run name: results go to <results>/<name>.csv and .json (default: <time>-<model>).
+    #[arg(long)]
+    pub name: Option<String>,
     /// Run experiments in this process instead of one child each (peak memory is then cumulative).
     #[arg(long)]
     pub in_process: bool,
+    /// Show every column in the tables (the CSV and JSON always hold every column).
+    #[arg(long)]
+    pub wide: bool,
 }
 
-/// Hidden: one experiment; its [`Job`] as JSON on stdin, its [`ExperimentResult`] as JSON on stdout.
+/// Hidden: one experiment; its [`Job`] as JSON on stdin, its [`ExperimentResult`] as JSON on
+/// stdout: measured, or failed with the reason (then exit code 2).
 #[derive(Args, Debug)]
 pub struct BenchOneArgs {
     /// The bench process that started this one: if it dies, the child stops (exit code 3).
     #[arg(long)]
     pub parent_pid: Option<u32>,
+}
+
+/// A result row of an experiment that failed.
+fn failed(exp: &Experiment, message: String) -> ExperimentResult {
+    let mut r = ExperimentResult::new(exp.label.clone(), exp.spec);
+    r.status = ExperimentStatus::Failed { message };
+    r
+}
+
+fn write_result(r: &ExperimentResult) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, r)?;
+    out.flush()?;
+    Ok(())
 }
 
 pub fn run_one(a: BenchOneArgs) -> Result<()> {
@@ -95,31 +133,55 @@ pub fn run_one(a: BenchOneArgs) -> Result<()> {
     if orphaned() {
         return Err(Orphaned.into());
     }
-    let rt = Runtime::start(&super::project_root())?;
     let mut bars = Bars::new(job.experiment.spec.to_string());
-    let outcome = run_job(&rt, &job, PeakMemory::OwnProcess, &mut |p| {
-        // A child whose bench parent died stops instead of running on.
-        if p.done % 64 == 0 && orphaned() {
-            return ControlFlow::Break(());
-        }
-        bars.show(p)
+    let outcome = Runtime::start(&super::project_root()).and_then(|rt| {
+        run_job(&rt, &job, PeakMemory::OwnProcess, &mut |p| {
+            // A child whose bench parent died stops instead of running on.
+            if p.done % 64 == 0 && orphaned() {
+                return ControlFlow::Break(());
+            }
+            bars.show(p)
+        })
     });
     bars.clear();
-    let outcome = match outcome {
-        Err(h2o_engine::Error::Cancelled) => return Err(Orphaned.into()),
-        r => r?,
-    };
-    if orphaned() {
+    if matches!(outcome, Err(h2o_engine::Error::Cancelled)) || orphaned() {
         return Err(Orphaned.into());
     }
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, &outcome.result)?;
-    out.flush()?;
-    Ok(())
+    match outcome {
+        Ok(o) => write_result(&o.result),
+        Err(e) => {
+            // The parent records the reason in the CLI's words; the error also goes to stderr.
+            let e = in_cli_words(e.into(), &Names::DEFAULT);
+            write_result(&failed(&job.experiment, error_text(&e)))?;
+            Err(e)
+        }
+    }
 }
 
-/// Runs `job` in a child process `exe bench-one` and reads its result.
-fn run_in_child(exe: &Path, job: &Job) -> Result<ExperimentResult> {
+/// How one experiment ended: a result row (measured or failed), or the suite was interrupted.
+enum Ran {
+    Row(ExperimentResult),
+    Interrupted,
+}
+
+/// Waits for `child`, killing it when `stop` is set; `None` when it was killed that way.
+fn wait_or_stop(child: &mut Child, stop: &AtomicBool) -> Result<Option<std::process::ExitStatus>> {
+    loop {
+        if let Some(status) = child.try_wait().context("lost the experiment's process")? {
+            return Ok(Some(status));
+        }
+        if stop.load(Ordering::SeqCst) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `job` in a child process `exe bench-one` and reads its result: measured, or a failed row
+/// naming why (the child's own reason, its exit status, or a signal that killed it).
+fn run_in_child(exe: &Path, job: &Job, stop: &AtomicBool) -> Result<Ran> {
     let mut child = Command::new(exe)
         .arg("bench-one")
         .arg("--parent-pid")
@@ -132,29 +194,60 @@ fn run_in_child(exe: &Path, job: &Job) -> Result<ExperimentResult> {
         // A child that exits before reading its job is reported by its exit status below.
         let _ = stdin.write_all(serde_json::to_string(job)?.as_bytes());
     }
-    let out = child
-        .wait_with_output()
-        .context("lost the experiment's process")?;
-    if !out.status.success() {
-        bail!("its process failed ({})", out.status);
+    // Read stdout on the side so a large result never blocks the child while we wait.
+    let mut stdout = child.stdout.take().context("no stdout of the child")?;
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let status = wait_or_stop(&mut child, stop)?;
+    let out = reader.join().unwrap_or_default();
+    let Some(status) = status else {
+        return Ok(Ran::Interrupted);
+    };
+    if stop.load(Ordering::SeqCst) && !status.success() {
+        return Ok(Ran::Interrupted);
     }
-    serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "its process wrote no result ({} bytes on stdout)",
-            out.stdout.len()
-        )
-    })
+    let exp = &job.experiment;
+    Ok(Ran::Row(
+        match serde_json::from_slice::<ExperimentResult>(&out) {
+            Ok(r) if status.success() || r.status != ExperimentStatus::Ok => r,
+            _ if status.success() => failed(
+                exp,
+                format!(
+                    "its process wrote no result ({} bytes on stdout)",
+                    out.len()
+                ),
+            ),
+            _ => failed(
+                exp,
+                format!("its process ended without a result ({status})"),
+            ),
+        },
+    ))
 }
 
-/// The experiments to run: `--exp` specs (labelled by the spec) or the scaled seed groups.
-fn experiments(exp: &[PolicySpec], max_positions: usize) -> Result<Vec<Experiment>> {
-    if exp.is_empty() {
-        return Ok(Experiment::seed_groups(max_positions));
-    }
-    exp.iter()
-        .map(|s| {
-            s.validate(max_positions)?;
-            Ok(Experiment::of(*s))
+/// The experiments to run: `--exp` specs (labelled by the spec) or the scaled seed groups, each
+/// under `counting`.
+fn experiments(
+    exp: &[PolicySpec],
+    max_positions: usize,
+    counting: Counting,
+) -> Result<Vec<Experiment>> {
+    let base = if exp.is_empty() {
+        Experiment::seed_groups(max_positions)
+    } else {
+        exp.iter().map(|s| Experiment::of(*s)).collect()
+    };
+    base.into_iter()
+        .map(|e| {
+            let spec = e.spec;
+            let e = e.counted(counting).ok_or_else(|| {
+                anyhow!("--counting seed: {spec} has a budget of 1, which in the seed's counting attends only the new token and keeps nothing; use a budget of at least 2")
+            })?;
+            e.spec.validate(max_positions)?;
+            Ok(e)
         })
         .collect()
 }
@@ -202,6 +295,8 @@ fn run_info(
             gen: m.gen,
             warmup: m.warmup,
             data_path: setup.data.display().to_string(),
+            text: setup.text,
+            counting: a.counting,
             batch: 1,
             experiments: exps.iter().map(|e| (e.label.clone(), e.spec)).collect(),
         },
@@ -212,28 +307,142 @@ fn run_info(
     }
 }
 
-/// Measures one experiment: in this process, or in a child process of its own.
-fn measure_one(rt: &Runtime, job: &Job, in_process: bool) -> Result<ExperimentResult> {
-    if in_process {
-        let mut bars = Bars::new(job.experiment.spec.to_string());
-        let outcome = run_job(rt, job, PeakMemory::SharedProcess, &mut |p| bars.show(p));
-        bars.clear();
-        return Ok(outcome?.result);
+/// Measures one experiment, in this process or in a child of its own; an error becomes a
+/// failed row (in the CLI's words).
+fn measure_one(rt: &Runtime, job: &Job, in_process: bool, stop: &AtomicBool) -> Result<Ran> {
+    if !in_process {
+        let exe = std::env::current_exe().context("cannot find the h2o binary")?;
+        return run_in_child(&exe, job, stop);
     }
-    let exe = std::env::current_exe().context("cannot find the h2o binary")?;
-    run_in_child(&exe, job)
+    let mut bars = Bars::new(job.experiment.spec.to_string());
+    let outcome = run_job(rt, job, PeakMemory::SharedProcess, &mut |p| {
+        if stop.load(Ordering::SeqCst) {
+            return ControlFlow::Break(());
+        }
+        bars.show(p)
+    });
+    bars.clear();
+    Ok(match outcome {
+        Err(_) if stop.load(Ordering::SeqCst) => Ran::Interrupted,
+        Err(e) => {
+            let e = in_cli_words(e.into(), &Names::DEFAULT);
+            Ran::Row(failed(&job.experiment, error_text(&e)))
+        }
+        Ok(o) => Ran::Row(o.result),
+    })
+}
+
+/// A run name as given by `--name`: letters, digits, `.`, `_`, `-`, not starting with `.`.
+fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !ok {
+        bail!("--name {name:?}: use 1 to 200 letters, digits, '.', '_' or '-', not starting with '.' (it names <results>/<name>.csv and .json)");
+    }
+    Ok(())
+}
+
+/// Creates the results files, naming `--name` and `--results` when a file of that name exists.
+fn create_writer(a: &BenchArgs, stem: &str, info: RunInfo) -> Result<ResultsWriter> {
+    ResultsWriter::create(&a.results, stem, info).map_err(|e| match e {
+        ReportError::AlreadyExists { path } => anyhow!(
+            "results file {} already exists; results are never overwritten. Fix: pass --name with another run name, another --results directory, or move the file away",
+            path.display()
+        ),
+        e => e.into(),
+    })
+}
+
+/// Sets `stop` on SIGINT, SIGTERM or SIGHUP, so the suite ends cleanly between rows.
+fn stop_on_interrupt() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("cannot install the interrupt handler")?;
+    Ok(stop)
+}
+
+/// Runs every experiment, appending each row as it finishes; `Err(Interrupted)` when stopped.
+fn run_suite(
+    a: &BenchArgs,
+    rt: &Runtime,
+    setup: &Setup,
+    exps: &[Experiment],
+    writer: &mut ResultsWriter,
+) -> Result<()> {
+    let stop = stop_on_interrupt()?;
+    let plan = a.measure.plan();
+    for (i, exp) in exps.iter().enumerate() {
+        eprintln!("[{}/{}] {} ({})", i + 1, exps.len(), exp.label, exp.spec);
+        let job = Job {
+            setup: setup.clone(),
+            plan,
+            experiment: exp.clone(),
+        };
+        let interrupted = Interrupted {
+            finished: writer.results().len(),
+            total: exps.len(),
+            csv: writer.csv_path().to_path_buf(),
+            json: writer.json_path().to_path_buf(),
+        };
+        if stop.load(Ordering::SeqCst) {
+            return Err(interrupted.into());
+        }
+        match measure_one(rt, &job, a.in_process, &stop)? {
+            Ran::Interrupted => return Err(interrupted.into()),
+            Ran::Row(r) => {
+                if let ExperimentStatus::Failed { message } = &r.status {
+                    eprintln!("[{}/{}] {} failed: {message}", i + 1, exps.len(), exp.label);
+                }
+                writer.append(r)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The tables, fitted to the terminal when standard output is one.
+fn print_tables(results: &[ExperimentResult], width: Width) {
+    let fit = terminal_width();
+    let mut tables = [
+        ("", main_table(results, width)),
+        (
+            "Per-step breakdown (decode steps)\n",
+            breakdown_table(results, width),
+        ),
+        ("Memory\n", memory_table(results, width)),
+    ];
+    for (title, t) in &mut tables {
+        fit_width(t, fit);
+        println!("{title}{t}");
+    }
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
     // Everything that can be refused is refused before the first measurement.
-    let setup = a.model.setup(resolve_data(a.measure.data.as_deref())?)?;
-    let plan = a.measure.plan();
+    if let Some(n) = &a.name {
+        check_name(n)?;
+    }
+    let setup = a
+        .model
+        .setup(resolve_data(a.measure.data.as_deref())?, a.measure.text)?;
     let rt = start_runtime(&setup.model)?;
-    let man = Lab::load(&rt, &setup, &[plan])?.model().manifest.clone();
-    let exps = experiments(&a.exp, man.max_position_embeddings)?;
+    let man = Lab::load(&rt, &setup, &[a.measure.plan()])?
+        .model()
+        .manifest
+        .clone();
+    let exps = experiments(&a.exp, man.max_position_embeddings, a.counting)?;
     let start = chrono::Local::now();
     let info = run_info(&a, &rt, &man, &setup, &exps, &start);
-    let mut writer = ResultsWriter::create(&a.results, &run_stem(&start, &man.name), info)?;
+    let stem = a
+        .name
+        .clone()
+        .unwrap_or_else(|| run_stem(&start, &man.name));
+    let mut writer = create_writer(&a, &stem, info)?;
     eprintln!(
         "{} experiments on {} ({} threads, onnxruntime {}); results: {}",
         exps.len(),
@@ -242,57 +451,62 @@ pub fn run(a: BenchArgs) -> Result<()> {
         rt.version,
         writer.csv_path().display()
     );
-    for (i, exp) in exps.iter().enumerate() {
-        eprintln!("[{}/{}] {} ({})", i + 1, exps.len(), exp.label, exp.spec);
-        let job = Job {
-            setup: setup.clone(),
-            plan,
-            experiment: exp.clone(),
-        };
-        let result = measure_one(&rt, &job, a.in_process).with_context(|| {
-            format!(
-                "experiment {} ({}) failed; finished rows are in {}",
-                exp.label,
-                exp.spec,
-                writer.csv_path().display()
-            )
-        })?;
-        writer.append(result)?;
-    }
+    run_suite(&a, &rt, &setup, &exps, &mut writer)?;
     let results = writer.results().to_vec();
     let (csv, json) = (
         writer.csv_path().to_path_buf(),
         writer.json_path().to_path_buf(),
     );
     writer.finish()?;
-    println!("{}", main_table(&results));
-    println!(
-        "Per-step breakdown (decode steps)\n{}",
-        breakdown_table(&results)
-    );
-    println!("Memory\n{}", memory_table(&results));
+    print_tables(&results, if a.wide { Width::Wide } else { Width::Compact });
     println!("results: {}\n         {}", csv.display(), json.display());
+    let failures: Vec<String> = results
+        .iter()
+        .filter_map(|r| match &r.status {
+            ExperimentStatus::Failed { message } => {
+                Some(format!("  {} ({}): {message}", r.label, r.spec))
+            }
+            ExperimentStatus::Ok => None,
+        })
+        .collect();
+    if !failures.is_empty() {
+        println!(
+            "Failed ({} of {}):\n{}",
+            failures.len(),
+            results.len(),
+            failures.join("\n")
+        );
+        return Err(SomeFailed {
+            failed: failures.len(),
+            total: results.len(),
+            csv,
+        }
+        .into());
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use h2o_engine::runtime::SessionConfig;
+    use clap::Parser;
+    use h2o_engine::runtime::{OptLevel, SessionConfig};
 
     fn job() -> Job {
         Job {
             setup: Setup {
                 model: "models/m".into(),
                 session: SessionConfig {
-                    intra_threads: 3,
+                    intra_threads: 1,
                     spin: false,
                     ..SessionConfig::default()
                 },
                 data: "text.txt".into(),
+                text: TextMode::Seed,
             },
             plan: MeasureArgs {
                 data: None,
+                text: TextMode::Seed,
                 ppl_tokens: 64,
                 prompt: 32,
                 gen: 8,
@@ -312,8 +526,68 @@ mod tests {
         p
     }
 
+    fn row(ran: Ran) -> ExperimentResult {
+        match ran {
+            Ran::Row(r) => r,
+            Ran::Interrupted => panic!("interrupted"),
+        }
+    }
+
+    fn go() -> AtomicBool {
+        AtomicBool::new(false)
+    }
+
+    /// Issue 19 item 6: every flag that shapes a measurement reaches the child, through the job.
     #[test]
-    fn the_child_gets_the_whole_job_and_its_result_is_read() {
+    fn every_measurement_flag_reaches_the_child_in_its_job() {
+        let cli = super::super::Cli::try_parse_from([
+            "h2o",
+            "bench",
+            "--model",
+            "models/m",
+            "--data",
+            "text.txt",
+            "--text",
+            "seed",
+            "--threads",
+            "1",
+            "--opt-level",
+            "basic",
+            "--no-spin",
+            "--ppl-tokens",
+            "64",
+            "--prompt",
+            "32",
+            "--gen",
+            "8",
+            "--warmup",
+            "0",
+        ])
+        .unwrap();
+        let super::super::Command::Bench(a) = cli.command else {
+            panic!("not bench")
+        };
+        let setup = a
+            .model
+            .setup(a.measure.data.clone().unwrap(), a.measure.text)
+            .unwrap();
+        let want = Job {
+            setup: Setup {
+                session: SessionConfig {
+                    opt_level: OptLevel::Basic,
+                    ..job().setup.session
+                },
+                ..job().setup
+            },
+            ..job()
+        };
+        let made = Job {
+            setup,
+            plan: a.measure.plan(),
+            experiment: job().experiment,
+        };
+        assert_eq!(made, want);
+
         let d = tempfile::tempdir().unwrap();
         let got = d.path().join("job.json");
         let result = ExperimentResult::new("local 8", "local:8".parse().unwrap());
@@ -324,28 +598,60 @@ mod tests {
             serde_json::to_string(&result).unwrap()
         );
         let exe = fake_child(d.path(), &body);
-        assert_eq!(run_in_child(&exe, &job()).unwrap(), result);
+        assert_eq!(row(run_in_child(&exe, &made, &go()).unwrap()), result);
         let sent: Job = serde_json::from_str(&std::fs::read_to_string(&got).unwrap()).unwrap();
         assert_eq!(
-            sent,
-            job(),
-            "every setting, --no-spin included, reaches the child"
+            sent, want,
+            "every setting (--no-spin, --opt-level, --text, ...) reaches the child"
         );
     }
 
+    /// Issue 19 item 5: a child that fails or dies gives a `failed: <reason>` row, never an abort.
     #[test]
-    fn a_failing_child_is_an_error_naming_its_exit_status() {
+    fn a_failing_or_killed_child_gives_a_failed_row_with_the_reason() {
         let d = tempfile::tempdir().unwrap();
-        let exe = fake_child(d.path(), "cat > /dev/null\necho 'error: boom' >&2\nexit 5");
-        let e = format!("{:#}", run_in_child(&exe, &job()).unwrap_err());
-        assert!(e.contains("failed") && e.contains("exit status: 5"), "{e}");
-        // one that dies from a signal
-        let exe = fake_child(d.path(), "kill -KILL $$");
-        let e = format!("{:#}", run_in_child(&exe, &job()).unwrap_err());
-        assert!(e.contains("failed") && e.contains("signal: 9"), "{e}");
-        // one that exits 0 without a result
-        let exe = fake_child(d.path(), "cat > /dev/null\necho not-json");
-        let e = format!("{:#}", run_in_child(&exe, &job()).unwrap_err());
-        assert!(e.contains("wrote no result"), "{e}");
+        let reason = |body: &str| {
+            let exe = fake_child(d.path(), body);
+            match row(run_in_child(&exe, &job(), &go()).unwrap()).status {
+                ExperimentStatus::Failed { message } => message,
+                ExperimentStatus::Ok => panic!("ok from {body}"),
+            }
+        };
+        // the child's own reason, as bench-one writes it
+        let own = serde_json::to_string(&failed(&job().experiment, "--data: gone".into())).unwrap();
+        let m = reason(&format!("cat > /dev/null\necho '{own}'\nexit 2"));
+        assert_eq!(m, "--data: gone");
+        let m = reason("cat > /dev/null\necho 'error: boom' >&2\nexit 5");
+        assert!(
+            m.contains("without a result") && m.contains("exit status: 5"),
+            "{m}"
+        );
+        let m = reason("kill -KILL $$");
+        assert!(m.contains("signal: 9"), "{m}");
+        let m = reason("cat > /dev/null\necho not-json");
+        assert!(m.contains("wrote no result"), "{m}");
+    }
+
+    /// An interrupt while a child runs stops it and reports the suite interrupted.
+    #[test]
+    fn an_interrupt_stops_the_running_child() {
+        let d = tempfile::tempdir().unwrap();
+        let exe = fake_child(d.path(), "cat > /dev/null\nexec sleep 30");
+        let stop = AtomicBool::new(true);
+        assert!(matches!(
+            run_in_child(&exe, &job(), &stop).unwrap(),
+            Ran::Interrupted
+        ));
+    }
+
+    #[test]
+    fn run_names() {
+        for ok in ["seed-counting", "run_1.2", "A"] {
+            check_name(ok).unwrap();
+        }
+        for bad in ["", ".hidden", "a/b", "../x", "a b", &"x".repeat(201)] {
+            let e = check_name(bad).unwrap_err().to_string();
+            assert!(e.contains("--name"), "{e}");
+        }
     }
 }

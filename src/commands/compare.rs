@@ -5,16 +5,23 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
+use h2o_engine::report::{compare, fit_width, terminal_width};
+
 #[derive(Args, Debug)]
 pub struct CompareArgs {
     /// First results CSV (ours, or the seed's pytorch-results.csv).
     pub a: PathBuf,
     /// Second results CSV.
     pub b: PathBuf,
+    /// Show every column (the PPL difference, the speed-up and both KV sizes as well).
+    #[arg(long)]
+    pub wide: bool,
 }
 
 pub fn run(a: CompareArgs) -> Result<()> {
-    let c = h2o_engine::report::compare(&a.a, &a.b)?;
-    println!("{}", c.render());
+    let c = compare(&a.a, &a.b)?;
+    let mut t = c.table(a.wide);
+    fit_width(&mut t, terminal_width());
+    print!("{}", c.render(&t));
     Ok(())
 }

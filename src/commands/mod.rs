@@ -14,6 +14,7 @@ use anyhow::{anyhow, Result};
 use clap::{Args, Parser, Subcommand};
 
 use h2o_engine::error::Setting;
+use h2o_engine::eval::data::TextMode;
 use h2o_engine::experiment::{Phase, Progress, Setup};
 use h2o_engine::model::Model;
 use h2o_engine::runtime::{ExecutionProvider, OptLevel, Runtime, SessionConfig};
@@ -82,11 +83,12 @@ impl ModelArgs {
     }
 
     /// The model, its session settings and the text of an experiment.
-    pub fn setup(&self, data: PathBuf) -> Result<Setup> {
+    pub fn setup(&self, data: PathBuf, text: TextMode) -> Result<Setup> {
         Ok(Setup {
             model: self.model.clone(),
             session: self.session_config()?,
             data,
+            text,
         })
     }
 
@@ -154,6 +156,39 @@ pub fn check_outputs<'a>(paths: impl IntoIterator<Item = &'a Option<PathBuf>>) -
 #[error("the bench process that started this experiment is gone; stopping without a result")]
 pub struct Orphaned;
 
+/// `bench` stopped by SIGINT/SIGTERM: where the finished rows are (exit code 130).
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted after {finished} of {total} experiments; the finished rows are in {} and {} (\"complete\": false)", csv.display(), json.display())]
+pub struct Interrupted {
+    pub finished: usize,
+    pub total: usize,
+    pub csv: PathBuf,
+    pub json: PathBuf,
+}
+
+/// `bench` finished with failed experiments: their rows say why (exit code 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{failed} of {total} experiments failed; their rows in {} say why (Status column)", csv.display())]
+pub struct SomeFailed {
+    pub failed: usize,
+    pub total: usize,
+    pub csv: PathBuf,
+}
+
+/// The exit code of an error: 1 a bench suite that ran with failed experiments, 3 a bench child
+/// whose parent died, 130 an interrupted bench, 2 anything refused or failed otherwise.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.is::<SomeFailed>() {
+        1
+    } else if e.is::<Orphaned>() {
+        3
+    } else if e.is::<Interrupted>() {
+        130
+    } else {
+        2
+    }
+}
+
 /// Progress bars of a run: one per phase, labelled, cleared when the phase is done.
 pub struct Bars {
     label: String,
@@ -208,7 +243,7 @@ pub struct Names {
 }
 
 impl Names {
-    const DEFAULT: Names = Names {
+    pub const DEFAULT: Names = Names {
         data: "--data",
         policy: "--exp",
         ppl_tokens: "--ppl-tokens",

@@ -8,6 +8,7 @@ use clap::Args;
 use h2o_engine::output::write_output;
 use serde_json::json;
 
+use h2o_engine::eval::data::TextMode;
 use h2o_engine::experiment::{Experiment, Lab, PeakMemory, Plan, PplPlan};
 use h2o_engine::policy::PolicySpec;
 
@@ -20,6 +21,10 @@ pub struct PplArgs {
     /// Text file (WikiText-2 raw test); default: $H2O_DATA.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Which text of the file: `file` (as it is) or `seed` (the seed's: the dataset's rows joined
+    /// up to 16,384 characters; see README "Lining up with the seed").
+    #[arg(long, value_enum, default_value_t = TextMode::File)]
+    pub text: TextMode,
     /// Tokens from the start of the text (N tokens give N-1 predictions).
     #[arg(long, default_value_t = 2048)]
     pub tokens: usize,
@@ -35,7 +40,7 @@ pub struct PplArgs {
 }
 
 pub fn run(a: PplArgs) -> Result<()> {
-    let setup = a.model.setup(resolve_data(a.data.as_deref())?)?;
+    let setup = a.model.setup(resolve_data(a.data.as_deref())?, a.text)?;
     check_outputs([&a.json, &a.trace])?;
     let plan = Plan {
         ppl: Some(PplPlan {

@@ -11,11 +11,12 @@ use h2o_engine::output::write_output;
 use h2o_engine::eval::bandwidth::{
     bytes_read_per_token, floor_ms, measure_read_bandwidth, weight_bytes,
 };
+use h2o_engine::eval::data::TextMode;
 use h2o_engine::experiment::{Experiment, Lab, PeakMemory, Plan, SpeedPlan};
 use h2o_engine::policy::PolicySpec;
 use h2o_engine::report::{
-    render_sweep, results_table, Col, ExperimentResult, MemoryFigures, Shown, SpeedFigures,
-    SweepPoint,
+    fit_width, render_sweep, results_table, terminal_width, Col, ExperimentResult, MemoryFigures,
+    Shown, SpeedFigures, SweepPoint,
 };
 
 use super::{check_outputs, resolve_data, start_runtime, ModelArgs};
@@ -27,6 +28,9 @@ pub struct SpeedArgs {
     /// Text file for the prompt tokens; default: $H2O_DATA.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Which text of the file the prompt is taken from: `file` (as it is) or `seed` (the seed's rows).
+    #[arg(long, value_enum, default_value_t = TextMode::File)]
+    pub text: TextMode,
     /// Comma-separated policy specs.
     #[arg(long, value_delimiter = ',', default_value = "full")]
     pub exp: Vec<PolicySpec>,
@@ -47,12 +51,15 @@ pub struct SpeedArgs {
     /// Write a PNG of TPOT and KV bytes against context length here.
     #[arg(long)]
     pub plot: Option<PathBuf>,
-    /// Skip the memory-bandwidth measurement (and the floor columns).
+    /// Skip the memory-bandwidth measurement (the floor columns show `-`).
     #[arg(long)]
     pub no_floor: bool,
+    /// Show every column (TPOT p90, host share and the full cache's KV as well).
+    #[arg(long)]
+    pub wide: bool,
 }
 
-/// The table: policy, context, the speed columns, KV bytes, and the bandwidth floor.
+/// The table (`--wide`): policy, context, the speed columns, KV bytes, and the bandwidth floor.
 const TABLE: [Shown; 11] = [
     Shown::Col(Col::Policy),
     Shown::Given("Context"),
@@ -66,6 +73,14 @@ const TABLE: [Shown; 11] = [
     Shown::Given("Floor (ms)"),
     Shown::Given("TPOT / floor"),
 ];
+
+/// The compact table: TABLE without TPOT p90, host share and the full cache's KV.
+fn compact(c: &Shown) -> bool {
+    !matches!(
+        c,
+        Shown::Col(Col::TpotP90 | Col::HostShare | Col::FullKvBytes)
+    )
+}
 
 fn fixed(x: f64, decimals: usize) -> String {
     if x.is_finite() {
@@ -133,7 +148,7 @@ fn sweep(
     Ok(points)
 }
 
-fn table(points: &[Point]) -> comfy_table::Table {
+fn table(points: &[Point], wide: bool) -> comfy_table::Table {
     let rows: Vec<(&ExperimentResult, Vec<String>)> = points
         .iter()
         .map(|p| {
@@ -146,7 +161,10 @@ fn table(points: &[Point]) -> comfy_table::Table {
             (&p.result, given)
         })
         .collect();
-    results_table(&TABLE, &rows)
+    let columns: Vec<Shown> = TABLE.into_iter().filter(|c| wide || compact(c)).collect();
+    let mut t = results_table(&columns, &rows);
+    fit_width(&mut t, terminal_width());
+    t
 }
 
 fn json_runs(points: &[Point], gen: usize) -> Vec<serde_json::Value> {
@@ -164,7 +182,7 @@ fn json_runs(points: &[Point], gen: usize) -> Vec<serde_json::Value> {
 }
 
 pub fn run(a: SpeedArgs) -> Result<()> {
-    let setup = a.model.setup(resolve_data(a.data.as_deref())?)?;
+    let setup = a.model.setup(resolve_data(a.data.as_deref())?, a.text)?;
     check_outputs([&a.json, &a.plot])?;
     let contexts = if a.contexts.is_empty() {
         vec![a.prompt]
@@ -202,7 +220,7 @@ pub fn run(a: SpeedArgs) -> Result<()> {
     let threads = setup.session.intra_threads;
     let bandwidth = bandwidth(&a, threads, weights);
     let points = sweep(&mut lab, &a.exp, &plans, weights, bandwidth)?;
-    println!("{}", table(&points));
+    println!("{}", table(&points, a.wide));
     if let Some(p) = &a.json {
         let doc = serde_json::json!({
             "weight_bytes_read_per_token": weights,

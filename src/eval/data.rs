@@ -1,8 +1,53 @@
 //! Reading benchmark text (WikiText-2 raw) and turning it into tokens, with one clear error per bad input.
+//!
+//! Two ways to read the file ([`TextMode`]): as it is (`file`), or as the seed read WikiText-2
+//! (`seed`): the Hugging Face dataset's rows joined until the text passes 16,384 characters.
 
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
+
+/// Which text of a WikiText-2 raw file the tokens come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TextMode {
+    /// The file as it is, from its first byte (`wiki.test.raw` starts " \n = Robert Boulter = \n \n").
+    #[default]
+    File,
+    /// The seed's text ([`seed_text`]): the rows of the Hugging Face `wikitext-2-raw-v1` split,
+    /// joined with nothing between them until longer than 16,384 characters (it starts
+    /// " = Robert Boulter = \n Robert Boulter is").
+    Seed,
+}
+
+/// The seed joins rows until its text is longer than this many characters (8 x 2048).
+pub const SEED_TEXT_CHARS: usize = 8 * 2048;
+
+/// The rows of a WikiText raw file as the Hugging Face dataset holds them: one per line, each
+/// with its newline; a line of only whitespace (WikiText's blank lines are a space and a
+/// newline) is an empty row, as the dataset's loader makes it.
+pub fn dataset_rows(raw: &str) -> impl Iterator<Item = &str> {
+    raw.split_inclusive('\n')
+        .map(|line| if line.trim().is_empty() { "" } else { line })
+}
+
+/// The seed's text: the rows ([`dataset_rows`]) joined with nothing between them, stopping as
+/// soon as the text is longer than [`SEED_TEXT_CHARS`] characters (Unicode scalar values, as
+/// Python's `len`), or at the end of the file.
+pub fn seed_text(raw: &str) -> String {
+    let mut text = String::new();
+    let mut chars = 0;
+    for row in dataset_rows(raw) {
+        text.push_str(row);
+        chars += row.chars().count();
+        if chars > SEED_TEXT_CHARS {
+            break;
+        }
+    }
+    text
+}
 
 /// Read a whole text file as UTF-8; missing, empty (or whitespace only) and non-UTF-8 files are refused.
 pub fn read_text(path: &Path) -> Result<String> {
@@ -38,9 +83,28 @@ pub fn tokenize(tok: &tokenizers::Tokenizer, text: &str) -> Result<Vec<u32>> {
     Ok(enc.get_ids().to_vec())
 }
 
-/// The first `n` tokens of the data file; fewer than `n` is an error naming both counts.
-pub fn load_tokens(tok: &tokenizers::Tokenizer, path: &Path, n: usize) -> Result<Vec<u32>> {
+/// The first `n` tokens of the data file's text (`mode`); fewer than `n` is an error naming both counts.
+pub fn load_tokens(
+    tok: &tokenizers::Tokenizer,
+    path: &Path,
+    n: usize,
+    mode: TextMode,
+) -> Result<Vec<u32>> {
     let text = read_text(path)?;
+    if mode == TextMode::Seed {
+        let mut ids = tokenize(tok, &seed_text(&text))?;
+        if ids.len() < n {
+            return Err(Error::Data {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "the seed's text (the dataset's rows joined up to {SEED_TEXT_CHARS} characters) gives only {} tokens, {n} asked for; lower the token count",
+                    ids.len()
+                ),
+            });
+        }
+        ids.truncate(n);
+        return Ok(ids);
+    }
     // Tokenizing all of wiki.test.raw takes a while; a prefix long enough for n tokens is enough
     // (BPE tokens are at least one byte: 16 bytes per token is far more than needed; cut on a line end).
     let cut = text.len().min(n.saturating_mul(16).max(4096));
@@ -70,4 +134,56 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
         i -= 1;
     }
     i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed excerpt: the first 32 lines of wiki.test.raw (tests/data/README.md).
+    const EXCERPT: &str = include_str!("../../tests/data/wiki.test.excerpt.raw");
+
+    #[test]
+    fn rows_are_the_lines_with_blank_lines_empty() {
+        let rows: Vec<&str> = dataset_rows(EXCERPT).collect();
+        assert_eq!(rows.len(), 32);
+        assert_eq!(rows[0], "");
+        assert_eq!(rows[1], " = Robert Boulter = \n");
+        assert_eq!(rows[2], "");
+        assert!(rows[3].starts_with(" Robert Boulter is an English film"));
+        // every row is a line with its newline, or empty for a blank line (" \n")
+        let blank = EXCERPT
+            .split_inclusive('\n')
+            .filter(|l| *l == " \n")
+            .count();
+        assert_eq!(rows.iter().filter(|r| r.is_empty()).count(), blank);
+        assert_eq!(rows.concat().len(), EXCERPT.len() - 2 * blank);
+        // a last line without a newline is a row; "\t \n" counts as blank
+        let r: Vec<&str> = dataset_rows("a\n\t \nb").collect();
+        assert_eq!(r, ["a\n", "", "b"]);
+    }
+
+    #[test]
+    fn the_seed_text_joins_rows_and_stops_past_16384_characters() {
+        // the excerpt is shorter than the limit: all rows, joined with nothing between them
+        let t = seed_text(EXCERPT);
+        assert!(t.starts_with(" = Robert Boulter = \n Robert Boulter is an English film"));
+        assert_eq!(t, dataset_rows(EXCERPT).collect::<String>());
+        assert!(!t.contains("\n \n"));
+        // rows of 1000 characters: the 17th makes 17,000 > 16,384; the 18th is never read
+        let row = format!("{}\n", "x".repeat(999));
+        let raw = format!(" \n{}", row.repeat(20));
+        assert_eq!(seed_text(&raw).len(), 17 * 1000);
+        // characters, not bytes: 'é' is one character of two bytes
+        let row = format!("{}\n", "é".repeat(4095));
+        let t = seed_text(&row.repeat(6));
+        assert_eq!(t.chars().count(), 5 * 4096);
+        // the limit itself is not past it: exactly 16,384 characters reads on
+        let t = seed_text(&format!(
+            "{}\n{}",
+            "y".repeat(SEED_TEXT_CHARS - 1),
+            "z\n".repeat(3)
+        ));
+        assert_eq!(t.chars().count(), SEED_TEXT_CHARS + 2);
+    }
 }

@@ -7,7 +7,7 @@ use comfy_table::Table;
 use serde::{Deserialize, Serialize};
 
 use super::columns::{Col, SEED_COLUMNS};
-use super::seed::parse_seed_name;
+use super::seed::{parse_seed_name, seed_equivalent};
 use super::tables::{fmt, new_table, right_align_from};
 use super::ReportError;
 use crate::policy::PolicySpec;
@@ -31,6 +31,9 @@ pub struct ResultRow {
     pub experiment: String,
     /// The policy (ours: the `Policy` column), or the spec the seed's name maps to (`h2o-layer:H+R`, ...).
     pub spec: PolicySpec,
+    /// The spec in our budget counting: ours as written; for the seed's rows, the spec of ours that
+    /// attends as many tokens a step ([`seed_equivalent`]: its `Local (256)` is our `local:255`).
+    pub counted: PolicySpec,
     pub kv_gb: Option<f64>,
     /// The file's `TPOT (ms)` column (ours: median decode step; seed: total / generated tokens).
     pub tpot_ms: Option<f64>,
@@ -38,6 +41,10 @@ pub struct ResultRow {
     pub seed_tpot_ms: Option<f64>,
     pub throughput_tps: Option<f64>,
     pub ppl: Option<f64>,
+    /// Why the experiment failed (our `Status` column says `failed: <reason>`); such a row has no
+    /// figures and is listed, never matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 /// A results file as read.
@@ -45,27 +52,72 @@ pub struct ResultRow {
 pub struct ResultFile {
     pub path: PathBuf,
     pub format: ResultFormat,
+    /// Every row, failed ones included (in file order).
     pub rows: Vec<ResultRow>,
+}
+
+/// Which policies two matched rows run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PolicyMatch {
+    /// The same policy.
+    Same,
+    /// `h2o` (per head) against `h2o-layer` (the seed's H2O) with the same heavy+recent split.
+    H2oVariant,
+    /// Same method (h2o and h2o-layer count as one) and budget, another heavy/recent split.
+    OtherSplit,
+}
+
+/// Whether two matched rows attend the same number of tokens a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TokenMatch {
+    /// The same tokens: both files count budgets alike, or ours is the seed's budget - 1.
+    Same,
+    /// Our spec has the seed's numbers, so ours attends one token more a step (our `local:256`
+    /// against the seed's `Local (256)`, which attends 255 + the new token).
+    OursOneMore,
 }
 
 /// How two rows were matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum MatchKind {
-    /// Same family and the same budget (and heavy/recent split).
-    Exact,
-    /// `h2o` (per head) against `h2o-layer` (the seed's H2O) with the same heavy+recent split.
-    H2oVariant,
-    /// Same method (h2o and h2o-layer count as one) and budget, different heavy/recent split.
-    SameBudget,
+pub struct MatchKind {
+    pub policy: PolicyMatch,
+    pub tokens: TokenMatch,
+}
+
+impl MatchKind {
+    /// The same policy attending the same tokens.
+    pub const EXACT: MatchKind = MatchKind {
+        policy: PolicyMatch::Same,
+        tokens: TokenMatch::Same,
+    };
+
+    /// The kinds in the order they are tried: best first.
+    const ORDER: [MatchKind; 6] = [
+        MatchKind::EXACT,
+        MatchKind::of(PolicyMatch::H2oVariant, TokenMatch::Same),
+        MatchKind::of(PolicyMatch::Same, TokenMatch::OursOneMore),
+        MatchKind::of(PolicyMatch::H2oVariant, TokenMatch::OursOneMore),
+        MatchKind::of(PolicyMatch::OtherSplit, TokenMatch::Same),
+        MatchKind::of(PolicyMatch::OtherSplit, TokenMatch::OursOneMore),
+    ];
+
+    pub const fn of(policy: PolicyMatch, tokens: TokenMatch) -> MatchKind {
+        MatchKind { policy, tokens }
+    }
 }
 
 impl std::fmt::Display for MatchKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            MatchKind::Exact => "exact",
-            MatchKind::H2oVariant => "h2o vs h2o-layer, same split",
-            MatchKind::SameBudget => "same budget, other split",
-        })
+        f.write_str(match self.policy {
+            PolicyMatch::Same if self.tokens == TokenMatch::Same => "exact",
+            PolicyMatch::Same => "same numbers",
+            PolicyMatch::H2oVariant => "h2o vs h2o-layer, same split",
+            PolicyMatch::OtherSplit => "same budget, other split",
+        })?;
+        if self.tokens == TokenMatch::OursOneMore {
+            f.write_str("; ours attends 1 more token")?;
+        }
+        Ok(())
     }
 }
 
@@ -94,7 +146,7 @@ pub struct MatchedPair {
     pub speedup: Option<f64>,
 }
 
-/// Two result files lined up; unmatched rows are kept, not dropped.
+/// Two result files lined up; unmatched and failed rows are kept, not dropped.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Comparison {
     pub a_path: PathBuf,
@@ -105,26 +157,9 @@ pub struct Comparison {
     pub pairs: Vec<MatchedPair>,
     pub unmatched_a: Vec<ResultRow>,
     pub unmatched_b: Vec<ResultRow>,
-}
-
-fn parse_num(
-    path: &Path,
-    line: u64,
-    column: &str,
-    value: &str,
-) -> Result<Option<f64>, ReportError> {
-    let v = value.trim();
-    if v.is_empty() || v == "-" {
-        return Ok(None);
-    }
-    v.parse::<f64>()
-        .map(Some)
-        .map_err(|_| ReportError::BadValue {
-            path: path.to_path_buf(),
-            line,
-            column: column.to_string(),
-            value: value.to_string(),
-        })
+    /// Rows of failed experiments (no figures), listed as such.
+    pub failed_a: Vec<ResultRow>,
+    pub failed_b: Vec<ResultRow>,
 }
 
 /// A results CSV's header, and where its columns are.
@@ -173,44 +208,132 @@ fn read_error(path: &Path, e: csv::Error) -> ReportError {
     }
 }
 
-/// The policy of a row: our `Policy` column, or the seed's experiment name (with its budget).
-fn row_spec(
-    path: &Path,
-    line: u64,
-    header: &Header,
-    cell: &dyn Fn(Col) -> String,
-) -> Result<PolicySpec, ReportError> {
-    let bad = |col: Col, reason: String| ReportError::BadSpec {
-        path: path.to_path_buf(),
-        line,
-        column: col.name().to_string(),
-        value: cell(col),
-        reason,
-    };
-    if header.format == ResultFormat::Ours {
-        return cell(Col::Policy)
-            .parse()
-            .map_err(|e: crate::policy::PolicyError| bad(Col::Policy, e.to_string()));
-    }
-    let budget_text = cell(Col::Budget);
-    let budget = match budget_text.to_ascii_lowercase().as_str() {
-        "" | "-" | "full" | "all" => None,
-        t => Some(t.parse::<usize>().map_err(|_| ReportError::BadValue {
-            path: path.to_path_buf(),
-            line,
-            column: Col::Budget.name().to_string(),
-            value: budget_text.clone(),
-        })?),
-    };
-    parse_seed_name(&cell(Col::Experiment), budget).ok_or_else(|| {
-        bad(
-            Col::Experiment,
-            "not one of the seed's experiment names: Baseline, Local (R), H2O (R+H)".to_string(),
-        )
-    })
+/// What a number cell may hold.
+#[derive(Clone, Copy)]
+enum Range {
+    /// Finite and >= 0 (sizes, times, rates).
+    NonNegative,
+    /// Finite and >= 1 (a perplexity is exp of a mean of non-negative NLLs).
+    Perplexity,
 }
 
-/// One record as a row.
+/// The cells of one record, read with the file, line and column named in every error.
+struct Cells<'a> {
+    path: &'a Path,
+    line: u64,
+    header: &'a Header,
+    rec: &'a csv::StringRecord,
+}
+
+impl Cells<'_> {
+    fn text(&self, col: Col) -> String {
+        self.header
+            .index(col)
+            .and_then(|i| self.rec.get(i))
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    }
+
+    fn bad(&self, col: Col, reason: impl Into<String>) -> ReportError {
+        ReportError::BadValue {
+            path: self.path.to_path_buf(),
+            line: self.line,
+            column: col.name().to_string(),
+            value: self.text(col),
+            reason: reason.into(),
+        }
+    }
+
+    /// A number; empty is `None` (not measured) where the file's format allows it.
+    fn num(&self, col: Col, range: Range) -> Result<Option<f64>, ReportError> {
+        let v = self.text(col);
+        if v.is_empty() || v == "-" {
+            if self.header.format == ResultFormat::Seed && self.header.index(col).is_some() {
+                return Err(self.bad(col, "empty; every row of the seed's file has this figure"));
+            }
+            return Ok(None);
+        }
+        let x: f64 = v.parse().map_err(|_| self.bad(col, "not a number"))?;
+        if !x.is_finite() {
+            return Err(self.bad(col, "not a finite number"));
+        }
+        match range {
+            Range::NonNegative if x < 0.0 => Err(self.bad(col, "negative; it cannot be below 0")),
+            Range::Perplexity if x < 1.0 => {
+                Err(self.bad(col, "below 1; a perplexity is at least 1"))
+            }
+            _ => Ok(Some(x)),
+        }
+    }
+
+    /// The Budget column: `None` for the full cache.
+    fn budget(&self) -> Result<Option<usize>, ReportError> {
+        let t = self.text(Col::Budget);
+        match t.to_ascii_lowercase().as_str() {
+            "full" | "all" => Ok(None),
+            "" | "-" => Err(self.bad(Col::Budget, "empty; write the tokens kept, or Full")),
+            n => n
+                .parse::<usize>()
+                .map(Some)
+                .map_err(|_| self.bad(Col::Budget, "not a token count or Full")),
+        }
+    }
+
+    /// The policy: our `Policy` column, or the seed's experiment name (with the Budget column for
+    /// a `Local` without a number); its budget must be the Budget column's.
+    fn spec(&self) -> Result<PolicySpec, ReportError> {
+        let budget = self.budget()?;
+        let spec = if self.header.format == ResultFormat::Ours {
+            self.text(Col::Policy)
+                .parse()
+                .map_err(|e: crate::policy::PolicyError| {
+                    self.bad_spec(Col::Policy, e.to_string())
+                })?
+        } else {
+            parse_seed_name(&self.text(Col::Experiment), budget).ok_or_else(|| {
+                self.bad_spec(
+                    Col::Experiment,
+                    "not one of the seed's experiment names: Baseline, Local (R), H2O (R+H)".into(),
+                )
+            })?
+        };
+        if spec.budget() != budget {
+            let keeps = spec
+                .budget()
+                .map_or("every token".to_string(), |b| b.to_string());
+            return Err(self.bad(
+                Col::Budget,
+                format!("the row's policy {spec} keeps {keeps}"),
+            ));
+        }
+        Ok(spec)
+    }
+
+    fn bad_spec(&self, col: Col, reason: String) -> ReportError {
+        ReportError::BadSpec {
+            path: self.path.to_path_buf(),
+            line: self.line,
+            column: col.name().to_string(),
+            value: self.text(col),
+            reason,
+        }
+    }
+
+    /// Our Status column (absent: ok): `None` for `ok`, the reason for `failed: <reason>`.
+    fn failure(&self) -> Result<Option<String>, ReportError> {
+        let t = self.text(Col::Status);
+        if t.is_empty() && self.header.index(Col::Status).is_none() || t == "ok" {
+            return Ok(None);
+        }
+        match t.strip_prefix("failed:") {
+            Some(reason) => Ok(Some(reason.trim().to_string())),
+            None => Err(self.bad(Col::Status, "expected `ok` or `failed: <reason>`")),
+        }
+    }
+}
+
+/// One record as a row. Errors name the file, the line and the column.
 fn read_row(
     path: &Path,
     header: &Header,
@@ -219,36 +342,58 @@ fn read_row(
     // Record number, not the csv crate's line counter (which miscounts CRLF files such as
     // the seed's): the header is line 1, each record one line.
     let line = rec.position().map(|p| p.record() + 1).unwrap_or(0);
-    let cell = |col: Col| {
-        header
-            .index(col)
-            .and_then(|i| rec.get(i))
-            .unwrap_or("")
-            .trim()
-            .to_string()
-    };
-    let num = |col: Col| parse_num(path, line, col.name(), &cell(col));
-    let spec = row_spec(path, line, header, &cell)?;
-    let tpot_ms = num(Col::Tpot)?;
-    let seed_tpot_ms = match header.format {
-        ResultFormat::Seed => tpot_ms,
-        ResultFormat::Ours => num(Col::SeedTpot)?,
-    };
-    Ok(ResultRow {
+    if rec.len() != header.names.len() {
+        return Err(ReportError::FieldCount {
+            path: path.to_path_buf(),
+            line,
+            found: rec.len(),
+            expected: header.names.len(),
+        });
+    }
+    let c = Cells {
+        path,
         line,
-        experiment: cell(Col::Experiment),
+        header,
+        rec,
+    };
+    let spec = c.spec()?;
+    let counted = match header.format {
+        ResultFormat::Seed => seed_equivalent(&spec).unwrap_or(spec),
+        ResultFormat::Ours => spec,
+    };
+    let mut row = ResultRow {
+        line,
+        experiment: c.text(Col::Experiment),
         spec,
-        kv_gb: num(Col::KvGb)?,
-        tpot_ms,
-        seed_tpot_ms,
-        throughput_tps: num(Col::Throughput)?,
-        ppl: num(Col::Ppl)?,
-    })
+        counted,
+        kv_gb: None,
+        tpot_ms: None,
+        seed_tpot_ms: None,
+        throughput_tps: None,
+        ppl: None,
+        failed: c.failure()?,
+    };
+    if row.failed.is_some() {
+        return Ok(row);
+    }
+    row.kv_gb = c.num(Col::KvGb, Range::NonNegative)?;
+    row.tpot_ms = c.num(Col::Tpot, Range::NonNegative)?;
+    row.seed_tpot_ms = match header.format {
+        ResultFormat::Seed => row.tpot_ms,
+        ResultFormat::Ours => c.num(Col::SeedTpot, Range::NonNegative)?,
+    };
+    row.throughput_tps = c.num(Col::Throughput, Range::NonNegative)?;
+    row.ppl = c.num(Col::Ppl, Range::Perplexity)?;
+    Ok(row)
 }
 
-/// Reads a results CSV, ours or the seed's. Errors: unreadable file, missing seed columns
-/// (naming them), a cell that should be a number and is not, a policy that is not a spec
-/// (ours) or not one of the seed's experiment names (the seed's).
+/// Reads a results CSV, ours or the seed's. Errors (each naming the file, and the line and
+/// column where there is one): unreadable file, missing seed columns, a row with more or fewer
+/// fields than the header, a figure that is not a finite number, a negative size/time/rate, a
+/// perplexity below 1, a missing figure in the seed's file, a policy that is not a spec (ours)
+/// or not one of the seed's experiment names, a Budget column that disagrees with the policy,
+/// a Status that is neither `ok` nor `failed: <reason>`. A failed experiment's row is read
+/// with its reason and no figures.
 pub fn load_results_csv(path: &Path) -> Result<ResultFile, ReportError> {
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
@@ -278,11 +423,11 @@ fn method(s: &PolicySpec) -> &'static str {
     }
 }
 
-fn matches(a: &PolicySpec, b: &PolicySpec, kind: MatchKind) -> bool {
-    match (kind, a, b) {
-        (MatchKind::Exact, _, _) => a == b,
+fn policies_match(a: &PolicySpec, b: &PolicySpec, m: PolicyMatch) -> bool {
+    match (m, a, b) {
+        (PolicyMatch::Same, _, _) => a == b,
         (
-            MatchKind::H2oVariant,
+            PolicyMatch::H2oVariant,
             PolicySpec::H2o {
                 heavy,
                 recent,
@@ -294,9 +439,45 @@ fn matches(a: &PolicySpec, b: &PolicySpec, kind: MatchKind) -> bool {
                 scope: s,
             },
         ) => scope != s && (heavy, recent) == (h, r),
-        (MatchKind::H2oVariant, _, _) => false,
-        (MatchKind::SameBudget, _, _) => method(a) == method(b) && a.budget() == b.budget(),
+        (PolicyMatch::H2oVariant, _, _) => false,
+        (PolicyMatch::OtherSplit, _, _) => method(a) == method(b) && a.budget() == b.budget(),
     }
+}
+
+/// Whether `a` and `b` match as `kind` says: by the specs in our counting (same tokens attended),
+/// or, between a seed file and ours, by the specs as written (ours attends one more).
+fn rows_match(a: &ResultRow, b: &ResultRow, kind: MatchKind, cross_format: bool) -> bool {
+    match kind.tokens {
+        TokenMatch::Same => policies_match(&a.counted, &b.counted, kind.policy),
+        TokenMatch::OursOneMore => {
+            cross_format
+                && a.spec != PolicySpec::Full
+                && policies_match(&a.spec, &b.spec, kind.policy)
+        }
+    }
+}
+
+/// Pairs `(index in a, index in b, kind)`, each row used once, best kinds first.
+fn pair_up(a: &[ResultRow], b: &[ResultRow], cross_format: bool) -> Vec<(usize, usize, MatchKind)> {
+    let mut used_a: Vec<bool> = a.iter().map(|r| r.failed.is_some()).collect();
+    let mut used_b: Vec<bool> = b.iter().map(|r| r.failed.is_some()).collect();
+    let mut pairs = Vec::new();
+    for kind in MatchKind::ORDER {
+        for (i, ra) in a.iter().enumerate() {
+            if used_a[i] {
+                continue;
+            }
+            let found =
+                (0..b.len()).find(|&j| !used_b[j] && rows_match(ra, &b[j], kind, cross_format));
+            if let Some(j) = found {
+                used_a[i] = true;
+                used_b[j] = true;
+                pairs.push((i, j, kind));
+            }
+        }
+    }
+    pairs.sort_by_key(|&(i, j, _)| (i, j));
+    pairs
 }
 
 /// Lines up two result files already read (see [`compare`]).
@@ -310,31 +491,22 @@ pub fn compare_files(a: ResultFile, b: ResultFile) -> Comparison {
         TpotDefinition::DecodeMedian => r.tpot_ms,
         TpotDefinition::SeedTotal => r.seed_tpot_ms,
     };
-    let mut used_b = vec![false; b.rows.len()];
-    let mut pairs: Vec<(usize, usize, MatchKind)> = Vec::new();
-    let mut used_a = vec![false; a.rows.len()];
-    for kind in [
-        MatchKind::Exact,
-        MatchKind::H2oVariant,
-        MatchKind::SameBudget,
-    ] {
-        for (i, ra) in a.rows.iter().enumerate() {
-            if used_a[i] {
-                continue;
-            }
-            if let Some(j) =
-                (0..b.rows.len()).find(|&j| !used_b[j] && matches(&ra.spec, &b.rows[j].spec, kind))
-            {
-                used_a[i] = true;
-                used_b[j] = true;
-                pairs.push((i, j, kind));
-            }
-        }
-    }
-    pairs.sort_by_key(|&(i, j, _)| (i, j));
-    let pairs = pairs
-        .into_iter()
-        .map(|(i, j, kind)| {
+    let pairs = pair_up(&a.rows, &b.rows, a.format != b.format);
+    let in_pairs = |side: usize, i: usize| {
+        pairs
+            .iter()
+            .any(|p| if side == 0 { p.0 == i } else { p.1 == i })
+    };
+    let rest = |rows: &[ResultRow], side: usize, failed: bool| -> Vec<ResultRow> {
+        rows.iter()
+            .enumerate()
+            .filter(|(i, r)| r.failed.is_some() == failed && !in_pairs(side, *i))
+            .map(|(_, r)| r.clone())
+            .collect()
+    };
+    let matched = pairs
+        .iter()
+        .map(|&(i, j, kind)| {
             let (ra, rb) = (a.rows[i].clone(), b.rows[j].clone());
             let (ta, tb) = (tpot(&ra), tpot(&rb));
             MatchedPair {
@@ -348,29 +520,27 @@ pub fn compare_files(a: ResultFile, b: ResultFile) -> Comparison {
             }
         })
         .collect();
-    let rest = |rows: &[ResultRow], used: &[bool]| {
-        rows.iter()
-            .zip(used)
-            .filter(|(_, &u)| !u)
-            .map(|(r, _)| r.clone())
-            .collect()
-    };
     Comparison {
-        unmatched_a: rest(&a.rows, &used_a),
-        unmatched_b: rest(&b.rows, &used_b),
+        unmatched_a: rest(&a.rows, 0, false),
+        unmatched_b: rest(&b.rows, 1, false),
+        failed_a: rest(&a.rows, 0, true),
+        failed_b: rest(&b.rows, 1, true),
         a_path: a.path,
         b_path: b.path,
         a_format: a.format,
         b_format: b.format,
         tpot_definition,
-        pairs,
+        pairs: matched,
     }
 }
 
 /// Loads two result CSVs (ours or the seed's format) and lines their experiments up by policy
-/// family and budget: first exact matches, then `h2o` against `h2o-layer` (the seed's H2O) with
-/// the same heavy+recent split, then the same method and budget with another split. Each row is
-/// used once; rows left over are listed in `unmatched_a` / `unmatched_b`.
+/// family and budget, best first: the same policy attending the same tokens (`exact`; between
+/// the seed's file and ours that is our spec with one token less, see [`seed_equivalent`]),
+/// `h2o` against `h2o-layer` (the seed's H2O) with the same split, then our spec with the seed's
+/// numbers (ours attends one token more), then the same method and budget with another split.
+/// Each row is used once; rows left over are listed in `unmatched_a` / `unmatched_b`, failed
+/// experiments in `failed_a` / `failed_b`.
 pub fn compare(a: &Path, b: &Path) -> Result<Comparison, ReportError> {
     Ok(compare_files(load_results_csv(a)?, load_results_csv(b)?))
 }
@@ -381,62 +551,80 @@ fn budget_text(s: &PolicySpec) -> String {
         .unwrap_or_else(|| "Full".to_string())
 }
 
+/// `256` when both budgets are equal, else `256 / 255` (A / B).
+fn budgets(a: &PolicySpec, b: &PolicySpec) -> String {
+    let (x, y) = (budget_text(a), budget_text(b));
+    if x == y {
+        x
+    } else {
+        format!("{x} / {y}")
+    }
+}
+
+/// The comparison table's columns: the first [`COMPACT_COLUMNS`] by default, all with `--wide`.
+const COMPARE_COLUMNS: [&str; 12] = [
+    "A: Experiment",
+    "B: Experiment",
+    "Budget (A / B)",
+    "Match",
+    "PPL A",
+    "PPL B",
+    "TPOT A (ms)",
+    "TPOT B (ms)",
+    "ΔPPL (B−A)",
+    "Speed-up (A/B)",
+    "KV A (GB)",
+    "KV B (GB)",
+];
+
+/// Columns of the compact comparison table.
+const COMPACT_COLUMNS: usize = 8;
+
 impl Comparison {
-    /// The side-by-side table: PPL both and difference, TPOT both and speed-up, KV size both.
-    pub fn table(&self) -> Table {
-        let mut t = new_table(&[
-            "A: Experiment",
-            "B: Experiment",
-            "Budget",
-            "Match",
-            "PPL A",
-            "PPL B",
-            "ΔPPL (B−A)",
-            "TPOT A (ms)",
-            "TPOT B (ms)",
-            "Speed-up (A/B)",
-            "KV A (GB)",
-            "KV B (GB)",
-        ]);
+    /// The side-by-side table: experiments, budgets, match, PPL and TPOT of both; `wide` adds
+    /// the PPL difference, the speed-up and both KV sizes.
+    pub fn table(&self, wide: bool) -> Table {
+        let n = if wide {
+            COMPARE_COLUMNS.len()
+        } else {
+            COMPACT_COLUMNS
+        };
+        let mut t = new_table(&COMPARE_COLUMNS[..n]);
         for p in &self.pairs {
-            t.add_row(vec![
+            let row = [
                 format!("{} [{}]", p.a.experiment, p.a.spec),
                 format!("{} [{}]", p.b.experiment, p.b.spec),
-                budget_text(&p.b.spec),
+                budgets(&p.a.spec, &p.b.spec),
                 p.kind.to_string(),
                 fmt(p.a.ppl, 2),
                 fmt(p.b.ppl, 2),
-                fmt(p.ppl_diff, 2),
                 fmt(p.tpot_a_ms, 2),
                 fmt(p.tpot_b_ms, 2),
+                fmt(p.ppl_diff, 2),
                 fmt(p.speedup, 2),
                 fmt(p.a.kv_gb, 4),
                 fmt(p.b.kv_gb, 4),
-            ]);
+            ];
+            t.add_row(row[..n].to_vec());
         }
         right_align_from(&mut t, 4);
         t
     }
 
-    /// The whole comparison as text: the files, the TPOT definition, the table, unmatched rows.
-    pub fn render(&self) -> String {
+    /// The whole comparison as text: the files, the TPOT definition and budget counting, the
+    /// table, then unmatched and failed rows.
+    pub fn render(&self, table: &Table) -> String {
         let fmt_name = |f: ResultFormat| match f {
             ResultFormat::Seed => "seed format",
             ResultFormat::Ours => "h2o bench format",
         };
         let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "A: {} ({})",
-            self.a_path.display(),
-            fmt_name(self.a_format)
-        );
-        let _ = writeln!(
-            s,
-            "B: {} ({})",
-            self.b_path.display(),
-            fmt_name(self.b_format)
-        );
+        for (side, path, format) in [
+            ("A", &self.a_path, self.a_format),
+            ("B", &self.b_path, self.b_format),
+        ] {
+            let _ = writeln!(s, "{side}: {} ({})", path.display(), fmt_name(format));
+        }
         let _ = writeln!(
             s,
             "TPOT: {}",
@@ -447,12 +635,17 @@ impl Comparison {
                     "the seed's definition, total generate time incl. prefill / generated tokens",
             }
         );
-        let _ = writeln!(s, "{}", self.table());
-        for (side, rows) in [("A", &self.unmatched_a), ("B", &self.unmatched_b)] {
-            if rows.is_empty() {
-                continue;
+        if self.a_format != self.b_format {
+            let _ = writeln!(s, "{SEED_COUNTING_NOTE}");
+        }
+        let _ = writeln!(s, "{table}");
+        for (title, rows) in [
+            ("Unmatched in A", &self.unmatched_a),
+            ("Unmatched in B", &self.unmatched_b),
+        ] {
+            if !rows.is_empty() {
+                let _ = writeln!(s, "{title}:");
             }
-            let _ = writeln!(s, "Unmatched in {side}:");
             for r in rows {
                 let _ = writeln!(
                     s,
@@ -467,6 +660,25 @@ impl Comparison {
                 );
             }
         }
+        for (title, rows) in [
+            ("Failed in A", &self.failed_a),
+            ("Failed in B", &self.failed_b),
+        ] {
+            if !rows.is_empty() {
+                let _ = writeln!(s, "{title} (no figures):");
+            }
+            for r in rows {
+                let reason = r.failed.as_deref().unwrap_or("");
+                let _ = writeln!(
+                    s,
+                    "  line {}: {} [{}]: failed: {reason}",
+                    r.line, r.experiment, r.spec
+                );
+            }
+        }
         s
     }
 }
+
+/// What `compare` says about budgets when it lines the seed's file up with ours.
+pub const SEED_COUNTING_NOTE: &str = "Budgets: the seed's budget counts the new token (a step attends B tokens); ours keeps B and attends B + 1. `exact` pairs attend the same tokens a step: the seed's Local (256) is our local:255 (`h2o bench --counting seed` runs the seed's groups that way); `ours attends 1 more` marks our spec with the seed's numbers.";

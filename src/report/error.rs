@@ -32,13 +32,23 @@ pub enum ReportError {
         missing: Vec<String>,
         found: Vec<String>,
     },
-    /// A cell that must hold a number does not.
-    #[error("{path}: line {line}, column {column:?}: cannot read {value:?} as a number")]
+    /// A cell whose value cannot be right: not a number, not finite, negative, ...
+    #[error("{path}: line {line}, column {column:?}: {value:?} is {reason}")]
     BadValue {
         path: PathBuf,
         line: u64,
         column: String,
         value: String,
+        /// What is wrong, e.g. `not a finite number`.
+        reason: String,
+    },
+    /// A row with more or fewer fields than the header.
+    #[error("{path}: line {line} has {found} fields, the header has {expected}; the row is cut short or has extra fields (quote a name that holds a comma)")]
+    FieldCount {
+        path: PathBuf,
+        line: u64,
+        found: usize,
+        expected: usize,
     },
     /// A row's policy cannot be read: not a policy spec (ours) or not one of the seed's experiment names.
     #[error("{path}: line {line}, column {column:?}: cannot read {value:?} as a policy: {reason}")]

@@ -163,20 +163,22 @@ pub struct SpeedFigures {
     /// Prompt tokens / prefill time.
     #[serde(with = "super::nanable")]
     pub prefill_tps: f64,
-    /// The seed's TPOT: (prefill + all decode steps) / generated tokens.
+    /// The seed's TPOT: measured wall time of the whole generate (prefill included) / generated tokens.
     #[serde(with = "super::nanable")]
     pub seed_tpot_ms: f64,
-    /// The seed's throughput: generated tokens / (prefill + all decode steps).
+    /// The seed's throughput: generated tokens / measured wall time of the whole generate.
     #[serde(with = "super::nanable")]
     pub seed_throughput_tps: f64,
     pub breakdown: Breakdown,
 }
 
 impl SpeedFigures {
-    /// From the prefill time, the prompt length and each decode step's timing.
+    /// From the prefill time, the measured wall time of the whole generate loop (prefill
+    /// included: the seed's TPOT numerator), the prompt length and each decode step's timing.
     /// No decode steps gives NaN step figures (never a panic).
     pub fn from_run(
         prefill: Duration,
+        total: Duration,
         prompt_tokens: usize,
         decode_steps: &[StepTiming],
     ) -> SpeedFigures {
@@ -203,7 +205,7 @@ impl SpeedFigures {
         };
         let ttft_ms = ms(prefill);
         let generated_tokens = n + 1;
-        let total_ms = ttft_ms + decode_ms;
+        let total_ms = ms(total);
         SpeedFigures {
             prompt_tokens,
             decode_steps: n,
@@ -380,7 +382,10 @@ mod tests {
             step(24000, 3000, 2000, 1000),
             step(32000, 4000, 3000, 1000),
         ];
-        let f = SpeedFigures::from_run(Duration::from_millis(50), 100, &steps);
+        // the whole generate took 160 ms: 10 ms more than the prefill and the steps timed (the
+        // argmax and loop between steps), so the seed's TPOT is 160 / 5, not 150 / 5
+        let total = Duration::from_millis(160);
+        let f = SpeedFigures::from_run(Duration::from_millis(50), total, 100, &steps);
         assert_eq!(f.decode_steps, 4);
         assert_eq!(f.generated_tokens, 5);
         assert!((f.ttft_ms - 50.0).abs() < 1e-9);
@@ -389,8 +394,8 @@ mod tests {
         assert!((f.tpot_mean_ms - 25.0).abs() < 1e-9);
         assert!((f.throughput_tps - 40.0).abs() < 1e-9); // 4 tokens / 0.1 s
         assert!((f.prefill_tps - 2000.0).abs() < 1e-9);
-        assert!((f.seed_tpot_ms - 30.0).abs() < 1e-9); // 150 ms / 5
-        assert!((f.seed_throughput_tps - 5.0 / 0.15).abs() < 1e-9);
+        assert!((f.seed_tpot_ms - 32.0).abs() < 1e-9); // 160 ms / 5
+        assert!((f.seed_throughput_tps - 5.0 / 0.16).abs() < 1e-9);
         let b = &f.breakdown;
         assert!((b.model_ms - 20.0).abs() < 1e-9);
         assert!((b.score_update_ms - 2.5).abs() < 1e-9);
@@ -405,7 +410,7 @@ mod tests {
 
     #[test]
     fn speed_without_steps_does_not_panic() {
-        let f = SpeedFigures::from_run(Duration::ZERO, 0, &[]);
+        let f = SpeedFigures::from_run(Duration::ZERO, Duration::ZERO, 0, &[]);
         assert!(f.tpot_median_ms.is_nan() && f.throughput_tps.is_nan());
         assert_eq!(f.generated_tokens, 1);
     }

@@ -20,8 +20,8 @@ pub use columns::{
     column_meanings, columns_markdown, csv_header, Col, Column, Show, Value, COLUMNS, SEED_COLUMNS,
 };
 pub use compare::{
-    compare, compare_files, load_results_csv, Comparison, MatchKind, MatchedPair, ResultFile,
-    ResultFormat, ResultRow, TpotDefinition,
+    compare, compare_files, load_results_csv, Comparison, MatchKind, MatchedPair, PolicyMatch,
+    ResultFile, ResultFormat, ResultRow, TokenMatch, TpotDefinition, SEED_COUNTING_NOTE,
 };
 pub use error::ReportError;
 pub use figures::{
@@ -34,8 +34,13 @@ pub use results::{
     run_stem, ExperimentResult, ExperimentStatus, ModelInfo, ResultsWriter, RunDocument, RunInfo,
     RuntimeInfo, Settings,
 };
-pub use seed::{parse_seed_name, seed_groups, seed_label, SEED_GROUPS, SEED_MAX_POSITIONS};
-pub use tables::{breakdown_table, main_table, memory_table, results_table, Shown};
+pub use seed::{
+    parse_seed_name, seed_equivalent, seed_groups, seed_label, SEED_GROUPS, SEED_MAX_POSITIONS,
+};
+pub use tables::{
+    breakdown_table, fit_width, main_table, memory_table, results_table, terminal_width, Shown,
+    Width,
+};
 
 /// Bytes in the seed's "GB" (its KV Size column is bytes / 2^30).
 pub const BYTES_PER_GB: f64 = 1024.0 * 1024.0 * 1024.0;

@@ -11,6 +11,8 @@ use super::columns;
 use super::figures::{MemoryFigures, PplFigures, SpeedFigures};
 use super::machine::MachineInfo;
 use super::ReportError;
+use crate::eval::data::TextMode;
+use crate::experiment::Counting;
 use crate::output::write_output;
 use crate::policy::PolicySpec;
 
@@ -102,6 +104,12 @@ pub struct Settings {
     pub gen: usize,
     pub warmup: usize,
     pub data_path: String,
+    /// Which text of the data file was read (the file as it is, or the seed's rows).
+    #[serde(default)]
+    pub text: TextMode,
+    /// How budgets were counted (ours, or the seed's: every spec one token less).
+    #[serde(default)]
+    pub counting: Counting,
     #[serde(default = "one")]
     pub batch: usize,
     /// The experiments asked for, as `(label, spec)`.

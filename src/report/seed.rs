@@ -71,6 +71,51 @@ pub fn parse_seed_name(name: &str, budget: Option<usize>) -> Option<PolicySpec> 
     None
 }
 
+/// Our spec that attends, at every decode step, as many tokens as the seed's `spec` does.
+///
+/// The seed evicts before attending: its budget B counts the new token, so a step attends B
+/// tokens. Ours keeps B between steps and attends B + the new one (design §3). So the seed's
+/// `Local (256)` is our `local:255`, and its `H2O (64r+192h)` (64 recent including the new
+/// token) is our `h2o-layer:192+63`: one token less, taken from the recent window (from the
+/// heavy hitters or sinks when there is no recent window). `full` is itself. `None` when the
+/// seed's budget is 1 (it attends only the new token: a budget of 0 here, which is refused).
+pub fn seed_equivalent(spec: &PolicySpec) -> Option<PolicySpec> {
+    let less = |x: usize| x.checked_sub(1);
+    let s = match *spec {
+        PolicySpec::Full => PolicySpec::Full,
+        PolicySpec::Local { recent } => PolicySpec::Local {
+            recent: less(recent)?,
+        },
+        PolicySpec::Sink { sinks, recent } if recent > 0 => PolicySpec::Sink {
+            sinks,
+            recent: recent - 1,
+        },
+        PolicySpec::Sink { sinks, recent } => PolicySpec::Sink {
+            sinks: less(sinks)?,
+            recent,
+        },
+        PolicySpec::H2o {
+            heavy,
+            recent,
+            scope,
+        } if recent > 0 => PolicySpec::H2o {
+            heavy,
+            recent: recent - 1,
+            scope,
+        },
+        PolicySpec::H2o {
+            heavy,
+            recent,
+            scope,
+        } => PolicySpec::H2o {
+            heavy: less(heavy)?,
+            recent,
+            scope,
+        },
+    };
+    (s.budget() != Some(0)).then_some(s)
+}
+
 /// The seed report's label of a spec: `Baseline`, `Local (128)`, `H2O (64r+192h)` (r = recent,
 /// h = heavy); other policies are labelled by [`PolicySpec::label`].
 pub fn seed_label(spec: &PolicySpec) -> String {
@@ -169,6 +214,27 @@ mod tests {
             assert!(!s.contains(":0") && !s.contains("+0"), "{s}");
         }
         assert_eq!(seed_groups(0).len(), 10);
+    }
+
+    #[test]
+    fn seed_counting_takes_the_new_token_from_the_budget() {
+        let eq = |s: &str| seed_equivalent(&s.parse().unwrap()).map(|s| s.to_string());
+        assert_eq!(eq("full").unwrap(), "full");
+        assert_eq!(eq("local:256").unwrap(), "local:255");
+        assert_eq!(eq("h2o-layer:192+64").unwrap(), "h2o-layer:192+63");
+        assert_eq!(eq("h2o:192+64").unwrap(), "h2o:192+63");
+        assert_eq!(eq("h2o:256+0").unwrap(), "h2o:255+0");
+        assert_eq!(eq("sink:4+252").unwrap(), "sink:4+251");
+        assert_eq!(eq("sink:4+0").unwrap(), "sink:3+0");
+        assert_eq!(eq("local:2").unwrap(), "local:1");
+        for one in ["local:1", "h2o:1+0", "h2o:0+1", "sink:1+0", "sink:0+1"] {
+            assert_eq!(eq(one), None, "{one}");
+        }
+        // every seed group has an equivalent with one token less
+        for (_, spec) in seed_groups(2048) {
+            let e = seed_equivalent(&spec).unwrap();
+            assert_eq!(e.budget(), spec.budget().map(|b| b - 1), "{spec}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! main results, per-step breakdown (like the seed's Table 2) and memory.
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
-use comfy_table::{CellAlignment, Table};
+use comfy_table::{CellAlignment, ContentArrangement, Table};
 
 use super::columns::Col;
 use super::results::ExperimentResult;
@@ -88,49 +88,176 @@ fn table_of(columns: &[Shown], results: &[ExperimentResult]) -> Table {
     results_table(columns, &rows)
 }
 
-/// The main table: the seed's columns first (Experiment, Budget (Tokens), KV Size (GB),
-/// TPOT (ms) = median decode step, Throughput (T/s) = decode tokens / decode time, PPL), then
-/// policy spec, TTFT, TPOT p90, the seed's TPOT, KV ratio, peak RSS and status.
-pub fn main_table(results: &[ExperimentResult]) -> Table {
+/// Which columns a console table shows: a compact set that fits a terminal, or every one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Width {
+    /// The columns that matter most (the default).
+    Compact,
+    /// Every column of the table (`--wide`).
+    Wide,
+}
+
+/// The main table. Compact: the seed's columns (Experiment, Budget (Tokens), KV Size (GB),
+/// TPOT (ms) = median decode step, Throughput (T/s) = decode tokens / decode time, PPL), the
+/// policy spec and the seed's TPOT, and the status when an experiment failed. Wide adds TTFT,
+/// TPOT p90, KV ratio, peak RSS and the status.
+pub fn main_table(results: &[ExperimentResult], width: Width) -> Table {
     use Col::*;
-    let cols = [
-        Experiment, Budget, KvGb, Tpot, Throughput, Ppl, Policy, Ttft, TpotP90, SeedTpot, KvRatio,
-        PeakRss, Status,
-    ];
-    table_of(&cols.map(Shown::Col), results)
+    let mut cols = match width {
+        Width::Compact => vec![
+            Experiment, Budget, KvGb, Tpot, Throughput, Ppl, Policy, SeedTpot,
+        ],
+        Width::Wide => vec![
+            Experiment, Budget, KvGb, Tpot, Throughput, Ppl, Policy, Ttft, TpotP90, SeedTpot,
+            KvRatio, PeakRss,
+        ],
+    };
+    let failed = results
+        .iter()
+        .any(|r| r.status != super::results::ExperimentStatus::Ok);
+    if width == Width::Wide || failed {
+        cols.push(Status);
+    }
+    let cols: Vec<Shown> = cols.into_iter().map(Shown::Col).collect();
+    table_of(&cols, results)
 }
 
 /// Per-step breakdown like the seed's Table 2, one row per experiment: mean ms per decode step
 /// of model run, score update, eviction and other host work, each with its share of the step,
-/// then the mean step and the host's share.
-pub fn breakdown_table(results: &[ExperimentResult]) -> Table {
+/// and the host's share; wide adds the policy spec and the mean step.
+pub fn breakdown_table(results: &[ExperimentResult], width: Width) -> Table {
     use Col::*;
-    let cols = [
+    let mut cols = vec![
         Shown::Col(Experiment),
-        Shown::Col(Policy),
         Shown::WithShare(ModelMs, ModelShare),
         Shown::WithShare(ScoreUpdateMs, ScoreUpdateShare),
         Shown::WithShare(EvictionMs, EvictionShare),
         Shown::WithShare(OtherHostMs, OtherHostShare),
-        Shown::Col(TpotMean),
         Shown::Col(HostShare),
     ];
+    if width == Width::Wide {
+        cols.insert(1, Shown::Col(Policy));
+        cols.insert(6, Shown::Col(TpotMean));
+    }
     table_of(&cols, results)
 }
 
-/// Memory table: exact KV bytes held, the full-cache bytes for the same length, their ratio,
-/// peak process (and device) memory and how the peak was measured.
-pub fn memory_table(results: &[ExperimentResult]) -> Table {
+/// Memory table: exact KV bytes held, their ratio to a full cache's and the peak process memory;
+/// wide adds the policy spec, the full-cache bytes, peak device memory and how the peak was
+/// measured.
+pub fn memory_table(results: &[ExperimentResult], width: Width) -> Table {
     use Col::*;
-    let cols = [
-        Experiment,
-        Policy,
-        KvBytes,
-        FullKvBytes,
-        KvRatio,
-        PeakRss,
-        PeakDevice,
-        MemoryMethod,
-    ];
-    table_of(&cols.map(Shown::Col), results)
+    let cols = match width {
+        Width::Compact => vec![Experiment, KvBytes, KvRatio, PeakRss],
+        Width::Wide => vec![
+            Experiment,
+            Policy,
+            KvBytes,
+            FullKvBytes,
+            KvRatio,
+            PeakRss,
+            PeakDevice,
+            MemoryMethod,
+        ],
+    };
+    let cols: Vec<Shown> = cols.into_iter().map(Shown::Col).collect();
+    table_of(&cols, results)
+}
+
+/// The terminal's width in columns when standard output is a terminal, else `None`.
+pub fn terminal_width() -> Option<u16> {
+    Table::new().width()
+}
+
+/// Lays `t` out within `width` columns (cells wrap, comfy-table's dynamic arrangement); `None`
+/// leaves every line at its natural length (output to a file or a pipe).
+pub fn fit_width(t: &mut Table, width: Option<u16>) {
+    if let Some(w) = width {
+        t.set_content_arrangement(ContentArrangement::Dynamic)
+            .set_width(w);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::ExperimentStatus;
+
+    fn results() -> Vec<ExperimentResult> {
+        let spec = |s: &str| s.parse().unwrap();
+        let mut v = vec![
+            ExperimentResult::new("H2O (64r+192h)", spec("h2o:192+64")),
+            ExperimentResult::new("Local (256)", spec("local:256")),
+        ];
+        v[1].status = ExperimentStatus::Failed {
+            message: "its process was killed by signal 9 (SIGKILL)".into(),
+        };
+        v
+    }
+
+    fn header(t: &Table) -> Vec<String> {
+        t.header()
+            .unwrap()
+            .cell_iter()
+            .map(|c| c.content())
+            .collect()
+    }
+
+    #[test]
+    fn compact_tables_show_the_seed_columns_and_the_few_that_matter_wide_shows_all() {
+        let r = results();
+        let compact = header(&main_table(&r, Width::Compact));
+        assert_eq!(
+            compact,
+            [
+                "Experiment",
+                "Budget (Tokens)",
+                "KV Size (GB)",
+                "TPOT (ms)",
+                "Throughput (T/s)",
+                "PPL",
+                "Policy",
+                "Seed TPOT (ms)",
+                "Status"
+            ]
+        );
+        // without a failure, no status column
+        assert!(!header(&main_table(&r[..1], Width::Compact)).contains(&"Status".to_string()));
+        let wide = header(&main_table(&r[..1], Width::Wide));
+        assert_eq!(wide.len(), 13);
+        assert!(
+            wide.contains(&"Peak RSS (MiB)".to_string()) && wide.contains(&"Status".to_string())
+        );
+        assert_eq!(header(&breakdown_table(&r, Width::Compact)).len(), 6);
+        assert_eq!(header(&breakdown_table(&r, Width::Wide)).len(), 8);
+        assert_eq!(header(&memory_table(&r, Width::Compact)).len(), 4);
+        assert_eq!(header(&memory_table(&r, Width::Wide)).len(), 8);
+    }
+
+    #[test]
+    fn tables_fit_the_width_they_are_given() {
+        let r = results();
+        for width in [80u16, 120] {
+            for (kind, mut t) in [
+                ("main wide", main_table(&r, Width::Wide)),
+                ("main", main_table(&r, Width::Compact)),
+                ("breakdown", breakdown_table(&r, Width::Wide)),
+                ("memory", memory_table(&r, Width::Wide)),
+            ] {
+                fit_width(&mut t, Some(width));
+                let text = t.to_string();
+                for line in text.lines() {
+                    assert!(
+                        line.chars().count() <= width as usize,
+                        "{kind} at {width}: {} chars:\n{text}",
+                        line.chars().count()
+                    );
+                }
+            }
+        }
+        // no width: lines keep their natural length
+        let mut t = main_table(&r, Width::Wide);
+        fit_width(&mut t, None);
+        assert!(t.to_string().lines().any(|l| l.chars().count() > 120));
+    }
 }
