@@ -11,10 +11,14 @@ use std::path::PathBuf;
 pub enum Error {
     #[error("model directory {0} does not exist; give a directory made by export/export.py (model.onnx, manifest.json, tokenizer.json)")]
     ModelDirMissing(PathBuf),
+    #[error("{0} is a file, not a directory; give the model directory made by export/export.py (model.onnx, manifest.json, tokenizer.json)")]
+    ModelDirNotADir(PathBuf),
     #[error(
         "{path} is missing from the model directory; re-export the model with export/export.py"
     )]
     ModelFileMissing { path: PathBuf },
+    #[error("{path} is not a file (a directory or another kind of entry is in its place); re-export the model with export/export.py")]
+    ModelFileNotAFile { path: PathBuf },
     #[error(
         "{path}: cannot read the manifest ({reason}); re-export the model with export/export.py"
     )]

@@ -7,7 +7,7 @@
 //! the `Setup`, the `Plan` or the [`Experiment`], so a job carries all of it by construction.
 
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -210,6 +210,25 @@ pub struct Outcome {
     pub trace: Option<Vec<TraceStep>>,
 }
 
+/// Refuses a model path that is not a directory holding the model's files, naming what is there
+/// instead (missing, a file where the directory should be, a directory where a file should be).
+pub fn check_model_dir(dir: &Path) -> Result<()> {
+    match std::fs::metadata(dir) {
+        Err(_) => return Err(Error::ModelDirMissing(dir.to_path_buf())),
+        Ok(m) if !m.is_dir() => return Err(Error::ModelDirNotADir(dir.to_path_buf())),
+        Ok(_) => {}
+    }
+    for name in ["manifest.json", "model.onnx", "tokenizer.json"] {
+        let path = dir.join(name);
+        match std::fs::metadata(&path) {
+            Err(_) => return Err(Error::ModelFileMissing { path }),
+            Ok(m) if !m.is_file() => return Err(Error::ModelFileNotAFile { path }),
+            Ok(_) => {}
+        }
+    }
+    Ok(())
+}
+
 /// A loaded model and the start of the text, ready to run experiments on.
 pub struct Lab {
     model: Model,
@@ -220,9 +239,7 @@ impl Lab {
     /// Loads the model, checks every plan against its positions, and reads as many tokens of the
     /// text as the largest plan needs.
     pub fn load(rt: &Runtime, setup: &Setup, plans: &[Plan]) -> Result<Lab> {
-        if !setup.model.is_dir() {
-            return Err(Error::ModelDirMissing(setup.model.clone()));
-        }
+        check_model_dir(&setup.model)?;
         setup.session.check()?;
         let model = Model::load(rt, &setup.model, setup.session.clone())?;
         let max = model.manifest.max_position_embeddings;

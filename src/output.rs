@@ -1,8 +1,9 @@
 //! Output files (JSON, traces, PNGs, results): one rule for every path the tool writes.
 //!
-//! - a regular file, or a path that does not exist yet, is replaced atomically: a temporary file
-//!   in the same directory, fsync, rename over the path (a reader sees the old or the new file,
-//!   never half of one); the directory is created if needed;
+//! - a regular file, or a path that does not exist yet in an existing directory, is replaced
+//!   atomically: a temporary file in the same directory, fsync, rename over the path (a reader
+//!   sees the old or the new file, never half of one); a missing directory is an error, never
+//!   created on the way (a mistyped path does not grow a tree of directories);
 //! - a symbolic link is followed: its final target is replaced that way and the link is kept;
 //! - a character device or a FIFO (`/dev/null`, a terminal, a named pipe), or a path that names
 //!   an open descriptor (`/dev/stdout`, `/dev/fd/N`, `/proc/self/fd/N`, whatever it points at), is
@@ -24,6 +25,9 @@ pub enum OutputError {
     /// The path is something other than a regular file, a character device or a FIFO.
     #[error("{} is a {kind}; give the path of a regular file (or a character device or FIFO such as /dev/stdout)", path.display())]
     NotAFile { path: PathBuf, kind: &'static str },
+    /// A new file's directory does not exist.
+    #[error("cannot write {}: the folder {} does not exist; create it first or give another path", path.display(), folder.display())]
+    NoFolder { path: PathBuf, folder: PathBuf },
     /// Reading the path's kind, or writing, failed.
     #[error("cannot write {}: {source}", path.display())]
     Io {
@@ -48,6 +52,13 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> OutputError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// The directory a path is in (`.` for a bare file name).
+fn parent(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// Follows the symbolic links of a path that does not resolve to anything (a new file, or a
@@ -101,9 +112,15 @@ pub fn destination(path: &Path) -> Result<Destination, OutputError> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(Destination::Replace(
-                follow_dangling(path).map_err(io_error(path))?,
-            ));
+            let target = follow_dangling(path).map_err(io_error(path))?;
+            let folder = parent(&target);
+            if !folder.is_dir() {
+                return Err(OutputError::NoFolder {
+                    path: path.to_path_buf(),
+                    folder: folder.to_path_buf(),
+                });
+            }
+            return Ok(Destination::Replace(target));
         }
         Err(e) => return Err(io_error(path)(e)),
     };
@@ -157,13 +174,9 @@ pub fn write_output(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
 /// the directory. An existing file's permissions are kept. The temporary file never outlives a
 /// failure.
 fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = parent(path);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::create_dir_all(dir)?;
     let write = || -> std::io::Result<()> {
         let mut f = OpenOptions::new()
             .write(true)
@@ -219,11 +232,20 @@ mod tests {
         );
         // a dangling relative link: the file is created at its target
         let link = d.path().join("link.json");
+        std::fs::create_dir(d.path().join("sub")).unwrap();
         std::os::unix::fs::symlink("sub/target.json", &link).unwrap();
         assert_eq!(
             destination(&link).unwrap(),
             Destination::Replace(d.path().join("sub/target.json"))
         );
+        // a missing folder is named, never created
+        let e = destination(&d.path().join("no/such/x.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the folder") && e.contains("no/such"), "{e}");
+        assert!(!d.path().join("no").exists());
+        // a bare file name is in the current directory
+        assert!(destination(Path::new("h2o-output-test-new.json")).is_ok());
         // a socket is refused
         let sock = d.path().join("s.sock");
         let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();

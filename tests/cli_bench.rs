@@ -597,3 +597,266 @@ fn bench_one_with_a_failing_job_exits_2_with_a_failed_result() {
     assert!(stderr.contains("not a bench job"), "{stderr}");
     assert!(out.stdout.is_empty(), "no job, no result");
 }
+
+// ---------- issue 19: failed experiments, interrupts, seed counting, compact tables ----------
+
+/// The pids whose parent is `pid` (from /proc/*/stat).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = s.rsplit(')').next()?.split_whitespace().nth(1)?.to_string();
+                    rest.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// `h2o bench` on the fixture in its own process group: three experiments of 2000 tokens each.
+fn slow_bench(data: &Path, results: &Path, extra: &[&str]) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("h2o"));
+    cmd.current_dir(root())
+        .env_remove("H2O_DATA")
+        .args(["bench", "--model"])
+        .arg(fixture_dir())
+        .arg("--data")
+        .arg(data)
+        .args(["--exp", "full,h2o:64+64,local:128", "--ppl-tokens", "2000"])
+        .args([
+            "--prompt",
+            "32",
+            "--gen",
+            "8",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+        ])
+        .args(["--name", "run"])
+        .arg("--results")
+        .arg(results)
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0);
+    cmd.spawn().expect("spawn h2o bench")
+}
+
+fn wait_with_output(child: std::process::Child) -> std::process::Output {
+    let pid = child.id();
+    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while !waiter.is_finished() {
+        if Instant::now() > deadline {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+            panic!("bench did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    waiter.join().unwrap()
+}
+
+/// Issue 19 item 5: a child killed mid-experiment becomes a `failed: <reason>` row (CSV and
+/// JSON), the suite goes on with the next experiments, the summary lists the failure and the
+/// exit code is 1 at the end.
+#[test]
+fn a_killed_experiment_becomes_a_failed_row_and_the_suite_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 1200);
+    let results = tmp.path().join("results");
+    let bench = slow_bench(&data, &results, &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let bench_one = |p: &u32| {
+        std::fs::read(format!("/proc/{p}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("bench-one"))
+    };
+    let first_child = loop {
+        if let Some(c) = children_of(bench.id()).into_iter().find(bench_one) {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "no child process appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    std::process::Command::new("kill")
+        .args(["-KILL", &first_child.to_string()])
+        .status()
+        .unwrap();
+    let out = wait_with_output(bench);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("error: 1 of 3 experiments failed") && stderr.contains("run.csv"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("Failed (1 of 3):")
+            && stdout.contains("full (full): its process ended without a result (signal: 9"),
+        "{stdout}"
+    );
+    let (header, rows) = read_csv(&results.join("run.csv"));
+    assert_eq!(rows.len(), 3, "every experiment has its row");
+    let status = col(&header, "Status");
+    assert!(rows[0][status].starts_with("failed: "), "{:?}", rows[0]);
+    assert!(rows[0][status].contains("SIGKILL") || rows[0][status].contains("signal: 9"));
+    assert_eq!(rows[0][5], "", "no PPL for a failed experiment");
+    for r in &rows[1..] {
+        assert_eq!(r[status], "ok");
+        assert!(r[5].parse::<f64>().unwrap() > 1.0);
+    }
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(results.join("run.json")).unwrap()).unwrap();
+    assert_eq!(doc["complete"], true);
+    assert_eq!(doc["experiments"][0]["status"]["state"], "failed");
+    assert!(doc["experiments"][0]["status"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("signal: 9"));
+    assert_eq!(doc["experiments"][2]["status"]["state"], "ok");
+    // and compare lists the failed row as failed, never as numbers
+    let out = h2o()
+        .arg("compare")
+        .arg(results.join("run.csv"))
+        .arg(results.join("run.csv"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("Failed in A (no figures):\n  line 2: full [full]: failed: "),
+        "{text}"
+    );
+}
+
+/// Issue 19 item 5: SIGINT (Ctrl-C at a terminal: the whole process group) stops the suite,
+/// says where the finished rows are, leaves the JSON marked incomplete and no child running.
+#[test]
+fn an_interrupted_bench_says_where_the_finished_rows_are() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 1200);
+    let results = tmp.path().join("results");
+    // more experiments, so the interrupt lands mid-suite even on a fast machine
+    let more = [
+        "--exp",
+        "local:32,local:48,local:64,local:96,h2o:32+32,h2o:48+48",
+    ];
+    let bench = slow_bench(&data, &results, &more);
+    let pid = bench.id();
+    let csv = results.join("run.csv");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_to_string(&csv).map_or(0, |t| t.lines().count()) < 2 {
+        assert!(Instant::now() < deadline, "no row within the deadline");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::process::Command::new("kill")
+        .args(["-INT", "--", &format!("-{pid}")])
+        .status()
+        .unwrap();
+    let out = wait_with_output(bench);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted after ")
+            && stderr.contains(&csv.display().to_string())
+            && stderr.contains("run.json")
+            && stderr.contains("\"complete\": false"),
+        "{stderr}"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(results.join("run.json")).unwrap()).unwrap();
+    assert_eq!(doc["complete"], false);
+    let (header, rows) = read_csv(&csv);
+    assert!(!rows.is_empty() && rows.len() < 9, "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r[col(&header, "Status")] == "ok"),
+        "an interrupt is not a failure"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(children_of(pid).is_empty(), "a child runs on");
+}
+
+/// Issue 19 item 11: `--counting seed` runs every spec with one token less (the seed's budget
+/// counts the new token) and records it. Item 13: the table on stdout is the compact one;
+/// `--wide` shows every column.
+#[test]
+fn bench_counting_seed_runs_one_token_less_and_tables_are_compact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 200);
+    let results = tmp.path().join("results");
+    let run = |extra: &[&str]| {
+        let out = h2o()
+            .args(["bench", "--model"])
+            .arg(fixture_dir())
+            .arg("--data")
+            .arg(&data)
+            .args([
+                "--exp",
+                "local:8,h2o:4+4",
+                "--ppl-tokens",
+                "32",
+                "--prompt",
+                "16",
+            ])
+            .args(["--gen", "4", "--warmup", "0", "--threads", "1"])
+            .arg("--results")
+            .arg(&results)
+            .args(extra)
+            .timeout(Duration::from_secs(120))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let stdout = run(&["--counting", "seed", "--name", "seed"]);
+    let (header, rows) = read_csv(&results.join("seed.csv"));
+    let policies: Vec<&str> = rows
+        .iter()
+        .map(|r| r[col(&header, "Policy")].as_str())
+        .collect();
+    assert_eq!(policies, ["local:7", "h2o:4+3"]);
+    assert_eq!(rows[0][0], "local 8, seed counting");
+    assert_eq!(rows[0][1], "7");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(results.join("seed.json")).unwrap()).unwrap();
+    assert_eq!(doc["run"]["settings"]["counting"], "seed");
+    // compact by default: the seed's columns, Policy, Seed TPOT; not TTFT or Peak RSS
+    let main = stdout.split("Per-step").next().unwrap();
+    assert!(
+        main.contains("Seed TPOT (ms)") && main.contains("local:7"),
+        "{stdout}"
+    );
+    assert!(
+        !main.contains("TTFT (ms)") && !main.contains("Peak RSS"),
+        "{stdout}"
+    );
+    let wide = run(&["--name", "ours", "--wide"]);
+    let main = wide.split("Per-step").next().unwrap();
+    assert!(
+        main.contains("TTFT (ms)") && main.contains("Peak RSS") && main.contains("local:8"),
+        "{wide}"
+    );
+    // the CSV keeps every column either way
+    let (h2, _) = read_csv(&results.join("ours.csv"));
+    assert_eq!(h2, header);
+    assert_eq!(header.len(), h2o_engine::report::COLUMNS.len());
+}

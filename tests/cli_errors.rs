@@ -97,7 +97,7 @@ fn data_file_missing() {
     let missing = tmp.path().join("no-such-file.raw");
     fails_with(
         bench(&missing, &results, &[]),
-        &["no-such-file.raw", "data file not found", "--data"],
+        &["no-such-file.raw", "file not found", "--data"],
     );
     assert_no_results(&results);
 }
@@ -539,4 +539,146 @@ fn clap_rejects_unknown_flags_with_usage() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("--no-such-flag").and(predicate::str::contains("Usage")));
+}
+
+// ---------- issue 19: messages that name the right flag and the real problem ----------
+
+/// Issue 19 item 4: a colour floor outside (0, 1) drew a blank picture; now refused, naming
+/// --floor, before the model is loaded or any picture is written.
+#[test]
+fn heatmap_floor_outside_zero_one_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("maps");
+    for floor in ["2", "1", "0", "-0.5", "NaN"] {
+        let mut c = h2o();
+        c.args(["heatmap", "--model"])
+            .arg(fixture_dir())
+            .args(["--threads", "1", &format!("--floor={floor}")])
+            .arg("--out")
+            .arg(&out);
+        fails_with(c, &["--floor", "between 0 and 1"]);
+        assert!(!out.exists(), "nothing written for --floor {floor}");
+    }
+}
+
+/// Issue 19 item 10: each message names the flag the user gave and what is really wrong.
+#[test]
+fn messages_name_the_flag_given_and_the_real_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    let out = tmp.path().join("maps");
+    let heatmap = |extra: &[&str]| {
+        let mut c = h2o();
+        c.args(["heatmap", "--model"])
+            .arg(fixture_dir())
+            .args(["--threads", "1"])
+            .args(extra)
+            .arg("--out")
+            .arg(&out);
+        c
+    };
+    // speed --prompt 0: the prompt's minimum, not the positions limit
+    let mut c = h2o();
+    c.args(["speed", "--model"])
+        .arg(fixture_dir())
+        .arg("--data")
+        .arg(&data)
+        .args(["--prompt", "0", "--no-floor", "--threads", "1"]);
+    let e = fails_with(c, &["--prompt is 0", "at least 1"]);
+    assert!(!e.contains("positions"), "{e}");
+    // heatmap --budget 0 and --max-tokens 0 name their own flags
+    let e = fails_with(heatmap(&["--budget", "0"]), &["--budget 0", "at least 1"]);
+    assert!(!e.contains("h2o:0+0") && !e.contains("--policies"), "{e}");
+    let e = fails_with(heatmap(&["--max-tokens", "0"]), &["--max-tokens 0"]);
+    assert!(!e.contains("--text STR or --file"), "{e}");
+    // heatmap --file names --file, never --data
+    let missing = tmp.path().join("missing.txt");
+    let mut c = heatmap(&[]);
+    c.arg("--file").arg(&missing);
+    let e = fails_with(c, &["--file", "missing.txt", "not found"]);
+    assert!(!e.contains("--data"), "{e}");
+    assert!(!out.exists(), "nothing written");
+    // a file given as --model is a file, not a missing directory
+    let mut c = h2o();
+    c.args(["info", "--model"]).arg(&data);
+    let e = fails_with(c, &["--model", "text.txt", "is a file, not a directory"]);
+    assert!(!e.contains("does not exist"), "{e}");
+    // model.onnx that is a directory is not "missing"
+    let model = tmp.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    for f in ["manifest.json", "tokenizer.json"] {
+        std::fs::copy(fixture_dir().join(f), model.join(f)).unwrap();
+    }
+    std::fs::create_dir(model.join("model.onnx")).unwrap();
+    let mut c = h2o();
+    c.args(["info", "--model"]).arg(&model);
+    let e = fails_with(c, &["--model", "model.onnx is not a file", "directory"]);
+    assert!(!e.contains("missing"), "{e}");
+}
+
+/// Issue 19 item 10: a results-name clash says how to choose another name (`--name`), and
+/// `--name` sets the run's file names.
+#[test]
+fn a_results_name_clash_points_to_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    let results = tmp.path().join("results");
+    std::fs::create_dir(&results).unwrap();
+    // anything at the path counts, a dangling link included (issue 19 item 1)
+    std::os::unix::fs::symlink("gone.json", results.join("mine.json")).unwrap();
+    let e = fails_with(
+        bench(&data, &results, &["--name", "mine"]),
+        &["mine.json", "already exists", "--name"],
+    );
+    assert!(!e.contains("choose another run name"), "{e}");
+    assert!(!results.join("mine.csv").exists() && !results.join("gone.json").exists());
+    fails_with(
+        bench(&data, &results, &["--name", "../escape"]),
+        &["--name", "letters, digits"],
+    );
+    // another name runs
+    let out = bench(&data, &results, &["--name", "other", "--ppl-tokens", "16"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(results.join("other.csv").is_file() && results.join("other.json").is_file());
+}
+
+/// Issue 19 item 3, end to end: a malformed results row is one error naming the file, the line
+/// and the column (exit 2), never a table with `-` in it.
+#[test]
+fn compare_refuses_a_malformed_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("good.csv");
+    let header = "Experiment,Budget (Tokens),KV Size (GB),TPOT (ms),Throughput (T/s),PPL\n";
+    std::fs::write(&good, format!("{header}Baseline,Full,1.4,90,11,8.2\n")).unwrap();
+    for (name, row, phrases) in [
+        (
+            "short.csv",
+            "Baseline,Full,1.4",
+            vec!["line 2 has 3 fields, the header has 6"],
+        ),
+        (
+            "nan.csv",
+            "Baseline,Full,1.4,90,11,NaN",
+            vec!["line 2", "\"PPL\"", "not a finite number"],
+        ),
+        (
+            "neg.csv",
+            "Local (256),256,-0.1,90,11,30",
+            vec!["line 2", "\"KV Size (GB)\"", "negative"],
+        ),
+    ] {
+        let bad = tmp.path().join(name);
+        std::fs::write(&bad, format!("{header}{row}\n")).unwrap();
+        let mut c = h2o();
+        c.arg("compare").arg(&good).arg(&bad);
+        let mut all = vec![name];
+        all.extend(phrases);
+        fails_with(c, &all);
+    }
 }

@@ -38,12 +38,32 @@ fn read_json(p: &Path) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", p.display()))
 }
 
+/// `h2o ppl` on the fixture with a trace and `extra` flags; returns what [`ppl`] returns.
+fn ppl_with(
+    data: &Path,
+    tokens: usize,
+    policy: &str,
+    extra: &[&str],
+) -> (String, serde_json::Value, Option<serde_json::Value>) {
+    ppl_run(data, tokens, policy, true, extra)
+}
+
 /// `h2o ppl` on the fixture; returns (stdout, --json document, --trace document if asked).
 fn ppl(
     data: &Path,
     tokens: usize,
     policy: &str,
     trace: bool,
+) -> (String, serde_json::Value, Option<serde_json::Value>) {
+    ppl_run(data, tokens, policy, trace, &[])
+}
+
+fn ppl_run(
+    data: &Path,
+    tokens: usize,
+    policy: &str,
+    trace: bool,
+    extra: &[&str],
 ) -> (String, serde_json::Value, Option<serde_json::Value>) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("ppl.json");
@@ -66,6 +86,7 @@ fn ppl(
     if trace {
         c.arg("--trace").arg(&tr);
     }
+    c.args(extra);
     let stdout = success(c);
     let t = trace.then(|| read_json(&tr));
     (stdout, read_json(&json), t)
@@ -138,7 +159,7 @@ fn compare_lines_up_the_seed_csv_with_ours() {
         p
     };
     let mut c = h2o();
-    c.arg("compare").arg(&seed).arg(&ours);
+    c.arg("compare").arg(&seed).arg(&ours).arg("--wide");
     let out = success(c);
     assert!(out.contains("(seed format)"), "{out}");
     assert!(out.contains("(h2o bench format)"), "{out}");
@@ -161,10 +182,15 @@ fn compare_lines_up_the_seed_csv_with_ours() {
     assert!(
         line_with(
             &out,
-            &["H2O (64+192) [h2o-layer:192+64]", "[h2o:192+64]", "256"]
+            &[
+                "H2O (64+192) [h2o-layer:192+64]",
+                "[h2o:192+64]",
+                "256",
+                "ours attends 1 more token"
+            ]
         )
         .is_some(),
-        "the seed's H2O (64+192) matches our h2o:192+64:\n{out}"
+        "the seed's H2O (64+192) matches our h2o:192+64, which attends one token more:\n{out}"
     );
     // The seed's PPL shows on the matched line.
     assert!(
@@ -190,7 +216,7 @@ fn compare_ours_with_itself_matches_every_row() {
     let tmp = tempfile::tempdir().unwrap();
     let ours = our_bench_csv(tmp.path());
     let mut c = h2o();
-    c.arg("compare").arg(&ours).arg(&ours);
+    c.arg("compare").arg(&ours).arg(&ours).arg("--wide");
     let out = success(c);
     assert!(out.contains("both files ours"), "{out}");
     assert!(!out.contains("Unmatched"), "{out}");
@@ -420,6 +446,7 @@ fn speed_sweeps_contexts_and_writes_json() {
             "0",
             "--threads",
             "1",
+            "--wide",
         ])
         .arg("--json")
         .arg(&json);
@@ -477,6 +504,73 @@ fn speed_sweeps_contexts_and_writes_json() {
             assert!(kv <= 16 * 1024, "local:16 holds at most 16 tokens: {r}");
         }
     }
+}
+
+/// Issue 19 item 9: without the bandwidth measurement the floor columns show `-`, never NaN;
+/// the JSON has null for them.
+#[test]
+fn speed_no_floor_shows_a_dash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    let json = tmp.path().join("speed.json");
+    let mut c = h2o();
+    c.args(["speed", "--model"])
+        .arg(fixture_dir())
+        .arg("--data")
+        .arg(&data)
+        .args([
+            "--prompt",
+            "8",
+            "--gen",
+            "4",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+        ])
+        .arg("--no-floor")
+        .arg("--json")
+        .arg(&json);
+    let stdout = success(c);
+    assert!(!stdout.to_lowercase().contains("nan"), "{stdout}");
+    let row = stdout.lines().find(|l| l.contains(" full ")).unwrap();
+    let cells = cells(row);
+    assert_eq!(cells[cells.len() - 2..], ["-", "-"], "{stdout}");
+    let doc = read_json(&json);
+    assert!(doc["read_bandwidth_bytes_per_s"].is_null());
+    assert!(doc["runs"][0]["floor_ms"].is_null());
+}
+
+/// Issue 19 item 12: `--text seed` scores the seed's token stream: the dataset's rows (blank
+/// lines empty) joined with nothing between them, not the file as it is.
+#[test]
+fn ppl_text_seed_reads_the_seed_rows() {
+    use h2o_engine::eval::data::{seed_text, tokenize};
+    let excerpt = root().join("tests/data/wiki.test.excerpt.raw");
+    let tok = tokenizers::Tokenizer::from_file(fixture_dir().join("tokenizer.json")).unwrap();
+    let raw = std::fs::read_to_string(&excerpt).unwrap();
+    let tokens = |mode: &str| -> Vec<u64> {
+        let (_, _, trace) = ppl_with(&excerpt, 256, "local:8", &["--text", mode]);
+        trace.unwrap()["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_u64().unwrap())
+            .collect()
+    };
+    let want: Vec<u64> = tokenize(&tok, &seed_text(&raw)).unwrap()[..256]
+        .iter()
+        .map(|&t| u64::from(t))
+        .collect();
+    let seed = tokens("seed");
+    assert_eq!(seed, want);
+    let file = tokens("file");
+    let whole: Vec<u64> = tokenize(&tok, &raw).unwrap()[..256]
+        .iter()
+        .map(|&t| u64::from(t))
+        .collect();
+    assert_eq!(file, whole);
+    assert_ne!(seed, file, "the two texts differ from the first line on");
 }
 
 // ---------- info ----------

@@ -109,8 +109,13 @@ fn labels_may_be_empty_but_not_mismatched() {
     render_attention_heatmap(&m, &[], "positions only", 1e-3, &path).unwrap();
     let err = render_attention_heatmap(&m, &labels(9), "t", 1e-3, &path).unwrap_err();
     assert!(matches!(err, HeatmapError::BadInput(_)), "{err}");
-    for floor in [0.0, -1.0, f32::NAN] {
-        assert!(render_attention_heatmap(&m, &[], "t", floor, &path).is_err());
+    // issue 19 item 4: a floor of 1 or more drew a blank picture; the floor is in (0, 1)
+    for floor in [0.0, -1.0, f32::NAN, 1.0, 2.0, f32::INFINITY] {
+        let err = render_attention_heatmap(&m, &[], "t", floor, &path).unwrap_err();
+        assert!(
+            err.to_string().contains("between 0 and 1"),
+            "{floor}: {err}"
+        );
     }
 }
 
@@ -131,8 +136,12 @@ fn unwritable_path_names_the_path() {
     let m = synthetic(4);
     let path = Path::new("/nonexistent-dir-h2o/x.png");
     let err = render_attention_heatmap(&m, &[], "t", 1e-4, path).unwrap_err();
-    assert!(matches!(err, HeatmapError::Io { .. }), "{err}");
+    assert!(matches!(err, HeatmapError::Output(_)), "{err}");
     assert!(err.to_string().contains("/nonexistent-dir-h2o/x.png"));
+    assert!(
+        !Path::new("/nonexistent-dir-h2o").exists(),
+        "no folder created"
+    );
 }
 
 /// Per-policy kept masks: (policy spec, [heads][tokens]).

@@ -45,6 +45,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _os_error(e: OSError, out: Path) -> str:
+    """One line for a file system error: the path, what went wrong and the fix (no traceback)."""
+    path = Path(e.filename) if e.filename else out
+    what = e.strerror or str(e)
+    o, p = out.absolute(), path.absolute()
+    if p == o or p in o.parents or o in p.parents:
+        return (f"--out {out}: cannot write {path} ({what}); give --out a folder path whose parent "
+                f"folders exist or can be created, are folders (not files) and are writable")
+    return f"cannot read {path} ({what}); check that the path exists, is of the right kind and is readable"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.init_seed < 0:
@@ -53,14 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.random_init is None and args.init_seed != 0:
         print("error: --init-seed only applies to --random-init", file=sys.stderr)
         return 2
+    name = args.name
+    out = args.out
+    if out is None:
+        if name is None:
+            name = (args.checkpoint.resolve().name if args.checkpoint is not None
+                    else f"random-{Path(args.random_init).stem}")
+        out = Path("models") / name
     try:
-        name = args.name
-        out = args.out
-        if out is None:
-            if name is None:
-                name = (args.checkpoint.resolve().name if args.checkpoint is not None
-                        else f"random-{Path(args.random_init).stem}")
-            out = Path("models") / name
         export(
             out,
             checkpoint=args.checkpoint,
@@ -76,5 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {_os_error(e, out)}", file=sys.stderr)
         return 2
     return 0

@@ -73,6 +73,17 @@ def test_good_checkpoint_exports(capsys, ckpt, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["manifest.json", "model.onnx", "tokenizer.json"]
 
 
+def test_out_under_a_file_is_one_line_naming_the_path(capsys, ckpt, tmp_path):
+    """Issue 19 item 10: an --out path below a file printed a traceback; now one error line."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = blocker / "x"
+    rc, line = run_cli(capsys, "--checkpoint", ckpt, "--out", out)
+    assert rc == 2, line
+    assert line.startswith("error: --out ") and str(blocker) in line and "not files" in line, line
+    assert blocker.read_text() == "not a folder"
+
+
 def test_missing_config_field(capsys, ckpt, tmp_path):
     edit_config(ckpt, rotary_pct=None)
     assert_error(capsys, tmp_path, ["--checkpoint", ckpt], "missing config field", "rotary_pct")

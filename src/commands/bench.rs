@@ -160,7 +160,7 @@ pub fn run_one(a: BenchOneArgs) -> Result<()> {
 
 /// How one experiment ended: a result row (measured or failed), or the suite was interrupted.
 enum Ran {
-    Row(ExperimentResult),
+    Row(Box<ExperimentResult>),
     Interrupted,
 }
 
@@ -210,22 +210,21 @@ fn run_in_child(exe: &Path, job: &Job, stop: &AtomicBool) -> Result<Ran> {
         return Ok(Ran::Interrupted);
     }
     let exp = &job.experiment;
-    Ok(Ran::Row(
-        match serde_json::from_slice::<ExperimentResult>(&out) {
-            Ok(r) if status.success() || r.status != ExperimentStatus::Ok => r,
-            _ if status.success() => failed(
-                exp,
-                format!(
-                    "its process wrote no result ({} bytes on stdout)",
-                    out.len()
-                ),
+    let row = match serde_json::from_slice::<ExperimentResult>(&out) {
+        Ok(r) if status.success() || r.status != ExperimentStatus::Ok => r,
+        _ if status.success() => failed(
+            exp,
+            format!(
+                "its process wrote no result ({} bytes on stdout)",
+                out.len()
             ),
-            _ => failed(
-                exp,
-                format!("its process ended without a result ({status})"),
-            ),
-        },
-    ))
+        ),
+        _ => failed(
+            exp,
+            format!("its process ended without a result ({status})"),
+        ),
+    };
+    Ok(Ran::Row(Box::new(row)))
 }
 
 /// The experiments to run: `--exp` specs (labelled by the spec) or the scaled seed groups, each
@@ -326,9 +325,9 @@ fn measure_one(rt: &Runtime, job: &Job, in_process: bool, stop: &AtomicBool) -> 
         Err(_) if stop.load(Ordering::SeqCst) => Ran::Interrupted,
         Err(e) => {
             let e = in_cli_words(e.into(), &Names::DEFAULT);
-            Ran::Row(failed(&job.experiment, error_text(&e)))
+            Ran::Row(Box::new(failed(&job.experiment, error_text(&e))))
         }
-        Ok(o) => Ran::Row(o.result),
+        Ok(o) => Ran::Row(Box::new(o.result)),
     })
 }
 
@@ -398,7 +397,7 @@ fn run_suite(
                 if let ExperimentStatus::Failed { message } = &r.status {
                     eprintln!("[{}/{}] {} failed: {message}", i + 1, exps.len(), exp.label);
                 }
-                writer.append(r)?;
+                writer.append(*r)?;
             }
         }
     }
@@ -528,7 +527,7 @@ mod tests {
 
     fn row(ran: Ran) -> ExperimentResult {
         match ran {
-            Ran::Row(r) => r,
+            Ran::Row(r) => *r,
             Ran::Interrupted => panic!("interrupted"),
         }
     }

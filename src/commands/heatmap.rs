@@ -1,16 +1,17 @@
 //! `h2o heatmap`: log-scale attention heatmaps of chosen layers, and what each policy keeps at a budget.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
 use h2o_engine::eval::data::{read_text, tokenize};
 use h2o_engine::heatmap::{
-    clean_label, collect_attention, default_layers, heatmap_file_name, kept_at_end, kept_file_name,
-    parse_layers, render_attention_heatmap, render_kept_tokens, require_text, HeadChoice,
-    DEFAULT_TEXT,
+    check_floor, clean_label, collect_attention, default_layers, heatmap_file_name, kept_at_end,
+    kept_file_name, parse_layers, render_attention_heatmap, render_kept_tokens, require_text,
+    HeadChoice, DEFAULT_TEXT,
 };
+use h2o_engine::output::check_output;
 use h2o_engine::policy::{PolicySpec, Scope};
 
 use super::ModelArgs;
@@ -34,7 +35,7 @@ pub struct HeatmapArgs {
     /// A head index or `mean`.
     #[arg(long, default_value = "mean")]
     pub head: String,
-    /// Colour floor of the log scale: smaller values are drawn at the floor.
+    /// Colour floor of the log scale, in (0, 1): smaller values are drawn at the floor.
     #[arg(long, default_value_t = 1e-4)]
     pub floor: f32,
     /// Budget for the kept-tokens picture (default: a quarter of the tokens); compares h2o and local.
@@ -67,7 +68,35 @@ fn default_policies(budget: usize) -> Vec<PolicySpec> {
     v
 }
 
+/// Refuses settings that cannot give a picture, before the model is loaded.
+fn check_settings(a: &HeatmapArgs) -> Result<()> {
+    check_floor(a.floor).map_err(|e| anyhow!("--floor: {e}"))?;
+    if a.max_tokens < 2 {
+        bail!(
+            "--max-tokens {}: at least 2 tokens are needed to draw attention between tokens",
+            a.max_tokens
+        );
+    }
+    if a.budget == Some(0) {
+        bail!("--budget 0: the kept-tokens picture needs a budget of at least 1 token (and below the tokens drawn)");
+    }
+    Ok(())
+}
+
+/// Creates the output folder and refuses picture paths that cannot be written (a directory in
+/// the way, ...), before anything is drawn.
+fn prepare_out(out: &Path, layers: &[usize]) -> Result<()> {
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("--out: cannot create the folder {}", out.display()))?;
+    for &l in layers {
+        check_output(&out.join(heatmap_file_name(l)))?;
+        check_output(&out.join(kept_file_name(l)))?;
+    }
+    Ok(())
+}
+
 pub fn run(a: HeatmapArgs) -> Result<()> {
+    check_settings(&a)?;
     let text = match (&a.text, &a.file) {
         (Some(t), _) => t.clone(),
         (None, Some(f)) => read_text(f)?,
@@ -81,6 +110,7 @@ pub fn run(a: HeatmapArgs) -> Result<()> {
         None => default_layers(man.num_layers),
     };
     let head: HeadChoice = a.head.parse()?;
+    prepare_out(&a.out, &layers)?;
     let mut tokens = tokenize(&model.tokenizer, &text)?;
     if tokens.is_empty() {
         bail!("the text gives no tokens; pass some text");
@@ -102,7 +132,12 @@ pub fn run(a: HeatmapArgs) -> Result<()> {
     let n = tokens.len();
     let budget = a.budget.unwrap_or((n / 4).max(2));
     if budget >= n {
-        bail!("--budget {budget} keeps every one of the {n} tokens; pick a smaller budget");
+        let given = if a.budget.is_some() {
+            format!("--budget {budget}")
+        } else {
+            format!("the default budget, {budget} (a quarter of the tokens, at least 2),")
+        };
+        bail!("{given} keeps every one of the {n} tokens; pass a smaller --budget or more tokens (--max-tokens, a longer text)");
     }
     let specs = if a.policies.is_empty() {
         default_policies(budget)
@@ -117,8 +152,6 @@ pub fn run(a: HeatmapArgs) -> Result<()> {
             kept_at_end(&mut model, spec.build(), &tokens, &layers)?,
         ));
     }
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("cannot create {}", a.out.display()))?;
     for (i, la) in data.iter().enumerate() {
         let path = a.out.join(heatmap_file_name(la.layer));
         let title = format!(

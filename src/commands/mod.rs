@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
 
 use h2o_engine::error::Setting;
 use h2o_engine::eval::data::TextMode;
-use h2o_engine::experiment::{Phase, Progress, Setup};
+use h2o_engine::experiment::{check_model_dir, Phase, Progress, Setup};
 use h2o_engine::model::Model;
 use h2o_engine::runtime::{ExecutionProvider, OptLevel, Runtime, SessionConfig};
 
@@ -101,12 +101,10 @@ impl ModelArgs {
     }
 }
 
-/// Start ONNX Runtime, once a model directory is known to exist (so a mistyped `--model` is
-/// named before the runtime is looked for).
+/// Start ONNX Runtime, once the model directory is known to hold the model's files (so a
+/// mistyped `--model` is named before the runtime is looked for).
 pub fn start_runtime(model: &Path) -> Result<Runtime> {
-    if !model.is_dir() {
-        return Err(h2o_engine::Error::ModelDirMissing(model.to_path_buf()).into());
-    }
+    check_model_dir(model)?;
     Ok(Runtime::start(&project_root())?)
 }
 
@@ -293,7 +291,9 @@ pub fn in_cli_words(e: anyhow::Error, names: &Names) -> anyhow::Error {
     let text = match lib {
         E::Length(l) => l.describe(&|s| names.of(s).to_string()),
         E::ModelDirMissing(_)
+        | E::ModelDirNotADir(_)
         | E::ModelFileMissing { .. }
+        | E::ModelFileNotAFile { .. }
         | E::ManifestInvalid { .. }
         | E::ManifestVersion { .. }
         | E::GraphMismatch(_)

@@ -54,9 +54,9 @@ pub fn read_text(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::Data {
         path: path.to_path_buf(),
         reason: if e.kind() == std::io::ErrorKind::NotFound {
-            "data file not found; give a WikiText-2 raw text file (e.g. ../shared/data/wikitext-2-raw-v1/wiki.test.raw)".into()
+            "file not found; give an existing UTF-8 text file (the benchmarks read WikiText-2 raw test, e.g. ../shared/data/wikitext-2-raw-v1/wiki.test.raw)".into()
         } else {
-            format!("cannot read the data file ({e})")
+            format!("cannot read the file ({e})")
         },
     })?;
     let text = String::from_utf8(bytes).map_err(|e| Error::Data {
@@ -69,7 +69,7 @@ pub fn read_text(path: &Path) -> Result<String> {
     if text.trim().is_empty() {
         return Err(Error::Data {
             path: path.to_path_buf(),
-            reason: "the data file is empty; give a file with text".into(),
+            reason: "the file is empty; give a file with text".into(),
         });
     }
     Ok(text)

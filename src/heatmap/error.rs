@@ -41,6 +41,9 @@ pub enum HeatmapError {
     /// Inputs whose shapes or values do not fit together (labels, masks, scores, floor).
     #[error("bad input: {0}")]
     BadInput(String),
+    /// A colour floor outside (0, 1).
+    #[error("colour floor {0}: it must be between 0 and 1 (exclusive), e.g. 1e-4; attention probabilities are at most 1, so a floor of 1 or more draws a blank picture")]
+    Floor(f32),
     /// The shipped font could not be registered with plotters.
     #[error("the shipped font (assets/fonts/DejaVuSans.ttf) could not be loaded")]
     Font,

@@ -16,7 +16,7 @@ pub use labels::{clean_label, label_positions};
 pub use layers::{default_layers, heatmap_file_name, kept_file_name, parse_layers};
 pub use matrix::{mean_rows, AttentionMatrix};
 pub use render::{
-    heatmap_image_size, kept_image_size, register_shipped_font, render_attention_heatmap,
-    render_kept_tokens, FONT_FAMILY, MAX_LABELS,
+    check_floor, heatmap_image_size, kept_image_size, register_shipped_font,
+    render_attention_heatmap, render_kept_tokens, FONT_FAMILY, MAX_LABELS,
 };
 pub use text::{require_text, DEFAULT_TEXT};

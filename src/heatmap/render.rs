@@ -141,13 +141,13 @@ fn save_png(rgb: &[u8], (width, height): (u32, u32), path: &Path) -> Result<()> 
     Ok(write_output(path, &png)?)
 }
 
-fn check_floor(floor: f32) -> Result<()> {
-    if floor.is_finite() && floor > 0.0 {
+/// Refuses a colour floor outside (0, 1): attention probabilities are at most 1, so a floor of 1
+/// or more draws every cell at the floor (a blank picture), and the log scale needs a floor > 0.
+pub fn check_floor(floor: f32) -> Result<()> {
+    if floor > 0.0 && floor < 1.0 {
         Ok(())
     } else {
-        Err(HeatmapError::BadInput(format!(
-            "the colour floor must be finite and > 0, got {floor}"
-        )))
+        Err(HeatmapError::Floor(floor))
     }
 }
 
