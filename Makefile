@@ -2,12 +2,16 @@
 #   make bench   - the main job: the default benchmark suite on the embedded default model (pythia-micro)
 #   make test    - every test: Rust (unit, integration, CLI) and Python (exporter, reference, parity)
 # Everything else (.venv with the pinned Python packages, ONNX export, release build) is set up on the way.
+# `make bench` installs only what the main job needs (export/requirements.txt: the exporter's packages and
+# ONNX Runtime); torch, transformers and the test tools (export/requirements-torch.txt) are installed for
+# `make test`, the fixtures and the PyTorch comparisons only.
 
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+STAMP := $(VENV)/.installed-base
+STAMP_TORCH := $(VENV)/.installed-torch
 ORT_LIB = $(shell ls $(VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -1)
 MICRO_HF := models/pythia-micro
 MICRO := models/pythia-micro/onnx
@@ -17,22 +21,30 @@ BIN := target/release/h2o
 PYTHIA_TOKENIZER ?= ../shared/data/pythia-tokenizer.json
 INIT_SEED ?= 0
 
-.PHONY: all venv build test test-rust test-python lint fixtures export-micro bench info heatmaps random-models clean-results
+.PHONY: all venv venv-torch build test test-rust test-python lint fixtures export-micro bench info heatmaps random-models clean-results
 
 all: build
 
-$(STAMP): export/requirements.txt export/requirements-torch.txt
+# The exporter's packages and ONNX Runtime (libonnxruntime.so for the engine): all `make bench` needs.
+$(STAMP): export/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r export/requirements.txt -r export/requirements-torch.txt
+	$(PY) -m pip install --quiet -r export/requirements.txt
 	touch $(STAMP)
 
+# torch, transformers, pyarrow and pytest on top: the tests, the fixture and the PyTorch comparisons.
+$(STAMP_TORCH): $(STAMP) export/requirements-torch.txt
+	$(PY) -m pip install --quiet -r export/requirements-torch.txt
+	touch $(STAMP_TORCH)
+
 venv: $(STAMP)
+
+venv-torch: $(STAMP_TORCH)
 
 build:
 	cargo build --release
 
-fixtures: $(STAMP)
+fixtures: $(STAMP_TORCH)
 	$(PY) export/make_fixture.py
 
 $(MICRO)/model.onnx: $(STAMP) $(MICRO_HF)/model.safetensors $(MICRO_HF)/config.json
@@ -44,7 +56,7 @@ test-rust: $(STAMP)
 	ORT_DYLIB_PATH=$(abspath $(ORT_LIB)) cargo test --release
 
 # H2O_REQUIRE_ALL=1: a test that would skip for a missing input fails instead (export/tests/conftest.py)
-test-python: $(STAMP) build export-micro
+test-python: $(STAMP_TORCH) build export-micro
 	H2O_REQUIRE_ALL=1 ORT_DYLIB_PATH=$(abspath $(ORT_LIB)) $(PY) -m pytest -q export/tests
 
 test: test-rust test-python
