@@ -137,8 +137,8 @@ def run_graph(model_dir: str | Path, token_ids: Sequence[int], policy: Policy | 
             c.score[:, :past] += sums[:, :past]
             if grown > past:
                 c.grow(grown)
-            evicted.append(c.commit(t, out[f"new_key_values.{i}.key"][0, :, 0], out[f"new_key_values.{i}.value"][0, :, 0],
-                                    sums[:, past], policy, budget))
+            k_new, v_new = out[f"new_key_values.{i}.key"][0, :, 0], out[f"new_key_values.{i}.value"][0, :, 0]
+            evicted.append(c.commit(t, k_new, v_new, sums[:, past], policy, budget))  # k/v_new [heads, head_dim]
         logits = out["logits"][0, 0].astype(np.float64)  # [vocab]
         m = logits.max()
         nll.append(float(m + math.log(np.exp(logits - m).sum()) - logits[ids[t + 1]]))
