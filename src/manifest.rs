@@ -42,6 +42,41 @@ pub struct Source {
     pub sha256: Option<String>,
 }
 
+/// How the graph's linears hold their weights (manifest `weights`, export.py --weights; absent = fp32).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WeightFormat {
+    /// "fp32" (MatMul on the model dtype), "int8" or "int4" (com.microsoft MatMulNBits).
+    pub format: String,
+    #[serde(default)]
+    pub block_size: Option<u64>,
+    #[serde(default)]
+    pub lm_head: Option<String>,
+}
+
+impl Default for WeightFormat {
+    fn default() -> Self {
+        Self {
+            format: "fp32".into(),
+            block_size: None,
+            lm_head: None,
+        }
+    }
+}
+
+impl WeightFormat {
+    /// One line for `h2o info`, e.g. "int4 (MatMulNBits, block 32, LM head int4)".
+    pub fn describe(&self) -> String {
+        match self.block_size {
+            Some(b) => format!(
+                "{} (MatMulNBits, block {b}, LM head {})",
+                self.format,
+                self.lm_head.as_deref().unwrap_or(&self.format)
+            ),
+            None => self.format.clone(),
+        }
+    }
+}
+
 /// manifest.json (format_version 1).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
@@ -57,6 +92,8 @@ pub struct Manifest {
     pub rotary_base: f64,
     pub max_position_embeddings: usize,
     pub dtype: KvDtype,
+    #[serde(default)]
+    pub weights: WeightFormat,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
     #[serde(default)]
