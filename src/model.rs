@@ -187,7 +187,10 @@ impl Model {
         }
         let (batch, seq) = (store.batch(), inputs.seq);
         let n = batch * seq;
-        if inputs.ids.len() != n || inputs.positions.len() != n || inputs.mask.len() != batch * (past + seq) {
+        if inputs.ids.len() != n
+            || inputs.positions.len() != n
+            || inputs.mask.len() != batch * (past + seq)
+        {
             return Err(Error::Input(format!(
                 "step inputs must be ids and positions [batch {batch} x seq {seq}] and a mask [batch {batch} x (past {past} + seq {seq})]"
             )));
@@ -297,12 +300,13 @@ impl StepOutputs<'_> {
 
     /// Output `name` as a `T` slice, its shape checked.
     fn tensor<T: KvElement>(&self, name: &str, shape: &[usize]) -> Result<&[T]> {
-        let value = self.outputs.get(name).ok_or_else(|| {
-            Error::GraphMismatch(format!("the run returned no output {name}"))
-        })?;
-        let (got, data) = value.try_extract_tensor::<T>().map_err(|e| {
-            Error::ort(format!("reading output {name} as {}", T::DTYPE.name()), e)
-        })?;
+        let value = self
+            .outputs
+            .get(name)
+            .ok_or_else(|| Error::GraphMismatch(format!("the run returned no output {name}")))?;
+        let (got, data) = value
+            .try_extract_tensor::<T>()
+            .map_err(|e| Error::ort(format!("reading output {name} as {}", T::DTYPE.name()), e))?;
         if got.len() != shape.len() || got.iter().zip(shape).any(|(&g, &w)| g != w as i64) {
             return Err(Error::GraphMismatch(format!(
                 "output {name} has shape {:?}, expected {shape:?}",

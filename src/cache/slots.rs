@@ -261,7 +261,8 @@ impl SlotTable {
         sc.cand_score.clear();
         for h in 0..self.heads {
             let r = b * self.heads + h;
-            sc.cand_pos.extend_from_slice(&self.pos[r * c..r * c + cached]);
+            sc.cand_pos
+                .extend_from_slice(&self.pos[r * c..r * c + cached]);
             sc.cand_score
                 .extend_from_slice(&self.score[r * c..r * c + cached]);
             for &j in &sc.new_idx {

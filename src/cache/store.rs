@@ -196,3 +196,358 @@ impl KvStore {
         Ok(&self.plan)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use half::f16;
+
+    use super::*;
+    use crate::cache::NOT_STORED;
+    use crate::policy::{Candidates, H2oPolicy, Scope};
+
+    /// Keeps the newest `budget` positions per head (a local window, written here independently).
+    struct Newest(usize);
+    impl Policy for Newest {
+        fn spec(&self) -> String {
+            format!("newest:{}", self.0)
+        }
+        fn budget(&self) -> usize {
+            self.0
+        }
+        fn needs_scores(&self) -> bool {
+            false
+        }
+        fn select(&self, c: &Candidates<'_>, keep: &mut [bool]) {
+            for h in 0..c.heads {
+                let row = c.positions_of(h);
+                let mut order: Vec<usize> = (0..c.n).collect();
+                order.sort_by_key(|&i| std::cmp::Reverse(row[i]));
+                for &i in order.iter().take(self.0) {
+                    keep[h * c.n + i] = true;
+                }
+            }
+        }
+    }
+
+    /// Head 0 evicts the lowest score, head 1 the oldest position.
+    struct PerHead(usize);
+    impl Policy for PerHead {
+        fn spec(&self) -> String {
+            "per-head".into()
+        }
+        fn budget(&self) -> usize {
+            self.0
+        }
+        fn needs_scores(&self) -> bool {
+            true
+        }
+        fn select(&self, c: &Candidates<'_>, keep: &mut [bool]) {
+            for h in 0..c.heads {
+                let (p, s) = (c.positions_of(h), c.scores_of(h));
+                let victim = if h == 0 {
+                    (0..c.n).min_by(|&a, &b| s[a].total_cmp(&s[b])).unwrap()
+                } else {
+                    (0..c.n).min_by_key(|&i| p[i]).unwrap()
+                };
+                for i in 0..c.n {
+                    keep[h * c.n + i] = i != victim;
+                }
+            }
+        }
+    }
+
+    /// A policy that keeps one candidate too many (a broken policy).
+    struct KeepsAll(usize);
+    impl Policy for KeepsAll {
+        fn spec(&self) -> String {
+            "keeps-all".into()
+        }
+        fn budget(&self) -> usize {
+            self.0
+        }
+        fn needs_scores(&self) -> bool {
+            false
+        }
+        fn select(&self, _c: &Candidates<'_>, keep: &mut [bool]) {
+            keep.fill(true);
+        }
+    }
+
+    const HEADS: usize = 2;
+
+    /// K of (position p, head h) = [p, h], V = [-p, h]: `[1, HEADS, seq, 2]`.
+    fn kv_of(positions: &[i64]) -> (Vec<f32>, Vec<f32>) {
+        let mut k = Vec::new();
+        let mut v = Vec::new();
+        for h in 0..HEADS {
+            for &p in positions {
+                k.extend([p as f32, h as f32]);
+                v.extend([-(p as f32), h as f32]);
+            }
+        }
+        (k, v)
+    }
+
+    /// One batch-1 update of layer 0 with new tokens at `positions`; `att` is `[HEADS, past + seq]`.
+    fn update(store: &mut KvStore, pol: &dyn Policy, positions: &[i64], att: &[f32]) -> LayerPlan {
+        let (k, v) = kv_of(positions);
+        let seq = positions.len();
+        let mask = vec![1; seq];
+        let new = NewTokens {
+            k: NewKv::of(&k),
+            v: NewKv::of(&v),
+            attention: att,
+            past: att.len() / HEADS - seq,
+            positions,
+            mask: &mask,
+            seq,
+        };
+        store.update(0, &new, pol).unwrap().clone()
+    }
+
+    /// Zero attention for a step of `seq` tokens on the store as it is.
+    fn quiet(store: &KvStore, seq: usize) -> Vec<f32> {
+        vec![0.0; HEADS * (store.capacity() + seq)]
+    }
+
+    fn store(limit: usize, chunk: usize) -> KvStore {
+        KvStore::new(1, 1, HEADS, 2, KvDtype::Float32, limit, chunk).unwrap()
+    }
+
+    fn host(s: &KvStore) -> (&[f32], &[f32]) {
+        s.host_kv::<f32>().expect("host f32 buffers").kv(0)
+    }
+
+    #[test]
+    fn appends_into_free_slots_then_reuses_the_victims_slot() {
+        let mut s = store(3, 2);
+        let pol = Newest(3);
+        for p in 0..3 {
+            let att = quiet(&s, 1);
+            let plan = update(&mut s, &pol, &[p], &att);
+            assert_eq!(plan.dest(0, 1), &[p as u32], "lowest free slot");
+        }
+        assert_eq!(s.capacity(), 3, "grows in chunks, clamped to the limit");
+        assert_eq!(s.positions(0, 0, 0), &[0, 1, 2]);
+        let plan = update(&mut s, &pol, &[3], &[0.0; 8]);
+        assert_eq!(s.capacity(), 3);
+        // position 0 evicted; 3 takes its slot (no compaction)
+        assert_eq!(plan.evicted(0, 0), &[0]);
+        assert_eq!(plan.dest(0, 0), &[0]);
+        assert_eq!(s.positions(0, 0, 0), &[3, 1, 2]);
+        assert_eq!(s.positions(0, 0, 1), &[3, 1, 2]);
+        let (k, v) = host(&s);
+        // [batch, heads, capacity, head_dim]: head 1 slot 0 = [3, 1]
+        assert_eq!(&k[3 * 2..4 * 2], &[3.0, 1.0]);
+        assert_eq!(&k[0..2], &[3.0, 0.0]);
+        assert_eq!(&v[0..2], &[-3.0, 0.0]);
+        assert_eq!(&v[3 * 2..4 * 2], &[-3.0, 1.0]);
+        assert_eq!(s.held_bytes(), 3 * HEADS * 2 * 2 * 4);
+        assert_eq!(s.allocated_bytes(), 3 * HEADS * 2 * 2 * 4);
+    }
+
+    #[test]
+    fn mask_marks_slots_in_use_then_new_tokens() {
+        let mut s = store(8, 4);
+        let pol = Newest(8);
+        for p in 0..2 {
+            let att = quiet(&s, 1);
+            update(&mut s, &pol, &[p], &att);
+        }
+        let mut m = Vec::new();
+        s.build_mask(&[1], 1, &mut m);
+        assert_eq!(m, vec![1, 1, 0, 0, 1]);
+    }
+
+    #[test]
+    fn scores_accumulate_in_every_head_and_heads_evict_independently() {
+        let mut s = store(2, 2);
+        let pol = PerHead(2);
+        update(&mut s, &pol, &[0], &[1.0, 0.5]);
+        // head 0: pos0 gets 0.875, pos1 0.125; head 1: 0.25 / 0.5 (columns: slot 0, slot 1 (empty), new)
+        update(&mut s, &pol, &[1], &[0.875, 0.0, 0.125, 0.25, 0.0, 0.5]);
+        assert_eq!(s.scores(0, 0, 0), &[1.875, 0.125]);
+        assert_eq!(s.scores(0, 0, 1), &[0.75, 0.5], "head 1 accumulates too");
+        // head 0: pos0 1.875, pos1 0.125 + 0.5, new 0.25 -> the new token goes (lowest score);
+        // head 1: the oldest (pos0) goes, the new token takes its slot with its own attention
+        let plan = update(&mut s, &pol, &[2], &[0.0, 0.5, 0.25, 0.125, 0.125, 0.75]);
+        assert_eq!(plan.evicted(0, 0), &[2]);
+        assert_eq!(plan.dest(0, 0), &[NOT_STORED]);
+        assert_eq!(plan.evicted(0, 1), &[0]);
+        assert_eq!(plan.dest(0, 1), &[0]);
+        assert_eq!(s.positions(0, 0, 0), &[0, 1]);
+        assert_eq!(s.positions(0, 0, 1), &[2, 1]);
+        assert_eq!(s.scores(0, 0, 0), &[1.875, 0.625]);
+        assert_eq!(
+            s.scores(0, 0, 1),
+            &[0.75, 0.625],
+            "new token starts with its own attention"
+        );
+    }
+
+    /// The new tokens' candidate scores are this step's attention: here they decide who goes.
+    #[test]
+    fn plan_ranks_new_tokens_by_their_own_attention() {
+        let mut s = store(2, 2);
+        let pol = H2oPolicy::new(2, 0, Scope::Head);
+        update(&mut s, &pol, &[0, 1], &[0.5, 0.25, 0.5, 0.25]);
+        assert_eq!(s.scores(0, 0, 0), &[0.5, 0.25]);
+        // cached: pos0 0.5 + 0, pos1 0.25 + 0; new pos2 0.375 > 0.25: pos1 goes, pos2 takes slot 1
+        let plan = update(&mut s, &pol, &[2], &[0.0, 0.0, 0.375, 0.0, 0.0, 0.375]);
+        for h in 0..HEADS {
+            assert_eq!(plan.evicted(0, h), &[1]);
+            assert_eq!(plan.dest(0, h), &[1]);
+            assert_eq!(s.positions(0, 0, h), &[0, 2]);
+            assert_eq!(s.scores(0, 0, h), &[0.5, 0.375]);
+        }
+    }
+
+    /// A prefill longer than the budget: victims' slots first (slot order), then the lowest free
+    /// slots; evicted = cached victims in slot order, then new tokens in order.
+    #[test]
+    fn plan_of_a_prefill_longer_than_the_budget() {
+        let mut s = store(4, 4);
+        let pol = Newest(4);
+        update(&mut s, &pol, &[0, 1], &[0.0; HEADS * 2]);
+        let att = quiet(&s, 5);
+        let plan = update(&mut s, &pol, &[2, 3, 4, 5, 6], &att);
+        for h in 0..HEADS {
+            assert_eq!(plan.evicted(0, h), &[0, 1, 2]);
+            assert_eq!(plan.dest(0, h), &[NOT_STORED, 0, 1, 2, 3]);
+            assert_eq!(s.positions(0, 0, h), &[3, 4, 5, 6]);
+        }
+        assert_eq!(plan.used(0), 4);
+        assert!(plan.evicts(0));
+        let (k, _) = host(&s);
+        assert_eq!(&k[..8], &[3.0, 0.0, 4.0, 0.0, 5.0, 0.0, 6.0, 0.0]);
+    }
+
+    #[test]
+    fn fp16_buffers_store_keys_and_values() {
+        let mut s = KvStore::new(1, 1, 1, 2, KvDtype::Float16, 2, 2).unwrap();
+        let k = [f16::from_f32(1.5), f16::from_f32(-2.0)];
+        let v = [f16::from_f32(0.25), f16::from_f32(3.0)];
+        let new = NewTokens {
+            k: NewKv::of(&k),
+            v: NewKv::of(&v),
+            attention: &[1.0],
+            past: 0,
+            positions: &[0],
+            mask: &[1],
+            seq: 1,
+        };
+        s.update(0, &new, &Newest(2)).unwrap();
+        assert!(s.host_kv::<f32>().is_none());
+        let (gk, gv) = s.host_kv::<f16>().unwrap().kv(0);
+        assert_eq!(&gk[..2], &k);
+        assert_eq!(&gv[..2], &v);
+        assert_eq!(s.held_bytes(), 2 * 2 * 2);
+    }
+
+    #[test]
+    fn rejects_wrong_shapes_and_empty_limits() {
+        assert!(KvStore::new(1, 1, 2, 2, KvDtype::Float32, 0, 4).is_err());
+        assert!(KvStore::new(0, 1, 2, 2, KvDtype::Float32, 4, 4).is_err());
+        let mut s = store(4, 4);
+        let k = [0f32; 3];
+        let mut new = NewTokens {
+            k: NewKv::of(&k),
+            v: NewKv::of(&k),
+            attention: &[0.0; 3],
+            past: 0,
+            positions: &[0],
+            mask: &[1],
+            seq: 1,
+        };
+        let err = |s: &mut KvStore, new: &NewTokens<'_>| {
+            s.update(0, new, &Newest(4)).unwrap_err().to_string()
+        };
+        assert!(err(&mut s, &new).contains("attention sums"));
+        new.attention = &[0.0; 2];
+        new.past = 1;
+        assert!(err(&mut s, &new).contains("past 1"));
+        new.past = 0;
+        assert!(err(&mut s, &new).contains("new K/V"));
+        let k16 = [f16::ZERO; 4];
+        new.k = NewKv::of(&k16);
+        new.v = NewKv::of(&k16);
+        assert!(
+            err(&mut s, &new).contains("of float32"),
+            "dtype mismatch refused"
+        );
+        new.positions = &[0, 1];
+        assert!(err(&mut s, &new).contains("[batch, seq]"));
+        assert_eq!(s.valid_count(0), 0, "nothing stored by a refused update");
+    }
+
+    /// A policy that breaks its contract, or a budget below what the store holds, is an error, and
+    /// the planner's buffers survive it.
+    #[test]
+    fn broken_policies_are_errors_and_the_store_stays_usable() {
+        let mut s = store(2, 2);
+        update(&mut s, &Newest(2), &[0, 1], &[0.0; 4]);
+        let (k, v) = kv_of(&[2]);
+        let new = NewTokens {
+            k: NewKv::of(&k),
+            v: NewKv::of(&v),
+            attention: &[0.0; 6],
+            past: 2,
+            positions: &[2],
+            mask: &[1],
+            seq: 1,
+        };
+        let e = s.update(0, &new, &KeepsAll(2)).unwrap_err().to_string();
+        assert!(e.contains("kept 3 of 3") && e.contains("expected 2"), "{e}");
+        let e = s.update(0, &new, &Newest(1)).unwrap_err().to_string();
+        assert!(e.contains("more than policy newest:1's budget 1"), "{e}");
+        assert_eq!(s.positions(0, 0, 0), &[0, 1], "nothing changed");
+        let plan = update(&mut s, &Newest(2), &[2], &[0.0; 6]);
+        assert_eq!(plan.evicted(0, 1), &[0]);
+        assert_eq!(s.positions(0, 0, 1), &[2, 1]);
+    }
+
+    /// Rows of a batch plan independently; padding is never stored.
+    #[test]
+    fn batch_rows_with_padding() {
+        let mut s = KvStore::new(1, 2, 1, 1, KvDtype::Float32, 3, 4).unwrap();
+        // row 0: 3 real tokens; row 1: 1 real token then 2 padding
+        let k = [0.0, 1.0, 2.0, 10.0, 0.0, 0.0];
+        let new = NewTokens {
+            k: NewKv::of(&k),
+            v: NewKv::of(&k),
+            attention: &[0.0; 6],
+            past: 0,
+            positions: &[0, 1, 2, 0, 0, 0],
+            mask: &[1, 1, 1, 1, 0, 0],
+            seq: 3,
+        };
+        let plan = s.update(0, &new, &Newest(3)).unwrap();
+        assert_eq!(plan.dest(1, 0), &[0, NOT_STORED, NOT_STORED]);
+        assert_eq!((s.valid_count(0), s.valid_count(1)), (3, 1));
+        let mut m = Vec::new();
+        s.build_mask(&[1, 1], 1, &mut m);
+        assert_eq!(m, vec![1, 1, 1, 1, 1, 0, 0, 1], "capacity 3: the limit");
+        // next step: row 0 evicts its oldest, row 1 appends
+        let k = [3.0, 11.0];
+        let new = NewTokens {
+            k: NewKv::of(&k),
+            v: NewKv::of(&k),
+            attention: &[0.0; 8],
+            past: 3,
+            positions: &[3, 1],
+            mask: &[1, 1],
+            seq: 1,
+        };
+        let plan = s.update(0, &new, &Newest(3)).unwrap();
+        assert_eq!(
+            (plan.evicted(0, 0), plan.evicted(1, 0)),
+            (&[0i64][..], &[][..])
+        );
+        assert_eq!(s.positions(0, 0, 0), &[3, 1, 2]);
+        assert_eq!(s.positions(0, 1, 0), &[0, 1, -1]);
+        assert_eq!(
+            s.host_kv::<f32>().unwrap().kv(0).0,
+            &[3.0, 1.0, 2.0, 10.0, 11.0, 0.0]
+        );
+    }
+}

@@ -86,7 +86,12 @@ pub fn collect_attention(
         )));
     }
     let mut dec = Decoder::new(model, full, 1)?;
-    dec.set_observer(Box::new(RowCollector::new(layers, head, heads, tokens.len())));
+    dec.set_observer(Box::new(RowCollector::new(
+        layers,
+        head,
+        heads,
+        tokens.len(),
+    )));
     for &t in tokens {
         dec.step(&[t])?;
     }
