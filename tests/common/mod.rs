@@ -5,6 +5,7 @@ pub mod cli;
 
 use std::path::PathBuf;
 
+use h2o_engine::decoder::{AttentionCapture, Decoder};
 use h2o_engine::model::Model;
 use h2o_engine::policy::{Candidates, Policy};
 use h2o_engine::runtime::{Runtime, SessionConfig};
@@ -118,4 +119,15 @@ pub fn tiny_text_tokens() -> Vec<u32> {
         .iter()
         .map(|x| x.as_u64().unwrap() as u32)
         .collect()
+}
+
+/// Keep each step's attention sums (an [`AttentionCapture`] observer).
+pub fn capture_attention(dec: &mut Decoder<'_>) {
+    dec.set_observer(Box::new(AttentionCapture::default()));
+}
+
+/// The last step's attention sums and slot positions (after [`capture_attention`]).
+pub fn captured<'a>(dec: &'a Decoder<'_>) -> &'a AttentionCapture {
+    dec.observer::<AttentionCapture>()
+        .expect("capture_attention was called")
 }
