@@ -29,7 +29,10 @@ fn prefill_matches_transformers() {
     let mut dec = Decoder::new(&mut model, Box::new(KeepAll), 1).unwrap();
     capture_attention(&mut dec);
     let out = dec.prefill(&[ids(&c)]).unwrap();
-    assert_eq!(out.past, 0, "a prefill into an empty store runs with past = 0");
+    assert_eq!(
+        out.past, 0,
+        "a prefill into an empty store runs with past = 0"
+    );
     assert_close(
         "logits",
         dec.logits(),
@@ -48,7 +51,10 @@ fn prefill_matches_transformers() {
         let (_, want_v) = arr(&c["expected"][format!("new_key_values.{l}.value")]);
         let (k, v) = store.host_kv::<f32>().expect("fixture is float32").kv(l);
         for h in 0..4 {
-            let (slots, want) = (h * cap * 16..(h * cap + 8) * 16, h * 8 * 16..(h + 1) * 8 * 16);
+            let (slots, want) = (
+                h * cap * 16..(h * cap + 8) * 16,
+                h * 8 * 16..(h + 1) * 8 * 16,
+            );
             assert_close("key", &k[slots.clone()], &want_k[want.clone()], 1e-5);
             assert_close("value", &v[slots], &want_v[want], 1e-5);
             assert_eq!(&store.positions(l, 0, h)[..8], &[0, 1, 2, 3, 4, 5, 6, 7]);

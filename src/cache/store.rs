@@ -169,13 +169,9 @@ impl KvStore {
 
     /// One layer's cache update after a graph run: add the attention to the scores (if the policy
     /// reads them), grow if the new tokens need room, plan (policy choice, victim -> slot mapping,
-    /// evicted positions), then apply the plan to the slot table and the K/V buffers. Returns the plan.
-    pub fn update(
-        &mut self,
-        layer: usize,
-        new: &NewTokens<'_>,
-        policy: &dyn Policy,
-    ) -> Result<&LayerPlan> {
+    /// evicted positions), then apply the plan to the slot table and the K/V buffers. The plan stays
+    /// readable through [`KvStore::plan`] until the next update.
+    pub fn update(&mut self, layer: usize, new: &NewTokens<'_>, policy: &dyn Policy) -> Result<()> {
         self.tables[layer].check_step(new)?;
         let score_time = if policy.needs_scores() {
             let t = Instant::now();
@@ -193,7 +189,12 @@ impl KvStore {
         self.plan.add_score_time(score_time);
         self.buffers.apply(layer, &self.plan, &new.k, &new.v)?;
         table.apply(&self.plan, new);
-        Ok(&self.plan)
+        Ok(())
+    }
+
+    /// The last update's plan.
+    pub fn plan(&self) -> &LayerPlan {
+        &self.plan
     }
 }
 
@@ -302,7 +303,8 @@ mod tests {
             mask: &mask,
             seq,
         };
-        store.update(0, &new, pol).unwrap().clone()
+        store.update(0, &new, pol).unwrap();
+        store.plan().clone()
     }
 
     /// Zero attention for a step of `seq` tokens on the store as it is.
@@ -521,7 +523,8 @@ mod tests {
             mask: &[1, 1, 1, 1, 0, 0],
             seq: 3,
         };
-        let plan = s.update(0, &new, &Newest(3)).unwrap();
+        s.update(0, &new, &Newest(3)).unwrap();
+        let plan = s.plan();
         assert_eq!(plan.dest(1, 0), &[0, NOT_STORED, NOT_STORED]);
         assert_eq!((s.valid_count(0), s.valid_count(1)), (3, 1));
         let mut m = Vec::new();
@@ -538,7 +541,8 @@ mod tests {
             mask: &[1, 1],
             seq: 1,
         };
-        let plan = s.update(0, &new, &Newest(3)).unwrap();
+        s.update(0, &new, &Newest(3)).unwrap();
+        let plan = s.plan();
         assert_eq!(
             (plan.evicted(0, 0), plan.evicted(1, 0)),
             (&[0i64][..], &[][..])

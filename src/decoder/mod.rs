@@ -281,11 +281,12 @@ fn update_cache(
             mask,
             seq,
         };
-        let plan = store.update(l, &new, policy)?;
+        store.update(l, &new, policy)?;
+        let plan = store.plan();
         score_time += plan.score_time();
         evict_time += plan.policy_time();
         if let Some(obs) = observer.as_deref_mut() {
-            obs.planned(l, plan)?;
+            obs.planned(l, plan, store)?;
         }
     }
     Ok((score_time, evict_time))

@@ -22,8 +22,8 @@ pub trait StepObserver: Any {
         Ok(())
     }
 
-    /// After layer `layer`'s cache update, with the plan that was applied.
-    fn planned(&mut self, _layer: usize, _plan: &LayerPlan) -> Result<()> {
+    /// After layer `layer`'s cache update, with the plan that was applied and the store after it.
+    fn planned(&mut self, _layer: usize, _plan: &LayerPlan, _store: &KvStore) -> Result<()> {
         Ok(())
     }
 
@@ -57,7 +57,7 @@ impl EvictionTrace {
 }
 
 impl StepObserver for EvictionTrace {
-    fn planned(&mut self, layer: usize, plan: &LayerPlan) -> Result<()> {
+    fn planned(&mut self, layer: usize, plan: &LayerPlan, _store: &KvStore) -> Result<()> {
         if self.current.len() <= layer {
             self.current.resize(layer + 1, Vec::new());
         }

@@ -3,12 +3,15 @@
 
 pub mod cli;
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
-use h2o_engine::decoder::{AttentionCapture, Decoder};
+use h2o_engine::cache::{KvStore, LayerPlan};
+use h2o_engine::decoder::{AttentionCapture, Decoder, StepObserver};
 use h2o_engine::model::Model;
 use h2o_engine::policy::{Candidates, Policy};
 use h2o_engine::runtime::{Runtime, SessionConfig};
+use h2o_engine::Result;
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -16,6 +19,11 @@ pub fn root() -> PathBuf {
 
 pub fn fixture_dir() -> PathBuf {
     root().join("tests/fixtures/tiny")
+}
+
+/// The fp16 export of the same checkpoint.
+pub fn fixture_fp16_dir() -> PathBuf {
+    root().join("tests/fixtures/tiny-fp16")
 }
 
 /// ONNX Runtime allows one environment per process, so the tests of one binary share it.
@@ -27,11 +35,15 @@ pub fn runtime() -> &'static Runtime {
 }
 
 pub fn load_fixture(rt: &Runtime) -> Model {
+    load_model(rt, &fixture_dir())
+}
+
+pub fn load_model(rt: &Runtime, dir: &std::path::Path) -> Model {
     let cfg = SessionConfig {
         intra_threads: 1,
         ..SessionConfig::default()
     };
-    Model::load(rt, &fixture_dir(), cfg).expect("fixture loads")
+    Model::load(rt, dir, cfg).expect("fixture loads")
 }
 
 pub fn golden() -> serde_json::Value {
@@ -130,4 +142,130 @@ pub fn capture_attention(dec: &mut Decoder<'_>) {
 pub fn captured<'a>(dec: &'a Decoder<'_>) -> &'a AttentionCapture {
     dec.observer::<AttentionCapture>()
         .expect("capture_attention was called")
+}
+
+/// One decode step as [`Decisions`] saw it.
+#[derive(Debug, Clone, Default)]
+pub struct StepDecisions {
+    /// `[layer][row][head]`: positions held after the step.
+    pub kept: Vec<Vec<Vec<BTreeSet<i64>>>>,
+    /// Smallest margin of a score-ranked eviction in this step (over layers, rows and heads): the
+    /// lowest kept unprotected score minus the highest evicted unprotected score; +inf when
+    /// nothing unprotected was evicted. Numerics that move scores by less than half of it cannot
+    /// change the choice.
+    pub margin: f32,
+    /// `(layer, row, head, position)` -> the candidate's score after the step's attention.
+    pub scores: HashMap<(usize, usize, usize, i64), f32>,
+}
+
+impl StepDecisions {
+    /// Largest score difference between two runs' common candidates.
+    pub fn score_gap(&self, other: &Self) -> f32 {
+        self.scores
+            .iter()
+            .filter_map(|(k, a)| other.scores.get(k).map(|b| (a - b).abs()))
+            .fold(0.0, f32::max)
+    }
+}
+
+/// An observer for policies that rank by per-head scores with a recent window of `recent`
+/// positions (h2o head scope; local with no scores): each step's kept positions and decision margin.
+#[derive(Debug, Default)]
+pub struct Decisions {
+    pub recent: usize,
+    pub steps: Vec<StepDecisions>,
+    current: StepDecisions,
+    /// Next position of each row (the decoder's, mirrored).
+    next: Vec<i64>,
+    /// `[row * heads + head]`: this layer's candidates, position -> score after the step's attention.
+    cands: Vec<HashMap<i64, f32>>,
+}
+
+impl Decisions {
+    pub fn new(recent: usize) -> Self {
+        Self {
+            recent,
+            current: StepDecisions {
+                margin: f32::INFINITY,
+                ..StepDecisions::default()
+            },
+            ..Self::default()
+        }
+    }
+}
+
+impl StepObserver for Decisions {
+    fn attention(&mut self, layer: usize, att: &[f32], past: usize, store: &KvStore) -> Result<()> {
+        let (batch, heads) = (store.batch(), store.heads());
+        self.next.resize(batch, 0);
+        let seq = att.len() / (batch * heads) - past;
+        self.cands.resize_with(batch * heads, HashMap::new);
+        for b in 0..batch {
+            for h in 0..heads {
+                let r = b * heads + h;
+                let row = &att[r * (past + seq)..(r + 1) * (past + seq)];
+                let c = &mut self.cands[r];
+                c.clear();
+                let (pos, sc) = (store.positions(layer, b, h), store.scores(layer, b, h));
+                for s in (0..past).filter(|&s| pos[s] >= 0) {
+                    c.insert(pos[s], sc[s] + row[s]);
+                }
+                for j in 0..seq {
+                    c.insert(self.next[b] + j as i64, row[past + j]);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn planned(&mut self, layer: usize, plan: &LayerPlan, store: &KvStore) -> Result<()> {
+        let (batch, heads) = (store.batch(), store.heads());
+        let mut rows = Vec::new();
+        for b in 0..batch {
+            let mut hs = Vec::new();
+            for h in 0..heads {
+                let kept: BTreeSet<i64> = store.positions(layer, b, h)[..store.valid_count(b)]
+                    .iter()
+                    .copied()
+                    .collect();
+                let ev = plan.evicted(b, h);
+                let t = kept.iter().chain(ev).copied().max().unwrap_or(0);
+                let floor = t - self.recent as i64;
+                let sc = &self.cands[b * heads + h];
+                for (&p, &x) in sc {
+                    self.current.scores.insert((layer, b, h, p), x);
+                }
+                let lowest_kept = kept
+                    .iter()
+                    .filter(|&&p| p <= floor)
+                    .map(|p| sc[p])
+                    .fold(f32::INFINITY, f32::min);
+                let highest_ev = ev
+                    .iter()
+                    .filter(|&&p| p <= floor)
+                    .map(|p| sc[p])
+                    .fold(f32::NEG_INFINITY, f32::max);
+                if highest_ev > f32::NEG_INFINITY {
+                    self.current.margin = self.current.margin.min(lowest_kept - highest_ev);
+                }
+                hs.push(kept);
+            }
+            rows.push(hs);
+        }
+        self.current.kept.push(rows);
+        Ok(())
+    }
+
+    fn step_done(&mut self, next_positions: &[i64]) -> Result<()> {
+        self.next = next_positions.to_vec();
+        let done = std::mem::replace(
+            &mut self.current,
+            StepDecisions {
+                margin: f32::INFINITY,
+                ..StepDecisions::default()
+            },
+        );
+        self.steps.push(done);
+        Ok(())
+    }
 }

@@ -1,0 +1,146 @@
+//! The fp16 export of the tiny fixture (tests/fixtures/tiny-fp16) through the engine: against
+//! transformers' fp32 golden outputs, and against the fp32 engine with an evicting policy.
+//!
+//! Tolerances: an fp16 graph stores weights and K/V in float16 (relative rounding 2^-11 = 4.9e-4),
+//! so it cannot meet the fp32 tolerances. We use export/tests/test_export_fp16.py's caps, which it
+//! justifies (float16's relative error over the fixture's 2 layers of O(1) activations gives
+//! ~1e-3 to 4e-3): logits 2e-2, attention sums 5e-3 absolute. This export measures 1.7e-3 (logits)
+//! and 9.5e-4 (attention sums) against the golden values with onnxruntime (transformers run in
+//! float16 measures 3.0e-3 and 1.8e-3), so the caps hold with a margin of about 5x; a step that
+//! reads a broken cache (zeros, another row's values) is off by O(1).
+
+mod common;
+
+use common::*;
+use h2o_engine::decoder::Decoder;
+use h2o_engine::eval::ppl::streaming_ppl;
+use h2o_engine::manifest::KvDtype;
+use h2o_engine::policy::PolicySpec;
+
+const LOGITS_TOL: f64 = 2e-2;
+const ATT_TOL: f64 = 5e-3;
+
+fn golden_prefill() -> (Vec<u32>, Vec<f64>, Vec<Vec<f64>>) {
+    let c = golden()["cases"]["prefill"].clone();
+    let ids = arr(&c["inputs"]["input_ids"])
+        .1
+        .iter()
+        .map(|&x| x as u32)
+        .collect();
+    let logits = arr(&c["expected"]["logits"]).1;
+    let att = (0..2)
+        .map(|l| arr(&c["expected"][format!("attention_sums.{l}")]).1)
+        .collect();
+    (ids, logits, att)
+}
+
+/// Token by token, every step reads the K/V the earlier steps wrote in fp16: logits and the attention
+/// rows summed by position equal transformers' prefill within the fp16 caps.
+#[test]
+fn fp16_engine_matches_transformers_token_by_token() {
+    let mut model = load_model(runtime(), &fixture_fp16_dir());
+    assert_eq!(model.manifest.dtype, KvDtype::Float16);
+    let (toks, want_logits, want_att) = golden_prefill();
+    let mut dec = Decoder::new(&mut model, Box::new(KeepAll), 1).unwrap();
+    capture_attention(&mut dec);
+    let mut sums = vec![vec![0f32; 4 * 8]; 2];
+    for (j, &t) in toks.iter().enumerate() {
+        let out = dec.step(&[t]).unwrap();
+        assert_close(
+            &format!("fp16 logits step {j}"),
+            dec.logits(),
+            &want_logits[j * 512..(j + 1) * 512],
+            LOGITS_TOL,
+        );
+        let cap = captured(&dec);
+        for l in 0..2 {
+            for h in 0..4 {
+                let row = &cap.attention[l][h * (out.past + 1)..(h + 1) * (out.past + 1)];
+                for s in 0..out.past {
+                    let p = cap.positions[l][h * out.past + s];
+                    if p >= 0 {
+                        sums[l][h * 8 + p as usize] += row[s];
+                    }
+                }
+                sums[l][h * 8 + j] += row[out.past];
+            }
+        }
+    }
+    for l in 0..2 {
+        assert_close(
+            &format!("fp16 attention layer {l}"),
+            &sums[l],
+            &want_att[l],
+            ATT_TOL,
+        );
+    }
+    assert!(
+        dec.store().host_kv::<half::f16>().is_some(),
+        "K/V kept in f16"
+    );
+}
+
+/// A prefill, then steps: the fp16 engine's logits stay within the cap of the fp32 engine's.
+#[test]
+fn fp16_prefill_then_steps_track_fp32() {
+    let toks = tiny_text_tokens();
+    let run = |dir: &std::path::Path| -> Vec<Vec<f32>> {
+        let mut model = load_model(runtime(), dir);
+        let mut dec = Decoder::new(&mut model, Box::new(KeepAll), 1).unwrap();
+        dec.prefill(&[toks[..16].to_vec()]).unwrap();
+        let mut out = vec![dec.logits_at(0, 15).to_vec()];
+        for &t in &toks[16..24] {
+            dec.step(&[t]).unwrap();
+            out.push(dec.logits().to_vec());
+        }
+        out
+    };
+    let (f32_logits, f16_logits) = (run(&fixture_dir()), run(&fixture_fp16_dir()));
+    for (i, (a, b)) in f32_logits.iter().zip(&f16_logits).enumerate() {
+        let want: Vec<f64> = a.iter().map(|&x| x as f64).collect();
+        assert_close(&format!("step {i}"), b, &want, LOGITS_TOL);
+    }
+}
+
+/// Streaming with an evicting policy (h2o:8+4 over the fixture's 57 tokens): per-token NLLs within
+/// the logits cap of the fp32 engine's, and the same kept positions in every (step, layer, head) as
+/// long as the fp32 run's decisions have a margin the fp16 scores cannot cross.
+#[test]
+fn fp16_eviction_keeps_what_fp32_keeps_where_margins_allow() {
+    let toks = tiny_text_tokens();
+    let spec: PolicySpec = "h2o:8+4".parse().unwrap();
+    let run = |dir: &std::path::Path| {
+        let mut model = load_model(runtime(), dir);
+        let mut dec = Decoder::new(&mut model, spec.build(), 1).unwrap();
+        dec.set_observer(Box::new(Decisions::new(4)));
+        let ppl = streaming_ppl(&mut dec, &toks, |_| {}).unwrap();
+        (ppl.nlls, dec.take_observer::<Decisions>().unwrap().steps)
+    };
+    let (nll32, d32) = run(&fixture_dir());
+    let (nll16, d16) = run(&fixture_fp16_dir());
+    for (i, (a, b)) in nll32.iter().zip(&nll16).enumerate() {
+        assert!(
+            (a - b).abs() <= 2.0 * LOGITS_TOL,
+            "NLL {i}: fp32 {a} fp16 {b}"
+        );
+    }
+    // Compare kept sets step by step while they can only be equal: once a step's fp32 decision
+    // margin is within twice the largest fp16-vs-fp32 score difference, either choice is right and the
+    // runs may part.
+    let mut compared = 0;
+    for (i, (a, b)) in d32.iter().zip(&d16).enumerate() {
+        let gap = a.score_gap(b);
+        if a.kept != b.kept {
+            assert!(
+                a.margin <= 2.0 * gap,
+                "step {i}: fp16 keeps other positions than fp32 though the margin {} > 2 x score gap {gap}",
+                a.margin
+            );
+            break;
+        }
+        compared += 1;
+    }
+    eprintln!("kept sets compared over {compared} of {} steps", d32.len());
+    // 12 steps fill the budget; at least as many evicting steps must have been compared.
+    assert!(compared >= 24, "only {compared} steps compared");
+}
