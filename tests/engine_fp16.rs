@@ -124,22 +124,7 @@ fn fp16_eviction_keeps_what_fp32_keeps_where_margins_allow() {
             "NLL {i}: fp32 {a} fp16 {b}"
         );
     }
-    // Compare kept sets step by step while they can only be equal: once a step's fp32 decision
-    // margin is within twice the largest fp16-vs-fp32 score difference, either choice is right and the
-    // runs may part.
-    let mut compared = 0;
-    for (i, (a, b)) in d32.iter().zip(&d16).enumerate() {
-        let gap = a.score_gap(b);
-        if a.kept != b.kept {
-            assert!(
-                a.margin <= 2.0 * gap,
-                "step {i}: fp16 keeps other positions than fp32 though the margin {} > 2 x score gap {gap}",
-                a.margin
-            );
-            break;
-        }
-        compared += 1;
-    }
+    let compared = compare_decisions("fp16 vs fp32", &d32, &d16);
     eprintln!("kept sets compared over {compared} of {} steps", d32.len());
     // 12 steps fill the budget; at least as many evicting steps must have been compared.
     assert!(compared >= 24, "only {compared} steps compared");

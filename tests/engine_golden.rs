@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use h2o_engine::decoder::Decoder;
+use h2o_engine::eval::ppl::streaming_ppl;
 
 const LOGITS_TOL: f64 = 1e-4;
 const ATT_TOL: f64 = 1e-5;
@@ -248,4 +249,39 @@ fn batch_of_two_with_padding_matches() {
             }
         }
     }
+}
+
+/// Streaming perplexity: step i feeds token i and scores token i + 1. The NLLs equal those computed
+/// here from transformers' logits of the prefill case (logits within 1e-4 move a log-softmax entry
+/// by at most 2e-4).
+#[test]
+fn streaming_ppl_scores_the_next_token_as_transformers() {
+    let rt = runtime();
+    let mut model = load_fixture(rt);
+    let c = case("prefill");
+    let toks = ids(&c);
+    let (_, logits) = arr(&c["expected"]["logits"]);
+    let want: Vec<f64> = (0..toks.len() - 1)
+        .map(|i| {
+            let row = &logits[i * 512..(i + 1) * 512];
+            let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let lse = max + row.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+            lse - row[toks[i + 1] as usize]
+        })
+        .collect();
+    let mut dec = Decoder::new(&mut model, Box::new(KeepAll), 1).unwrap();
+    let run = streaming_ppl(&mut dec, &toks, |_| {}).unwrap();
+    assert_eq!(
+        run.nlls.len(),
+        toks.len() - 1,
+        "N tokens give N-1 predictions"
+    );
+    for (i, (g, w)) in run.nlls.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() <= 2e-4, "NLL of token {}: {g} vs {w}", i + 1);
+    }
+    let mean = want.iter().sum::<f64>() / want.len() as f64;
+    assert!(
+        (run.ppl - mean.exp()).abs() <= 2e-4 * run.ppl,
+        "PPL = exp(mean NLL)"
+    );
 }

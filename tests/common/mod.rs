@@ -149,11 +149,11 @@ pub fn captured<'a>(dec: &'a Decoder<'_>) -> &'a AttentionCapture {
 pub struct StepDecisions {
     /// `[layer][row][head]`: positions held after the step.
     pub kept: Vec<Vec<Vec<BTreeSet<i64>>>>,
-    /// Smallest margin of a score-ranked eviction in this step (over layers, rows and heads): the
-    /// lowest kept unprotected score minus the highest evicted unprotected score; +inf when
+    /// Per row, the smallest margin of a score-ranked eviction in this step (over layers and heads):
+    /// the lowest kept unprotected score minus the highest evicted unprotected score; +inf when
     /// nothing unprotected was evicted. Numerics that move scores by less than half of it cannot
     /// change the choice.
-    pub margin: f32,
+    pub margin: Vec<f32>,
     /// `(layer, row, head, position)` -> the candidate's score after the step's attention.
     pub scores: HashMap<(usize, usize, usize, i64), f32>,
 }
@@ -166,6 +166,41 @@ impl StepDecisions {
             .filter_map(|(k, a)| other.scores.get(k).map(|b| (a - b).abs()))
             .fold(0.0, f32::max)
     }
+
+    /// Row `b` alone, as row 0 of a batch of 1.
+    pub fn row(&self, b: usize) -> Self {
+        Self {
+            kept: self.kept.iter().map(|l| vec![l[b].clone()]).collect(),
+            margin: vec![self.margin[b]],
+            scores: self
+                .scores
+                .iter()
+                .filter(|((_, r, _, _), _)| *r == b)
+                .map(|(&(l, _, h, p), &x)| ((l, 0, h, p), x))
+                .collect(),
+        }
+    }
+}
+
+/// Steps of two runs that must keep the same positions: compared in order while they can only be
+/// equal; once a step's margin in `a` is within twice the largest score difference between the runs,
+/// either choice is right and the runs may part there. Returns the number of steps compared.
+pub fn compare_decisions(what: &str, a: &[StepDecisions], b: &[StepDecisions]) -> usize {
+    assert_eq!(a.len(), b.len(), "{what}: step counts");
+    let mut compared = 0;
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        if x.kept != y.kept {
+            let gap = x.score_gap(y);
+            assert!(
+                x.margin[0] <= 2.0 * gap,
+                "{what} step {i}: other positions kept though the margin {} > 2 x score gap {gap}",
+                x.margin[0]
+            );
+            break;
+        }
+        compared += 1;
+    }
+    compared
 }
 
 /// An observer for policies that rank by per-head scores with a recent window of `recent`
@@ -185,10 +220,6 @@ impl Decisions {
     pub fn new(recent: usize) -> Self {
         Self {
             recent,
-            current: StepDecisions {
-                margin: f32::INFINITY,
-                ..StepDecisions::default()
-            },
             ..Self::default()
         }
     }
@@ -220,6 +251,7 @@ impl StepObserver for Decisions {
 
     fn planned(&mut self, layer: usize, plan: &LayerPlan, store: &KvStore) -> Result<()> {
         let (batch, heads) = (store.batch(), store.heads());
+        self.current.margin.resize(batch, f32::INFINITY);
         let mut rows = Vec::new();
         for b in 0..batch {
             let mut hs = Vec::new();
@@ -246,7 +278,8 @@ impl StepObserver for Decisions {
                     .map(|p| sc[p])
                     .fold(f32::NEG_INFINITY, f32::max);
                 if highest_ev > f32::NEG_INFINITY {
-                    self.current.margin = self.current.margin.min(lowest_kept - highest_ev);
+                    let m = &mut self.current.margin[b];
+                    *m = m.min(lowest_kept - highest_ev);
                 }
                 hs.push(kept);
             }
@@ -258,14 +291,7 @@ impl StepObserver for Decisions {
 
     fn step_done(&mut self, next_positions: &[i64]) -> Result<()> {
         self.next = next_positions.to_vec();
-        let done = std::mem::replace(
-            &mut self.current,
-            StepDecisions {
-                margin: f32::INFINITY,
-                ..StepDecisions::default()
-            },
-        );
-        self.steps.push(done);
+        self.steps.push(std::mem::take(&mut self.current));
         Ok(())
     }
 }
