@@ -20,64 +20,13 @@ use h2o_engine::policy::PolicySpec;
 const LOGITS_TOL: f64 = 2e-2;
 const ATT_TOL: f64 = 5e-3;
 
-fn golden_prefill() -> (Vec<u32>, Vec<f64>, Vec<Vec<f64>>) {
-    let c = golden()["cases"]["prefill"].clone();
-    let ids = arr(&c["inputs"]["input_ids"])
-        .1
-        .iter()
-        .map(|&x| x as u32)
-        .collect();
-    let logits = arr(&c["expected"]["logits"]).1;
-    let att = (0..2)
-        .map(|l| arr(&c["expected"][format!("attention_sums.{l}")]).1)
-        .collect();
-    (ids, logits, att)
-}
-
 /// Token by token, every step reads the K/V the earlier steps wrote in fp16: logits and the attention
 /// rows summed by position equal transformers' prefill within the fp16 caps.
 #[test]
 fn fp16_engine_matches_transformers_token_by_token() {
     let mut model = load_model(runtime(), &fixture_fp16_dir());
     assert_eq!(model.manifest.dtype, KvDtype::Float16);
-    let (toks, want_logits, want_att) = golden_prefill();
-    let mut dec = Decoder::new(&mut model, Box::new(KeepAll), 1).unwrap();
-    capture_attention(&mut dec);
-    let mut sums = vec![vec![0f32; 4 * 8]; 2];
-    for (j, &t) in toks.iter().enumerate() {
-        let out = dec.step(&[t]).unwrap();
-        assert_close(
-            &format!("fp16 logits step {j}"),
-            dec.logits(),
-            &want_logits[j * 512..(j + 1) * 512],
-            LOGITS_TOL,
-        );
-        let cap = captured(&dec);
-        for l in 0..2 {
-            for h in 0..4 {
-                let row = &cap.attention[l][h * (out.past + 1)..(h + 1) * (out.past + 1)];
-                for s in 0..out.past {
-                    let p = cap.positions[l][h * out.past + s];
-                    if p >= 0 {
-                        sums[l][h * 8 + p as usize] += row[s];
-                    }
-                }
-                sums[l][h * 8 + j] += row[out.past];
-            }
-        }
-    }
-    for l in 0..2 {
-        assert_close(
-            &format!("fp16 attention layer {l}"),
-            &sums[l],
-            &want_att[l],
-            ATT_TOL,
-        );
-    }
-    assert!(
-        dec.store().host_kv::<half::f16>().is_some(),
-        "K/V kept in f16"
-    );
+    token_by_token_against_prefill(&mut model, LOGITS_TOL, ATT_TOL);
 }
 
 /// A prefill, then steps: the fp16 engine's logits stay within the cap of the fp32 engine's.

@@ -81,51 +81,8 @@ fn prefill_matches_transformers() {
 
 #[test]
 fn token_by_token_matches_prefill_golden() {
-    let rt = runtime();
-    let mut model = load_fixture(rt);
-    let c = case("prefill");
-    let toks = ids(&c);
-    let (_, want_logits) = arr(&c["expected"]["logits"]);
-    let mut dec = Decoder::new(&mut model, Box::new(KeepAll), 1).unwrap();
-    capture_attention(&mut dec);
-    // Sum each step's attention rows by position; must equal the prefill's attention sums.
-    let mut sums = vec![vec![0f32; 4 * 8]; 2];
-    for (j, &t) in toks.iter().enumerate() {
-        let out = dec.step(&[t]).unwrap();
-        assert_close(
-            &format!("logits step {j}"),
-            dec.logits(),
-            &want_logits[j * 512..(j + 1) * 512],
-            LOGITS_TOL,
-        );
-        let (att, pos) = (&captured(&dec).attention, &captured(&dec).positions);
-        let past = out.past;
-        for l in 0..2 {
-            for h in 0..4 {
-                let row = &att[l][h * (past + 1)..(h + 1) * (past + 1)];
-                let total: f32 = row.iter().sum();
-                assert!((total - 1.0).abs() < 1e-5, "attention row sums to 1");
-                for s in 0..past {
-                    let p = pos[l][h * past + s];
-                    if p >= 0 {
-                        sums[l][h * 8 + p as usize] += row[s];
-                    } else {
-                        assert_eq!(row[s], 0.0);
-                    }
-                }
-                sums[l][h * 8 + j] += row[past];
-            }
-        }
-    }
-    for l in 0..2 {
-        let (_, want) = arr(&c["expected"][format!("attention_sums.{l}")]);
-        assert_close(
-            &format!("summed step attention layer {l}"),
-            &sums[l],
-            &want,
-            ATT_TOL,
-        );
-    }
+    let mut model = load_fixture(runtime());
+    token_by_token_against_prefill(&mut model, LOGITS_TOL, ATT_TOL);
 }
 
 #[test]

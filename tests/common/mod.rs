@@ -295,3 +295,52 @@ impl StepObserver for Decisions {
         Ok(())
     }
 }
+
+/// Feed the golden `prefill` case's tokens one step at a time with the full cache: every step's
+/// logits equal transformers' prefill logits at that token, every attention row sums to 1 with exactly
+/// 0 on empty slots, and the rows summed by position equal the prefill's attention sums.
+pub fn token_by_token_against_prefill(model: &mut Model, logits_tol: f64, att_tol: f64) {
+    let c = golden()["cases"]["prefill"].clone();
+    let toks: Vec<u32> = arr(&c["inputs"]["input_ids"])
+        .1
+        .iter()
+        .map(|&x| x as u32)
+        .collect();
+    let (n, vocab) = (toks.len(), model.manifest.vocab_size);
+    let (layers, heads) = (model.manifest.num_layers, model.manifest.num_heads);
+    let (_, want_logits) = arr(&c["expected"]["logits"]);
+    let mut dec = Decoder::new(model, Box::new(KeepAll), 1).unwrap();
+    capture_attention(&mut dec);
+    let mut sums = vec![vec![0f32; heads * n]; layers];
+    for (j, &t) in toks.iter().enumerate() {
+        let past = dec.step(&[t]).unwrap().past;
+        let want = &want_logits[j * vocab..(j + 1) * vocab];
+        assert_close(&format!("logits step {j}"), dec.logits(), want, logits_tol);
+        let cap = captured(&dec);
+        for (l, sum) in sums.iter_mut().enumerate() {
+            for h in 0..heads {
+                let row = &cap.attention[l][h * (past + 1)..(h + 1) * (past + 1)];
+                let total: f32 = row.iter().sum();
+                assert!((total - 1.0).abs() < 1e-5, "attention row sums to 1");
+                let slots = &cap.positions[l][h * past..(h + 1) * past];
+                for (&p, &a) in slots.iter().zip(row) {
+                    if p >= 0 {
+                        sum[h * n + p as usize] += a;
+                    } else {
+                        assert_eq!(a, 0.0, "empty slots get exactly 0");
+                    }
+                }
+                sum[h * n + j] += row[past];
+            }
+        }
+    }
+    for (l, sum) in sums.iter().enumerate() {
+        let (_, want) = arr(&c["expected"][format!("attention_sums.{l}")]);
+        assert_close(
+            &format!("summed step attention layer {l}"),
+            sum,
+            &want,
+            att_tol,
+        );
+    }
+}
