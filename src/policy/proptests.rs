@@ -185,8 +185,15 @@ fn simulate(kind: Kind, batch: usize, heads: usize, steps: usize, chunk: usize, 
         };
         store.update(0, &new, policy.as_ref()).unwrap();
         let plan = store.plan().clone();
+        let seen = Seen {
+            store: &store,
+            plan: &plan,
+            truth: &truth,
+            before: &before,
+            st: &st,
+        };
         for b in 0..batch {
-            check_row(kind, &store, &plan, &truth, &before, &st, b);
+            check_row(kind, &seen, b);
         }
         for (r, t) in truth.iter_mut().enumerate() {
             for p in plan.evicted(r / heads, r % heads) {
@@ -255,17 +262,19 @@ fn reference_victims(
         .collect()
 }
 
+/// What one update left: the store, its plan, the truth (after this step's attention, before
+/// removing the evicted), each (row, head)'s slot positions before the update, the step's inputs.
+struct Seen<'a> {
+    store: &'a KvStore,
+    plan: &'a crate::cache::LayerPlan,
+    truth: &'a [BTreeMap<i64, f32>],
+    before: &'a [Vec<i64>],
+    st: &'a StepIn,
+}
+
 /// Row `b` of the store after an update against brute force, the reference rule and the truth.
-fn check_row(
-    kind: Kind,
-    store: &KvStore,
-    plan: &crate::cache::LayerPlan,
-    truth: &[BTreeMap<i64, f32>],
-    before: &[Vec<i64>],
-    st: &StepIn,
-    b: usize,
-) {
-    let (heads, budget) = (store.heads(), kind.build().budget());
+fn check_row(kind: Kind, seen: &Seen<'_>, b: usize) {
+    let (heads, budget) = (seen.store.heads(), kind.build().budget());
     let layer = matches!(
         kind,
         Kind::H2o {
@@ -273,65 +282,40 @@ fn check_row(
             ..
         }
     );
-    let used = store.valid_count(b);
-    let (_, kv) = store.host_kv::<f32>().expect("host f32").kv(0);
-    let cap = store.capacity();
     let mut kept_sets = Vec::new();
     for h in 0..heads {
         let r = b * heads + h;
-        let cands: Vec<i64> = truth[r].keys().copied().collect();
+        let cands: Vec<i64> = seen.truth[r].keys().copied().collect();
         let score_of = |p: i64| {
             if layer {
-                (0..heads).fold(0.0f32, |acc, hh| acc + truth[b * heads + hh][&p])
+                (0..heads).fold(0.0f32, |acc, hh| acc + seen.truth[b * heads + hh][&p])
             } else {
-                truth[r][&p]
+                seen.truth[r][&p]
             }
         };
+        let got = check_slots(kind, seen, b, h);
         let want = brute_force_kept(kind, &cands, &score_of, budget);
-        let pos = store.positions(0, b, h);
-        let got: BTreeSet<i64> = pos[..used].iter().copied().collect();
         assert_eq!(
             got, want,
             "row {b} head {h}: kept set differs from brute force"
         );
-        assert_eq!(got.len(), used, "positions unique, slots 0..used in use");
-        assert!(pos[used..].iter().all(|&p| p == -1), "free slots are empty");
-        let evicted: BTreeSet<i64> = plan.evicted(b, h).iter().copied().collect();
+        let evicted: BTreeSet<i64> = seen.plan.evicted(b, h).iter().copied().collect();
         let all: BTreeSet<i64> = cands.iter().copied().collect();
         assert_eq!(evicted, &all - &got, "evicted = candidates - kept");
-        assert_eq!(
-            evicted,
-            reference_victims(kind, &cands, &score_of, budget),
-            "reference rule"
-        );
+        let reference = reference_victims(kind, &cands, &score_of, budget);
+        assert_eq!(evicted, reference, "reference rule");
         // evicted order: cached victims in slot order, then new tokens in order
-        let order: Vec<i64> = before[r]
+        let (st, seq) = (seen.st, seen.st.seq);
+        let new_real = (0..seq)
+            .filter(|&j| st.mask[b * seq + j] != 0)
+            .map(|j| st.positions[b * seq + j]);
+        let order: Vec<i64> = seen.before[r]
             .iter()
             .copied()
+            .chain(new_real)
             .filter(|p| evicted.contains(p))
-            .chain(
-                (0..st.seq)
-                    .map(|j| st.positions[b * st.seq + j])
-                    .enumerate()
-                    .filter(|&(j, p)| st.mask[b * st.seq + j] != 0 && evicted.contains(&p))
-                    .map(|(_, p)| p),
-            )
             .collect();
-        assert_eq!(plan.evicted(b, h), &order[..], "evicted order");
-        for (s, &p) in pos[..used].iter().enumerate() {
-            assert_eq!(
-                kv[r * cap + s],
-                code(p, b, h),
-                "K/V of position {p} in slot {s}"
-            );
-            if matches!(kind, Kind::H2o { .. }) {
-                assert_eq!(
-                    store.scores(0, b, h)[s],
-                    truth[r][&p],
-                    "score of position {p}"
-                );
-            }
-        }
+        assert_eq!(seen.plan.evicted(b, h), &order[..], "evicted order");
         if let Kind::H2o {
             heavy,
             recent,
@@ -355,6 +339,37 @@ fn check_row(
             "layer scope: heads differ"
         );
     }
+}
+
+/// Slots of (b, h): `0..used` hold unique positions with their K/V (and, for h2o, the truth's score),
+/// the rest are empty. Returns the positions held.
+fn check_slots(kind: Kind, seen: &Seen<'_>, b: usize, h: usize) -> BTreeSet<i64> {
+    let store = seen.store;
+    let (r, used, cap) = (
+        b * store.heads() + h,
+        store.valid_count(b),
+        store.capacity(),
+    );
+    let (_, kv) = store.host_kv::<f32>().expect("host f32").kv(0);
+    let pos = store.positions(0, b, h);
+    let got: BTreeSet<i64> = pos[..used].iter().copied().collect();
+    assert_eq!(got.len(), used, "positions unique, slots 0..used in use");
+    assert!(pos[used..].iter().all(|&p| p == -1), "free slots are empty");
+    for (s, &p) in pos[..used].iter().enumerate() {
+        assert_eq!(
+            kv[r * cap + s],
+            code(p, b, h),
+            "K/V of position {p} in slot {s}"
+        );
+        if matches!(kind, Kind::H2o { .. }) {
+            assert_eq!(
+                store.scores(0, b, h)[s],
+                seen.truth[r][&p],
+                "score of position {p}"
+            );
+        }
+    }
+    got
 }
 
 /// Oracle for arbitrary candidates: full sort by (class, score, position, index), evict the first k.
