@@ -35,31 +35,26 @@ pub trait KvElement:
     fn unwrap<'a>(kv: &NewKv<'a>) -> Option<&'a [Self]>;
 }
 
-impl KvElement for f32 {
-    const DTYPE: KvDtype = KvDtype::Float32;
-    fn wrap(data: &[Self]) -> NewKv<'_> {
-        NewKv::F32(data)
-    }
-    fn unwrap<'a>(kv: &NewKv<'a>) -> Option<&'a [Self]> {
-        match *kv {
-            NewKv::F32(s) => Some(s),
-            NewKv::F16(_) => None,
+/// `KvElement` for a Rust type, its dtype and its `NewKv` variant.
+macro_rules! kv_element {
+    ($t:ty, $dtype:ident, $variant:ident) => {
+        impl KvElement for $t {
+            const DTYPE: KvDtype = KvDtype::$dtype;
+            fn wrap(data: &[Self]) -> NewKv<'_> {
+                NewKv::$variant(data)
+            }
+            fn unwrap<'a>(kv: &NewKv<'a>) -> Option<&'a [Self]> {
+                match *kv {
+                    NewKv::$variant(s) => Some(s),
+                    _ => None,
+                }
+            }
         }
-    }
+    };
 }
 
-impl KvElement for f16 {
-    const DTYPE: KvDtype = KvDtype::Float16;
-    fn wrap(data: &[Self]) -> NewKv<'_> {
-        NewKv::F16(data)
-    }
-    fn unwrap<'a>(kv: &NewKv<'a>) -> Option<&'a [Self]> {
-        match *kv {
-            NewKv::F16(s) => Some(s),
-            NewKv::F32(_) => None,
-        }
-    }
-}
+kv_element!(f32, Float32, F32);
+kv_element!(f16, Float16, F16);
 
 /// Storage of every layer's K and V, `[batch, heads, capacity, head_dim]` each. The slot table decides
 /// (the plan); this only moves bytes. Capacities may differ between layers.
