@@ -62,7 +62,7 @@ fn fp16_eviction_keeps_what_fp32_keeps_where_margins_allow() {
         let mut model = load_model(runtime(), dir);
         let mut dec = Decoder::new(&mut model, spec.build(), 1).unwrap();
         dec.set_observer(Box::new(Decisions::new(4)));
-        let ppl = streaming_ppl(&mut dec, &toks, |_| {}).unwrap();
+        let ppl = streaming_ppl(&mut dec, &toks, |_| std::ops::ControlFlow::Continue(())).unwrap();
         (ppl.nlls, dec.take_observer::<Decisions>().unwrap().steps)
     };
     let (nll32, d32) = run(&fixture_dir());

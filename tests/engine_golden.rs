@@ -227,7 +227,7 @@ fn streaming_ppl_scores_the_next_token_as_transformers() {
         })
         .collect();
     let mut dec = Decoder::new(&mut model, Box::new(KeepAll), 1).unwrap();
-    let run = streaming_ppl(&mut dec, &toks, |_| {}).unwrap();
+    let run = streaming_ppl(&mut dec, &toks, |_| std::ops::ControlFlow::Continue(())).unwrap();
     assert_eq!(
         run.nlls.len(),
         toks.len() - 1,
