@@ -231,7 +231,7 @@ class Schedule:
         if step == a.calib_start + a.calib_steps:
             self._sync()
             dt = (time.time() - self.t0) / a.calib_steps
-            left = self.deadline - time.time()
+            left = self.deadline - time.time() - a.val_points * 0.75  # the evaluations' time, roughly
             self.total = step + max(1, int(left / dt * 0.95))
             self.warmup = min(self.warmup, max(1, self.total // 10))
             self._set_eval_every()
