@@ -263,7 +263,7 @@ def train(args, t_start: float) -> None:
     meta = start_record(args, fields, model, device, train_ids, len(val.x), bos)
     log(f"device {device}{' ' + meta['gpu'] if meta['gpu'] else ''}; {meta['params']:,} parameters; "
         f"train tokens {train_ids.size:,}, held-out valid windows {len(val.x)}; window {args.seq} "
-        f"({'BOS + ' if bos is not None else ''}{text_len(args.seq, bos) - (0 if bos is not None else 1)} text), "
+        f"({f'BOS + {args.seq - 1}' if bos is not None else args.seq} text tokens), "
         f"batch {args.batch}")
     with open(out / "train_log.jsonl", "w") as logf:
         logf.write(json.dumps(meta) + "\n")

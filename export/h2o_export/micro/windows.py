@@ -29,6 +29,7 @@ def lm_window(text: torch.Tensor, bos: Optional[int]) -> tuple[torch.Tensor, tor
 
 
 def text_len(seq: int, bos: Optional[int]) -> int:
-    """Text tokens per training window of `seq` positions: seq-1 after a BOS, else seq+1 (the
-    old recipe: seq positions, every one scored)."""
-    return seq - 1 if bos is not None else seq + 1
+    """Text tokens a training window of `seq` positions reads: after a BOS, seq (seq-1 fed after
+    the BOS, the last one only predicted: seq-1 scored predictions); without one seq+1 (the old
+    recipe: seq positions, every one scored)."""
+    return seq if bos is not None else seq + 1
