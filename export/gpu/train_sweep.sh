@@ -18,9 +18,21 @@ PYTHON=${PYTHON:-python3}
 WORK=${WORK:-/tmp/micro-sweep}
 STREAMS=$WORK/data
 rm -rf "$WORK" && mkdir -p "$STREAMS" "$OUT"
-xz -dc "$PLAN_DIR/train.npy.xz" > "$STREAMS/train.npy"
-cp "$PLAN_DIR/valid.npy" "$PLAN_DIR/data.json" "$STREAMS/"
-(cd "$STREAMS" && sha256sum -c "$OLDPWD/$PLAN_DIR/SHA256SUMS")
+# train.npy back from xz and both streams checked against SHA256SUMS (Python's stdlib only)
+"$PYTHON" - "$PLAN_DIR" "$STREAMS" <<'PY'
+import hashlib, lzma, shutil, sys
+from pathlib import Path
+plan, streams = Path(sys.argv[1]), Path(sys.argv[2])
+with lzma.open(plan / "train.npy.xz") as src, open(streams / "train.npy", "wb") as dst:
+    shutil.copyfileobj(src, dst, 1 << 20)
+for name in ("valid.npy", "data.json"):
+    shutil.copyfile(plan / name, streams / name)
+for line in (plan / "SHA256SUMS").read_text().splitlines():
+    digest, name = line.split()
+    if hashlib.sha256((streams / name).read_bytes()).hexdigest() != digest:
+        sys.exit(f"error: {name} does not match SHA256SUMS; rerun export/gpu/prepare_sweep.sh")
+print(f"streams ready in {streams}: " + ", ".join(f"{p.name} {p.stat().st_size:,} bytes" for p in sorted(streams.iterdir())))
+PY
 "$PYTHON" -c "import torch, transformers, numpy; print('torch', torch.__version__, 'transformers', transformers.__version__, \
 'numpy', numpy.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name(0))"
 SMI=

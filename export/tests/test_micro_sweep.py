@@ -114,4 +114,6 @@ def test_claim():
     assert not c["holds"] and c["256"]["full<h2o<local"] and not c["256"]["h2o_gap<=half_local_gap"]
     swapped = dict(good, **{"h2o:384+128": 17.0})  # h2o worse than local (as today's pythia-micro at 256)
     assert not sweep.claim(swapped)["holds"] and not sweep.claim(swapped)["512"]["full<h2o<local"]
+    below = dict(good, **{"h2o:192+64": 9.0, "local:256": 9.5})  # bounded caches better than full: no claim
+    assert not sweep.claim(below)["256"]["h2o_gap<=half_local_gap"]
     assert sweep.claim_policies() == ["full", "local:256", "h2o:192+64", "local:512", "h2o:384+128"]

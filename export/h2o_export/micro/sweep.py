@@ -80,7 +80,7 @@ def rehearsal_runs() -> list[Run]:
 # The rehearsal's common flags: short windows on a small slice of the training stream, so the
 # validation loss turns within two minutes on two cores and the stopping rule fires.
 REHEARSAL_COMMON = ["--seq", "128", "--batch", "8", "--lr", "3e-3", "--warmup", "20", "--val-windows", "8",
-                    "--sink-windows", "2", "--eval-every", "20", "--patience", "3", "--train-tokens", "60000",
+                    "--sink-windows", "2", "--eval-every", "10", "--patience", "3", "--train-tokens", "10000",
                     "--calib-start", "5", "--calib-steps", "10"]
 
 
@@ -264,7 +264,7 @@ def claim(ppl: dict[str, float]) -> dict:
         lo, hh = ppl[loc], ppl[h2o]
         out[str(budget)] = {"local": loc, "h2o": h2o, "full<h2o<local": full < hh < lo,
                             "h2o_gap": hh - full, "local_gap": lo - full,
-                            "h2o_gap<=half_local_gap": (hh - full) <= 0.5 * (lo - full)}
+                            "h2o_gap<=half_local_gap": lo > full and (hh - full) <= 0.5 * (lo - full)}
     out["holds"] = all(v["full<h2o<local"] and v["h2o_gap<=half_local_gap"] for v in out.values()
                        if isinstance(v, dict))
     return out
