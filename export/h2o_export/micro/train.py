@@ -5,7 +5,7 @@ autocast on CUDA.
 Windows: with a BOS (`--bos`, the recipe of issue 15) each window of `--seq` positions is the
 BOS (`<|endoftext|>`, id 0) followed by seq-1 text tokens from a random offset; without it
 (`--no-bos`, the control and the old recipe) seq+1 text tokens give seq positions. The BOS is
-fed, never scored (`lm_window`), so N text tokens give N-1 scored predictions either way.
+fed, never scored (windows.py), so N text tokens give N-1 scored predictions either way.
 
 Validation: the held-out wiki.valid articles (valid.npy) cut into windows of seq text tokens,
 evaluated every `--eval-every` steps: the loss over the same seq-1 predictions for both
@@ -355,6 +355,8 @@ def train_loop(args, model, opt, val: Validation, fields, cfg_json, expected, tr
             if evaluate_now():
                 stop = "validation minimum"
                 break
+    if step == 0:
+        raise ValueError("no training step before the deadline; raise --train-seconds")
     if step > last_eval:
         evaluate_now()
     chosen_step = stop_rule.best_step if args.choose == "best" else step
