@@ -163,6 +163,17 @@ def test_sink_score_matches_transformers_attentions():
     assert len(got["mean"]) == f["num_hidden_layers"]
 
 
+def test_sink_score_keeps_to_the_device_of_its_input():
+    """No CPU tensor meets the (GPU) input: on the meta device any such mix raises."""
+    f = mm.model_config(tiny=True)
+    qkv = torch.empty(2, 40, 3 * f["hidden_size"], device="meta", dtype=torch.bfloat16)
+    out = tr.attention_to_first(qkv, f)
+    assert out.device.type == "meta" and out.shape == (f["num_attention_heads"],)
+    text = torch.empty(3, 17, dtype=torch.int64, device="meta")
+    x, y = win.lm_window(text, 0)
+    assert x.device.type == y.device.type == "meta" and x.shape == y.shape == (3, 17)
+
+
 def test_fp32_bytes_and_shapes():
     assert mm.fp32_bytes(mm.model_config()) == 4 * 8_415_744  # the model card's parameter count
     f = mm.model_config(tiny=True, hidden=96, layers=1, bos=0)

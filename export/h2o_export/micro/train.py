@@ -91,9 +91,8 @@ def attention_to_first(qkv: torch.Tensor, fields: dict, min_query: int = SINK_MI
     head_dim = fields["hidden_size"] // heads
     b, n, _ = qkv.shape
     q, k, _v = qkv.float().view(b, n, heads, 3 * head_dim).split(head_dim, dim=-1)  # each [b, n, heads, hd]
-    inv = rope.inv_freq(int(head_dim * fields["rotary_pct"]), fields["rotary_emb_base"]).to(qkv.device)
-    cos, sin = rope.tables(inv, n)
-    cos, sin = cos.to(qkv.device)[:, None, :], sin.to(qkv.device)[:, None, :]  # [n, 1, rotary]
+    cos, sin = rope.tables(rope.inv_freq(int(head_dim * fields["rotary_pct"]), fields["rotary_emb_base"]), n)
+    cos, sin = cos.to(qkv.device)[:, None, :], sin.to(qkv.device)[:, None, :]  # [n, 1, rotary], made on the CPU
     q, k = rope.apply(q, cos, sin), rope.apply(k, cos, sin)
     qs = q[:, min_query:].transpose(1, 2)  # [b, heads, n - min_query, hd]
     logits = qs @ k.permute(0, 2, 3, 1) * head_dim**-0.5  # [b, heads, n - min_query, n]
