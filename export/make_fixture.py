@@ -3,12 +3,14 @@
 golden outputs computed by transformers (see tests/fixtures/tiny/README.md for the format).
 
     python export/make_fixture.py [--corpus ../shared/data/train-corpus/corpus-000.txt]
+    python export/make_fixture.py --fp16-only     # only tests/fixtures/tiny-fp16 (no corpus needed)
 
 The command line over h2o_export.fixture. Steps: train a byte-level BPE tokenizer (500 ids) on the first 2 MB of the training corpus;
 make a random GPT-NeoX checkpoint (hidden 64, 4 heads, 2 layers, rotary_pct 0.25, parallel
 residual, vocab padded to 512) under hf/; export it (fp32) with the project's exporter; run the
 standard cases through transformers' GPTNeoXForCausalLM (eager attention, output_attentions)
-and write golden.json; check the export against the golden values through onnxruntime.
+and write golden.json; check the export against the golden values through onnxruntime; export the same
+checkpoint in fp16 next to it (tests/fixtures/tiny-fp16, for the engine's fp16 tests).
 Needs torch + transformers (export/requirements-torch.txt).
 """
 
@@ -23,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from h2o_export.fixture import make_fixture  # noqa: E402
+from h2o_export.fixture import make_fixture, make_fp16_fixture  # noqa: E402
 
 
 def main() -> int:
@@ -34,7 +36,12 @@ def main() -> int:
                     help="text to train the tokenizer on (default ../shared/data/train-corpus/corpus-000.txt "
                          "or $H2O_TRAIN_CORPUS)")
     ap.add_argument("--out", type=Path, default=ROOT / "tests/fixtures/tiny")
+    ap.add_argument("--fp16-only", action="store_true",
+                    help="only export OUT/hf in fp16 to OUT-fp16 (the checkpoint must exist)")
     args = ap.parse_args()
+    if args.fp16_only:
+        make_fp16_fixture(args.out, log=lambda m: print(m, file=sys.stderr))
+        return 0
     if not args.corpus.is_file():
         print(f"error: training corpus {args.corpus} not found; pass --corpus FILE (any English text)",
               file=sys.stderr)

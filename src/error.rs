@@ -47,8 +47,12 @@ pub enum Error {
     Threads { asked: usize, max: usize },
     #[error("execution provider {0}")]
     ExecutionProvider(String),
-    #[error("ONNX Runtime: {0}")]
-    Ort(String),
+    #[error("ONNX Runtime: {context}: {source}")]
+    Ort {
+        context: String,
+        #[source]
+        source: ort::Error,
+    },
     #[error("KV store: {0}")]
     Store(String),
     #[error(transparent)]
@@ -74,8 +78,18 @@ pub enum Error {
 }
 
 impl From<ort::Error> for Error {
-    fn from(e: ort::Error) -> Self {
-        Error::Ort(e.to_string())
+    fn from(source: ort::Error) -> Self {
+        Error::ort("call failed", source)
+    }
+}
+
+impl Error {
+    /// ONNX Runtime failed while doing `context`; its error is kept as the source.
+    pub fn ort(context: impl Into<String>, source: impl Into<ort::Error>) -> Self {
+        Error::Ort {
+            context: context.into(),
+            source: source.into(),
+        }
     }
 }
 

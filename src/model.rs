@@ -2,12 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-use ort::session::Session;
+use half::f16;
+use ort::session::{Session, SessionInputValue, SessionOutputs};
 use ort::value::TensorRef;
 
-use crate::cache::{KvBuf, KvStore};
+use crate::cache::{KvElement, KvStore, NewKv};
 use crate::error::{Error, Result};
-use crate::manifest::{check_graph, LayerNames, Manifest};
+use crate::manifest::{check_graph, KvDtype, LayerNames, Manifest};
 use crate::runtime::{check_provider, ExecutionProvider, Runtime, SessionConfig};
 
 /// model.onnx + manifest.json + tokenizer.json from one directory, with a session ready to run.
@@ -66,21 +67,23 @@ impl Model {
             return Err(Error::ModelFileMissing { path: onnx });
         }
         let tokenizer = load_tokenizer(&dir.join("tokenizer.json"), manifest.vocab_size)?;
-        let mut builder = Session::builder(&rt.env)?
+        let opts = |e: ort::Error<_>| Error::ort("setting the session options", e);
+        let mut builder = Session::builder(&rt.env)
+            .map_err(|e| Error::ort("creating a session", e))?
             .with_intra_threads(config.intra_threads)
-            .map_err(|e| Error::Ort(e.to_string()))?
+            .map_err(opts)?
             .with_inter_threads(1)
-            .map_err(|e| Error::Ort(e.to_string()))?
+            .map_err(opts)?
             .with_optimization_level(config.opt_level.to_ort())
-            .map_err(|e| Error::Ort(e.to_string()))?
+            .map_err(opts)?
             .with_intra_op_spinning(config.spin)
-            .map_err(|e| Error::Ort(e.to_string()))?;
+            .map_err(opts)?;
         if config.provider == ExecutionProvider::Cuda {
             builder = Self::with_cuda(builder)?;
         }
         let session = builder
             .commit_from_file(&onnx)
-            .map_err(|e| Error::Ort(format!("cannot load {}: {e}", onnx.display())))?;
+            .map_err(|e| Error::ort(format!("cannot load {}", onnx.display()), e))?;
         let ins: Vec<String> = session
             .inputs()
             .iter()
@@ -125,43 +128,198 @@ impl Model {
         unreachable!("check_provider refuses cuda without the feature")
     }
 
-    /// Run the graph once: `ids`, `positions` `[batch, seq]`, `mask` `[batch, capacity + seq]`, the
-    /// store's whole slot arrays as past (views of its memory, no copy).
+    /// Run the graph once on `inputs`, with every layer's slot arrays of `store` as past K/V (views of
+    /// its memory, no copy). [`StepOutputs::view`] gives the outputs, checked against the manifest.
     pub fn run<'s>(
         &'s mut self,
         store: &KvStore,
-        ids: &[i64],
-        positions: &[i64],
-        mask: &[i64],
-        seq: usize,
-    ) -> Result<ort::session::SessionOutputs<'s>> {
-        let b = store.batch();
-        let past = store.capacity();
-        let kv_shape = [b, store.heads(), past, store.head_dim()];
-        let mut inputs: Vec<(&str, ort::session::SessionInputValue<'_>)> =
-            Vec::with_capacity(3 + 2 * store.num_layers());
-        inputs.push((
-            "input_ids",
-            TensorRef::from_array_view(([b, seq], ids))?.into(),
-        ));
-        inputs.push((
+        inputs: &StepInputs<'_>,
+    ) -> Result<StepOutputs<'s>> {
+        let dims = self.check_run(store, inputs)?;
+        let (b, seq) = (dims.batch, dims.seq);
+        let mut feed: Vec<(&str, SessionInputValue<'_>)> = Vec::with_capacity(3 + 2 * dims.layers);
+        feed.push(("input_ids", int_input("input_ids", [b, seq], inputs.ids)?));
+        feed.push((
             "position_ids",
-            TensorRef::from_array_view(([b, seq], positions))?.into(),
+            int_input("position_ids", [b, seq], inputs.positions)?,
         ));
-        inputs.push((
+        feed.push((
             "attention_mask",
-            TensorRef::from_array_view(([b, past + seq], mask))?.into(),
+            int_input("attention_mask", [b, dims.past + seq], inputs.mask)?,
         ));
         for (l, names) in self.names.iter().enumerate() {
-            let (k, v) = store.kv(l);
-            for (name, buf) in [(names.past_key.as_str(), k), (names.past_value.as_str(), v)] {
-                let value: ort::session::SessionInputValue<'_> = match buf {
-                    KvBuf::F32(x) => TensorRef::from_array_view((kv_shape, x.as_slice()))?.into(),
-                    KvBuf::F16(x) => TensorRef::from_array_view((kv_shape, x.as_slice()))?.into(),
-                };
-                inputs.push((name, value));
-            }
+            let [k, v] = store.bind(l)?;
+            feed.push((names.past_key.as_str(), k));
+            feed.push((names.past_value.as_str(), v));
         }
-        Ok(self.session.run(inputs)?)
+        let outputs = self
+            .session
+            .run(feed)
+            .map_err(|e| Error::ort("running the decoder-step graph", e))?;
+        Ok(StepOutputs {
+            outputs,
+            names: &self.names,
+            dims,
+            dtype: self.manifest.dtype,
+        })
     }
+
+    /// The step's dimensions, after checking the store and the inputs against the manifest.
+    fn check_run(&self, store: &KvStore, inputs: &StepInputs<'_>) -> Result<StepDims> {
+        let m = &self.manifest;
+        let same_geometry = store.num_layers() == m.num_layers
+            && store.heads() == m.num_heads
+            && store.head_dim() == m.head_dim
+            && store.dtype() == m.dtype;
+        if !same_geometry {
+            return Err(Error::Input(format!(
+                "the KV store ({} layers x {} heads x head_dim {}, {}) does not fit the model ({} x {} x {}, {})",
+                store.num_layers(), store.heads(), store.head_dim(), store.dtype().name(),
+                m.num_layers, m.num_heads, m.head_dim, m.dtype.name()
+            )));
+        }
+        let past = store.capacity();
+        if let Some(l) = (0..store.num_layers()).find(|&l| store.table(l).capacity() != past) {
+            return Err(Error::Store(format!(
+                "layer {l} has {} slots, layer 0 {past}: the graph takes one attention mask for every layer",
+                store.table(l).capacity()
+            )));
+        }
+        let (batch, seq) = (store.batch(), inputs.seq);
+        let n = batch * seq;
+        if inputs.ids.len() != n
+            || inputs.positions.len() != n
+            || inputs.mask.len() != batch * (past + seq)
+        {
+            return Err(Error::Input(format!(
+                "step inputs must be ids and positions [batch {batch} x seq {seq}] and a mask [batch {batch} x (past {past} + seq {seq})]"
+            )));
+        }
+        Ok(StepDims {
+            batch,
+            seq,
+            past,
+            layers: m.num_layers,
+            heads: m.num_heads,
+            head_dim: m.head_dim,
+            vocab: m.vocab_size,
+        })
+    }
+}
+
+/// One run's inputs.
+#[derive(Debug, Clone, Copy)]
+pub struct StepInputs<'a> {
+    /// Token ids, `[batch, seq]`.
+    pub ids: &'a [i64],
+    /// Absolute positions, `[batch, seq]`.
+    pub positions: &'a [i64],
+    /// `[batch, past + seq]`: the store's slots in use, then the new tokens' own mask.
+    pub mask: &'a [i64],
+    pub seq: usize,
+}
+
+/// Dimensions of one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepDims {
+    pub batch: usize,
+    pub seq: usize,
+    /// The store's capacity the graph ran with.
+    pub past: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub vocab: usize,
+}
+
+/// A run's outputs as ONNX Runtime returned them; read them through [`StepOutputs::view`].
+pub struct StepOutputs<'s> {
+    outputs: SessionOutputs<'s>,
+    names: &'s [LayerNames],
+    dims: StepDims,
+    dtype: KvDtype,
+}
+
+/// A run's outputs, every shape and element type checked against the manifest.
+#[derive(Debug)]
+pub struct StepView<'a> {
+    pub dims: StepDims,
+    /// `[batch, seq, vocab]`.
+    pub logits: &'a [f32],
+    /// One entry per layer.
+    pub layers: Vec<LayerOutputs<'a>>,
+}
+
+/// One layer's outputs.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerOutputs<'a> {
+    /// New keys (rotated) and values, `[batch, heads, seq, head_dim]`, model dtype.
+    pub key: NewKv<'a>,
+    pub value: NewKv<'a>,
+    /// Attention summed over the real new queries, `[batch, heads, past + seq]`.
+    pub attention: &'a [f32],
+}
+
+impl StepOutputs<'_> {
+    pub fn dims(&self) -> StepDims {
+        self.dims
+    }
+
+    /// Every output, checked: logits `[batch, seq, vocab]`; per layer new K/V `[batch, heads, seq,
+    /// head_dim]` in the manifest's dtype and attention sums `[batch, heads, past + seq]`.
+    pub fn view(&self) -> Result<StepView<'_>> {
+        let d = self.dims;
+        let logits = self.tensor::<f32>("logits", &[d.batch, d.seq, d.vocab])?;
+        let kv_shape = [d.batch, d.heads, d.seq, d.head_dim];
+        let att_shape = [d.batch, d.heads, d.past + d.seq];
+        let layers = self
+            .names
+            .iter()
+            .map(|n| {
+                Ok(LayerOutputs {
+                    key: self.kv(&n.new_key, &kv_shape)?,
+                    value: self.kv(&n.new_value, &kv_shape)?,
+                    attention: self.tensor::<f32>(&n.attention_sums, &att_shape)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(StepView {
+            dims: d,
+            logits,
+            layers,
+        })
+    }
+
+    /// K or V output `name` in the manifest's dtype.
+    fn kv(&self, name: &str, shape: &[usize]) -> Result<NewKv<'_>> {
+        match self.dtype {
+            KvDtype::Float32 => self.tensor::<f32>(name, shape).map(NewKv::of),
+            KvDtype::Float16 => self.tensor::<f16>(name, shape).map(NewKv::of),
+        }
+    }
+
+    /// Output `name` as a `T` slice, its shape checked.
+    fn tensor<T: KvElement>(&self, name: &str, shape: &[usize]) -> Result<&[T]> {
+        let value = self
+            .outputs
+            .get(name)
+            .ok_or_else(|| Error::GraphMismatch(format!("the run returned no output {name}")))?;
+        let (got, data) = value
+            .try_extract_tensor::<T>()
+            .map_err(|e| Error::ort(format!("reading output {name} as {}", T::DTYPE.name()), e))?;
+        if got.len() != shape.len() || got.iter().zip(shape).any(|(&g, &w)| g != w as i64) {
+            return Err(Error::GraphMismatch(format!(
+                "output {name} has shape {:?}, expected {shape:?}",
+                &got[..]
+            )));
+        }
+        Ok(data)
+    }
+}
+
+/// An int64 input `[rows, cols]` of the graph, without a copy.
+fn int_input<'a>(name: &str, shape: [usize; 2], data: &'a [i64]) -> Result<SessionInputValue<'a>> {
+    TensorRef::from_array_view((shape, data))
+        .map(Into::into)
+        .map_err(|e| Error::ort(format!("binding {name}"), e))
 }

@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use h2o_engine::cache::KvBuf;
 use h2o_engine::decoder::Decoder;
+use h2o_engine::eval::ppl::streaming_ppl;
 
 const LOGITS_TOL: f64 = 1e-4;
 const ATT_TOL: f64 = 1e-5;
@@ -28,96 +28,61 @@ fn prefill_matches_transformers() {
     let mut model = load_fixture(rt);
     let c = case("prefill");
     let mut dec = Decoder::new(&mut model, Box::new(KeepAll), 1).unwrap();
-    dec.keep_attention(true);
+    capture_attention(&mut dec);
     let out = dec.prefill(&[ids(&c)]).unwrap();
+    assert_eq!(
+        out.past, 0,
+        "a prefill into an empty store runs with past = 0"
+    );
     assert_close(
         "logits",
         dec.logits(),
         &arr(&c["expected"]["logits"]).1,
         LOGITS_TOL,
     );
-    let att = out.attention.as_ref().unwrap();
+    let att = &captured(&dec).attention;
+    let store = dec.store();
+    let cap = store.capacity();
+    assert_eq!(cap, 64, "the full cache grows in 64-slot chunks");
     for l in 0..2 {
-        // past = capacity 64 empty slots then 8 new columns; golden has only the 8 columns.
         let (_, want) = arr(&c["expected"][format!("attention_sums.{l}")]);
-        let past = out.past;
-        let heads = 4;
-        let mut got = Vec::new();
-        for h in 0..heads {
-            let row = &att[l][h * (past + 8)..(h + 1) * (past + 8)];
-            assert!(
-                row[..past].iter().all(|&x| x == 0.0),
-                "empty slots get exactly 0"
-            );
-            got.extend_from_slice(&row[past..]);
-        }
-        assert_close(&format!("attention_sums.{l}"), &got, &want, ATT_TOL);
+        assert_close(&format!("attention_sums.{l}"), &att[l], &want, ATT_TOL);
         // New K/V landed in slots 0..8 with positions 0..8.
         let (_, want_k) = arr(&c["expected"][format!("new_key_values.{l}.key")]);
-        let store = dec.store();
-        let cap = store.capacity();
-        if let (KvBuf::F32(k), _) = store.kv(l) {
-            for h in 0..heads {
-                let got_k = &k[h * cap * 16..(h * cap + 8) * 16];
-                assert_close("key", got_k, &want_k[h * 8 * 16..(h + 1) * 8 * 16], 1e-5);
-            }
-        } else {
-            panic!("fixture is float32");
-        }
-        for h in 0..heads {
+        let (_, want_v) = arr(&c["expected"][format!("new_key_values.{l}.value")]);
+        let (k, v) = store.host_kv::<f32>().expect("fixture is float32").kv(l);
+        for h in 0..4 {
+            let (slots, want) = (
+                h * cap * 16..(h * cap + 8) * 16,
+                h * 8 * 16..(h + 1) * 8 * 16,
+            );
+            assert_close("key", &k[slots.clone()], &want_k[want.clone()], 1e-5);
+            assert_close("value", &v[slots], &want_v[want], 1e-5);
             assert_eq!(&store.positions(l, 0, h)[..8], &[0, 1, 2, 3, 4, 5, 6, 7]);
+        }
+    }
+    // The next step runs on all 64 slots, 56 of them empty: they get exactly 0 attention.
+    let toks = tiny_text_tokens();
+    let out = dec.step(&[toks[8]]).unwrap();
+    assert_eq!(out.past, 64);
+    for (l, att) in captured(&dec).attention.iter().enumerate() {
+        for h in 0..4 {
+            let row = &att[h * 65..(h + 1) * 65];
+            assert!(
+                row[8..64].iter().all(|&x| x == 0.0),
+                "layer {l} head {h}: empty slots get exactly 0"
+            );
+            assert!(row[..8].iter().all(|&x| x > 0.0), "cached slots attended");
+            let total: f32 = row.iter().sum();
+            assert!((total - 1.0).abs() < 1e-5, "attention row sums to 1");
         }
     }
 }
 
 #[test]
 fn token_by_token_matches_prefill_golden() {
-    let rt = runtime();
-    let mut model = load_fixture(rt);
-    let c = case("prefill");
-    let toks = ids(&c);
-    let (_, want_logits) = arr(&c["expected"]["logits"]);
-    let mut dec = Decoder::new(&mut model, Box::new(KeepAll), 1).unwrap();
-    dec.keep_attention(true);
-    // Sum each step's attention rows by position; must equal the prefill's attention sums.
-    let mut sums = vec![vec![0f32; 4 * 8]; 2];
-    for (j, &t) in toks.iter().enumerate() {
-        let out = dec.step(&[t]).unwrap();
-        assert_close(
-            &format!("logits step {j}"),
-            dec.logits(),
-            &want_logits[j * 512..(j + 1) * 512],
-            LOGITS_TOL,
-        );
-        let att = out.attention.as_ref().unwrap();
-        let pos = out.attention_positions.as_ref().unwrap();
-        let past = out.past;
-        for l in 0..2 {
-            for h in 0..4 {
-                let row = &att[l][h * (past + 1)..(h + 1) * (past + 1)];
-                let total: f32 = row.iter().sum();
-                assert!((total - 1.0).abs() < 1e-5, "attention row sums to 1");
-                for s in 0..past {
-                    let p = pos[l][h * past + s];
-                    if p >= 0 {
-                        sums[l][h * 8 + p as usize] += row[s];
-                    } else {
-                        assert_eq!(row[s], 0.0);
-                    }
-                }
-                sums[l][h * 8 + j] += row[past];
-            }
-        }
-    }
-    for l in 0..2 {
-        let (_, want) = arr(&c["expected"][format!("attention_sums.{l}")]);
-        assert_close(
-            &format!("summed step attention layer {l}"),
-            &sums[l],
-            &want,
-            ATT_TOL,
-        );
-    }
+    let mut model = load_fixture(runtime());
+    token_by_token_against_prefill(&mut model, LOGITS_TOL, ATT_TOL);
 }
 
 #[test]
@@ -125,7 +90,7 @@ fn stepwise_golden_cases_match() {
     let rt = runtime();
     let mut model = load_fixture(rt);
     let mut dec = Decoder::new(&mut model, Box::new(KeepAll), 1).unwrap();
-    dec.keep_attention(true);
+    capture_attention(&mut dec);
     for i in 0..4 {
         let c = case(&format!("stepwise_{i}"));
         let out = dec.step(&ids(&c)).unwrap();
@@ -137,7 +102,7 @@ fn stepwise_golden_cases_match() {
         );
         for l in 0..2 {
             let (_, want) = arr(&c["expected"][format!("attention_sums.{l}")]);
-            let att = &out.attention.as_ref().unwrap()[l];
+            let att = &captured(&dec).attention[l];
             let past = out.past;
             let mut got = Vec::new();
             for h in 0..4 {
@@ -162,7 +127,7 @@ fn gapped_continuation_after_eviction_matches() {
         victims: vec![3, 6, 8],
     };
     let mut dec = Decoder::new(&mut model, Box::new(policy), 1).unwrap();
-    dec.keep_attention(true);
+    capture_attention(&mut dec);
     dec.prefill(&[toks[..10].to_vec()]).unwrap();
     for l in 0..2 {
         for h in 0..4 {
@@ -179,12 +144,7 @@ fn gapped_continuation_after_eviction_matches() {
     );
     for l in 0..2 {
         let (_, want) = arr(&c["expected"][format!("attention_sums.{l}")]);
-        assert_close(
-            "attention",
-            &out.attention.as_ref().unwrap()[l],
-            &want,
-            ATT_TOL,
-        );
+        assert_close("attention", &captured(&dec).attention[l], &want, ATT_TOL);
     }
 }
 
@@ -196,7 +156,7 @@ fn batch_of_two_with_padding_matches() {
     let c = case("batch2_padded");
     let (_, want_logits) = arr(&c["expected"]["logits"]);
     let mut dec = Decoder::new(&mut model, Box::new(KeepAll), 2).unwrap();
-    dec.keep_attention(true);
+    capture_attention(&mut dec);
     let rows = vec![toks[..8].to_vec(), toks[1..6].to_vec()];
     dec.prefill(&rows).unwrap();
     // Row 0: all 8; row 1: golden is left-padded by 3, ours right-padded.
@@ -224,8 +184,8 @@ fn batch_of_two_with_padding_matches() {
     // Attention by position: golden columns row 0 = positions 0..7 + new; row 1 = 3 pads, 0..4, new.
     for l in 0..2 {
         let (_, want) = arr(&d["expected"][format!("attention_sums.{l}")]);
-        let att = &out.attention.as_ref().unwrap()[l];
-        let pos = &out.attention_positions.as_ref().unwrap()[l];
+        let att = &captured(&dec).attention[l];
+        let pos = &captured(&dec).positions[l];
         let past = out.past;
         for b in 0..2 {
             for h in 0..4 {
@@ -246,4 +206,39 @@ fn batch_of_two_with_padding_matches() {
             }
         }
     }
+}
+
+/// Streaming perplexity: step i feeds token i and scores token i + 1. The NLLs equal those computed
+/// here from transformers' logits of the prefill case (logits within 1e-4 move a log-softmax entry
+/// by at most 2e-4).
+#[test]
+fn streaming_ppl_scores_the_next_token_as_transformers() {
+    let rt = runtime();
+    let mut model = load_fixture(rt);
+    let c = case("prefill");
+    let toks = ids(&c);
+    let (_, logits) = arr(&c["expected"]["logits"]);
+    let want: Vec<f64> = (0..toks.len() - 1)
+        .map(|i| {
+            let row = &logits[i * 512..(i + 1) * 512];
+            let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let lse = max + row.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+            lse - row[toks[i + 1] as usize]
+        })
+        .collect();
+    let mut dec = Decoder::new(&mut model, Box::new(KeepAll), 1).unwrap();
+    let run = streaming_ppl(&mut dec, &toks, |_| std::ops::ControlFlow::Continue(())).unwrap();
+    assert_eq!(
+        run.nlls.len(),
+        toks.len() - 1,
+        "N tokens give N-1 predictions"
+    );
+    for (i, (g, w)) in run.nlls.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() <= 2e-4, "NLL of token {}: {g} vs {w}", i + 1);
+    }
+    let mean = want.iter().sum::<f64>() / want.len() as f64;
+    assert!(
+        (run.ppl - mean.exp()).abs() <= 2e-4 * run.ppl,
+        "PPL = exp(mean NLL)"
+    );
 }

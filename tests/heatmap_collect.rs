@@ -31,12 +31,13 @@ fn rows_equal_the_engines_attention_rows_and_sum_to_one() {
     .unwrap();
     // The decoder's rows, read directly (full cache: slot s holds position s).
     let mut dec = Decoder::new(&mut model, PolicySpec::Full.build(), 1).unwrap();
-    dec.keep_attention(true);
+    capture_attention(&mut dec);
     for (i, &t) in toks.iter().enumerate() {
         let out = dec.step(&[t]).unwrap();
         let past = out.past;
+        let cap = captured(&dec);
         for (li, layer) in [0usize, 1].iter().enumerate() {
-            let att = &out.attention.as_ref().unwrap()[*layer];
+            let att = &cap.attention[*layer];
             let h = 2;
             let row = &att[h * (past + 1)..(h + 1) * (past + 1)];
             let mut want: Vec<f32> = row[..i].to_vec();
@@ -47,7 +48,7 @@ fn rows_equal_the_engines_attention_rows_and_sum_to_one() {
                 "layer {layer} row {i}"
             );
         }
-        let att = &out.attention.as_ref().unwrap()[1];
+        let att = &cap.attention[1];
         let want_mean: Vec<f32> = (0..=i)
             .map(|k| {
                 let col = if k == i { past } else { k };

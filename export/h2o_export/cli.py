@@ -32,6 +32,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
                    help="weights and K/V dtype; softmax, layer norms, logits and attention sums stay "
                         "float32 (default fp32)")
+    p.add_argument("--weights", default="fp32", metavar="fp32|int8|int4",
+                   help="the linears' weights (layers and LM head): fp32 = MatMul on --dtype weights "
+                        "(default); int8/int4 = ONNX Runtime's MatMulNBits, symmetric block quantization, "
+                        "int8 activations in the kernel (accuracy_level 4); the input embedding stays --dtype")
+    p.add_argument("--block-size", default=None, metavar="N",
+                   help="values per quantization block along the input dimension: 16, 32, 64, 128 or 256 "
+                        "(default 32 for int4 and int8)")
+    p.add_argument("--lm-head", default=None, metavar="fp32|int8|int4",
+                   help="the LM head's format with --weights int8/int4 (default: the same as --weights)")
     p.add_argument("--init-seed", type=int, default=0, help="RNG seed of --random-init's weights (default 0)")
     # the flag's old name, kept working for existing scripts ("seed" names the PyTorch project elsewhere)
     p.add_argument("--seed", type=int, dest="init_seed", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -72,12 +81,22 @@ def main(argv: list[str] | None = None) -> int:
                     else f"random-{Path(args.random_init).stem}")
         out = Path("models") / name
     try:
+        block_size = None
+        if args.block_size is not None:
+            try:
+                block_size = int(args.block_size)
+            except ValueError:
+                raise ExportError(f"--block-size must be an integer (16, 32, 64, 128 or 256), "
+                                  f"got {args.block_size!r}") from None
         export(
             out,
             checkpoint=args.checkpoint,
             random_init=args.random_init,
             init_seed=args.init_seed,
             dtype=args.dtype,
+            weights=args.weights,
+            block_size=block_size,
+            lm_head=args.lm_head,
             name=name,
             tokenizer=args.tokenizer,
             force=args.force,

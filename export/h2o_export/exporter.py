@@ -22,11 +22,12 @@ import numpy as np
 import onnx
 
 from . import __version__
-from .config import NeoxConfig, load_config_file, pythia_config
+from .config import PREPEND_BOS_KEY, NeoxConfig, declared_bos, load_config_file, pythia_config
 from .errors import ExportError
 from .graph import OPSET, build_graph, input_names, output_names
 from .graph_blocks import MASK_VALUE
 from .onnx_builder import DTYPE_NAMES, DTYPES, TensorSink
+from .quantize import WeightFormat
 from .weights import RandomWeights, SafetensorsWeights, expected_tensors
 
 MODEL_FILE = "model.onnx"
@@ -66,10 +67,15 @@ def resolve_random_config(spec: str) -> tuple[dict, NeoxConfig, str]:
     return raw, NeoxConfig.from_dict(raw, f"Pythia size {spec!r}"), raw["_name_or_path"]
 
 
-def weights_nbytes(cfg: NeoxConfig, dtype: str) -> int:
+def weights_nbytes(cfg: NeoxConfig, dtype: str, weights: WeightFormat = WeightFormat()) -> int:
+    """Bytes of the graph's initializers (the linears' weights quantized under int8/int4)."""
     itemsize = 2 if dtype == "fp16" else 4
     total = 0
     for name, shape in expected_tensors(cfg):
+        fmt = weights.head if name == "embed_out.weight" else weights
+        if fmt.quantized and len(shape) == 2 and name != "gpt_neox.embed_in.weight":
+            total += fmt.nbytes(shape[0], shape[1], itemsize)
+            continue
         n = math.prod(shape)
         total += n * (4 if "layernorm" in name or "layer_norm" in name else itemsize)
     return total
@@ -82,6 +88,9 @@ def export(
     random_init: Optional[str] = None,
     init_seed: int = 0,
     dtype: str = "fp32",
+    weights: str = "fp32",
+    block_size: Optional[int] = None,
+    lm_head: Optional[str] = None,
     name: Optional[str] = None,
     tokenizer: Optional[Union[str, Path]] = None,
     force: bool = False,
@@ -90,11 +99,15 @@ def export(
     log=print,
 ) -> ExportResult:
     """Export one model. Exactly one of `checkpoint` (an HF GPT-NeoX directory) and
-    `random_init` (a Pythia size such as "2.8b", or a config.json path) must be given."""
+    `random_init` (a Pythia size such as "2.8b", or a config.json path) must be given.
+    `weights` "int8"/"int4" stores every Linear (the layers' and the LM head, unless `lm_head`
+    says otherwise) block-quantized for MatMulNBits with `block_size` (quantize.py); the input
+    embedding stays in `dtype`."""
     if (checkpoint is None) == (random_init is None):
         raise ExportError("give exactly one of --checkpoint DIR or --random-init SIZE|CONFIG.json")
     if dtype not in DTYPES:
         raise ExportError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    wfmt = WeightFormat.parse(weights, block_size, lm_head)
     if external_data not in ("auto", "always", "never"):
         raise ExportError(f"--external-data must be auto, always or never, got {external_data!r}")
     if isinstance(init_seed, bool) or not isinstance(init_seed, int) or init_seed < 0:
@@ -128,6 +141,7 @@ def export(
     if tok_vocab > cfg.vocab_size:
         raise ExportError(f"tokenizer {tok_path} has {tok_vocab} ids but the model's vocab_size is "
                           f"{cfg.vocab_size}; they do not belong together")
+    bos = declared_bos(raw, "config.json", tok_vocab)
 
     # ---- output folder
     out = Path(out_dir)
@@ -139,7 +153,7 @@ def export(
                               f"{', '.join(OUTPUT_FILES)} (other files are left alone)")
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    nbytes = weights_nbytes(cfg, dtype)
+    nbytes = weights_nbytes(cfg, dtype, wfmt)
     use_external = external_data == "always" or (external_data == "auto" and nbytes > EXTERNAL_THRESHOLD)
     if external_data == "never" and nbytes > EXTERNAL_THRESHOLD:
         raise ExportError(f"weights are {nbytes / 1e9:.2f} GB, over protobuf's 2 GB limit; "
@@ -148,7 +162,9 @@ def export(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         log(f"exporting {label}: {cfg.num_layers} layers, hidden {cfg.hidden_size}, heads {cfg.num_heads}, "
-            f"vocab {cfg.vocab_size}, {DTYPE_NAMES[dtype]}, weights {nbytes / 1e9:.2f} GB"
+            f"vocab {cfg.vocab_size}, {DTYPE_NAMES[dtype]}, "
+            + (f"{wfmt.name} linears (block {wfmt.block_size}, LM head {wfmt.lm_head}), " if wfmt.quantized else "")
+            + f"weights {nbytes / 1e9:.2f} GB"
             + (f" -> {DATA_FILE}" if use_external else ""))
         sink = TensorSink(tmp / DATA_FILE if use_external else None)
         digest = hashlib.sha256() if random_init is not None else None
@@ -160,7 +176,7 @@ def export(
             return arr
 
         try:
-            model = build_graph(cfg, dtype, get_tensor, sink, graph_name=label)
+            model, quantized = build_graph(cfg, dtype, get_tensor, sink, graph_name=label, weights=wfmt)
         finally:
             sink.close()
         onnx.save_model(model, str(tmp / MODEL_FILE))
@@ -190,6 +206,7 @@ def export(
             "layer_norm_eps": cfg.layer_norm_eps,
             "use_parallel_residual": cfg.use_parallel_residual,
             "dtype": DTYPE_NAMES[dtype],
+            "weights": wfmt.manifest(quantized),
             "opset": OPSET,
             "inputs": input_names(cfg.num_layers),
             "outputs": output_names(cfg.num_layers),
@@ -204,6 +221,8 @@ def export(
         }
         if random_init is not None:
             manifest["init_seed"] = init_seed
+        if bos is not None:
+            manifest[PREPEND_BOS_KEY] = bos
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         shutil.copyfile(tok_path, tmp / TOKENIZER_FILE)
 

@@ -115,4 +115,14 @@ def make_fixture(corpus: Path, out: Path, log: Callable[[str], None] = print) ->
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     log(f"fixture written to {out} ({total / 1e6:.2f} MB, {len(golden)} cases); "
         f"onnxruntime vs transformers max abs diff: " + ", ".join(f"{k} {v:.2e}" for k, v in sorted(worst.items())))
+    make_fp16_fixture(out, log)
     return worst
+
+
+def make_fp16_fixture(fixture: Path, log: Callable[[str], None] = print) -> None:
+    """`fixture`-fp16/ next to `fixture`: the fp16 export of `fixture`/hf (model.onnx, manifest.json,
+    tokenizer.json), for the engine's fp16 tests (tests/engine_fp16.rs)."""
+    out = fixture.parent / f"{fixture.name}-fp16"
+    res = export(out, checkpoint=fixture / "hf", name="tiny-neox-fp16", dtype="fp16", force=True, log=log)
+    res.manifest["source"]["path"] = f"../{fixture.name}/hf"
+    (out / "manifest.json").write_text(json.dumps(res.manifest, indent=2) + "\n", encoding="utf-8")

@@ -25,7 +25,8 @@ from onnx import helper
 
 from . import graph_blocks as blocks
 from .config import NeoxConfig
-from .onnx_builder import GraphBuilder, TensorSink
+from .onnx_builder import CONTRIB_DOMAIN, GraphBuilder, TensorSink
+from .quantize import WeightFormat
 
 OPSET = 17
 IR_VERSION = 8  # the IR version that goes with opset 17; ONNX Runtime 1.31 loads it
@@ -52,11 +53,13 @@ def build_graph(
     get_tensor: Callable[[str], np.ndarray],
     sink: TensorSink,
     graph_name: str,
-) -> onnx.ModelProto:
+    weights: WeightFormat = WeightFormat(),
+) -> tuple[onnx.ModelProto, list[str]]:
     """Build the decoder-step model. `get_tensor(hf_name)` returns one HF-layout tensor (any
-    float dtype); it is converted, transposed where a MatMul needs [in, out], handed to the
-    sink and dropped before the next one is requested."""
-    b = GraphBuilder(sink, dtype, get_tensor, cfg.layer_norm_eps)
+    float dtype); it is converted (transposed where a MatMul needs [in, out], or quantized for
+    MatMulNBits), handed to the sink and dropped before the next one is requested. Returns the
+    model and the HF names of the linears stored quantized (empty for fp32)."""
+    b = GraphBuilder(sink, dtype, get_tensor, cfg.layer_norm_eps, weights)
     inputs = blocks.graph_inputs(cfg, b.welem)
     m = blocks.masks(b)
     rope_fn = blocks.rope(b, cfg, m.ax1)
@@ -73,10 +76,14 @@ def build_graph(
 
     graph = helper.make_graph(b.nodes, graph_name, inputs, blocks.graph_outputs(cfg, b.welem),
                               initializer=b.initializers)
-    return helper.make_model(
+    opsets = [helper.make_opsetid("", OPSET)]
+    if b.quantized:
+        opsets.append(helper.make_opsetid(CONTRIB_DOMAIN, 1))
+    model = helper.make_model(
         graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
+        opset_imports=opsets,
         ir_version=IR_VERSION,
         producer_name="h2o_export",
         doc_string="GPT-NeoX decoder step, h2o-engine graph contract v1 (docs/architecture.md)",
     )
+    return model, b.quantized

@@ -223,6 +223,7 @@ def layer(b: GraphBuilder, cfg: NeoxConfig, i: int, x: str, m: Masks, rope_fn: C
 
 
 def head(b: GraphBuilder, x: str) -> str:
-    """logits float32 [batch, seq, vocab] = LN_f(x) @ embed_out^T."""
+    """logits float32 [batch, seq, vocab] = LN_f(x) @ embed_out^T (a linear without bias, in the
+    LM head's weight format: --lm-head, by default the layers' --weights)."""
     hf = b.layer_norm(x, "gpt_neox.final_layer_norm")
-    return b.to_f32(b.op("MatMul", [b.to_w(hf), b.weight("embed_out.weight", transpose=True)]))
+    return b.to_f32(b.linear(b.to_w(hf), "embed_out", False, b.weights.head))

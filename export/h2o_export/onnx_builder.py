@@ -4,7 +4,8 @@ block writes through (`GraphBuilder`: nodes, constants, weights, dtype casts, li
 Weights are handed to a `TensorSink`, which either keeps them in the protobuf or appends each
 one to the external-data file as soon as it is produced, so a model larger than memory can be
 exported (only one tensor is alive at a time). `GraphBuilder.linear` is the one place a weight
-meets a MatMul: a quantized weight format (int8/int4) would change it and nothing else.
+meets a MatMul: a plain MatMul (+ Add) on the model-dtype weight, or with --weights int8/int4 a
+`com.microsoft` MatMulNBits on the block-quantized weight (quantize.py), bias fused.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .errors import ExportError
+from .quantize import ACCURACY_LEVEL, WeightFormat, quantize_blockwise
 
 EXTERNAL_ALIGN = 4096
 DTYPES = {"fp32": np.float32, "fp16": np.float16}
 DTYPE_NAMES = {"fp32": "float32", "fp16": "float16"}
+CONTRIB_DOMAIN = "com.microsoft"  # ONNX Runtime's contrib operators (MatMulNBits)
 
 
 class TensorSink:
@@ -67,12 +70,16 @@ class GraphBuilder:
 
     `dtype` ("fp32"|"fp16") is the model dtype of weights and K/V; layer norms, RoPE, softmax and
     the residual stream stay float32 (`to_w` / `to_f32` cast at the boundaries, no-ops in fp32).
-    `get_tensor(hf_name)` returns one Hugging Face-layout tensor (any float dtype)."""
+    `get_tensor(hf_name)` returns one Hugging Face-layout tensor (any float dtype). `weights` is
+    the linears' format; `quantized` lists (HF names) the linears built as MatMulNBits."""
 
-    def __init__(self, sink: TensorSink, dtype: str, get_tensor: Callable[[str], np.ndarray], layer_norm_eps: float):
+    def __init__(self, sink: TensorSink, dtype: str, get_tensor: Callable[[str], np.ndarray], layer_norm_eps: float,
+                 weights: WeightFormat = WeightFormat()):
         if dtype not in DTYPES:
             raise ExportError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         self.sink = sink
+        self.weights = weights
+        self.quantized: list[str] = []
         self.get_tensor = get_tensor
         self.wdt = DTYPES[dtype]
         self.welem = helper.np_dtype_to_tensor_dtype(np.dtype(self.wdt))
@@ -134,10 +141,33 @@ class GraphBuilder:
 
     # ---- the two layers that hold weights
 
-    def linear(self, x: str, hf: str, bias: bool) -> str:
-        """x @ W^T (+ b) for the checkpoint's Linear `hf` (x and result in the model dtype)."""
+    def linear(self, x: str, hf: str, bias: bool, fmt: Optional[WeightFormat] = None) -> str:
+        """x @ W^T (+ b) for the checkpoint's Linear `hf` (x and result in the model dtype): a
+        MatMul on W^T [in, out] (+ Add), or MatMulNBits on the quantized W with the bias fused.
+        `fmt`: the weight format (default: the layers' one)."""
+        fmt = fmt or self.weights
+        if fmt.quantized:
+            return self._matmul_nbits(x, hf, bias, fmt)
         y = self.op("MatMul", [x, self.weight(hf + ".weight", transpose=True)])
         return self.op("Add", [y, self.weight(hf + ".bias")]) if bias else y
+
+    def _matmul_nbits(self, x: str, hf: str, bias: bool, fmt: WeightFormat) -> str:
+        """com.microsoft MatMulNBits: inputs A, B uint8 [N, K/block, block*bits/8], scales
+        [N, K/block] (model dtype), no zero points (symmetric), no g_idx, bias [N]."""
+        w = self._load(hf + ".weight", False, np.float32)  # [N = out, K = in], HF layout
+        n, k = w.shape
+        packed, scales = quantize_blockwise(w, fmt.bits, fmt.block_size)
+        del w
+        q_name, s_name = f"{hf}.weight_Q{fmt.bits}", f"{hf}.weight_scales"
+        self.initializers.append(self.sink.add(q_name, packed))
+        scales = scales.astype(self.wdt)
+        if not np.isfinite(scales).all():
+            raise ExportError(f"weight {hf}.weight has values beyond float16 range; export with --dtype fp32")
+        self.initializers.append(self.sink.add(s_name, scales))
+        inputs = [x, q_name, s_name] + (["", "", self.weight(hf + ".bias")] if bias else [])
+        self.quantized.append(hf)
+        return self.op("MatMulNBits", inputs, name="matmul_nbits", domain=CONTRIB_DOMAIN, K=k, N=n,
+                       bits=fmt.bits, block_size=fmt.block_size, accuracy_level=ACCURACY_LEVEL)
 
     def layer_norm(self, x: str, hf: str) -> str:
         """LayerNorm over the last axis, float32 in and out, float32 scale and shift."""

@@ -1,5 +1,12 @@
-//! The host KV cache: fixed-capacity slot arrays per layer with a position and a score per slot.
+//! The KV cache: per layer a slot table (positions, scores, slots in use) that plans each step on the
+//! host, and K/V buffers that apply the plan (host memory here; device memory behind the same interface).
 
+pub mod buffers;
+pub mod plan;
+pub mod slots;
 pub mod store;
 
-pub use store::{KvBuf, KvStore, NewKv, NewTokens};
+pub use buffers::{host_buffers, HostKv, KvBuffers, KvElement, NewKv};
+pub use plan::{LayerPlan, NOT_STORED};
+pub use slots::SlotTable;
+pub use store::{KvStore, NewTokens};

@@ -28,6 +28,7 @@ pub fn run(a: InfoArgs) -> Result<()> {
         m.num_layers, m.num_heads, m.head_dim, m.hidden_size, m.vocab_size, m.rotary_dims, m.max_position_embeddings
     );
     println!("dtype            {}", m.dtype.name());
+    println!("weight format    {}", m.weights.describe());
     println!(
         "weights          {}{}",
         if m.random_init {

@@ -1,7 +1,8 @@
 //! Collecting heatmap data from the engine: each step's attention row with the full cache, per layer,
 //! mean over heads or one head; per-head accumulated attention; what a policy keeps at the end.
 
-use crate::decoder::Decoder;
+use crate::cache::KvStore;
+use crate::decoder::{Decoder, StepObserver};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::policy::Policy;
@@ -84,33 +85,60 @@ pub fn collect_attention(
             full.spec()
         )));
     }
-    let n = tokens.len();
-    let mut out: Vec<LayerAttention> = layers
-        .iter()
-        .map(|&layer| LayerAttention {
-            layer,
-            matrix: AttentionMatrix::with_capacity(n),
-            accumulated: vec![vec![0.0; n]; heads],
-        })
-        .collect();
     let mut dec = Decoder::new(model, full, 1)?;
-    dec.keep_attention(true);
-    let mut per_head = vec![vec![0f32; n]; heads];
-    for (i, &t) in tokens.iter().enumerate() {
-        let step = dec.step(&[t])?;
-        let att = step.attention.as_ref().expect("keep_attention is on");
-        let pos = step
-            .attention_positions
-            .as_ref()
-            .expect("keep_attention is on");
-        let past = step.past;
-        for la in out.iter_mut() {
-            let (a, p) = (&att[la.layer], &pos[la.layer]);
-            for (h, row) in per_head.iter_mut().enumerate() {
+    dec.set_observer(Box::new(RowCollector::new(
+        layers,
+        head,
+        heads,
+        tokens.len(),
+    )));
+    for &t in tokens {
+        dec.step(&[t])?;
+    }
+    let collector = dec
+        .take_observer::<RowCollector>()
+        .ok_or_else(|| Error::Input("the heatmap collector was replaced".into()))?;
+    Ok(collector.out)
+}
+
+/// The decoder's observer for [`collect_attention`]: each step's attention row of the chosen layers,
+/// by absolute position (batch row 0; full cache).
+struct RowCollector {
+    head: HeadChoice,
+    /// Tokens fed so far (the row of the current step).
+    step: usize,
+    out: Vec<LayerAttention>,
+    /// `[heads][tokens]` scratch: this step's row per head.
+    per_head: Vec<Vec<f32>>,
+}
+
+impl RowCollector {
+    fn new(layers: &[usize], head: HeadChoice, heads: usize, n: usize) -> Self {
+        Self {
+            head,
+            step: 0,
+            out: layers
+                .iter()
+                .map(|&layer| LayerAttention {
+                    layer,
+                    matrix: AttentionMatrix::with_capacity(n),
+                    accumulated: vec![vec![0.0; n]; heads],
+                })
+                .collect(),
+            per_head: vec![vec![0f32; n]; heads],
+        }
+    }
+}
+
+impl StepObserver for RowCollector {
+    fn attention(&mut self, layer: usize, att: &[f32], past: usize, store: &KvStore) -> Result<()> {
+        let (i, heads) = (self.step, self.per_head.len());
+        for la in self.out.iter_mut().filter(|la| la.layer == layer) {
+            for (h, row) in self.per_head.iter_mut().enumerate() {
                 row[..=i].iter_mut().for_each(|x| *x = 0.0);
-                let arow = &a[h * (past + 1)..(h + 1) * (past + 1)];
-                for s in 0..past {
-                    let q = p[h * past + s];
+                // [batch 1, heads, past + 1]: slot columns, then the new token's own column
+                let arow = &att[h * (past + 1)..(h + 1) * (past + 1)];
+                for (s, &q) in store.positions(layer, 0, h)[..past].iter().enumerate() {
                     if q >= 0 {
                         row[q as usize] = arow[s];
                     }
@@ -120,16 +148,21 @@ pub fn collect_attention(
                     *acc += x;
                 }
             }
-            let chosen: Vec<f32> = match head {
-                HeadChoice::One(h) => per_head[h][..=i].to_vec(),
+            let chosen: Vec<f32> = match self.head {
+                HeadChoice::One(h) => self.per_head[h][..=i].to_vec(),
                 HeadChoice::Mean => (0..=i)
-                    .map(|k| per_head.iter().map(|r| r[k]).sum::<f32>() / heads as f32)
+                    .map(|k| self.per_head.iter().map(|r| r[k]).sum::<f32>() / heads as f32)
                     .collect(),
             };
             la.matrix.push_row(&chosen)?;
         }
+        Ok(())
     }
-    Ok(out)
+
+    fn step_done(&mut self, _next_positions: &[i64]) -> Result<()> {
+        self.step += 1;
+        Ok(())
+    }
 }
 
 /// Run `policy` over `tokens` and return, per layer in `layers`, `[heads][tokens]` = kept at the end.

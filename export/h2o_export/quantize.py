@@ -1,0 +1,163 @@
+"""Weight formats of the exported linears (`export.py --weights fp32|int8|int4`) and the block-wise
+quantization behind int8/int4: ONNX Runtime's `com.microsoft` MatMulNBits (what ONNX Runtime
+GenAI ships for CPU), done here in numpy while the graph is built, one weight at a time.
+
+MatMulNBits computes Y = A @ dequant(B)^T (+ bias) for a Linear weight W [N = out, K = in]
+(Hugging Face's layout, no transpose). W is cut along K into blocks of `block_size` values;
+each block has one float scale. Symmetric quantization (no zero-point input, the kernel's
+implied zero point is z = 2^(bits-1)), the rule of ONNX Runtime's own quantizer
+(`quantize_matmul_4bits`/`_8bits`, which MatMulNBitsQuantizer and GenAI's builder call),
+reproduced bit for bit (export/tests/test_quantized.py checks it):
+  m     = the block's value of largest magnitude, sign kept (the negative one on a tie)
+  scale = m / -z                      (float32; negative when m > 0, so m lands exactly on q = 0)
+  q     = clamp(round_half_away(w * (1/scale) + z), 0, 2^bits - 1)
+  w'    = (q - z) * scale
+so every block uses all 2^bits levels and its largest-magnitude value is exact. An all-zero
+block has scale 0 and dequantizes to 0. A K that is not a multiple of the block is padded with
+zeros. 4-bit values are packed two per byte, the even index in the low nibble.
+B is stored as uint8 [N, K/block, block*bits/8], scales as [N, K/block] in the model dtype.
+
+`accuracy_level` 4 (int8 activations, int32 accumulation) is set for both formats: it is
+GenAI's CPU default for int4, and the only setting under which ONNX Runtime's CPU kernels
+(MLAS) have an 8-bit MatMulNBits kernel; at levels 0/1 an 8-bit node falls back to
+dequantizing the whole weight to float32 on every call. MLAS's kernels cover block sizes
+16, 32, 64, 128 and 256, so those are the sizes accepted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from .errors import ExportError
+
+FORMATS = ("fp32", "int8", "int4")
+BITS = {"int8": 8, "int4": 4}
+BLOCK_SIZES = (16, 32, 64, 128, 256)
+DEFAULT_BLOCK_SIZE = {"int8": 32, "int4": 32}
+ACCURACY_LEVEL = 4
+ROW_CHUNK = 4096  # rows of W quantized at a time: bounds the float temporaries of a 50k-row LM head
+
+
+@dataclass(frozen=True)
+class WeightFormat:
+    """How the linears' weights are stored: "fp32" (a MatMul on the model-dtype weight, the
+    graph as before) or "int8"/"int4" (MatMulNBits with `block_size`); `lm_head` is the LM
+    head's format (by default the layers' one, as GenAI's builder does)."""
+
+    name: str = "fp32"
+    block_size: Optional[int] = None
+    lm_head: str = "fp32"
+
+    @classmethod
+    def parse(cls, name: str, block_size: Optional[int] = None, lm_head: Optional[str] = None) -> "WeightFormat":
+        """--weights, --block-size and --lm-head, checked; the default block size for a quantized format."""
+        if name not in FORMATS:
+            raise ExportError(f"--weights must be one of {', '.join(FORMATS)}, got {name!r}")
+        if lm_head is not None and lm_head not in FORMATS:
+            raise ExportError(f"--lm-head must be one of {', '.join(FORMATS)}, got {lm_head!r}")
+        if name == "fp32":
+            if block_size is not None:
+                raise ExportError("--block-size only applies to --weights int8 or int4; drop it for fp32")
+            if lm_head not in (None, "fp32"):
+                raise ExportError("--lm-head only applies to --weights int8 or int4; drop it for fp32")
+            return cls()
+        if block_size is None:
+            block_size = DEFAULT_BLOCK_SIZE[name]
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size not in BLOCK_SIZES:
+            raise ExportError(f"--block-size must be a power of two from 16 to 256 "
+                              f"({', '.join(map(str, BLOCK_SIZES))}: the sizes ONNX Runtime's CPU kernels "
+                              f"cover), got {block_size!r}")
+        return cls(name, block_size, lm_head or name)
+
+    @property
+    def bits(self) -> Optional[int]:
+        return BITS.get(self.name)
+
+    @property
+    def quantized(self) -> bool:
+        return self.name != "fp32"
+
+    @property
+    def head(self) -> "WeightFormat":
+        """The LM head's format (same block size)."""
+        return WeightFormat(self.lm_head, self.block_size if self.lm_head != "fp32" else None, self.lm_head)
+
+    def manifest(self, quantized: list[str]) -> dict:
+        """The manifest's "weights" entry; `quantized` = HF names of the Linear layers stored as
+        MatMulNBits (empty for fp32)."""
+        if not self.quantized:
+            return {"format": "fp32"}
+        return {
+            "format": self.name,
+            "op": "com.microsoft.MatMulNBits",
+            "block_size": self.block_size,
+            "symmetric": True,
+            "accuracy_level": ACCURACY_LEVEL,
+            "lm_head": self.lm_head,
+            "embedding": "float",
+            "quantized": quantized,
+        }
+
+    def nbytes(self, n: int, k: int, scale_itemsize: int) -> int:
+        """Bytes of one quantized [n, k] weight: packed values and scales."""
+        blocks = math.ceil(k / self.block_size)
+        return n * blocks * (self.block_size * self.bits // 8 + scale_itemsize)
+
+
+def _round_half_away(v: np.ndarray) -> np.ndarray:
+    """Round to nearest, ties away from zero (C's roundf), exact in float32."""
+    r = np.trunc(v)
+    return r + np.where(np.abs(v - r) >= 0.5, np.sign(v), 0).astype(v.dtype)
+
+
+def _quantize_rows(w: np.ndarray, bits: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """w float32 [n, K'] (K' a multiple of block) -> q uint8 [n, K'/block, block], scales float32 [n, K'/block]."""
+    n = w.shape[0]
+    wb = w.reshape(n, -1, block)  # [n, blocks, block]
+    vmax, vmin = wb.max(axis=2), wb.min(axis=2)
+    m = np.where(np.abs(vmax) > np.abs(vmin), vmax, vmin)  # [n, blocks], largest magnitude, sign kept
+    z = np.float32(1 << (bits - 1))
+    scale = (m / -z).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        recip = np.where(scale != 0, np.float32(1.0) / scale, np.float32(0.0)).astype(np.float32)
+    v = wb * recip[:, :, None] + z  # float32
+    q = np.clip(_round_half_away(v), 0, (1 << bits) - 1).astype(np.uint8)
+    return q, scale
+
+
+def quantize_blockwise(w: np.ndarray, bits: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """A Linear weight w [N, K] (any float dtype) -> (packed uint8 [N, ceil(K/block), block*bits/8],
+    scales float32 [N, ceil(K/block)]), MatMulNBits' B and scales inputs (module docstring)."""
+    if w.ndim != 2:
+        raise ExportError(f"only 2-D weights can be block-quantized, got shape {w.shape}")
+    if bits not in (4, 8):
+        raise ExportError(f"block quantization supports 4 or 8 bits, got {bits}")
+    n, k = w.shape
+    blocks = math.ceil(k / block)
+    packed = np.empty((n, blocks, block * bits // 8), np.uint8)
+    scales = np.empty((n, blocks), np.float32)
+    for r0 in range(0, n, ROW_CHUNK):
+        rows = np.asarray(w[r0:r0 + ROW_CHUNK], dtype=np.float32)
+        if blocks * block != k:
+            rows = np.pad(rows, ((0, 0), (0, blocks * block - k)))
+        q, s = _quantize_rows(rows, bits, block)  # [rows, blocks, block]
+        if bits == 4:
+            q = q[:, :, 0::2] | (q[:, :, 1::2] << 4)  # two per byte, even index in the low nibble
+        packed[r0:r0 + ROW_CHUNK] = q
+        scales[r0:r0 + ROW_CHUNK] = s
+    return packed, scales
+
+
+def dequantize_blockwise(packed: np.ndarray, scales: np.ndarray, bits: int, k: int) -> np.ndarray:
+    """The float32 weight [N, k] that MatMulNBits multiplies by: (q - 2^(bits-1)) * scale."""
+    n, blocks, _ = packed.shape
+    if bits == 4:
+        q = np.stack((packed & 0x0F, packed >> 4), axis=-1).reshape(n, blocks, -1)
+    else:
+        q = packed
+    w = (q.astype(np.float32) - np.float32(1 << (bits - 1))) * scales.astype(np.float32)[:, :, None]
+    return w.reshape(n, -1)[:, :k]

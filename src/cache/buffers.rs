@@ -1,0 +1,203 @@
+//! K/V buffers: where a layer's keys and values live, behind one small interface (grow, apply a plan,
+//! bind as graph inputs). [`HostKv`] keeps them in host memory for any element type; a device
+//! implementation (ONNX Runtime's allocator + IoBinding) implements the same three verbs and takes the
+//! same host-side [`LayerPlan`].
+
+use half::f16;
+use ort::session::SessionInputValue;
+use ort::value::{PrimitiveTensorElementType, TensorRef};
+
+use super::plan::{LayerPlan, NOT_STORED};
+use crate::error::{Error, Result};
+use crate::manifest::KvDtype;
+
+/// The new tokens' K or V of one layer as the graph returned them, `[batch, heads, seq, head_dim]`.
+#[derive(Debug, Clone, Copy)]
+pub enum NewKv<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+}
+
+impl<'a> NewKv<'a> {
+    /// Wrap a typed slice.
+    pub fn of<T: KvElement>(data: &'a [T]) -> Self {
+        T::wrap(data)
+    }
+}
+
+/// An element type K/V can be stored in (f32 or f16): the one place that ties a Rust type to its
+/// [`KvDtype`] and its [`NewKv`] variant.
+pub trait KvElement:
+    PrimitiveTensorElementType + Copy + Default + std::fmt::Debug + Send + Sync + 'static
+{
+    const DTYPE: KvDtype;
+    fn wrap(data: &[Self]) -> NewKv<'_>;
+    fn unwrap<'a>(kv: &NewKv<'a>) -> Option<&'a [Self]>;
+}
+
+/// `KvElement` for a Rust type, its dtype and its `NewKv` variant.
+macro_rules! kv_element {
+    ($t:ty, $dtype:ident, $variant:ident) => {
+        impl KvElement for $t {
+            const DTYPE: KvDtype = KvDtype::$dtype;
+            fn wrap(data: &[Self]) -> NewKv<'_> {
+                NewKv::$variant(data)
+            }
+            fn unwrap<'a>(kv: &NewKv<'a>) -> Option<&'a [Self]> {
+                match *kv {
+                    NewKv::$variant(s) => Some(s),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+kv_element!(f32, Float32, F32);
+kv_element!(f16, Float16, F16);
+
+/// Storage of every layer's K and V, `[batch, heads, capacity, head_dim]` each. The slot table decides
+/// (the plan); this only moves bytes. Capacities may differ between layers.
+pub trait KvBuffers: std::any::Any + std::fmt::Debug + Send {
+    /// Element type of K and V.
+    fn dtype(&self) -> KvDtype;
+    /// Resize layer `layer` to `capacity` slots per (batch, head), keeping the slots it has.
+    fn grow(&mut self, layer: usize, capacity: usize);
+    /// Write the new tokens' K and V of layer `layer` into the slots `plan` gives them. Checks the
+    /// dtype and length of `key`/`value` before writing anything.
+    fn apply(
+        &mut self,
+        layer: usize,
+        plan: &LayerPlan,
+        key: &NewKv<'_>,
+        value: &NewKv<'_>,
+    ) -> Result<()>;
+    /// Layer `layer`'s K and V as graph inputs `[batch, heads, capacity, head_dim]`, without a copy.
+    fn bind(&self, layer: usize) -> Result<[SessionInputValue<'_>; 2]>;
+    /// Bytes allocated for K and V, all layers.
+    fn allocated_bytes(&self) -> usize;
+}
+
+/// Host buffers for `layers` layers of `batch x heads` rows of `head_dim` elements per slot.
+pub fn host_buffers(
+    dtype: KvDtype,
+    layers: usize,
+    batch: usize,
+    heads: usize,
+    head_dim: usize,
+) -> Box<dyn KvBuffers> {
+    match dtype {
+        KvDtype::Float32 => Box::new(HostKv::<f32>::new(layers, batch, heads, head_dim)),
+        KvDtype::Float16 => Box::new(HostKv::<f16>::new(layers, batch, heads, head_dim)),
+    }
+}
+
+/// K and V in host memory, one `Vec<T>` each per layer.
+#[derive(Debug, Clone)]
+pub struct HostKv<T> {
+    batch: usize,
+    heads: usize,
+    head_dim: usize,
+    /// Per layer `[K, V]`, `[batch, heads, capacity, head_dim]` each.
+    layers: Vec<[Vec<T>; 2]>,
+}
+
+impl<T: KvElement> HostKv<T> {
+    pub fn new(layers: usize, batch: usize, heads: usize, head_dim: usize) -> Self {
+        Self {
+            batch,
+            heads,
+            head_dim,
+            layers: (0..layers).map(|_| [Vec::new(), Vec::new()]).collect(),
+        }
+    }
+
+    /// Slots per (batch, head) of layer `layer`.
+    pub fn capacity(&self, layer: usize) -> usize {
+        self.layers[layer][0].len() / (self.batch * self.heads * self.head_dim)
+    }
+
+    /// Layer `layer`'s K and V, `[batch, heads, capacity, head_dim]`.
+    pub fn kv(&self, layer: usize) -> (&[T], &[T]) {
+        let [k, v] = &self.layers[layer];
+        (k, v)
+    }
+}
+
+impl<T: KvElement> KvBuffers for HostKv<T> {
+    fn dtype(&self) -> KvDtype {
+        T::DTYPE
+    }
+
+    fn grow(&mut self, layer: usize, capacity: usize) {
+        let (rows, d) = (self.batch * self.heads, self.head_dim);
+        let old = self.capacity(layer);
+        let keep = old.min(capacity);
+        for buf in &mut self.layers[layer] {
+            let mut grown = vec![T::default(); rows * capacity * d];
+            for r in 0..rows {
+                grown[r * capacity * d..(r * capacity + keep) * d]
+                    .copy_from_slice(&buf[r * old * d..(r * old + keep) * d]);
+            }
+            *buf = grown;
+        }
+    }
+
+    fn apply(
+        &mut self,
+        layer: usize,
+        plan: &LayerPlan,
+        key: &NewKv<'_>,
+        value: &NewKv<'_>,
+    ) -> Result<()> {
+        let (rows, d, seq) = (self.batch * self.heads, self.head_dim, plan.seq());
+        let want = rows * seq * d;
+        let k = T::unwrap(key).filter(|s| s.len() == want);
+        let v = T::unwrap(value).filter(|s| s.len() == want);
+        let (Some(k), Some(v)) = (k, v) else {
+            return Err(Error::Store(format!(
+                "new K/V must be {want} values [batch {} x heads {} x seq {seq} x head_dim {d}] of {}",
+                self.batch,
+                self.heads,
+                T::DTYPE.name()
+            )));
+        };
+        let cap = self.capacity(layer);
+        if plan.capacity() != cap {
+            return Err(Error::Store(format!(
+                "plan for {} slots applied to layer {layer} of {cap}",
+                plan.capacity()
+            )));
+        }
+        for (buf, src) in self.layers[layer].iter_mut().zip([k, v]) {
+            for (i, &slot) in plan.dest_all().iter().enumerate() {
+                if slot == NOT_STORED {
+                    continue;
+                }
+                // i = r * seq + j over [batch x heads, seq]
+                let (r, s) = (i / seq, i * d);
+                let dst = (r * cap + slot as usize) * d;
+                buf[dst..dst + d].copy_from_slice(&src[s..s + d]);
+            }
+        }
+        Ok(())
+    }
+
+    fn bind(&self, layer: usize) -> Result<[SessionInputValue<'_>; 2]> {
+        let shape = [self.batch, self.heads, self.capacity(layer), self.head_dim];
+        let [k, v] = &self.layers[layer];
+        Ok([bind_slice(shape, k)?, bind_slice(shape, v)?])
+    }
+
+    fn allocated_bytes(&self) -> usize {
+        let n: usize = self.layers.iter().map(|[k, v]| k.len() + v.len()).sum();
+        n * T::DTYPE.size()
+    }
+}
+
+/// A host slice as a graph input of `shape`, without a copy.
+fn bind_slice<T: KvElement>(shape: [usize; 4], data: &[T]) -> Result<SessionInputValue<'_>> {
+    TensorRef::from_array_view((shape, data))
+        .map(Into::into)
+        .map_err(|e| Error::ort("binding the cache as past K/V", e))
+}

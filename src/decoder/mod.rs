@@ -1,0 +1,301 @@
+//! Decoder: prefill(tokens) and step(token) for a batch. A step is inputs -> one graph run -> per layer
+//! cache update (scores, plan, apply), with per-step timings; an optional [`StepObserver`] sees the
+//! attention and the plans (heatmaps, eviction trace).
+
+pub mod observer;
+
+use std::time::{Duration, Instant};
+
+use crate::cache::{KvStore, NewTokens};
+use crate::error::{Error, Result};
+use crate::model::{Model, StepInputs, StepView};
+use crate::policy::Policy;
+use crate::timing::StepTiming;
+
+pub use observer::{AttentionCapture, EvictionTrace, StepObserver, TraceStep};
+
+/// Growth step of the full cache's slot arrays (bounded policies allocate up to their budget the same way).
+pub const SLOT_CHUNK: usize = 64;
+
+/// What one prefill or step returns.
+#[derive(Debug, Clone)]
+pub struct StepOutput {
+    pub batch: usize,
+    pub seq: usize,
+    pub vocab: usize,
+    /// The graph's past length at this run (the store's capacity).
+    pub past: usize,
+    pub timing: StepTiming,
+}
+
+/// Streaming decoder over one model, one store and one policy.
+pub struct Decoder<'m> {
+    model: &'m mut Model,
+    store: KvStore,
+    policy: Box<dyn Policy>,
+    next_pos: Vec<i64>,
+    observer: Option<Box<dyn StepObserver>>,
+    ids: Vec<i64>,
+    pos: Vec<i64>,
+    new_mask: Vec<i64>,
+    mask: Vec<i64>,
+    /// The last step's logits `[batch, seq, vocab]`, in a buffer reused across steps (a fresh 200 KB
+    /// vector per step costs page faults at Pythia's vocabulary).
+    logits: Vec<f32>,
+    last_seq: usize,
+}
+
+impl<'m> Decoder<'m> {
+    /// A decoder for `batch` sequences with an empty cache.
+    pub fn new(model: &'m mut Model, policy: Box<dyn Policy>, batch: usize) -> Result<Self> {
+        let m = &model.manifest;
+        let limit = policy.budget().min(m.max_position_embeddings);
+        let store = KvStore::new(
+            m.num_layers,
+            batch,
+            m.num_heads,
+            m.head_dim,
+            m.dtype,
+            limit,
+            SLOT_CHUNK,
+        )?;
+        Ok(Self {
+            model,
+            store,
+            policy,
+            next_pos: vec![0; batch],
+            observer: None,
+            ids: Vec::new(),
+            pos: Vec::new(),
+            new_mask: Vec::new(),
+            mask: Vec::new(),
+            logits: Vec::new(),
+            last_seq: 0,
+        })
+    }
+
+    /// Let `observer` see every following step (replaces any earlier one).
+    pub fn set_observer(&mut self, observer: Box<dyn StepObserver>) {
+        self.observer = Some(observer);
+    }
+
+    /// The observer, if it is a `T`.
+    pub fn observer<T: StepObserver>(&self) -> Option<&T> {
+        let any: &dyn std::any::Any = self.observer.as_deref()?;
+        any.downcast_ref()
+    }
+
+    /// Remove the observer and return it, if it is a `T`.
+    pub fn take_observer<T: StepObserver>(&mut self) -> Option<T> {
+        let any: Box<dyn std::any::Any> = self.observer.take()?;
+        any.downcast().ok().map(|b| *b)
+    }
+
+    /// Record which positions each step evicts (batch row 0): an [`EvictionTrace`] observer.
+    pub fn record_trace(&mut self) {
+        self.set_observer(Box::new(EvictionTrace::default()));
+    }
+
+    /// The steps recorded since [`Decoder::record_trace`].
+    pub fn trace(&self) -> Option<&[TraceStep]> {
+        self.observer::<EvictionTrace>().map(EvictionTrace::steps)
+    }
+
+    pub fn store(&self) -> &KvStore {
+        &self.store
+    }
+
+    pub fn model(&self) -> &Model {
+        self.model
+    }
+
+    pub fn policy(&self) -> &dyn Policy {
+        self.policy.as_ref()
+    }
+
+    /// The last step's logits, `[batch, seq, vocab]`.
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    /// The last step's logits of row `b`, new token `j`.
+    pub fn logits_at(&self, b: usize, j: usize) -> &[f32] {
+        let vocab = self.model.manifest.vocab_size;
+        let o = (b * self.last_seq + j) * vocab;
+        &self.logits[o..o + vocab]
+    }
+
+    /// Next absolute position of each row.
+    pub fn next_positions(&self) -> &[i64] {
+        &self.next_pos
+    }
+
+    /// Feed each row's tokens (rows may differ in length: shorter rows are padded on the right and the
+    /// padding is never cached).
+    pub fn prefill(&mut self, rows: &[Vec<u32>]) -> Result<StepOutput> {
+        let batch = self.store.batch();
+        if rows.len() != batch {
+            return Err(Error::Input(format!(
+                "prefill got {} rows for a batch of {batch}",
+                rows.len()
+            )));
+        }
+        let seq = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+        if seq == 0 {
+            return Err(Error::Input("prefill needs at least one token".into()));
+        }
+        self.ids.clear();
+        self.pos.clear();
+        self.new_mask.clear();
+        for (b, row) in rows.iter().enumerate() {
+            for j in 0..seq {
+                let real = j < row.len();
+                self.ids.push(if real { i64::from(row[j]) } else { 0 });
+                self.pos
+                    .push(if real { self.next_pos[b] + j as i64 } else { 0 });
+                self.new_mask.push(i64::from(real));
+            }
+        }
+        self.run_step(seq)
+    }
+
+    /// Feed one token per row.
+    pub fn step(&mut self, tokens: &[u32]) -> Result<StepOutput> {
+        let batch = self.store.batch();
+        if tokens.len() != batch {
+            return Err(Error::Input(format!(
+                "step got {} tokens for a batch of {batch}",
+                tokens.len()
+            )));
+        }
+        self.ids.clear();
+        self.pos.clear();
+        self.new_mask.clear();
+        for (b, &t) in tokens.iter().enumerate() {
+            self.ids.push(i64::from(t));
+            self.pos.push(self.next_pos[b]);
+            self.new_mask.push(1);
+        }
+        self.run_step(1)
+    }
+
+    /// Inputs -> run -> per layer cache update -> positions advance.
+    fn run_step(&mut self, seq: usize) -> Result<StepOutput> {
+        let t_start = Instant::now();
+        self.check_inputs()?;
+        // The graph sees the slots as they are (a prefill into an empty store runs with past = 0);
+        // each layer's update grows the store if the new tokens need room.
+        self.store.build_mask(&self.new_mask, seq, &mut self.mask);
+        let inputs = StepInputs {
+            ids: &self.ids,
+            positions: &self.pos,
+            mask: &self.mask,
+            seq,
+        };
+        let prep = t_start.elapsed();
+
+        let t_model = Instant::now();
+        let outputs = self.model.run(&self.store, &inputs)?;
+        let model_time = t_model.elapsed();
+
+        let t_after = Instant::now();
+        let out = outputs.view()?;
+        self.logits.clear();
+        self.logits.extend_from_slice(out.logits);
+        self.last_seq = seq;
+        let (score_time, evict_time) = update_cache(
+            &mut self.store,
+            self.policy.as_ref(),
+            self.observer.as_deref_mut(),
+            &out,
+            &self.pos,
+            &self.new_mask,
+        )?;
+        let dims = out.dims;
+        drop(outputs);
+        // Each row advances by its real (unpadded) new tokens.
+        for (next, row) in self.next_pos.iter_mut().zip(self.new_mask.chunks(seq)) {
+            *next += row.iter().sum::<i64>();
+        }
+        if let Some(obs) = self.observer.as_deref_mut() {
+            obs.step_done(&self.next_pos)?;
+        }
+        let other = prep + t_after.elapsed().saturating_sub(score_time + evict_time);
+        Ok(StepOutput {
+            batch: dims.batch,
+            seq,
+            vocab: dims.vocab,
+            past: dims.past,
+            timing: StepTiming {
+                model: model_time,
+                score_update: score_time,
+                eviction: evict_time,
+                other,
+            },
+        })
+    }
+
+    /// Positions within the model's range, ids within its vocabulary.
+    fn check_inputs(&self) -> Result<()> {
+        let vocab = self.model.manifest.vocab_size;
+        let max_pos = self.model.manifest.max_position_embeddings as i64;
+        let real = self.pos.iter().zip(&self.new_mask).filter(|(_, &m)| m != 0);
+        if let Some(p) = real.map(|(p, _)| *p).max() {
+            if p >= max_pos {
+                return Err(Error::Input(format!(
+                    "position {p} is beyond the model's {max_pos} positions; use fewer tokens"
+                )));
+            }
+        }
+        if let Some(id) = self.ids.iter().find(|&&id| id < 0 || id as usize >= vocab) {
+            return Err(Error::Input(format!(
+                "token id {id} is outside the model's vocabulary of {vocab}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Per layer: the observer sees the attention, the store updates (scores, plan, apply), the observer
+/// sees the plan. Returns the time spent in the score update and in the policy.
+fn update_cache(
+    store: &mut KvStore,
+    policy: &dyn Policy,
+    mut observer: Option<&mut dyn StepObserver>,
+    out: &StepView<'_>,
+    positions: &[i64],
+    mask: &[i64],
+) -> Result<(Duration, Duration)> {
+    let (mut score_time, mut evict_time) = (Duration::ZERO, Duration::ZERO);
+    let (past, seq) = (out.dims.past, out.dims.seq);
+    for (l, layer) in out.layers.iter().enumerate() {
+        if let Some(obs) = observer.as_deref_mut() {
+            obs.attention(l, layer.attention, past, store)?;
+        }
+        let new = NewTokens {
+            k: layer.key,
+            v: layer.value,
+            attention: layer.attention,
+            past,
+            positions,
+            mask,
+            seq,
+        };
+        store.update(l, &new, policy)?;
+        let plan = store.plan();
+        score_time += plan.score_time();
+        evict_time += plan.policy_time();
+        if let Some(obs) = observer.as_deref_mut() {
+            obs.planned(l, plan, store)?;
+        }
+    }
+    Ok((score_time, evict_time))
+}
+
+/// NLL of `target` under `logits` (log-softmax in f64).
+pub fn nll(logits: &[f32], target: u32) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let sum: f64 = logits.iter().map(|&x| ((x as f64) - max).exp()).sum();
+    let lse = max + sum.ln();
+    lse - logits[target as usize] as f64
+}

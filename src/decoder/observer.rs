@@ -1,0 +1,118 @@
+//! Step observers: what wants to look inside a decoder step (attention rows for heatmaps and tests, the
+//! eviction trace) hangs off one optional observer instead of decoder flags.
+
+use std::any::Any;
+
+use crate::cache::{KvStore, LayerPlan};
+use crate::error::Result;
+
+/// Sees each layer of a step between the graph run and the end of the step. Every method defaults to
+/// doing nothing.
+pub trait StepObserver: Any {
+    /// After the run, before layer `layer`'s cache update: its attention sums `[batch, heads, past +
+    /// seq]` and the store as the graph saw that layer (column `s < past` is slot `s` of
+    /// `store.positions(layer, b, h)`).
+    fn attention(
+        &mut self,
+        _layer: usize,
+        _attention: &[f32],
+        _past: usize,
+        _store: &KvStore,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// After layer `layer`'s cache update, with the plan that was applied and the store after it.
+    fn planned(&mut self, _layer: usize, _plan: &LayerPlan, _store: &KvStore) -> Result<()> {
+        Ok(())
+    }
+
+    /// At the end of the step, with each row's next position.
+    fn step_done(&mut self, _next_positions: &[i64]) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// One step of an eviction trace (format h2o-evict-trace/1, batch row 0): positions evicted per layer
+/// and head.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TraceStep {
+    pub pos: i64,
+    pub evicted: Vec<Vec<Vec<i64>>>,
+}
+
+/// Records the positions each step evicts in batch row 0, from the plans (steps that evict nothing are
+/// left out).
+#[derive(Debug, Default, Clone)]
+pub struct EvictionTrace {
+    steps: Vec<TraceStep>,
+    /// This step's `[layer][head]` evicted positions.
+    current: Vec<Vec<Vec<i64>>>,
+}
+
+impl EvictionTrace {
+    pub fn steps(&self) -> &[TraceStep] {
+        &self.steps
+    }
+}
+
+impl StepObserver for EvictionTrace {
+    fn planned(&mut self, layer: usize, plan: &LayerPlan, _store: &KvStore) -> Result<()> {
+        if self.current.len() <= layer {
+            self.current.resize(layer + 1, Vec::new());
+        }
+        let heads = &mut self.current[layer];
+        heads.resize(plan.heads(), Vec::new());
+        for (h, ev) in heads.iter_mut().enumerate() {
+            ev.clear();
+            ev.extend_from_slice(plan.evicted(0, h));
+        }
+        Ok(())
+    }
+
+    fn step_done(&mut self, next_positions: &[i64]) -> Result<()> {
+        if self.current.iter().any(|l| l.iter().any(|v| !v.is_empty())) {
+            self.steps.push(TraceStep {
+                pos: next_positions[0] - 1,
+                evicted: self.current.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Keeps the last step's attention sums per layer, with the positions their slot columns held.
+#[derive(Debug, Default, Clone)]
+pub struct AttentionCapture {
+    /// The graph's past length in the last step.
+    pub past: usize,
+    /// Per layer, `[batch, heads, past + seq]`.
+    pub attention: Vec<Vec<f32>>,
+    /// Per layer, `[batch, heads, past]`: the position slot `s` held when the graph ran (-1 = empty).
+    pub positions: Vec<Vec<i64>>,
+}
+
+impl StepObserver for AttentionCapture {
+    fn attention(
+        &mut self,
+        layer: usize,
+        attention: &[f32],
+        past: usize,
+        store: &KvStore,
+    ) -> Result<()> {
+        if layer == 0 {
+            self.attention.clear();
+            self.positions.clear();
+        }
+        self.past = past;
+        self.attention.push(attention.to_vec());
+        let mut pos = Vec::with_capacity(store.batch() * store.heads() * past);
+        for b in 0..store.batch() {
+            for h in 0..store.heads() {
+                pos.extend_from_slice(&store.positions(layer, b, h)[..past]);
+            }
+        }
+        self.positions.push(pos);
+        Ok(())
+    }
+}

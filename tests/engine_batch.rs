@@ -1,0 +1,84 @@
+//! Batch > 1 with evicting policies and rows of different lengths: each row of a batch gives the NLLs
+//! and keeps the positions that decoding that row alone gives (padding is never cached, rows plan
+//! independently), on the tiny fixture's text.
+
+mod common;
+
+use common::*;
+use h2o_engine::decoder::{nll, Decoder};
+use h2o_engine::policy::PolicySpec;
+
+/// Row 0 prefills 14 tokens (over the budget: it evicts during the prefill), row 1 prefills 5 (padded
+/// to 14); then 16 steps, one new text token per row.
+const ROWS: [(usize, usize); 2] = [(0, 14), (30, 5)];
+const STEPS: usize = 16;
+/// fp32 logits of one row in a batch of 2 vs alone differ only by the kernels' blocking: within the
+/// golden tolerance (1e-4) a log-softmax entry moves by at most 2e-4.
+const NLL_TOL: f64 = 2e-4;
+
+/// Feed `rows` (start, prefill length) of the text through one decoder: per row, the NLL of each next
+/// token after the prefill and after every step, and each step's decisions.
+fn run(
+    spec: &PolicySpec,
+    recent: usize,
+    rows: &[(usize, usize)],
+) -> (Vec<Vec<f64>>, Vec<StepDecisions>) {
+    let toks = tiny_text_tokens();
+    let mut model = load_fixture(runtime());
+    let mut dec = Decoder::new(&mut model, spec.build(), rows.len()).unwrap();
+    dec.set_observer(Box::new(Decisions::new(recent)));
+    let prompts: Vec<Vec<u32>> = rows.iter().map(|&(s, n)| toks[s..s + n].to_vec()).collect();
+    dec.prefill(&prompts).unwrap();
+    let mut nlls: Vec<Vec<f64>> = rows
+        .iter()
+        .enumerate()
+        .map(|(b, &(s, n))| vec![nll(dec.logits_at(b, n - 1), toks[s + n])])
+        .collect();
+    for k in 0..STEPS {
+        let feed: Vec<u32> = rows.iter().map(|&(s, n)| toks[s + n + k]).collect();
+        dec.step(&feed).unwrap();
+        for (b, &(s, n)) in rows.iter().enumerate() {
+            nlls[b].push(nll(dec.logits_at(b, 0), toks[s + n + k + 1]));
+        }
+    }
+    (nlls, dec.take_observer::<Decisions>().unwrap().steps)
+}
+
+fn check(spec: &str, recent: usize) {
+    let spec: PolicySpec = spec.parse().unwrap();
+    let (nlls, decisions) = run(&spec, recent, &ROWS);
+    for (b, &row) in ROWS.iter().enumerate() {
+        let (alone_nlls, alone) = run(&spec, recent, &[row]);
+        for (i, (x, y)) in nlls[b].iter().zip(&alone_nlls[0]).enumerate() {
+            assert!(
+                (x - y).abs() <= NLL_TOL,
+                "{spec} row {b} NLL {i}: batch {x}, alone {y}"
+            );
+        }
+        let in_batch: Vec<StepDecisions> = decisions.iter().map(|d| d.row(b)).collect();
+        let compared = compare_decisions(&format!("{spec} row {b}"), &alone, &in_batch);
+        assert_eq!(
+            compared,
+            STEPS + 1,
+            "{spec} row {b}: kept sets compared at every step"
+        );
+        let held = in_batch.last().unwrap().kept[0][0][0].len();
+        assert_eq!(held, spec.budget().unwrap(), "{spec} row {b} ends full");
+    }
+    // The rows really evicted: row 0 in the prefill already, row 1 from its 4th step on.
+    let evicted_in_prefill = decisions[0].kept[0][0][0].len() < ROWS[0].1;
+    assert!(
+        evicted_in_prefill,
+        "{spec}: row 0 evicts during the prefill"
+    );
+}
+
+#[test]
+fn batch_rows_equal_decoding_each_row_alone_h2o() {
+    check("h2o:6+2", 2);
+}
+
+#[test]
+fn batch_rows_equal_decoding_each_row_alone_local() {
+    check("local:6", 6);
+}
