@@ -539,30 +539,9 @@ mod tests {
     /// Issue 19 item 6: every flag that shapes a measurement reaches the child, through the job.
     #[test]
     fn every_measurement_flag_reaches_the_child_in_its_job() {
-        let cli = super::super::Cli::try_parse_from([
-            "h2o",
-            "bench",
-            "--model",
-            "models/m",
-            "--data",
-            "text.txt",
-            "--text",
-            "seed",
-            "--threads",
-            "1",
-            "--opt-level",
-            "basic",
-            "--no-spin",
-            "--ppl-tokens",
-            "64",
-            "--prompt",
-            "32",
-            "--gen",
-            "8",
-            "--warmup",
-            "0",
-        ])
-        .unwrap();
+        let args = "h2o bench --model models/m --data text.txt --text seed --threads 1 \
+                    --opt-level basic --no-spin --ppl-tokens 64 --prompt 32 --gen 8 --warmup 0";
+        let cli = super::super::Cli::try_parse_from(args.split_whitespace()).unwrap();
         let super::super::Command::Bench(a) = cli.command else {
             panic!("not bench")
         };

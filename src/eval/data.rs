@@ -91,41 +91,39 @@ pub fn load_tokens(
     mode: TextMode,
 ) -> Result<Vec<u32>> {
     let text = read_text(path)?;
-    if mode == TextMode::Seed {
-        let mut ids = tokenize(tok, &seed_text(&text))?;
-        if ids.len() < n {
-            return Err(Error::Data {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "the seed's text (the dataset's rows joined up to {SEED_TEXT_CHARS} characters) gives only {} tokens, {n} asked for; lower the token count",
-                    ids.len()
-                ),
-            });
-        }
-        ids.truncate(n);
-        return Ok(ids);
-    }
-    // Tokenizing all of wiki.test.raw takes a while; a prefix long enough for n tokens is enough
-    // (BPE tokens are at least one byte: 16 bytes per token is far more than needed; cut on a line end).
-    let cut = text.len().min(n.saturating_mul(16).max(4096));
-    let prefix = match text[..floor_char_boundary(&text, cut)].rfind('\n') {
-        Some(i) if cut < text.len() => &text[..=i],
-        _ => &text[..floor_char_boundary(&text, cut)],
+    let (mut ids, what) = match mode {
+        TextMode::File => (file_tokens(tok, &text, n)?, "the file gives".to_string()),
+        TextMode::Seed => (
+            tokenize(tok, &seed_text(&text))?,
+            format!("the seed's text (the dataset's rows joined up to {SEED_TEXT_CHARS} characters) gives"),
+        ),
     };
-    let mut ids = tokenize(tok, prefix)?;
-    if ids.len() < n && prefix.len() < text.len() {
-        ids = tokenize(tok, &text)?;
-    }
     if ids.len() < n {
         return Err(Error::Data {
             path: path.to_path_buf(),
             reason: format!(
-                "only {} tokens, {n} asked for; lower the token count or use a longer file",
+                "{what} only {} tokens, {n} asked for; lower the token count or use a longer file",
                 ids.len()
             ),
         });
     }
     ids.truncate(n);
+    Ok(ids)
+}
+
+/// Tokens of the file as it is: at least the first `n`, or all there are.
+fn file_tokens(tok: &tokenizers::Tokenizer, text: &str, n: usize) -> Result<Vec<u32>> {
+    // Tokenizing all of wiki.test.raw takes a while; a prefix long enough for n tokens is enough
+    // (BPE tokens are at least one byte: 16 bytes per token is far more than needed; cut on a line end).
+    let cut = text.len().min(n.saturating_mul(16).max(4096));
+    let prefix = match text[..floor_char_boundary(text, cut)].rfind('\n') {
+        Some(i) if cut < text.len() => &text[..=i],
+        _ => &text[..floor_char_boundary(text, cut)],
+    };
+    let ids = tokenize(tok, prefix)?;
+    if ids.len() < n && prefix.len() < text.len() {
+        return tokenize(tok, text);
+    }
     Ok(ids)
 }
 

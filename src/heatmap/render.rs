@@ -127,14 +127,22 @@ fn check_writable(path: &Path) -> Result<()> {
     Ok(check_output(path)?)
 }
 
-/// An RGB buffer for a picture of `(width, height)` pixels (`[height, width, 3]`).
-fn rgb_buffer((width, height): (u32, u32)) -> Vec<u8> {
-    vec![0u8; width as usize * height as usize * 3]
-}
-
-/// Encodes the drawn buffer as PNG and writes it by the output rules ([`crate::output`]).
-fn save_png(rgb: &[u8], (width, height): (u32, u32), path: &Path) -> Result<()> {
-    let png = encode_png(rgb, width, height).map_err(|message| HeatmapError::Draw {
+/// Draws a white picture of `(width, height)` pixels with `draw` into an RGB buffer
+/// (`[height, width, 3]`), then writes it as PNG by the output rules ([`crate::output`]).
+fn draw_png(
+    (width, height): (u32, u32),
+    path: &Path,
+    draw: impl FnOnce(&Area<'_>) -> Result<()>,
+) -> Result<()> {
+    let err = draw_err(path);
+    let mut rgb = vec![0u8; width as usize * height as usize * 3];
+    {
+        let area = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
+        area.fill(&WHITE).map_err(&err)?;
+        draw(&area)?;
+        area.present().map_err(&err)?;
+    }
+    let png = encode_png(&rgb, width, height).map_err(|message| HeatmapError::Draw {
         path: path.to_path_buf(),
         message,
     })?;
@@ -344,22 +352,54 @@ pub fn render_attention_heatmap(
         f64::from(matrix.max_value().unwrap_or(floor)),
     );
     let err = draw_err(path);
+    draw_png((side, side), path, |area| {
+        draw_titles(
+            area,
+            path,
+            side,
+            title,
+            &format!(
+                "{n} tokens; log colour scale, floor {} (smaller values clamped); upper triangle = future keys",
+                fmt_value(f64::from(floor))
+            ),
+        )?;
+        let (l, t, p) = (left as i32, top as i32, plot as i32);
+        draw_matrix(area, path, matrix, &norm, (l, t, plot))?;
+        area.draw(&Rectangle::new([(l, t), (l + p, t + p)], BLACK))
+            .map_err(&err)?;
+        draw_y_labels(area, path, &labels, MAX_LABELS, (l, t, plot))?;
+        draw_x_labels(area, path, &labels, (l, t + p, plot))?;
+        area.draw(&Text::new(
+            "key (token attended to)".to_string(),
+            (l + p / 2, side as i32 - 12),
+            anchored(font(16.0), HPos::Center, VPos::Bottom),
+        ))
+        .map_err(&err)?;
+        area.draw(&Text::new(
+            "query (token attending)".to_string(),
+            (14, t + p / 2),
+            anchored(font(16.0), HPos::Center, VPos::Center).transform(FontTransform::Rotate270),
+        ))
+        .map_err(&err)?;
+        draw_colour_bar(
+            area,
+            path,
+            &norm,
+            (l + p + 30, t, 24, p),
+            "attention\n(log scale)",
+        )
+    })
+}
 
-    let mut rgb = rgb_buffer((side, side));
-    let area = BitMapBackend::with_buffer(&mut rgb, (side, side)).into_drawing_area();
-    area.fill(&WHITE).map_err(&err)?;
-    draw_titles(
-        &area,
-        path,
-        side,
-        title,
-        &format!(
-            "{n} tokens; log colour scale, floor {} (smaller values clamped); upper triangle = future keys",
-            fmt_value(f64::from(floor))
-        ),
-    )?;
-
-    let (l, t) = (left as i32, top as i32);
+/// The matrix's cells, `plot` x `plot` pixels from `(l, t)`, query rows down, key columns across.
+fn draw_matrix(
+    area: &Area<'_>,
+    path: &Path,
+    matrix: &AttentionMatrix,
+    norm: &LogNorm,
+    (l, t, plot): (i32, i32, u32),
+) -> Result<()> {
+    let n = matrix.len();
     for py in 0..plot {
         let q = (py as usize * n) / plot as usize;
         let row = matrix.row(q).unwrap_or(&[]);
@@ -367,39 +407,11 @@ pub fn render_attention_heatmap(
             let k = (px as usize * n) / plot as usize;
             if let Some(&v) = row.get(k) {
                 area.draw_pixel((l + px as i32, t + py as i32), &norm.colour(f64::from(v)))
-                    .map_err(&err)?;
+                    .map_err(draw_err(path))?;
             }
         }
     }
-    let p = plot as i32;
-    area.draw(&Rectangle::new([(l, t), (l + p, t + p)], BLACK))
-        .map_err(&err)?;
-
-    draw_y_labels(&area, path, &labels, MAX_LABELS, (l, t, plot))?;
-    draw_x_labels(&area, path, &labels, (l, t + p, plot))?;
-    area.draw(&Text::new(
-        "key (token attended to)".to_string(),
-        (l + p / 2, side as i32 - 12),
-        anchored(font(16.0), HPos::Center, VPos::Bottom),
-    ))
-    .map_err(&err)?;
-    area.draw(&Text::new(
-        "query (token attending)".to_string(),
-        (14, t + p / 2),
-        anchored(font(16.0), HPos::Center, VPos::Center).transform(FontTransform::Rotate270),
-    ))
-    .map_err(&err)?;
-
-    draw_colour_bar(
-        &area,
-        path,
-        &norm,
-        (l + p + 30, t, 24, p),
-        "attention\n(log scale)",
-    )?;
-    area.present().map_err(&err)?;
-    drop(area);
-    save_png(&rgb, (side, side), path)
+    Ok(())
 }
 
 /// Checks the heads x tokens score table; returns (heads, tokens).
@@ -456,6 +468,53 @@ pub fn render_kept_tokens(
     register_shipped_font()?;
     check_writable(path)?;
 
+    let norm = score_norm(scores);
+    let panels = kept.len().max(1);
+    let (width, height) = kept_image_size(heads, n, panels);
+    let (left, right) = (110u32, 170u32);
+    let pw = width - left - right;
+    let ph = panel_height(heads);
+    let err = draw_err(path);
+    draw_png((width, height), path, |area| {
+        draw_titles(area, path, width, title, &kept_subtitle(kept, heads, n))?;
+        let (l, pwi) = (left as i32, pw as i32);
+        let mut y = KEPT_TOP as i32;
+        let mut last_bottom = y;
+        for p in 0..panels {
+            let panel = match kept.get(p) {
+                Some((s, m)) => (s.as_str(), Some(m)),
+                None => ("no policy", None),
+            };
+            last_bottom = draw_kept_panel(area, path, scores, panel, &norm, (l, y, pw, ph))?;
+            y = last_bottom + PANEL_GAP as i32;
+        }
+        draw_x_labels(area, path, &labels, (l, last_bottom, pw))?;
+        area.draw(&Text::new(
+            "token".to_string(),
+            (l + pwi / 2, height as i32 - 10),
+            anchored(font(16.0), HPos::Center, VPos::Bottom),
+        ))
+        .map_err(&err)?;
+        area.draw(&Text::new(
+            "head".to_string(),
+            (14, (KEPT_TOP as i32 + last_bottom) / 2),
+            anchored(font(16.0), HPos::Center, VPos::Center).transform(FontTransform::Rotate270),
+        ))
+        .map_err(&err)?;
+        let bar_top = KEPT_TOP as i32 + PANEL_TITLE as i32;
+        draw_colour_bar(
+            area,
+            path,
+            &norm,
+            (l + pwi + 30, bar_top, 24, last_bottom - bar_top),
+            "accumulated\nattention (log)",
+        )
+    })
+}
+
+/// Logarithmic colour from `max * 1e-4` (or the smallest positive score, if larger) to the
+/// largest score.
+fn score_norm(scores: &[Vec<f32>]) -> LogNorm {
     let max = scores.iter().flatten().copied().fold(0f32, f32::max);
     let min_pos = scores
         .iter()
@@ -468,96 +527,68 @@ pub fn render_kept_tokens(
     } else {
         1e-6
     };
-    let norm = LogNorm::new(floor, f64::from(max));
+    LogNorm::new(floor, f64::from(max))
+}
 
-    let panels = kept.len().max(1);
-    let (width, height) = kept_image_size(heads, n, panels);
-    let (left, right) = (110u32, 170u32);
-    let pw = width - left - right;
-    let ph = panel_height(heads);
-    let err = draw_err(path);
-
-    let mut rgb = rgb_buffer((width, height));
-    let area = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
-    area.fill(&WHITE).map_err(&err)?;
+/// The kept-tokens picture's subtitle: what it shows and the policies.
+fn kept_subtitle(kept: &[(String, Vec<Vec<bool>>)], heads: usize, n: usize) -> String {
     let names: Vec<&str> = kept.iter().map(|(s, _)| s.as_str()).collect();
-    let sub = if names.is_empty() {
+    if names.is_empty() {
         format!("accumulated attention per head and token ({heads} heads x {n} tokens), log colour")
     } else {
         format!(
             "accumulated attention (log colour); full colour = kept at the end, faded = evicted; policies: {}",
             names.join(", ")
         )
-    };
-    draw_titles(&area, path, width, title, &sub)?;
-
-    let head_labels: Vec<String> = (0..heads).map(|h| format!("h{h}")).collect();
-    let (l, pwi, phi) = (left as i32, pw as i32, ph as i32);
-    let mut y = KEPT_TOP as i32;
-    let mut last_bottom = y;
-    for p in 0..panels {
-        let (spec, mask) = match kept.get(p) {
-            Some((s, m)) => (s.as_str(), Some(m)),
-            None => ("no policy", None),
-        };
-        let panel_title = match mask {
-            Some(m) => {
-                let total: usize = m.iter().map(|r| r.iter().filter(|&&b| b).count()).sum();
-                format!(
-                    "{spec}: keeps {:.1} of {n} tokens per head (mean)",
-                    total as f64 / heads as f64
-                )
-            }
-            None => spec.to_string(),
-        };
-        area.draw(&Text::new(
-            panel_title,
-            (l, y + PANEL_TITLE as i32 - 8),
-            anchored(font(16.0), HPos::Left, VPos::Bottom),
-        ))
-        .map_err(&err)?;
-        let top = y + PANEL_TITLE as i32;
-        for py in 0..ph {
-            let h = (py as usize * heads) / ph as usize;
-            for px in 0..pw {
-                let t = (px as usize * n) / pw as usize;
-                let c = norm.colour(f64::from(scores[h][t]));
-                let keep = mask.is_none_or(|m| m[h][t]);
-                let c = if keep { c } else { blend_white(c, 0.78) };
-                area.draw_pixel((l + px as i32, top + py as i32), &c)
-                    .map_err(&err)?;
-            }
-        }
-        area.draw(&Rectangle::new([(l, top), (l + pwi, top + phi)], BLACK))
-            .map_err(&err)?;
-        draw_y_labels(&area, path, &head_labels, 16, (l, top, ph))?;
-        last_bottom = top + phi;
-        y = last_bottom + PANEL_GAP as i32;
     }
-    draw_x_labels(&area, path, &labels, (l, last_bottom, pw))?;
+}
+
+/// One policy's panel of the kept-tokens picture, its title at `y`: heads x tokens, kept tokens
+/// at full colour, evicted ones faded. Returns the panel's bottom edge.
+fn draw_kept_panel(
+    area: &Area<'_>,
+    path: &Path,
+    scores: &[Vec<f32>],
+    (spec, mask): (&str, Option<&Vec<Vec<bool>>>),
+    norm: &LogNorm,
+    (l, y, pw, ph): (i32, i32, u32, u32),
+) -> Result<i32> {
+    let err = draw_err(path);
+    let (heads, n) = (scores.len(), scores[0].len());
+    let panel_title = match mask {
+        Some(m) => {
+            let total: usize = m.iter().map(|r| r.iter().filter(|&&b| b).count()).sum();
+            format!(
+                "{spec}: keeps {:.1} of {n} tokens per head (mean)",
+                total as f64 / heads as f64
+            )
+        }
+        None => spec.to_string(),
+    };
     area.draw(&Text::new(
-        "token".to_string(),
-        (l + pwi / 2, height as i32 - 10),
-        anchored(font(16.0), HPos::Center, VPos::Bottom),
+        panel_title,
+        (l, y + PANEL_TITLE as i32 - 8),
+        anchored(font(16.0), HPos::Left, VPos::Bottom),
     ))
     .map_err(&err)?;
-    area.draw(&Text::new(
-        "head".to_string(),
-        (14, (KEPT_TOP as i32 + last_bottom) / 2),
-        anchored(font(16.0), HPos::Center, VPos::Center).transform(FontTransform::Rotate270),
-    ))
-    .map_err(&err)?;
-    let bar_top = KEPT_TOP as i32 + PANEL_TITLE as i32;
-    draw_colour_bar(
-        &area,
-        path,
-        &norm,
-        (l + pwi + 30, bar_top, 24, last_bottom - bar_top),
-        "accumulated\nattention (log)",
-    )?;
-    area.present().map_err(&err)?;
-    drop(area);
-    save_png(&rgb, (width, height), path)
+    let top = y + PANEL_TITLE as i32;
+    for py in 0..ph {
+        let h = (py as usize * heads) / ph as usize;
+        for px in 0..pw {
+            let t = (px as usize * n) / pw as usize;
+            let c = norm.colour(f64::from(scores[h][t]));
+            let keep = mask.is_none_or(|m| m[h][t]);
+            let c = if keep { c } else { blend_white(c, 0.78) };
+            area.draw_pixel((l + px as i32, top + py as i32), &c)
+                .map_err(&err)?;
+        }
+    }
+    let (pwi, phi) = (pw as i32, ph as i32);
+    area.draw(&Rectangle::new([(l, top), (l + pwi, top + phi)], BLACK))
+        .map_err(&err)?;
+    let head_labels: Vec<String> = (0..heads).map(|h| format!("h{h}")).collect();
+    draw_y_labels(area, path, &head_labels, 16, (l, top, ph))?;
+    Ok(top + phi)
 }
 
 #[cfg(test)]
