@@ -186,7 +186,7 @@ fn compare_lines_up_the_seed_csv_with_ours() {
                 "H2O (64+192) [h2o-layer:192+64]",
                 "[h2o:192+64]",
                 "256",
-                "ours attends 1 more token"
+                "h2o vs h2o-layer, ours +1 token"
             ]
         )
         .is_some(),

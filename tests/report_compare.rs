@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use h2o_engine::policy::{PolicySpec, Scope};
 use h2o_engine::report::{
-    compare, load_results_csv, MatchKind, PolicyMatch, ReportError, ResultFormat, TokenMatch,
-    TpotDefinition, SEED_COUNTING_NOTE,
+    compare, fit_width, load_results_csv, MatchKind, PolicyMatch, ReportError, ResultFormat,
+    TokenMatch, TpotDefinition, SEED_COUNTING_NOTE,
 };
 
 /// Copy of ../shared/seed/pytorch-results.csv (used when the shared folder is absent); the
@@ -132,7 +132,7 @@ fn seed_vs_ours_lines_up_and_lists_unmatched() {
     assert_eq!(ua, ["Local (256)"]);
     assert_eq!(ub, ["local:128", "h2o:224+32"]);
 
-    let text = c.render(&c.table(true));
+    let text = c.render(&c.table(true), None);
     for s in [
         "Unmatched in A",
         "Local (256)",
@@ -361,9 +361,20 @@ Local (256),256,0.078125,30,33.3,30.0,local:256
     // the seed's Baseline and our local:256 are left over
     assert_eq!(c.unmatched_a.len(), 1);
     assert_eq!(c.unmatched_b[0].spec.to_string(), "local:256");
-    let text = c.render(&c.table(false));
+    let text = c.render(&c.table(false), None);
     assert!(text.contains(SEED_COUNTING_NOTE), "{text}");
     assert!(text.contains("256 / 255"), "{text}");
+    // issue 19 item 13: fitted to an 80-column terminal, every line of the output fits
+    let mut t = c.table(false);
+    fit_width(&mut t, Some(80));
+    let text = c.render(&t, Some(80));
+    for line in text.lines() {
+        assert!(line.chars().count() <= 80, "{line:?}\n{text}");
+    }
+    assert!(
+        text.contains("Unmatched in A:\n  line 2: Baseline [full]"),
+        "{text}"
+    );
 
     // with only local:256 on our side: matched, and labelled as attending one token more
     let only = write(
@@ -380,10 +391,10 @@ Local (256),256,0.078125,30,33.3,30.0,local:256
         MatchKind::of(PolicyMatch::Same, TokenMatch::OursOneMore)
     );
     let label = c.pairs[0].kind.to_string();
-    assert_eq!(label, "same numbers; ours attends 1 more token");
+    assert_eq!(label, "seed's numbers, ours +1 token");
     let table = c.table(false).to_string();
     assert!(
-        table.contains("ours attends 1 more") && !table.contains("exact"),
+        table.contains("ours +1 token") && !table.contains("exact"),
         "{table}"
     );
 }
@@ -516,6 +527,6 @@ Local (256),256,,,,,local:256,\"failed: its process ended without a result (sign
     assert_eq!(c.pairs.len(), 1);
     assert_eq!(c.failed_b.len(), 1);
     assert!(c.unmatched_b.is_empty());
-    let text = c.render(&c.table(false));
+    let text = c.render(&c.table(false), None);
     assert!(text.contains("Failed in B (no figures):\n  line 3: Local (256) [local:256]: failed: its process ended"), "{text}");
 }

@@ -20,8 +20,9 @@ pub struct CompareArgs {
 
 pub fn run(a: CompareArgs) -> Result<()> {
     let c = compare(&a.a, &a.b)?;
+    let width = terminal_width();
     let mut t = c.table(a.wide);
-    fit_width(&mut t, terminal_width());
-    print!("{}", c.render(&t));
+    fit_width(&mut t, width);
+    print!("{}", c.render(&t, width));
     Ok(())
 }

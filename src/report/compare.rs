@@ -110,12 +110,12 @@ impl std::fmt::Display for MatchKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self.policy {
             PolicyMatch::Same if self.tokens == TokenMatch::Same => "exact",
-            PolicyMatch::Same => "same numbers",
-            PolicyMatch::H2oVariant => "h2o vs h2o-layer, same split",
-            PolicyMatch::OtherSplit => "same budget, other split",
+            PolicyMatch::Same => "seed's numbers",
+            PolicyMatch::H2oVariant => "h2o vs h2o-layer",
+            PolicyMatch::OtherSplit => "other split",
         })?;
         if self.tokens == TokenMatch::OursOneMore {
-            f.write_str("; ours attends 1 more token")?;
+            f.write_str(", ours +1 token")?;
         }
         Ok(())
     }
@@ -612,8 +612,18 @@ impl Comparison {
     }
 
     /// The whole comparison as text: the files, the TPOT definition and budget counting, the
-    /// table, then unmatched and failed rows.
-    pub fn render(&self, table: &Table) -> String {
+    /// table, then unmatched and failed rows; the text around the table is wrapped at word
+    /// boundaries to `width` columns when given.
+    pub fn render(&self, table: &Table, width: Option<u16>) -> String {
+        let fit = |text: String| match width {
+            Some(w) => wrap_words(&text, usize::from(w)),
+            None => text,
+        };
+        format!("{}{table}\n{}", fit(self.head()), fit(self.rest()))
+    }
+
+    /// The lines above the table: the files, the TPOT definition, the budget counting note.
+    fn head(&self) -> String {
         let fmt_name = |f: ResultFormat| match f {
             ResultFormat::Seed => "seed format",
             ResultFormat::Ours => "h2o bench format",
@@ -638,13 +648,15 @@ impl Comparison {
         if self.a_format != self.b_format {
             let _ = writeln!(s, "{SEED_COUNTING_NOTE}");
         }
-        let _ = writeln!(s, "{table}");
-        for (title, rows) in [
-            ("Unmatched in A", &self.unmatched_a),
-            ("Unmatched in B", &self.unmatched_b),
-        ] {
+        s
+    }
+
+    /// The lines below the table: unmatched rows, then failed experiments.
+    fn rest(&self) -> String {
+        let mut s = String::new();
+        for (side, rows) in [("A", &self.unmatched_a), ("B", &self.unmatched_b)] {
             if !rows.is_empty() {
-                let _ = writeln!(s, "{title}:");
+                let _ = writeln!(s, "Unmatched in {side}:");
             }
             for r in rows {
                 let _ = writeln!(
@@ -660,12 +672,9 @@ impl Comparison {
                 );
             }
         }
-        for (title, rows) in [
-            ("Failed in A", &self.failed_a),
-            ("Failed in B", &self.failed_b),
-        ] {
+        for (side, rows) in [("A", &self.failed_a), ("B", &self.failed_b)] {
             if !rows.is_empty() {
-                let _ = writeln!(s, "{title} (no figures):");
+                let _ = writeln!(s, "Failed in {side} (no figures):");
             }
             for r in rows {
                 let reason = r.failed.as_deref().unwrap_or("");
@@ -680,5 +689,47 @@ impl Comparison {
     }
 }
 
+/// `text` with every line longer than `width` broken at spaces (a word longer than `width` stays
+/// whole); the continuation of an indented line (a list item) is indented two more spaces.
+fn wrap_words(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let words = line.trim_start_matches(' ');
+        let lead = line.len() - words.len();
+        let cont = if lead > 0 { lead + 2 } else { 0 };
+        out.push_str(&line[..lead]);
+        let (mut len, mut first) = (lead, true);
+        for word in words.split(' ') {
+            let n = word.chars().count();
+            if !first && len + 1 + n > width {
+                out.push('\n');
+                out.push_str(&" ".repeat(cont));
+                len = cont;
+            } else if !first {
+                out.push(' ');
+                len += 1;
+            }
+            out.push_str(word);
+            len += n;
+            first = false;
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// What `compare` says about budgets when it lines the seed's file up with ours.
-pub const SEED_COUNTING_NOTE: &str = "Budgets: the seed's budget counts the new token (a step attends B tokens); ours keeps B and attends B + 1. `exact` pairs attend the same tokens a step: the seed's Local (256) is our local:255 (`h2o bench --counting seed` runs the seed's groups that way); `ours attends 1 more` marks our spec with the seed's numbers.";
+pub const SEED_COUNTING_NOTE: &str = "Budgets: the seed's budget counts the new token (a step attends B tokens); ours keeps B and attends B + 1. `exact` pairs attend the same tokens a step: the seed's Local (256) is our local:255 (`h2o bench --counting seed` runs the seed's groups that way). `ours +1 token`: our spec has the seed's numbers and attends one token more a step. `h2o vs h2o-layer`: per-head against the seed's per-layer H2O, same split; `other split`: same method and budget, another heavy/recent split.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_wrap_at_spaces_and_list_items_stay_indented() {
+        assert_eq!(wrap_words("aa bb cc dd\n", 5), "aa bb\ncc dd\n");
+        assert_eq!(wrap_words("  line 3: a b\n", 9), "  line 3:\n    a b\n");
+        assert_eq!(wrap_words("abcdefgh ij\n", 4), "abcdefgh\nij\n");
+        assert_eq!(wrap_words("short\n", 80), "short\n");
+    }
+}
