@@ -80,14 +80,23 @@ fn a_character_device_is_written_through_never_replaced() {
     assert!(is_char_device(Path::new("/dev/null")));
 }
 
+/// `--json /dev/stdout`, through a link of its own in a temporary folder (`/dev/stdout` is a link
+/// to `/proc/self/fd/1`): a writer that replaced links would replace this one, never the
+/// machine's `/dev/stdout`.
 #[test]
 fn json_to_dev_stdout_lands_on_stdout_after_the_summary() {
     let tmp = tempfile::tempdir().unwrap();
     let data = write_text(tmp.path(), 100);
-    let stdout = ok(ppl(&data, &[Path::new("--json"), Path::new("/dev/stdout")]));
+    let stdout_link = tmp.path().join("stdout");
+    std::os::unix::fs::symlink("/proc/self/fd/1", &stdout_link).unwrap();
+    let stdout = ok(ppl(&data, &[Path::new("--json"), &stdout_link]));
     let (summary, doc) = stdout.split_once('\n').unwrap();
     assert!(summary.contains("PPL"), "{stdout}");
     assert_eq!(json_ok(doc)["n_tokens"], 16);
+    assert!(std::fs::symlink_metadata(&stdout_link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
 }
 
 #[test]
