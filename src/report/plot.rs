@@ -28,14 +28,14 @@ fn tpot(p: &SweepPoint) -> f64 {
     p.tpot_ms
 }
 
-fn draw_err(path: &Path, e: impl std::fmt::Display) -> ReportError {
+pub(super) fn draw_err(path: &Path, e: impl std::fmt::Display) -> ReportError {
     ReportError::Write {
         path: path.to_path_buf(),
         source: std::io::Error::other(e.to_string()),
     }
 }
 
-fn font(size: f64) -> FontDesc<'static> {
+pub(super) fn font(size: f64) -> FontDesc<'static> {
     FontDesc::new(FontFamily::Name(FONT_FAMILY), size, FontStyle::Normal)
 }
 
