@@ -74,7 +74,11 @@ impl KvLayout {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::cache::{KvStore, NewKv, NewTokens};
+    use crate::policy::{H2oPolicy, LocalPolicy, Policy, Scope};
 
     #[test]
     fn growth_rule_exact() {
@@ -118,5 +122,57 @@ mod tests {
         assert_eq!(l.bytes(1, 640), 47_185_920);
         assert_eq!(l.bytes(3, 640), 3 * 47_185_920);
         assert_eq!(l.bytes(usize::MAX, usize::MAX), u64::MAX);
+    }
+
+    /// Feeds `seq` new tokens to every row of layer 0 (zero K/V and attention).
+    fn feed(store: &mut KvStore, policy: &dyn Policy, next: &mut i64, seq: usize) {
+        let (b, h, d) = (store.batch(), store.heads(), store.head_dim());
+        let kv = vec![0f32; b * h * seq * d];
+        let attention = vec![0f32; b * h * (store.capacity() + seq)];
+        let positions: Vec<i64> = (0..b)
+            .flat_map(|_| (*next..*next + seq as i64).collect::<Vec<_>>())
+            .collect();
+        let mask = vec![1i64; b * seq];
+        let new = NewTokens {
+            k: NewKv::of(&kv),
+            v: NewKv::of(&kv),
+            attention: &attention,
+            past: store.capacity(),
+            positions: &positions,
+            mask: &mask,
+            seq,
+        };
+        store.update(0, &new, policy).unwrap();
+        *next += seq as i64;
+    }
+
+    proptest! {
+        /// The real store, fed a prefill (whole or in chunks) then single tokens, allocates exactly
+        /// the bytes computed from the growth rule after every graph run.
+        #[test]
+        fn the_store_allocates_what_is_computed(
+            batch in 1usize..4, heads in 1usize..3, limit in 1usize..90, chunk in 1usize..70,
+            prompt in 1usize..80, prefill_chunk in prop::option::of(1usize..40), steps in 0usize..60,
+            h2o in any::<bool>(),
+        ) {
+            let layout = KvLayout { layers: 1, heads, head_dim: 2, dtype: KvDtype::Float32 };
+            let mut store = KvStore::new(1, batch, heads, 2, KvDtype::Float32, limit, chunk).unwrap();
+            let policy: Box<dyn Policy> = if h2o {
+                Box::new(H2oPolicy::new(limit / 2, limit - limit / 2, Scope::Head))
+            } else {
+                Box::new(LocalPolicy::new(limit))
+            };
+            let pc = prefill_chunk.unwrap_or(prompt);
+            let mut runs: Vec<usize> = std::iter::repeat_n(pc, prompt / pc).collect();
+            runs.extend((prompt % pc > 0).then_some(prompt % pc));
+            runs.extend(std::iter::repeat_n(1, steps));
+            let mut next = 0;
+            for i in 0..runs.len() {
+                feed(&mut store, policy.as_ref(), &mut next, runs[i]);
+                let slots = slots_after(limit, chunk, runs[..=i].iter().copied());
+                prop_assert_eq!(store.capacity(), slots, "after run {} of {:?}", i, runs);
+                prop_assert_eq!(store.allocated_bytes() as u64, layout.bytes(batch, slots));
+            }
+        }
     }
 }

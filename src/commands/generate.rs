@@ -36,10 +36,10 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 64)]
     pub max_new: usize,
     /// 0: greedy (the default); above 0: sample from softmax(logits / T).
-    #[arg(long, default_value_t = 0.0, value_parser = parse_temperature)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_temperature, allow_negative_numbers = true)]
     pub temperature: f64,
     /// Nucleus sampling: draw among the most likely tokens whose probabilities reach P, in (0, 1].
-    #[arg(long, default_value_t = 1.0, value_parser = parse_top_p)]
+    #[arg(long, default_value_t = 1.0, value_parser = parse_top_p, allow_negative_numbers = true)]
     pub top_p: f64,
     /// Seed of the sampling RNG (ChaCha8): the same seed gives the same text. Named rng-seed because
     /// "seed" in this project is the PyTorch project the tool grew from. Default: from the clock,

@@ -68,7 +68,11 @@ fn draw_lines<DB: DrawingBackend>(
         .map_err(|e| draw_err(path, e))?;
     chart
         .configure_mesh()
-        .x_desc("batch (sequences decoded together)")
+        .x_desc(if points.iter().any(|p| p.at_cap) {
+            "batch (sequences decoded together); triangle: the largest batch under the K/V cap"
+        } else {
+            "batch (sequences decoded together)"
+        })
         .y_desc("decode tokens/s (all rows)")
         .x_label_formatter(&|x| format!("{x:.0}"))
         .label_style(font(14.0))
