@@ -145,3 +145,27 @@ fn pythia_micro_batch_of_three_equals_each_row_alone() {
         );
     }
 }
+
+/// Streaming detokenization: each piece is whole characters, and the pieces make the text.
+#[test]
+fn text_stream_prints_characters_split_over_tokens_whole() {
+    use h2o_engine::eval::generate::TextStream;
+    let model = load_fixture(runtime());
+    let tok = &model.tokenizer;
+    let text = " café — 日本語 naïve 🙂 end";
+    let ids = tok.encode(text, false).unwrap().get_ids().to_vec();
+    assert!(ids.len() > text.chars().count() / 2, "{ids:?}");
+    let context = tok.encode("The river", false).unwrap().get_ids().to_vec();
+    let mut stream = TextStream::new(tok, &context).unwrap();
+    let mut pieces = Vec::new();
+    let mut held_back = 0;
+    for &id in &ids {
+        match stream.push(id).unwrap() {
+            Some(p) => pieces.push(p),
+            None => held_back += 1,
+        }
+    }
+    assert!(held_back > 0, "a multi-byte character spans tokens");
+    assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')), "{pieces:?}");
+    assert_eq!(pieces.concat(), tok.decode(&ids, false).unwrap());
+}
