@@ -226,7 +226,7 @@ impl MemoryError {
             .collect();
         let fix = match self.chunk_hint {
             Some(c) => format!(
-                "set {} to {c} or less (the prefill's logits shrink with it), or lower the batch",
+                "set {} well below {c} (the prefill's logits shrink with it; at {c} what is counted just fits, and ONNX Runtime's activations come on top), or lower the batch",
                 name(Setting::PrefillChunk)
             ),
             None => "lower the batch (or the memory cap)".to_string(),

@@ -3,7 +3,7 @@
 //! computed and measured per policy. Each point runs in a child process (`h2o bench-one`, as bench's
 //! experiments) so its peak RSS is its own, unless `--in-process`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -364,13 +364,7 @@ fn json_runs(points: &[Point], gen: usize) -> Vec<serde_json::Value> {
 }
 
 /// The PNG: throughput against batch for a batch sweep, else TPOT and K/V against context.
-fn plot(
-    path: &PathBuf,
-    points: &[Point],
-    fits: &[CapFit],
-    a: &SpeedArgs,
-    title: &str,
-) -> Result<()> {
+fn plot(path: &Path, points: &[Point], fits: &[CapFit], a: &SpeedArgs, title: &str) -> Result<()> {
     if a.batch.len() > 1 || a.kv_cap.is_some() {
         let lines: Vec<BatchPoint> = points
             .iter()
@@ -442,7 +436,8 @@ fn load(rt: &Runtime, setup: &Setup, a: &SpeedArgs, targets: &[Target]) -> Resul
     let lab = Lab::load(rt, setup, &plans)?;
     for (t, plan) in targets.iter().zip(&plans) {
         if let Some(s) = plan.speed {
-            check_memory(lab.model(), &t.spec, &s.shape(), s.batch, &t.name())?;
+            check_memory(lab.model(), &t.spec, &s.shape(), s.batch, &t.name())
+                .map_err(h2o_engine::Error::from)?;
         }
     }
     Ok(lab)

@@ -96,11 +96,9 @@ pub fn largest_batch(
 ) -> Result<CapFit, CapTooSmall> {
     let slots = shape.slots(spec, max_positions);
     let row_bytes = layout.bytes(1, slots);
-    let batch = if row_bytes == 0 {
-        0
-    } else {
-        usize::try_from(cap / row_bytes).unwrap_or(usize::MAX)
-    };
+    let batch = cap
+        .checked_div(row_bytes)
+        .map_or(0, |b| usize::try_from(b).unwrap_or(usize::MAX));
     if batch == 0 {
         return Err(CapTooSmall {
             cap,
@@ -459,7 +457,10 @@ mod tests {
             e.to_string().contains("full at batch 91 needs at least"),
             "{e}"
         );
-        assert!(e.to_string().contains("set prefill chunk to"), "{e}");
+        assert!(
+            e.to_string().contains("set prefill chunk well below"),
+            "{e}"
+        );
         let e = need.check("x", 91, 50_304, &s, 4 << 30).unwrap_err();
         assert_eq!(e.chunk_hint, None, "K/V alone is over: no chunk helps");
         assert!(e.to_string().contains("lower the batch"), "{e}");

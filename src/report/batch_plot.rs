@@ -248,7 +248,7 @@ mod tests {
             point("h2o:192+64", 4, 33.0, false),
             point("h2o:192+64", 22, 70.0, true),
         ];
-        let bars = vec![
+        let bars = [
             CapBar {
                 policy: "full".into(),
                 batch: 9,
