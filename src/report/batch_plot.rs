@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::plot::{draw_err, font};
+use super::plot::{draw_err, draw_legend, font};
 use super::ReportError;
 use crate::heatmap::register_shipped_font;
 
@@ -103,14 +103,7 @@ fn draw_lines<DB: DrawingBackend>(
         });
         chart.draw_series(marks).map_err(|e| draw_err(path, e))?;
     }
-    chart
-        .configure_series_labels()
-        .label_font(font(14.0))
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(|e| draw_err(path, e))
+    draw_legend(&mut chart, path)
 }
 
 /// The best throughput under the cap per policy, as bars labelled with the batch and the value.

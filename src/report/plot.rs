@@ -84,6 +84,18 @@ fn draw_panel<DB: DrawingBackend>(
             )
             .map_err(|e| draw_err(path, e))?;
     }
+    draw_legend(&mut chart, path)
+}
+
+/// The series' legend, boxed, in the upper left of `chart`.
+pub(super) fn draw_legend<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    path: &Path,
+) -> Result<(), ReportError>
+where
+    DB: DrawingBackend + 'a,
+    CT: plotters::coord::CoordTranslate,
+{
     chart
         .configure_series_labels()
         .label_font(font(14.0))
