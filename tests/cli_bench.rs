@@ -498,9 +498,9 @@ fn bench_one_measures_the_job_on_stdin_and_writes_the_result_on_stdout() {
     );
     let m = r.memory.unwrap();
     assert!(m.method.contains("child process"), "{}", m.method);
-    // 1024 bytes per token on the fixture; two rows of 16 slots
-    assert_eq!(m.kv_allocated_bytes, Some(2 * 16 * 1024), "{m:?}");
-    assert!(m.kv_bytes <= 2 * 16 * 1024 && m.peak_rss_bytes > 0, "{m:?}");
+    // 1024 bytes per slot on the fixture; two rows of 32 slots (the budget 16 + 16)
+    assert_eq!(m.kv_allocated_bytes, Some(2 * 32 * 1024), "{m:?}");
+    assert!(m.kv_bytes <= 2 * 32 * 1024 && m.peak_rss_bytes > 0, "{m:?}");
 }
 
 /// Exit code 3 and no result when the bench process that started the child is gone.

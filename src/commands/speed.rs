@@ -220,16 +220,16 @@ fn targets(a: &SpeedArgs, contexts: &[usize], fits: &[CapFit]) -> Vec<Target> {
     out
 }
 
-/// Measures one point, in this process or in a child process of its own.
+/// Measures one point: in this process when it holds the loaded model (`--in-process`), else in a
+/// child process of its own.
 fn measure_one(
-    lab: &mut Lab,
+    lab: Option<&mut Lab>,
     setup: &Setup,
     target: &Target,
     plan: &Plan,
-    in_process: bool,
 ) -> Result<ExperimentResult> {
     let exp = Experiment::of(target.spec);
-    if in_process {
+    if let Some(lab) = lab {
         let mut bars = Bars::new(format!("{} x{}", target.spec, target.batch));
         let outcome = lab.run(&exp, plan, PeakMemory::SharedProcess, &mut |p| bars.show(p));
         bars.clear();
@@ -246,7 +246,7 @@ fn measure_one(
 
 /// Measures every target in order.
 fn sweep(
-    lab: &mut Lab,
+    mut lab: Option<&mut Lab>,
     setup: &Setup,
     a: &SpeedArgs,
     targets: &[Target],
@@ -256,7 +256,7 @@ fn sweep(
     let mut points = Vec::new();
     for (i, t) in targets.iter().enumerate() {
         eprintln!("[{}/{}] {}", i + 1, targets.len(), t.name());
-        let result = measure_one(lab, setup, t, &t.plan(a), a.in_process)
+        let result = measure_one(lab.as_deref_mut(), setup, t, &t.plan(a))
             .with_context(|| format!("measuring {} failed", t.name()))?;
         let (Some(speed), Some(memory)) = (result.speed.clone(), result.memory.clone()) else {
             bail!("the speed run of {} gave no figures", t.name());
@@ -460,7 +460,7 @@ pub fn run(a: SpeedArgs) -> Result<()> {
     }
     let fits = fits_under_cap(&a, &contexts, &man)?;
     let targets = targets(&a, &contexts, &fits);
-    let mut lab = load(&rt, &setup, &a, &targets)?;
+    let lab = load(&rt, &setup, &a, &targets)?;
     let weights = bytes_read_per_token(
         weight_bytes(&lab.model().dir),
         man.vocab_size,
@@ -469,7 +469,9 @@ pub fn run(a: SpeedArgs) -> Result<()> {
     );
     let threads = setup.session.intra_threads;
     let bandwidth = bandwidth(&a, threads, weights);
-    let points = sweep(&mut lab, &setup, &a, &targets, weights, bandwidth)?;
+    // Children load their own model: the parent lets go of its copy (and its memory) first.
+    let mut lab = a.in_process.then_some(lab);
+    let points = sweep(lab.as_mut(), &setup, &a, &targets, weights, bandwidth)?;
     println!("{}", table(&points));
     println!("Per-step breakdown (decode steps)\n{}", breakdown(&points));
     if let Some(cap) = a.kv_cap {
