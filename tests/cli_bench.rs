@@ -440,7 +440,7 @@ fn bench_in_process_runs_every_experiment() {
 
 // ---------- bench-one: the child process ----------
 
-/// A job on the fixture: perplexity over `ppl_tokens` and a short speed run of h2o:16+16.
+/// A job on the fixture: perplexity over `ppl_tokens` and a short speed run of h2o:16+16 at batch 2.
 fn job(model: &Path, data: &Path, ppl_tokens: usize) -> String {
     use h2o_engine::experiment::{Experiment, Job, Plan, PplPlan, Setup, SpeedPlan};
     let job = Job {
@@ -458,9 +458,8 @@ fn job(model: &Path, data: &Path, ppl_tokens: usize) -> String {
                 trace: false,
             }),
             speed: Some(SpeedPlan {
-                prompt: 32,
-                gen: 8,
-                warmup: 0,
+                batch: 2,
+                ..SpeedPlan::new(32, 8, 0)
             }),
         },
         experiment: Experiment::of("h2o:16+16".parse().unwrap()),
@@ -492,9 +491,16 @@ fn bench_one_measures_the_job_on_stdin_and_writes_the_result_on_stdout() {
     assert_eq!(r.spec.to_string(), "h2o:16+16");
     assert_eq!(r.ppl.as_ref().unwrap().n_predictions, 63);
     assert_eq!(r.speed.as_ref().unwrap().decode_steps, 7);
+    assert_eq!(
+        r.speed.as_ref().unwrap().batch,
+        2,
+        "the batch reaches the child"
+    );
     let m = r.memory.unwrap();
     assert!(m.method.contains("child process"), "{}", m.method);
-    assert!(m.kv_bytes <= 32 * 1024 && m.peak_rss_bytes > 0, "{m:?}");
+    // 1024 bytes per slot on the fixture; two rows of 32 slots (the budget 16 + 16)
+    assert_eq!(m.kv_allocated_bytes, Some(2 * 32 * 1024), "{m:?}");
+    assert!(m.kv_bytes <= 2 * 32 * 1024 && m.peak_rss_bytes > 0, "{m:?}");
 }
 
 /// Exit code 3 and no result when the bench process that started the child is gone.

@@ -3,10 +3,12 @@
 
 pub mod buffers;
 pub mod plan;
+pub mod sizing;
 pub mod slots;
 pub mod store;
 
 pub use buffers::{host_buffers, HostKv, KvBuffers, KvElement, NewKv};
 pub use plan::{LayerPlan, NOT_STORED};
+pub use sizing::{grown_capacity, slots_after, KvLayout};
 pub use slots::SlotTable;
 pub use store::{KvStore, NewTokens};
