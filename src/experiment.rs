@@ -8,17 +8,19 @@
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::decoder::TraceStep;
+use crate::decoder::{layer_limits, TraceStep};
 use crate::error::{Error, LengthError, Result, Setting};
 use crate::eval::data::load_tokens;
 use crate::eval::memory::peak_rss_bytes;
 use crate::eval::ppl::measure_ppl;
 use crate::eval::speed::{check_lengths, measure};
 use crate::model::Model;
-use crate::policy::PolicySpec;
+use crate::policy::scissor::DEFAULT_RECENT;
+use crate::policy::{PolicyKind, PolicySpec, Schedule, Scope};
 use crate::report::{
     full_cache_bytes, seed_groups, ExperimentResult, ExperimentStatus, MemoryFigures, PplFigures,
     SpeedFigures,
@@ -31,6 +33,9 @@ pub struct Experiment {
     /// Display label, e.g. `H2O (64r+192h)` or `h2o 192+64`.
     pub label: String,
     pub spec: PolicySpec,
+    /// The experiment group it comes from (`None`: named on the command line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<Group>,
 }
 
 impl Experiment {
@@ -39,6 +44,7 @@ impl Experiment {
         Experiment {
             label: spec.label(),
             spec,
+            group: None,
         }
     }
 
@@ -46,9 +52,134 @@ impl Experiment {
     pub fn seed_groups(max_positions: usize) -> Vec<Experiment> {
         seed_groups(max_positions)
             .into_iter()
-            .map(|(label, spec)| Experiment { label, spec })
+            .map(|(label, spec)| Experiment {
+                label,
+                spec,
+                group: Some(Group::Seed),
+            })
             .collect()
     }
+}
+
+/// A named list of experiments (`h2o bench --groups`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Group {
+    /// The seed's ten experiments, scaled to the model's positions (the default).
+    Seed,
+    /// Every family at 12.5% and 25% of the text: full, local, sink, h2o, h2o-layer, tova,
+    /// scissor, knorm, random.
+    Policies,
+    /// Every bounded family of `policies` under the pyramid schedule, at the same budgets.
+    Pyramid,
+}
+
+/// An experiment group name that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown experiment group '{0}': the groups are seed, policies, pyramid")]
+pub struct UnknownGroup(pub String);
+
+impl FromStr for Group {
+    type Err = UnknownGroup;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "seed" => Ok(Group::Seed),
+            "policies" => Ok(Group::Policies),
+            "pyramid" => Ok(Group::Pyramid),
+            other => Err(UnknownGroup(other.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Group::Seed => "seed",
+            Group::Policies => "policies",
+            Group::Pyramid => "pyramid",
+        })
+    }
+}
+
+impl Group {
+    /// The group's experiments for a model of `max_positions` positions measured on `text`
+    /// tokens ([`Plan::text_tokens`]): budgets B = 12.5% and 25% of the text (rounded, at least
+    /// 1); sink keeps 4 sinks, h2o a quarter of B as its recent window, scissor its default recent
+    /// window (a quarter of B when that is smaller).
+    pub fn experiments(self, max_positions: usize, text: usize) -> Vec<Experiment> {
+        let specs: Vec<PolicySpec> = match self {
+            Group::Seed => return Experiment::seed_groups(max_positions),
+            Group::Policies => std::iter::once(PolicySpec::FULL)
+                .chain(
+                    share_budgets(text)
+                        .into_iter()
+                        .flat_map(|b| bounded_families(b, Schedule::Uniform)),
+                )
+                .collect(),
+            Group::Pyramid => share_budgets(text)
+                .into_iter()
+                .flat_map(|b| bounded_families(b, Schedule::Pyramid))
+                .collect(),
+        };
+        specs
+            .into_iter()
+            .map(|spec| Experiment {
+                group: Some(self),
+                ..Experiment::of(spec)
+            })
+            .collect()
+    }
+}
+
+/// The experiments of `groups`, in order.
+pub fn group_experiments(groups: &[Group], max_positions: usize, text: usize) -> Vec<Experiment> {
+    groups
+        .iter()
+        .flat_map(|g| g.experiments(max_positions, text))
+        .collect()
+}
+
+/// 12.5% and 25% of `text` tokens, rounded, at least 1.
+fn share_budgets(text: usize) -> [usize; 2] {
+    [(text + 4) / 8, (text + 2) / 4].map(|b| b.max(1))
+}
+
+/// Every bounded family of the `policies` group at budget `b` under `schedule`.
+fn bounded_families(b: usize, schedule: Schedule) -> Vec<PolicySpec> {
+    let sinks = 4.min(b - 1);
+    let recent = (b / 4).max(1).min(b);
+    let scissor_recent = DEFAULT_RECENT.min(b / 4);
+    [
+        PolicyKind::Local { recent: b },
+        PolicyKind::Sink {
+            sinks,
+            recent: b - sinks,
+        },
+        PolicyKind::H2o {
+            heavy: b - recent,
+            recent,
+            scope: Scope::Head,
+        },
+        PolicyKind::H2o {
+            heavy: b - recent,
+            recent,
+            scope: Scope::Layer,
+        },
+        PolicyKind::Tova {
+            budget: b,
+            scope: Scope::Layer,
+        },
+        PolicyKind::Scissor {
+            budget: b,
+            window: crate::policy::scissor::DEFAULT_WINDOW,
+            recent: scissor_recent,
+        },
+        PolicyKind::Knorm { budget: b },
+        PolicyKind::Random { budget: b, rng: 0 },
+    ]
+    .into_iter()
+    .map(|kind| PolicySpec { kind, schedule })
+    .collect()
 }
 
 /// Streaming perplexity over the first `tokens` tokens of the text.
@@ -78,6 +209,16 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The length of text the plan measures, which group budgets are shares of: the perplexity
+    /// tokens, else the speed run's prompt + generated tokens.
+    pub fn text_tokens(&self) -> usize {
+        match (self.ppl, self.speed) {
+            (Some(p), _) => p.tokens,
+            (None, Some(s)) => s.prompt + s.gen,
+            (None, None) => 0,
+        }
+    }
+
     /// Tokens the plan reads from the start of the text.
     pub fn tokens_needed(&self) -> usize {
         let ppl = self.ppl.map_or(0, |p| p.tokens);
@@ -211,6 +352,15 @@ impl Lab {
         &self.model
     }
 
+    /// Refuses an experiment this model cannot run: a budget of 0 or beyond its positions (a
+    /// layer's, under a schedule), or per-layer budgets on a graph with one attention mask.
+    pub fn check(&self, exp: &Experiment) -> Result<()> {
+        let man = &self.model.manifest;
+        exp.spec.validate(man.num_layers, man.max_position_embeddings)?;
+        layer_limits(&self.model, &exp.spec.build(man.num_layers))?;
+        Ok(())
+    }
+
     /// The tokens read from the start of the text.
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
@@ -225,7 +375,7 @@ impl Lab {
         hook: Hook<'_>,
     ) -> Result<Outcome> {
         let man = self.model.manifest.clone();
-        exp.spec.validate(man.max_position_embeddings)?;
+        self.check(exp)?;
         plan.check(man.max_position_embeddings)?;
         if self.tokens.len() < plan.tokens_needed() {
             return Err(Error::Input(format!(
@@ -384,6 +534,6 @@ mod tests {
         assert_eq!(e.len(), 10);
         assert_eq!(e[4].label, "H2O (64r+192h)");
         assert_eq!(e[4].spec.to_string(), "h2o:192+64");
-        assert_eq!(Experiment::of(PolicySpec::Full).label, "full");
+        assert_eq!(Experiment::of(PolicySpec::FULL).label, "full");
     }
 }

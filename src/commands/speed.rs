@@ -188,7 +188,7 @@ pub fn run(a: SpeedArgs) -> Result<()> {
     let mut lab = Lab::load(&rt, &setup, &all)?;
     let man = lab.model().manifest.clone();
     for spec in &a.exp {
-        spec.validate(man.max_position_embeddings)?;
+        lab.check(&Experiment::of(*spec))?;
     }
     let weights = bytes_read_per_token(
         weight_bytes(&lab.model().dir),

@@ -70,8 +70,9 @@ pub fn measure(
     mut progress: impl FnMut(usize) -> ControlFlow<()>,
 ) -> Result<SpeedRun> {
     check_lengths(model.manifest.max_position_embeddings, prompt.len(), gen)?;
+    let layers = model.manifest.num_layers;
     for _ in 0..warmup {
-        let mut dec = Decoder::new(model, spec.build(), 1)?;
+        let mut dec = Decoder::new(model, spec.build(layers), 1)?;
         let out = dec.prefill(&[prompt.to_vec()])?;
         let mut next = argmax(dec.logits_at(0, out.seq - 1));
         for _ in 0..gen.min(8) {
@@ -79,7 +80,7 @@ pub fn measure(
             next = argmax(dec.logits_at(0, 0));
         }
     }
-    let mut dec = Decoder::new(model, spec.build(), 1)?;
+    let mut dec = Decoder::new(model, spec.build(layers), 1)?;
     let t0 = Instant::now();
     let out = dec.prefill(&[prompt.to_vec()])?;
     let prefill = t0.elapsed();

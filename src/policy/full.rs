@@ -1,6 +1,6 @@
 //! `full`: keeps every token (no eviction; the store grows its capacity instead).
 
-use super::{Candidates, Policy};
+use super::{Candidates, Policy, ScoreRule};
 
 /// The full cache: budget `usize::MAX`, never evicts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -21,8 +21,8 @@ impl Policy for FullPolicy {
         usize::MAX
     }
 
-    fn needs_scores(&self) -> bool {
-        false
+    fn score_rule(&self) -> ScoreRule {
+        ScoreRule::None
     }
 
     /// Keeps everything (`min(usize::MAX, n) = n`).

@@ -1,6 +1,6 @@
 //! `local:R`: a sliding window keeping the last R positions (`position > t - R`).
 
-use super::{select_per_head, Candidates, Policy, Rule};
+use super::{select_per_head, Candidates, Policy, Rule, ScoreRule};
 
 /// Sliding window of the R newest positions; ignores scores. Victims: padding first, then the
 /// oldest positions.
@@ -24,8 +24,8 @@ impl Policy for LocalPolicy {
         self.recent
     }
 
-    fn needs_scores(&self) -> bool {
-        false
+    fn score_rule(&self) -> ScoreRule {
+        ScoreRule::None
     }
 
     fn select(&self, cands: &Candidates<'_>, keep: &mut [bool]) {
