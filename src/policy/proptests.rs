@@ -175,7 +175,7 @@ impl Token {
                 let recent = &self.below[self.below.len().saturating_sub(window)..];
                 -(recent.iter().filter(|&&b| b).count() as f32)
             }
-            ScoreRule::KeyNorm => -(self.key * self.key),
+            ScoreRule::KeyNorm => super::knorm::key_score([self.key]),
             ScoreRule::RandomKey { rng } => random::key(rng, 0, h, p),
         }
     }
