@@ -525,7 +525,105 @@ mod tests {
         let text = serde_json::to_string(&job).unwrap();
         assert!(text.contains("\"spin\":false"), "{text}");
         assert!(text.contains("\"spec\":\"h2o:16+16\""), "{text}");
+        assert!(!text.contains("group"), "{text}");
         assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), job);
+        // a group's experiment carries its group and its full spec
+        let job = Job {
+            experiment: Group::Pyramid.experiments(2048, 64)[7].clone(),
+            ..job
+        };
+        let text = serde_json::to_string(&job).unwrap();
+        assert!(text.contains("\"group\":\"pyramid\""), "{text}");
+        assert!(text.contains("\"spec\":\"random:8@pyramid\""), "{text}");
+        assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), job);
+    }
+
+    #[test]
+    fn groups_by_name() {
+        assert_eq!("policies".parse::<Group>(), Ok(Group::Policies));
+        assert_eq!(" pyramid".parse::<Group>(), Ok(Group::Pyramid));
+        assert_eq!(
+            "seeds".parse::<Group>().unwrap_err().to_string(),
+            "unknown experiment group 'seeds': the groups are seed, policies, pyramid"
+        );
+        assert_eq!(Group::Seed.to_string(), "seed");
+    }
+
+    #[test]
+    fn policies_group_is_every_family_at_an_eighth_and_a_quarter_of_the_text() {
+        let e = Group::Policies.experiments(2048, 2048);
+        let specs: Vec<String> = e.iter().map(|x| x.spec.to_string()).collect();
+        let at = |b: usize, r: usize, sr: usize| {
+            let sinks = 4.min(b - 1);
+            [
+                format!("local:{b}"),
+                format!("sink:{sinks}+{}", b - sinks),
+                format!("h2o:{}+{r}", b - r),
+                format!("h2o-layer:{}+{r}", b - r),
+                format!("tova:{b}"),
+                if sr == 10 {
+                    format!("scissor:{b}")
+                } else {
+                    format!("scissor:{b}@recent={sr}")
+                },
+                format!("knorm:{b}"),
+                format!("random:{b}"),
+            ]
+        };
+        let want: Vec<String> = std::iter::once("full".to_string())
+            .chain(at(256, 64, 10))
+            .chain(at(512, 128, 10))
+            .collect();
+        assert_eq!(specs, want);
+        assert!(e.iter().all(|x| x.group == Some(Group::Policies)));
+        assert_eq!(e[3].label, "h2o 192+64");
+        // a short text: budgets 4 and 8, every spec valid
+        let short = Group::Policies.experiments(2048, 32);
+        let s: Vec<String> = short.iter().map(|x| x.spec.to_string()).collect();
+        assert_eq!(s[1..9], at(4, 1, 1));
+        for x in &short {
+            assert_eq!(x.spec.to_string().parse::<PolicySpec>(), Ok(x.spec));
+            assert!(x.spec.validate(8, 2048).is_ok(), "{}", x.spec);
+        }
+        assert_eq!(Group::Policies.experiments(2048, 1).len(), 17);
+    }
+
+    #[test]
+    fn pyramid_group_schedules_every_bounded_family() {
+        let e = Group::Pyramid.experiments(2048, 2048);
+        assert_eq!(e.len(), 16);
+        assert!(e.iter().all(|x| x.spec.schedule == Schedule::Pyramid));
+        assert_eq!(e[2].spec.to_string(), "h2o:192+64@pyramid");
+        let uniform: Vec<PolicySpec> = Group::Policies.experiments(2048, 2048)[1..]
+            .iter()
+            .map(|x| x.spec)
+            .collect();
+        let kinds: Vec<PolicySpec> = e
+            .iter()
+            .map(|x| PolicySpec::from(x.spec.kind))
+            .collect();
+        assert_eq!(kinds, uniform, "the same families and budgets as `policies`");
+        let all = group_experiments(&[Group::Seed, Group::Pyramid], 2048, 2048);
+        assert_eq!(all.len(), 26);
+    }
+
+    #[test]
+    fn text_tokens_of_a_plan() {
+        let mut p = Plan {
+            ppl: Some(PplPlan {
+                tokens: 100,
+                trace: false,
+            }),
+            speed: Some(SpeedPlan {
+                prompt: 8,
+                gen: 4,
+                warmup: 0,
+            }),
+        };
+        assert_eq!(p.text_tokens(), 100);
+        p.ppl = None;
+        assert_eq!(p.text_tokens(), 12);
+        assert_eq!(Plan::default().text_tokens(), 0);
     }
 
     #[test]

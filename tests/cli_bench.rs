@@ -438,6 +438,47 @@ fn bench_in_process_runs_every_experiment() {
     assert_eq!(doc["experiments"].as_array().unwrap().len(), 2);
 }
 
+/// `--groups policies`: every family at 12.5% and 25% of the text, the experiment list the library
+/// makes for the group, each row labelled by its spec.
+#[test]
+fn bench_groups_policies_runs_every_family() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 200);
+    let results = tmp.path().join("results");
+    let out = h2o()
+        .args(["bench", "--model"])
+        .arg(fixture_dir())
+        .arg("--data")
+        .arg(&data)
+        .args(["--groups", "policies", "--ppl-tokens", "64", "--prompt", "16"])
+        .args(["--gen", "4", "--warmup", "0", "--threads", "1", "--in-process"])
+        .arg("--results")
+        .arg(&results)
+        .timeout(Duration::from_secs(300))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bench --groups policies failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (header, rows) = read_csv(&files_with_ext(&results, "csv")[0]);
+    let want = h2o_engine::experiment::Group::Policies.experiments(2048, 64);
+    let policy = col(&header, "Policy");
+    let got: Vec<&str> = rows.iter().map(|r| r[policy].as_str()).collect();
+    let want_specs: Vec<String> = want.iter().map(|e| e.spec.to_string()).collect();
+    assert_eq!(got, want_specs);
+    let family = col(&header, "Family");
+    let families: std::collections::BTreeSet<&str> =
+        rows.iter().map(|r| r[family].as_str()).collect();
+    assert_eq!(
+        families.into_iter().collect::<Vec<_>>(),
+        ["full", "h2o", "h2o-layer", "knorm", "local", "random", "scissor", "sink", "tova"]
+    );
+    let ppl = col(&header, "PPL");
+    assert!(rows.iter().all(|r| r[ppl].parse::<f64>().is_ok_and(f64::is_finite)));
+}
+
 // ---------- bench-one: the child process ----------
 
 /// A job on the fixture: perplexity over `ppl_tokens` and a short speed run of h2o:16+16.
