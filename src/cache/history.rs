@@ -6,8 +6,10 @@
 //! touches one ring row (a few words) per (batch, head) and the slot's count changes only where a
 //! bit flips. A slot reused by a new token is not cleared (that would touch `window` rows):
 //! the bit a step drops (written `window` steps before) counts only if the slot's token had
-//! entered by then. Steps are counted modulo 2^32 (a token older than that would read as new).
-//! Memory: `window` bits per slot, e.g. 32 layers x 32 heads x 512 slots x 400 steps = 26 MB.
+//! entered by then. A "young" bit per slot says it had not (set when a token enters, cleared
+//! `window` steps later from a per-step list of arrivals), so a step reads no per-slot entry
+//! steps. Steps are counted modulo 2^32. Memory: `window` bits per slot, e.g. 32 layers x 32
+//! heads x 512 slots x 400 steps = 26 MB.
 
 /// One layer's history.
 #[derive(Debug, Clone)]
@@ -21,6 +23,10 @@ pub(crate) struct History {
     bits: Vec<u64>,
     /// `[rows, capacity]`: the step the slot's token entered.
     entered: Vec<u32>,
+    /// `[rows, words]`: the slot's token entered less than `window` steps ago.
+    young: Vec<u64>,
+    /// Per ring row: the (row, slot) pairs that took a new token in that step.
+    arrivals: Vec<Vec<(u32, u32)>>,
     /// The current step (this layer's updates so far, modulo 2^32).
     step: u32,
 }
@@ -34,6 +40,8 @@ impl History {
             words: 0,
             bits: Vec::new(),
             entered: Vec::new(),
+            young: Vec::new(),
+            arrivals: vec![Vec::new(); window.max(1)],
             step: 0,
         };
         h.grow(capacity);
@@ -50,8 +58,11 @@ impl History {
         let words = capacity.div_ceil(64);
         let mut bits = vec![0u64; self.rows * self.window * words];
         let mut entered = vec![0u32; self.rows * capacity];
+        let mut young = vec![0u64; self.rows * words];
         let (keep_w, keep_c) = (old_words.min(words), old_cap.min(capacity));
         for r in 0..self.rows {
+            young[r * words..r * words + keep_w]
+                .copy_from_slice(&self.young[r * old_words..r * old_words + keep_w]);
             for i in 0..self.window {
                 let (dst, src) = ((r * self.window + i) * words, (r * self.window + i) * old_words);
                 bits[dst..dst + keep_w].copy_from_slice(&self.bits[src..src + keep_w]);
@@ -61,13 +72,29 @@ impl History {
         }
         self.bits = bits;
         self.entered = entered;
+        self.young = young;
         self.capacity = capacity;
         self.words = words;
     }
 
+    /// Start of a step: the tokens that entered `window` steps ago are no longer young (unless
+    /// their slot took another token since).
+    pub(crate) fn begin_step(&mut self) {
+        let (step, window) = (self.step, self.window as u32);
+        let ring = (step % window) as usize;
+        let then = step.wrapping_sub(window);
+        for &(r, slot) in &self.arrivals[ring] {
+            let (r, slot) = (r as usize, slot as usize);
+            if self.entered[r * self.capacity + slot] == then {
+                self.young[r * self.words + slot / 64] &= !(1u64 << (slot % 64));
+            }
+        }
+        self.arrivals[ring].clear();
+    }
+
     /// This step's bits of row `r` for its cached slots `0..used` (`attention[s]` below `share`),
     /// replacing the ring row's bits of `window` steps ago; `score[s]` (minus the slot's count)
-    /// changes where a counted bit flips.
+    /// changes where a counted bit flips. [`History::begin_step`] comes first.
     pub(crate) fn step_row(
         &mut self,
         r: usize,
@@ -76,23 +103,17 @@ impl History {
         share: f32,
         score: &mut [f32],
     ) {
-        let (step, window) = (self.step, self.window as u32);
-        let ring = (step % window) as usize;
+        let ring = (self.step % self.window as u32) as usize;
         let o = (r * self.window + ring) * self.words;
-        let entered = &self.entered[r * self.capacity..r * self.capacity + used];
+        let young = &self.young[r * self.words..(r + 1) * self.words];
         for (wi, word) in self.bits[o..o + self.words].iter_mut().enumerate() {
             let lo = wi * 64;
             if lo >= used {
                 *word = 0;
                 continue;
             }
-            let hi = (lo + 64).min(used);
-            let (mut new, mut counted) = (0u64, 0u64);
-            for (k, s) in (lo..hi).enumerate() {
-                new |= u64::from(attention[s] < share) << k;
-                counted |= u64::from(step.wrapping_sub(entered[s]) >= window) << k;
-            }
-            let old = *word & counted;
+            let new = below_bits(&attention[lo..(lo + 64).min(used)], share);
+            let old = *word & !young[wi];
             *word = new;
             let (mut up, mut down) = (new & !old, old & !new);
             while up != 0 {
@@ -109,7 +130,9 @@ impl History {
     /// A new token enters slot `slot` of row `r` in this step, with this step's bit `below`.
     pub(crate) fn enter(&mut self, r: usize, slot: usize, below: bool) {
         self.entered[r * self.capacity + slot] = self.step;
+        self.young[r * self.words + slot / 64] |= 1u64 << (slot % 64);
         let ring = (self.step % self.window as u32) as usize;
+        self.arrivals[ring].push((r as u32, slot as u32));
         let word = &mut self.bits[(r * self.window + ring) * self.words + slot / 64];
         let bit = 1u64 << (slot % 64);
         if below {
@@ -123,6 +146,21 @@ impl History {
     pub(crate) fn advance(&mut self) {
         self.step = self.step.wrapping_add(1);
     }
+}
+
+/// Bit k: `a[k] < share`, for `a.len() <= 64` (in chunks of 8, which compilers turn into packed
+/// compares).
+#[inline]
+fn below_bits(a: &[f32], share: f32) -> u64 {
+    let mut m = 0u64;
+    for (c, chunk) in a.chunks(8).enumerate() {
+        let mut byte = 0u64;
+        for (i, &x) in chunk.iter().enumerate() {
+            byte |= u64::from(x < share) << i;
+        }
+        m |= byte << (8 * c);
+    }
+    m
 }
 
 #[cfg(test)]
@@ -145,6 +183,7 @@ mod tests {
             let cap = if step < 5 { 2 } else { 70 };
             rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let att: Vec<f32> = (0..cap).map(|s| ((rng >> (s % 60)) & 1) as f32).collect();
+            h.begin_step();
             h.step_row(0, &att, used, 0.5, &mut score);
             for s in 0..used {
                 truth[s].push(att[s] < 0.5);

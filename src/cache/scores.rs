@@ -62,6 +62,7 @@ pub(crate) fn step_scores(
         }
         ScoreRule::Unimportance { .. } => {
             let h = history.expect("the table keeps a history for this rule");
+            h.begin_step();
             slots.shares(new, shares);
             for r in 0..rows {
                 let b = r / slots.heads;
