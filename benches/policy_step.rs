@@ -104,7 +104,8 @@ fn select_step(c: &mut Criterion) {
             let n = budget + 1;
             let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
             let same = matches!(spec.family(), "h2o-layer" | "tova");
-            let mut layers: Vec<Layer> = (0..LAYERS).map(|_| layer(&mut rng, budget, same)).collect();
+            let mut layers: Vec<Layer> =
+                (0..LAYERS).map(|_| layer(&mut rng, budget, same)).collect();
             let mut keep = vec![false; HEADS * n];
             g.bench_function(BenchmarkId::new(spec.to_string(), format!("n={n}")), |b| {
                 b.iter(|| {
@@ -133,7 +134,9 @@ fn select_step(c: &mut Criterion) {
         // the score update alone (the part of the h2o rows above that is not the victim choice)
         let n = budget + 1;
         let mut rng = Rng(7);
-        let mut layers: Vec<Layer> = (0..LAYERS).map(|_| layer(&mut rng, budget, false)).collect();
+        let mut layers: Vec<Layer> = (0..LAYERS)
+            .map(|_| layer(&mut rng, budget, false))
+            .collect();
         g.bench_function(
             BenchmarkId::new("score-update-only", format!("n={n}")),
             |b| {
@@ -177,7 +180,11 @@ fn filled_store(policies: &LayerPolicies, rng: &mut Rng) -> (KvStore, Vec<Vec<f3
             panic!("{e}");
         }
         let n = store.layer_capacity(l) + 1;
-        rows.push((0..HEADS * n).map(|_| rng.unit() * 2.0 / n as f32).collect());
+        rows.push(
+            (0..HEADS * n)
+                .map(|_| rng.unit() * 2.0 / n as f32)
+                .collect(),
+        );
     }
     (store, rows)
 }
@@ -187,7 +194,11 @@ fn store_step(c: &mut Criterion) {
     let mut g = c.benchmark_group("store_step_32x32");
     for budget in [256usize, 512] {
         let mut all = specs(budget);
-        all.push(format!("h2o:{}+{}@pyramid", budget - budget / 4, budget / 4));
+        all.push(format!(
+            "h2o:{}+{}@pyramid",
+            budget - budget / 4,
+            budget / 4
+        ));
         for spec in all {
             let spec = parse(&spec);
             let policies = spec.build(LAYERS);
@@ -195,26 +206,29 @@ fn store_step(c: &mut Criterion) {
             let (mut store, rows) = filled_store(&policies, &mut rng);
             let kv: Vec<f32> = (0..HEADS).map(|_| rng.unit()).collect();
             let mut pos = 1_000_000i64;
-            g.bench_function(BenchmarkId::new(spec.to_string(), format!("B={budget}")), |b| {
-                b.iter(|| {
-                    pos += 1;
-                    for (l, att) in rows.iter().enumerate() {
-                        let new = NewTokens {
-                            k: NewKv::of(&kv),
-                            v: NewKv::of(&kv),
-                            attention: att,
-                            past: store.layer_capacity(l),
-                            positions: &[pos],
-                            mask: &[1],
-                            seq: 1,
-                        };
-                        if let Err(e) = store.update(l, &new, policies.layer(l)) {
-                            panic!("{e}");
+            g.bench_function(
+                BenchmarkId::new(spec.to_string(), format!("B={budget}")),
+                |b| {
+                    b.iter(|| {
+                        pos += 1;
+                        for (l, att) in rows.iter().enumerate() {
+                            let new = NewTokens {
+                                k: NewKv::of(&kv),
+                                v: NewKv::of(&kv),
+                                attention: att,
+                                past: store.layer_capacity(l),
+                                positions: &[pos],
+                                mask: &[1],
+                                seq: 1,
+                            };
+                            if let Err(e) = store.update(l, &new, policies.layer(l)) {
+                                panic!("{e}");
+                            }
                         }
-                    }
-                    black_box(store.plan());
-                })
-            });
+                        black_box(store.plan());
+                    })
+                },
+            );
         }
     }
     g.finish();

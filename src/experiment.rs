@@ -356,7 +356,8 @@ impl Lab {
     /// layer's, under a schedule), or per-layer budgets on a graph with one attention mask.
     pub fn check(&self, exp: &Experiment) -> Result<()> {
         let man = &self.model.manifest;
-        exp.spec.validate(man.num_layers, man.max_position_embeddings)?;
+        exp.spec
+            .validate(man.num_layers, man.max_position_embeddings)?;
         layer_limits(&self.model, &exp.spec.build(man.num_layers))?;
         Ok(())
     }
@@ -598,11 +599,11 @@ mod tests {
             .iter()
             .map(|x| x.spec)
             .collect();
-        let kinds: Vec<PolicySpec> = e
-            .iter()
-            .map(|x| PolicySpec::from(x.spec.kind))
-            .collect();
-        assert_eq!(kinds, uniform, "the same families and budgets as `policies`");
+        let kinds: Vec<PolicySpec> = e.iter().map(|x| PolicySpec::from(x.spec.kind)).collect();
+        assert_eq!(
+            kinds, uniform,
+            "the same families and budgets as `policies`"
+        );
         let all = group_experiments(&[Group::Seed, Group::Pyramid], 2048, 2048);
         assert_eq!(all.len(), 26);
     }

@@ -155,7 +155,10 @@ impl Model {
                 // this layer's [batch, past_l + seq], the layers' masks one after the other
                 let (mask, next) = rest.split_at(b * (pasts[l] + seq));
                 rest = next;
-                feed.push((names.mask.as_str(), int_input(&names.mask, [b, pasts[l] + seq], mask)?));
+                feed.push((
+                    names.mask.as_str(),
+                    int_input(&names.mask, [b, pasts[l] + seq], mask)?,
+                ));
             }
             let [k, v] = store.bind(l)?;
             feed.push((names.past_key.as_str(), k));
@@ -181,7 +184,11 @@ impl Model {
 
     /// The step's dimensions and each layer's past, after checking the store and the inputs against
     /// the manifest.
-    fn check_run(&self, store: &KvStore, inputs: &StepInputs<'_>) -> Result<(StepDims, Vec<usize>)> {
+    fn check_run(
+        &self,
+        store: &KvStore,
+        inputs: &StepInputs<'_>,
+    ) -> Result<(StepDims, Vec<usize>)> {
         let m = &self.manifest;
         let same_geometry = store.num_layers() == m.num_layers
             && store.heads() == m.num_heads
@@ -195,7 +202,9 @@ impl Model {
             )));
         }
         let past = store.capacity();
-        let pasts: Vec<usize> = (0..store.num_layers()).map(|l| store.layer_capacity(l)).collect();
+        let pasts: Vec<usize> = (0..store.num_layers())
+            .map(|l| store.layer_capacity(l))
+            .collect();
         let per_layer = self.per_layer_masks();
         if let Some(l) = (0..pasts.len()).find(|&l| !per_layer && pasts[l] != past) {
             return Err(Error::Store(format!(

@@ -181,13 +181,18 @@ fn unknown_policy_spec_lists_accepted_forms() {
         ],
     );
     assert_no_results(&results);
+    fails_with(ppl(&data, "h2o:abc"), &["h2o:abc", "accepted forms"]);
+}
+
+/// `h2o ppl` of `policy` on the fixture over 16 tokens of `data`.
+fn ppl(data: &Path, policy: &str) -> Command {
     let mut c = h2o();
     c.args(["ppl", "--model"])
         .arg(fixture_dir())
         .arg("--data")
-        .arg(&data)
-        .args(["--tokens", "16", "--policy", "h2o:abc", "--threads", "1"]);
-    fails_with(c, &["h2o:abc", "accepted forms"]);
+        .arg(data)
+        .args(["--tokens", "16", "--policy", policy, "--threads", "1"]);
+    c
 }
 
 /// `h2o bench --groups ...` on the fixture with tiny sizes (no `--exp`).
@@ -229,24 +234,22 @@ fn pyramid_on_a_shared_mask_graph_is_refused_up_front() {
     let results = tmp.path().join("results");
     fails_with(
         bench_groups(&data, &results, "policies,pyramid"),
-        &["local:8@pyramid", "one attention mask for every layer", "--layer-masks"],
+        &[
+            "local:8@pyramid",
+            "one attention mask for every layer",
+            "--layer-masks",
+        ],
     );
     assert_no_results(&results);
-    let mut c = h2o();
-    c.args(["ppl", "--model"])
-        .arg(fixture_dir())
-        .arg("--data")
-        .arg(&data)
-        .args(["--tokens", "16", "--policy", "h2o:8+8@pyramid", "--threads", "1"]);
-    fails_with(c, &["different budgets", "--layer-masks"]);
+    fails_with(
+        ppl(&data, "h2o:8+8@pyramid"),
+        &["different budgets", "--layer-masks"],
+    );
     // options that do not belong to the family are refused with the grammar
-    let mut c = h2o();
-    c.args(["ppl", "--model"])
-        .arg(fixture_dir())
-        .arg("--data")
-        .arg(&data)
-        .args(["--tokens", "16", "--policy", "h2o:8+8@rng=3", "--threads", "1"]);
-    fails_with(c, &["`@rng` applies to random only", "accepted forms"]);
+    fails_with(
+        ppl(&data, "h2o:8+8@rng=3"),
+        &["`@rng` applies to random only", "accepted forms"],
+    );
 }
 
 #[test]

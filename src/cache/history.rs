@@ -64,7 +64,10 @@ impl History {
             young[r * words..r * words + keep_w]
                 .copy_from_slice(&self.young[r * old_words..r * old_words + keep_w]);
             for i in 0..self.window {
-                let (dst, src) = ((r * self.window + i) * words, (r * self.window + i) * old_words);
+                let (dst, src) = (
+                    (r * self.window + i) * words,
+                    (r * self.window + i) * old_words,
+                );
                 bits[dst..dst + keep_w].copy_from_slice(&self.bits[src..src + keep_w]);
             }
             entered[r * capacity..r * capacity + keep_c]
@@ -197,7 +200,9 @@ mod tests {
                 h.grow(70); // crosses a 64-slot word
             }
             let cap = if step < 5 { 2 } else { 70 };
-            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let att: Vec<f32> = (0..cap).map(|s| ((rng >> (s % 60)) & 1) as f32).collect();
             h.begin_step();
             h.step_row(0, &att, used, 0.5, &mut score);
@@ -214,7 +219,10 @@ mod tests {
             h.advance();
             for s in 0..used {
                 let t = &truth[s];
-                let count = t[t.len().saturating_sub(window)..].iter().filter(|&&b| b).count();
+                let count = t[t.len().saturating_sub(window)..]
+                    .iter()
+                    .filter(|&&b| b)
+                    .count();
                 assert_eq!(score[s], -(count as f32), "step {step} slot {s}");
             }
         }

@@ -91,14 +91,14 @@ pub(crate) fn entry_scores(
     out.resize(batch * heads * seq, 0.0);
     slots.shares(new, shares);
     let head_dim = new_len(&new.k) / (batch * heads * seq).max(1);
-    for b in 0..batch {
+    for (b, &share) in shares.iter().enumerate() {
         for h in 0..heads {
             let r = b * heads + h;
             for j in (0..seq).filter(|&j| new.mask[b * seq + j] != 0) {
                 let own = new.attention[r * cols + new.past + j];
                 out[r * seq + j] = match rule {
                     ScoreRule::None | ScoreRule::Accumulated | ScoreRule::Current => own,
-                    ScoreRule::Unimportance { .. } => -f32::from(u8::from(below_mean(own, shares[b]))),
+                    ScoreRule::Unimportance { .. } => -f32::from(u8::from(below_mean(own, share))),
                     ScoreRule::KeyNorm => key_norm(&new.k, (r * seq + j) * head_dim, head_dim),
                     ScoreRule::RandomKey { rng } => {
                         random::key(rng, layer, h, new.positions[b * seq + j])
@@ -166,7 +166,13 @@ mod tests {
         let pol = TovaPolicy::new(3, Scope::Head);
         step(&mut s, 0, &pol, 0, &[0.5, 0.25]);
         // capacity 3 after the first step: [slot0, slots 1-2 empty, new]
-        step(&mut s, 0, &pol, 1, &[0.75, 0.0, 0.0, 0.25, 0.5, 0.0, 0.0, 0.5]);
+        step(
+            &mut s,
+            0,
+            &pol,
+            1,
+            &[0.75, 0.0, 0.0, 0.25, 0.5, 0.0, 0.0, 0.5],
+        );
         assert_eq!(s.scores(0, 0, 0)[..2], [0.75, 0.25], "replaced, not added");
         assert_eq!(s.scores(0, 0, 1)[..2], [0.5, 0.5]);
     }
@@ -181,17 +187,35 @@ mod tests {
         // step 1: share 1/2; head 0: pos0 0.25 (below), pos1 0.75; head 1: 0.5, 0.5 (not below)
         let pad = [0.0; 3];
         let row = |a: f32, b: f32| [&[a][..], &pad, &[b]].concat();
-        step(&mut s, 0, &pol, 1, &[row(0.25, 0.75), row(0.5, 0.5)].concat());
+        step(
+            &mut s,
+            0,
+            &pol,
+            1,
+            &[row(0.25, 0.75), row(0.5, 0.5)].concat(),
+        );
         assert_eq!(s.scores(0, 0, 0)[..2], [-1.0, 0.0]);
         assert_eq!(s.scores(0, 0, 1)[..2], [0.0, 0.0]);
         // steps 2, 3: share 1/3 then 1/4, pos0 below both times in head 0: the window (2) holds
         // steps 2 and 3, so step 1's bit has dropped out: count 2
         let r3 = |a: [f32; 3]| [&a[..2], &pad[..2], &a[2..]].concat();
-        step(&mut s, 0, &pol, 2, &[r3([0.1, 0.5, 0.4]), r3([0.4, 0.3, 0.3])].concat());
+        step(
+            &mut s,
+            0,
+            &pol,
+            2,
+            &[r3([0.1, 0.5, 0.4]), r3([0.4, 0.3, 0.3])].concat(),
+        );
         assert_eq!(s.scores(0, 0, 0)[..3], [-2.0, 0.0, 0.0]);
         assert_eq!(s.scores(0, 0, 1)[..3], [0.0, -1.0, -1.0]);
         let r4 = |a: [f32; 4]| [&a[..3], &pad[..1], &a[3..]].concat();
-        step(&mut s, 0, &pol, 3, &[r4([0.1, 0.5, 0.3, 0.1]), r4([0.1, 0.3, 0.3, 0.3])].concat());
+        step(
+            &mut s,
+            0,
+            &pol,
+            3,
+            &[r4([0.1, 0.5, 0.3, 0.1]), r4([0.1, 0.3, 0.3, 0.3])].concat(),
+        );
         assert_eq!(s.scores(0, 0, 0), [-2.0, 0.0, 0.0, -1.0]);
         assert_eq!(s.scores(0, 0, 1), [-1.0, -1.0, -1.0, 0.0]);
     }
@@ -205,7 +229,11 @@ mod tests {
         for _ in 0..2 {
             for h in 0..HEADS {
                 assert_eq!(s.scores(0, 0, h)[0], key_score([5.0, h as f32]));
-                assert_eq!(s.scores(1, 0, h)[0], random::key(9, 1, h, 5), "layer 1's key");
+                assert_eq!(
+                    s.scores(1, 0, h)[0],
+                    random::key(9, 1, h, 5),
+                    "layer 1's key"
+                );
             }
             // a later step's attention changes nothing
             let att = vec![0.25; HEADS * (s.layer_capacity(0) + 1)];
@@ -232,7 +260,11 @@ mod tests {
         let mut m = Vec::new();
         s.append_mask(0, &[1], 1, &mut m);
         s.append_mask(1, &[1], 1, &mut m);
-        assert_eq!(m, [1, 1, 1, 1, 1, 1], "layer 0 [3 + 1], then layer 1 [1 + 1]");
+        assert_eq!(
+            m,
+            [1, 1, 1, 1, 1, 1],
+            "layer 0 [3 + 1], then layer 1 [1 + 1]"
+        );
         assert_eq!(s.held_bytes(), (3 + 1) * HEADS * 2 * 2 * 4);
         assert!(KvStore::with_limits(&[3, 0], 1, 1, 1, KvDtype::Float32, 4)
             .unwrap_err()

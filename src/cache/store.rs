@@ -134,7 +134,9 @@ impl KvStore {
 
     /// Whether every layer has the same limit (so one attention mask serves every layer).
     pub fn uniform_limits(&self) -> bool {
-        self.tables.iter().all(|t| t.limit() == self.tables[0].limit())
+        self.tables
+            .iter()
+            .all(|t| t.limit() == self.tables[0].limit())
     }
 
     /// Layer `l`'s slot table.
@@ -238,7 +240,7 @@ mod tests {
 
     use super::*;
     use crate::cache::NOT_STORED;
-    use crate::policy::{Candidates, H2oPolicy, ScoreRule, Scope};
+    use crate::policy::{Candidates, H2oPolicy, Scope, ScoreRule};
 
     /// Keeps the newest `budget` positions per head (a local window, written here independently).
     struct Newest(usize);

@@ -98,7 +98,13 @@ pub fn run(a: HeatmapArgs) -> Result<()> {
             )
         })
         .collect();
-    let data = collect_attention(&mut model, PolicySpec::FULL.kind.build(), &tokens, &layers, head)?;
+    let data = collect_attention(
+        &mut model,
+        PolicySpec::FULL.kind.build(),
+        &tokens,
+        &layers,
+        head,
+    )?;
     let n = tokens.len();
     let budget = a.budget.unwrap_or((n / 4).max(2));
     if budget >= n {

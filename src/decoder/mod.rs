@@ -80,14 +80,8 @@ impl<'m> Decoder<'m> {
         let policies = policies.into();
         let limits = layer_limits(model, &policies)?;
         let m = &model.manifest;
-        let store = KvStore::with_limits(
-            &limits,
-            batch,
-            m.num_heads,
-            m.head_dim,
-            m.dtype,
-            SLOT_CHUNK,
-        )?;
+        let store =
+            KvStore::with_limits(&limits, batch, m.num_heads, m.head_dim, m.dtype, SLOT_CHUNK)?;
         Ok(Self {
             model,
             store,

@@ -34,6 +34,7 @@ impl Policy for FullPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::keep_mask;
 
     #[test]
     fn keeps_everything() {
@@ -42,15 +43,6 @@ mod tests {
         assert_eq!(p.budget(), usize::MAX);
         assert!(!p.needs_scores());
         let pos = [0, 1, -1, 3, 4, 5];
-        let sc = [0.0; 6];
-        let c = Candidates {
-            heads: 2,
-            n: 3,
-            positions: &pos,
-            scores: &sc,
-        };
-        let mut keep = [false; 6];
-        p.select(&c, &mut keep);
-        assert_eq!(keep, [true; 6]);
+        assert_eq!(keep_mask(&p, 2, &pos, &[0.0; 6]), [true; 6]);
     }
 }

@@ -70,18 +70,7 @@ impl Policy for H2oPolicy {
 mod tests {
     use super::*;
 
-    fn run(p: &H2oPolicy, heads: usize, pos: &[i64], sc: &[f32]) -> Vec<bool> {
-        let n = pos.len() / heads;
-        let c = Candidates {
-            heads,
-            n,
-            positions: pos,
-            scores: sc,
-        };
-        let mut keep = vec![false; pos.len()];
-        p.select(&c, &mut keep);
-        keep
-    }
+    use crate::policy::keep_mask as run;
 
     #[test]
     fn spec_and_budget() {

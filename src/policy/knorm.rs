@@ -14,7 +14,7 @@
 //! ties one way in ONNX Runtime and another in the PyTorch reference; rounded, they tie and the
 //! older goes, in both.
 
-use super::{select_per_head, Candidates, Policy, Rule, ScoreRule};
+use super::{select_by_score, Candidates, Policy, ScoreRule};
 
 /// The B smallest-norm keys per head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,17 +57,14 @@ impl Policy for KnormPolicy {
     }
 
     fn select(&self, cands: &Candidates<'_>, keep: &mut [bool]) {
-        let rule = Rule {
-            sinks: 0,
-            recent: 0,
-        };
-        select_per_head(cands, rule, self.budget, true, keep);
+        select_by_score(cands, self.budget, keep);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::keep_mask;
 
     #[test]
     fn score_is_minus_the_rounded_squared_norm() {
@@ -78,7 +75,10 @@ mod tests {
         assert_eq!(key_score([4097f32.sqrt()]), key_score([4098f32.sqrt()]));
         assert_eq!(key_score([(4097.0f32).sqrt()]), -4098.0);
         assert_eq!(key_score([1.0, (2.0f32).powi(-7)]), -1.0);
-        assert_eq!(key_score([1.0, (2.0f32).powi(-5)]), -(1.0 + (2.0f32).powi(-10)));
+        assert_eq!(
+            key_score([1.0, (2.0f32).powi(-5)]),
+            -(1.0 + (2.0f32).powi(-10))
+        );
     }
 
     #[test]
@@ -89,14 +89,9 @@ mod tests {
         let pos = [0, 1, 2, 2, 1, 0];
         // head 0: norms^2 4, 9, 1 -> pos1 goes; head 1: pos2 and pos0 tie at -4 -> pos0 goes
         let sc = [-4.0, -9.0, -1.0, -4.0, -1.0, -4.0];
-        let c = Candidates {
-            heads: 2,
-            n: 3,
-            positions: &pos,
-            scores: &sc,
-        };
-        let mut keep = [false; 6];
-        p.select(&c, &mut keep);
-        assert_eq!(keep, [true, false, true, true, true, false]);
+        assert_eq!(
+            keep_mask(&p, 2, &pos, &sc),
+            [true, false, true, true, true, false]
+        );
     }
 }

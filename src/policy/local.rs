@@ -42,17 +42,7 @@ mod tests {
     use super::*;
 
     fn run(p: &LocalPolicy, heads: usize, pos: &[i64]) -> Vec<bool> {
-        let n = pos.len() / heads;
-        let sc = vec![f32::NAN; pos.len()]; // never read
-        let c = Candidates {
-            heads,
-            n,
-            positions: pos,
-            scores: &sc,
-        };
-        let mut keep = vec![false; pos.len()];
-        p.select(&c, &mut keep);
-        keep
+        crate::policy::keep_mask(p, heads, pos, &vec![f32::NAN; pos.len()]) // never read
     }
 
     #[test]

@@ -489,10 +489,39 @@ pub(crate) fn select_per_head(
     }
 }
 
+/// Per head, the `budget` highest scores stay; nothing is protected (tova-head, knorm, random).
+pub(crate) fn select_by_score(cands: &Candidates<'_>, budget: usize, keep: &mut [bool]) {
+    let rule = Rule {
+        sinks: 0,
+        recent: 0,
+    };
+    select_per_head(cands, rule, budget, true, keep);
+}
+
+/// `p`'s keep mask for `heads` heads of candidates `pos` and scores `sc`, both `[heads, n]` (the
+/// policies' unit tests).
+#[cfg(test)]
+pub(crate) fn keep_mask(p: &dyn Policy, heads: usize, pos: &[i64], sc: &[f32]) -> Vec<bool> {
+    let c = Candidates {
+        heads,
+        n: pos.len() / heads,
+        positions: pos,
+        scores: sc,
+    };
+    let mut keep = vec![false; pos.len()];
+    p.select(&c, &mut keep);
+    keep
+}
+
 /// Layer scope (h2o-layer, tova): rank head 0's positions by the scores summed over heads (f32,
 /// head order), and give every head the same keep row. Every head of a layer then holds the same
 /// positions in the same slots, so head 0's positions stand for all.
-pub(crate) fn select_layer_scope(cands: &Candidates<'_>, rule: Rule, budget: usize, keep: &mut [bool]) {
+pub(crate) fn select_layer_scope(
+    cands: &Candidates<'_>,
+    rule: Rule,
+    budget: usize,
+    keep: &mut [bool],
+) {
     check_shapes(cands, keep, true);
     let (heads, n) = (cands.heads, cands.n);
     if heads == 0 || n == 0 {
@@ -550,10 +579,9 @@ impl std::fmt::Debug for LayerPolicies {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LayerPolicies::Shared(p) => write!(f, "Shared({})", p.spec()),
-            LayerPolicies::PerLayer(v) => f
-                .debug_list()
-                .entries(v.iter().map(|p| p.spec()))
-                .finish(),
+            LayerPolicies::PerLayer(v) => {
+                f.debug_list().entries(v.iter().map(|p| p.spec())).finish()
+            }
         }
     }
 }

@@ -10,8 +10,8 @@ use proptest::prelude::*;
 
 use super::scissor::{below_mean, mean_share};
 use super::{
-    random, Candidates, H2oPolicy, KnormPolicy, LocalPolicy, Policy, RandomPolicy,
-    ScissorPolicy, ScoreRule, Scope, SinkPolicy, TovaPolicy,
+    random, Candidates, H2oPolicy, KnormPolicy, LocalPolicy, Policy, RandomPolicy, ScissorPolicy,
+    Scope, ScoreRule, SinkPolicy, TovaPolicy,
 };
 use crate::cache::{KvStore, NewKv, NewTokens};
 use crate::manifest::KvDtype;

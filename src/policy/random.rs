@@ -8,7 +8,7 @@
 //! lowest key, then the oldest; nothing is protected. The generator number is `rng`, not "seed":
 //! in this project "seed" names the PyTorch project the tool grew from.
 
-use super::{select_per_head, Candidates, Policy, Rule, ScoreRule};
+use super::{select_by_score, Candidates, Policy, ScoreRule};
 
 /// B tokens per head kept at random.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,17 +60,14 @@ impl Policy for RandomPolicy {
     }
 
     fn select(&self, cands: &Candidates<'_>, keep: &mut [bool]) {
-        let rule = Rule {
-            sinks: 0,
-            recent: 0,
-        };
-        select_per_head(cands, rule, self.budget, true, keep);
+        select_by_score(cands, self.budget, keep);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::keep_mask;
 
     #[test]
     fn keys_are_fixed_numbers() {
@@ -96,7 +93,10 @@ mod tests {
         for k in keys {
             bins[(k * 10.0) as usize] += 1;
         }
-        assert!(bins.iter().all(|&b| (9_500..10_500).contains(&b)), "{bins:?}");
+        assert!(
+            bins.iter().all(|&b| (9_500..10_500).contains(&b)),
+            "{bins:?}"
+        );
     }
 
     #[test]
@@ -105,15 +105,9 @@ mod tests {
         assert_eq!(RandomPolicy::new(4, 7).spec(), "random:4@rng=7");
         let p = RandomPolicy::new(2, 7);
         assert_eq!(p.score_rule(), ScoreRule::RandomKey { rng: 7 });
-        let pos = [0, 1, 2];
-        let c = Candidates {
-            heads: 1,
-            n: 3,
-            positions: &pos,
-            scores: &[0.3, 0.2, 0.9],
-        };
-        let mut keep = [false; 3];
-        p.select(&c, &mut keep);
-        assert_eq!(keep, [true, false, true]);
+        assert_eq!(
+            keep_mask(&p, 1, &[0, 1, 2], &[0.3, 0.2, 0.9]),
+            [true, false, true]
+        );
     }
 }

@@ -76,10 +76,23 @@ mod tests {
 
     #[test]
     fn pyramid_keeps_the_total_and_falls_with_the_layer() {
-        for (free, layers, at_least) in [(192, 32, 0), (256, 32, 1), (48, 8, 0), (64, 2, 1), (5, 8, 1), (1, 4, 1), (0, 4, 0), (3000, 7, 0)] {
+        for (free, layers, at_least) in [
+            (192, 32, 0),
+            (256, 32, 1),
+            (48, 8, 0),
+            (64, 2, 1),
+            (5, 8, 1),
+            (1, 4, 1),
+            (0, 4, 0),
+            (3000, 7, 0),
+        ] {
             let p = Schedule::Pyramid.free_parts(free, layers, at_least);
             assert_eq!(p.len(), layers);
-            assert_eq!(p.iter().sum::<usize>(), free * layers, "{free} {layers}: {p:?}");
+            assert_eq!(
+                p.iter().sum::<usize>(),
+                free * layers,
+                "{free} {layers}: {p:?}"
+            );
             assert!(p.windows(2).all(|w| w[0] >= w[1]), "{p:?}");
             assert!(p.iter().all(|&x| x >= at_least.min(free)), "{p:?}");
         }

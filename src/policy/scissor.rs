@@ -87,12 +87,16 @@ impl Policy for ScissorPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::keep_mask;
 
     #[test]
     fn spec_and_rule() {
         let p = ScissorPolicy::new(256, DEFAULT_WINDOW, DEFAULT_RECENT);
         assert_eq!(p.spec(), "scissor:256");
-        assert_eq!(ScissorPolicy::new(8, 16, 2).spec(), "scissor:8@window=16@recent=2");
+        assert_eq!(
+            ScissorPolicy::new(8, 16, 2).spec(),
+            "scissor:8@window=16@recent=2"
+        );
         assert_eq!(ScissorPolicy::new(8, 400, 2).spec(), "scissor:8@recent=2");
         assert_eq!(p.score_rule(), ScoreRule::Unimportance { window: 400 });
     }
@@ -111,16 +115,10 @@ mod tests {
     fn most_often_unimportant_goes_and_the_window_is_protected() {
         let p = ScissorPolicy::new(3, 8, 1);
         // scores = -count: pos0 -3, pos1 -5, pos2 -5, pos3 (newest, protected) -1
-        let pos = [0, 1, 2, 3];
-        let c = Candidates {
-            heads: 1,
-            n: 4,
-            positions: &pos,
-            scores: &[-3.0, -5.0, -5.0, -1.0],
-        };
-        let mut keep = [false; 4];
-        p.select(&c, &mut keep);
         // pos1 and pos2 tie at 5 unimportant steps: the older goes
-        assert_eq!(keep, [true, false, true, true]);
+        assert_eq!(
+            keep_mask(&p, 1, &[0, 1, 2, 3], &[-3.0, -5.0, -5.0, -1.0]),
+            [true, false, true, true]
+        );
     }
 }

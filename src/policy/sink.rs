@@ -43,17 +43,7 @@ mod tests {
     use super::*;
 
     fn run(p: &SinkPolicy, heads: usize, pos: &[i64]) -> Vec<bool> {
-        let n = pos.len() / heads;
-        let sc = vec![0.0; pos.len()];
-        let c = Candidates {
-            heads,
-            n,
-            positions: pos,
-            scores: &sc,
-        };
-        let mut keep = vec![false; pos.len()];
-        p.select(&c, &mut keep);
-        keep
+        crate::policy::keep_mask(p, heads, pos, &vec![0.0; pos.len()])
     }
 
     #[test]

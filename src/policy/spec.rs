@@ -32,6 +32,20 @@ pub const ACCEPTED_FORMS: &str = "full | local:R | sink:S+R | h2o:H+R | h2o-laye
      (non-negative integers, budget >= 1; e.g. local:256, sink:4+252, h2o:192+64, \
      h2o:192+64@pyramid, random:256@rng=7)";
 
+/// Every family's keyword, in the order of [`ACCEPTED_FORMS`].
+pub const FAMILIES: [&str; 10] = [
+    "full",
+    "local",
+    "sink",
+    "h2o",
+    "h2o-layer",
+    "tova",
+    "tova-head",
+    "scissor",
+    "knorm",
+    "random",
+];
+
 /// A refused policy spec.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
@@ -503,11 +517,21 @@ fn kind_of(name: &str, a: Option<usize>, b: Option<usize>) -> Result<PolicyKind,
 fn with_options(kind: PolicyKind, o: &Options) -> Result<PolicySpec, String> {
     let mut kind = kind;
     if o.rng.is_some() && !matches!(kind, PolicyKind::Random { .. }) {
-        return Err(format!("`@rng` applies to random only, not `{}`; ", kind.family()));
+        return Err(format!(
+            "`@rng` applies to random only, not `{}`; ",
+            kind.family()
+        ));
     }
     if (o.window.is_some() || o.recent.is_some()) && !matches!(kind, PolicyKind::Scissor { .. }) {
-        let which = if o.window.is_some() { "window" } else { "recent" };
-        return Err(format!("`@{which}` applies to scissor only, not `{}`; ", kind.family()));
+        let which = if o.window.is_some() {
+            "window"
+        } else {
+            "recent"
+        };
+        return Err(format!(
+            "`@{which}` applies to scissor only, not `{}`; ",
+            kind.family()
+        ));
     }
     match &mut kind {
         PolicyKind::Random { rng, .. } => *rng = o.rng.unwrap_or(0),
@@ -555,18 +579,17 @@ impl FromStr for PolicySpec {
             Some((n, r)) => (n, Some(r)),
             None => (head, None),
         };
-        const NAMES: [&str; 10] = [
-            "full", "local", "sink", "h2o", "h2o-layer", "tova", "tova-head", "scissor", "knorm",
-            "random",
-        ];
-        if !NAMES.contains(&name) {
+        if !FAMILIES.contains(&name) {
             return Err(invalid(String::new()));
         }
         // numbers: None, one, or two joined by '+'
         let (a, b) = match rest {
             None => (None, None),
             Some(r) => match r.split_once('+') {
-                None => (Some(number::<usize>(r).ok_or_else(|| invalid(String::new()))?), None),
+                None => (
+                    Some(number::<usize>(r).ok_or_else(|| invalid(String::new()))?),
+                    None,
+                ),
                 Some((x, y)) => (
                     Some(number::<usize>(x).ok_or_else(|| invalid(String::new()))?),
                     Some(number::<usize>(y).ok_or_else(|| invalid(String::new()))?),
@@ -751,7 +774,9 @@ mod tests {
             "random:5@rng=7@pyramid"
         );
         assert_eq!(
-            p("scissor:80@recent=10@window=400@uniform").unwrap().to_string(),
+            p("scissor:80@recent=10@window=400@uniform")
+                .unwrap()
+                .to_string(),
             "scissor:80"
         );
         assert_eq!(p("random:5@rng=0").unwrap().to_string(), "random:5");
@@ -811,7 +836,8 @@ mod tests {
             p("foo").unwrap_err().to_string(),
             format!("invalid policy spec 'foo': accepted forms are {ACCEPTED_FORMS}")
         );
-        assert!(ACCEPTED_FORMS.starts_with("full | local:R | sink:S+R | h2o:H+R | h2o-layer:H+R | tova:B"));
+        assert!(ACCEPTED_FORMS
+            .starts_with("full | local:R | sink:S+R | h2o:H+R | h2o-layer:H+R | tova:B"));
         let msg = |s: &str| p(s).unwrap_err().to_string();
         assert!(msg("full:3").starts_with("invalid policy spec 'full:3': `full` takes no numbers; accepted forms are full | local:R"));
         assert!(msg("local:1+2").contains("`local` takes one number (local:R); accepted forms are"));
@@ -834,8 +860,14 @@ mod tests {
             format!("invalid policy spec 'h2o:0+0': the budget is 0; accepted forms are {ACCEPTED_FORMS}")
         );
         assert!(matches!(p("local:0"), Err(PolicyError::ZeroBudget { .. })));
-        assert!(matches!(p("random:0@rng=3"), Err(PolicyError::ZeroBudget { .. })));
-        assert!(matches!(p("scissor:0@recent=0"), Err(PolicyError::ZeroBudget { .. })));
+        assert!(matches!(
+            p("random:0@rng=3"),
+            Err(PolicyError::ZeroBudget { .. })
+        ));
+        assert!(matches!(
+            p("scissor:0@recent=0"),
+            Err(PolicyError::ZeroBudget { .. })
+        ));
         assert!(msg("local:99999999999999999999999").contains("too large"));
         assert!(msg(&format!("sink:{}+1", usize::MAX)).contains("too large"));
     }
@@ -906,14 +938,16 @@ mod tests {
         assert!(kinds("sink:4+60@pyramid", 8)
             .iter()
             .all(|k| matches!(k, PolicyKind::Sink { sinks: 4, .. })));
-        assert!(kinds("scissor:64@window=9@recent=8@pyramid", 8).iter().all(|k| matches!(
-            k,
-            PolicyKind::Scissor {
-                window: 9,
-                recent: 8,
-                ..
-            }
-        )));
+        assert!(kinds("scissor:64@window=9@recent=8@pyramid", 8)
+            .iter()
+            .all(|k| matches!(
+                k,
+                PolicyKind::Scissor {
+                    window: 9,
+                    recent: 8,
+                    ..
+                }
+            )));
         assert!(kinds("random:3@rng=2@pyramid", 4)
             .iter()
             .all(|k| matches!(k, PolicyKind::Random { rng: 2, .. })));
@@ -941,21 +975,7 @@ mod tests {
         ]
         .map(|s| p(s).unwrap());
         let fam: Vec<_> = specs.iter().map(|s| s.family()).collect();
-        assert_eq!(
-            fam,
-            [
-                "full",
-                "local",
-                "sink",
-                "h2o",
-                "h2o-layer",
-                "tova",
-                "tova-head",
-                "scissor",
-                "knorm",
-                "random"
-            ]
-        );
+        assert_eq!(fam, FAMILIES);
         let lab: Vec<_> = specs.iter().map(|s| s.label()).collect();
         assert_eq!(
             lab,
@@ -994,7 +1014,10 @@ mod tests {
         assert_eq!(sc("tova:256", 1, 4), "tova:64");
         assert_eq!(sc("random:256@rng=3", 1, 4), "random:64@rng=3");
         // scissor: the budget and the recent window scale, the history window (steps) stays
-        assert_eq!(sc("scissor:256@window=64@recent=40", 1, 4), "scissor:64@window=64");
+        assert_eq!(
+            sc("scissor:256@window=64@recent=40", 1, 4),
+            "scissor:64@window=64"
+        );
         assert_eq!(sc("scissor:20", 1, 10), "scissor:2@recent=1");
     }
 }

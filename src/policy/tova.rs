@@ -9,7 +9,7 @@
 //! step of several new tokens, their attention summed); the mean over heads is ranked as the sum
 //! over heads (the same order). Ties: lowest score, then the oldest position.
 
-use super::{select_layer_scope, select_per_head, Candidates, Policy, Rule, ScoreRule, Scope};
+use super::{select_by_score, select_layer_scope, Candidates, Policy, Rule, Scope, ScoreRule};
 
 /// The B tokens with the most attention from the current query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +49,7 @@ impl Policy for TovaPolicy {
         };
         match self.scope {
             Scope::Layer => select_layer_scope(cands, rule, self.budget, keep),
-            Scope::Head => select_per_head(cands, rule, self.budget, true, keep),
+            Scope::Head => select_by_score(cands, self.budget, keep),
         }
     }
 }
@@ -58,18 +58,7 @@ impl Policy for TovaPolicy {
 mod tests {
     use super::*;
 
-    fn run(p: &TovaPolicy, heads: usize, pos: &[i64], sc: &[f32]) -> Vec<bool> {
-        let n = pos.len() / heads;
-        let c = Candidates {
-            heads,
-            n,
-            positions: pos,
-            scores: sc,
-        };
-        let mut keep = vec![false; pos.len()];
-        p.select(&c, &mut keep);
-        keep
-    }
+    use crate::policy::keep_mask as run;
 
     #[test]
     fn spec_budget_and_rule() {
