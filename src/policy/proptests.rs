@@ -529,6 +529,17 @@ proptest! {
         simulate(kind, batch, heads, steps, chunk, seed);
     }
 
+    /// A schedule spreads exactly `layers` x the free part, never raises the budget with the layer,
+    /// and gives no layer less than its floor.
+    #[test]
+    fn pyramid_keeps_the_total(free in 0usize..5000, layers in 1usize..80, at_least in 0usize..2) {
+        let parts = super::Schedule::Pyramid.free_parts(free, layers, at_least);
+        prop_assert_eq!(parts.len(), layers);
+        prop_assert_eq!(parts.iter().sum::<usize>(), free * layers);
+        prop_assert!(parts.windows(2).all(|w| w[0] >= w[1]));
+        prop_assert!(parts.iter().all(|&p| p >= at_least.min(free)));
+    }
+
     #[test]
     fn arbitrary_candidates_match_sort_oracle(
         kind in kind_strategy(),
