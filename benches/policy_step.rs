@@ -154,9 +154,13 @@ fn select_step(c: &mut Criterion) {
     g.finish();
 }
 
-/// A store of 32 layers x 32 heads (head_dim 1) filled to each layer's budget, and per layer a
-/// fixed decode-step attention row `[heads, capacity + 1]`.
-fn filled_store(policies: &LayerPolicies, rng: &mut Rng) -> (KvStore, Vec<Vec<f32>>) {
+/// Decode steps cycle through this many attention rows (and keys) per layer, so that the victims
+/// move as they do in a real decode.
+const ROWS: usize = 4;
+
+/// A store of 32 layers x 32 heads (head_dim 1) filled to each layer's budget, and per layer
+/// [`ROWS`] decode-step attention rows `[heads, capacity + 1]`.
+fn filled_store(policies: &LayerPolicies, rng: &mut Rng) -> (KvStore, Vec<Vec<Vec<f32>>>) {
     let limits: Vec<usize> = (0..LAYERS).map(|l| policies.layer(l).budget()).collect();
     let mut store = match KvStore::with_limits(&limits, 1, HEADS, 1, KvDtype::Float32, 64) {
         Ok(s) => s,
@@ -181,8 +185,12 @@ fn filled_store(policies: &LayerPolicies, rng: &mut Rng) -> (KvStore, Vec<Vec<f3
         }
         let n = store.layer_capacity(l) + 1;
         rows.push(
-            (0..HEADS * n)
-                .map(|_| rng.unit() * 2.0 / n as f32)
+            (0..ROWS)
+                .map(|_| {
+                    (0..HEADS * n)
+                        .map(|_| rng.unit() * 2.0 / n as f32)
+                        .collect()
+                })
                 .collect(),
         );
     }
@@ -204,18 +212,21 @@ fn store_step(c: &mut Criterion) {
             let policies = spec.build(LAYERS);
             let mut rng = Rng(0x5DEE_CE66_D1CE_4E5B);
             let (mut store, rows) = filled_store(&policies, &mut rng);
-            let kv: Vec<f32> = (0..HEADS).map(|_| rng.unit()).collect();
+            let kvs: Vec<Vec<f32>> = (0..ROWS)
+                .map(|_| (0..HEADS).map(|_| rng.unit()).collect())
+                .collect();
             let mut pos = 1_000_000i64;
             g.bench_function(
                 BenchmarkId::new(spec.to_string(), format!("B={budget}")),
                 |b| {
                     b.iter(|| {
                         pos += 1;
+                        let i = pos as usize % ROWS;
                         for (l, att) in rows.iter().enumerate() {
                             let new = NewTokens {
-                                k: NewKv::of(&kv),
-                                v: NewKv::of(&kv),
-                                attention: att,
+                                k: NewKv::of(&kvs[i]),
+                                v: NewKv::of(&kvs[i]),
+                                attention: &att[i],
                                 past: store.layer_capacity(l),
                                 positions: &[pos],
                                 mask: &[1],
