@@ -17,7 +17,7 @@ BIN := target/release/h2o
 PYTHIA_TOKENIZER ?= ../shared/data/pythia-tokenizer.json
 INIT_SEED ?= 0
 
-.PHONY: all venv build test test-rust test-python lint fixtures export-micro bench info heatmaps random-models clean-results
+.PHONY: all venv build test test-rust test-python lint fixtures export-micro export-micro-layer-masks bench info heatmaps random-models clean-results
 
 all: build
 
@@ -39,6 +39,13 @@ $(MICRO)/model.onnx: $(STAMP) $(MICRO_HF)/model.safetensors $(MICRO_HF)/config.j
 	$(PY) export/export.py --checkpoint $(MICRO_HF) --out $(MICRO) --name pythia-micro --dtype fp32 --force
 
 export-micro: $(MICRO)/model.onnx
+
+# The default model with one attention mask per layer: what per-layer budgets (`@pyramid`,
+# `bench --groups pyramid`) run on.
+$(MICRO)-layer-masks/model.onnx: $(STAMP) $(MICRO_HF)/model.safetensors $(MICRO_HF)/config.json
+	$(PY) export/export.py --checkpoint $(MICRO_HF) --out $(MICRO)-layer-masks --name pythia-micro --dtype fp32 --layer-masks --force
+
+export-micro-layer-masks: $(MICRO)-layer-masks/model.onnx
 
 test-rust: $(STAMP) export-micro
 	ORT_DYLIB_PATH=$(abspath $(ORT_LIB)) cargo test --release

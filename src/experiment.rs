@@ -8,10 +8,11 @@
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::decoder::TraceStep;
+use crate::decoder::{layer_limits, TraceStep};
 use crate::error::{Error, LengthError, Result, Setting};
 use crate::eval::data::load_tokens;
 use crate::eval::memory::peak_rss_bytes;
@@ -19,7 +20,8 @@ use crate::eval::ppl::measure_ppl;
 use crate::eval::speed::{check_lengths, measure, SpeedRun};
 use crate::eval::throughput::{check_memory, RunShape};
 use crate::model::Model;
-use crate::policy::PolicySpec;
+use crate::policy::scissor::DEFAULT_RECENT;
+use crate::policy::{PolicyKind, PolicySpec, Schedule, Scope};
 use crate::report::{
     full_cache_bytes, seed_groups, ExperimentResult, ExperimentStatus, MemoryFigures, PplFigures,
     SpeedFigures,
@@ -32,6 +34,9 @@ pub struct Experiment {
     /// Display label, e.g. `H2O (64r+192h)` or `h2o 192+64`.
     pub label: String,
     pub spec: PolicySpec,
+    /// The experiment group it comes from (`None`: named on the command line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<Group>,
 }
 
 impl Experiment {
@@ -40,6 +45,7 @@ impl Experiment {
         Experiment {
             label: spec.label(),
             spec,
+            group: None,
         }
     }
 
@@ -47,9 +53,134 @@ impl Experiment {
     pub fn seed_groups(max_positions: usize) -> Vec<Experiment> {
         seed_groups(max_positions)
             .into_iter()
-            .map(|(label, spec)| Experiment { label, spec })
+            .map(|(label, spec)| Experiment {
+                label,
+                spec,
+                group: Some(Group::Seed),
+            })
             .collect()
     }
+}
+
+/// A named list of experiments (`h2o bench --groups`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Group {
+    /// The seed's ten experiments, scaled to the model's positions (the default).
+    Seed,
+    /// Every family at 12.5% and 25% of the text: full, local, sink, h2o, h2o-layer, tova,
+    /// scissor, knorm, random.
+    Policies,
+    /// Every bounded family of `policies` under the pyramid schedule, at the same budgets.
+    Pyramid,
+}
+
+/// An experiment group name that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown experiment group '{0}': the groups are seed, policies, pyramid")]
+pub struct UnknownGroup(pub String);
+
+impl FromStr for Group {
+    type Err = UnknownGroup;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "seed" => Ok(Group::Seed),
+            "policies" => Ok(Group::Policies),
+            "pyramid" => Ok(Group::Pyramid),
+            other => Err(UnknownGroup(other.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Group::Seed => "seed",
+            Group::Policies => "policies",
+            Group::Pyramid => "pyramid",
+        })
+    }
+}
+
+impl Group {
+    /// The group's experiments for a model of `max_positions` positions measured on `text`
+    /// tokens ([`Plan::text_tokens`]): budgets B = 12.5% and 25% of the text (rounded, at least
+    /// 1); sink keeps 4 sinks, h2o a quarter of B as its recent window, scissor its default recent
+    /// window (a quarter of B when that is smaller).
+    pub fn experiments(self, max_positions: usize, text: usize) -> Vec<Experiment> {
+        let specs: Vec<PolicySpec> = match self {
+            Group::Seed => return Experiment::seed_groups(max_positions),
+            Group::Policies => std::iter::once(PolicySpec::FULL)
+                .chain(
+                    share_budgets(text)
+                        .into_iter()
+                        .flat_map(|b| bounded_families(b, Schedule::Uniform)),
+                )
+                .collect(),
+            Group::Pyramid => share_budgets(text)
+                .into_iter()
+                .flat_map(|b| bounded_families(b, Schedule::Pyramid))
+                .collect(),
+        };
+        specs
+            .into_iter()
+            .map(|spec| Experiment {
+                group: Some(self),
+                ..Experiment::of(spec)
+            })
+            .collect()
+    }
+}
+
+/// The experiments of `groups`, in order.
+pub fn group_experiments(groups: &[Group], max_positions: usize, text: usize) -> Vec<Experiment> {
+    groups
+        .iter()
+        .flat_map(|g| g.experiments(max_positions, text))
+        .collect()
+}
+
+/// 12.5% and 25% of `text` tokens, rounded, at least 1.
+fn share_budgets(text: usize) -> [usize; 2] {
+    [(text + 4) / 8, (text + 2) / 4].map(|b| b.max(1))
+}
+
+/// Every bounded family of the `policies` group at budget `b` under `schedule`.
+fn bounded_families(b: usize, schedule: Schedule) -> Vec<PolicySpec> {
+    let sinks = 4.min(b - 1);
+    let recent = (b / 4).max(1).min(b);
+    let scissor_recent = DEFAULT_RECENT.min(b / 4);
+    [
+        PolicyKind::Local { recent: b },
+        PolicyKind::Sink {
+            sinks,
+            recent: b - sinks,
+        },
+        PolicyKind::H2o {
+            heavy: b - recent,
+            recent,
+            scope: Scope::Head,
+        },
+        PolicyKind::H2o {
+            heavy: b - recent,
+            recent,
+            scope: Scope::Layer,
+        },
+        PolicyKind::Tova {
+            budget: b,
+            scope: Scope::Layer,
+        },
+        PolicyKind::Scissor {
+            budget: b,
+            window: crate::policy::scissor::DEFAULT_WINDOW,
+            recent: scissor_recent,
+        },
+        PolicyKind::Knorm { budget: b },
+        PolicyKind::Random { budget: b, rng: 0 },
+    ]
+    .into_iter()
+    .map(|kind| PolicySpec { kind, schedule })
+    .collect()
 }
 
 /// Streaming perplexity over the first `tokens` tokens of the text.
@@ -134,6 +265,16 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The length of text the plan measures, which group budgets are shares of: the perplexity
+    /// tokens, else the speed run's prompt + generated tokens.
+    pub fn text_tokens(&self) -> usize {
+        match (self.ppl, self.speed) {
+            (Some(p), _) => p.tokens,
+            (None, Some(s)) => s.prompt + s.gen,
+            (None, None) => 0,
+        }
+    }
+
     /// Tokens the plan reads from the start of the text.
     pub fn tokens_needed(&self) -> usize {
         let ppl = self.ppl.map_or(0, |p| p.tokens);
@@ -267,6 +408,16 @@ impl Lab {
         &self.model
     }
 
+    /// Refuses an experiment this model cannot run: a budget of 0 or beyond its positions (a
+    /// layer's, under a schedule), or per-layer budgets on a graph with one attention mask.
+    pub fn check(&self, exp: &Experiment) -> Result<()> {
+        let man = &self.model.manifest;
+        exp.spec
+            .validate(man.num_layers, man.max_position_embeddings)?;
+        layer_limits(&self.model, &exp.spec.build(man.num_layers))?;
+        Ok(())
+    }
+
     /// The tokens read from the start of the text.
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
@@ -281,7 +432,7 @@ impl Lab {
         hook: Hook<'_>,
     ) -> Result<Outcome> {
         let man = self.model.manifest.clone();
-        exp.spec.validate(man.max_position_embeddings)?;
+        self.check(exp)?;
         plan.check(man.max_position_embeddings)?;
         if self.tokens.len() < plan.tokens_needed() {
             return Err(Error::Input(format!(
@@ -473,7 +624,101 @@ mod tests {
         assert!(text.contains("\"spin\":false"), "{text}");
         assert!(text.contains("\"spec\":\"h2o:16+16\""), "{text}");
         assert!(text.contains("\"batch\":3"), "{text}");
+        assert!(!text.contains("group"), "{text}");
         assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), job);
+        // a group's experiment carries its group and its full spec
+        let job = Job {
+            experiment: Group::Pyramid.experiments(2048, 64)[7].clone(),
+            ..job
+        };
+        let text = serde_json::to_string(&job).unwrap();
+        assert!(text.contains("\"group\":\"pyramid\""), "{text}");
+        assert!(text.contains("\"spec\":\"random:8@pyramid\""), "{text}");
+        assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), job);
+    }
+
+    #[test]
+    fn groups_by_name() {
+        assert_eq!("policies".parse::<Group>(), Ok(Group::Policies));
+        assert_eq!(" pyramid".parse::<Group>(), Ok(Group::Pyramid));
+        assert_eq!(
+            "seeds".parse::<Group>().unwrap_err().to_string(),
+            "unknown experiment group 'seeds': the groups are seed, policies, pyramid"
+        );
+        assert_eq!(Group::Seed.to_string(), "seed");
+    }
+
+    #[test]
+    fn policies_group_is_every_family_at_an_eighth_and_a_quarter_of_the_text() {
+        let e = Group::Policies.experiments(2048, 2048);
+        let specs: Vec<String> = e.iter().map(|x| x.spec.to_string()).collect();
+        let at = |b: usize, r: usize, sr: usize| {
+            let sinks = 4.min(b - 1);
+            [
+                format!("local:{b}"),
+                format!("sink:{sinks}+{}", b - sinks),
+                format!("h2o:{}+{r}", b - r),
+                format!("h2o-layer:{}+{r}", b - r),
+                format!("tova:{b}"),
+                if sr == 10 {
+                    format!("scissor:{b}")
+                } else {
+                    format!("scissor:{b}@recent={sr}")
+                },
+                format!("knorm:{b}"),
+                format!("random:{b}"),
+            ]
+        };
+        let want: Vec<String> = std::iter::once("full".to_string())
+            .chain(at(256, 64, 10))
+            .chain(at(512, 128, 10))
+            .collect();
+        assert_eq!(specs, want);
+        assert!(e.iter().all(|x| x.group == Some(Group::Policies)));
+        assert_eq!(e[3].label, "h2o 192+64");
+        // a short text: budgets 4 and 8, every spec valid
+        let short = Group::Policies.experiments(2048, 32);
+        let s: Vec<String> = short.iter().map(|x| x.spec.to_string()).collect();
+        assert_eq!(s[1..9], at(4, 1, 1));
+        for x in &short {
+            assert_eq!(x.spec.to_string().parse::<PolicySpec>(), Ok(x.spec));
+            assert!(x.spec.validate(8, 2048).is_ok(), "{}", x.spec);
+        }
+        assert_eq!(Group::Policies.experiments(2048, 1).len(), 17);
+    }
+
+    #[test]
+    fn pyramid_group_schedules_every_bounded_family() {
+        let e = Group::Pyramid.experiments(2048, 2048);
+        assert_eq!(e.len(), 16);
+        assert!(e.iter().all(|x| x.spec.schedule == Schedule::Pyramid));
+        assert_eq!(e[2].spec.to_string(), "h2o:192+64@pyramid");
+        let uniform: Vec<PolicySpec> = Group::Policies.experiments(2048, 2048)[1..]
+            .iter()
+            .map(|x| x.spec)
+            .collect();
+        let kinds: Vec<PolicySpec> = e.iter().map(|x| PolicySpec::from(x.spec.kind)).collect();
+        assert_eq!(
+            kinds, uniform,
+            "the same families and budgets as `policies`"
+        );
+        let all = group_experiments(&[Group::Seed, Group::Pyramid], 2048, 2048);
+        assert_eq!(all.len(), 26);
+    }
+
+    #[test]
+    fn text_tokens_of_a_plan() {
+        let mut p = Plan {
+            ppl: Some(PplPlan {
+                tokens: 100,
+                trace: false,
+            }),
+            speed: Some(SpeedPlan::new(8, 4, 0)),
+        };
+        assert_eq!(p.text_tokens(), 100);
+        p.ppl = None;
+        assert_eq!(p.text_tokens(), 12);
+        assert_eq!(Plan::default().text_tokens(), 0);
     }
 
     #[test]
@@ -482,6 +727,6 @@ mod tests {
         assert_eq!(e.len(), 10);
         assert_eq!(e[4].label, "H2O (64r+192h)");
         assert_eq!(e[4].spec.to_string(), "h2o:192+64");
-        assert_eq!(Experiment::of(PolicySpec::Full).label, "full");
+        assert_eq!(Experiment::of(PolicySpec::FULL).label, "full");
     }
 }

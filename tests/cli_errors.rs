@@ -181,13 +181,75 @@ fn unknown_policy_spec_lists_accepted_forms() {
         ],
     );
     assert_no_results(&results);
+    fails_with(ppl(&data, "h2o:abc"), &["h2o:abc", "accepted forms"]);
+}
+
+/// `h2o ppl` of `policy` on the fixture over 16 tokens of `data`.
+fn ppl(data: &Path, policy: &str) -> Command {
     let mut c = h2o();
     c.args(["ppl", "--model"])
         .arg(fixture_dir())
         .arg("--data")
-        .arg(&data)
-        .args(["--tokens", "16", "--policy", "h2o:abc", "--threads", "1"]);
-    fails_with(c, &["h2o:abc", "accepted forms"]);
+        .arg(data)
+        .args(["--tokens", "16", "--policy", policy, "--threads", "1"]);
+    c
+}
+
+/// `h2o bench --groups ...` on the fixture with tiny sizes (no `--exp`).
+fn bench_groups(data: &Path, results: &Path, groups: &str) -> Command {
+    let mut c = h2o();
+    c.args(["bench", "--model"])
+        .arg(fixture_dir())
+        .arg("--data")
+        .arg(data)
+        .arg("--results")
+        .arg(results)
+        .args(["--threads", "1", "--warmup", "0", "--ppl-tokens", "64"])
+        .args(["--prompt", "32", "--gen", "8", "--groups", groups])
+        .timeout(Duration::from_secs(60));
+    c
+}
+
+#[test]
+fn unknown_group_and_groups_with_exp_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    let results = tmp.path().join("results");
+    fails_with(
+        bench_groups(&data, &results, "seed,nope"),
+        &["unknown experiment group 'nope'", "seed, policies, pyramid"],
+    );
+    let mut c = bench_groups(&data, &results, "policies");
+    c.args(["--exp", "full"]);
+    fails_with(c, &["--exp", "--groups", "cannot be used with"]);
+    assert_no_results(&results);
+}
+
+/// Per-layer budgets need a graph with one mask per layer: refused before anything is measured
+/// on the fixture (one shared mask), naming the export option.
+#[test]
+fn pyramid_on_a_shared_mask_graph_is_refused_up_front() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    let results = tmp.path().join("results");
+    fails_with(
+        bench_groups(&data, &results, "policies,pyramid"),
+        &[
+            "local:8@pyramid",
+            "one attention mask for every layer",
+            "--layer-masks",
+        ],
+    );
+    assert_no_results(&results);
+    fails_with(
+        ppl(&data, "h2o:8+8@pyramid"),
+        &["different budgets", "--layer-masks"],
+    );
+    // options that do not belong to the family are refused with the grammar
+    fails_with(
+        ppl(&data, "h2o:8+8@rng=3"),
+        &["`@rng` applies to random only", "accepted forms"],
+    );
 }
 
 #[test]

@@ -31,7 +31,8 @@ fn greedy(
     chunk: Option<usize>,
 ) -> Rows {
     let man = model.manifest.clone();
-    let mut dec = Decoder::new(model, spec.build(), prompts.len()).unwrap();
+    let mut dec =
+        Decoder::new(model, spec.build(model.manifest.num_layers), prompts.len()).unwrap();
     let mut nlls = vec![Vec::new(); prompts.len()];
     let mut pick = |b: usize, logits: &[f32]| {
         let t = argmax(logits);

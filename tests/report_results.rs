@@ -37,7 +37,7 @@ fn run_info() -> RunInfo {
             warmup: 1,
             data_path: "wiki.test.raw".into(),
             batch: 1,
-            experiments: vec![("Baseline".into(), PolicySpec::Full)],
+            experiments: vec![("Baseline".into(), PolicySpec::FULL)],
         },
         machine: MachineInfo::collect(),
         git_commit: Some("abc123".into()),

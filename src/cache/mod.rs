@@ -2,7 +2,9 @@
 //! host, and K/V buffers that apply the plan (host memory here; device memory behind the same interface).
 
 pub mod buffers;
+mod history;
 pub mod plan;
+mod scores;
 pub mod sizing;
 pub mod slots;
 pub mod store;

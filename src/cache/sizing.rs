@@ -70,6 +70,15 @@ impl KvLayout {
         dims.iter()
             .fold(2u64, |acc, &x| acc.saturating_mul(x as u64))
     }
+
+    /// Bytes of one row's K and V slot arrays when layer `l` has `layer_slots[l]` slots per head
+    /// (per-layer budget schedules; equals `bytes(1, s)` when every layer has `s`).
+    pub fn row_bytes(&self, layer_slots: &[usize]) -> u64 {
+        let one = KvLayout { layers: 1, ..*self };
+        layer_slots
+            .iter()
+            .fold(0u64, |acc, &s| acc.saturating_add(one.bytes(1, s)))
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use h2o_engine::experiment::{
-    run_job, Experiment, Job, Lab, PeakMemory, Plan, PplPlan, Setup, SpeedPlan,
+    group_experiments, run_job, Experiment, Group, Job, Lab, PeakMemory, Plan, PplPlan, Setup,
+    SpeedPlan,
 };
 use h2o_engine::manifest::Manifest;
 use h2o_engine::policy::PolicySpec;
@@ -61,9 +62,14 @@ pub struct BenchArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub measure: MeasureArgs,
-    /// Comma-separated policy specs (default: the seed's ten groups, scaled to the model's positions).
-    #[arg(long, value_delimiter = ',')]
+    /// Comma-separated policy specs (instead of --groups).
+    #[arg(long, value_delimiter = ',', conflicts_with = "groups")]
     pub exp: Vec<PolicySpec>,
+    /// Comma-separated experiment groups: seed (the seed's ten, scaled to the model's positions;
+    /// the default), policies (every family at 12.5% and 25% of the text), pyramid (the bounded
+    /// families under the pyramid schedule; needs a graph exported with --layer-masks).
+    #[arg(long, value_delimiter = ',')]
+    pub groups: Vec<Group>,
     /// Directory for <time>-<model>.csv and .json.
     #[arg(long, default_value = "results")]
     pub results: PathBuf,
@@ -142,17 +148,22 @@ pub(super) fn run_in_child(exe: &Path, job: &Job) -> Result<ExperimentResult> {
     })
 }
 
-/// The experiments to run: `--exp` specs (labelled by the spec) or the scaled seed groups.
-fn experiments(exp: &[PolicySpec], max_positions: usize) -> Result<Vec<Experiment>> {
-    if exp.is_empty() {
-        return Ok(Experiment::seed_groups(max_positions));
+/// The experiments to run: `--exp` specs (labelled by the spec), else the `--groups` (default: the
+/// seed's), each checked against the model before anything is measured.
+fn experiments(a: &BenchArgs, lab: &Lab, plan: &Plan) -> Result<Vec<Experiment>> {
+    let max_positions = lab.model().manifest.max_position_embeddings;
+    let exps = if !a.exp.is_empty() {
+        a.exp.iter().map(|s| Experiment::of(*s)).collect()
+    } else if a.groups.is_empty() {
+        Experiment::seed_groups(max_positions)
+    } else {
+        group_experiments(&a.groups, max_positions, plan.text_tokens())
+    };
+    for e in &exps {
+        lab.check(e)
+            .with_context(|| format!("experiment {} ({})", e.label, e.spec))?;
     }
-    exp.iter()
-        .map(|s| {
-            s.validate(max_positions)?;
-            Ok(Experiment::of(*s))
-        })
-        .collect()
+    Ok(exps)
 }
 
 fn git_commit() -> Option<String> {
@@ -225,8 +236,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let setup = a.model.setup(resolve_data(a.measure.data.as_deref())?)?;
     let plan = a.measure.plan();
     let rt = start_runtime(&setup.model)?;
-    let man = Lab::load(&rt, &setup, &[plan])?.model().manifest.clone();
-    let exps = experiments(&a.exp, man.max_position_embeddings)?;
+    let lab = Lab::load(&rt, &setup, &[plan])?;
+    let man = lab.model().manifest.clone();
+    let exps = experiments(&a, &lab, &plan)?;
+    drop(lab);
     let start = chrono::Local::now();
     let info = run_info(&a, &rt, &man, &setup, &exps, &start);
     let mut writer = ResultsWriter::create(&a.results, &run_stem(&start, &man.name), info)?;

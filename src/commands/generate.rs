@@ -113,7 +113,8 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     };
     let (_rt, mut model) = a.model.load()?;
     let man = model.manifest.clone();
-    a.policy.validate(man.max_position_embeddings)?;
+    a.policy
+        .validate(man.num_layers, man.max_position_embeddings)?;
     let prompt = prompt_tokens(&model, &text)?;
     let mut out = std::io::stdout().lock();
     let mut write_error = None;

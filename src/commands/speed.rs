@@ -310,7 +310,7 @@ fn breakdown(points: &[Point]) -> comfy_table::Table {
 fn cap_table(fits: &[CapFit], points: &[Point], cap: u64) -> comfy_table::Table {
     let all: Vec<ThroughputPoint> = points.iter().map(Point::throughput).collect();
     let best = best_under_cap(&all, cap);
-    let full = best.iter().find(|b| b.spec == PolicySpec::Full);
+    let full = best.iter().find(|b| b.spec == PolicySpec::FULL);
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
     t.set_header([
@@ -435,6 +435,7 @@ fn load(rt: &Runtime, setup: &Setup, a: &SpeedArgs, targets: &[Target]) -> Resul
     let plans: Vec<Plan> = targets.iter().map(|t| t.plan(a)).collect();
     let lab = Lab::load(rt, setup, &plans)?;
     for (t, plan) in targets.iter().zip(&plans) {
+        lab.check(&Experiment::of(t.spec))?;
         if let Some(s) = plan.speed {
             check_memory(lab.model(), &t.spec, &s.shape(), s.batch, &t.name())
                 .map_err(h2o_engine::Error::from)?;
@@ -456,7 +457,7 @@ pub fn run(a: SpeedArgs) -> Result<()> {
     let rt = start_runtime(&setup.model)?;
     let man = Manifest::load(&setup.model.join("manifest.json"))?;
     for spec in &a.exp {
-        spec.validate(man.max_position_embeddings)?;
+        spec.validate(man.num_layers, man.max_position_embeddings)?;
     }
     let fits = fits_under_cap(&a, &contexts, &man)?;
     let targets = targets(&a, &contexts, &fits);

@@ -241,7 +241,10 @@ pub fn generate(
         prompt.len(),
         max_new,
     )?;
-    spec.validate(model.manifest.max_position_embeddings)?;
+    spec.validate(
+        model.manifest.num_layers,
+        model.manifest.max_position_embeddings,
+    )?;
     let mut sampler = Sampler::new(sampling).map_err(|e| Error::Input(e.to_string()))?;
     let tokenizer = model.tokenizer.clone();
     let mut text = TextStream::new(&tokenizer, prompt)?;
@@ -254,7 +257,7 @@ pub fn generate(
             ControlFlow::Break(())
         }
     };
-    let mut dec = Decoder::new(model, spec.build(), 1)?;
+    let mut dec = Decoder::new(model, spec.build(model.manifest.num_layers), 1)?;
     let rows = [prompt.to_vec()];
     let run = decode(
         &mut dec,

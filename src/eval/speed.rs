@@ -85,9 +85,10 @@ pub fn measure(
 ) -> Result<SpeedRun> {
     let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
     check_lengths(model.manifest.max_position_embeddings, longest, gen)?;
+    let layers = model.manifest.num_layers;
     let mut greedy = |_: usize, logits: &[f32]| argmax(logits);
     for _ in 0..warmup {
-        let mut dec = Decoder::new(model, spec.build(), rows.len())?;
+        let mut dec = Decoder::new(model, spec.build(layers), rows.len())?;
         let mut quiet = |_: usize, _: &[u32]| ControlFlow::Continue(());
         decode(
             &mut dec,
@@ -98,7 +99,7 @@ pub fn measure(
             &mut quiet,
         )?;
     }
-    let mut dec = Decoder::new(model, spec.build(), rows.len())?;
+    let mut dec = Decoder::new(model, spec.build(layers), rows.len())?;
     let mut after = |done: usize, _: &[u32]| {
         if done > 1 {
             progress(done - 1)

@@ -17,7 +17,7 @@ use crate::cache::{slots_after, KvLayout};
 use crate::decoder::{slot_limit, SLOT_CHUNK};
 use crate::error::MemoryError;
 use crate::model::Model;
-use crate::policy::PolicySpec;
+use crate::policy::{PolicyKind, PolicySpec};
 
 /// The lengths of a speed run that decide its K/V: prompt tokens per row, generated tokens per row,
 /// and the prefill chunk.
@@ -46,10 +46,28 @@ impl RunShape {
         self.graph_runs().max().unwrap_or(0)
     }
 
-    /// Slots per (row, head) every layer has at the end of the run with `spec` on a model of
-    /// `max_positions` positions.
+    /// Slots per (row, head) of the largest layer at the end of the run with `spec` on a model of
+    /// `max_positions` positions (every layer's, under a uniform schedule).
     pub fn slots(&self, spec: &PolicySpec, max_positions: usize) -> usize {
-        let budget = spec.budget().unwrap_or(usize::MAX);
+        self.kind_slots(&spec.kind, max_positions)
+    }
+
+    /// Slots per (row, head) of each of `layers` layers at the end of the run with `spec` (a
+    /// per-layer budget schedule gives each layer its own limit).
+    pub fn layer_slots(
+        &self,
+        spec: &PolicySpec,
+        layers: usize,
+        max_positions: usize,
+    ) -> Vec<usize> {
+        spec.layer_kinds(layers)
+            .iter()
+            .map(|k| self.kind_slots(k, max_positions))
+            .collect()
+    }
+
+    fn kind_slots(&self, kind: &PolicyKind, max_positions: usize) -> usize {
+        let budget = kind.budget().unwrap_or(usize::MAX);
         slots_after(
             slot_limit(budget, max_positions),
             SLOT_CHUNK,
@@ -94,8 +112,9 @@ pub fn largest_batch(
     max_positions: usize,
     shape: &RunShape,
 ) -> Result<CapFit, CapTooSmall> {
-    let slots = shape.slots(spec, max_positions);
-    let row_bytes = layout.bytes(1, slots);
+    let layer_slots = shape.layer_slots(spec, layout.layers, max_positions);
+    let slots = layer_slots.iter().copied().max().unwrap_or(0);
+    let row_bytes = layout.row_bytes(&layer_slots);
     let batch = cap
         .checked_div(row_bytes)
         .map_or(0, |b| usize::try_from(b).unwrap_or(usize::MAX));
@@ -114,7 +133,7 @@ pub fn largest_batch(
         slots,
         row_bytes,
         batch,
-        bytes: layout.bytes(batch, slots),
+        bytes: row_bytes.saturating_mul(batch as u64),
     })
 }
 
@@ -159,17 +178,11 @@ pub struct MemoryNeed {
 }
 
 impl MemoryNeed {
-    /// `batch` rows of `shape`, `slots` slots per head, a vocabulary of `vocab` and `weights` bytes.
-    pub fn of(
-        layout: &KvLayout,
-        slots: usize,
-        vocab: usize,
-        weights: u64,
-        batch: usize,
-        shape: &RunShape,
-    ) -> Self {
+    /// `batch` rows of `shape` whose K/V takes `row_bytes` per row, a vocabulary of `vocab` and
+    /// `weights` bytes.
+    pub fn of(row_bytes: u64, vocab: usize, weights: u64, batch: usize, shape: &RunShape) -> Self {
         MemoryNeed {
-            kv: layout.bytes(batch, slots),
+            kv: row_bytes.saturating_mul(batch as u64),
             logits: logits_bytes(batch, shape.largest_run(), vocab),
             weights,
         }
@@ -225,9 +238,11 @@ pub fn check_memory(
         return Ok(());
     };
     let m = &model.manifest;
-    let slots = shape.slots(spec, m.max_position_embeddings);
+    let layout = KvLayout::of(m);
+    let row_bytes =
+        layout.row_bytes(&shape.layer_slots(spec, m.num_layers, m.max_position_embeddings));
     let weights = weight_bytes(&model.dir);
-    let need = MemoryNeed::of(&KvLayout::of(m), slots, m.vocab_size, weights, batch, shape);
+    let need = MemoryNeed::of(row_bytes, m.vocab_size, weights, batch, shape);
     need.check(what, batch, m.vocab_size, shape, available)
 }
 
@@ -334,6 +349,29 @@ mod tests {
     }
 
     #[test]
+    fn pyramid_rows_add_up_each_layers_slots() {
+        let s = shape(512, 128, None);
+        let spec: PolicySpec = "h2o:192+64@pyramid".parse().unwrap();
+        let slots = s.layer_slots(&spec, 12, 2048);
+        assert!(
+            slots.windows(2).all(|w| w[0] >= w[1]) && slots[0] > slots[11],
+            "{slots:?}"
+        );
+        // every layer is bounded below prompt + gen, so each holds its budget: the same total as uniform
+        assert_eq!(slots.iter().sum::<usize>(), 12 * 256, "{slots:?}");
+        let fit = largest_batch(4 << 30, &PYTHIA_160M, &spec, 2048, &s).unwrap();
+        assert_eq!(fit.slots, slots[0]);
+        assert_eq!(fit.row_bytes, PYTHIA_160M.bytes(1, 256));
+        assert_eq!(fit.batch, 227);
+        let one = KvLayout {
+            layers: 1,
+            ..PYTHIA_160M
+        };
+        let sum: u64 = slots.iter().map(|&x| one.bytes(1, x)).sum();
+        assert_eq!(PYTHIA_160M.row_bytes(&slots), sum);
+    }
+
+    #[test]
     fn the_readme_cap_at_random_160m() {
         let s = shape(512, 128, None);
         let spec = |t: &str| t.parse::<PolicySpec>().unwrap();
@@ -359,13 +397,15 @@ mod tests {
 
     fn spec_strategy() -> impl Strategy<Value = PolicySpec> {
         prop_oneof![
-            Just(PolicySpec::Full),
-            (1usize..300).prop_map(|recent| PolicySpec::Local { recent }),
-            (0usize..200, 1usize..100).prop_map(|(heavy, recent)| PolicySpec::H2o {
-                heavy,
-                recent,
-                scope: crate::policy::Scope::Head,
-            }),
+            Just(PolicySpec::FULL),
+            (1usize..300).prop_map(|recent| PolicySpec::from(PolicyKind::Local { recent })),
+            (0usize..200, 1usize..100).prop_map(|(heavy, recent)| PolicySpec::from(
+                PolicyKind::H2o {
+                    heavy,
+                    recent,
+                    scope: crate::policy::Scope::Head,
+                }
+            )),
         ]
     }
 
@@ -441,7 +481,7 @@ mod tests {
     #[test]
     fn memory_need_and_chunk_hint() {
         let s = shape(512, 128, None);
-        let need = MemoryNeed::of(&PYTHIA_160M, 640, 50_304, 600 << 20, 91, &s);
+        let need = MemoryNeed::of(PYTHIA_160M.bytes(1, 640), 50_304, 600 << 20, 91, &s);
         assert_eq!(need.kv, 91 * 47_185_920);
         assert_eq!(need.logits, 2 * 91 * 512 * 50_304 * 4);
         assert!(need

@@ -10,7 +10,7 @@ use super::columns::{Col, SEED_COLUMNS};
 use super::seed::parse_seed_name;
 use super::tables::{fmt, new_table, right_align_from};
 use super::ReportError;
-use crate::policy::PolicySpec;
+use crate::policy::{PolicyKind, PolicySpec};
 
 /// Which kind of results file was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,7 +55,10 @@ pub enum MatchKind {
     Exact,
     /// `h2o` (per head) against `h2o-layer` (the seed's H2O) with the same heavy+recent split.
     H2oVariant,
-    /// Same method (h2o and h2o-layer count as one) and budget, different heavy/recent split.
+    /// The same policy under another per-layer budget schedule (`@pyramid` against uniform).
+    OtherSchedule,
+    /// Same method (h2o and h2o-layer count as one, tova and tova-head too) and budget, different
+    /// heavy/recent split or options.
     SameBudget,
 }
 
@@ -64,6 +67,7 @@ impl std::fmt::Display for MatchKind {
         f.write_str(match self {
             MatchKind::Exact => "exact",
             MatchKind::H2oVariant => "h2o vs h2o-layer, same split",
+            MatchKind::OtherSchedule => "same policy, other schedule",
             MatchKind::SameBudget => "same budget, other split",
         })
     }
@@ -270,31 +274,34 @@ pub fn load_results_csv(path: &Path) -> Result<ResultFile, ReportError> {
     })
 }
 
-/// Families compared as one method: `h2o` and `h2o-layer` are both H2O.
+/// Families compared as one method: `h2o` and `h2o-layer` are both H2O, `tova` and `tova-head`
+/// both TOVA.
 fn method(s: &PolicySpec) -> &'static str {
-    match s {
-        PolicySpec::H2o { .. } => "h2o",
-        s => s.family(),
+    match s.kind {
+        PolicyKind::H2o { .. } => "h2o",
+        PolicyKind::Tova { .. } => "tova",
+        _ => s.family(),
     }
 }
 
 fn matches(a: &PolicySpec, b: &PolicySpec, kind: MatchKind) -> bool {
-    match (kind, a, b) {
+    match (kind, a.kind, b.kind) {
         (MatchKind::Exact, _, _) => a == b,
         (
             MatchKind::H2oVariant,
-            PolicySpec::H2o {
+            PolicyKind::H2o {
                 heavy,
                 recent,
                 scope,
             },
-            PolicySpec::H2o {
+            PolicyKind::H2o {
                 heavy: h,
                 recent: r,
                 scope: s,
             },
-        ) => scope != s && (heavy, recent) == (h, r),
+        ) => scope != s && (heavy, recent) == (h, r) && a.schedule == b.schedule,
         (MatchKind::H2oVariant, _, _) => false,
+        (MatchKind::OtherSchedule, _, _) => a.kind == b.kind && a.schedule != b.schedule,
         (MatchKind::SameBudget, _, _) => method(a) == method(b) && a.budget() == b.budget(),
     }
 }
@@ -316,6 +323,7 @@ pub fn compare_files(a: ResultFile, b: ResultFile) -> Comparison {
     for kind in [
         MatchKind::Exact,
         MatchKind::H2oVariant,
+        MatchKind::OtherSchedule,
         MatchKind::SameBudget,
     ] {
         for (i, ra) in a.rows.iter().enumerate() {
@@ -369,7 +377,8 @@ pub fn compare_files(a: ResultFile, b: ResultFile) -> Comparison {
 
 /// Loads two result CSVs (ours or the seed's format) and lines their experiments up by policy
 /// family and budget: first exact matches, then `h2o` against `h2o-layer` (the seed's H2O) with
-/// the same heavy+recent split, then the same method and budget with another split. Each row is
+/// the same heavy+recent split, then the same policy under another budget schedule, then the same
+/// method and budget with another split. Each row is
 /// used once; rows left over are listed in `unmatched_a` / `unmatched_b`.
 pub fn compare(a: &Path, b: &Path) -> Result<Comparison, ReportError> {
     Ok(compare_files(load_results_csv(a)?, load_results_csv(b)?))

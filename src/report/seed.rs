@@ -1,7 +1,7 @@
 //! The seed's vocabulary (the PyTorch project this tool grew from): its ten experiment groups and its
 //! experiment names (`Baseline`, `Local (256)`, `H2O (64+192)`), read as [`PolicySpec`]s.
 
-use crate::policy::{PolicySpec, Scope};
+use crate::policy::{PolicyKind, PolicySpec, Scope};
 
 /// Positions of the seed's model (Pythia-2.8B) that its budgets were chosen for.
 pub const SEED_MAX_POSITIONS: usize = 2048;
@@ -40,7 +40,7 @@ fn number(part: &str) -> Option<usize> {
 pub fn parse_seed_name(name: &str, budget: Option<usize>) -> Option<PolicySpec> {
     let lower = name.trim().to_ascii_lowercase();
     if lower.starts_with("baseline") || lower.starts_with("full") {
-        return Some(PolicySpec::Full);
+        return Some(PolicySpec::FULL);
     }
     let inner = parenthesised(&lower);
     if lower.starts_with("local") {
@@ -49,7 +49,7 @@ pub fn parse_seed_name(name: &str, budget: Option<usize>) -> Option<PolicySpec> 
             None => budget?,
             Some(_) => return None,
         };
-        return Some(PolicySpec::Local { recent }).filter(|_| recent > 0);
+        return Some(PolicyKind::Local { recent }.into()).filter(|_| recent > 0);
     }
     if lower.starts_with("h2o") {
         let [a, b] = inner.as_deref()? else {
@@ -61,24 +61,27 @@ pub fn parse_seed_name(name: &str, budget: Option<usize>) -> Option<PolicySpec> 
         } else {
             (y, x) // recent + heavy, the seed's order
         };
-        return Some(PolicySpec::H2o {
+        return Some(PolicySpec::from(PolicyKind::H2o {
             heavy,
             recent,
             scope: Scope::Layer,
-        })
+        }))
         .filter(|s| s.budget() != Some(0));
     }
     None
 }
 
 /// The seed report's label of a spec: `Baseline`, `Local (128)`, `H2O (64r+192h)` (r = recent,
-/// h = heavy); other policies are labelled by [`PolicySpec::label`].
+/// h = heavy); other policies, and every scheduled one, are labelled by [`PolicySpec::label`].
 pub fn seed_label(spec: &PolicySpec) -> String {
-    match *spec {
-        PolicySpec::Full => "Baseline".to_string(),
-        PolicySpec::Local { recent } => format!("Local ({recent})"),
-        PolicySpec::H2o { heavy, recent, .. } => format!("H2O ({recent}r+{heavy}h)"),
-        PolicySpec::Sink { .. } => spec.label(),
+    if spec.schedule != crate::policy::Schedule::Uniform {
+        return spec.label();
+    }
+    match spec.kind {
+        PolicyKind::Full => "Baseline".to_string(),
+        PolicyKind::Local { recent } => format!("Local ({recent})"),
+        PolicyKind::H2o { heavy, recent, .. } => format!("H2O ({recent}r+{heavy}h)"),
+        _ => spec.label(),
     }
 }
 
@@ -90,13 +93,13 @@ pub fn seed_groups(max_positions: usize) -> Vec<(String, PolicySpec)> {
         .iter()
         .filter_map(|name| parse_seed_name(name, None))
         .map(|spec| {
-            let spec = match spec {
-                PolicySpec::H2o { heavy, recent, .. } => PolicySpec::H2o {
+            let spec = match spec.kind {
+                PolicyKind::H2o { heavy, recent, .. } => PolicySpec::from(PolicyKind::H2o {
                     heavy,
                     recent,
                     scope: Scope::Head,
-                },
-                s => s,
+                }),
+                _ => spec,
             };
             let spec = if max_positions < SEED_MAX_POSITIONS {
                 spec.scaled(max_positions, SEED_MAX_POSITIONS)
