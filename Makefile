@@ -21,7 +21,7 @@ BIN := target/release/h2o
 PYTHIA_TOKENIZER ?= ../shared/data/pythia-tokenizer.json
 INIT_SEED ?= 0
 
-.PHONY: all venv venv-torch build test test-rust test-python lint fixtures export-micro bench info heatmaps random-models clean-results
+.PHONY: all venv venv-torch build test test-rust test-python lint fixtures export-micro export-micro-layer-masks bench info heatmaps random-models clean-results
 
 all: build
 
@@ -52,7 +52,14 @@ $(MICRO)/model.onnx: $(STAMP) $(MICRO_HF)/model.safetensors $(MICRO_HF)/config.j
 
 export-micro: $(MICRO)/model.onnx
 
-test-rust: $(STAMP)
+# The default model with one attention mask per layer: what per-layer budgets (`@pyramid`,
+# `bench --groups pyramid`) run on.
+$(MICRO)-layer-masks/model.onnx: $(STAMP) $(MICRO_HF)/model.safetensors $(MICRO_HF)/config.json
+	$(PY) export/export.py --checkpoint $(MICRO_HF) --out $(MICRO)-layer-masks --name pythia-micro --dtype fp32 --layer-masks --force
+
+export-micro-layer-masks: $(MICRO)-layer-masks/model.onnx
+
+test-rust: $(STAMP) export-micro
 	ORT_DYLIB_PATH=$(abspath $(ORT_LIB)) cargo test --release
 
 # H2O_REQUIRE_ALL=1: a test that would skip for a missing input fails instead (export/tests/conftest.py)

@@ -8,17 +8,20 @@
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::decoder::TraceStep;
+use crate::decoder::{layer_limits, TraceStep};
 use crate::error::{Error, LengthError, Result, Setting};
 use crate::eval::data::{load_tokens, TextMode};
 use crate::eval::memory::peak_rss_bytes;
 use crate::eval::ppl::measure_ppl;
-use crate::eval::speed::{check_lengths, measure};
+use crate::eval::speed::{check_lengths, measure, SpeedRun};
+use crate::eval::throughput::{check_memory, RunShape};
 use crate::model::Model;
-use crate::policy::PolicySpec;
+use crate::policy::scissor::DEFAULT_RECENT;
+use crate::policy::{PolicyKind, PolicySpec, Schedule, Scope};
 use crate::report::{
     full_cache_bytes, seed_equivalent, seed_groups, ExperimentResult, ExperimentStatus,
     MemoryFigures, PplFigures, SpeedFigures,
@@ -31,6 +34,9 @@ pub struct Experiment {
     /// Display label, e.g. `H2O (64r+192h)` or `h2o 192+64`.
     pub label: String,
     pub spec: PolicySpec,
+    /// The experiment group it comes from (`None`: named on the command line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<Group>,
 }
 
 impl Experiment {
@@ -39,6 +45,7 @@ impl Experiment {
         Experiment {
             label: spec.label(),
             spec,
+            group: None,
         }
     }
 
@@ -46,7 +53,11 @@ impl Experiment {
     pub fn seed_groups(max_positions: usize) -> Vec<Experiment> {
         seed_groups(max_positions)
             .into_iter()
-            .map(|(label, spec)| Experiment { label, spec })
+            .map(|(label, spec)| Experiment {
+                label,
+                spec,
+                group: Some(Group::Seed),
+            })
             .collect()
     }
 }
@@ -73,9 +84,131 @@ impl Experiment {
             Counting::Seed => seed_equivalent(&self.spec).map(|spec| Experiment {
                 label: format!("{}, seed counting", self.label),
                 spec,
+                ..self
             }),
         }
     }
+}
+
+/// A named list of experiments (`h2o bench --groups`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Group {
+    /// The seed's ten experiments, scaled to the model's positions (the default).
+    Seed,
+    /// Every family at 12.5% and 25% of the text: full, local, sink, h2o, h2o-layer, tova,
+    /// scissor, knorm, random.
+    Policies,
+    /// Every bounded family of `policies` under the pyramid schedule, at the same budgets.
+    Pyramid,
+}
+
+/// An experiment group name that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown experiment group '{0}': the groups are seed, policies, pyramid")]
+pub struct UnknownGroup(pub String);
+
+impl FromStr for Group {
+    type Err = UnknownGroup;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "seed" => Ok(Group::Seed),
+            "policies" => Ok(Group::Policies),
+            "pyramid" => Ok(Group::Pyramid),
+            other => Err(UnknownGroup(other.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Group::Seed => "seed",
+            Group::Policies => "policies",
+            Group::Pyramid => "pyramid",
+        })
+    }
+}
+
+impl Group {
+    /// The group's experiments for a model of `max_positions` positions measured on `text`
+    /// tokens ([`Plan::text_tokens`]): budgets B = 12.5% and 25% of the text (rounded, at least
+    /// 1); sink keeps 4 sinks, h2o a quarter of B as its recent window, scissor its default recent
+    /// window (a quarter of B when that is smaller).
+    pub fn experiments(self, max_positions: usize, text: usize) -> Vec<Experiment> {
+        let specs: Vec<PolicySpec> = match self {
+            Group::Seed => return Experiment::seed_groups(max_positions),
+            Group::Policies => std::iter::once(PolicySpec::FULL)
+                .chain(
+                    share_budgets(text)
+                        .into_iter()
+                        .flat_map(|b| bounded_families(b, Schedule::Uniform)),
+                )
+                .collect(),
+            Group::Pyramid => share_budgets(text)
+                .into_iter()
+                .flat_map(|b| bounded_families(b, Schedule::Pyramid))
+                .collect(),
+        };
+        specs
+            .into_iter()
+            .map(|spec| Experiment {
+                group: Some(self),
+                ..Experiment::of(spec)
+            })
+            .collect()
+    }
+}
+
+/// The experiments of `groups`, in order.
+pub fn group_experiments(groups: &[Group], max_positions: usize, text: usize) -> Vec<Experiment> {
+    groups
+        .iter()
+        .flat_map(|g| g.experiments(max_positions, text))
+        .collect()
+}
+
+/// 12.5% and 25% of `text` tokens, rounded, at least 1.
+fn share_budgets(text: usize) -> [usize; 2] {
+    [(text + 4) / 8, (text + 2) / 4].map(|b| b.max(1))
+}
+
+/// Every bounded family of the `policies` group at budget `b` under `schedule`.
+fn bounded_families(b: usize, schedule: Schedule) -> Vec<PolicySpec> {
+    let sinks = 4.min(b - 1);
+    let recent = (b / 4).max(1).min(b);
+    let scissor_recent = DEFAULT_RECENT.min(b / 4);
+    [
+        PolicyKind::Local { recent: b },
+        PolicyKind::Sink {
+            sinks,
+            recent: b - sinks,
+        },
+        PolicyKind::H2o {
+            heavy: b - recent,
+            recent,
+            scope: Scope::Head,
+        },
+        PolicyKind::H2o {
+            heavy: b - recent,
+            recent,
+            scope: Scope::Layer,
+        },
+        PolicyKind::Tova {
+            budget: b,
+            scope: Scope::Layer,
+        },
+        PolicyKind::Scissor {
+            budget: b,
+            window: crate::policy::scissor::DEFAULT_WINDOW,
+            recent: scissor_recent,
+        },
+        PolicyKind::Knorm { budget: b },
+        PolicyKind::Random { budget: b, rng: 0 },
+    ]
+    .into_iter()
+    .map(|kind| PolicySpec { kind, schedule })
+    .collect()
 }
 
 /// Streaming perplexity over the first `tokens` tokens of the text.
@@ -87,13 +220,68 @@ pub struct PplPlan {
     pub trace: bool,
 }
 
-/// Prefill of the first `prompt` tokens of the text, then greedy decoding of `gen` tokens (the
+/// Prefill of `prompt` tokens of the text per row, then greedy decoding of `gen` tokens per row (the
 /// prefill gives the first; `gen - 1` timed decode steps) after `warmup` untimed runs.
+///
+/// `batch` rows are decoded together: row r prompts with text tokens `[r * prompt, (r + 1) * prompt)`
+/// (different text per row, each row its own eviction). Every row generates `gen` tokens, so the
+/// rows finish together (no row waits on another).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpeedPlan {
     pub prompt: usize,
     pub gen: usize,
     pub warmup: usize,
+    /// Sequences decoded together.
+    #[serde(default = "one")]
+    pub batch: usize,
+    /// Most prompt tokens per row in one prefill run of the graph (`None`: the whole prompt in one
+    /// run). Smaller runs bound the prefill's logits `[batch, run, vocab]`; a run-by-run prefill
+    /// may keep other tokens than a one-run prefill under a score-based policy.
+    #[serde(default)]
+    pub prefill_chunk: Option<usize>,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl SpeedPlan {
+    /// One row, the whole prompt in one prefill run.
+    pub fn new(prompt: usize, gen: usize, warmup: usize) -> SpeedPlan {
+        SpeedPlan {
+            prompt,
+            gen,
+            warmup,
+            batch: 1,
+            prefill_chunk: None,
+        }
+    }
+
+    /// The lengths that decide the run's K/V.
+    pub fn shape(&self) -> RunShape {
+        RunShape {
+            prompt: self.prompt,
+            gen: self.gen,
+            prefill_chunk: self.prefill_chunk,
+        }
+    }
+
+    /// Refuses batch 0, a prefill chunk of 0, and lengths the model cannot take.
+    pub fn check(&self, max_positions: usize) -> Result<(), LengthError> {
+        for (setting, value) in [
+            (Setting::Batch, Some(self.batch)),
+            (Setting::PrefillChunk, self.prefill_chunk),
+        ] {
+            if value == Some(0) {
+                return Err(LengthError::TooFew {
+                    setting,
+                    value: 0,
+                    min: 1,
+                });
+            }
+        }
+        check_lengths(max_positions, self.prompt, self.gen)
+    }
 }
 
 /// What an experiment measures: perplexity, speed, or both (memory always, at the end of the
@@ -105,10 +293,20 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The length of text the plan measures, which group budgets are shares of: the perplexity
+    /// tokens, else the speed run's prompt + generated tokens.
+    pub fn text_tokens(&self) -> usize {
+        match (self.ppl, self.speed) {
+            (Some(p), _) => p.tokens,
+            (None, Some(s)) => s.prompt + s.gen,
+            (None, None) => 0,
+        }
+    }
+
     /// Tokens the plan reads from the start of the text.
     pub fn tokens_needed(&self) -> usize {
         let ppl = self.ppl.map_or(0, |p| p.tokens);
-        ppl.max(self.speed.map_or(0, |s| s.prompt))
+        ppl.max(self.speed.map_or(0, |s| s.prompt.saturating_mul(s.batch)))
     }
 
     /// Refuses lengths the model cannot take, before anything is measured.
@@ -129,7 +327,7 @@ impl Plan {
             }
         }
         match self.speed {
-            Some(s) => check_lengths(max_positions, s.prompt, s.gen),
+            Some(s) => s.check(max_positions),
             None => Ok(()),
         }
     }
@@ -259,6 +457,16 @@ impl Lab {
         &self.model
     }
 
+    /// Refuses an experiment this model cannot run: a budget of 0 or beyond its positions (a
+    /// layer's, under a schedule), or per-layer budgets on a graph with one attention mask.
+    pub fn check(&self, exp: &Experiment) -> Result<()> {
+        let man = &self.model.manifest;
+        exp.spec
+            .validate(man.num_layers, man.max_position_embeddings)?;
+        layer_limits(&self.model, &exp.spec.build(man.num_layers))?;
+        Ok(())
+    }
+
     /// The tokens read from the start of the text.
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
@@ -273,7 +481,7 @@ impl Lab {
         hook: Hook<'_>,
     ) -> Result<Outcome> {
         let man = self.model.manifest.clone();
-        exp.spec.validate(man.max_position_embeddings)?;
+        self.check(exp)?;
         plan.check(man.max_position_embeddings)?;
         if self.tokens.len() < plan.tokens_needed() {
             return Err(Error::Input(format!(
@@ -284,8 +492,9 @@ impl Lab {
         }
         let mut result = ExperimentResult::new(exp.label.clone(), exp.spec);
         let mut trace = None;
-        // (K/V bytes held, tokens a full cache would hold) at the end of the last run
-        let mut held = (0, 0);
+        // K/V at the end of the last run: (bytes held, bytes allocated, tokens a full cache would
+        // hold per row, rows)
+        let mut held = (0, None, 0, 1);
         if let Some(p) = plan.ppl {
             let run = measure_ppl(
                 &mut self.model,
@@ -297,41 +506,62 @@ impl Lab {
             result.ppl = Some(PplFigures::from_nlls(&run.nlls));
             result.nlls = Some(run.nlls);
             trace = run.trace;
-            held = (run.kv_bytes, p.tokens - 1);
+            held = (run.kv_bytes, None, p.tokens - 1, 1);
         }
         if let Some(s) = plan.speed {
-            let run = measure(
-                &mut self.model,
-                &exp.spec,
-                &self.tokens[..s.prompt],
-                s.gen,
-                s.warmup,
-                |done| hook(progress(Phase::Speed, done, s.gen - 1)),
-            )?;
+            let run = self.run_speed(exp, &s, hook)?;
             result.speed = Some(SpeedFigures::from_run(
                 run.prefill,
                 run.total,
-                run.prompt_tokens,
+                s.prompt,
+                s.batch,
                 &run.steps,
             ));
-            held = (run.kv_bytes, s.prompt + s.gen - 1);
+            held = (
+                run.kv_bytes,
+                Some(run.kv_allocated_bytes as u64),
+                s.prompt + s.gen - 1,
+                s.batch,
+            );
         }
         let full = full_cache_bytes(
             man.num_layers,
             man.num_heads,
             man.head_dim,
             man.dtype.size(),
-            held.1,
-            1,
+            held.2,
+            held.3,
         );
-        result.memory = Some(MemoryFigures::new(
+        let mut memory = MemoryFigures::new(
             held.0 as u64,
             full,
             peak_rss_bytes().unwrap_or(0),
             peak.method(),
-        ));
+        );
+        memory.kv_allocated_bytes = held.1;
+        result.memory = Some(memory);
         result.status = ExperimentStatus::Ok;
         Ok(Outcome { result, trace })
+    }
+
+    /// The speed run of `plan`: `batch` rows of consecutive text, after a check that it fits in
+    /// the memory available.
+    fn run_speed(&mut self, exp: &Experiment, s: &SpeedPlan, hook: Hook<'_>) -> Result<SpeedRun> {
+        let what = format!("{} at batch {}", exp.spec, s.batch);
+        check_memory(&self.model, &exp.spec, &s.shape(), s.batch, &what)?;
+        let rows: Vec<Vec<u32>> = self.tokens[..s.prompt * s.batch]
+            .chunks(s.prompt)
+            .map(<[u32]>::to_vec)
+            .collect();
+        measure(
+            &mut self.model,
+            &exp.spec,
+            &rows,
+            s.gen,
+            s.warmup,
+            s.prefill_chunk,
+            |done| hook(progress(Phase::Speed, done, s.gen - 1)),
+        )
     }
 }
 
@@ -351,11 +581,7 @@ mod tests {
 
     #[test]
     fn plan_lengths() {
-        let speed = |prompt, gen| SpeedPlan {
-            prompt,
-            gen,
-            warmup: 0,
-        };
+        let speed = |prompt, gen| SpeedPlan::new(prompt, gen, 0);
         let ppl = |tokens| PplPlan {
             tokens,
             trace: false,
@@ -394,6 +620,29 @@ mod tests {
         }
         .check(2048)
         .is_err());
+        let batch = |batch, prefill_chunk| Plan {
+            ppl: Some(ppl(64)),
+            speed: Some(SpeedPlan {
+                batch,
+                prefill_chunk,
+                ..speed(32, 8)
+            }),
+        };
+        assert_eq!(batch(3, None).tokens_needed(), 96, "a prompt per row");
+        assert_eq!(batch(3, Some(5)).check(2048), Ok(()));
+        for (plan, setting) in [
+            (batch(0, None), Setting::Batch),
+            (batch(2, Some(0)), Setting::PrefillChunk),
+        ] {
+            assert_eq!(
+                plan.check(2048),
+                Err(LengthError::TooFew {
+                    setting,
+                    value: 0,
+                    min: 1
+                })
+            );
+        }
     }
 
     #[test]
@@ -415,9 +664,9 @@ mod tests {
                     trace: false,
                 }),
                 speed: Some(SpeedPlan {
-                    prompt: 32,
-                    gen: 8,
-                    warmup: 1,
+                    batch: 3,
+                    prefill_chunk: Some(8),
+                    ..SpeedPlan::new(32, 8, 1)
                 }),
             },
             experiment: Experiment::of("h2o:16+16".parse().unwrap()),
@@ -426,7 +675,102 @@ mod tests {
         assert!(text.contains("\"spin\":false"), "{text}");
         assert!(text.contains("\"text\":\"seed\""), "{text}");
         assert!(text.contains("\"spec\":\"h2o:16+16\""), "{text}");
+        assert!(text.contains("\"batch\":3"), "{text}");
+        assert!(!text.contains("group"), "{text}");
         assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), job);
+        // a group's experiment carries its group and its full spec
+        let job = Job {
+            experiment: Group::Pyramid.experiments(2048, 64)[7].clone(),
+            ..job
+        };
+        let text = serde_json::to_string(&job).unwrap();
+        assert!(text.contains("\"group\":\"pyramid\""), "{text}");
+        assert!(text.contains("\"spec\":\"random:8@pyramid\""), "{text}");
+        assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), job);
+    }
+
+    #[test]
+    fn groups_by_name() {
+        assert_eq!("policies".parse::<Group>(), Ok(Group::Policies));
+        assert_eq!(" pyramid".parse::<Group>(), Ok(Group::Pyramid));
+        assert_eq!(
+            "seeds".parse::<Group>().unwrap_err().to_string(),
+            "unknown experiment group 'seeds': the groups are seed, policies, pyramid"
+        );
+        assert_eq!(Group::Seed.to_string(), "seed");
+    }
+
+    #[test]
+    fn policies_group_is_every_family_at_an_eighth_and_a_quarter_of_the_text() {
+        let e = Group::Policies.experiments(2048, 2048);
+        let specs: Vec<String> = e.iter().map(|x| x.spec.to_string()).collect();
+        let at = |b: usize, r: usize, sr: usize| {
+            let sinks = 4.min(b - 1);
+            [
+                format!("local:{b}"),
+                format!("sink:{sinks}+{}", b - sinks),
+                format!("h2o:{}+{r}", b - r),
+                format!("h2o-layer:{}+{r}", b - r),
+                format!("tova:{b}"),
+                if sr == 10 {
+                    format!("scissor:{b}")
+                } else {
+                    format!("scissor:{b}@recent={sr}")
+                },
+                format!("knorm:{b}"),
+                format!("random:{b}"),
+            ]
+        };
+        let want: Vec<String> = std::iter::once("full".to_string())
+            .chain(at(256, 64, 10))
+            .chain(at(512, 128, 10))
+            .collect();
+        assert_eq!(specs, want);
+        assert!(e.iter().all(|x| x.group == Some(Group::Policies)));
+        assert_eq!(e[3].label, "h2o 192+64");
+        // a short text: budgets 4 and 8, every spec valid
+        let short = Group::Policies.experiments(2048, 32);
+        let s: Vec<String> = short.iter().map(|x| x.spec.to_string()).collect();
+        assert_eq!(s[1..9], at(4, 1, 1));
+        for x in &short {
+            assert_eq!(x.spec.to_string().parse::<PolicySpec>(), Ok(x.spec));
+            assert!(x.spec.validate(8, 2048).is_ok(), "{}", x.spec);
+        }
+        assert_eq!(Group::Policies.experiments(2048, 1).len(), 17);
+    }
+
+    #[test]
+    fn pyramid_group_schedules_every_bounded_family() {
+        let e = Group::Pyramid.experiments(2048, 2048);
+        assert_eq!(e.len(), 16);
+        assert!(e.iter().all(|x| x.spec.schedule == Schedule::Pyramid));
+        assert_eq!(e[2].spec.to_string(), "h2o:192+64@pyramid");
+        let uniform: Vec<PolicySpec> = Group::Policies.experiments(2048, 2048)[1..]
+            .iter()
+            .map(|x| x.spec)
+            .collect();
+        let kinds: Vec<PolicySpec> = e.iter().map(|x| PolicySpec::from(x.spec.kind)).collect();
+        assert_eq!(
+            kinds, uniform,
+            "the same families and budgets as `policies`"
+        );
+        let all = group_experiments(&[Group::Seed, Group::Pyramid], 2048, 2048);
+        assert_eq!(all.len(), 26);
+    }
+
+    #[test]
+    fn text_tokens_of_a_plan() {
+        let mut p = Plan {
+            ppl: Some(PplPlan {
+                tokens: 100,
+                trace: false,
+            }),
+            speed: Some(SpeedPlan::new(8, 4, 0)),
+        };
+        assert_eq!(p.text_tokens(), 100);
+        p.ppl = None;
+        assert_eq!(p.text_tokens(), 12);
+        assert_eq!(Plan::default().text_tokens(), 0);
     }
 
     #[test]
@@ -435,7 +779,7 @@ mod tests {
         assert_eq!(e.len(), 10);
         assert_eq!(e[4].label, "H2O (64r+192h)");
         assert_eq!(e[4].spec.to_string(), "h2o:192+64");
-        assert_eq!(Experiment::of(PolicySpec::Full).label, "full");
+        assert_eq!(Experiment::of(PolicySpec::FULL).label, "full");
     }
 
     #[test]
@@ -448,7 +792,7 @@ mod tests {
         assert_eq!(seed[6].label, "Local (256), seed counting");
         assert_eq!(seed[6].spec.to_string(), "local:255");
         assert_eq!(seed[4].spec.to_string(), "h2o:192+63");
-        assert_eq!(seed[0].spec, PolicySpec::Full);
+        assert_eq!(seed[0].spec, PolicySpec::FULL);
         assert_eq!(e[4].clone().counted(Counting::Ours).unwrap(), e[4]);
         assert_eq!(
             Experiment::of("local:1".parse().unwrap()).counted(Counting::Seed),

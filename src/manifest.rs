@@ -77,6 +77,18 @@ impl WeightFormat {
     }
 }
 
+/// How a graph takes its attention mask (manifest `attention_masks`; absent = shared).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaskInputs {
+    /// One `attention_mask` `[batch, past + seq]` for every layer: every layer has the same past.
+    #[default]
+    Shared,
+    /// `attention_mask.{i}` `[batch, past_i + seq]` per layer (`export.py --layer-masks`): layers
+    /// may hold different numbers of slots (per-layer budgets).
+    PerLayer,
+}
+
 /// manifest.json (format_version 1).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
@@ -94,6 +106,9 @@ pub struct Manifest {
     pub dtype: KvDtype,
     #[serde(default)]
     pub weights: WeightFormat,
+    /// One attention mask for all layers, or one per layer.
+    #[serde(default)]
+    pub attention_masks: MaskInputs,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
     #[serde(default)]
@@ -184,11 +199,13 @@ impl Manifest {
 
     /// Input names the contract requires for this many layers, in order.
     pub fn expected_inputs(&self) -> Vec<String> {
-        let mut v = vec![
-            "input_ids".to_string(),
-            "position_ids".into(),
-            "attention_mask".into(),
-        ];
+        let mut v = vec!["input_ids".to_string(), "position_ids".into()];
+        match self.attention_masks {
+            MaskInputs::Shared => v.push("attention_mask".into()),
+            MaskInputs::PerLayer => {
+                v.extend((0..self.num_layers).map(|i| format!("attention_mask.{i}")))
+            }
+        }
         for i in 0..self.num_layers {
             v.push(format!("past_key_values.{i}.key"));
             v.push(format!("past_key_values.{i}.value"));
@@ -218,6 +235,8 @@ impl Manifest {
 /// every step).
 #[derive(Debug, Clone)]
 pub struct LayerNames {
+    /// The layer's own mask input (graphs with [`MaskInputs::PerLayer`]).
+    pub mask: String,
     pub past_key: String,
     pub past_value: String,
     pub new_key: String,
@@ -228,6 +247,7 @@ pub struct LayerNames {
 impl LayerNames {
     pub fn new(layer: usize) -> Self {
         Self {
+            mask: format!("attention_mask.{layer}"),
             past_key: format!("past_key_values.{layer}.key"),
             past_value: format!("past_key_values.{layer}.value"),
             new_key: format!("new_key_values.{layer}.key"),

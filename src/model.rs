@@ -8,7 +8,7 @@ use ort::value::TensorRef;
 
 use crate::cache::{KvElement, KvStore, NewKv};
 use crate::error::{Error, Result};
-use crate::manifest::{check_graph, KvDtype, LayerNames, Manifest};
+use crate::manifest::{check_graph, KvDtype, LayerNames, Manifest, MaskInputs};
 use crate::runtime::{check_provider, ExecutionProvider, Runtime, SessionConfig};
 
 /// model.onnx + manifest.json + tokenizer.json from one directory, with a session ready to run.
@@ -135,19 +135,31 @@ impl Model {
         store: &KvStore,
         inputs: &StepInputs<'_>,
     ) -> Result<StepOutputs<'s>> {
-        let dims = self.check_run(store, inputs)?;
+        let (dims, pasts) = self.check_run(store, inputs)?;
         let (b, seq) = (dims.batch, dims.seq);
-        let mut feed: Vec<(&str, SessionInputValue<'_>)> = Vec::with_capacity(3 + 2 * dims.layers);
+        let mut feed: Vec<(&str, SessionInputValue<'_>)> = Vec::with_capacity(3 + 3 * dims.layers);
         feed.push(("input_ids", int_input("input_ids", [b, seq], inputs.ids)?));
         feed.push((
             "position_ids",
             int_input("position_ids", [b, seq], inputs.positions)?,
         ));
-        feed.push((
-            "attention_mask",
-            int_input("attention_mask", [b, dims.past + seq], inputs.mask)?,
-        ));
+        if !self.per_layer_masks() {
+            feed.push((
+                "attention_mask",
+                int_input("attention_mask", [b, dims.past + seq], inputs.mask)?,
+            ));
+        }
+        let mut rest = inputs.mask;
         for (l, names) in self.names.iter().enumerate() {
+            if self.per_layer_masks() {
+                // this layer's [batch, past_l + seq], the layers' masks one after the other
+                let (mask, next) = rest.split_at(b * (pasts[l] + seq));
+                rest = next;
+                feed.push((
+                    names.mask.as_str(),
+                    int_input(&names.mask, [b, pasts[l] + seq], mask)?,
+                ));
+            }
             let [k, v] = store.bind(l)?;
             feed.push((names.past_key.as_str(), k));
             feed.push((names.past_value.as_str(), v));
@@ -160,12 +172,23 @@ impl Model {
             outputs,
             names: &self.names,
             dims,
+            pasts,
             dtype: self.manifest.dtype,
         })
     }
 
-    /// The step's dimensions, after checking the store and the inputs against the manifest.
-    fn check_run(&self, store: &KvStore, inputs: &StepInputs<'_>) -> Result<StepDims> {
+    /// Whether the graph takes one attention mask per layer (so layers may differ in capacity).
+    pub fn per_layer_masks(&self) -> bool {
+        self.manifest.attention_masks == MaskInputs::PerLayer
+    }
+
+    /// The step's dimensions and each layer's past, after checking the store and the inputs against
+    /// the manifest.
+    fn check_run(
+        &self,
+        store: &KvStore,
+        inputs: &StepInputs<'_>,
+    ) -> Result<(StepDims, Vec<usize>)> {
         let m = &self.manifest;
         let same_geometry = store.num_layers() == m.num_layers
             && store.heads() == m.num_heads
@@ -179,23 +202,35 @@ impl Model {
             )));
         }
         let past = store.capacity();
-        if let Some(l) = (0..store.num_layers()).find(|&l| store.table(l).capacity() != past) {
+        let pasts: Vec<usize> = (0..store.num_layers())
+            .map(|l| store.layer_capacity(l))
+            .collect();
+        let per_layer = self.per_layer_masks();
+        if let Some(l) = (0..pasts.len()).find(|&l| !per_layer && pasts[l] != past) {
             return Err(Error::Store(format!(
-                "layer {l} has {} slots, layer 0 {past}: the graph takes one attention mask for every layer",
-                store.table(l).capacity()
+                "layer {l} has {} slots, layer 0 {past}: this graph takes one attention mask for every layer (export it with --layer-masks for per-layer budgets)",
+                pasts[l]
             )));
         }
         let (batch, seq) = (store.batch(), inputs.seq);
         let n = batch * seq;
-        if inputs.ids.len() != n
-            || inputs.positions.len() != n
-            || inputs.mask.len() != batch * (past + seq)
-        {
+        let mask_len = if per_layer {
+            pasts.iter().map(|p| batch * (p + seq)).sum()
+        } else {
+            batch * (past + seq)
+        };
+        if inputs.ids.len() != n || inputs.positions.len() != n || inputs.mask.len() != mask_len {
+            let mask = if per_layer {
+                "every layer's mask [batch x (past_l + seq)], one after the other"
+            } else {
+                "a mask [batch x (past + seq)]"
+            };
             return Err(Error::Input(format!(
-                "step inputs must be ids and positions [batch {batch} x seq {seq}] and a mask [batch {batch} x (past {past} + seq {seq})]"
+                "step inputs must be ids and positions [batch {batch} x seq {seq}] and {mask} (past {past}, {} values given)",
+                inputs.mask.len()
             )));
         }
-        Ok(StepDims {
+        let dims = StepDims {
             batch,
             seq,
             past,
@@ -203,7 +238,8 @@ impl Model {
             heads: m.num_heads,
             head_dim: m.head_dim,
             vocab: m.vocab_size,
-        })
+        };
+        Ok((dims, pasts))
     }
 }
 
@@ -214,7 +250,8 @@ pub struct StepInputs<'a> {
     pub ids: &'a [i64],
     /// Absolute positions, `[batch, seq]`.
     pub positions: &'a [i64],
-    /// `[batch, past + seq]`: the store's slots in use, then the new tokens' own mask.
+    /// `[batch, past + seq]`: the store's slots in use, then the new tokens' own mask; for a graph
+    /// with per-layer masks every layer's `[batch, past_l + seq]`, layer after layer.
     pub mask: &'a [i64],
     pub seq: usize,
 }
@@ -224,7 +261,8 @@ pub struct StepInputs<'a> {
 pub struct StepDims {
     pub batch: usize,
     pub seq: usize,
-    /// The store's capacity the graph ran with.
+    /// Layer 0's capacity the graph ran with (every layer's with one shared mask; see
+    /// [`LayerOutputs::past`]).
     pub past: usize,
     pub layers: usize,
     pub heads: usize,
@@ -237,6 +275,8 @@ pub struct StepOutputs<'s> {
     outputs: SessionOutputs<'s>,
     names: &'s [LayerNames],
     dims: StepDims,
+    /// Each layer's past.
+    pasts: Vec<usize>,
     dtype: KvDtype,
 }
 
@@ -258,6 +298,8 @@ pub struct LayerOutputs<'a> {
     pub value: NewKv<'a>,
     /// Attention summed over the real new queries, `[batch, heads, past + seq]`.
     pub attention: &'a [f32],
+    /// The layer's capacity the graph ran with (its slot columns in `attention`).
+    pub past: usize,
 }
 
 impl StepOutputs<'_> {
@@ -266,20 +308,22 @@ impl StepOutputs<'_> {
     }
 
     /// Every output, checked: logits `[batch, seq, vocab]`; per layer new K/V `[batch, heads, seq,
-    /// head_dim]` in the manifest's dtype and attention sums `[batch, heads, past + seq]`.
+    /// head_dim]` in the manifest's dtype and attention sums `[batch, heads, past_l + seq]`.
     pub fn view(&self) -> Result<StepView<'_>> {
         let d = self.dims;
         let logits = self.tensor::<f32>("logits", &[d.batch, d.seq, d.vocab])?;
         let kv_shape = [d.batch, d.heads, d.seq, d.head_dim];
-        let att_shape = [d.batch, d.heads, d.past + d.seq];
         let layers = self
             .names
             .iter()
-            .map(|n| {
+            .zip(&self.pasts)
+            .map(|(n, &past)| {
+                let att_shape = [d.batch, d.heads, past + d.seq];
                 Ok(LayerOutputs {
                     key: self.kv(&n.new_key, &kv_shape)?,
                     value: self.kv(&n.new_value, &kv_shape)?,
                     attention: self.tensor::<f32>(&n.attention_sums, &att_shape)?,
+                    past,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

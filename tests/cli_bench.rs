@@ -390,37 +390,45 @@ fn bench_reads_wikitext_or_generated_text_and_records_the_path() {
 }
 
 /// `--in-process` runs the experiments in the bench process itself (no child per experiment).
+/// `h2o bench --in-process` on the fixture, 64 perplexity tokens, no warm-up, `extra` flags;
+/// panics with its stderr if it fails.
+fn bench_in_process(data: &Path, results: &Path, extra: &[&str]) {
+    let out = h2o()
+        .args(["bench", "--model"])
+        .arg(fixture_dir())
+        .arg("--data")
+        .arg(data)
+        .args([
+            "--ppl-tokens",
+            "64",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+            "--in-process",
+        ])
+        .args(extra)
+        .arg("--results")
+        .arg(results)
+        .timeout(Duration::from_secs(300))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bench --in-process {extra:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn bench_in_process_runs_every_experiment() {
     let tmp = tempfile::tempdir().unwrap();
     let data = write_text(tmp.path(), 200);
     let results = tmp.path().join("results");
-    let out = h2o()
-        .args(["bench", "--model"])
-        .arg(fixture_dir())
-        .arg("--data")
-        .arg(&data)
-        .args(["--exp", "full,local:32"])
-        .args([
-            "--ppl-tokens",
-            "64",
-            "--prompt",
-            "32",
-            "--gen",
-            "8",
-            "--warmup",
-            "0",
-        ])
-        .args(["--threads", "1", "--in-process"])
-        .arg("--results")
-        .arg(&results)
-        .timeout(Duration::from_secs(120))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "bench --in-process failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    bench_in_process(
+        &data,
+        &results,
+        &["--exp", "full,local:32", "--prompt", "32", "--gen", "8"],
     );
     let (header, rows) = read_csv(&files_with_ext(&results, "csv")[0]);
     assert_eq!(rows.len(), 2);
@@ -438,9 +446,50 @@ fn bench_in_process_runs_every_experiment() {
     assert_eq!(doc["experiments"].as_array().unwrap().len(), 2);
 }
 
+/// `--groups policies`: every family at 12.5% and 25% of the text, the experiment list the library
+/// makes for the group, each row labelled by its spec.
+#[test]
+fn bench_groups_policies_runs_every_family() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 200);
+    let results = tmp.path().join("results");
+    bench_in_process(
+        &data,
+        &results,
+        &["--groups", "policies", "--prompt", "16", "--gen", "4"],
+    );
+    let (header, rows) = read_csv(&files_with_ext(&results, "csv")[0]);
+    let want = h2o_engine::experiment::Group::Policies.experiments(2048, 64);
+    let policy = col(&header, "Policy");
+    let got: Vec<&str> = rows.iter().map(|r| r[policy].as_str()).collect();
+    let want_specs: Vec<String> = want.iter().map(|e| e.spec.to_string()).collect();
+    assert_eq!(got, want_specs);
+    let family = col(&header, "Family");
+    let families: std::collections::BTreeSet<&str> =
+        rows.iter().map(|r| r[family].as_str()).collect();
+    assert_eq!(
+        families.into_iter().collect::<Vec<_>>(),
+        [
+            "full",
+            "h2o",
+            "h2o-layer",
+            "knorm",
+            "local",
+            "random",
+            "scissor",
+            "sink",
+            "tova"
+        ]
+    );
+    let ppl = col(&header, "PPL");
+    assert!(rows
+        .iter()
+        .all(|r| r[ppl].parse::<f64>().is_ok_and(f64::is_finite)));
+}
+
 // ---------- bench-one: the child process ----------
 
-/// A job on the fixture: perplexity over `ppl_tokens` and a short speed run of h2o:16+16.
+/// A job on the fixture: perplexity over `ppl_tokens` and a short speed run of h2o:16+16 at batch 2.
 fn job(model: &Path, data: &Path, ppl_tokens: usize) -> String {
     use h2o_engine::experiment::{Experiment, Job, Plan, PplPlan, Setup, SpeedPlan};
     let job = Job {
@@ -459,9 +508,8 @@ fn job(model: &Path, data: &Path, ppl_tokens: usize) -> String {
                 trace: false,
             }),
             speed: Some(SpeedPlan {
-                prompt: 32,
-                gen: 8,
-                warmup: 0,
+                batch: 2,
+                ..SpeedPlan::new(32, 8, 0)
             }),
         },
         experiment: Experiment::of("h2o:16+16".parse().unwrap()),
@@ -493,9 +541,16 @@ fn bench_one_measures_the_job_on_stdin_and_writes_the_result_on_stdout() {
     assert_eq!(r.spec.to_string(), "h2o:16+16");
     assert_eq!(r.ppl.as_ref().unwrap().n_predictions, 63);
     assert_eq!(r.speed.as_ref().unwrap().decode_steps, 7);
+    assert_eq!(
+        r.speed.as_ref().unwrap().batch,
+        2,
+        "the batch reaches the child"
+    );
     let m = r.memory.unwrap();
     assert!(m.method.contains("child process"), "{}", m.method);
-    assert!(m.kv_bytes <= 32 * 1024 && m.peak_rss_bytes > 0, "{m:?}");
+    // 1024 bytes per slot on the fixture; two rows of 32 slots (the budget 16 + 16)
+    assert_eq!(m.kv_allocated_bytes, Some(2 * 32 * 1024), "{m:?}");
+    assert!(m.kv_bytes <= 2 * 32 * 1024 && m.peak_rss_bytes > 0, "{m:?}");
 }
 
 /// Exit code 3 and no result when the bench process that started the child is gone.

@@ -184,13 +184,75 @@ fn unknown_policy_spec_lists_accepted_forms() {
         ],
     );
     assert_no_results(&results);
+    fails_with(ppl(&data, "h2o:abc"), &["h2o:abc", "accepted forms"]);
+}
+
+/// `h2o ppl` of `policy` on the fixture over 16 tokens of `data`.
+fn ppl(data: &Path, policy: &str) -> Command {
     let mut c = h2o();
     c.args(["ppl", "--model"])
         .arg(fixture_dir())
         .arg("--data")
-        .arg(&data)
-        .args(["--tokens", "16", "--policy", "h2o:abc", "--threads", "1"]);
-    fails_with(c, &["h2o:abc", "accepted forms"]);
+        .arg(data)
+        .args(["--tokens", "16", "--policy", policy, "--threads", "1"]);
+    c
+}
+
+/// `h2o bench --groups ...` on the fixture with tiny sizes (no `--exp`).
+fn bench_groups(data: &Path, results: &Path, groups: &str) -> Command {
+    let mut c = h2o();
+    c.args(["bench", "--model"])
+        .arg(fixture_dir())
+        .arg("--data")
+        .arg(data)
+        .arg("--results")
+        .arg(results)
+        .args(["--threads", "1", "--warmup", "0", "--ppl-tokens", "64"])
+        .args(["--prompt", "32", "--gen", "8", "--groups", groups])
+        .timeout(Duration::from_secs(60));
+    c
+}
+
+#[test]
+fn unknown_group_and_groups_with_exp_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    let results = tmp.path().join("results");
+    fails_with(
+        bench_groups(&data, &results, "seed,nope"),
+        &["unknown experiment group 'nope'", "seed, policies, pyramid"],
+    );
+    let mut c = bench_groups(&data, &results, "policies");
+    c.args(["--exp", "full"]);
+    fails_with(c, &["--exp", "--groups", "cannot be used with"]);
+    assert_no_results(&results);
+}
+
+/// Per-layer budgets need a graph with one mask per layer: refused before anything is measured
+/// on the fixture (one shared mask), naming the export option.
+#[test]
+fn pyramid_on_a_shared_mask_graph_is_refused_up_front() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    let results = tmp.path().join("results");
+    fails_with(
+        bench_groups(&data, &results, "policies,pyramid"),
+        &[
+            "local:8@pyramid",
+            "one attention mask for every layer",
+            "--layer-masks",
+        ],
+    );
+    assert_no_results(&results);
+    fails_with(
+        ppl(&data, "h2o:8+8@pyramid"),
+        &["different budgets", "--layer-masks"],
+    );
+    // options that do not belong to the family are refused with the grammar
+    fails_with(
+        ppl(&data, "h2o:8+8@rng=3"),
+        &["`@rng` applies to random only", "accepted forms"],
+    );
 }
 
 #[test]
@@ -251,6 +313,106 @@ fn prompt_plus_gen_beyond_model_positions_is_refused() {
             "1",
         ]);
     fails_with(c, &["2048 positions"]);
+}
+
+/// `h2o speed` on the fixture writing --json and --plot into `dir`, with `extra` flags.
+fn speed(data: &Path, dir: &Path, extra: &[&str]) -> Command {
+    let mut c = h2o();
+    c.args(["speed", "--model"])
+        .arg(fixture_dir())
+        .arg("--data")
+        .arg(data)
+        .args([
+            "--prompt",
+            "16",
+            "--gen",
+            "4",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+            "--no-floor",
+        ])
+        .arg("--json")
+        .arg(dir.join("speed.json"))
+        .arg("--plot")
+        .arg(dir.join("speed.png"))
+        .args(extra)
+        .timeout(Duration::from_secs(60));
+    c
+}
+
+#[test]
+fn bad_batch_and_cap_values_are_refused_without_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    let out = tmp.path().join("out");
+    // the output folder exists (a missing one is refused on its own, see cli_outputs.rs)
+    std::fs::create_dir(&out).unwrap();
+    fails_with(
+        speed(&data, &out, &["--batch", "2,0"]),
+        &["--batch is 0", "at least 1"],
+    );
+    fails_with(
+        speed(&data, &out, &["--kv-cap", "1KiB"]),
+        &["--kv-cap", "less than one row of full", "raise the cap"],
+    );
+    fails_with(
+        speed(&data, &out, &["--kv-cap", "0"]),
+        &["--kv-cap", "holds nothing"],
+    );
+    fails_with(
+        speed(&data, &out, &["--kv-cap", "4 parsecs"]),
+        &["--kv-cap", "not a byte size"],
+    );
+    fails_with(
+        speed(&data, &out, &["--prefill-chunk", "0"]),
+        &["--prefill-chunk is 0"],
+    );
+    fails_with(
+        speed(&data, &out, &["--contexts", "8,16", "--batch", "1,2"]),
+        &["--contexts", "--batch"],
+    );
+    // more rows than the text has prompts for
+    fails_with(
+        speed(&data, &out, &["--batch", "1000"]),
+        &["--data", "tokens"],
+    );
+    assert!(
+        std::fs::read_dir(&out).unwrap().next().is_none(),
+        "no --json or --plot file written"
+    );
+}
+
+#[test]
+fn bad_sampling_values_are_refused() {
+    let generate = |extra: &[&str]| {
+        let mut c = h2o();
+        c.args(["generate", "--model"])
+            .arg(fixture_dir())
+            .args(["--threads", "1", "--prompt", "The river"])
+            .args(extra)
+            .timeout(Duration::from_secs(60));
+        c
+    };
+    for t in ["-0.5", "nan", "inf"] {
+        fails_with(
+            generate(&["--temperature", t]),
+            &["--temperature", "not allowed"],
+        );
+    }
+    for p in ["0", "1.5", "-1"] {
+        fails_with(generate(&["--top-p", p]), &["--top-p", "outside (0, 1]"]);
+    }
+    fails_with(generate(&["--max-new", "0"]), &["--max-new is 0"]);
+    fails_with(
+        generate(&["--max-new", "2048"]),
+        &["prompt tokens", "--max-new 2048", "2048 positions"],
+    );
+    fails_with(
+        generate(&["--policy", "local:0"]),
+        &["--policy", "budget is 0"],
+    );
 }
 
 #[test]

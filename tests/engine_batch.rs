@@ -25,7 +25,7 @@ fn run(
 ) -> (Vec<Vec<f64>>, Vec<StepDecisions>) {
     let toks = tiny_text_tokens();
     let mut model = load_fixture(runtime());
-    let mut dec = Decoder::new(&mut model, spec.build(), rows.len()).unwrap();
+    let mut dec = Decoder::new(&mut model, spec.kind.build(), rows.len()).unwrap();
     dec.set_observer(Box::new(Decisions::new(recent)));
     let prompts: Vec<Vec<u32>> = rows.iter().map(|&(s, n)| toks[s..s + n].to_vec()).collect();
     dec.prefill(&prompts).unwrap();

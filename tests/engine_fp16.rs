@@ -60,7 +60,7 @@ fn fp16_eviction_keeps_what_fp32_keeps_where_margins_allow() {
     let spec: PolicySpec = "h2o:8+4".parse().unwrap();
     let run = |dir: &std::path::Path| {
         let mut model = load_model(runtime(), dir);
-        let mut dec = Decoder::new(&mut model, spec.build(), 1).unwrap();
+        let mut dec = Decoder::new(&mut model, spec.kind.build(), 1).unwrap();
         dec.set_observer(Box::new(Decisions::new(4)));
         let ppl = streaming_ppl(&mut dec, &toks, |_| std::ops::ControlFlow::Continue(())).unwrap();
         (ppl.nlls, dec.take_observer::<Decisions>().unwrap().steps)

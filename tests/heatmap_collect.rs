@@ -15,7 +15,7 @@ fn rows_equal_the_engines_attention_rows_and_sum_to_one() {
     let toks: Vec<u32> = tiny_text_tokens()[..24].to_vec();
     let got = collect_attention(
         &mut model,
-        PolicySpec::Full.build(),
+        PolicySpec::FULL.kind.build(),
         &toks,
         &[0, 1],
         HeadChoice::One(2),
@@ -23,14 +23,14 @@ fn rows_equal_the_engines_attention_rows_and_sum_to_one() {
     .unwrap();
     let mean = collect_attention(
         &mut model,
-        PolicySpec::Full.build(),
+        PolicySpec::FULL.kind.build(),
         &toks,
         &[1],
         HeadChoice::Mean,
     )
     .unwrap();
     // The decoder's rows, read directly (full cache: slot s holds position s).
-    let mut dec = Decoder::new(&mut model, PolicySpec::Full.build(), 1).unwrap();
+    let mut dec = Decoder::new(&mut model, PolicySpec::FULL.kind.build(), 1).unwrap();
     capture_attention(&mut dec);
     for (i, &t) in toks.iter().enumerate() {
         let out = dec.step(&[t]).unwrap();
@@ -76,7 +76,7 @@ fn kept_sets_match_the_policy() {
     let toks: Vec<u32> = tiny_text_tokens()[..20].to_vec();
     let kept = kept_at_end(
         &mut model,
-        "local:5".parse::<PolicySpec>().unwrap().build(),
+        "local:5".parse::<PolicySpec>().unwrap().kind.build(),
         &toks,
         &[0, 1],
     )
@@ -101,7 +101,7 @@ fn bad_layers_heads_and_empty_text_are_refused() {
     let toks = vec![1u32, 2, 3];
     let e = collect_attention(
         &mut model,
-        PolicySpec::Full.build(),
+        PolicySpec::FULL.kind.build(),
         &toks,
         &[5],
         HeadChoice::Mean,
@@ -111,7 +111,7 @@ fn bad_layers_heads_and_empty_text_are_refused() {
     assert!(e.contains("5") && e.contains("0..=1"), "{e}");
     let e = collect_attention(
         &mut model,
-        PolicySpec::Full.build(),
+        PolicySpec::FULL.kind.build(),
         &toks,
         &[0],
         HeadChoice::One(9),
@@ -121,7 +121,7 @@ fn bad_layers_heads_and_empty_text_are_refused() {
     assert!(e.contains("head 9") && e.contains("4 heads"), "{e}");
     let e = collect_attention(
         &mut model,
-        PolicySpec::Full.build(),
+        PolicySpec::FULL.kind.build(),
         &[],
         &[0],
         HeadChoice::Mean,
@@ -134,7 +134,7 @@ fn bad_layers_heads_and_empty_text_are_refused() {
     );
     let e = collect_attention(
         &mut model,
-        "local:2".parse::<PolicySpec>().unwrap().build(),
+        "local:2".parse::<PolicySpec>().unwrap().kind.build(),
         &toks,
         &[0],
         HeadChoice::Mean,

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use h2o_engine::policy::{PolicySpec, Scope};
+use h2o_engine::policy::{PolicyKind, PolicySpec, Scope};
 use h2o_engine::report::{
     compare, fit_width, load_results_csv, MatchKind, PolicyMatch, ReportError, ResultFormat,
     TokenMatch, TpotDefinition, SEED_COUNTING_NOTE,
@@ -71,11 +71,11 @@ fn seed_csv_loads_as_is() {
         assert_eq!(f.rows[3].seed_tpot_ms, f.rows[3].tpot_ms);
         assert_eq!(
             f.rows[2].spec,
-            PolicySpec::H2o {
+            PolicySpec::from(PolicyKind::H2o {
                 heavy: 192,
                 recent: 64,
                 scope: Scope::Layer
-            }
+            })
         );
         let lines: Vec<u64> = f.rows.iter().map(|r| r.line).collect();
         assert_eq!(lines, [2, 3, 4, 5], "{}", path.display());

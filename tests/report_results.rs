@@ -42,7 +42,7 @@ fn run_info() -> RunInfo {
             text: TextMode::File,
             counting: Counting::Ours,
             batch: 1,
-            experiments: vec![("Baseline".into(), PolicySpec::Full)],
+            experiments: vec![("Baseline".into(), PolicySpec::FULL)],
         },
         machine: MachineInfo::collect(),
         git_commit: Some("abc123".into()),
@@ -68,6 +68,7 @@ fn result(label: &str, spec_text: &str, kv_bytes: u64) -> ExperimentResult {
         Duration::from_millis(20),
         Duration::from_millis(60),
         16,
+        1,
         &[step; 8],
     ));
     r.memory = Some(MemoryFigures::new(

@@ -48,6 +48,10 @@ def parser() -> argparse.ArgumentParser:
                    help="tokenizer.json to ship (default: the checkpoint's; required with --random-init)")
     p.add_argument("--external-data", choices=("auto", "always", "never"), default="auto",
                    help="put weights in model.onnx.data: auto = when they pass 2 GB (default)")
+    p.add_argument("--layer-masks", action="store_true",
+                   help="one attention-mask input per layer (attention_mask.{i}), so layers may hold different "
+                        "numbers of cache slots: needed by per-layer budget schedules such as h2o:192+64@pyramid "
+                        "(default: one mask for all layers)")
     p.add_argument("--force", action="store_true",
                    help="overwrite the output folder's model files if it exists")
     p.add_argument("--no-check", action="store_true", help="skip onnx.checker on the result")
@@ -102,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             force=args.force,
             external_data=args.external_data,
             check=not args.no_check,
+            layer_masks=args.layer_masks,
             log=lambda msg: print(msg, file=sys.stderr),
         )
     except ExportError as e:

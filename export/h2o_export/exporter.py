@@ -96,13 +96,16 @@ def export(
     force: bool = False,
     external_data: str = "auto",
     check: bool = True,
+    layer_masks: bool = False,
     log=print,
 ) -> ExportResult:
     """Export one model. Exactly one of `checkpoint` (an HF GPT-NeoX directory) and
     `random_init` (a Pythia size such as "2.8b", or a config.json path) must be given.
     `weights` "int8"/"int4" stores every Linear (the layers' and the LM head, unless `lm_head`
     says otherwise) block-quantized for MatMulNBits with `block_size` (quantize.py); the input
-    embedding stays in `dtype`."""
+    embedding stays in `dtype`. `layer_masks` gives every layer its own attention-mask input
+    (`attention_mask.{i}`; graph.build_graph), so layers may hold different numbers of cache slots
+    (per-layer budgets); the manifest then says `"attention_masks": "per_layer"`."""
     if (checkpoint is None) == (random_init is None):
         raise ExportError("give exactly one of --checkpoint DIR or --random-init SIZE|CONFIG.json")
     if dtype not in DTYPES:
@@ -176,7 +179,8 @@ def export(
             return arr
 
         try:
-            model, quantized = build_graph(cfg, dtype, get_tensor, sink, graph_name=label, weights=wfmt)
+            model, quantized = build_graph(cfg, dtype, get_tensor, sink, graph_name=label, weights=wfmt,
+                                           layer_masks=layer_masks)
         finally:
             sink.close()
         onnx.save_model(model, str(tmp / MODEL_FILE))
@@ -208,7 +212,7 @@ def export(
             "dtype": DTYPE_NAMES[dtype],
             "weights": wfmt.manifest(quantized),
             "opset": OPSET,
-            "inputs": input_names(cfg.num_layers),
+            "inputs": input_names(cfg.num_layers, layer_masks),
             "outputs": output_names(cfg.num_layers),
             "mask_value": MASK_VALUE,
             "external_data": DATA_FILE if use_external else None,
@@ -223,6 +227,8 @@ def export(
             manifest["init_seed"] = init_seed
         if bos is not None:
             manifest[PREPEND_BOS_KEY] = bos
+        if layer_masks:
+            manifest["attention_masks"] = "per_layer"
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         shutil.copyfile(tok_path, tmp / TOKENIZER_FILE)
 

@@ -32,8 +32,11 @@ OPSET = 17
 IR_VERSION = 8  # the IR version that goes with opset 17; ONNX Runtime 1.31 loads it
 
 
-def input_names(num_layers: int) -> list[str]:
-    names = ["input_ids", "position_ids", "attention_mask"]
+def input_names(num_layers: int, layer_masks: bool = False) -> list[str]:
+    """The graph's inputs, in order; with `layer_masks` one `attention_mask.{i}` per layer in
+    place of the shared `attention_mask`."""
+    names = ["input_ids", "position_ids"]
+    names += [f"attention_mask.{i}" for i in range(num_layers)] if layer_masks else ["attention_mask"]
     for i in range(num_layers):
         names += [f"past_key_values.{i}.key", f"past_key_values.{i}.value"]
     return names
@@ -54,27 +57,37 @@ def build_graph(
     sink: TensorSink,
     graph_name: str,
     weights: WeightFormat = WeightFormat(),
+    layer_masks: bool = False,
 ) -> tuple[onnx.ModelProto, list[str]]:
     """Build the decoder-step model. `get_tensor(hf_name)` returns one HF-layout tensor (any
     float dtype); it is converted (transposed where a MatMul needs [in, out], or quantized for
     MatMulNBits), handed to the sink and dropped before the next one is requested. Returns the
-    model and the HF names of the linears stored quantized (empty for fp32)."""
+    model and the HF names of the linears stored quantized (empty for fp32).
+
+    `layer_masks`: one mask input per layer, `attention_mask.{i}` [batch, past_i + seq] with its
+    own past length `past_i` (layer i's past K/V [batch, heads, past_i, head_dim] and attention
+    sums [batch, heads, past_i + seq]), so layers can hold different numbers of cache slots. Each
+    layer builds its masks from its own input with the same nodes the shared mask uses; without
+    it the graph is the same, node for node, as before the option existed."""
     b = GraphBuilder(sink, dtype, get_tensor, cfg.layer_norm_eps, weights)
-    inputs = blocks.graph_inputs(cfg, b.welem)
-    m = blocks.masks(b)
-    rope_fn = blocks.rope(b, cfg, m.ax1)
+    inputs = blocks.graph_inputs(cfg, b.welem, layer_masks)
+    if layer_masks:
+        ms = [blocks.masks(b, f"attention_mask.{i}", f"past_key_values.{i}.key") for i in range(cfg.num_layers)]
+    else:
+        ms = [blocks.masks(b)] * cfg.num_layers
+    rope_fn = blocks.rope(b, cfg, ms[0].ax1)
     consts = blocks.attention_consts(b, cfg)
     x = blocks.embedding(b)
     kv_out, sums_out = [], []
     for i in range(cfg.num_layers):
-        x, att = blocks.layer(b, cfg, i, x, m, rope_fn, consts)
+        x, att = blocks.layer(b, cfg, i, x, ms[i], rope_fn, consts)
         kv_out += [(att.k_new, f"new_key_values.{i}.key"), (att.v_new, f"new_key_values.{i}.value")]
         sums_out.append((att.sums, f"attention_sums.{i}"))
     b.identity(blocks.head(b, x), "logits")
     for src, dst in kv_out + sums_out:
         b.identity(src, dst)
 
-    graph = helper.make_graph(b.nodes, graph_name, inputs, blocks.graph_outputs(cfg, b.welem),
+    graph = helper.make_graph(b.nodes, graph_name, inputs, blocks.graph_outputs(cfg, b.welem, layer_masks),
                               initializer=b.initializers)
     opsets = [helper.make_opsetid("", OPSET)]
     if b.quantized:

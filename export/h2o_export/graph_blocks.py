@@ -1,5 +1,6 @@
-"""The blocks of the decoder-step graph, one builder each: graph inputs, the masks shared by all
-layers, RoPE, embedding, attention, MLP, one transformer layer, the head, graph outputs.
+"""The blocks of the decoder-step graph, one builder each: graph inputs, the masks (shared by all
+layers, or one set per layer with per-layer mask inputs), RoPE, embedding, attention, MLP, one
+transformer layer, the head, graph outputs.
 
 Each block adds its nodes through a `GraphBuilder` (onnx_builder.py) and returns the names of
 what it produced. `graph.build_graph` calls them in a fixed order (node names are numbered in
@@ -26,24 +27,36 @@ MASK_VALUE = float(np.finfo(np.float32).min)
 i64, f32 = np.int64, np.float32
 
 
-def graph_inputs(cfg: NeoxConfig, welem: int) -> list:
-    """input_ids, position_ids [batch, seq]; attention_mask [batch, past+seq]; per layer past K/V
-    [batch, heads, past, head_dim] in the model dtype."""
+def _past_dims(i: int, layer_masks: bool) -> tuple[str, str]:
+    """Layer i's symbolic (past, past + seq) dimensions: shared by all layers, or its own."""
+    return (f"past_{i}", f"past_plus_seq_{i}") if layer_masks else ("past", "past_plus_seq")
+
+
+def graph_inputs(cfg: NeoxConfig, welem: int, layer_masks: bool = False) -> list:
+    """input_ids, position_ids [batch, seq]; attention_mask [batch, past+seq] (with layer_masks:
+    attention_mask.{i} [batch, past_i+seq] per layer); per layer past K/V [batch, heads, past,
+    head_dim] in the model dtype."""
     inputs = [
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
         helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"]),
-        helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "past_plus_seq"]),
     ]
+    if layer_masks:
+        inputs += [helper.make_tensor_value_info(f"attention_mask.{i}", TensorProto.INT64,
+                                                 ["batch", _past_dims(i, True)[1]]) for i in range(cfg.num_layers)]
+    else:
+        inputs.append(helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "past_plus_seq"]))
     for i in range(cfg.num_layers):
         for kv in ("key", "value"):
             inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kv}", welem,
-                                                        ["batch", cfg.num_heads, "past", cfg.head_dim]))
+                                                        ["batch", cfg.num_heads, _past_dims(i, layer_masks)[0],
+                                                         cfg.head_dim]))
     return inputs
 
 
-def graph_outputs(cfg: NeoxConfig, welem: int) -> list:
+def graph_outputs(cfg: NeoxConfig, welem: int, layer_masks: bool = False) -> list:
     """logits float32 [batch, seq, vocab]; per layer new K/V [batch, heads, seq, head_dim] in the
-    model dtype; per layer attention_sums float32 [batch, heads, past+seq]."""
+    model dtype; per layer attention_sums float32 [batch, heads, past+seq] (past_i with
+    layer_masks)."""
     nh, hd = cfg.num_heads, cfg.head_dim
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", cfg.vocab_size])]
     for i in range(cfg.num_layers):
@@ -51,7 +64,7 @@ def graph_outputs(cfg: NeoxConfig, welem: int) -> list:
             outputs.append(helper.make_tensor_value_info(f"new_key_values.{i}.{kv}", welem, ["batch", nh, "seq", hd]))
     for i in range(cfg.num_layers):
         outputs.append(helper.make_tensor_value_info(f"attention_sums.{i}", TensorProto.FLOAT,
-                                                     ["batch", nh, "past_plus_seq"]))
+                                                     ["batch", nh, _past_dims(i, layer_masks)[1]]))
     return outputs
 
 
@@ -67,10 +80,12 @@ class Masks:
     ax1: str  # int64 [1] constant 1 (an axis), shared with the RoPE block
 
 
-def masks(b: GraphBuilder) -> Masks:
+def masks(b: GraphBuilder, mask: str = "attention_mask", past_key: str = "past_key_values.0.key") -> Masks:
+    """The masks of the layers that read `mask` [batch, past+seq] with past = axis 2 of `past_key`
+    (the shared mask and layer 0's past; with per-layer masks, layer i's own)."""
     ax0, ax1 = b.const([0], i64), b.const([1], i64)
     s1 = b.op("Shape", ["input_ids"], start=1, end=2, name="seq_len")  # [1]
-    p1 = b.op("Shape", ["past_key_values.0.key"], start=2, end=3, name="past_len")  # [1]
+    p1 = b.op("Shape", [past_key], start=2, end=3, name="past_len")  # [1]
     t1 = b.op("Add", [p1, s1], name="total_len")  # [1]
     s0, p0, t0 = (b.op("Squeeze", [x, ax0]) for x in (s1, p1, t1))
     zero, one = b.const(0, i64), b.const(1, i64)
@@ -78,10 +93,10 @@ def masks(b: GraphBuilder) -> Masks:
     q_idx = b.op("Range", [zero, s0, one], name="q_idx")  # [seq]
     q_lim = b.op("Unsqueeze", [b.op("Add", [q_idx, p0]), ax1])  # [seq, 1]: new query i sees kv <= past+i
     causal = b.op("LessOrEqual", [kv_idx, q_lim], name="causal")  # [seq, past+seq]
-    pad = b.op("Cast", ["attention_mask"], to=TensorProto.BOOL)  # [batch, past+seq]
+    pad = b.op("Cast", [mask], to=TensorProto.BOOL)  # [batch, past+seq]
     pad4 = b.op("Unsqueeze", [pad, b.const([1, 2], i64)])  # [batch, 1, 1, past+seq]
     allowed = b.op("And", [pad4, causal], name="allowed")  # [batch, 1, seq, past+seq]
-    qmask = b.op("Slice", ["attention_mask", p1, t1, ax1])  # [batch, seq]: own column = not padding
+    qmask = b.op("Slice", [mask, p1, t1, ax1])  # [batch, seq]: own column = not padding
     qmask4 = b.op("Unsqueeze", [b.op("Cast", [qmask], to=TensorProto.FLOAT), b.const([1, 3], i64)])  # [batch,1,seq,1]
     neg = b.const(MASK_VALUE, f32)
     return Masks(allowed, qmask4, neg, p1, t1, ax1)

@@ -110,6 +110,9 @@ def run_graph(model_dir: str | Path, token_ids: Sequence[int], policy: Policy | 
     limit = int(manifest["max_position_embeddings"])
     if isinstance(policy, str):
         policy = parse_policy(policy, max_positions=limit)
+    if policy.kind not in ("full", "local", "sink", "h2o") or policy.schedule != "uniform":
+        raise ReferenceError(f"graph_stream runs full, local, sink and h2o(-layer) with the uniform schedule, "
+                             f"not {policy.spec}; use the reference loop (reference.py) for the others")
     ids = [int(x) for x in token_ids]
     if len(ids) < 2:
         raise ReferenceError(f"need at least 2 tokens for one prediction, got {len(ids)}")

@@ -14,11 +14,12 @@ Semantics (streaming from the first token):
 - a model that declares a BOS (config.json's `prepend_bos_token_id`, `declared_bos`) gets it fed
   first, at position 0, as an ordinary cache entry; its own prediction (of text token 0) is not
   scored, so N text tokens still give N-1 predictions, and text token i sits at position i+1.
-- a step attends to the cached entries of each head plus its own new token; every cached token's
-  score grows by the attention probability it receives, the new token's starts at the
-  probability its own query gives it (scores are float32, as in the engine's contract).
-- after the step, if a head holds more than `budget` entries it evicts down to exactly `budget`
-  (policies/base.py states the rule).
+- a step attends to the cached entries of each head plus its own new token; each candidate's
+  score is the policy's (policies/base.py `update_scores`: for h2o every cached token's score
+  grows by the attention probability it receives, the new token's starts at the probability its
+  own query gives it; scores are float32, as in the engine's contract).
+- after the step, if a head holds more than `budget` entries (the layer's, under a budget
+  schedule) it evicts down to exactly `budget` (policies/base.py states the rule).
 
 The loop runs on the model's device and leaves torch's thread count alone (the CLI,
 export/reference.py, sets it).
@@ -165,7 +166,7 @@ class StepView:
     """What an observer sees for one (step, layer) before eviction (tests use it for invariants).
 
     positions/scores: [heads, n] candidates (cached entries then the new token), positions
-    ascending along the last axis; scores are the per-head accumulated scores (float32).
+    ascending along the last axis; scores are the per-head scores of the layer's policy (float32).
     victims: [heads, k] candidate indices evicted at this step (k may be 0).
     """
 
@@ -178,21 +179,23 @@ class StepView:
 
 class _LayerCache:
     """One layer's compressed cache. K, V: [heads, n, head_dim]; pos: [heads, n] int64 (ascending
-    along n); score: [heads, n] float32. Every head holds the same count n."""
+    along n); score: [heads, n] float32; extra: the policy's state per entry [heads, n, ...] or
+    None. Every head holds the same count n."""
 
     def __init__(self, heads: int, head_dim: int, dtype: torch.dtype, device: torch.device):
         self.k = torch.empty(heads, 0, head_dim, dtype=dtype, device=device)
         self.v = torch.empty(heads, 0, head_dim, dtype=dtype, device=device)
         self.pos = torch.empty(heads, 0, dtype=torch.int64, device=device)
         self.score = torch.empty(heads, 0, dtype=torch.float32, device=device)
+        self.extra: Optional[torch.Tensor] = None
 
-    def keep_all_but(self, victims: torch.Tensor, keys, vals, positions, scores) -> None:
+    def keep_all_but(self, victims: torch.Tensor, keys, vals, positions, scores, extra) -> None:
         """Store the candidates [heads, n, ...] less the victims [heads, k], row order (ascending
         positions) preserved."""
         heads, n = positions.shape
         kk = victims.shape[1]
         if not kk:
-            self.k, self.v, self.pos, self.score = keys, vals, positions, scores
+            self.k, self.v, self.pos, self.score, self.extra = keys, vals, positions, scores, extra
             return
         keep = torch.ones(heads, n, dtype=torch.bool, device=positions.device)
         keep.scatter_(1, victims, False)  # [heads, n]
@@ -200,6 +203,7 @@ class _LayerCache:
         self.v = vals[keep].view(heads, n - kk, vals.shape[-1])
         self.pos = positions[keep].view(heads, n - kk)
         self.score = scores[keep].view(heads, n - kk)
+        self.extra = None if extra is None else extra[keep].view(heads, n - kk, *extra.shape[2:])
 
 
 def _attend(layer, geo: _Geometry, c: _LayerCache, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
@@ -228,9 +232,11 @@ def _attend(layer, geo: _Geometry, c: _LayerCache, h: torch.Tensor, cos: torch.T
 def _check_inputs(model, geo: _Geometry, token_ids: Sequence[int], policy: Policy | str) -> tuple[list[int], Policy]:
     max_pos = int(model.config.max_position_embeddings)
     if isinstance(policy, str):
-        policy = parse_policy(policy, max_positions=max_pos)
-    elif policy.budget is not None and policy.budget > max_pos:
-        raise ReferenceError(f"policy {policy.spec}: budget {policy.budget} exceeds the model's {max_pos} positions")
+        policy = parse_policy(policy, max_positions=max_pos, layers=geo.layers)
+    elif policy.budget is not None:
+        worst = max(policy.for_layer(li, geo.layers).budget for li in range(geo.layers))
+        if worst > max_pos:
+            raise ReferenceError(f"policy {policy.spec}: budget {worst} exceeds the model's {max_pos} positions")
     ids = [int(x) for x in token_ids]
     if len(ids) < 2:
         raise ReferenceError(f"need at least 2 tokens for one prediction, got {len(ids)}")
@@ -276,6 +282,7 @@ def run_reference(
     cos_tab, sin_tab = rope.tables(rot.inv_freq, n_tok, dtype, float(getattr(rot, "attention_scaling", 1.0)))
     cos_tab, sin_tab = cos_tab.to(device), sin_tab.to(device)
     caches = [_LayerCache(geo.heads, geo.head_dim, dtype, device) for _ in range(geo.layers)]
+    layer_policies = [policy.for_layer(li, geo.layers) for li in range(geo.layers)]
     ids_t = torch.tensor(ids, dtype=torch.int64, device=device)
     nll: list[float] = []
     steps: list[dict] = []
@@ -284,19 +291,20 @@ def run_reference(
         h = gpt.embed_in(ids_t[t : t + 1])  # [1, hidden]
         step_evicted = []
         for li, layer in enumerate(gpt.layers):
-            c = caches[li]
+            c, pol = caches[li], layer_policies[li]
             h, keys, vals, probs = _attend(layer, geo, c, h, cos_tab[t], sin_tab[t])
             positions = torch.cat((c.pos, torch.full((geo.heads, 1), t, dtype=torch.int64, device=device)), dim=1)
-            scores = policy.update_scores(c.score, probs)  # [heads, n]
+            scores, extra = pol.update_scores(c.score, probs, key=keys[:, -1], position=t, layer=li,
+                                              extra=c.extra)  # [heads, n], [heads, n, ...] | None
             if rep is None:
-                victims = policy.choose_victims(t, positions, scores)  # [heads, k]
+                victims = pol.choose_victims(t, positions, scores)  # [heads, k]
                 ev_lists = positions.gather(1, victims).tolist() if victims.shape[1] else [[] for _ in range(geo.heads)]
             else:
-                victims, ev_lists = rep.victims(policy, t, li, positions, scores)
+                victims, ev_lists = rep.victims(pol, t, li, positions, scores)
             if observer is not None:
                 observer(StepView(t, li, positions, scores, victims))
             step_evicted.append([sorted(int(p) for p in row) for row in ev_lists])
-            c.keep_all_but(victims, keys, vals, positions, scores)
+            c.keep_all_but(victims, keys, vals, positions, scores, extra)
 
         if t >= first_scored:
             logits_out = model.embed_out(gpt.final_layer_norm(h))[0]  # [vocab]

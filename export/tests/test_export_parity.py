@@ -167,3 +167,48 @@ def test_attention_reads_past_in_place(exported, tmp_path):
         out = ref.run_onnx(sess, step, manifest)
         assert all(np.isfinite(v).all() for v in out.values())
         ref.compare(out, ref.run_hf(model, step), step, TOL)
+
+
+def test_layer_masks_graph(tmp_path):
+    """`--layer-masks`: one attention_mask.{i} per layer, each layer with its own past length.
+    With equal masks it computes what the shared-mask graph does, bit for bit; a layer given more
+    (masked, garbage-filled) slots than another changes nothing, and its masked columns sum to 0."""
+    import onnxruntime as ort
+
+    shared = FIXTURE
+    res = export(tmp_path / "lm", checkpoint=FIXTURE / "hf", name="tiny-neox", layer_masks=True, log=lambda m: None)
+    man = res.manifest
+    assert man["attention_masks"] == "per_layer"
+    assert man["inputs"] == input_names(2, layer_masks=True)
+    assert man["inputs"][:4] == ["input_ids", "position_ids", "attention_mask.0", "attention_mask.1"]
+    assert man["outputs"] == output_names(2)
+    assert "attention_masks" not in json.loads((shared / "manifest.json").read_text())
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    s_shared = ort.InferenceSession(str(shared / "model.onnx"), so, providers=["CPUExecutionProvider"])
+    s_layer = ort.InferenceSession(str(tmp_path / "lm/model.onnx"), so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in s_shared.get_outputs()]
+    rng = np.random.default_rng(3)
+    heads, hd = man["num_heads"], man["head_dim"]
+    past = 3
+    kv = [rng.standard_normal((1, heads, past, hd)).astype(np.float32) for _ in range(4)]
+    mask = np.array([[1, 0, 1, 1]], np.int64)  # slot 1 empty, then the new token
+    base = {"input_ids": np.array([[7]], np.int64), "position_ids": np.array([[5]], np.int64)}
+    for i in range(2):
+        base[f"past_key_values.{i}.key"], base[f"past_key_values.{i}.value"] = kv[2 * i], kv[2 * i + 1]
+    want = dict(zip(names, s_shared.run(names, {**base, "attention_mask": mask})))
+    got = dict(zip(names, s_layer.run(names, {**base, "attention_mask.0": mask, "attention_mask.1": mask})))
+    for n in names:
+        assert np.array_equal(got[n], want[n]), n
+    # layer 1 with two more slots, garbage and masked: the same outputs, zeros in its extra columns
+    extra = [np.concatenate((x, 1e3 * rng.standard_normal((1, heads, 2, hd)).astype(np.float32)), axis=2)
+             for x in kv[2:]]
+    feeds = {**base, "past_key_values.1.key": extra[0], "past_key_values.1.value": extra[1],
+             "attention_mask.0": mask, "attention_mask.1": np.array([[1, 0, 1, 0, 0, 1]], np.int64)}
+    wide = dict(zip(names, s_layer.run(names, feeds)))
+    assert wide["attention_sums.1"].shape == (1, heads, past + 2 + 1)
+    assert (wide["attention_sums.1"][:, :, [1, 3, 4]] == 0).all()
+    np.testing.assert_allclose(wide["attention_sums.1"][:, :, [0, 2, 5]], want["attention_sums.1"][:, :, [0, 2, 3]],
+                               atol=1e-6)
+    np.testing.assert_allclose(wide["logits"], want["logits"], atol=1e-5)
+    assert np.array_equal(wide["attention_sums.0"], want["attention_sums.0"])

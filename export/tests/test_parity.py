@@ -24,6 +24,13 @@ that chooses differently.
 Also: a bounded cache whose budget exceeds the text (h2o:600+600, local:1000) gives the same
 per-token NLL and PPL as `full`.
 
+Every family is covered (full, local, sink, h2o, h2o-layer, tova, tova-head, scissor with its
+default and a short history window, knorm, random) and per-layer budget schedules
+(`@pyramid`). A scheduled policy needs a graph with one attention mask per layer: the test
+exports one from the same checkpoint (`--layer-masks`) into a temporary folder, and checks that
+this graph gives the shared-mask graph's per-token NLLs and trace bit for bit under a uniform
+policy.
+
 Models: (a) the tiny fixture tests/fixtures/tiny (ONNX) with its checkpoint in hf/, 512 tokens;
 (b) models/pythia-micro/onnx (made by `make export-micro`) with the checkpoint
 models/pythia-micro, 300 tokens (`make test` exports it first).
@@ -68,7 +75,10 @@ MODELS = {
         onnx=FIXTURE,
         hf=FIXTURE / "hf",
         n_tokens=512,
-        policies=["full", "local:64", "sink:4+60", "h2o:32+32", "h2o-layer:32+32"],
+        policies=["full", "local:64", "sink:4+60", "h2o:32+32", "h2o-layer:32+32", "tova:64", "tova-head:64",
+                  "scissor:64", "scissor:64@window=16@recent=4", "knorm:64", "random:64@rng=3",
+                  "h2o:32+32@pyramid", "tova:64@pyramid", "scissor:64@window=16@recent=4@pyramid",
+                  "random:64@rng=3@pyramid"],
         big_budgets=["h2o:600+600", "local:1000"],
         share_floor=0.90,
         how="make fixtures",
@@ -77,12 +87,16 @@ MODELS = {
         onnx=REPO / "models/pythia-micro/onnx",
         hf=REPO / "models/pythia-micro",
         n_tokens=300,
-        policies=["full", "local:64", "sink:4+60", "h2o:48+16", "h2o-layer:48+16"],
+        policies=["full", "local:64", "sink:4+60", "h2o:48+16", "h2o-layer:48+16", "tova:64", "tova-head:64",
+                  "scissor:64@window=32", "knorm:64", "random:64@rng=3", "h2o:48+16@pyramid", "tova:64@pyramid",
+                  "sink:4+60@pyramid"],
         big_budgets=[],
         share_floor=0.99,
         how="make export-micro",
     ),
 }
+# uniform policies run on both graphs of a model: the per-layer-mask graph must give the same bits
+SAME_GRAPH_SPECS = {"tiny": "h2o:32+32", "pythia-micro": "tova:64"}
 CASES = [(m, p) for m, cfg in MODELS.items() for p in cfg["policies"]]
 BIG_CASES = [(m, p) for m, cfg in MODELS.items() for p in cfg["big_budgets"]]
 
@@ -137,11 +151,31 @@ class ModelRuns:
         self.ids = ref.load_tokens(cfg["onnx"] / "tokenizer.json", data_path(), cfg["n_tokens"])
         self._engine: dict[str, tuple[dict, dict] | str] = {}  # spec -> (OUT, TRACE) or the failure
         self._ref: dict[tuple[str, bool], dict] = {}
+        self._layer_masks: Optional[Path] = None
+
+    def layer_mask_graph(self) -> Path:
+        """The model exported with one attention mask per layer (once, into the test's folder)."""
+        if self._layer_masks is None:
+            from h2o_export.exporter import export
+
+            out = self.tmp / "layer-masks"
+            export(out, checkpoint=self.cfg["hf"], name=self.name, layer_masks=True, log=lambda _m: None)
+            self._layer_masks = out
+        return self._layer_masks
+
+    def graph_for(self, spec: str) -> Path:
+        """The graph a spec runs on: the per-layer-mask export for scheduled policies (and for the
+        `#layer-masks` marker this test adds to a spec), else the model's own."""
+        if spec.endswith("#layer-masks") or parse_policy(spec.split("#")[0]).schedule != "uniform":
+            return self.layer_mask_graph()
+        return self.cfg["onnx"]
 
     def engine_all(self, specs: list[str]) -> None:
         todo = [s for s in specs if s not in self._engine]
         if not todo:
             return
+        for s in todo:
+            self.graph_for(s)  # export before the parallel runs
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
             for spec, res in zip(todo, pool.map(self._run_engine, todo)):
                 self._engine[spec] = res
@@ -156,10 +190,10 @@ class ModelRuns:
         return got
 
     def _run_engine(self, spec: str) -> tuple[dict, dict] | str:
-        stem = self.tmp / spec.replace(":", "_").replace("+", "_")
+        stem = self.tmp / "".join(c if c.isalnum() else "_" for c in spec)
         out, trace = stem.with_suffix(".json"), stem.with_suffix(".trace.json")
-        cmd = [str(engine_bin()), "ppl", "--model", str(self.cfg["onnx"]), "--data", str(data_path()),
-               "--tokens", str(self.cfg["n_tokens"]), "--policy", spec, "--json", str(out),
+        cmd = [str(engine_bin()), "ppl", "--model", str(self.graph_for(spec)), "--data", str(data_path()),
+               "--tokens", str(self.cfg["n_tokens"]), "--policy", spec.split("#")[0], "--json", str(out),
                "--trace", str(trace), "--threads", "1"]
         t0 = time.perf_counter()
         p = subprocess.run(cmd, capture_output=True, text=True, env=engine_env(), timeout=600)
@@ -302,6 +336,19 @@ def test_free_running(runs, model, spec):
         f"{model} {spec}: only {100 * share:.3f}% of (step, layer, head) keep the same positions "
         f"(floor {100 * r.cfg['share_floor']:.0f}%; first difference at step {first})"
     )
+
+
+@pytest.mark.parametrize("model", list(SAME_GRAPH_SPECS))
+def test_layer_mask_graph_equals_shared_mask_graph(runs, model):
+    """Under a uniform policy the per-layer-mask graph computes what the shared-mask graph does:
+    the same per-token NLLs and the same trace, bit for bit."""
+    r = runs(model)
+    spec = SAME_GRAPH_SPECS[model]
+    shared, shared_trace = r.engine(spec)
+    per_layer, per_layer_trace = r.engine(spec + "#layer-masks")
+    assert per_layer["nll"] == shared["nll"], f"{model} {spec}: per-layer-mask graph NLLs differ"
+    assert per_layer_trace["steps"] == shared_trace["steps"], f"{model} {spec}: traces differ"
+    assert json.loads((r.layer_mask_graph() / "manifest.json").read_text())["attention_masks"] == "per_layer"
 
 
 @pytest.mark.parametrize("model,spec", BIG_CASES, ids=[f"{m}-{p}" for m, p in BIG_CASES])

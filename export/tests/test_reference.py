@@ -21,7 +21,10 @@ from h2o_export.graph_parity import TINY_DEFAULTS  # noqa: E402
 from h2o_export.policies import parse_policy  # noqa: E402
 
 N_TOKENS = 48
-POLICIES = ["local:8", "sink:2+6", "h2o:5+3", "h2o:6+0", "h2o:0+8", "h2o-layer:5+3", "h2o-layer:3+1"]
+POLICIES = ["local:8", "sink:2+6", "h2o:5+3", "h2o:6+0", "h2o:0+8", "h2o-layer:5+3", "h2o-layer:3+1", "tova:8",
+            "tova-head:8", "scissor:8@window=4@recent=2", "knorm:8", "random:8@rng=1", "h2o:5+3@pyramid",
+            "tova:8@pyramid"]
+LAYERS = 2  # TINY_DEFAULTS
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -81,6 +84,111 @@ def test_parse_policy_canonical_forms():
     assert (p.kind, p.heavy, p.recent, p.scope, p.budget) == ("h2o", 192, 64, "head", 256)
     p = parse_policy("h2o-layer:192+64")
     assert (p.scope, p.spec) == ("layer", "h2o-layer:192+64")
+
+
+def test_parse_policy_new_families_and_options():
+    p = parse_policy("tova:64")
+    assert (p.kind, p.scope, p.budget, p.uses_scores, p.spec) == ("tova", "layer", 64, True, "tova:64")
+    assert parse_policy("tova-head:64").scope == "head"
+    p = parse_policy("scissor:64@recent=4@window=32")
+    assert (p.kind, p.window, p.recent, p.budget, p.spec) == ("scissor", 32, 4, 64, "scissor:64@window=32@recent=4")
+    assert parse_policy("scissor:80@window=400@recent=10").spec == "scissor:80"
+    assert (parse_policy("knorm:9").budget, parse_policy("random:9").rng) == (9, 0)
+    p = parse_policy("random:9@pyramid@rng=7")
+    assert (p.rng, p.schedule, p.spec) == (7, "pyramid", "random:9@rng=7@pyramid")
+    assert parse_policy("h2o:1+2@uniform") == parse_policy("h2o:1+2")
+
+
+@pytest.mark.parametrize("bad,why", [
+    ("scissor:8", "recent window 10 is larger than its budget 8"), ("scissor:80@window=0", "history window is 0"),
+    ("random:4@seed=1", "unknown option `@seed=1`"), ("random:4@rng", "takes a number (@rng=N)"),
+    ("random:4@rng=1@rng=2", "`@rng` is given twice"), ("h2o:1+1@pyramid@uniform", "schedule is given twice"),
+    ("h2o:4+4@rng=1", "`@rng` applies to random only, not `h2o`"),
+    ("tova:4@recent=1", "`@recent` applies to scissor only, not `tova`"), ("full@pyramid", "no budget to schedule"),
+    ("tova:1+2", "`tova` takes one number (tova:B)"), ("h2o:１+2", "accepted forms"), ("random:0@rng=3", "budget is 0"),
+])
+def test_parse_policy_refuses_bad_options(bad, why):
+    with pytest.raises(ReferenceError, match="accepted forms") as e:
+        parse_policy(bad)
+    assert why in str(e.value)
+
+
+def test_accepted_forms_are_the_engines():
+    """The grammar's help text is the engine's ACCEPTED_FORMS (src/policy/spec.rs), word for word."""
+    import re
+    from h2o_export.policies import ACCEPTED_FORMS
+    from common import REPO
+
+    rust = (REPO / "src/policy/spec.rs").read_text(encoding="utf-8")
+    literal = re.search(r'pub const ACCEPTED_FORMS: &str = "(.*?)";', rust, re.S).group(1)
+    assert re.sub(r"\\\n\s*", "", literal) == ACCEPTED_FORMS
+
+
+def test_pyramid_schedule_is_the_engines():
+    """The same integers as src/policy/schedule.rs's tests: the total kept, budgets falling."""
+    from h2o_export.policies.schedule import free_parts
+
+    assert free_parts("pyramid", 192, 8, 0) == [375, 323, 271, 219, 165, 113, 61, 9]
+    assert free_parts("pyramid", 10, 2, 1) == [19, 1]
+    assert free_parts("uniform", 7, 3, 1) == [7, 7, 7]
+    p = parse_policy("h2o:192+64@pyramid")
+    assert [p.for_layer(li, 8).spec for li in (0, 7)] == ["h2o:375+64", "h2o:9+64"]
+    assert sum(p.for_layer(li, 8).budget for li in range(8)) == 8 * 256
+    with pytest.raises(ReferenceError, match="layer 0's budget 439 exceeds the model's 438 positions"):
+        parse_policy("h2o:192+64@pyramid", max_positions=438, layers=8)
+
+
+def test_random_keys_are_the_engines():
+    """The numbers src/policy/random.rs's tests check."""
+    from h2o_export.policies.random import random_key
+
+    # 24-bit keys: exact in float32, so the engine's f32 literals convert back to the same numbers
+    assert random_key(7, 3, 2, 1000) == float(torch.tensor(0.6370028, dtype=torch.float32))
+    assert random_key(0, 0, 0, 0) == float(torch.tensor(0.09899372, dtype=torch.float32))
+
+
+def test_knorm_rounds_squared_norms_to_12_bits():
+    from h2o_export.policies.knorm import rounded_square_norm
+
+    k = torch.tensor([[3.0, 4.0], [4097.0 ** 0.5, 0.0], [1.0, 2.0 ** -7], [1.0, 2.0 ** -5]])
+    assert rounded_square_norm(k).tolist() == [25.0, 4098.0, 1.0, 1.0 + 2.0 ** -10]
+
+
+def test_new_family_scores(model, tokens):
+    """tova: this step's attention; scissor: minus the below-mean count over its window; knorm:
+    minus the rounded squared key norm, fixed; random: the key of (rng, layer, head, position)."""
+    from h2o_export.policies.random import random_key
+
+    seen = {}
+    for spec in ["tova-head:8", "scissor:8@window=3@recent=2", "knorm:8", "random:8@rng=1", "full"]:
+        views = []
+        ref.run_reference(model, tokens[:14], spec, observer=lambda v, views=views: views.append(
+            ref.StepView(v.pos, v.layer, v.positions.clone(), v.scores.clone(), v.victims.clone())))
+        seen[spec] = views
+    full = {(v.pos, v.layer): v for v in seen["full"]}
+    for v in seen["tova-head:8"]:
+        if v.pos < 8:  # the caches agree with the full one until the first eviction
+            assert torch.allclose(v.scores, full[(v.pos, v.layer)].scores - _prev(full, v), atol=1e-6)
+    for v in seen["random:8@rng=1"]:
+        want = [[random_key(1, v.layer, h, int(p)) for p in row] for h, row in enumerate(v.positions.tolist())]
+        assert v.scores.tolist() == want
+    knorm = {(v.pos, v.layer): v for v in seen["knorm:8"]}
+    for (t, layer), v in knorm.items():
+        if t > 0:
+            before = knorm[(t - 1, layer)]
+            for h in range(v.scores.shape[0]):
+                old = dict(zip(before.positions[h].tolist(), before.scores[h].tolist()))
+                assert all(old[p] == s for p, s in zip(v.positions[h].tolist(), v.scores[h].tolist()) if p in old)
+    for v in seen["scissor:8@window=3@recent=2"]:
+        assert ((v.scores <= 0) & (v.scores >= -3)).all() and (v.scores == v.scores.round()).all()
+
+
+def _prev(full: dict, v) -> torch.Tensor:
+    """Accumulated scores of the full cache before step v.pos, padded with the new token's 0."""
+    if v.pos == 0:
+        return torch.zeros_like(v.scores)
+    prev = full[(v.pos - 1, v.layer)].scores
+    return torch.cat((prev, torch.zeros(prev.shape[0], 1)), dim=1)
 
 
 @pytest.mark.parametrize("bad", ["", "lru:5", "local", "local:4+4", "sink:4", "h2o:5", "full:3", "h2o:-1+4",
@@ -157,11 +265,11 @@ def test_bounded_policies_change_the_result(spec, results):
 
 @pytest.mark.parametrize("spec", POLICIES)
 def test_invariants_per_step(spec, results, tokens):
-    pol = parse_policy(spec)
     res, views = results[spec]
-    assert len(views) == (len(tokens) - 1) * 2
+    assert len(views) == (len(tokens) - 1) * LAYERS
     kept_trace = dict(tr.iter_kept_sets(res["trace"]))
     for v in views:
+        pol = parse_policy(spec).for_layer(v.layer, LAYERS)
         t = v.pos
         heads, n = v.positions.shape
         # every head sees the candidates 'kept after t-1' plus t
@@ -179,6 +287,10 @@ def test_invariants_per_step(spec, results, tokens):
             recent = [p for p in pos if p > t - pol.recent]
             sinks = [p for p in pos if p < pol.sinks]
             assert set(recent) <= set(kept) and set(sinks) <= set(kept)
+            if pol.uses_scores and pol.kind != "h2o" and n > pol.budget:
+                # the others keep the budget's best by score (recent window first), ties to the younger
+                others = sorted((float(rank[h, i]), p) for i, p in enumerate(pos) if p <= t - pol.recent)
+                assert set(kept) - set(recent) == {p for _, p in others[len(others) - (pol.budget - len(recent)):]}
             if pol.kind == "h2o" and n > pol.budget:
                 others = [(float(rank[h, i]), p) for i, p in enumerate(pos) if p <= t - pol.recent]
                 # keep the H largest; ties: the lowest score, then the oldest, goes first

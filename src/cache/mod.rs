@@ -2,11 +2,15 @@
 //! host, and K/V buffers that apply the plan (host memory here; device memory behind the same interface).
 
 pub mod buffers;
+mod history;
 pub mod plan;
+mod scores;
+pub mod sizing;
 pub mod slots;
 pub mod store;
 
 pub use buffers::{host_buffers, HostKv, KvBuffers, KvElement, NewKv};
 pub use plan::{LayerPlan, NOT_STORED};
+pub use sizing::{grown_capacity, slots_after, KvLayout};
 pub use slots::SlotTable;
 pub use store::{KvStore, NewTokens};

@@ -10,10 +10,13 @@
 
 use std::time::Instant;
 
+use super::history::History;
 use super::plan::{LayerPlan, NOT_STORED};
+use super::scores::{entry_scores, step_scores, Slots};
+use super::sizing::grown_capacity;
 use super::store::NewTokens;
 use crate::error::{Error, Result};
-use crate::policy::{Candidates, Policy};
+use crate::policy::{Candidates, Policy, ScoreRule};
 
 /// One layer's slots for `batch` rows of `heads` heads.
 #[derive(Debug, Clone)]
@@ -27,8 +30,10 @@ pub struct SlotTable {
     used: Vec<usize>,
     /// `[batch, heads, capacity]`, -1 = empty.
     pos: Vec<i64>,
-    /// `[batch, heads, capacity]`, accumulated attention.
+    /// `[batch, heads, capacity]`, the policy's score ([`ScoreRule`]).
     score: Vec<f32>,
+    /// Scissorhands' attention history, kept only for [`ScoreRule::Unimportance`].
+    history: Option<History>,
 }
 
 /// Buffers the planner reuses across steps (so the decode loop does not allocate); they live in the
@@ -40,6 +45,10 @@ pub(crate) struct PlanScratch {
     keep: Vec<bool>,
     new_idx: Vec<usize>,
     victims: Vec<usize>,
+    /// The step's new tokens' first scores, `[batch, heads, seq]`.
+    new_score: Vec<f32>,
+    /// Per batch row, the step's mean attention share.
+    shares: Vec<f32>,
 }
 
 impl SlotTable {
@@ -52,6 +61,7 @@ impl SlotTable {
             used: vec![0; batch],
             pos: Vec::new(),
             score: Vec::new(),
+            history: None,
         }
     }
 
@@ -81,7 +91,7 @@ impl SlotTable {
         &self.pos[o..o + self.capacity]
     }
 
-    /// Accumulated scores of (b, h), one per slot.
+    /// Scores of (b, h), one per slot (what they hold depends on the policy's [`ScoreRule`]).
     pub fn scores(&self, b: usize, h: usize) -> &[f32] {
         let o = (b * self.heads + h) * self.capacity;
         &self.score[o..o + self.capacity]
@@ -91,8 +101,7 @@ impl SlotTable {
     /// `chunk`s, clamped to the limit; `None` when the table is large enough.
     pub(crate) fn wanted_capacity(&self, seq: usize, chunk: usize) -> Option<usize> {
         let fullest = self.used.iter().copied().max().unwrap_or(0);
-        let want = (fullest + seq).min(self.limit);
-        (want > self.capacity).then(|| (want.div_ceil(chunk) * chunk).min(self.limit))
+        grown_capacity(self.capacity, fullest, seq, self.limit, chunk)
     }
 
     /// Resize to `capacity` slots per (batch, head), keeping every entry.
@@ -109,20 +118,38 @@ impl SlotTable {
         self.pos = pos;
         self.score = score;
         self.capacity = capacity;
+        if let Some(h) = self.history.as_mut() {
+            h.grow(capacity);
+        }
     }
 
-    /// `score[b, h, s] += attention[b, h, s]` for the `past` slots the graph ran with (masked slots
-    /// receive exactly 0). `attention` is `[batch, heads, past + seq]`.
-    pub fn add_scores(&mut self, attention: &[f32], past: usize, seq: usize) -> Result<()> {
-        self.check_attention(attention, past, seq)?;
-        let (c, cols) = (self.capacity, past + seq);
-        for r in 0..self.batch * self.heads {
-            let dst = &mut self.score[r * c..r * c + past];
-            let src = &attention[r * cols..r * cols + past];
-            for (d, s) in dst.iter_mut().zip(src) {
-                *d += *s;
+    /// The cached slots' scores after a step, as `rule` says (nothing for [`ScoreRule::None`]).
+    pub(crate) fn update_scores(
+        &mut self,
+        rule: ScoreRule,
+        new: &NewTokens<'_>,
+        sc: &mut PlanScratch,
+    ) -> Result<()> {
+        self.check_step(new)?;
+        if let ScoreRule::Unimportance { window } = rule {
+            if self.history.as_ref().map(History::window) != Some(window) {
+                let rows = self.batch * self.heads;
+                self.history = Some(History::new(window, rows, self.capacity));
             }
         }
+        let slots = Slots {
+            heads: self.heads,
+            capacity: self.capacity,
+            used: &self.used,
+        };
+        step_scores(
+            rule,
+            &slots,
+            new,
+            &mut self.score,
+            self.history.as_mut(),
+            &mut sc.shares,
+        );
         Ok(())
     }
 
@@ -155,16 +182,31 @@ impl SlotTable {
         Ok(())
     }
 
-    /// Decide where `new`'s tokens go and what `policy` evicts, without changing anything.
+    /// Decide where `new`'s tokens go and what `policy` (layer `layer`'s) evicts, without changing
+    /// anything.
     pub(crate) fn plan(
         &self,
         new: &NewTokens<'_>,
         policy: &dyn Policy,
+        layer: usize,
         sc: &mut PlanScratch,
         plan: &mut LayerPlan,
     ) -> Result<()> {
         let (batch, seq) = (self.batch, new.seq);
         self.check_step(new)?;
+        let slots = Slots {
+            heads: self.heads,
+            capacity: self.capacity,
+            used: &self.used,
+        };
+        entry_scores(
+            policy.score_rule(),
+            layer,
+            &slots,
+            new,
+            &mut sc.new_score,
+            &mut sc.shares,
+        );
         let budget = policy.budget().min(self.limit);
         plan.reset(batch, self.heads, seq, self.capacity);
         for b in 0..batch {
@@ -253,10 +295,9 @@ impl SlotTable {
     }
 
     /// Row `b`'s candidates, `[heads, n]`: the cached slots `0..used` (a contiguous prefix), then the
-    /// real new tokens with this step's attention as their score.
+    /// real new tokens with their first score.
     fn candidates(&self, b: usize, new: &NewTokens<'_>, sc: &mut PlanScratch) {
         let (c, cached, seq) = (self.capacity, self.used[b], new.seq);
-        let cols = new.past + seq;
         sc.cand_pos.clear();
         sc.cand_score.clear();
         for h in 0..self.heads {
@@ -267,7 +308,7 @@ impl SlotTable {
                 .extend_from_slice(&self.score[r * c..r * c + cached]);
             for &j in &sc.new_idx {
                 sc.cand_pos.push(new.positions[b * seq + j]);
-                sc.cand_score.push(new.attention[r * cols + new.past + j]);
+                sc.cand_score.push(sc.new_score[r * seq + j]);
             }
         }
     }
@@ -319,10 +360,10 @@ impl SlotTable {
         }
     }
 
-    /// Write the plan's metadata: positions and first scores of the stored new tokens, entries per row.
-    pub(crate) fn apply(&mut self, plan: &LayerPlan, new: &NewTokens<'_>) {
+    /// Write the plan's metadata: positions and first scores (`sc`, from the plan) of the stored new
+    /// tokens, entries per row; the step is over.
+    pub(crate) fn apply(&mut self, plan: &LayerPlan, new: &NewTokens<'_>, sc: &PlanScratch) {
         let (c, seq) = (self.capacity, new.seq);
-        let cols = new.past + seq;
         for (i, &slot) in plan.dest_all().iter().enumerate() {
             if slot == NOT_STORED {
                 continue;
@@ -332,10 +373,16 @@ impl SlotTable {
             let b = r / self.heads;
             let dst = r * c + slot as usize;
             self.pos[dst] = new.positions[b * seq + j];
-            self.score[dst] = new.attention[r * cols + new.past + j];
+            self.score[dst] = sc.new_score[i];
+            if let Some(h) = self.history.as_mut() {
+                h.enter(r, slot as usize, sc.new_score[i] < 0.0);
+            }
         }
         for b in 0..self.batch {
             self.used[b] = plan.used(b);
+        }
+        if let Some(h) = self.history.as_mut() {
+            h.advance();
         }
     }
 }

@@ -1,7 +1,8 @@
 //! KvStore: per layer a [`SlotTable`] (positions, scores, slots in use) and the layer's K/V in
 //! [`KvBuffers`]; a step's update is planned on the host (score update, policy, victim -> slot mapping),
 //! then applied to the table and the buffers. New tokens go into free slots or the slots their policy
-//! just freed (no compaction).
+//! just freed (no compaction). Each layer has its own limit (a budget schedule gives layers different
+//! budgets), hence its own capacity and its own attention mask.
 
 use std::time::Instant;
 
@@ -60,23 +61,38 @@ impl KvStore {
         capacity_limit: usize,
         chunk: usize,
     ) -> Result<Self> {
+        let limits = vec![capacity_limit; layers];
+        Self::with_limits(&limits, batch, heads, head_dim, dtype, chunk)
+    }
+
+    /// An empty store in host memory with one limit per layer (`limits.len()` layers).
+    pub fn with_limits(
+        limits: &[usize],
+        batch: usize,
+        heads: usize,
+        head_dim: usize,
+        dtype: KvDtype,
+        chunk: usize,
+    ) -> Result<Self> {
+        let layers = limits.len();
         if layers == 0 || batch == 0 || heads == 0 || head_dim == 0 {
             return Err(Error::Store(
                 "layers, batch, heads and head_dim must be positive".into(),
             ));
         }
-        if capacity_limit == 0 {
-            return Err(Error::Store(
-                "capacity limit 0: the cache could hold nothing".into(),
-            ));
+        if let Some(l) = limits.iter().position(|&x| x == 0) {
+            return Err(Error::Store(format!(
+                "capacity limit 0 in layer {l}: the cache could hold nothing"
+            )));
         }
         Ok(Self {
             batch,
             heads,
             head_dim,
             chunk: chunk.max(1),
-            tables: (0..layers)
-                .map(|_| SlotTable::new(batch, heads, capacity_limit))
+            tables: limits
+                .iter()
+                .map(|&limit| SlotTable::new(batch, heads, limit))
                 .collect(),
             buffers: host_buffers(dtype, layers, batch, heads, head_dim),
             plan: LayerPlan::default(),
@@ -100,15 +116,27 @@ impl KvStore {
         self.buffers.dtype()
     }
 
-    /// Slots per (batch, head): the graph's `past` length. Every layer has the same capacity between
-    /// steps (the graph takes one attention mask for all layers).
+    /// Layer 0's slots per (batch, head): the graph's `past` length when every layer has the same
+    /// limit (then every layer has the same capacity); see [`KvStore::layer_capacity`].
     pub fn capacity(&self) -> usize {
         self.tables[0].capacity()
     }
 
-    /// Most entries per (batch, head) layer 0 may hold (every layer has the same limit today).
+    /// Layer `layer`'s slots per (batch, head): its `past` length in the graph.
+    pub fn layer_capacity(&self, layer: usize) -> usize {
+        self.tables[layer].capacity()
+    }
+
+    /// Most entries per (batch, head) layer 0 may hold (see [`SlotTable::limit`] for the others).
     pub fn capacity_limit(&self) -> usize {
         self.tables[0].limit()
+    }
+
+    /// Whether every layer has the same limit (so one attention mask serves every layer).
+    pub fn uniform_limits(&self) -> bool {
+        self.tables
+            .iter()
+            .all(|t| t.limit() == self.tables[0].limit())
     }
 
     /// Layer `l`'s slot table.
@@ -126,7 +154,8 @@ impl KvStore {
         self.tables[layer].scores(b, h)
     }
 
-    /// Valid entries in row `b` (every head and layer holds the same count).
+    /// Valid entries in row `b` of layer 0 (every head holds the same count, and every layer when
+    /// the limits are uniform).
     pub fn valid_count(&self, b: usize) -> usize {
         self.tables[0].used(b)
     }
@@ -153,12 +182,18 @@ impl KvStore {
         self.buffers.bind(layer)
     }
 
-    /// The graph's `attention_mask` for a step, `[batch, capacity + seq]`, written into `out`: 1 for
-    /// the slots in use (the same for every head and layer), 0 for free slots, then the new tokens'
-    /// own mask `[batch, seq]`.
+    /// The graph's `attention_mask` for a step, `[batch, capacity + seq]` of layer 0 (every layer's
+    /// when the limits are uniform), written into `out`: 1 for the slots in use (the same for every
+    /// head), 0 for free slots, then the new tokens' own mask `[batch, seq]`.
     pub fn build_mask(&self, new_mask: &[i64], seq: usize, out: &mut Vec<i64>) {
         out.clear();
-        let (t, c) = (&self.tables[0], self.capacity());
+        self.append_mask(0, new_mask, seq, out);
+    }
+
+    /// Layer `layer`'s attention mask for a step, `[batch, layer capacity + seq]`, appended to `out`.
+    pub fn append_mask(&self, layer: usize, new_mask: &[i64], seq: usize, out: &mut Vec<i64>) {
+        let t = &self.tables[layer];
+        let c = t.capacity();
         for b in 0..self.batch {
             let used = t.used(b);
             out.extend(std::iter::repeat_n(1, used));
@@ -167,15 +202,16 @@ impl KvStore {
         }
     }
 
-    /// One layer's cache update after a graph run: add the attention to the scores (if the policy
-    /// reads them), grow if the new tokens need room, plan (policy choice, victim -> slot mapping,
-    /// evicted positions), then apply the plan to the slot table and the K/V buffers. The plan stays
+    /// One layer's cache update after a graph run: update the scores as the policy's
+    /// [`crate::policy::ScoreRule`] says (nothing if it reads none), grow if the new tokens need
+    /// room, plan (new tokens' first scores, policy choice, victim -> slot mapping, evicted
+    /// positions), then apply the plan to the slot table and the K/V buffers. The plan stays
     /// readable through [`KvStore::plan`] until the next update.
     pub fn update(&mut self, layer: usize, new: &NewTokens<'_>, policy: &dyn Policy) -> Result<()> {
         self.tables[layer].check_step(new)?;
         let score_time = if policy.needs_scores() {
             let t = Instant::now();
-            self.tables[layer].add_scores(new.attention, new.past, new.seq)?;
+            self.tables[layer].update_scores(policy.score_rule(), new, &mut self.scratch)?;
             t.elapsed()
         } else {
             std::time::Duration::ZERO
@@ -185,10 +221,10 @@ impl KvStore {
             self.buffers.grow(layer, cap);
         }
         let table = &mut self.tables[layer];
-        table.plan(new, policy, &mut self.scratch, &mut self.plan)?;
+        table.plan(new, policy, layer, &mut self.scratch, &mut self.plan)?;
         self.plan.add_score_time(score_time);
         self.buffers.apply(layer, &self.plan, &new.k, &new.v)?;
-        table.apply(&self.plan, new);
+        table.apply(&self.plan, new, &self.scratch);
         Ok(())
     }
 
@@ -204,7 +240,7 @@ mod tests {
 
     use super::*;
     use crate::cache::NOT_STORED;
-    use crate::policy::{Candidates, H2oPolicy, Scope};
+    use crate::policy::{Candidates, H2oPolicy, Scope, ScoreRule};
 
     /// Keeps the newest `budget` positions per head (a local window, written here independently).
     struct Newest(usize);
@@ -215,8 +251,8 @@ mod tests {
         fn budget(&self) -> usize {
             self.0
         }
-        fn needs_scores(&self) -> bool {
-            false
+        fn score_rule(&self) -> ScoreRule {
+            ScoreRule::None
         }
         fn select(&self, c: &Candidates<'_>, keep: &mut [bool]) {
             for h in 0..c.heads {
@@ -239,8 +275,8 @@ mod tests {
         fn budget(&self) -> usize {
             self.0
         }
-        fn needs_scores(&self) -> bool {
-            true
+        fn score_rule(&self) -> ScoreRule {
+            ScoreRule::Accumulated
         }
         fn select(&self, c: &Candidates<'_>, keep: &mut [bool]) {
             for h in 0..c.heads {
@@ -266,8 +302,8 @@ mod tests {
         fn budget(&self) -> usize {
             self.0
         }
-        fn needs_scores(&self) -> bool {
-            false
+        fn score_rule(&self) -> ScoreRule {
+            ScoreRule::None
         }
         fn select(&self, _c: &Candidates<'_>, keep: &mut [bool]) {
             keep.fill(true);

@@ -16,7 +16,8 @@ use clap::Args;
 
 use h2o_engine::eval::data::TextMode;
 use h2o_engine::experiment::{
-    run_job, Counting, Experiment, Job, Lab, PeakMemory, Plan, PplPlan, Setup, SpeedPlan,
+    group_experiments, run_job, Counting, Experiment, Group, Job, Lab, PeakMemory, Plan, PplPlan,
+    Setup, SpeedPlan,
 };
 use h2o_engine::manifest::Manifest;
 use h2o_engine::policy::PolicySpec;
@@ -63,11 +64,7 @@ impl MeasureArgs {
                 tokens: self.ppl_tokens,
                 trace: false,
             }),
-            speed: Some(SpeedPlan {
-                prompt: self.prompt,
-                gen: self.gen,
-                warmup: self.warmup,
-            }),
+            speed: Some(SpeedPlan::new(self.prompt, self.gen, self.warmup)),
         }
     }
 }
@@ -78,9 +75,14 @@ pub struct BenchArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub measure: MeasureArgs,
-    /// Comma-separated policy specs (default: the seed's ten groups, scaled to the model's positions).
-    #[arg(long, value_delimiter = ',')]
+    /// Comma-separated policy specs (instead of --groups).
+    #[arg(long, value_delimiter = ',', conflicts_with = "groups")]
     pub exp: Vec<PolicySpec>,
+    /// Comma-separated experiment groups: seed (the seed's ten, scaled to the model's positions;
+    /// the default), policies (every family at 12.5% and 25% of the text), pyramid (the bounded
+    /// families under the pyramid schedule; needs a graph exported with --layer-masks).
+    #[arg(long, value_delimiter = ',')]
+    pub groups: Vec<Group>,
     /// Budget counting: `ours` (keep B, attend B + the new token) or `seed` (B counts the new
     /// token: every spec runs with one token less, e.g. the seed's Local (256) as local:255).
     #[arg(long, value_enum, default_value_t = Counting::Ours)]
@@ -227,25 +229,37 @@ fn run_in_child(exe: &Path, job: &Job, stop: &AtomicBool) -> Result<Ran> {
     Ok(Ran::Row(Box::new(row)))
 }
 
-/// The experiments to run: `--exp` specs (labelled by the spec) or the scaled seed groups, each
-/// under `counting`.
-fn experiments(
-    exp: &[PolicySpec],
-    max_positions: usize,
-    counting: Counting,
-) -> Result<Vec<Experiment>> {
-    let base = if exp.is_empty() {
+/// Runs `job` in a child of its own and returns its measured result; a failure (its reason, or
+/// how its process ended) is an error (`speed`'s batch runs).
+pub(super) fn measure_in_child(exe: &Path, job: &Job) -> Result<ExperimentResult> {
+    match run_in_child(exe, job, &AtomicBool::new(false))? {
+        Ran::Row(r) => match r.status {
+            ExperimentStatus::Ok => Ok(*r),
+            ExperimentStatus::Failed { message } => bail!("{message}"),
+        },
+        Ran::Interrupted => bail!("the experiment's process was stopped"),
+    }
+}
+
+/// The experiments to run: `--exp` specs (labelled by the spec), else the `--groups` (default: the
+/// seed's), each under `--counting` and checked against the model before anything is measured.
+fn experiments(a: &BenchArgs, lab: &Lab, plan: &Plan) -> Result<Vec<Experiment>> {
+    let max_positions = lab.model().manifest.max_position_embeddings;
+    let exps: Vec<Experiment> = if !a.exp.is_empty() {
+        a.exp.iter().map(|s| Experiment::of(*s)).collect()
+    } else if a.groups.is_empty() {
         Experiment::seed_groups(max_positions)
     } else {
-        exp.iter().map(|s| Experiment::of(*s)).collect()
+        group_experiments(&a.groups, max_positions, plan.text_tokens())
     };
-    base.into_iter()
+    exps.into_iter()
         .map(|e| {
             let spec = e.spec;
-            let e = e.counted(counting).ok_or_else(|| {
+            let e = e.counted(a.counting).ok_or_else(|| {
                 anyhow!("--counting seed: {spec} has a budget of 1, which in the seed's counting attends only the new token and keeps nothing; use a budget of at least 2")
             })?;
-            e.spec.validate(max_positions)?;
+            lab.check(&e)
+                .with_context(|| format!("experiment {} ({})", e.label, e.spec))?;
             Ok(e)
         })
         .collect()
@@ -430,11 +444,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
         .model
         .setup(resolve_data(a.measure.data.as_deref())?, a.measure.text)?;
     let rt = start_runtime(&setup.model)?;
-    let man = Lab::load(&rt, &setup, &[a.measure.plan()])?
-        .model()
-        .manifest
-        .clone();
-    let exps = experiments(&a.exp, man.max_position_embeddings, a.counting)?;
+    let plan = a.measure.plan();
+    let lab = Lab::load(&rt, &setup, &[plan])?;
+    let man = lab.model().manifest.clone();
+    let exps = experiments(&a, &lab, &plan)?;
+    drop(lab);
     let start = chrono::Local::now();
     let info = run_info(&a, &rt, &man, &setup, &exps, &start);
     let stem = a

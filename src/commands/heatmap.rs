@@ -12,7 +12,7 @@ use h2o_engine::heatmap::{
     HeadChoice, DEFAULT_TEXT,
 };
 use h2o_engine::output::check_output;
-use h2o_engine::policy::{PolicySpec, Scope};
+use h2o_engine::policy::{PolicyKind, PolicySpec, Scope};
 
 use super::ModelArgs;
 
@@ -52,20 +52,20 @@ pub struct HeatmapArgs {
 /// h2o:B/2+B/2, local:B and (when B > 4) sink:4+(B-4) at budget B.
 fn default_policies(budget: usize) -> Vec<PolicySpec> {
     let mut v = vec![
-        PolicySpec::H2o {
+        PolicyKind::H2o {
             heavy: budget / 2,
             recent: budget - budget / 2,
             scope: Scope::Head,
         },
-        PolicySpec::Local { recent: budget },
+        PolicyKind::Local { recent: budget },
     ];
     if budget > 4 {
-        v.push(PolicySpec::Sink {
+        v.push(PolicyKind::Sink {
             sinks: 4,
             recent: budget - 4,
         });
     }
-    v
+    v.into_iter().map(PolicySpec::from).collect()
 }
 
 /// Refuses settings that cannot give a picture, before the model is loaded.
@@ -128,7 +128,13 @@ pub fn run(a: HeatmapArgs) -> Result<()> {
             )
         })
         .collect();
-    let data = collect_attention(&mut model, PolicySpec::Full.build(), &tokens, &layers, head)?;
+    let data = collect_attention(
+        &mut model,
+        PolicySpec::FULL.kind.build(),
+        &tokens,
+        &layers,
+        head,
+    )?;
     let n = tokens.len();
     let budget = a.budget.unwrap_or((n / 4).max(2));
     if budget >= n {
@@ -146,10 +152,10 @@ pub fn run(a: HeatmapArgs) -> Result<()> {
     };
     let mut kept_by_policy = Vec::new();
     for spec in &specs {
-        spec.validate(man.max_position_embeddings)?;
+        spec.validate(man.num_layers, man.max_position_embeddings)?;
         kept_by_policy.push((
             spec.to_string(),
-            kept_at_end(&mut model, spec.build(), &tokens, &layers)?,
+            kept_at_end(&mut model, spec.build(man.num_layers), &tokens, &layers)?,
         ));
     }
     for (i, la) in data.iter().enumerate() {

@@ -30,6 +30,14 @@ pub fn run(a: InfoArgs) -> Result<()> {
     println!("dtype            {}", m.dtype.name());
     println!("weight format    {}", m.weights.describe());
     println!(
+        "attention masks  {}",
+        match m.attention_masks {
+            h2o_engine::manifest::MaskInputs::Shared =>
+                "one for all layers (uniform budgets only; export --layer-masks for @pyramid)",
+            h2o_engine::manifest::MaskInputs::PerLayer => "one per layer (per-layer budgets)",
+        }
+    );
+    println!(
         "weights          {}{}",
         if m.random_init {
             "random init"

@@ -28,7 +28,8 @@ pub struct PplArgs {
     /// Tokens from the start of the text (N tokens give N-1 predictions).
     #[arg(long, default_value_t = 2048)]
     pub tokens: usize,
-    /// Policy: full, local:R, sink:S+R, h2o:H+R, h2o-layer:H+R.
+    /// Policy: full, local:R, sink:S+R, h2o:H+R, h2o-layer:H+R, tova:B, tova-head:B, scissor:B,
+    /// knorm:B, random:B, options @pyramid, @rng=N, @window=W, @recent=R (README "Eviction policies").
     #[arg(long, default_value = "full")]
     pub policy: PolicySpec,
     /// Write {policy, model, n_tokens, nll[], ppl, kv_bytes, ...} here.

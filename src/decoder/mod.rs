@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::cache::{KvStore, NewTokens};
 use crate::error::{Error, Result};
 use crate::model::{Model, StepInputs, StepView};
-use crate::policy::Policy;
+use crate::policy::LayerPolicies;
 use crate::timing::StepTiming;
 
 pub use observer::{AttentionCapture, EvictionTrace, StepObserver, TraceStep};
@@ -17,22 +17,28 @@ pub use observer::{AttentionCapture, EvictionTrace, StepObserver, TraceStep};
 /// Growth step of the full cache's slot arrays (bounded policies allocate up to their budget the same way).
 pub const SLOT_CHUNK: usize = 64;
 
+/// Most entries per (row, head) a decoder's store holds for a policy of `budget` on a model of
+/// `max_positions` positions (what its slot arrays grow to at most).
+pub fn slot_limit(budget: usize, max_positions: usize) -> usize {
+    budget.min(max_positions)
+}
+
 /// What one prefill or step returns.
 #[derive(Debug, Clone)]
 pub struct StepOutput {
     pub batch: usize,
     pub seq: usize,
     pub vocab: usize,
-    /// The graph's past length at this run (the store's capacity).
+    /// The graph's past length at this run (layer 0's capacity; every layer's with uniform budgets).
     pub past: usize,
     pub timing: StepTiming,
 }
 
-/// Streaming decoder over one model, one store and one policy.
+/// Streaming decoder over one model, one store and one policy per layer (or one for all).
 pub struct Decoder<'m> {
     model: &'m mut Model,
     store: KvStore,
-    policy: Box<dyn Policy>,
+    policies: LayerPolicies,
     next_pos: Vec<i64>,
     observer: Option<Box<dyn StepObserver>>,
     ids: Vec<i64>,
@@ -45,24 +51,47 @@ pub struct Decoder<'m> {
     last_seq: usize,
 }
 
+/// Each layer's capacity limit under `policies` (its budget, at most the model's positions); refuses
+/// a list for another number of layers, and layers with different limits on a graph that takes one
+/// attention mask for all layers.
+pub fn layer_limits(model: &Model, policies: &LayerPolicies) -> Result<Vec<usize>> {
+    let m = &model.manifest;
+    if let Some(n) = policies.layers().filter(|&n| n != m.num_layers) {
+        return Err(Error::Input(format!(
+            "{n} per-layer policies for a model of {} layers",
+            m.num_layers
+        )));
+    }
+    let limits: Vec<usize> = (0..m.num_layers)
+        .map(|l| slot_limit(policies.layer(l).budget(), m.max_position_embeddings))
+        .collect();
+    if !model.per_layer_masks() && limits.iter().any(|&x| x != limits[0]) {
+        return Err(Error::Input(format!(
+            "the policy gives layers different budgets ({}, ...), but {} takes one attention mask for every layer; export the model with `export.py --layer-masks` (or use a uniform schedule)",
+            policies.layer(0).spec(),
+            model.dir.display()
+        )));
+    }
+    Ok(limits)
+}
+
 impl<'m> Decoder<'m> {
-    /// A decoder for `batch` sequences with an empty cache.
-    pub fn new(model: &'m mut Model, policy: Box<dyn Policy>, batch: usize) -> Result<Self> {
+    /// A decoder for `batch` sequences with an empty cache; `policies` is one policy for every
+    /// layer (a `Box<P>` converts) or one per layer ([`crate::policy::PolicySpec::build`]).
+    pub fn new(
+        model: &'m mut Model,
+        policies: impl Into<LayerPolicies>,
+        batch: usize,
+    ) -> Result<Self> {
+        let policies = policies.into();
+        let limits = layer_limits(model, &policies)?;
         let m = &model.manifest;
-        let limit = policy.budget().min(m.max_position_embeddings);
-        let store = KvStore::new(
-            m.num_layers,
-            batch,
-            m.num_heads,
-            m.head_dim,
-            m.dtype,
-            limit,
-            SLOT_CHUNK,
-        )?;
+        let store =
+            KvStore::with_limits(&limits, batch, m.num_heads, m.head_dim, m.dtype, SLOT_CHUNK)?;
         Ok(Self {
             model,
             store,
-            policy,
+            policies,
             next_pos: vec![0; batch],
             observer: None,
             ids: Vec::new(),
@@ -109,8 +138,9 @@ impl<'m> Decoder<'m> {
         self.model
     }
 
-    pub fn policy(&self) -> &dyn Policy {
-        self.policy.as_ref()
+    /// The policies of the layers.
+    pub fn policies(&self) -> &LayerPolicies {
+        &self.policies
     }
 
     /// The last step's logits, `[batch, seq, vocab]`.
@@ -185,7 +215,15 @@ impl<'m> Decoder<'m> {
         self.check_inputs()?;
         // The graph sees the slots as they are (a prefill into an empty store runs with past = 0);
         // each layer's update grows the store if the new tokens need room.
-        self.store.build_mask(&self.new_mask, seq, &mut self.mask);
+        if self.model.per_layer_masks() {
+            self.mask.clear();
+            for l in 0..self.store.num_layers() {
+                self.store
+                    .append_mask(l, &self.new_mask, seq, &mut self.mask);
+            }
+        } else {
+            self.store.build_mask(&self.new_mask, seq, &mut self.mask);
+        }
         let inputs = StepInputs {
             ids: &self.ids,
             positions: &self.pos,
@@ -205,7 +243,7 @@ impl<'m> Decoder<'m> {
         self.last_seq = seq;
         let (score_time, evict_time) = update_cache(
             &mut self.store,
-            self.policy.as_ref(),
+            &self.policies,
             self.observer.as_deref_mut(),
             &out,
             &self.pos,
@@ -260,28 +298,28 @@ impl<'m> Decoder<'m> {
 /// sees the plan. Returns the time spent in the score update and in the policy.
 fn update_cache(
     store: &mut KvStore,
-    policy: &dyn Policy,
+    policies: &LayerPolicies,
     mut observer: Option<&mut dyn StepObserver>,
     out: &StepView<'_>,
     positions: &[i64],
     mask: &[i64],
 ) -> Result<(Duration, Duration)> {
     let (mut score_time, mut evict_time) = (Duration::ZERO, Duration::ZERO);
-    let (past, seq) = (out.dims.past, out.dims.seq);
+    let seq = out.dims.seq;
     for (l, layer) in out.layers.iter().enumerate() {
         if let Some(obs) = observer.as_deref_mut() {
-            obs.attention(l, layer.attention, past, store)?;
+            obs.attention(l, layer.attention, layer.past, store)?;
         }
         let new = NewTokens {
             k: layer.key,
             v: layer.value,
             attention: layer.attention,
-            past,
+            past: layer.past,
             positions,
             mask,
             seq,
         };
-        store.update(l, &new, policy)?;
+        store.update(l, &new, policies.layer(l))?;
         let plan = store.plan();
         score_time += plan.score_time();
         evict_time += plan.policy_time();

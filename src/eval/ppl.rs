@@ -68,7 +68,8 @@ pub fn measure_ppl(
     trace: bool,
     progress: impl FnMut(usize) -> ControlFlow<()>,
 ) -> Result<PplRun> {
-    let mut dec = Decoder::new(model, spec.build(), 1)?;
+    let layers = model.manifest.num_layers;
+    let mut dec = Decoder::new(model, spec.build(layers), 1)?;
     if trace {
         dec.record_trace();
     }

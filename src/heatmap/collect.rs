@@ -5,7 +5,7 @@ use crate::cache::KvStore;
 use crate::decoder::{Decoder, StepObserver};
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::policy::Policy;
+use crate::policy::{LayerPolicies, Policy};
 
 use super::{AttentionMatrix, HeatmapError};
 
@@ -168,7 +168,7 @@ impl StepObserver for RowCollector {
 /// Run `policy` over `tokens` and return, per layer in `layers`, `[heads][tokens]` = kept at the end.
 pub fn kept_at_end(
     model: &mut Model,
-    policy: Box<dyn Policy>,
+    policy: impl Into<LayerPolicies>,
     tokens: &[u32],
     layers: &[usize],
 ) -> Result<Vec<Vec<Vec<bool>>>> {

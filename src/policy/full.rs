@@ -1,6 +1,6 @@
 //! `full`: keeps every token (no eviction; the store grows its capacity instead).
 
-use super::{Candidates, Policy};
+use super::{Candidates, Policy, ScoreRule};
 
 /// The full cache: budget `usize::MAX`, never evicts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -21,8 +21,8 @@ impl Policy for FullPolicy {
         usize::MAX
     }
 
-    fn needs_scores(&self) -> bool {
-        false
+    fn score_rule(&self) -> ScoreRule {
+        ScoreRule::None
     }
 
     /// Keeps everything (`min(usize::MAX, n) = n`).
@@ -34,6 +34,7 @@ impl Policy for FullPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::keep_mask;
 
     #[test]
     fn keeps_everything() {
@@ -42,15 +43,6 @@ mod tests {
         assert_eq!(p.budget(), usize::MAX);
         assert!(!p.needs_scores());
         let pos = [0, 1, -1, 3, 4, 5];
-        let sc = [0.0; 6];
-        let c = Candidates {
-            heads: 2,
-            n: 3,
-            positions: &pos,
-            scores: &sc,
-        };
-        let mut keep = [false; 6];
-        p.select(&c, &mut keep);
-        assert_eq!(keep, [true; 6]);
+        assert_eq!(keep_mask(&p, 2, &pos, &[0.0; 6]), [true; 6]);
     }
 }

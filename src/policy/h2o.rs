@@ -7,7 +7,7 @@
 //! the same candidate index, so every head keeps the same positions (the seed's variant). In layer
 //! scope all heads hold the same positions in the same slots, so head 0's positions stand for all.
 
-use super::{select_per_head, select_row, with_scratch, Candidates, Policy, Rule};
+use super::{select_layer_scope, select_per_head, Candidates, Policy, Rule, ScoreRule};
 
 /// How scores are ranked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -49,8 +49,8 @@ impl Policy for H2oPolicy {
         self.heavy.saturating_add(self.recent)
     }
 
-    fn needs_scores(&self) -> bool {
-        true
+    fn score_rule(&self) -> ScoreRule {
+        ScoreRule::Accumulated
     }
 
     fn select(&self, cands: &Candidates<'_>, keep: &mut [bool]) {
@@ -61,37 +61,8 @@ impl Policy for H2oPolicy {
         let budget = self.budget();
         match self.scope {
             Scope::Head => select_per_head(cands, rule, budget, true, keep),
-            Scope::Layer => select_layer(cands, rule, budget, keep),
+            Scope::Layer => select_layer_scope(cands, rule, budget, keep),
         }
-    }
-}
-
-/// Layer scope: rank head 0's positions by the scores summed over heads (f32, head order), and
-/// give every head the same keep row.
-fn select_layer(cands: &Candidates<'_>, rule: Rule, budget: usize, keep: &mut [bool]) {
-    super::check_shapes(cands, keep, true);
-    let (heads, n) = (cands.heads, cands.n);
-    if heads == 0 || n == 0 {
-        return;
-    }
-    with_scratch::<f32, _>(n, |sum| {
-        sum.copy_from_slice(cands.scores_of(0));
-        for h in 1..heads {
-            for (s, &x) in sum.iter_mut().zip(cands.scores_of(h)) {
-                *s += x;
-            }
-        }
-        select_row(
-            cands.positions_of(0),
-            Some(sum),
-            rule,
-            budget,
-            &mut keep[..n],
-        );
-    });
-    let (first, rest) = keep.split_at_mut(n);
-    for row in rest[..(heads - 1) * n].chunks_exact_mut(n) {
-        row.copy_from_slice(first);
     }
 }
 
@@ -99,18 +70,7 @@ fn select_layer(cands: &Candidates<'_>, rule: Rule, budget: usize, keep: &mut [b
 mod tests {
     use super::*;
 
-    fn run(p: &H2oPolicy, heads: usize, pos: &[i64], sc: &[f32]) -> Vec<bool> {
-        let n = pos.len() / heads;
-        let c = Candidates {
-            heads,
-            n,
-            positions: pos,
-            scores: sc,
-        };
-        let mut keep = vec![false; pos.len()];
-        p.select(&c, &mut keep);
-        keep
-    }
+    use crate::policy::keep_mask as run;
 
     #[test]
     fn spec_and_budget() {

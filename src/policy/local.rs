@@ -1,6 +1,6 @@
 //! `local:R`: a sliding window keeping the last R positions (`position > t - R`).
 
-use super::{select_per_head, Candidates, Policy, Rule};
+use super::{select_per_head, Candidates, Policy, Rule, ScoreRule};
 
 /// Sliding window of the R newest positions; ignores scores. Victims: padding first, then the
 /// oldest positions.
@@ -24,8 +24,8 @@ impl Policy for LocalPolicy {
         self.recent
     }
 
-    fn needs_scores(&self) -> bool {
-        false
+    fn score_rule(&self) -> ScoreRule {
+        ScoreRule::None
     }
 
     fn select(&self, cands: &Candidates<'_>, keep: &mut [bool]) {
@@ -42,17 +42,7 @@ mod tests {
     use super::*;
 
     fn run(p: &LocalPolicy, heads: usize, pos: &[i64]) -> Vec<bool> {
-        let n = pos.len() / heads;
-        let sc = vec![f32::NAN; pos.len()]; // never read
-        let c = Candidates {
-            heads,
-            n,
-            positions: pos,
-            scores: &sc,
-        };
-        let mut keep = vec![false; pos.len()];
-        p.select(&c, &mut keep);
-        keep
+        crate::policy::keep_mask(p, heads, pos, &vec![f32::NAN; pos.len()]) // never read
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! Eviction policies: which cached tokens survive a step. Knows nothing about ONNX or the store's layout.
 //!
 //! Semantics (design §3, docs/architecture.md "Cache and policy semantics", and the independent
-//! Python reference `export/reference.py`, which the engine must agree with exactly):
+//! Python reference `export/h2o_export/policies/`, which the engine must agree with exactly):
 //! - a policy is asked to choose only when a head holds more than `budget` candidates; it keeps
 //!   exactly `min(budget, n)` of them per head;
+//! - each candidate carries a score whose meaning the policy declares with its [`ScoreRule`]
+//!   (accumulated attention for h2o, this step's attention for tova, minus the count of
+//!   below-average steps for scissor, minus the squared key norm for knorm, a random key for
+//!   random); the store keeps it per slot, the policy ranks by it;
 //! - `t` is the newest position among a head's candidates; the recent window R is the candidates
 //!   with `position > t - R`, the sinks S those with `position < S`: both are protected;
 //! - victims go in this order: empty/padding candidates (position -1) first, then unprotected
-//!   candidates by lowest score (h2o only; local and sink ignore scores), then by oldest
+//!   candidates by lowest score (local and sink ignore scores), then by oldest
 //!   position; protected candidates only if the budget cannot hold them all (never happens with
 //!   unique positions, since at most S + R candidates are protected and budget >= S + R);
 //! - among padding candidates scores are ignored (oldest position, then lowest index);
@@ -28,25 +32,35 @@ use std::cmp::Ordering;
 
 pub mod full;
 pub mod h2o;
+pub mod knorm;
 pub mod local;
+pub mod random;
+pub mod schedule;
+pub mod scissor;
 pub mod sink;
 pub mod spec;
+pub mod tova;
 
 #[cfg(test)]
 mod proptests;
 
 pub use full::FullPolicy;
 pub use h2o::{H2oPolicy, Scope};
+pub use knorm::KnormPolicy;
 pub use local::LocalPolicy;
+pub use random::RandomPolicy;
+pub use schedule::Schedule;
+pub use scissor::ScissorPolicy;
 pub use sink::SinkPolicy;
-pub use spec::{PolicyError, PolicySpec, ACCEPTED_FORMS};
+pub use spec::{PolicyError, PolicyKind, PolicySpec, ACCEPTED_FORMS};
+pub use tova::TovaPolicy;
 
 /// The candidates of one (batch row, layer) after a step: the cached slots followed by the new tokens.
 ///
 /// Layout: `positions` and `scores` are `[heads, n]` row-major, `n = cached + new`.
 /// Position -1 marks an empty or padding candidate (always evicted first).
-/// Scores already include this step's attention (policies with `needs_scores() == false` never
-/// read them, so the store may leave them stale).
+/// Scores follow the policy's [`ScoreRule`] and already include this step (policies with
+/// [`ScoreRule::None`] never read them, so the store may leave them stale).
 pub struct Candidates<'a> {
     pub heads: usize,
     pub n: usize,
@@ -66,14 +80,51 @@ impl<'a> Candidates<'a> {
     }
 }
 
+/// What the store keeps in a slot's score for a policy, and how it changes each step; the policy
+/// ranks candidates by it (lowest first, then oldest). The meaning of each rule is stated here, the
+/// store (`cache::scores`) keeps it: per (batch, head, slot), with the new tokens' first value
+/// computed when they arrive, so a policy never sees attention rows, keys or the slot layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScoreRule {
+    /// No score (full, local, sink): the store leaves scores alone.
+    None,
+    /// The attention a token received since it entered the cache, its own query included (H2O).
+    Accumulated,
+    /// The attention a token received in this step only (TOVA); nothing carries over.
+    Current,
+    /// Minus the number of the last `window` steps in which the token's attention fell below the
+    /// step's mean share ([`scissor::below_mean`]); Scissorhands' "unimportant" count.
+    Unimportance { window: usize },
+    /// Minus the squared L2 norm of the token's (rotated) key ([`knorm::key_score`]), fixed when the
+    /// token is written. Reads no attention.
+    KeyNorm,
+    /// A uniform random key in `[0, 1)` from `(rng, layer, head, position)`
+    /// ([`random::key`]), fixed when the token is written. Reads no attention.
+    RandomKey { rng: u64 },
+}
+
+impl ScoreRule {
+    /// Whether the rule reads the graph's attention sums.
+    pub fn reads_attention(self) -> bool {
+        matches!(
+            self,
+            ScoreRule::Accumulated | ScoreRule::Current | ScoreRule::Unimportance { .. }
+        )
+    }
+}
+
 /// One eviction policy. Called only when `n > budget()`.
 pub trait Policy: Send + Sync {
     /// Canonical spec, e.g. `h2o:192+64`; used in tables and results.
     fn spec(&self) -> String;
     /// Most tokens kept per head between steps (`usize::MAX` for the full cache).
     fn budget(&self) -> usize;
-    /// Whether the policy reads accumulated scores (the store may skip the score update if not).
-    fn needs_scores(&self) -> bool;
+    /// What the candidates' scores hold ([`ScoreRule::None`]: the policy never reads them).
+    fn score_rule(&self) -> ScoreRule;
+    /// Whether the policy reads scores at all (the store skips the score upkeep if not).
+    fn needs_scores(&self) -> bool {
+        self.score_rule() != ScoreRule::None
+    }
     /// Mark exactly `min(budget, n)` candidates per head to keep: `keep` is `[heads, n]`.
     ///
     /// Panics if `positions`, `scores` (when read) or `keep` are shorter than `heads * n`.
@@ -435,5 +486,114 @@ pub(crate) fn select_per_head(
             budget,
             &mut keep[h * n..(h + 1) * n],
         );
+    }
+}
+
+/// Per head, the `budget` highest scores stay; nothing is protected (tova-head, knorm, random).
+pub(crate) fn select_by_score(cands: &Candidates<'_>, budget: usize, keep: &mut [bool]) {
+    let rule = Rule {
+        sinks: 0,
+        recent: 0,
+    };
+    select_per_head(cands, rule, budget, true, keep);
+}
+
+/// `p`'s keep mask for `heads` heads of candidates `pos` and scores `sc`, both `[heads, n]` (the
+/// policies' unit tests).
+#[cfg(test)]
+pub(crate) fn keep_mask(p: &dyn Policy, heads: usize, pos: &[i64], sc: &[f32]) -> Vec<bool> {
+    let c = Candidates {
+        heads,
+        n: pos.len() / heads,
+        positions: pos,
+        scores: sc,
+    };
+    let mut keep = vec![false; pos.len()];
+    p.select(&c, &mut keep);
+    keep
+}
+
+/// Layer scope (h2o-layer, tova): rank head 0's positions by the scores summed over heads (f32,
+/// head order), and give every head the same keep row. Every head of a layer then holds the same
+/// positions in the same slots, so head 0's positions stand for all.
+pub(crate) fn select_layer_scope(
+    cands: &Candidates<'_>,
+    rule: Rule,
+    budget: usize,
+    keep: &mut [bool],
+) {
+    check_shapes(cands, keep, true);
+    let (heads, n) = (cands.heads, cands.n);
+    if heads == 0 || n == 0 {
+        return;
+    }
+    with_scratch::<f32, _>(n, |sum| {
+        sum.copy_from_slice(cands.scores_of(0));
+        for h in 1..heads {
+            for (s, &x) in sum.iter_mut().zip(cands.scores_of(h)) {
+                *s += x;
+            }
+        }
+        select_row(
+            cands.positions_of(0),
+            Some(sum),
+            rule,
+            budget,
+            &mut keep[..n],
+        );
+    });
+    let (first, rest) = keep.split_at_mut(n);
+    for row in rest[..(heads - 1) * n].chunks_exact_mut(n) {
+        row.copy_from_slice(first);
+    }
+}
+
+/// The policy of every layer: one shared by all layers, or one per layer (a budget schedule gives
+/// layers different budgets, [`Schedule`]).
+pub enum LayerPolicies {
+    Shared(Box<dyn Policy>),
+    PerLayer(Vec<Box<dyn Policy>>),
+}
+
+impl LayerPolicies {
+    /// Layer `l`'s policy (a shared policy serves every layer).
+    ///
+    /// Panics if a per-layer list has no entry for `l`.
+    pub fn layer(&self, l: usize) -> &dyn Policy {
+        match self {
+            LayerPolicies::Shared(p) => p.as_ref(),
+            LayerPolicies::PerLayer(v) => v[l].as_ref(),
+        }
+    }
+
+    /// The per-layer list's length (`None` for a shared policy, which fits any layer count).
+    pub fn layers(&self) -> Option<usize> {
+        match self {
+            LayerPolicies::Shared(_) => None,
+            LayerPolicies::PerLayer(v) => Some(v.len()),
+        }
+    }
+}
+
+impl std::fmt::Debug for LayerPolicies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LayerPolicies::Shared(p) => write!(f, "Shared({})", p.spec()),
+            LayerPolicies::PerLayer(v) => {
+                f.debug_list().entries(v.iter().map(|p| p.spec())).finish()
+            }
+        }
+    }
+}
+
+impl From<Box<dyn Policy>> for LayerPolicies {
+    fn from(p: Box<dyn Policy>) -> Self {
+        LayerPolicies::Shared(p)
+    }
+}
+
+impl<P: Policy + 'static> From<Box<P>> for LayerPolicies {
+    fn from(p: Box<P>) -> Self {
+        LayerPolicies::Shared(p)
     }
 }

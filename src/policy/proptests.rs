@@ -1,12 +1,18 @@
 //! Property tests: random steps through the real [`KvStore`] (slot reuse, growth, batch rows with
 //! padding), checked against brute-force rankings, export/reference.py's victim rule (transcribed)
-//! and an independent score truth; and arbitrary candidates (padding included) against a sort oracle.
+//! and an independent score truth for every score rule (accumulated, current, unimportance
+//! counts over a sliding window, key norms, random keys); and arbitrary candidates (padding
+//! included) against a sort oracle.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 
-use super::{Candidates, H2oPolicy, LocalPolicy, Policy, Scope, SinkPolicy};
+use super::scissor::{below_mean, mean_share};
+use super::{
+    random, Candidates, H2oPolicy, KnormPolicy, LocalPolicy, Policy, RandomPolicy, ScissorPolicy,
+    Scope, ScoreRule, SinkPolicy, TovaPolicy,
+};
 use crate::cache::{KvStore, NewKv, NewTokens};
 use crate::manifest::KvDtype;
 
@@ -43,6 +49,22 @@ enum Kind {
         recent: usize,
         scope: Scope,
     },
+    Tova {
+        budget: usize,
+        scope: Scope,
+    },
+    Scissor {
+        budget: usize,
+        window: usize,
+        recent: usize,
+    },
+    Knorm {
+        budget: usize,
+    },
+    Random {
+        budget: usize,
+        rng: u64,
+    },
 }
 
 impl Kind {
@@ -55,6 +77,14 @@ impl Kind {
                 recent,
                 scope,
             } => Box::new(H2oPolicy::new(heavy, recent, scope)),
+            Kind::Tova { budget, scope } => Box::new(TovaPolicy::new(budget, scope)),
+            Kind::Scissor {
+                budget,
+                window,
+                recent,
+            } => Box::new(ScissorPolicy::new(budget, window, recent)),
+            Kind::Knorm { budget } => Box::new(KnormPolicy::new(budget)),
+            Kind::Random { budget, rng } => Box::new(RandomPolicy::new(budget, rng)),
         }
     }
     fn sinks(self) -> usize {
@@ -65,8 +95,29 @@ impl Kind {
     }
     fn recent(self) -> usize {
         match self {
-            Kind::Local { recent } | Kind::Sink { recent, .. } | Kind::H2o { recent, .. } => recent,
+            Kind::Local { recent }
+            | Kind::Sink { recent, .. }
+            | Kind::H2o { recent, .. }
+            | Kind::Scissor { recent, .. } => recent,
+            Kind::Tova { .. } | Kind::Knorm { .. } | Kind::Random { .. } => 0,
         }
+    }
+    /// Whether victims depend on scores (local and sink rank by position alone).
+    fn uses_scores(self) -> bool {
+        !matches!(self, Kind::Local { .. } | Kind::Sink { .. })
+    }
+    /// Whether every head of a layer keeps the same positions (scores summed over heads).
+    fn layer_scope(self) -> bool {
+        matches!(
+            self,
+            Kind::H2o {
+                scope: Scope::Layer,
+                ..
+            } | Kind::Tova {
+                scope: Scope::Layer,
+                ..
+            }
+        )
     }
 }
 
@@ -83,7 +134,58 @@ fn kind_strategy() -> impl Strategy<Value = Kind> {
                 recent,
                 scope: if layer { Scope::Layer } else { Scope::Head },
             }),
+        (1usize..8, prop::bool::ANY).prop_map(|(budget, layer)| Kind::Tova {
+            budget,
+            scope: if layer { Scope::Layer } else { Scope::Head },
+        }),
+        (1usize..8, 1usize..6, 0usize..4)
+            .prop_filter("recent <= budget", |(b, _, r)| r <= b)
+            .prop_map(|(budget, window, recent)| Kind::Scissor {
+                budget,
+                window,
+                recent
+            }),
+        (1usize..8).prop_map(|budget| Kind::Knorm { budget }),
+        (1usize..8, 0u64..4).prop_map(|(budget, rng)| Kind::Random { budget, rng }),
     ]
+}
+
+/// What the truth knows of one live token of one (row, head), from which every rule's score
+/// follows.
+#[derive(Debug, Clone, Default)]
+struct Token {
+    /// Attention summed since it entered.
+    acc: f32,
+    /// Attention in the last step.
+    cur: f32,
+    /// Per step since it entered: below the step's mean share.
+    below: Vec<bool>,
+    /// The stored K (= V) value, head_dim 1.
+    key: f32,
+}
+
+impl Token {
+    /// The score `rule` gives this token at (layer 0, head `h`, position `p`).
+    fn score(&self, rule: ScoreRule, h: usize, p: i64) -> f32 {
+        match rule {
+            ScoreRule::None => 0.0,
+            ScoreRule::Accumulated => self.acc,
+            ScoreRule::Current => self.cur,
+            ScoreRule::Unimportance { window } => {
+                let recent = &self.below[self.below.len().saturating_sub(window)..];
+                -(recent.iter().filter(|&&b| b).count() as f32)
+            }
+            ScoreRule::KeyNorm => super::knorm::key_score([self.key]),
+            ScoreRule::RandomKey { rng } => random::key(rng, 0, h, p),
+        }
+    }
+
+    /// One step's attention `a` with the row's mean share.
+    fn attend(&mut self, a: f32, share: f32) {
+        self.acc += a;
+        self.cur = a;
+        self.below.push(below_mean(a, share));
+    }
 }
 
 /// K (= V) stored for (position, row, head): exact in f32, distinct per triple.
@@ -155,8 +257,9 @@ fn simulate(kind: Kind, batch: usize, heads: usize, steps: usize, chunk: usize, 
     let budget = policy.budget();
     let mut store = KvStore::new(1, batch, heads, 1, KvDtype::Float32, budget, chunk).unwrap();
     let mut rng = Rng(seed | 1);
-    // independent truth per (row, head): alive position -> accumulated score
-    let mut truth: Vec<BTreeMap<i64, f32>> = vec![BTreeMap::new(); batch * heads];
+    let rule = policy.score_rule();
+    // independent truth per (row, head): alive position -> what the token has seen
+    let mut truth: Vec<BTreeMap<i64, Token>> = vec![BTreeMap::new(); batch * heads];
     let mut next_pos = vec![0i64; batch];
     for _ in 0..steps {
         let st = random_step(&store, &mut rng, &next_pos);
@@ -166,12 +269,21 @@ fn simulate(kind: Kind, batch: usize, heads: usize, steps: usize, chunk: usize, 
         // the truth after this step's attention: cached slots by position, then the real new tokens
         for (r, t) in truth.iter_mut().enumerate() {
             let row = &st.attention[r * (st.past + st.seq)..(r + 1) * (st.past + st.seq)];
-            for (s, &p) in before[r].iter().enumerate().filter(|(_, &p)| p >= 0) {
-                *t.get_mut(&p).expect("cached position is alive") += row[s];
-            }
             let b = r / heads;
-            for j in (0..st.seq).filter(|&j| st.mask[b * st.seq + j] != 0) {
-                *t.entry(st.positions[b * st.seq + j]).or_insert(0.0) += row[st.past + j];
+            let real: Vec<usize> = (0..st.seq)
+                .filter(|&j| st.mask[b * st.seq + j] != 0)
+                .collect();
+            let share = mean_share(real.len(), t.len() + real.len());
+            for (s, &p) in before[r].iter().enumerate().filter(|(_, &p)| p >= 0) {
+                let tok = t.get_mut(&p).expect("cached position is alive");
+                tok.attend(row[s], share);
+            }
+            for &j in &real {
+                let tok = t.entry(st.positions[b * st.seq + j]).or_insert(Token {
+                    key: st.kv[r * st.seq + j],
+                    ..Token::default()
+                });
+                tok.attend(row[st.past + j], share);
             }
         }
         let new = NewTokens {
@@ -193,7 +305,7 @@ fn simulate(kind: Kind, batch: usize, heads: usize, steps: usize, chunk: usize, 
             st: &st,
         };
         for b in 0..batch {
-            check_row(kind, &seen, b);
+            check_row(kind, rule, &seen, b);
         }
         for (r, t) in truth.iter_mut().enumerate() {
             for p in plan.evicted(r / heads, r % heads) {
@@ -221,7 +333,7 @@ fn brute_force_kept(
     let protected = |p: i64| p > t - kind.recent() as i64 || p < kind.sinks() as i64;
     let mut kept: BTreeSet<i64> = cands.iter().copied().filter(|&p| protected(p)).collect();
     let mut rest: Vec<i64> = cands.iter().copied().filter(|&p| !protected(p)).collect();
-    if matches!(kind, Kind::H2o { .. }) {
+    if kind.uses_scores() {
         rest.sort_by(|&a, &b| score_of(b).total_cmp(&score_of(a)).then(b.cmp(&a)));
     } else {
         rest.sort_by(|a, b| b.cmp(a));
@@ -245,7 +357,7 @@ fn reference_victims(
     let mut c = cands.to_vec();
     c.sort_unstable();
     let t = *c.last().expect("candidates");
-    let uses_scores = matches!(kind, Kind::H2o { .. });
+    let uses_scores = kind.uses_scores();
     let rank = |p: i64| {
         if p > t - kind.recent() as i64 || p < kind.sinks() as i64 {
             f32::INFINITY
@@ -267,33 +379,29 @@ fn reference_victims(
 struct Seen<'a> {
     store: &'a KvStore,
     plan: &'a crate::cache::LayerPlan,
-    truth: &'a [BTreeMap<i64, f32>],
+    truth: &'a [BTreeMap<i64, Token>],
     before: &'a [Vec<i64>],
     st: &'a StepIn,
 }
 
 /// Row `b` of the store after an update against brute force, the reference rule and the truth.
-fn check_row(kind: Kind, seen: &Seen<'_>, b: usize) {
+fn check_row(kind: Kind, rule: ScoreRule, seen: &Seen<'_>, b: usize) {
     let (heads, budget) = (seen.store.heads(), kind.build().budget());
-    let layer = matches!(
-        kind,
-        Kind::H2o {
-            scope: Scope::Layer,
-            ..
-        }
-    );
+    let layer = kind.layer_scope();
     let mut kept_sets = Vec::new();
     for h in 0..heads {
         let r = b * heads + h;
         let cands: Vec<i64> = seen.truth[r].keys().copied().collect();
         let score_of = |p: i64| {
             if layer {
-                (0..heads).fold(0.0f32, |acc, hh| acc + seen.truth[b * heads + hh][&p])
+                (0..heads).fold(0.0f32, |acc, hh| {
+                    acc + seen.truth[b * heads + hh][&p].score(rule, hh, p)
+                })
             } else {
-                seen.truth[r][&p]
+                seen.truth[r][&p].score(rule, h, p)
             }
         };
-        let got = check_slots(kind, seen, b, h);
+        let got = check_slots(kind, rule, seen, b, h);
         let want = brute_force_kept(kind, &cands, &score_of, budget);
         assert_eq!(
             got, want,
@@ -341,9 +449,9 @@ fn check_row(kind: Kind, seen: &Seen<'_>, b: usize) {
     }
 }
 
-/// Slots of (b, h): `0..used` hold unique positions with their K/V (and, for h2o, the truth's score),
-/// the rest are empty. Returns the positions held.
-fn check_slots(kind: Kind, seen: &Seen<'_>, b: usize, h: usize) -> BTreeSet<i64> {
+/// Slots of (b, h): `0..used` hold unique positions with their K/V (and the truth's score, for the
+/// policies that read scores), the rest are empty. Returns the positions held.
+fn check_slots(kind: Kind, rule: ScoreRule, seen: &Seen<'_>, b: usize, h: usize) -> BTreeSet<i64> {
     let store = seen.store;
     let (r, used, cap) = (
         b * store.heads() + h,
@@ -361,11 +469,11 @@ fn check_slots(kind: Kind, seen: &Seen<'_>, b: usize, h: usize) -> BTreeSet<i64>
             code(p, b, h),
             "K/V of position {p} in slot {s}"
         );
-        if matches!(kind, Kind::H2o { .. }) {
+        if kind.uses_scores() {
             assert_eq!(
                 store.scores(0, b, h)[s],
-                seen.truth[r][&p],
-                "score of position {p}"
+                seen.truth[r][&p].score(rule, h, p),
+                "score of position {p} ({rule:?})"
             );
         }
     }
@@ -386,7 +494,7 @@ fn oracle(kind: Kind, pos: &[i64], sc: &[f32], budget: usize) -> Vec<bool> {
             1
         }
     };
-    let use_scores = matches!(kind, Kind::H2o { .. });
+    let use_scores = kind.uses_scores();
     let mut idx: Vec<usize> = (0..n).collect();
     idx.sort_by(|&a, &b| {
         class(pos[a])
@@ -421,6 +529,17 @@ proptest! {
         simulate(kind, batch, heads, steps, chunk, seed);
     }
 
+    /// A schedule spreads exactly `layers` x the free part, never raises the budget with the layer,
+    /// and gives no layer less than its floor.
+    #[test]
+    fn pyramid_keeps_the_total(free in 0usize..5000, layers in 1usize..80, at_least in 0usize..2) {
+        let parts = super::Schedule::Pyramid.free_parts(free, layers, at_least);
+        prop_assert_eq!(parts.len(), layers);
+        prop_assert_eq!(parts.iter().sum::<usize>(), free * layers);
+        prop_assert!(parts.windows(2).all(|w| w[0] >= w[1]));
+        prop_assert!(parts.iter().all(|&p| p >= at_least.min(free)));
+    }
+
     #[test]
     fn arbitrary_candidates_match_sort_oracle(
         kind in kind_strategy(),
@@ -432,7 +551,7 @@ proptest! {
         let policy = kind.build();
         let budget = policy.budget();
         let n = budget + extra.max(1);
-        let layer = matches!(kind, Kind::H2o { scope: Scope::Layer, .. });
+        let layer = kind.layer_scope();
         let mut rng = Rng(seed | 1);
         // distinct positions (a random subset of 0..3n, shuffled), some replaced by padding
         let base: Vec<i64> = {

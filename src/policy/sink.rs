@@ -1,6 +1,6 @@
 //! `sink:S+R`: StreamingLLM's attention sinks, keeping the first S positions and the last R.
 
-use super::{select_per_head, Candidates, Policy, Rule};
+use super::{select_per_head, Candidates, Policy, Rule, ScoreRule};
 
 /// Sinks (`position < S`) plus the recent window (`position > t - R`); ignores scores. Victims:
 /// padding first, then the oldest positions outside sinks and window.
@@ -25,8 +25,8 @@ impl Policy for SinkPolicy {
         self.sinks.saturating_add(self.recent)
     }
 
-    fn needs_scores(&self) -> bool {
-        false
+    fn score_rule(&self) -> ScoreRule {
+        ScoreRule::None
     }
 
     fn select(&self, cands: &Candidates<'_>, keep: &mut [bool]) {
@@ -43,17 +43,7 @@ mod tests {
     use super::*;
 
     fn run(p: &SinkPolicy, heads: usize, pos: &[i64]) -> Vec<bool> {
-        let n = pos.len() / heads;
-        let sc = vec![0.0; pos.len()];
-        let c = Candidates {
-            heads,
-            n,
-            positions: pos,
-            scores: &sc,
-        };
-        let mut keep = vec![false; pos.len()];
-        p.select(&c, &mut keep);
-        keep
+        crate::policy::keep_mask(p, heads, pos, &vec![0.0; pos.len()])
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::columns::{Col, SEED_COLUMNS};
 use super::seed::{parse_seed_name, seed_equivalent};
 use super::tables::{fmt, new_table, right_align_from};
 use super::ReportError;
-use crate::policy::PolicySpec;
+use crate::policy::{PolicyKind, PolicySpec};
 
 /// Which kind of results file was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,7 +63,10 @@ pub enum PolicyMatch {
     Same,
     /// `h2o` (per head) against `h2o-layer` (the seed's H2O) with the same heavy+recent split.
     H2oVariant,
-    /// Same method (h2o and h2o-layer count as one) and budget, another heavy/recent split.
+    /// The same policy under another per-layer budget schedule (`@pyramid` against uniform).
+    OtherSchedule,
+    /// Same method (h2o and h2o-layer count as one, tova and tova-head too) and budget, another
+    /// heavy/recent split or options.
     OtherSplit,
 }
 
@@ -92,11 +95,13 @@ impl MatchKind {
     };
 
     /// The kinds in the order they are tried: best first.
-    const ORDER: [MatchKind; 6] = [
+    const ORDER: [MatchKind; 8] = [
         MatchKind::EXACT,
         MatchKind::of(PolicyMatch::H2oVariant, TokenMatch::Same),
+        MatchKind::of(PolicyMatch::OtherSchedule, TokenMatch::Same),
         MatchKind::of(PolicyMatch::Same, TokenMatch::OursOneMore),
         MatchKind::of(PolicyMatch::H2oVariant, TokenMatch::OursOneMore),
+        MatchKind::of(PolicyMatch::OtherSchedule, TokenMatch::OursOneMore),
         MatchKind::of(PolicyMatch::OtherSplit, TokenMatch::Same),
         MatchKind::of(PolicyMatch::OtherSplit, TokenMatch::OursOneMore),
     ];
@@ -112,6 +117,7 @@ impl std::fmt::Display for MatchKind {
             PolicyMatch::Same if self.tokens == TokenMatch::Same => "exact",
             PolicyMatch::Same => "seed's numbers",
             PolicyMatch::H2oVariant => "h2o vs h2o-layer",
+            PolicyMatch::OtherSchedule => "other schedule",
             PolicyMatch::OtherSplit => "other split",
         })?;
         if self.tokens == TokenMatch::OursOneMore {
@@ -415,31 +421,34 @@ pub fn load_results_csv(path: &Path) -> Result<ResultFile, ReportError> {
     })
 }
 
-/// Families compared as one method: `h2o` and `h2o-layer` are both H2O.
+/// Families compared as one method: `h2o` and `h2o-layer` are both H2O, `tova` and `tova-head`
+/// both TOVA.
 fn method(s: &PolicySpec) -> &'static str {
-    match s {
-        PolicySpec::H2o { .. } => "h2o",
-        s => s.family(),
+    match s.kind {
+        PolicyKind::H2o { .. } => "h2o",
+        PolicyKind::Tova { .. } => "tova",
+        _ => s.family(),
     }
 }
 
 fn policies_match(a: &PolicySpec, b: &PolicySpec, m: PolicyMatch) -> bool {
-    match (m, a, b) {
+    match (m, a.kind, b.kind) {
         (PolicyMatch::Same, _, _) => a == b,
         (
             PolicyMatch::H2oVariant,
-            PolicySpec::H2o {
+            PolicyKind::H2o {
                 heavy,
                 recent,
                 scope,
             },
-            PolicySpec::H2o {
+            PolicyKind::H2o {
                 heavy: h,
                 recent: r,
                 scope: s,
             },
-        ) => scope != s && (heavy, recent) == (h, r),
+        ) => scope != s && (heavy, recent) == (h, r) && a.schedule == b.schedule,
         (PolicyMatch::H2oVariant, _, _) => false,
+        (PolicyMatch::OtherSchedule, _, _) => a.kind == b.kind && a.schedule != b.schedule,
         (PolicyMatch::OtherSplit, _, _) => method(a) == method(b) && a.budget() == b.budget(),
     }
 }
@@ -451,7 +460,7 @@ fn rows_match(a: &ResultRow, b: &ResultRow, kind: MatchKind, cross_format: bool)
         TokenMatch::Same => policies_match(&a.counted, &b.counted, kind.policy),
         TokenMatch::OursOneMore => {
             cross_format
-                && a.spec != PolicySpec::Full
+                && a.spec != PolicySpec::FULL
                 && policies_match(&a.spec, &b.spec, kind.policy)
         }
     }
@@ -537,10 +546,10 @@ pub fn compare_files(a: ResultFile, b: ResultFile) -> Comparison {
 /// Loads two result CSVs (ours or the seed's format) and lines their experiments up by policy
 /// family and budget, best first: the same policy attending the same tokens (`exact`; between
 /// the seed's file and ours that is our spec with one token less, see [`seed_equivalent`]),
-/// `h2o` against `h2o-layer` (the seed's H2O) with the same split, then our spec with the seed's
-/// numbers (ours attends one token more), then the same method and budget with another split.
-/// Each row is used once; rows left over are listed in `unmatched_a` / `unmatched_b`, failed
-/// experiments in `failed_a` / `failed_b`.
+/// `h2o` against `h2o-layer` (the seed's H2O) with the same split, the same policy under another
+/// budget schedule, then our spec with the seed's numbers (ours attends one token more), then the
+/// same method and budget with another split. Each row is used once; rows left over are listed
+/// in `unmatched_a` / `unmatched_b`, failed experiments in `failed_a` / `failed_b`.
 pub fn compare(a: &Path, b: &Path) -> Result<Comparison, ReportError> {
     Ok(compare_files(load_results_csv(a)?, load_results_csv(b)?))
 }
@@ -719,7 +728,7 @@ fn wrap_words(text: &str, width: usize) -> String {
 }
 
 /// What `compare` says about budgets when it lines the seed's file up with ours.
-pub const SEED_COUNTING_NOTE: &str = "Budgets: the seed's budget counts the new token (a step attends B tokens); ours keeps B and attends B + 1. `exact` pairs attend the same tokens a step: the seed's Local (256) is our local:255 (`h2o bench --counting seed` runs the seed's groups that way). `ours +1 token`: our spec has the seed's numbers and attends one token more a step. `h2o vs h2o-layer`: per-head against the seed's per-layer H2O, same split; `other split`: same method and budget, another heavy/recent split.";
+pub const SEED_COUNTING_NOTE: &str = "Budgets: the seed's budget counts the new token (a step attends B tokens); ours keeps B and attends B + 1. `exact` pairs attend the same tokens a step: the seed's Local (256) is our local:255 (`h2o bench --counting seed` runs the seed's groups that way). `ours +1 token`: our spec has the seed's numbers and attends one token more a step. `h2o vs h2o-layer`: per-head against the seed's per-layer H2O, same split; `other schedule`: the same policy under another per-layer budget schedule; `other split`: same method and budget, another heavy/recent split.";
 
 #[cfg(test)]
 mod tests {

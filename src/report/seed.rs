@@ -1,7 +1,7 @@
 //! The seed's vocabulary (the PyTorch project this tool grew from): its ten experiment groups and its
 //! experiment names (`Baseline`, `Local (256)`, `H2O (64+192)`), read as [`PolicySpec`]s.
 
-use crate::policy::{PolicySpec, Scope};
+use crate::policy::{PolicyKind, PolicySpec, Scope};
 
 /// Positions of the seed's model (Pythia-2.8B) that its budgets were chosen for.
 pub const SEED_MAX_POSITIONS: usize = 2048;
@@ -40,7 +40,7 @@ fn number(part: &str) -> Option<usize> {
 pub fn parse_seed_name(name: &str, budget: Option<usize>) -> Option<PolicySpec> {
     let lower = name.trim().to_ascii_lowercase();
     if lower.starts_with("baseline") || lower.starts_with("full") {
-        return Some(PolicySpec::Full);
+        return Some(PolicySpec::FULL);
     }
     let inner = parenthesised(&lower);
     if lower.starts_with("local") {
@@ -49,7 +49,7 @@ pub fn parse_seed_name(name: &str, budget: Option<usize>) -> Option<PolicySpec> 
             None => budget?,
             Some(_) => return None,
         };
-        return Some(PolicySpec::Local { recent }).filter(|_| recent > 0);
+        return Some(PolicyKind::Local { recent }.into()).filter(|_| recent > 0);
     }
     if lower.starts_with("h2o") {
         let [a, b] = inner.as_deref()? else {
@@ -61,11 +61,11 @@ pub fn parse_seed_name(name: &str, budget: Option<usize>) -> Option<PolicySpec> 
         } else {
             (y, x) // recent + heavy, the seed's order
         };
-        return Some(PolicySpec::H2o {
+        return Some(PolicySpec::from(PolicyKind::H2o {
             heavy,
             recent,
             scope: Scope::Layer,
-        })
+        }))
         .filter(|s| s.budget() != Some(0));
     }
     None
@@ -81,49 +81,76 @@ pub fn parse_seed_name(name: &str, budget: Option<usize>) -> Option<PolicySpec> 
 /// seed's budget is 1 (it attends only the new token: a budget of 0 here, which is refused).
 pub fn seed_equivalent(spec: &PolicySpec) -> Option<PolicySpec> {
     let less = |x: usize| x.checked_sub(1);
-    let s = match *spec {
-        PolicySpec::Full => PolicySpec::Full,
-        PolicySpec::Local { recent } => PolicySpec::Local {
+    let kind = match spec.kind {
+        PolicyKind::Full => PolicyKind::Full,
+        PolicyKind::Local { recent } => PolicyKind::Local {
             recent: less(recent)?,
         },
-        PolicySpec::Sink { sinks, recent } if recent > 0 => PolicySpec::Sink {
+        PolicyKind::Sink { sinks, recent } if recent > 0 => PolicyKind::Sink {
             sinks,
             recent: recent - 1,
         },
-        PolicySpec::Sink { sinks, recent } => PolicySpec::Sink {
+        PolicyKind::Sink { sinks, recent } => PolicyKind::Sink {
             sinks: less(sinks)?,
             recent,
         },
-        PolicySpec::H2o {
+        PolicyKind::H2o {
             heavy,
             recent,
             scope,
-        } if recent > 0 => PolicySpec::H2o {
+        } if recent > 0 => PolicyKind::H2o {
             heavy,
             recent: recent - 1,
             scope,
         },
-        PolicySpec::H2o {
+        PolicyKind::H2o {
             heavy,
             recent,
             scope,
-        } => PolicySpec::H2o {
+        } => PolicyKind::H2o {
             heavy: less(heavy)?,
             recent,
             scope,
         },
+        PolicyKind::Tova { budget, scope } => PolicyKind::Tova {
+            budget: less(budget)?,
+            scope,
+        },
+        PolicyKind::Scissor {
+            budget,
+            window,
+            recent,
+        } => PolicyKind::Scissor {
+            budget: less(budget)?,
+            window,
+            recent: recent.saturating_sub(1),
+        },
+        PolicyKind::Knorm { budget } => PolicyKind::Knorm {
+            budget: less(budget)?,
+        },
+        PolicyKind::Random { budget, rng } => PolicyKind::Random {
+            budget: less(budget)?,
+            rng,
+        },
+    };
+    let s = PolicySpec {
+        kind,
+        schedule: spec.schedule,
     };
     (s.budget() != Some(0)).then_some(s)
 }
 
 /// The seed report's label of a spec: `Baseline`, `Local (128)`, `H2O (64r+192h)` (r = recent,
-/// h = heavy); other policies are labelled by [`PolicySpec::label`].
+/// h = heavy); other policies, and every scheduled one, are labelled by [`PolicySpec::label`].
 pub fn seed_label(spec: &PolicySpec) -> String {
-    match *spec {
-        PolicySpec::Full => "Baseline".to_string(),
-        PolicySpec::Local { recent } => format!("Local ({recent})"),
-        PolicySpec::H2o { heavy, recent, .. } => format!("H2O ({recent}r+{heavy}h)"),
-        PolicySpec::Sink { .. } => spec.label(),
+    if spec.schedule != crate::policy::Schedule::Uniform {
+        return spec.label();
+    }
+    match spec.kind {
+        PolicyKind::Full => "Baseline".to_string(),
+        PolicyKind::Local { recent } => format!("Local ({recent})"),
+        PolicyKind::H2o { heavy, recent, .. } => format!("H2O ({recent}r+{heavy}h)"),
+        _ => spec.label(),
     }
 }
 
@@ -135,13 +162,13 @@ pub fn seed_groups(max_positions: usize) -> Vec<(String, PolicySpec)> {
         .iter()
         .filter_map(|name| parse_seed_name(name, None))
         .map(|spec| {
-            let spec = match spec {
-                PolicySpec::H2o { heavy, recent, .. } => PolicySpec::H2o {
+            let spec = match spec.kind {
+                PolicyKind::H2o { heavy, recent, .. } => PolicySpec::from(PolicyKind::H2o {
                     heavy,
                     recent,
                     scope: Scope::Head,
-                },
-                s => s,
+                }),
+                _ => spec,
             };
             let spec = if max_positions < SEED_MAX_POSITIONS {
                 spec.scaled(max_positions, SEED_MAX_POSITIONS)
@@ -227,7 +254,13 @@ mod tests {
         assert_eq!(eq("sink:4+252").unwrap(), "sink:4+251");
         assert_eq!(eq("sink:4+0").unwrap(), "sink:3+0");
         assert_eq!(eq("local:2").unwrap(), "local:1");
-        for one in ["local:1", "h2o:1+0", "h2o:0+1", "sink:1+0", "sink:0+1"] {
+        assert_eq!(eq("tova:64").unwrap(), "tova:63");
+        assert_eq!(eq("knorm:64").unwrap(), "knorm:63");
+        assert_eq!(eq("random:64@rng=7").unwrap(), "random:63@rng=7");
+        assert_eq!(eq("h2o:48+16@pyramid").unwrap(), "h2o:48+15@pyramid");
+        for one in [
+            "local:1", "h2o:1+0", "h2o:0+1", "sink:1+0", "sink:0+1", "tova:1",
+        ] {
             assert_eq!(eq(one), None, "{one}");
         }
         // every seed group has an equivalent with one token less

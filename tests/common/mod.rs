@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use h2o_engine::cache::{KvStore, LayerPlan};
 use h2o_engine::decoder::{AttentionCapture, Decoder, StepObserver};
 use h2o_engine::model::Model;
-use h2o_engine::policy::{Candidates, Policy};
+use h2o_engine::policy::{Candidates, Policy, ScoreRule};
 use h2o_engine::runtime::{Runtime, SessionConfig};
 use h2o_engine::Result;
 
@@ -90,8 +90,8 @@ impl Policy for EvictPositions {
     fn budget(&self) -> usize {
         self.budget
     }
-    fn needs_scores(&self) -> bool {
-        false
+    fn score_rule(&self) -> ScoreRule {
+        ScoreRule::None
     }
     fn select(&self, c: &Candidates<'_>, keep: &mut [bool]) {
         for h in 0..c.heads {
@@ -116,8 +116,8 @@ impl Policy for KeepAll {
     fn budget(&self) -> usize {
         usize::MAX
     }
-    fn needs_scores(&self) -> bool {
-        false
+    fn score_rule(&self) -> ScoreRule {
+        ScoreRule::None
     }
     fn select(&self, _c: &Candidates<'_>, keep: &mut [bool]) {
         keep.iter_mut().for_each(|k| *k = true);

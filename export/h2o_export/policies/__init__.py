@@ -1,13 +1,17 @@
 """Eviction policies of the PyTorch reference: the spec grammar and one module per family
-(full.py, local.py, sink.py, h2o.py over base.py). A new family is one more module whose class
-is listed in FAMILIES; the grammar, help texts and the reference loop pick it up from there.
+(full, local, sink, h2o, tova, scissor, knorm, random over base.py; budget schedules in
+schedule.py). A new family is one more module whose class is listed in FAMILIES; the grammar,
+help texts and the reference loop pick it up from there.
 
-Spec grammar: `KEYWORD`, `KEYWORD:A` or `KEYWORD:A+B` (non-negative integers), as the engine's
-(src/policy/spec.rs); every bounded policy needs a budget of at least 1.
+Spec grammar (the engine's src/policy/spec.rs, the same canonical strings and messages):
+`KEYWORD`, `KEYWORD:A` or `KEYWORD:A+B` (non-negative integers), then options each after an
+`@`: `@uniform` / `@pyramid` (any bounded family), `@rng=N` (random), `@window=W` and
+`@recent=R` (scissor); every bounded policy needs a budget of at least 1.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Optional
 
@@ -15,18 +19,27 @@ from ..errors import ReferenceError
 from .base import Policy
 from .full import Full
 from .h2o import H2O
+from .knorm import Knorm
 from .local import Local
+from .random import Random
+from .schedule import SCHEDULES
+from .scissor import Scissor
 from .sink import Sink
+from .tova import Tova
 
-FAMILIES: tuple[type[Policy], ...] = (Full, Local, Sink, H2O)
+FAMILIES: tuple[type[Policy], ...] = (Full, Local, Sink, H2O, Tova, Scissor, Knorm, Random)
 _BY_KEYWORD = {kw: fam for fam in FAMILIES for kw in fam.KEYWORDS}
 ACCEPTED_FORMS = (
     " | ".join(form for fam in FAMILIES for form in fam.FORMS)
-    + " (non-negative integers, budget >= 1; e.g. local:256, sink:4+252, h2o:192+64)"
+    + ", then optional options: @pyramid or @uniform (any bounded family), @rng=N (random), "
+    "@window=W and @recent=R (scissor) (non-negative integers, budget >= 1; e.g. local:256, "
+    "sink:4+252, h2o:192+64, h2o:192+64@pyramid, random:256@rng=7)"
 )
-_SPEC_RE = re.compile(r"^([a-z][a-z0-9-]*)(?::(\d+)(?:\+(\d+))?)?$")
+_HEAD_RE = re.compile(r"^([a-z][a-z0-9-]*)(?::([0-9]+)(?:\+([0-9]+))?)?$")
+_NUMBER_OPTIONS = ("rng", "window", "recent")
 
-__all__ = ["ACCEPTED_FORMS", "FAMILIES", "Policy", "Full", "Local", "Sink", "H2O", "parse_policy"]
+__all__ = ["ACCEPTED_FORMS", "FAMILIES", "Policy", "Full", "Local", "Sink", "H2O", "Tova", "Scissor", "Knorm",
+           "Random", "parse_policy"]
 
 
 def _arity_text(keyword: str, arity: int, form: str) -> str:
@@ -37,10 +50,43 @@ def _arity_text(keyword: str, arity: int, form: str) -> str:
     return f"`{keyword}` takes two numbers ({keyword}:A+B)"
 
 
-def parse_policy(text: str, max_positions: Optional[int] = None) -> Policy:
-    """Parse a policy spec; refuse malformed specs, budget 0 and budgets above `max_positions`."""
+def _options(opts: list[str]) -> tuple[Optional[str], dict[str, int]]:
+    """The schedule and the `@key=N` options; raises ValueError with the message's start."""
+    schedule, numbers = None, {}
+    for opt in opts:
+        key, eq, value = opt.partition("=")
+        if key in SCHEDULES and not eq:
+            if schedule is not None:
+                raise ValueError("the schedule is given twice; ")
+            schedule = key
+        elif key in _NUMBER_OPTIONS:
+            if key in numbers:
+                raise ValueError(f"option `@{key}` is given twice; ")
+            if not eq or not re.fullmatch(r"[0-9]+", value):
+                raise ValueError(f"option `@{key}` takes a number (@{key}=N); ")
+            numbers[key] = int(value)
+        else:
+            raise ValueError(f"unknown option `@{opt}`; ")
+    return schedule, numbers
+
+
+def _applicable(keyword: str, fam: type[Policy], schedule: Optional[str], numbers: dict[str, int]) -> None:
+    """Refuses options the family does not take; raises ValueError with the message's start."""
+    if "rng" in numbers and "rng" not in fam.OPTIONS:
+        raise ValueError(f"`@rng` applies to random only, not `{keyword}`; ")
+    if ("window" in numbers or "recent" in numbers) and "window" not in fam.OPTIONS:
+        which = "window" if "window" in numbers else "recent"
+        raise ValueError(f"`@{which}` applies to scissor only, not `{keyword}`; ")
+    if fam is Full and schedule is not None:
+        raise ValueError("`full` has no budget to schedule; ")
+
+
+def parse_policy(text: str, max_positions: Optional[int] = None, layers: Optional[int] = None) -> Policy:
+    """Parse a policy spec; refuse malformed specs, budget 0 and budgets above `max_positions`
+    (each layer's under a schedule, when `layers` is given)."""
     raw = text
-    m = _SPEC_RE.match(text.strip())
+    head, *opts = text.strip().split("@")
+    m = _HEAD_RE.match(head)
     fam = _BY_KEYWORD.get(m.group(1)) if m else None
     if fam is None:
         raise ReferenceError(f"invalid policy spec {raw!r}: accepted forms are {ACCEPTED_FORMS}")
@@ -51,12 +97,30 @@ def parse_policy(text: str, max_positions: Optional[int] = None) -> Policy:
         raise ReferenceError(
             f"invalid policy spec {raw!r}: {_arity_text(keyword, fam.ARITY, form)}; accepted forms are {ACCEPTED_FORMS}"
         )
-    pol = fam.from_numbers(keyword, numbers)
+    try:
+        schedule, options = _options(opts)
+        _applicable(keyword, fam, schedule, options)
+    except ValueError as e:
+        raise ReferenceError(f"invalid policy spec {raw!r}: {e}accepted forms are {ACCEPTED_FORMS}") from None
+    pol = fam.from_numbers(keyword, numbers, options)
+    if schedule is not None and fam is not Full:
+        pol = dataclasses.replace(pol, schedule=schedule)
+    problem = pol.option_error()
+    if problem:
+        raise ReferenceError(f"invalid policy spec {raw!r}: {problem}accepted forms are {ACCEPTED_FORMS}")
     if pol.budget == 0:
         raise ReferenceError(f"invalid policy spec {raw!r}: the budget is 0; accepted forms are {ACCEPTED_FORMS}")
-    if max_positions is not None and pol.budget is not None and pol.budget > max_positions:
-        raise ReferenceError(
-            f"policy {pol.spec}: budget {pol.budget} exceeds the model's {max_positions} positions; "
-            f"use a smaller budget or `full`"
-        )
+    if max_positions is not None and pol.budget is not None:
+        if pol.budget > max_positions:
+            raise ReferenceError(
+                f"policy {pol.spec}: budget {pol.budget} exceeds the model's {max_positions} positions; "
+                f"use a smaller budget or `full`"
+            )
+        for layer in range(layers or 0):
+            b = pol.for_layer(layer, layers).budget
+            if b > max_positions:
+                raise ReferenceError(
+                    f"policy {pol.spec}: layer {layer}'s budget {b} exceeds the model's {max_positions} "
+                    f"positions; use a smaller budget or @uniform"
+                )
     return pol

@@ -16,7 +16,7 @@ class Full(Policy):
     kind = "full"
 
     @classmethod
-    def from_numbers(cls, keyword: str, numbers: list[int]) -> "Full":
+    def from_numbers(cls, keyword: str, numbers: list[int], options: dict[str, int]) -> "Full":
         return cls()
 
     @property
@@ -24,5 +24,5 @@ class Full(Policy):
         return None
 
     @property
-    def spec(self) -> str:
+    def core_spec(self) -> str:
         return "full"
