@@ -95,6 +95,28 @@ fn prepare_out(out: &Path, layers: &[usize]) -> Result<()> {
     Ok(())
 }
 
+/// The kept-tokens picture's budget: `--budget`, else a quarter of the `n` tokens (at least 2);
+/// one that keeps every token is refused, naming where it came from.
+fn kept_budget(given: Option<usize>, n: usize) -> Result<usize> {
+    let budget = given.unwrap_or((n / 4).max(2));
+    if budget >= n {
+        let what = match given {
+            Some(_) => format!("--budget {budget}"),
+            None => format!("the default budget, {budget} (a quarter of the tokens, at least 2),"),
+        };
+        bail!("{what} keeps every one of the {n} tokens; pass a smaller --budget or more tokens (--max-tokens, a longer text)");
+    }
+    Ok(budget)
+}
+
+/// Axis labels of the tokens: each token's text, cleaned and cut to 14 characters.
+fn token_labels(tok: &tokenizers::Tokenizer, tokens: &[u32]) -> Vec<String> {
+    tokens
+        .iter()
+        .map(|&t| clean_label(&tok.id_to_token(t).unwrap_or_else(|| format!("<{t}>")), 14))
+        .collect()
+}
+
 pub fn run(a: HeatmapArgs) -> Result<()> {
     check_settings(&a)?;
     let text = match (&a.text, &a.file) {
@@ -116,18 +138,7 @@ pub fn run(a: HeatmapArgs) -> Result<()> {
         bail!("the text gives no tokens; pass some text");
     }
     tokens.truncate(a.max_tokens.min(man.max_position_embeddings));
-    let labels: Vec<String> = tokens
-        .iter()
-        .map(|&t| {
-            clean_label(
-                &model
-                    .tokenizer
-                    .id_to_token(t)
-                    .unwrap_or_else(|| format!("<{t}>")),
-                14,
-            )
-        })
-        .collect();
+    let labels = token_labels(&model.tokenizer, &tokens);
     let data = collect_attention(
         &mut model,
         PolicySpec::FULL.kind.build(),
@@ -136,15 +147,7 @@ pub fn run(a: HeatmapArgs) -> Result<()> {
         head,
     )?;
     let n = tokens.len();
-    let budget = a.budget.unwrap_or((n / 4).max(2));
-    if budget >= n {
-        let given = if a.budget.is_some() {
-            format!("--budget {budget}")
-        } else {
-            format!("the default budget, {budget} (a quarter of the tokens, at least 2),")
-        };
-        bail!("{given} keeps every one of the {n} tokens; pass a smaller --budget or more tokens (--max-tokens, a longer text)");
-    }
+    let budget = kept_budget(a.budget, n)?;
     let specs = if a.policies.is_empty() {
         default_policies(budget)
     } else {

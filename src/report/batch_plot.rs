@@ -8,10 +8,10 @@ use std::path::Path;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::plot::{draw_err, draw_legend, font};
+use super::plot::{draw_err, draw_legend, font, write_png};
 use super::ReportError;
 use crate::heatmap::register_shipped_font;
-use crate::output::{check_output, encode_png, write_output};
+use crate::output::check_output;
 
 /// One measured batch of one policy.
 #[derive(Debug, Clone, PartialEq)]
@@ -182,26 +182,14 @@ pub fn render_throughput(
     check_output(path)?;
     register_shipped_font().map_err(|e| draw_err(path, e))?;
     let policies = policies_of(points);
-    let (width, height) = (1400u32, 560u32);
-    let mut rgb = vec![0u8; width as usize * height as usize * 3];
-    {
-        let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| draw_err(path, e))?;
-        let root = root
-            .titled(title, font(22.0))
-            .map_err(|e| draw_err(path, e))?;
-        match cap {
-            Some((cap, bars)) if !bars.is_empty() => {
-                let (left, right) = root.split_horizontally(840);
-                draw_lines(&left, points, &policies, path)?;
-                draw_bars(&right, bars, &policies, cap, path)?;
-            }
-            _ => draw_lines(&root, points, &policies, path)?,
+    write_png(path, (1400, 560), title, |root| match cap {
+        Some((cap, bars)) if !bars.is_empty() => {
+            let (left, right) = root.split_horizontally(840);
+            draw_lines(&left, points, &policies, path)?;
+            draw_bars(&right, bars, &policies, cap, path)
         }
-        root.present().map_err(|e| draw_err(path, e))?;
-    }
-    let png = encode_png(&rgb, width, height).map_err(|e| draw_err(path, e))?;
-    Ok(write_output(path, &png)?)
+        _ => draw_lines(root, points, &policies, path),
+    })
 }
 
 #[cfg(test)]

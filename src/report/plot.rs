@@ -125,7 +125,25 @@ pub fn render_sweep(points: &[SweepPoint], title: &str, path: &Path) -> Result<(
         ("TPOT median (ms)", max_of(tpot), tpot),
         ("KV held (MiB)", max_of(kv_mib), kv_mib),
     ];
-    let (width, height) = (1400u32, 560u32);
+    write_png(path, (1400, 560), title, |root| {
+        for (area, panel) in root.split_evenly((1, 2)).iter().zip(panels) {
+            draw_panel(area, panel, points, &policies, path)?;
+        }
+        Ok(())
+    })
+}
+
+/// A picture drawn into a buffer.
+pub(super) type Canvas<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
+/// Draws a white `(width, height)` picture under `title` with `draw`, then writes it as PNG by
+/// the output rules ([`crate::output`]).
+pub(super) fn write_png(
+    path: &Path,
+    (width, height): (u32, u32),
+    title: &str,
+    draw: impl FnOnce(&Canvas<'_>) -> Result<(), ReportError>,
+) -> Result<(), ReportError> {
     let mut rgb = vec![0u8; width as usize * height as usize * 3];
     {
         let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
@@ -133,9 +151,7 @@ pub fn render_sweep(points: &[SweepPoint], title: &str, path: &Path) -> Result<(
         let root = root
             .titled(title, font(22.0))
             .map_err(|e| draw_err(path, e))?;
-        for (area, panel) in root.split_evenly((1, 2)).iter().zip(panels) {
-            draw_panel(area, panel, points, &policies, path)?;
-        }
+        draw(&root)?;
         root.present().map_err(|e| draw_err(path, e))?;
     }
     let png = encode_png(&rgb, width, height).map_err(|e| draw_err(path, e))?;
