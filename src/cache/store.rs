@@ -8,6 +8,7 @@ use std::time::Instant;
 use ort::session::SessionInputValue;
 
 use super::buffers::{host_buffers, HostKv, KvBuffers, KvElement, NewKv};
+use super::device::DeviceKv;
 use super::plan::LayerPlan;
 use super::slots::{PlanScratch, SlotTable};
 use crate::error::{Error, Result};
@@ -60,6 +61,29 @@ impl KvStore {
         capacity_limit: usize,
         chunk: usize,
     ) -> Result<Self> {
+        let buffers = host_buffers(dtype, layers, batch, heads, head_dim);
+        Self::with_buffers(
+            layers,
+            batch,
+            heads,
+            head_dim,
+            buffers,
+            capacity_limit,
+            chunk,
+        )
+    }
+
+    /// An empty store whose K/V live in `buffers` (empty, made for `layers x batch x heads x
+    /// head_dim`), e.g. a [`DeviceKv`] from `Model::kv_buffers`.
+    pub fn with_buffers(
+        layers: usize,
+        batch: usize,
+        heads: usize,
+        head_dim: usize,
+        buffers: Box<dyn KvBuffers>,
+        capacity_limit: usize,
+        chunk: usize,
+    ) -> Result<Self> {
         if layers == 0 || batch == 0 || heads == 0 || head_dim == 0 {
             return Err(Error::Store(
                 "layers, batch, heads and head_dim must be positive".into(),
@@ -78,7 +102,7 @@ impl KvStore {
             tables: (0..layers)
                 .map(|_| SlotTable::new(batch, heads, capacity_limit))
                 .collect(),
-            buffers: host_buffers(dtype, layers, batch, heads, head_dim),
+            buffers,
             plan: LayerPlan::default(),
             scratch: PlanScratch::default(),
         })
@@ -146,6 +170,18 @@ impl KvStore {
     pub fn host_kv<T: KvElement>(&self) -> Option<&HostKv<T>> {
         let any: &dyn std::any::Any = self.buffers.as_ref();
         any.downcast_ref()
+    }
+
+    /// The K/V buffers when they are device buffers (bound by the model with IoBinding).
+    pub fn device(&self) -> Option<&DeviceKv> {
+        let any: &dyn std::any::Any = self.buffers.as_ref();
+        any.downcast_ref()
+    }
+
+    /// The device buffers, mutably (the model grows them and writes the step's K/V).
+    pub fn device_mut(&mut self) -> Option<&mut DeviceKv> {
+        let any: &mut dyn std::any::Any = self.buffers.as_mut();
+        any.downcast_mut()
     }
 
     /// Layer `layer`'s K and V as graph inputs `[batch, heads, capacity, head_dim]`, without a copy.

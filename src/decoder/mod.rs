@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::cache::{KvStore, NewTokens};
 use crate::error::{Error, Result};
-use crate::model::{Model, StepInputs, StepView};
+use crate::model::{Model, StepInputs, StepView, Traffic};
 use crate::policy::Policy;
 use crate::timing::StepTiming;
 
@@ -26,6 +26,8 @@ pub struct StepOutput {
     /// The graph's past length at this run (the store's capacity).
     pub past: usize,
     pub timing: StepTiming,
+    /// Bytes the step moved between host and device (counted on any provider; see [`Traffic`]).
+    pub traffic: Traffic,
 }
 
 /// Streaming decoder over one model, one store and one policy.
@@ -48,14 +50,15 @@ pub struct Decoder<'m> {
 impl<'m> Decoder<'m> {
     /// A decoder for `batch` sequences with an empty cache.
     pub fn new(model: &'m mut Model, policy: Box<dyn Policy>, batch: usize) -> Result<Self> {
+        let buffers = model.kv_buffers(batch)?;
         let m = &model.manifest;
         let limit = policy.budget().min(m.max_position_embeddings);
-        let store = KvStore::new(
+        let store = KvStore::with_buffers(
             m.num_layers,
             batch,
             m.num_heads,
             m.head_dim,
-            m.dtype,
+            buffers,
             limit,
             SLOT_CHUNK,
         )?;
@@ -196,7 +199,8 @@ impl<'m> Decoder<'m> {
 
         let t_model = Instant::now();
         let outputs = self.model.run(&self.store, &inputs)?;
-        let model_time = t_model.elapsed();
+        let mut model_time = t_model.elapsed();
+        let mut traffic = outputs.traffic();
 
         let t_after = Instant::now();
         let out = outputs.view()?;
@@ -213,6 +217,12 @@ impl<'m> Decoder<'m> {
         )?;
         let dims = out.dims;
         drop(outputs);
+        let other_end = t_after.elapsed();
+        // Device K/V: grow and write on the device (ONNX Runtime work, counted as model time).
+        let t_write = Instant::now();
+        traffic += self.model.write_kv(&mut self.store)?;
+        model_time += t_write.elapsed();
+        let t_rest = Instant::now();
         // Each row advances by its real (unpadded) new tokens.
         for (next, row) in self.next_pos.iter_mut().zip(self.new_mask.chunks(seq)) {
             *next += row.iter().sum::<i64>();
@@ -220,7 +230,7 @@ impl<'m> Decoder<'m> {
         if let Some(obs) = self.observer.as_deref_mut() {
             obs.step_done(&self.next_pos)?;
         }
-        let other = prep + t_after.elapsed().saturating_sub(score_time + evict_time);
+        let other = prep + other_end.saturating_sub(score_time + evict_time) + t_rest.elapsed();
         Ok(StepOutput {
             batch: dims.batch,
             seq,
@@ -232,6 +242,7 @@ impl<'m> Decoder<'m> {
                 eviction: evict_time,
                 other,
             },
+            traffic,
         })
     }
 
