@@ -21,7 +21,7 @@ use crate::model::Model;
 use crate::policy::PolicySpec;
 use crate::report::{
     full_cache_bytes, seed_groups, ExperimentResult, ExperimentStatus, MemoryFigures, PplFigures,
-    SpeedFigures,
+    SpeedFigures, TrafficFigures,
 };
 use crate::runtime::{Runtime, SessionConfig};
 
@@ -260,11 +260,14 @@ impl Lab {
                 s.warmup,
                 |done| hook(progress(Phase::Speed, done, s.gen - 1)),
             )?;
-            result.speed = Some(SpeedFigures::from_run(
-                run.prefill,
-                run.prompt_tokens,
-                &run.steps,
+            let mut speed = SpeedFigures::from_run(run.prefill, run.prompt_tokens, &run.steps);
+            let (p, d) = (run.prefill_traffic, run.decode_traffic);
+            speed.traffic = Some(TrafficFigures::new(
+                (p.to_device, p.from_device),
+                (d.to_device, d.from_device),
+                run.steps.len(),
             ));
+            result.speed = Some(speed);
             held = (run.kv_bytes, s.prompt + s.gen - 1);
         }
         let full = full_cache_bytes(

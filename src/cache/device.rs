@@ -47,6 +47,100 @@ pub struct Growth {
     pub groups: Vec<GrowGroup>,
 }
 
+/// Where each layer's K and V regions lie in the pool: layer after layer, K then V, each `[batch x
+/// heads x capacity]` rows of `head_dim` elements, without gaps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolLayout {
+    /// Rows of one slot across a region: batch x heads.
+    rows_per_slot: usize,
+    /// Slots per (batch, head) of each layer.
+    capacity: Vec<usize>,
+    /// First row of each layer's K region.
+    starts: Vec<usize>,
+    rows: usize,
+}
+
+impl PoolLayout {
+    /// `layers` layers of `rows_per_slot` (batch x heads) rows per slot with these capacities.
+    pub fn new(rows_per_slot: usize, capacity: Vec<usize>) -> Self {
+        let mut starts = Vec::with_capacity(capacity.len());
+        let mut row = 0;
+        for &c in &capacity {
+            starts.push(row);
+            row += 2 * rows_per_slot * c;
+        }
+        Self {
+            rows_per_slot,
+            capacity,
+            starts,
+            rows: row,
+        }
+    }
+
+    pub fn capacity(&self) -> &[usize] {
+        &self.capacity
+    }
+
+    /// Rows of the whole pool.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// First row of layer `layer`'s K (`kv` 0) or V (`kv` 1) region.
+    pub fn region(&self, layer: usize, kv: usize) -> usize {
+        self.starts[layer] + kv * self.rows_per_slot * self.capacity[layer]
+    }
+
+    /// Row of slot `slot` of (batch x heads) row `r` in layer `layer`'s K or V region.
+    pub fn row(&self, layer: usize, kv: usize, r: usize, slot: usize) -> usize {
+        self.region(layer, kv) + r * self.capacity[layer] + slot
+    }
+
+    /// How to fill a pool laid out as `to` from one laid out as `self` (`None` when they are the
+    /// same): consecutive layers with the same (old, new) capacities form one group.
+    pub fn growth_to(&self, to: &PoolLayout) -> Option<Growth> {
+        if self.capacity == to.capacity {
+            return None;
+        }
+        let mut groups: Vec<GrowGroup> = Vec::new();
+        for (l, (&c_old, &c_new)) in self.capacity.iter().zip(&to.capacity).enumerate() {
+            let rows = 2 * self.rows_per_slot;
+            match groups.last_mut() {
+                Some(g) if g.old_capacity == c_old && g.new_capacity == c_new => g.rows += rows,
+                _ => groups.push(GrowGroup {
+                    old_row: self.starts[l],
+                    new_row: to.starts[l],
+                    rows,
+                    old_capacity: c_old,
+                    new_capacity: c_new,
+                }),
+            }
+        }
+        Some(Growth {
+            rows: to.rows,
+            groups,
+        })
+    }
+
+    /// The rows of a step's writes: per layer the plan's destinations `dest[layer]` (`[batch x heads,
+    /// seq]`, empty for a layer without a plan), as `src` rows in the step's new K/V (per layer K then
+    /// V, each `[batch x heads, seq]` rows) and `dst` rows of this pool, K then V per kept token.
+    pub fn write_rows(&self, dest: &[Vec<u32>], seq: usize, src: &mut Vec<i64>, dst: &mut Vec<i64>) {
+        let block = self.rows_per_slot * seq;
+        for (l, dest) in dest.iter().enumerate() {
+            for (i, &slot) in dest.iter().enumerate() {
+                if slot == NOT_STORED {
+                    continue;
+                }
+                for kv in 0..2 {
+                    src.push(((2 * l + kv) * block + i) as i64);
+                    dst.push(self.row(l, kv, i / seq, slot as usize) as i64);
+                }
+            }
+        }
+    }
+}
+
 /// K/V of every layer in one pool of ONNX Runtime device memory.
 #[derive(Debug)]
 pub struct DeviceKv {
@@ -60,9 +154,9 @@ pub struct DeviceKv {
     batch: usize,
     heads: usize,
     head_dim: usize,
-    /// Slots per (batch, head) of each layer as laid out in `pool`.
-    capacity: Vec<usize>,
-    /// Slots per layer after the growth `grow` asked for (equal to `capacity` when none is pending).
+    /// The layout of `pool`.
+    layout: PoolLayout,
+    /// Slots per layer after the growth `grow` asked for (the layout's when none is pending).
     wanted: Vec<usize>,
     /// Per layer, the applied plan's destination slots `[batch, heads, seq]` not yet written
     /// (empty: nothing pending).
@@ -91,7 +185,7 @@ impl DeviceKv {
             batch,
             heads,
             head_dim,
-            capacity: vec![0; layers],
+            layout: PoolLayout::new(batch * heads, vec![0; layers]),
             wanted: vec![0; layers],
             pending: vec![Vec::new(); layers],
             pending_seq: 0,
@@ -100,7 +194,7 @@ impl DeviceKv {
                 generation: 0,
             },
         };
-        kv.past = kv.views_of(None, &kv.capacity)?;
+        kv.past = kv.views_of(None, &kv.layout)?;
         Ok(kv)
     }
 
@@ -127,46 +221,10 @@ impl DeviceKv {
         self.pending.iter().any(|p| !p.is_empty())
     }
 
-    /// Rows of one layer's K (or V) region: `batch x heads x capacity`.
-    fn region_rows(&self, capacity: usize) -> usize {
-        self.batch * self.heads * capacity
-    }
-
-    /// First row of each layer's K region for `caps` (V follows K), and the pool's rows.
-    fn layout(&self, caps: &[usize]) -> (Vec<usize>, usize) {
-        let mut starts = Vec::with_capacity(caps.len());
-        let mut row = 0;
-        for &c in caps {
-            starts.push(row);
-            row += 2 * self.region_rows(c);
-        }
-        (starts, row)
-    }
-
-    /// The growth `grow` asked for since the last [`DeviceKv::install`], if any: consecutive layers
-    /// with the same (old, new) capacities form one group (usually all layers).
+    /// The growth `grow` asked for since the last [`DeviceKv::install`], if any.
     pub fn growth(&self) -> Option<Growth> {
-        if self.wanted == self.capacity {
-            return None;
-        }
-        let (old_starts, _) = self.layout(&self.capacity);
-        let (new_starts, rows) = self.layout(&self.wanted);
-        let mut groups: Vec<GrowGroup> = Vec::new();
-        for l in 0..self.capacity.len() {
-            let (c_old, c_new) = (self.capacity[l], self.wanted[l]);
-            let layer_rows = 2 * self.batch * self.heads;
-            match groups.last_mut() {
-                Some(g) if g.old_capacity == c_old && g.new_capacity == c_new => g.rows += layer_rows,
-                _ => groups.push(GrowGroup {
-                    old_row: old_starts[l],
-                    new_row: new_starts[l],
-                    rows: layer_rows,
-                    old_capacity: c_old,
-                    new_capacity: c_new,
-                }),
-            }
-        }
-        Some(Growth { rows, groups })
+        self.layout
+            .growth_to(&PoolLayout::new(self.batch * self.heads, self.wanted.clone()))
     }
 
     /// A fresh `[rows, head_dim]` tensor of this store's device memory (uninitialised on a device).
@@ -195,7 +253,8 @@ impl DeviceKv {
     /// Make `pool` (filled by the growth's `grow`/`zero` runs) the store's pool at the wanted
     /// capacities; the views and the layout key change.
     pub fn install(&mut self, pool: DynTensor) -> Result<()> {
-        let (_, rows) = self.layout(&self.wanted);
+        let layout = PoolLayout::new(self.batch * self.heads, self.wanted.clone());
+        let rows = layout.rows();
         if pool.shape()[..] != [rows as i64, self.head_dim as i64] {
             return Err(Error::Store(format!(
                 "a pool of shape {:?} cannot hold capacities {:?} ({rows} rows)",
@@ -203,22 +262,23 @@ impl DeviceKv {
                 self.wanted
             )));
         }
-        self.past = self.views_of(Some(&pool), &self.wanted)?;
+        self.past = self.views_of(Some(&pool), &layout)?;
         self.pool = Some(pool);
-        self.capacity.clone_from(&self.wanted);
+        self.layout = layout;
         self.key.generation += 1;
         Ok(())
     }
 
-    /// Per layer `[K, V]` views of `pool` laid out for `caps` (empty tensors for capacity 0).
-    fn views_of(&self, pool: Option<&DynTensor>, caps: &[usize]) -> Result<Vec<[DynTensor; 2]>> {
-        let (starts, _) = self.layout(caps);
+    /// Per layer `[K, V]` views of `pool` laid out as `layout` (empty tensors for capacity 0).
+    fn views_of(&self, pool: Option<&DynTensor>, layout: &PoolLayout) -> Result<Vec<[DynTensor; 2]>> {
         let (b, h, d) = (self.batch, self.heads, self.head_dim);
-        caps.iter()
-            .zip(starts)
-            .map(|(&c, start)| {
+        layout
+            .capacity()
+            .iter()
+            .enumerate()
+            .map(|(l, &c)| {
                 let one = |kv: usize| match pool {
-                    Some(p) if c > 0 => self.view(p, start + kv * self.region_rows(c), &[b, h, c, d]),
+                    Some(p) if c > 0 => self.view(p, layout.region(l, kv), &[b, h, c, d]),
                     _ => DynTensor::new(&self.allocator, element_type(self.dtype), [b, h, 0, d])
                         .map_err(|e| Error::ort("allocating an empty K/V view", e)),
                 };
@@ -236,27 +296,13 @@ impl DeviceKv {
         if !self.has_pending() {
             return Ok(());
         }
-        if self.wanted != self.capacity {
+        if self.wanted != self.layout.capacity() {
             return Err(Error::Store(
                 "K/V writes are pending on a pool that has not grown yet".into(),
             ));
         }
-        let (starts, _) = self.layout(&self.capacity);
-        let (rows, seq) = (self.batch * self.heads, self.pending_seq);
-        for (l, dest) in self.pending.iter().enumerate() {
-            let c = self.capacity[l];
-            for (i, &slot) in dest.iter().enumerate() {
-                if slot == NOT_STORED {
-                    continue;
-                }
-                // i = r * seq + j over [batch x heads, seq]
-                let r = i / seq;
-                for kv in 0..2 {
-                    src.push(((2 * l + kv) * rows * seq + i) as i64);
-                    dst.push((starts[l] + kv * rows * c + r * c + slot as usize) as i64);
-                }
-            }
-        }
+        self.layout
+            .write_rows(&self.pending, self.pending_seq, src, dst);
         self.pending.iter_mut().for_each(Vec::clear);
         Ok(())
     }
@@ -340,7 +386,7 @@ impl KvBuffers for DeviceKv {
     }
 
     fn allocated_bytes(&self) -> usize {
-        self.layout(&self.capacity).1 * self.head_dim * self.dtype.size()
+        self.layout.rows() * self.head_dim * self.dtype.size()
     }
 }
 
@@ -398,4 +444,73 @@ pub fn view(
         .ok_or_else(|| Error::Store("ONNX Runtime returned no tensor for a K/V view".into()))?;
     // SAFETY: `out` is a valid tensor OrtValue we own; releasing it does not free `base`'s memory.
     Ok(unsafe { DynTensor::from_ptr(out, Some(allocator)) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Batch 1 x 2 heads, layers of 2, 2 and 4 slots: regions K0 V0 K1 V1 K2 V2 of 4, 4, 4, 4, 8, 8 rows.
+    fn layout() -> PoolLayout {
+        PoolLayout::new(2, vec![2, 2, 4])
+    }
+
+    #[test]
+    fn regions_lie_layer_after_layer_k_then_v() {
+        let l = layout();
+        assert_eq!(l.rows(), 32);
+        assert_eq!(
+            [0, 1, 2].map(|i| [l.region(i, 0), l.region(i, 1)]),
+            [[0, 4], [8, 12], [16, 24]]
+        );
+        // layer 2, V, head 1, slot 3
+        assert_eq!(l.row(2, 1, 1, 3), 24 + 4 + 3);
+    }
+
+    #[test]
+    fn growth_groups_consecutive_layers_moving_alike() {
+        let from = layout();
+        assert_eq!(from.growth_to(&layout()), None);
+        let g = from.growth_to(&PoolLayout::new(2, vec![4, 4, 4])).unwrap();
+        assert_eq!(g.rows, 48);
+        assert_eq!(
+            g.groups,
+            [
+                GrowGroup {
+                    old_row: 0,
+                    new_row: 0,
+                    rows: 8,
+                    old_capacity: 2,
+                    new_capacity: 4
+                },
+                GrowGroup {
+                    old_row: 16,
+                    new_row: 32,
+                    rows: 4,
+                    old_capacity: 4,
+                    new_capacity: 4
+                },
+            ]
+        );
+        let fresh = PoolLayout::new(2, vec![0, 0, 0]).growth_to(&PoolLayout::new(2, vec![3; 3]));
+        assert_eq!(fresh.unwrap().groups.len(), 1, "all layers from empty: one zeroing");
+    }
+
+    /// Seq 2: the fresh K/V are per layer K then V, `[2 heads, 2 tokens]` rows each.
+    #[test]
+    fn write_rows_skip_tokens_not_stored_and_pair_k_with_v() {
+        let l = layout();
+        let dest = vec![
+            vec![1, NOT_STORED, 0, 1], // layer 0: head 0 token 0 -> slot 1; head 1 tokens -> 0, 1
+            vec![],                    // layer 1: no plan
+            vec![NOT_STORED, 3, NOT_STORED, NOT_STORED],
+        ];
+        let (mut src, mut dst) = (Vec::new(), Vec::new());
+        l.write_rows(&dest, 2, &mut src, &mut dst);
+        // fresh rows: layer 0 K 0..4, V 4..8; layer 2 K 16..20, V 20..24
+        assert_eq!(src, [0, 4, 2, 6, 3, 7, 17, 21]);
+        // pool rows: layer 0 K head 0 slot 1 = 1, V = 5; head 1 slot 0 = 2 / 6, slot 1 = 3 / 7;
+        // layer 2 K head 0 slot 3 = 19, V = 27
+        assert_eq!(dst, [1, 5, 2, 6, 3, 7, 19, 27]);
+    }
 }

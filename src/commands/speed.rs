@@ -205,6 +205,7 @@ pub fn run(a: SpeedArgs) -> Result<()> {
             "weight_bytes_read_per_token": weights,
             "read_bandwidth_bytes_per_s": bandwidth.is_finite().then_some(bandwidth),
             "model": man.name, "threads": threads, "provider": setup.session.provider.to_string(),
+            "kv": setup.session.kv.to_string(),
             "runs": json_runs(&points, a.gen),
         });
         write_atomic(p, serde_json::to_string_pretty(&doc)?.as_bytes())?;

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::decoder::Decoder;
 use crate::error::{Error, LengthError, Result, Setting};
-use crate::model::Model;
+use crate::model::{Model, Traffic};
 use crate::policy::PolicySpec;
 use crate::timing::StepTiming;
 
@@ -21,6 +21,9 @@ pub struct SpeedRun {
     pub total: Duration,
     /// Exact K/V bytes held at the end.
     pub kv_bytes: usize,
+    /// Bytes the prefill moved between host and device, and all timed decode steps together.
+    pub prefill_traffic: Traffic,
+    pub decode_traffic: Traffic,
 }
 
 /// Index of the largest logit (greedy decoding).
@@ -83,12 +86,15 @@ pub fn measure(
     let t0 = Instant::now();
     let out = dec.prefill(&[prompt.to_vec()])?;
     let prefill = t0.elapsed();
+    let prefill_traffic = out.traffic;
     let mut next = argmax(dec.logits_at(0, out.seq - 1));
     let mut steps = Vec::with_capacity(gen);
+    let mut decode_traffic = Traffic::default();
     for i in 0..gen - 1 {
         let out = dec.step(&[next])?;
         next = argmax(dec.logits_at(0, 0));
         steps.push(out.timing);
+        decode_traffic += out.traffic;
         if progress(i + 1).is_break() {
             return Err(Error::Cancelled);
         }
@@ -100,6 +106,8 @@ pub fn measure(
         steps,
         total,
         kv_bytes: dec.store().held_bytes(),
+        prefill_traffic,
+        decode_traffic,
     })
 }
 
