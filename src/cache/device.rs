@@ -227,22 +227,33 @@ impl DeviceKv {
             .growth_to(&PoolLayout::new(self.batch * self.heads, self.wanted.clone()))
     }
 
-    /// A fresh `[rows, head_dim]` tensor of this store's device memory (uninitialised on a device).
+    /// A fresh `[rows, head_dim]` tensor of this store's memory. A device allocator leaves it
+    /// uninitialised; host memory is filled with NaN here, so that on the CPU provider too every row
+    /// the graph reads must have been written by the companion graphs (zeroed, padded or scattered).
     pub fn allocate(&self, rows: usize) -> Result<DynTensor> {
-        DynTensor::new(
+        let fail = |e: ort::Error| {
+            Error::ort(
+                format!("allocating {rows} K/V rows of {}", self.dtype.name()),
+                e,
+            )
+        };
+        let mut t = DynTensor::new(
             &self.allocator,
             element_type(self.dtype),
             [rows, self.head_dim],
         )
-        .map_err(|e| {
-            Error::ort(
-                format!(
-                    "allocating {rows} K/V rows of {} on the device",
-                    self.dtype.name()
-                ),
-                e,
-            )
-        })
+        .map_err(fail)?;
+        if t.memory_info().is_cpu_accessible() {
+            match self.dtype {
+                KvDtype::Float32 => t.try_extract_tensor_mut::<f32>().map_err(fail)?.1.fill(f32::NAN),
+                KvDtype::Float16 => t
+                    .try_extract_tensor_mut::<half::f16>()
+                    .map_err(fail)?
+                    .1
+                    .fill(half::f16::NAN),
+            }
+        }
+        Ok(t)
     }
 
     /// A view of `shape` over `base` (a tensor of this store's memory and dtype) from row `row` on.
