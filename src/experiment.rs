@@ -302,6 +302,7 @@ pub fn run_job(rt: &Runtime, job: &Job, peak: PeakMemory, hook: Hook<'_>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::KvPlacement;
 
     #[test]
     fn plan_lengths() {
@@ -358,6 +359,7 @@ mod tests {
                 session: SessionConfig {
                     intra_threads: 3,
                     spin: false,
+                    kv: KvPlacement::Device,
                     ..SessionConfig::default()
                 },
                 data: "wiki.test.raw".into(),
@@ -377,6 +379,7 @@ mod tests {
         };
         let text = serde_json::to_string(&job).unwrap();
         assert!(text.contains("\"spin\":false"), "{text}");
+        assert!(text.contains("\"kv\":\"device\""), "{text}");
         assert!(text.contains("\"spec\":\"h2o:16+16\""), "{text}");
         assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), job);
     }

@@ -158,7 +158,8 @@ impl Model {
 
     fn not_device() -> Error {
         Error::Store(
-            "device K/V buffers given to a model loaded for host K/V; load it with kv = device".into(),
+            "device K/V buffers given to a model loaded for host K/V; load it with kv = device"
+                .into(),
         )
     }
 

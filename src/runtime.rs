@@ -333,7 +333,10 @@ mod tests {
         assert_eq!("2".parse::<OptLevel>().unwrap(), OptLevel::Extended);
         assert_eq!(OptLevel::Extended.to_string(), "extended");
         assert_eq!(ExecutionProvider::Cuda.to_string(), "cuda");
-        assert_eq!("Device".parse::<KvPlacement>().unwrap(), KvPlacement::Device);
+        assert_eq!(
+            "Device".parse::<KvPlacement>().unwrap(),
+            KvPlacement::Device
+        );
         assert_eq!(KvPlacement::Host.to_string(), "host");
         assert_eq!(
             KvPlacement::default_for(ExecutionProvider::Cuda),

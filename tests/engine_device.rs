@@ -149,12 +149,21 @@ fn assert_same(what: &str, host: &Run, device: &Run) {
 fn device_store_equals_host_store_for_every_policy_family() {
     let dir = fixture_dir();
     let tokens = load_tokens(&load_fixture(runtime()).tokenizer, &excerpt(), 200).unwrap();
-    for spec in ["full", "local:32", "sink:4+28", "h2o:24+8", "h2o-layer:24+8"] {
+    for spec in [
+        "full",
+        "local:32",
+        "sink:4+28",
+        "h2o:24+8",
+        "h2o-layer:24+8",
+    ] {
         let spec: PolicySpec = spec.parse().unwrap();
         let host = stream::<f32>(&dir, KvPlacement::Host, &spec, &tokens);
         let device = stream::<f32>(&dir, KvPlacement::Device, &spec, &tokens);
         assert_same(&spec.to_string(), &host, &device);
-        let evictions = host.plans.iter().filter(|p| p.evicted.iter().any(|e| !e.is_empty()));
+        let evictions = host
+            .plans
+            .iter()
+            .filter(|p| p.evicted.iter().any(|e| !e.is_empty()));
         assert_eq!(evictions.count() > 0, spec != PolicySpec::Full, "{spec}");
     }
 }
@@ -294,7 +303,10 @@ fn device_buffers_refuse_misuse() {
     let e = dev_model.run(&s, &next).err().unwrap().to_string();
     assert!(e.contains("were not written"), "{e}");
     dev_model.write_kv(&mut s).unwrap();
-    assert!(dev_model.run(&s, &next).is_ok(), "written, the store runs again");
+    assert!(
+        dev_model.run(&s, &next).is_ok(),
+        "written, the store runs again"
+    );
 
     // host K/V slices given to device buffers
     let e = {

@@ -125,7 +125,13 @@ impl PoolLayout {
     /// The rows of a step's writes: per layer the plan's destinations `dest[layer]` (`[batch x heads,
     /// seq]`, empty for a layer without a plan), as `src` rows in the step's new K/V (per layer K then
     /// V, each `[batch x heads, seq]` rows) and `dst` rows of this pool, K then V per kept token.
-    pub fn write_rows(&self, dest: &[Vec<u32>], seq: usize, src: &mut Vec<i64>, dst: &mut Vec<i64>) {
+    pub fn write_rows(
+        &self,
+        dest: &[Vec<u32>],
+        seq: usize,
+        src: &mut Vec<i64>,
+        dst: &mut Vec<i64>,
+    ) {
         let block = self.rows_per_slot * seq;
         for (l, dest) in dest.iter().enumerate() {
             for (i, &slot) in dest.iter().enumerate() {
@@ -223,8 +229,10 @@ impl DeviceKv {
 
     /// The growth `grow` asked for since the last [`DeviceKv::install`], if any.
     pub fn growth(&self) -> Option<Growth> {
-        self.layout
-            .growth_to(&PoolLayout::new(self.batch * self.heads, self.wanted.clone()))
+        self.layout.growth_to(&PoolLayout::new(
+            self.batch * self.heads,
+            self.wanted.clone(),
+        ))
     }
 
     /// A fresh `[rows, head_dim]` tensor of this store's memory. A device allocator leaves it
@@ -245,7 +253,11 @@ impl DeviceKv {
         .map_err(fail)?;
         if t.memory_info().is_cpu_accessible() {
             match self.dtype {
-                KvDtype::Float32 => t.try_extract_tensor_mut::<f32>().map_err(fail)?.1.fill(f32::NAN),
+                KvDtype::Float32 => t
+                    .try_extract_tensor_mut::<f32>()
+                    .map_err(fail)?
+                    .1
+                    .fill(f32::NAN),
                 KvDtype::Float16 => t
                     .try_extract_tensor_mut::<half::f16>()
                     .map_err(fail)?
@@ -281,7 +293,11 @@ impl DeviceKv {
     }
 
     /// Per layer `[K, V]` views of `pool` laid out as `layout` (empty tensors for capacity 0).
-    fn views_of(&self, pool: Option<&DynTensor>, layout: &PoolLayout) -> Result<Vec<[DynTensor; 2]>> {
+    fn views_of(
+        &self,
+        pool: Option<&DynTensor>,
+        layout: &PoolLayout,
+    ) -> Result<Vec<[DynTensor; 2]>> {
         let (b, h, d) = (self.batch, self.heads, self.head_dim);
         layout
             .capacity()
@@ -504,7 +520,11 @@ mod tests {
             ]
         );
         let fresh = PoolLayout::new(2, vec![0, 0, 0]).growth_to(&PoolLayout::new(2, vec![3; 3]));
-        assert_eq!(fresh.unwrap().groups.len(), 1, "all layers from empty: one zeroing");
+        assert_eq!(
+            fresh.unwrap().groups.len(),
+            1,
+            "all layers from empty: one zeroing"
+        );
     }
 
     /// Seq 2: the fresh K/V are per layer K then V, `[2 heads, 2 tokens]` rows each.

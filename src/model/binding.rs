@@ -73,9 +73,8 @@ impl DeviceRunner {
             MemoryType::Default,
         )
         .map_err(|e| Error::ort("describing host memory", e))?;
-        let allocator = Allocator::new(session, device.clone()).map_err(|e| {
-            Error::ort(format!("getting the {provider} provider's allocator"), e)
-        })?;
+        let allocator = Allocator::new(session, device.clone())
+            .map_err(|e| Error::ort(format!("getting the {provider} provider's allocator"), e))?;
         let binding = session
             .create_binding()
             .map_err(|e| Error::ort("binding the decoder-step graph", e))?;
@@ -172,7 +171,14 @@ impl DeviceRunner {
             .map_err(|e| Error::ort("allocating the new K/V buffers", e))?;
         let shape = [dims.batch, dims.heads, dims.seq, head_dim];
         for l in 0..dims.layers {
-            let at = |kv: usize| view(&fresh, &self.allocator, (2 * l + kv) * block * head_dim, &shape);
+            let at = |kv: usize| {
+                view(
+                    &fresh,
+                    &self.allocator,
+                    (2 * l + kv) * block * head_dim,
+                    &shape,
+                )
+            };
             self.fresh_views.push([at(0)?, at(1)?]);
         }
         self.fresh = Some(fresh);
@@ -229,7 +235,9 @@ impl DeviceRunner {
         w.binding.bind_input(write::DST, &dst).map_err(fail)?;
         // the pool is its own output: ScatterND writes the n rows in place
         let mut out = kv.view(pool, 0, &[pool.shape()[0] as usize, kv.head_dim()])?;
-        w.binding.bind_output(write::POOL_OUT, &mut out).map_err(fail)?;
+        w.binding
+            .bind_output(write::POOL_OUT, &mut out)
+            .map_err(fail)?;
         w.run()?;
         self.fresh_of = None;
         Ok(sent + Traffic::sent(2 * n))
@@ -237,7 +245,11 @@ impl DeviceRunner {
 
     /// A new pool at the wanted capacities: each group of layers padded from the old pool (or zeroed
     /// when it had no slots), then installed.
-    fn grow(&mut self, kv: &mut DeviceKv, growth: &crate::cache::device::Growth) -> Result<Traffic> {
+    fn grow(
+        &mut self,
+        kv: &mut DeviceKv,
+        growth: &crate::cache::device::Growth,
+    ) -> Result<Traffic> {
         let d = kv.head_dim();
         let pool = kv.allocate(growth.rows)?;
         let fail = |e: ort::Error| Error::ort("binding the K/V growth", e);
@@ -283,9 +295,10 @@ impl DeviceRunner {
         c.binding.bind_input(zero::SHAPE, &shape).map_err(fail)?;
         c.binding.bind_output(zero::OUT, out).map_err(fail)?;
         c.run()?;
-        Ok(Traffic::sent(2) + Traffic {
-            to_device: self.dtype.size() as u64,
-            from_device: 0,
-        })
+        Ok(Traffic::sent(2)
+            + Traffic {
+                to_device: self.dtype.size() as u64,
+                from_device: 0,
+            })
     }
 }

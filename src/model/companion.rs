@@ -163,10 +163,12 @@ fn session(builder: &SessionBuilder, what: &str, spec: GraphSpec) -> Result<Sess
     graph.set_inputs(spec.inputs).map_err(fail)?;
     graph.set_outputs(spec.outputs).map_err(fail)?;
     for (i, (op, ins, outs)) in spec.nodes.into_iter().enumerate() {
-        let node = Node::new(op, ONNX_DOMAIN, format!("{what}.{i}"), ins, outs, []).map_err(fail)?;
+        let node =
+            Node::new(op, ONNX_DOMAIN, format!("{what}.{i}"), ins, outs, []).map_err(fail)?;
         graph.add_node(node).map_err(fail)?;
     }
-    let mut model = EditorModel::new([Opset::new(ONNX_DOMAIN, OPSET).map_err(fail)?]).map_err(fail)?;
+    let mut model =
+        EditorModel::new([Opset::new(ONNX_DOMAIN, OPSET).map_err(fail)?]).map_err(fail)?;
     model.set_graph(graph).map_err(fail)?;
     model.into_session(builder).map_err(fail)
 }

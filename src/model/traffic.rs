@@ -117,7 +117,10 @@ mod tests {
         // 2.8B fp16 (32 x 32 x 80) at 256 slots: the 84 MB a step, ~1 MB of attention sums
         let d = dims(32, 32, 80, 256);
         let host = Traffic::host_run(&d, 2);
-        assert_eq!(host.to_device - Traffic::device_run(&d).to_device, 83_886_080);
+        assert_eq!(
+            host.to_device - Traffic::device_run(&d).to_device,
+            83_886_080
+        );
         assert_eq!(Traffic::device_run(&d).from_device, 201_216 + 1_052_672);
         assert_eq!(write(&d).to_device, 32_768);
         // ... and with the full cache at 2048 tokens: 671 MB a step in

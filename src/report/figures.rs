@@ -189,11 +189,7 @@ pub struct TrafficFigures {
 impl TrafficFigures {
     /// From the prefill's bytes and the sum over `steps` decode steps (means rounded down; 0 steps
     /// give 0).
-    pub fn new(
-        prefill: (u64, u64),
-        decode_total: (u64, u64),
-        steps: usize,
-    ) -> TrafficFigures {
+    pub fn new(prefill: (u64, u64), decode_total: (u64, u64), steps: usize) -> TrafficFigures {
         let per_step = |x: u64| x.checked_div(steps as u64).unwrap_or(0);
         TrafficFigures {
             prefill_to_device: prefill.0,
