@@ -350,7 +350,7 @@ impl DeviceKv {
                     "K/V in device memory cannot be read from the host".into(),
                 ));
             }
-            if t.shape().iter().any(|&d| d == 0) {
+            if t.shape().contains(&0) {
                 return Ok(Vec::new());
             }
             let (_, data) = t
