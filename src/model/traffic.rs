@@ -127,6 +127,9 @@ mod tests {
         let d = dims(32, 32, 80, 2048);
         let kv = Traffic::host_run(&d, 2).to_device - Traffic::device_run(&d).to_device;
         assert_eq!(kv, 671_088_640);
+        assert_eq!(Traffic::device_run(&d).to_device, 16_408);
+        assert_eq!(Traffic::device_run(&d).from_device, 8_593_920);
+        assert_eq!(Traffic::host_run(&d, 2).from_device, 8_921_600);
     }
 
     #[test]
