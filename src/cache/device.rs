@@ -222,8 +222,13 @@ impl DeviceKv {
         self.pool.as_ref()
     }
 
-    /// Whether applied plans wait for their write ([`DeviceKv::take_writes`]).
+    /// Whether a growth or applied plans wait for the model's `write_kv` (a run must not read the
+    /// store before).
     pub fn has_pending(&self) -> bool {
+        self.has_writes() || self.wanted != self.layout.capacity()
+    }
+
+    fn has_writes(&self) -> bool {
         self.pending.iter().any(|p| !p.is_empty())
     }
 
@@ -320,7 +325,7 @@ impl DeviceKv {
     pub fn take_writes(&mut self, src: &mut Vec<i64>, dst: &mut Vec<i64>) -> Result<()> {
         src.clear();
         dst.clear();
-        if !self.has_pending() {
+        if !self.has_writes() {
             return Ok(());
         }
         if self.wanted != self.layout.capacity() {
@@ -388,7 +393,7 @@ impl KvBuffers for DeviceKv {
                     .into(),
             ));
         }
-        let pending = self.has_pending();
+        let pending = self.has_writes();
         let same = plan.batch() == self.batch
             && plan.heads() == self.heads
             && plan.capacity() == self.wanted[layer]
