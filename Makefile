@@ -40,7 +40,7 @@ $(MICRO)/model.onnx: $(STAMP) $(MICRO_HF)/model.safetensors $(MICRO_HF)/config.j
 
 export-micro: $(MICRO)/model.onnx
 
-test-rust: $(STAMP)
+test-rust: $(STAMP) export-micro
 	ORT_DYLIB_PATH=$(abspath $(ORT_LIB)) cargo test --release
 
 # H2O_REQUIRE_ALL=1: a test that would skip for a missing input fails instead (export/tests/conftest.py)

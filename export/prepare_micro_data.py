@@ -35,6 +35,9 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=Path("../shared/data"),
                     help="shared data folder holding train-corpus/ and wikitext-2-raw-v1/")
     ap.add_argument("--tokenizer-out", type=Path, default=Path("models/pythia-micro/tokenizer.json"))
+    ap.add_argument("--tokenizer-from", type=Path, default=None,
+                    help="encode with this existing tokenizer.json (no tokenizer trained or written), "
+                         "e.g. models/pythia-micro/tokenizer.json to keep the default model's vocabulary")
     ap.add_argument("--out", type=Path, default=Path(".carry"))
     ap.add_argument("--vocab-size", type=int, default=4096)
     ap.add_argument("--valid-holdout-articles", type=int, default=6,
@@ -44,7 +47,8 @@ def main() -> int:
     args = ap.parse_args()
 
     try:
-        prepare(args.data, args.tokenizer_out, args.out, args.vocab_size, args.valid_holdout_articles, args.sample_out)
+        prepare(args.data, args.tokenizer_out, args.out, args.vocab_size, args.valid_holdout_articles, args.sample_out,
+                args.tokenizer_from)
     except MicroError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -9,6 +9,8 @@ The command line over the package h2o_export: the loop is h2o_export/reference.p
 its docstring), the policies h2o_export/policies/, traces and lockstep replay h2o_export/trace.py.
 Output JSON: {"policy", "model", "n_tokens", "nll", "ppl", "trace", ...}; with --replay TRACE.json
 the reference evicts exactly what the trace says and checks every victim against its own scores.
+A checkpoint whose config.json declares prepend_bos_token_id gets that BOS fed before the text
+(not scored: --tokens N still gives N-1 predictions); `n_tokens` counts the text tokens.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch  # noqa: E402
 from h2o_export.errors import ReferenceError  # noqa: E402
 from h2o_export.policies import ACCEPTED_FORMS, parse_policy  # noqa: E402
 from h2o_export.reference import load_model, load_tokens, run_reference  # noqa: E402
-from h2o_export.trace import DEFAULT_REL_TOL, read_trace  # noqa: E402
+from h2o_export.trace import DEFAULT_REL_TOL, read_trace, text_tokens  # noqa: E402
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -65,12 +67,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if (args.tokenizer is None) != (args.data is None):
             raise ReferenceError("--tokenizer and --data go together")
         if args.data is not None:
-            n = args.tokens if args.tokens is not None else (len(trace["tokens"]) if trace else None)
+            n = args.tokens if args.tokens is not None else (len(text_tokens(trace)) if trace else None)
             if n is None:
                 raise ReferenceError("--tokens is required without --replay")
             ids = load_tokens(args.tokenizer, args.data, n)
         elif trace is not None:
-            ids = [int(x) for x in trace["tokens"]]
+            ids = text_tokens(trace)
             if args.tokens is not None and args.tokens != len(ids):
                 raise ReferenceError(f"--tokens {args.tokens} but the trace holds {len(ids)} tokens")
         else:

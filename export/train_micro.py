@@ -3,10 +3,14 @@
 Subcommands
   config   write the model's config.json and the list of weight names/shapes it must save
            (made with the transformers installed here, so the checkpoint loads in it)
-  train    train transformers' GPTNeoXForCausalLM on packed windows of the token stream made by
-           export/prepare_micro_data.py; stops itself by wall clock or after --steps; saves
-           config.json + safetensors (fp32, sharded when asked) + train_log.jsonl, then runs
-           `eval` on the result and writes eval.json
+  train    train transformers' GPTNeoXForCausalLM on windows of the token stream made by
+           export/prepare_micro_data.py, with a BOS at position 0 of every window (--bos, the
+           default; --no-bos for the control / the old recipe); validation on the held-out
+           wiki.valid articles every --eval-every steps (loss, sink score per layer, a
+           checkpoint in ckpt/step-N/); stops at the validation minimum (--patience), at
+           --steps or by wall clock; copies the checkpoint of lowest validation loss to --out
+           (config.json + safetensors, sharded when asked) with train_log.jsonl and run.json,
+           then runs `eval` on it and writes eval.json (unless --skip-eval)
   eval     on the first 2048 tokens of wiki.test.raw (and on all 2048-token windows of it):
            NLL by position bucket with the whole window in context, and a streaming
            token-by-token evaluation with a compressed KV cache (full, local, sink, h2o),
@@ -41,12 +45,12 @@ import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from h2o_export.micro.evaluate import evaluate  # noqa: E402
-from h2o_export.micro.model import merge_shards, model_spec  # noqa: E402
+from h2o_export.micro.model import merge_shards, model_config, model_spec  # noqa: E402
 from h2o_export.micro.train import make_log, train  # noqa: E402
 
 
 def cmd_config(args) -> None:
-    out = model_spec(args.tiny)
+    out = model_spec(model_config(args.tiny, args.width, args.layers, 0 if args.bos else None))
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.out}: {out['parameters']:,} parameters, {len(out['expected_weights'])} tensors")
 
@@ -75,17 +79,26 @@ def cmd_eval(args) -> None:
         print(f"wrote {args.out}")
 
 
+def add_shape_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tiny", action="store_true", help="tiny model for a CPU smoke test")
+    p.add_argument("--width", type=int, default=None, help="hidden size (heads of 32 dims, MLP 4x); default 256")
+    p.add_argument("--layers", type=int, default=None, help="layers; default 8")
+    p.add_argument("--bos", action=argparse.BooleanOptionalAction, default=True,
+                   help="BOS (<|endoftext|>, id 0) at position 0 of every window, declared in config.json as "
+                        "prepend_bos_token_id (default); --no-bos: the control, as the old recipe")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("config", help="write config + expected weight names (run with the target transformers)")
     c.add_argument("--out", default=".carry/model_spec.json")
-    c.add_argument("--tiny", action="store_true")
+    add_shape_args(c)
     t = sub.add_parser("train")
     t.add_argument("--data", default=".carry", help="folder with train.npy, valid.npy, test.npy")
     t.add_argument("--spec", default=None, help="model_spec.json from `config` (else the built-in shape)")
     t.add_argument("--out", required=True)
-    t.add_argument("--tiny", action="store_true", help="tiny model for a CPU smoke test")
+    add_shape_args(t)
     t.add_argument("--device", default="auto")
     t.add_argument("--train-seed", type=int, default=1234, help="RNG seed of the initial weights and the window order")
     t.add_argument("--seed", type=int, dest="train_seed", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -96,13 +109,23 @@ def main() -> None:
     t.add_argument("--warmup", type=int, default=100)
     t.add_argument("--weight-decay", type=float, default=0.1)
     t.add_argument("--clip", type=float, default=1.0)
-    t.add_argument("--steps", type=int, default=0, help="fixed step count (reproduction); else by wall clock")
+    t.add_argument("--steps", type=int, default=0,
+                   help="planned step count (the cosine's length; reproduction); else calibrated by wall clock")
     t.add_argument("--train-seconds", type=float, default=400.0,
                    help="training stops this many seconds after the script started")
+    t.add_argument("--train-tokens", type=int, default=0, help="train on the first N tokens of train.npy only")
     t.add_argument("--calib-start", type=int, default=10)
     t.add_argument("--calib-steps", type=int, default=15)
+    t.add_argument("--eval-every", type=int, default=0,
+                   help="validate (and save a checkpoint) every N steps (default: planned steps / --val-points)")
     t.add_argument("--val-points", type=int, default=20)
-    t.add_argument("--val-windows", type=int, default=16)
+    t.add_argument("--val-windows", type=int, default=16, help="held-out validation windows of --seq text tokens")
+    t.add_argument("--sink-windows", type=int, default=2, help="validation windows the sink score reads (0: none)")
+    t.add_argument("--patience", type=int, default=4,
+                   help="stop after this many validations without a new minimum (0: never stop early)")
+    t.add_argument("--min-delta", type=float, default=0.0, help="an improvement must exceed this")
+    t.add_argument("--choose", choices=("best", "last"), default="best",
+                   help="the checkpoint copied to --out: lowest validation loss (default) or the last")
     t.add_argument("--log-every", type=int, default=10)
     t.add_argument("--shard-mib", type=float, default=0.0, help="split weights into shards of at most this size")
     t.add_argument("--no-amp", action="store_true")

@@ -57,6 +57,9 @@ pub enum Error {
     /// A length setting the model cannot take (see [`LengthError`]).
     #[error(transparent)]
     Length(#[from] LengthError),
+    /// A run that cannot fit in the memory available (see [`MemoryError`]).
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
     /// The caller's progress hook asked to stop (e.g. bench's child whose parent died).
     #[error("the experiment was stopped by its caller")]
     Cancelled,
@@ -96,6 +99,12 @@ pub enum Setting {
     PromptTokens,
     /// Generated tokens of a speed run (the prefill gives the first).
     GenTokens,
+    /// Tokens `generate` adds to a prompt (the prefill gives the first).
+    NewTokens,
+    /// Sequences decoded together.
+    Batch,
+    /// Most prompt tokens per row in one prefill run of the graph.
+    PrefillChunk,
 }
 
 impl Setting {
@@ -105,6 +114,9 @@ impl Setting {
             Setting::PplTokens => "perplexity tokens",
             Setting::PromptTokens => "prompt tokens",
             Setting::GenTokens => "generated tokens",
+            Setting::NewTokens => "new tokens",
+            Setting::Batch => "batch",
+            Setting::PrefillChunk => "prefill chunk",
         }
     }
 
@@ -114,6 +126,9 @@ impl Setting {
             Setting::PplTokens => " (N tokens give N-1 predictions)",
             Setting::PromptTokens => " (the prefill needs a token)",
             Setting::GenTokens => " (the prefill gives the first, then at least one decode step)",
+            Setting::NewTokens => " (the prefill gives the first)",
+            Setting::Batch => " (one sequence or more)",
+            Setting::PrefillChunk => " (tokens per prefill run)",
         }
     }
 }
@@ -179,6 +194,60 @@ impl fmt::Display for LengthError {
 }
 
 impl std::error::Error for LengthError {}
+
+/// A run whose certain memory (the K/V arrays it allocates, the logits of its largest graph run,
+/// the weights) is more than the machine has available: refused before it starts, so nothing is
+/// killed half-way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryError {
+    /// What is refused, e.g. `full at batch 91`.
+    pub what: String,
+    /// Bytes the run certainly needs (a lower bound: ONNX Runtime's activations come on top).
+    pub need: u64,
+    /// (what, bytes) of each part of `need`.
+    pub parts: Vec<(&'static str, u64)>,
+    /// MemAvailable of the machine.
+    pub available: u64,
+    /// The largest prefill chunk under which the run would fit, if a smaller chunk helps.
+    pub chunk_hint: Option<usize>,
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+impl MemoryError {
+    /// The message, with the prefill chunk setting called `name(Setting::PrefillChunk)`.
+    pub fn describe(&self, name: &dyn Fn(Setting) -> String) -> String {
+        let parts: Vec<String> = self
+            .parts
+            .iter()
+            .map(|(what, b)| format!("{what} {}", gib(*b)))
+            .collect();
+        let fix = match self.chunk_hint {
+            Some(c) => format!(
+                "set {} well below {c} (the prefill's logits shrink with it; at {c} what is counted just fits, and ONNX Runtime's activations come on top), or lower the batch",
+                name(Setting::PrefillChunk)
+            ),
+            None => "lower the batch (or the memory cap)".to_string(),
+        };
+        format!(
+            "{} needs at least {} of memory ({}) but {} is available; {fix}",
+            self.what,
+            gib(self.need),
+            parts.join(" + "),
+            gib(self.available)
+        )
+    }
+}
+
+impl fmt::Display for MemoryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe(&|s| s.words().to_string()))
+    }
+}
+
+impl std::error::Error for MemoryError {}
 
 /// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -16,7 +16,8 @@ use crate::error::{Error, LengthError, Result, Setting};
 use crate::eval::data::load_tokens;
 use crate::eval::memory::peak_rss_bytes;
 use crate::eval::ppl::measure_ppl;
-use crate::eval::speed::{check_lengths, measure};
+use crate::eval::speed::{check_lengths, measure, SpeedRun};
+use crate::eval::throughput::{check_memory, RunShape};
 use crate::model::Model;
 use crate::policy::PolicySpec;
 use crate::report::{
@@ -60,13 +61,68 @@ pub struct PplPlan {
     pub trace: bool,
 }
 
-/// Prefill of the first `prompt` tokens of the text, then greedy decoding of `gen` tokens (the
+/// Prefill of `prompt` tokens of the text per row, then greedy decoding of `gen` tokens per row (the
 /// prefill gives the first; `gen - 1` timed decode steps) after `warmup` untimed runs.
+///
+/// `batch` rows are decoded together: row r prompts with text tokens `[r * prompt, (r + 1) * prompt)`
+/// (different text per row, each row its own eviction). Every row generates `gen` tokens, so the
+/// rows finish together (no row waits on another).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpeedPlan {
     pub prompt: usize,
     pub gen: usize,
     pub warmup: usize,
+    /// Sequences decoded together.
+    #[serde(default = "one")]
+    pub batch: usize,
+    /// Most prompt tokens per row in one prefill run of the graph (`None`: the whole prompt in one
+    /// run). Smaller runs bound the prefill's logits `[batch, run, vocab]`; a run-by-run prefill
+    /// may keep other tokens than a one-run prefill under a score-based policy.
+    #[serde(default)]
+    pub prefill_chunk: Option<usize>,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl SpeedPlan {
+    /// One row, the whole prompt in one prefill run.
+    pub fn new(prompt: usize, gen: usize, warmup: usize) -> SpeedPlan {
+        SpeedPlan {
+            prompt,
+            gen,
+            warmup,
+            batch: 1,
+            prefill_chunk: None,
+        }
+    }
+
+    /// The lengths that decide the run's K/V.
+    pub fn shape(&self) -> RunShape {
+        RunShape {
+            prompt: self.prompt,
+            gen: self.gen,
+            prefill_chunk: self.prefill_chunk,
+        }
+    }
+
+    /// Refuses batch 0, a prefill chunk of 0, and lengths the model cannot take.
+    pub fn check(&self, max_positions: usize) -> Result<(), LengthError> {
+        for (setting, value) in [
+            (Setting::Batch, Some(self.batch)),
+            (Setting::PrefillChunk, self.prefill_chunk),
+        ] {
+            if value == Some(0) {
+                return Err(LengthError::TooFew {
+                    setting,
+                    value: 0,
+                    min: 1,
+                });
+            }
+        }
+        check_lengths(max_positions, self.prompt, self.gen)
+    }
 }
 
 /// What an experiment measures: perplexity, speed, or both (memory always, at the end of the
@@ -81,7 +137,7 @@ impl Plan {
     /// Tokens the plan reads from the start of the text.
     pub fn tokens_needed(&self) -> usize {
         let ppl = self.ppl.map_or(0, |p| p.tokens);
-        ppl.max(self.speed.map_or(0, |s| s.prompt))
+        ppl.max(self.speed.map_or(0, |s| s.prompt.saturating_mul(s.batch)))
     }
 
     /// Refuses lengths the model cannot take, before anything is measured.
@@ -102,7 +158,7 @@ impl Plan {
             }
         }
         match self.speed {
-            Some(s) => check_lengths(max_positions, s.prompt, s.gen),
+            Some(s) => s.check(max_positions),
             None => Ok(()),
         }
     }
@@ -236,8 +292,9 @@ impl Lab {
         }
         let mut result = ExperimentResult::new(exp.label.clone(), exp.spec);
         let mut trace = None;
-        // (K/V bytes held, tokens a full cache would hold) at the end of the last run
-        let mut held = (0, 0);
+        // K/V at the end of the last run: (bytes held, bytes allocated, tokens a full cache would
+        // hold per row, rows)
+        let mut held = (0, None, 0, 1);
         if let Some(p) = plan.ppl {
             let run = measure_ppl(
                 &mut self.model,
@@ -249,18 +306,11 @@ impl Lab {
             result.ppl = Some(PplFigures::from_nlls(&run.nlls));
             result.nlls = Some(run.nlls);
             trace = run.trace;
-            held = (run.kv_bytes, p.tokens - 1);
+            held = (run.kv_bytes, None, p.tokens - 1, 1);
         }
         if let Some(s) = plan.speed {
-            let run = measure(
-                &mut self.model,
-                &exp.spec,
-                &self.tokens[..s.prompt],
-                s.gen,
-                s.warmup,
-                |done| hook(progress(Phase::Speed, done, s.gen - 1)),
-            )?;
-            let mut speed = SpeedFigures::from_run(run.prefill, run.prompt_tokens, &run.steps);
+            let run = self.run_speed(exp, &s, hook)?;
+            let mut speed = SpeedFigures::from_run(run.prefill, s.prompt, s.batch, &run.steps);
             let (p, d) = (run.prefill_traffic, run.decode_traffic);
             speed.traffic = Some(TrafficFigures::new(
                 (p.to_device, p.from_device),
@@ -268,24 +318,51 @@ impl Lab {
                 run.steps.len(),
             ));
             result.speed = Some(speed);
-            held = (run.kv_bytes, s.prompt + s.gen - 1);
+            held = (
+                run.kv_bytes,
+                Some(run.kv_allocated_bytes as u64),
+                s.prompt + s.gen - 1,
+                s.batch,
+            );
         }
         let full = full_cache_bytes(
             man.num_layers,
             man.num_heads,
             man.head_dim,
             man.dtype.size(),
-            held.1,
-            1,
+            held.2,
+            held.3,
         );
-        result.memory = Some(MemoryFigures::new(
+        let mut memory = MemoryFigures::new(
             held.0 as u64,
             full,
             peak_rss_bytes().unwrap_or(0),
             peak.method(),
-        ));
+        );
+        memory.kv_allocated_bytes = held.1;
+        result.memory = Some(memory);
         result.status = ExperimentStatus::Ok;
         Ok(Outcome { result, trace })
+    }
+
+    /// The speed run of `plan`: `batch` rows of consecutive text, after a check that it fits in
+    /// the memory available.
+    fn run_speed(&mut self, exp: &Experiment, s: &SpeedPlan, hook: Hook<'_>) -> Result<SpeedRun> {
+        let what = format!("{} at batch {}", exp.spec, s.batch);
+        check_memory(&self.model, &exp.spec, &s.shape(), s.batch, &what)?;
+        let rows: Vec<Vec<u32>> = self.tokens[..s.prompt * s.batch]
+            .chunks(s.prompt)
+            .map(<[u32]>::to_vec)
+            .collect();
+        measure(
+            &mut self.model,
+            &exp.spec,
+            &rows,
+            s.gen,
+            s.warmup,
+            s.prefill_chunk,
+            |done| hook(progress(Phase::Speed, done, s.gen - 1)),
+        )
     }
 }
 
@@ -306,11 +383,7 @@ mod tests {
 
     #[test]
     fn plan_lengths() {
-        let speed = |prompt, gen| SpeedPlan {
-            prompt,
-            gen,
-            warmup: 0,
-        };
+        let speed = |prompt, gen| SpeedPlan::new(prompt, gen, 0);
         let ppl = |tokens| PplPlan {
             tokens,
             trace: false,
@@ -349,6 +422,29 @@ mod tests {
         }
         .check(2048)
         .is_err());
+        let batch = |batch, prefill_chunk| Plan {
+            ppl: Some(ppl(64)),
+            speed: Some(SpeedPlan {
+                batch,
+                prefill_chunk,
+                ..speed(32, 8)
+            }),
+        };
+        assert_eq!(batch(3, None).tokens_needed(), 96, "a prompt per row");
+        assert_eq!(batch(3, Some(5)).check(2048), Ok(()));
+        for (plan, setting) in [
+            (batch(0, None), Setting::Batch),
+            (batch(2, Some(0)), Setting::PrefillChunk),
+        ] {
+            assert_eq!(
+                plan.check(2048),
+                Err(LengthError::TooFew {
+                    setting,
+                    value: 0,
+                    min: 1
+                })
+            );
+        }
     }
 
     #[test]
@@ -370,9 +466,9 @@ mod tests {
                     trace: false,
                 }),
                 speed: Some(SpeedPlan {
-                    prompt: 32,
-                    gen: 8,
-                    warmup: 1,
+                    batch: 3,
+                    prefill_chunk: Some(8),
+                    ..SpeedPlan::new(32, 8, 1)
                 }),
             },
             experiment: Experiment::of("h2o:16+16".parse().unwrap()),
@@ -381,6 +477,7 @@ mod tests {
         assert!(text.contains("\"spin\":false"), "{text}");
         assert!(text.contains("\"kv\":\"device\""), "{text}");
         assert!(text.contains("\"spec\":\"h2o:16+16\""), "{text}");
+        assert!(text.contains("\"batch\":3"), "{text}");
         assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), job);
     }
 

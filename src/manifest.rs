@@ -110,6 +110,11 @@ pub struct Manifest {
     pub tokenizer_vocab_size: Option<usize>,
     #[serde(default)]
     pub eos_token_id: Option<u32>,
+    /// The BOS the model was trained with at position 0 of every window: fed first, at
+    /// position 0, never scored (docs/architecture.md, "Graph contract"). None for Pythia's own
+    /// models (their `bos_token_id` is the tokenizer's id only, never fed).
+    #[serde(default)]
+    pub prepend_bos_token_id: Option<u32>,
 }
 
 impl Manifest {
@@ -160,6 +165,18 @@ impl Manifest {
             return Err(Error::ManifestInvalid {
                 path: path.to_path_buf(),
                 reason: "zero-sized model dimensions".into(),
+            });
+        }
+        if let Some(bos) = m
+            .prepend_bos_token_id
+            .filter(|&b| b as usize >= m.vocab_size)
+        {
+            return Err(Error::ManifestInvalid {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "prepend_bos_token_id {bos} is not below vocab_size {}; re-export the model",
+                    m.vocab_size
+                ),
             });
         }
         Ok(m)
@@ -282,5 +299,22 @@ mod tests {
         assert!(d.contains("missing [\"b\"]"), "{d}");
         assert!(d.contains("not in the contract [\"c\"]"), "{d}");
         assert!(name_diff("x", &e, &e).is_none());
+    }
+
+    #[test]
+    fn prepend_bos_token_id_is_optional_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("manifest.json");
+        let text = std::fs::read_to_string("tests/fixtures/tiny/manifest.json").unwrap();
+        let mut raw: serde_json::Value = serde_json::from_str(&text).unwrap();
+        std::fs::write(&path, raw.to_string()).unwrap();
+        assert_eq!(Manifest::load(&path).unwrap().prepend_bos_token_id, None);
+        raw["prepend_bos_token_id"] = 0.into();
+        std::fs::write(&path, raw.to_string()).unwrap();
+        assert_eq!(Manifest::load(&path).unwrap().prepend_bos_token_id, Some(0));
+        raw["prepend_bos_token_id"] = raw["vocab_size"].clone();
+        std::fs::write(&path, raw.to_string()).unwrap();
+        let err = Manifest::load(&path).unwrap_err().to_string();
+        assert!(err.contains("prepend_bos_token_id"), "{err}");
     }
 }

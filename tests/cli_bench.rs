@@ -440,7 +440,7 @@ fn bench_in_process_runs_every_experiment() {
 
 // ---------- bench-one: the child process ----------
 
-/// A job on the fixture: perplexity over `ppl_tokens` and a short speed run of h2o:16+16.
+/// A job on the fixture: perplexity over `ppl_tokens` and a short speed run of h2o:16+16 at batch 2.
 fn job(model: &Path, data: &Path, ppl_tokens: usize) -> String {
     let kv = h2o_engine::runtime::SessionConfig::default().kv;
     job_with_kv(model, data, ppl_tokens, kv)
@@ -470,9 +470,8 @@ fn job_with_kv(
                 trace: false,
             }),
             speed: Some(SpeedPlan {
-                prompt: 32,
-                gen: 8,
-                warmup: 0,
+                batch: 2,
+                ..SpeedPlan::new(32, 8, 0)
             }),
         },
         experiment: Experiment::of("h2o:16+16".parse().unwrap()),
@@ -504,9 +503,16 @@ fn bench_one_measures_the_job_on_stdin_and_writes_the_result_on_stdout() {
     assert_eq!(r.spec.to_string(), "h2o:16+16");
     assert_eq!(r.ppl.as_ref().unwrap().n_predictions, 63);
     assert_eq!(r.speed.as_ref().unwrap().decode_steps, 7);
+    assert_eq!(
+        r.speed.as_ref().unwrap().batch,
+        2,
+        "the batch reaches the child"
+    );
     let m = r.memory.unwrap();
     assert!(m.method.contains("child process"), "{}", m.method);
-    assert!(m.kv_bytes <= 32 * 1024 && m.peak_rss_bytes > 0, "{m:?}");
+    // 1024 bytes per slot on the fixture; two rows of 32 slots (the budget 16 + 16)
+    assert_eq!(m.kv_allocated_bytes, Some(2 * 32 * 1024), "{m:?}");
+    assert!(m.kv_bytes <= 2 * 32 * 1024 && m.peak_rss_bytes > 0, "{m:?}");
 }
 
 /// The job's K/V placement reaches the child: the device store gives the host store's NLLs and sends
@@ -530,9 +536,10 @@ fn bench_one_runs_the_job_with_its_kv_placement() {
     let sent = |r: &h2o_engine::report::ExperimentResult| {
         r.speed.as_ref().unwrap().traffic.unwrap().step_to_device
     };
-    // fixture: 2 layers x 4 heads x 16 x fp32 over 32 slots = 16 KiB of past K/V a step
-    assert!(sent(&host) > 16 * 1024, "{}", sent(&host));
-    assert!(sent(&device) < 1024, "{}", sent(&device));
+    // fixture, batch 2: 2 rows x 2 layers x 4 heads x 16 x fp32 over 32 slots = 64 KiB of past K/V
+    // a step; the device store sends ids, positions, mask and 16 bytes per kept K or V row (1 KiB)
+    assert!(sent(&host) > 64 * 1024, "{}", sent(&host));
+    assert!(sent(&device) < 2 * 1024, "{}", sent(&device));
 }
 
 /// Exit code 3 and no result when the bench process that started the child is gone.

@@ -250,6 +250,101 @@ fn prompt_plus_gen_beyond_model_positions_is_refused() {
     fails_with(c, &["2048 positions"]);
 }
 
+/// `h2o speed` on the fixture writing --json and --plot into `dir`, with `extra` flags.
+fn speed(data: &Path, dir: &Path, extra: &[&str]) -> Command {
+    let mut c = h2o();
+    c.args(["speed", "--model"])
+        .arg(fixture_dir())
+        .arg("--data")
+        .arg(data)
+        .args([
+            "--prompt",
+            "16",
+            "--gen",
+            "4",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+            "--no-floor",
+        ])
+        .arg("--json")
+        .arg(dir.join("speed.json"))
+        .arg("--plot")
+        .arg(dir.join("speed.png"))
+        .args(extra)
+        .timeout(Duration::from_secs(60));
+    c
+}
+
+#[test]
+fn bad_batch_and_cap_values_are_refused_without_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    let out = tmp.path().join("out");
+    fails_with(
+        speed(&data, &out, &["--batch", "2,0"]),
+        &["--batch is 0", "at least 1"],
+    );
+    fails_with(
+        speed(&data, &out, &["--kv-cap", "1KiB"]),
+        &["--kv-cap", "less than one row of full", "raise the cap"],
+    );
+    fails_with(
+        speed(&data, &out, &["--kv-cap", "0"]),
+        &["--kv-cap", "holds nothing"],
+    );
+    fails_with(
+        speed(&data, &out, &["--kv-cap", "4 parsecs"]),
+        &["--kv-cap", "not a byte size"],
+    );
+    fails_with(
+        speed(&data, &out, &["--prefill-chunk", "0"]),
+        &["--prefill-chunk is 0"],
+    );
+    fails_with(
+        speed(&data, &out, &["--contexts", "8,16", "--batch", "1,2"]),
+        &["--contexts", "--batch"],
+    );
+    // more rows than the text has prompts for
+    fails_with(
+        speed(&data, &out, &["--batch", "1000"]),
+        &["--data", "tokens"],
+    );
+    assert!(!out.exists(), "no --json or --plot file written");
+}
+
+#[test]
+fn bad_sampling_values_are_refused() {
+    let generate = |extra: &[&str]| {
+        let mut c = h2o();
+        c.args(["generate", "--model"])
+            .arg(fixture_dir())
+            .args(["--threads", "1", "--prompt", "The river"])
+            .args(extra)
+            .timeout(Duration::from_secs(60));
+        c
+    };
+    for t in ["-0.5", "nan", "inf"] {
+        fails_with(
+            generate(&["--temperature", t]),
+            &["--temperature", "not allowed"],
+        );
+    }
+    for p in ["0", "1.5", "-1"] {
+        fails_with(generate(&["--top-p", p]), &["--top-p", "outside (0, 1]"]);
+    }
+    fails_with(generate(&["--max-new", "0"]), &["--max-new is 0"]);
+    fails_with(
+        generate(&["--max-new", "2048"]),
+        &["prompt tokens", "--max-new 2048", "2048 positions"],
+    );
+    fails_with(
+        generate(&["--policy", "local:0"]),
+        &["--policy", "budget is 0"],
+    );
+}
+
 #[test]
 fn ppl_tokens_beyond_model_positions_is_refused() {
     let tmp = tempfile::tempdir().unwrap();

@@ -479,6 +479,141 @@ fn speed_sweeps_contexts_and_writes_json() {
     }
 }
 
+/// `h2o speed` on the fixture with one context and a batch sweep under a K/V cap.
+#[test]
+fn speed_sweeps_batches_and_measures_the_largest_batch_under_a_kv_cap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    let (json, png) = (tmp.path().join("batch.json"), tmp.path().join("batch.png"));
+    let mut c = h2o();
+    c.args(["speed", "--model"])
+        .arg(fixture_dir())
+        .arg("--data")
+        .arg(&data)
+        .args(["--exp", "full,local:16", "--prompt", "32", "--gen", "8"])
+        .args([
+            "--batch",
+            "1,3",
+            "--kv-cap",
+            "160KiB",
+            "--prefill-chunk",
+            "12",
+        ])
+        .args(["--warmup", "0", "--threads", "1", "--no-floor", "--json"])
+        .arg(&json)
+        .arg("--plot")
+        .arg(&png);
+    let stdout = success(c);
+    for h in [
+        "Batch",
+        "KV alloc (MiB)",
+        "Peak RSS (MiB)",
+        "Per-step breakdown",
+        "Batch under cap",
+        "Best T/s under cap",
+        "2 (cap)",
+        "10 (cap)",
+    ] {
+        assert!(stdout.contains(h), "stdout lacks {h:?}:\n{stdout}");
+    }
+    check_png(&png);
+    let doc = read_json(&json);
+    assert_eq!(doc["prefill_chunk"], 12);
+    // 1024 bytes per slot on the fixture; 39 tokens held: the full cache has 64 slots per row
+    // (64 KiB), local:16 has 16 (16 KiB); 160 KiB holds 2 rows of full, 10 of local:16.
+    let fits = doc["kv_cap"]["fits"].as_array().unwrap();
+    let fit = |i: usize| {
+        (
+            fits[i]["batch"].as_u64().unwrap(),
+            fits[i]["row_bytes"].as_u64().unwrap(),
+        )
+    };
+    assert_eq!((fit(0), fit(1)), ((2, 64 * 1024), (10, 16 * 1024)));
+    let runs = doc["runs"].as_array().unwrap();
+    let seen: Vec<(String, u64, bool)> = runs
+        .iter()
+        .map(|r| {
+            let batch = r["batch"].as_u64().unwrap();
+            assert_eq!(r["speed"]["batch"].as_u64(), Some(batch), "{r}");
+            assert!(r["peak_rss_bytes"].as_u64().unwrap() > 0, "{r}");
+            let row = if r["policy"] == "full" { 64 } else { 16 } * 1024;
+            assert_eq!(r["kv_allocated_bytes"].as_u64(), Some(batch * row), "{r}");
+            let spec = r["policy"].as_str().unwrap().to_string();
+            (spec, batch, r["at_cap"].as_bool().unwrap())
+        })
+        .collect();
+    let want = [
+        ("full", 1, false),
+        ("full", 2, true),
+        ("full", 3, false),
+        ("local:16", 1, false),
+        ("local:16", 3, false),
+        ("local:16", 10, true),
+    ];
+    let want: Vec<(String, u64, bool)> = want
+        .iter()
+        .map(|(s, b, c)| (s.to_string(), *b, *c))
+        .collect();
+    assert_eq!(seen, want);
+    let best = doc["kv_cap"]["best"].as_array().unwrap();
+    assert!(best
+        .iter()
+        .all(|b| b["kv_allocated_bytes"].as_u64().unwrap() <= 160 * 1024));
+}
+
+/// `h2o generate` on the fixture with `extra` flags: (stdout, stderr).
+fn generate(extra: &[&str]) -> (String, String) {
+    let out = h2o()
+        .args(["generate", "--model"])
+        .arg(fixture_dir())
+        .args(["--threads", "1", "--max-new", "24"])
+        .args(extra)
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+#[test]
+fn generate_greedy_is_deterministic_and_sampling_reproducible_from_its_rng_seed() {
+    let prompt = ["--prompt", "The river was built after the war. The ship"];
+    let (greedy, summary) = generate(&[&prompt[..], &["--policy", "h2o:6+2"]].concat());
+    assert!(!greedy.trim().is_empty());
+    assert_eq!(
+        generate(&[&prompt[..], &["--policy", "h2o:6+2"]].concat()).0,
+        greedy
+    );
+    let line = summary.lines().last().unwrap();
+    for w in ["24 tokens", "TPOT", "K/V held", "h2o:6+2", "greedy"] {
+        assert!(line.contains(w), "summary lacks {w:?}: {summary}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("prompt.txt");
+    std::fs::write(&file, prompt[1]).unwrap();
+    let from_file = generate(&["--file", file.to_str().unwrap(), "--policy", "h2o:6+2"]);
+    assert_eq!(from_file.0, greedy, "--file reads the same prompt");
+    let sample = |seed: &str| {
+        let flags = [
+            "--temperature",
+            "1.0",
+            "--top-p",
+            "0.95",
+            "--rng-seed",
+            seed,
+        ];
+        generate(&[&prompt[..], &flags[..]].concat())
+    };
+    let (a, summary) = sample("5");
+    assert_eq!(sample("5").0, a, "same rng seed, same text");
+    assert_ne!(sample("6").0, a, "another rng seed, other text");
+    assert!(summary.contains("rng seed 5"), "{summary}");
+}
+
 // ---------- info ----------
 
 #[test]

@@ -62,6 +62,7 @@ fn result(label: &str, spec_text: &str, kv_bytes: u64) -> ExperimentResult {
     r.speed = Some(SpeedFigures::from_run(
         Duration::from_millis(20),
         16,
+        1,
         &[step; 8],
     ));
     r.memory = Some(MemoryFigures::new(

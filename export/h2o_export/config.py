@@ -56,6 +56,24 @@ PYTHIA_COMMON: dict[str, Any] = {
     "initializer_range": 0.02,
 }
 
+# The declared BOS (docs/architecture.md, "Graph contract"): a checkpoint trained with this token
+# at position 0 of every window says so in its config.json; the exporter copies it into the
+# manifest, and the engine and the reference then feed it before the text (fed, not scored).
+# Absent for Pythia's own models. Not `bos_token_id`: every GPT-NeoX config (and so every
+# manifest written so far) carries that one, for models trained without a BOS in front.
+PREPEND_BOS_KEY = "prepend_bos_token_id"
+
+
+def declared_bos(raw: dict[str, Any], origin: str, vocab: int) -> int | None:
+    """The config's `prepend_bos_token_id`: None when absent (or null), else an id below `vocab`."""
+    v = raw.get(PREPEND_BOS_KEY)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < vocab:
+        raise ExportError(f"{origin}: {PREPEND_BOS_KEY} must be a token id in [0, {vocab}) or absent, got {v!r}")
+    return v
+
+
 # Fields a config.json must carry (HF GPTNeoXConfig names). No silent defaults for these: a
 # checkpoint that lacks one is refused, since a guessed value would give a different model.
 REQUIRED_FIELDS = (

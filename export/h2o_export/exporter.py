@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 
 from . import __version__
-from .config import NeoxConfig, load_config_file, pythia_config
+from .config import PREPEND_BOS_KEY, NeoxConfig, declared_bos, load_config_file, pythia_config
 from .errors import ExportError
 from .graph import OPSET, build_graph, input_names, output_names
 from .graph_blocks import MASK_VALUE
@@ -141,6 +141,7 @@ def export(
     if tok_vocab > cfg.vocab_size:
         raise ExportError(f"tokenizer {tok_path} has {tok_vocab} ids but the model's vocab_size is "
                           f"{cfg.vocab_size}; they do not belong together")
+    bos = declared_bos(raw, "config.json", tok_vocab)
 
     # ---- output folder
     out = Path(out_dir)
@@ -220,6 +221,8 @@ def export(
         }
         if random_init is not None:
             manifest["init_seed"] = init_seed
+        if bos is not None:
+            manifest[PREPEND_BOS_KEY] = bos
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         shutil.copyfile(tok_path, tmp / TOKENIZER_FILE)
 

@@ -11,6 +11,9 @@ lockstep replay in trace.py.
 Semantics (streaming from the first token):
 - step t feeds token t at absolute position t (keys stored rotated) and scores token t+1, so N
   tokens give N-1 predictions; PPL = exp(mean NLL), NLL summed in float64.
+- a model that declares a BOS (config.json's `prepend_bos_token_id`, `declared_bos`) gets it fed
+  first, at position 0, as an ordinary cache entry; its own prediction (of text token 0) is not
+  scored, so N text tokens still give N-1 predictions, and text token i sits at position i+1.
 - a step attends to the cached entries of each head plus its own new token; every cached token's
   score grows by the attention probability it receives, the new token's starts at the
   probability its own query gives it (scores are float32, as in the engine's contract).
@@ -23,6 +26,7 @@ export/reference.py, sets it).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -32,6 +36,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from . import rope
+from .config import PREPEND_BOS_KEY
 from .errors import ReferenceError
 from .policies import Policy, parse_policy
 from .trace import DEFAULT_REL_TOL, TRACE_FORMAT, Replay
@@ -62,7 +67,22 @@ def load_model(hf_dir: str | Path, dtype: str = "float32"):
         )
     except (OSError, ValueError) as e:
         raise ReferenceError(f"{d}: cannot load a GPT-NeoX checkpoint ({e})") from e
+    raw = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    setattr(model.config, PREPEND_BOS_KEY, raw.get(PREPEND_BOS_KEY))  # whatever transformers keeps
+    declared_bos(model)  # refuse a malformed declaration here, before any step
     return model.eval()
+
+
+def declared_bos(model) -> Optional[int]:
+    """The BOS the model declares (its config's prepend_bos_token_id), fed before the text; None
+    for a model that declares none (Pythia's own)."""
+    v = getattr(model.config, PREPEND_BOS_KEY, None)
+    if v is None:
+        return None
+    vocab = model.config.vocab_size
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < vocab:
+        raise ReferenceError(f"config {PREPEND_BOS_KEY} must be a token id in [0, {vocab}) or absent, got {v!r}")
+    return v
 
 
 def load_tokens(tokenizer_path: str | Path, data_path: str | Path, n: Optional[int]) -> list[int]:
@@ -235,14 +255,19 @@ def run_reference(
     """Stream `token_ids` through `model` with the policy's compressed cache.
 
     Returns {"policy", "model", "n_tokens", "nll", "ppl", "trace", "kept_final", "budget",
-    "complete"} and, with `replay` (an eviction trace), a "replay" section with the violations
-    found. With `deadline` (a time.time() value) the loop stops after the first step that ends
-    past it: "complete" is then false and nll/ppl/trace cover the steps done.
+    "complete", "prepend_bos_token_id"} and, with `replay` (an eviction trace), a "replay"
+    section with the violations found. With `deadline` (a time.time() value) the loop stops
+    after the first step that ends past it: "complete" is then false and nll/ppl/trace cover the
+    steps done. `token_ids` is the text; a declared BOS is fed before it (the trace's tokens
+    and positions include it).
     """
     geo = _geometry(model)
-    ids, policy = _check_inputs(model, geo, token_ids, policy)
+    text, policy = _check_inputs(model, geo, token_ids, policy)
+    bos = declared_bos(model)
+    ids = text if bos is None else [bos] + text  # what is fed: position p holds ids[p]
+    first_scored = 0 if bos is None else 1  # the step whose prediction is the first one scored
     n_tok = len(ids)
-    rep = Replay.prepare(replay, geo.layers, geo.heads, ids, policy, rel_tol) if replay is not None else None
+    rep = Replay.prepare(replay, geo.layers, geo.heads, ids, policy, rel_tol, bos) if replay is not None else None
 
     gpt = model.gpt_neox
     dtype = gpt.embed_in.weight.dtype
@@ -273,39 +298,40 @@ def run_reference(
             step_evicted.append([sorted(int(p) for p in row) for row in ev_lists])
             c.keep_all_but(victims, keys, vals, positions, scores)
 
-        logits_out = model.embed_out(gpt.final_layer_norm(h))[0]  # [vocab]
-        logp = torch.log_softmax(logits_out.double(), dim=-1)
-        nll.append(-float(logp[ids[t + 1]]))
+        if t >= first_scored:
+            logits_out = model.embed_out(gpt.final_layer_norm(h))[0]  # [vocab]
+            logp = torch.log_softmax(logits_out.double(), dim=-1)
+            nll.append(-float(logp[ids[t + 1]]))
         steps.append({"pos": t, "evicted": step_evicted})
         if deadline is not None and time.time() > deadline:
             break
 
-    result = _result(model, model_name, policy, ids, dtype, geo, nll, steps, caches)
+    result = _result(model, model_name, policy, ids, bos, dtype, geo, nll, steps, caches)
     if rep is not None:
         result["replay"] = rep.summary()
     return result
 
 
-def _result(model, model_name: Optional[str], policy: Policy, ids: list[int], dtype: torch.dtype, geo: _Geometry,
-            nll: list[float], steps: list[dict], caches: list[_LayerCache]) -> dict:
+def _result(model, model_name: Optional[str], policy: Policy, ids: list[int], bos: Optional[int],
+            dtype: torch.dtype, geo: _Geometry, nll: list[float], steps: list[dict], caches: list[_LayerCache]) -> dict:
+    """The result document; `ids` is what was fed (the declared BOS, if any, then the text)."""
     total = math.fsum(nll)
+    n_text = len(ids) - (bos is not None)
+    trace = {"format": TRACE_FORMAT, "policy": policy.spec, "tokens": ids, "layers": geo.layers,
+             "heads": geo.heads, "steps": steps}
+    if bos is not None:
+        trace[PREPEND_BOS_KEY] = bos
     return {
         "policy": policy.spec,
         "model": model_name if model_name is not None else str(getattr(model.config, "_name_or_path", "")),
-        "n_tokens": len(ids),
+        "n_tokens": n_text,
+        PREPEND_BOS_KEY: bos,
         "budget": policy.budget,
         "dtype": str(dtype).replace("torch.", ""),
-        "complete": len(nll) == len(ids) - 1,
+        "complete": len(nll) == n_text - 1,
         "nll": nll,
         "nll_sum": total,
         "ppl": math.exp(total / len(nll)),
-        "trace": {
-            "format": TRACE_FORMAT,
-            "policy": policy.spec,
-            "tokens": ids,
-            "layers": geo.layers,
-            "heads": geo.heads,
-            "steps": steps,
-        },
+        "trace": trace,
         "kept_final": [[c.pos[hh].tolist() for hh in range(geo.heads)] for c in caches],
     }

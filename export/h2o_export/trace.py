@@ -3,7 +3,9 @@ reading and checking them, the kept sets they imply, and lockstep replay (the re
 what a trace says and checks each victim against the policy by its own scores).
 
 A trace is {"format", "policy", "tokens", "layers", "heads", "steps"}; each step is
-{"pos": t, "evicted": [layer][head] -> positions evicted after feeding token t}.
+{"pos": t, "evicted": [layer][head] -> positions evicted after feeding token t}. `tokens` is
+what was fed, position p holding tokens[p]; for a model that declares a BOS the trace also has
+"prepend_bos_token_id": id, and tokens[0] is that BOS (fed, not scored), the text after it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Iterator, Optional
 
 import torch
 
+from .config import PREPEND_BOS_KEY
 from .errors import ReferenceError
 from .policies import Policy, parse_policy
 
@@ -40,6 +43,17 @@ def check_header(trace: Any) -> None:
         raise ReferenceError("eviction trace: `policy` must be a spec string such as h2o:192+64")
     if not isinstance(trace["steps"], list):
         raise ReferenceError("eviction trace: `steps` must be a list of {pos, evicted}")
+
+
+def text_tokens(trace: dict) -> list[int]:
+    """The text of a checked trace: its tokens less the declared BOS in front, if any."""
+    toks = [int(x) for x in trace["tokens"]]
+    bos = trace.get(PREPEND_BOS_KEY)
+    if bos is None:
+        return toks
+    if not toks or toks[0] != bos:
+        raise ReferenceError(f"eviction trace: {PREPEND_BOS_KEY} is {bos!r} but tokens do not start with it")
+    return toks[1:]
 
 
 def steps(trace: dict) -> list[tuple[int, list]]:
@@ -240,11 +254,16 @@ class Replay:
 
     @classmethod
     def prepare(cls, trace: dict, layers: int, heads: int, ids: list[int], policy: Policy,
-                rel_tol: float = DEFAULT_REL_TOL) -> "Replay":
-        """Refuse a trace for another geometry, text or policy; index its steps by position.
-        The trace's step for the last token is ignored (that token predicts nothing and is
-        not fed)."""
+                rel_tol: float = DEFAULT_REL_TOL, bos: Optional[int] = None) -> "Replay":
+        """Refuse a trace for another geometry, text, BOS or policy; index its steps by position.
+        `ids` is what the run feeds (the BOS `bos`, if any, first). The trace's step for the
+        last token is ignored (that token predicts nothing and is not fed)."""
         check_header(trace)
+        if trace.get(PREPEND_BOS_KEY) != bos:
+            raise ReferenceError(
+                f"replay: the trace has {PREPEND_BOS_KEY} {trace.get(PREPEND_BOS_KEY)!r}, the model declares "
+                f"{bos!r}; replay a trace made with this model"
+            )
         if int(trace["layers"]) != layers or int(trace["heads"]) != heads:
             raise ReferenceError(
                 f"replay: trace is for {trace['layers']} layers x {trace['heads']} heads, "

@@ -174,3 +174,22 @@ def test_entry_points(ckpt, tmp_path):
     r = subprocess.run([sys.executable, "-m", "h2o_export", "--help"], capture_output=True, text=True,
                        cwd=EXPORT_DIR)
     assert r.returncode == 0 and "--random-init" in r.stdout
+
+
+def test_declared_bos_goes_into_the_manifest(capsys, ckpt, tmp_path):
+    """A checkpoint declaring prepend_bos_token_id gets it in the manifest; one without gets no
+    such field (Pythia's own models: their bos_token_id is only the tokenizer's id, never fed)."""
+    rc, line = run_cli(capsys, "--checkpoint", ckpt, "--out", tmp_path / "plain")
+    assert rc == 0, line
+    plain = json.loads((tmp_path / "plain/manifest.json").read_text())
+    assert "prepend_bos_token_id" not in plain and plain["bos_token_id"] == 0
+    edit_config(ckpt, prepend_bos_token_id=0)
+    rc, line = run_cli(capsys, "--checkpoint", ckpt, "--out", tmp_path / "bos")
+    assert rc == 0, line
+    assert json.loads((tmp_path / "bos/manifest.json").read_text())["prepend_bos_token_id"] == 0
+
+
+@pytest.mark.parametrize("bad", [512, -1, "0", True, 0.0])
+def test_declared_bos_must_be_a_token_id(capsys, ckpt, tmp_path, bad):
+    edit_config(ckpt, prepend_bos_token_id=bad)
+    assert_error(capsys, tmp_path, ["--checkpoint", ckpt], "prepend_bos_token_id", "must be a token id")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -357,3 +358,77 @@ def test_checkpoint_on_text_matches_transformers(tmp_path):
     res = ref.run_reference(model, ids, "h2o-layer:8+8")
     rep = ref.run_reference(model, ids, "h2o-layer:8+8", replay=res["trace"])
     assert rep["nll"] == res["nll"] and rep["replay"]["n_violations"] == 0
+
+
+# ---------------------------------------------------------------------------------- declared BOS
+
+BOS = 7
+
+
+@pytest.fixture(scope="module")
+def bos_model(model):
+    """The same weights, declaring a BOS (config prepend_bos_token_id, as a checkpoint trained with one)."""
+    m = copy.deepcopy(model)
+    m.config.prepend_bos_token_id = BOS
+    return m
+
+
+def test_declared_bos_is_fed_first_and_not_scored(bos_model, model, tokens, results):
+    res = ref.run_reference(bos_model, tokens, "full")
+    # N text tokens, N-1 predictions: text token i+1 from BOS + text 0..i, as transformers' forward on [BOS] + text
+    assert res["n_tokens"] == len(tokens) and len(res["nll"]) == len(tokens) - 1 and res["complete"]
+    want = hf_nll(model, [BOS] + tokens)[1:]
+    assert max(abs(a - b) for a, b in zip(res["nll"], want)) < 1e-4
+    assert res["nll"] != results["full"][0]["nll"]  # the BOS changes every prediction's context
+    assert res["prepend_bos_token_id"] == BOS
+    trace = res["trace"]
+    assert trace["tokens"] == [BOS] + tokens and trace["prepend_bos_token_id"] == BOS
+    assert [s["pos"] for s in trace["steps"]] == list(range(len(tokens)))  # BOS at 0, text i at i+1
+    assert tr.text_tokens(trace) == tokens
+    assert all(head == list(range(len(tokens))) for layer in res["kept_final"] for head in layer)
+
+
+def test_declared_bos_is_a_cache_entry_like_any_other(bos_model, tokens):
+    """sink:1+7 keeps position 0, the BOS; local:8 evicts it like any old token."""
+    t = len(tokens) - 1  # the last position fed: the BOS shifts the text by one
+    sink = ref.run_reference(bos_model, tokens, "sink:1+7")
+    assert all(head == [0] + list(range(t - 6, t + 1)) for layer in sink["kept_final"] for head in layer)
+    local = ref.run_reference(bos_model, tokens, "local:8")
+    assert all(head == list(range(t - 7, t + 1)) for layer in local["kept_final"] for head in layer)
+
+
+def test_declared_bos_trace_replays_and_is_refused_without_it(bos_model, model, tokens):
+    res = ref.run_reference(bos_model, tokens, "h2o:5+3")
+    rep = ref.run_reference(bos_model, tokens, "h2o:5+3", replay=res["trace"])
+    assert rep["nll"] == res["nll"] and rep["replay"]["n_violations"] == 0 and rep["replay"]["victims_checked"] > 0
+    with pytest.raises(ReferenceError, match="prepend_bos_token_id 7, the model declares None"):
+        ref.run_reference(model, tokens, "h2o:5+3", replay=res["trace"])
+    plain = ref.run_reference(model, tokens, "h2o:5+3")
+    with pytest.raises(ReferenceError, match="prepend_bos_token_id None, the model declares 7"):
+        ref.run_reference(bos_model, tokens, "h2o:5+3", replay=plain["trace"])
+    bad = copy.deepcopy(res["trace"])
+    bad["tokens"][0] = BOS + 1
+    with pytest.raises(ReferenceError, match="do not start with it"):
+        tr.text_tokens(bad)
+
+
+def test_cli_checkpoint_declaring_bos(tmp_path, capsys):
+    """A checkpoint whose config.json declares the BOS: --tokens N gives N-1 predictions, the
+    trace holds the BOS first, and a replay from the trace alone feeds the text after it."""
+    hf, tok, data = _cli_inputs()
+    d = tmp_path / "hf"
+    shutil.copytree(hf, d)
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps(cfg | {"prepend_bos_token_id": 0}))
+    out, out2 = tmp_path / "run.json", tmp_path / "replay.json"
+    assert cli.main(["--hf-dir", str(d), "--tokenizer", str(tok), "--data", str(data), "--tokens", "40",
+                     "--policy", "h2o:8+4", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["n_tokens"] == 40 and len(res["nll"]) == 39
+    assert res["trace"]["tokens"] == [0] + ref.load_tokens(tok, data, 40)
+    assert cli.main(["--hf-dir", str(d), "--replay", str(out), "--out", str(out2)]) == 0
+    assert json.loads(out2.read_text())["nll"] == res["nll"]
+    (d / "config.json").write_text(json.dumps(cfg | {"prepend_bos_token_id": 10**6}))
+    assert cli.main(["--hf-dir", str(d), "--tokenizer", str(tok), "--data", str(data), "--tokens", "40",
+                     "--policy", "full", "--out", str(out)]) == 2
+    assert "prepend_bos_token_id must be a token id" in capsys.readouterr().err

@@ -4,11 +4,13 @@
 pub mod buffers;
 pub mod device;
 pub mod plan;
+pub mod sizing;
 pub mod slots;
 pub mod store;
 
 pub use buffers::{host_buffers, HostKv, KvBuffers, KvElement, NewKv};
 pub use device::DeviceKv;
 pub use plan::{LayerPlan, NOT_STORED};
+pub use sizing::{grown_capacity, slots_after, KvLayout};
 pub use slots::SlotTable;
 pub use store::{KvStore, NewTokens};

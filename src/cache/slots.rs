@@ -11,6 +11,7 @@
 use std::time::Instant;
 
 use super::plan::{LayerPlan, NOT_STORED};
+use super::sizing::grown_capacity;
 use super::store::NewTokens;
 use crate::error::{Error, Result};
 use crate::policy::{Candidates, Policy};
@@ -91,8 +92,7 @@ impl SlotTable {
     /// `chunk`s, clamped to the limit; `None` when the table is large enough.
     pub(crate) fn wanted_capacity(&self, seq: usize, chunk: usize) -> Option<usize> {
         let fullest = self.used.iter().copied().max().unwrap_or(0);
-        let want = (fullest + seq).min(self.limit);
-        (want > self.capacity).then(|| (want.div_ceil(chunk) * chunk).min(self.limit))
+        grown_capacity(self.capacity, fullest, seq, self.limit, chunk)
     }
 
     /// Resize to `capacity` slots per (batch, head), keeping every entry.

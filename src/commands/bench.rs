@@ -50,11 +50,7 @@ impl MeasureArgs {
                 tokens: self.ppl_tokens,
                 trace: false,
             }),
-            speed: Some(SpeedPlan {
-                prompt: self.prompt,
-                gen: self.gen,
-                warmup: self.warmup,
-            }),
+            speed: Some(SpeedPlan::new(self.prompt, self.gen, self.warmup)),
         }
     }
 }
@@ -119,7 +115,7 @@ pub fn run_one(a: BenchOneArgs) -> Result<()> {
 }
 
 /// Runs `job` in a child process `exe bench-one` and reads its result.
-fn run_in_child(exe: &Path, job: &Job) -> Result<ExperimentResult> {
+pub(super) fn run_in_child(exe: &Path, job: &Job) -> Result<ExperimentResult> {
     let mut child = Command::new(exe)
         .arg("bench-one")
         .arg("--parent-pid")

@@ -2,6 +2,7 @@
 
 mod bench;
 mod compare;
+mod generate;
 mod heatmap;
 mod info;
 mod ppl;
@@ -34,7 +35,7 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Streaming perplexity of one policy on a text file (token by token from the first token).
     Ppl(ppl::PplArgs),
-    /// Prefill + decode timings (TTFT, TPOT median/p90, throughput, host share, KV bytes), optionally over context lengths.
+    /// Prefill + decode timings (TTFT, TPOT median/p90, throughput, host share, KV bytes), over context lengths or batch sizes, with the largest batch under a K/V cap.
     Speed(speed::SpeedArgs),
     /// The benchmark suite: perplexity, speed and memory per experiment, tables and results/*.csv|json.
     Bench(bench::BenchArgs),
@@ -46,6 +47,8 @@ pub enum Command {
     Compare(compare::CompareArgs),
     /// Log-scale attention heatmaps of chosen layers and what each policy keeps.
     Heatmap(heatmap::HeatmapArgs),
+    /// Continue a prompt under one policy, streamed token by token (greedy, or sampled with a seeded RNG).
+    Generate(generate::GenerateArgs),
 }
 
 /// Flags every model-running subcommand takes.
@@ -212,6 +215,9 @@ pub struct Names {
     pub ppl_tokens: &'static str,
     pub prompt: &'static str,
     pub gen: &'static str,
+    pub new_tokens: &'static str,
+    pub batch: &'static str,
+    pub prefill_chunk: &'static str,
 }
 
 impl Names {
@@ -221,6 +227,9 @@ impl Names {
         ppl_tokens: "--ppl-tokens",
         prompt: "--prompt",
         gen: "--gen",
+        new_tokens: "--max-new",
+        batch: "--batch",
+        prefill_chunk: "--prefill-chunk",
     };
 
     fn of(&self, s: Setting) -> &'static str {
@@ -228,6 +237,9 @@ impl Names {
             Setting::PplTokens => self.ppl_tokens,
             Setting::PromptTokens => self.prompt,
             Setting::GenTokens => self.gen,
+            Setting::NewTokens => self.new_tokens,
+            Setting::Batch => self.batch,
+            Setting::PrefillChunk => self.prefill_chunk,
         }
     }
 }
@@ -243,6 +255,12 @@ impl Command {
             },
             Command::Speed(a) if !a.contexts.is_empty() => Names {
                 prompt: "context",
+                ..d
+            },
+            Command::Generate(_) => Names {
+                data: "--file",
+                policy: "--policy",
+                prompt: "prompt tokens",
                 ..d
             },
             Command::Heatmap(_) => Names {
@@ -264,6 +282,7 @@ pub fn in_cli_words(e: anyhow::Error, names: &Names) -> anyhow::Error {
     };
     let text = match lib {
         E::Length(l) => l.describe(&|s| names.of(s).to_string()),
+        E::Memory(m) => m.describe(&|s| names.of(s).to_string()),
         E::ModelDirMissing(_)
         | E::ModelFileMissing { .. }
         | E::ManifestInvalid { .. }
@@ -301,6 +320,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::BenchOne(a) => bench::run_one(a),
         Command::Compare(a) => compare::run(a),
         Command::Heatmap(a) => heatmap::run(a),
+        Command::Generate(a) => generate::run(a),
     }
     .map_err(|e| in_cli_words(e, &names))
 }

@@ -1,22 +1,32 @@
-//! `h2o speed`: prefill + decode timings for one or more policies, optionally as a sweep over context lengths.
+//! `h2o speed`: prefill + decode timings for one or more policies, as a sweep over context lengths or
+//! over batch sizes (N sequences decoded together), with the largest batch under a K/V memory cap
+//! computed and measured per policy. Each point runs in a child process (`h2o bench-one`, as bench's
+//! experiments) so its peak RSS is its own, unless `--in-process`.
 
-use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use h2o_engine::cache::KvLayout;
 use h2o_engine::eval::bandwidth::{
     bytes_read_per_token, floor_ms, measure_read_bandwidth, weight_bytes,
 };
-use h2o_engine::experiment::{Experiment, Lab, PeakMemory, Plan, SpeedPlan};
+use h2o_engine::eval::throughput::{
+    best_under_cap, check_memory, format_bytes, largest_batch, parse_bytes, CapFit, RunShape,
+    ThroughputPoint,
+};
+use h2o_engine::experiment::{Experiment, Job, Lab, PeakMemory, Plan, Setup, SpeedPlan};
+use h2o_engine::manifest::Manifest;
 use h2o_engine::policy::PolicySpec;
 use h2o_engine::report::{
-    render_sweep, results_table, Col, ExperimentResult, MemoryFigures, Shown, SpeedFigures,
-    SweepPoint,
+    render_sweep, render_throughput, results_table, BatchPoint, CapBar, Col, ExperimentResult,
+    MemoryFigures, Shown, SpeedFigures, SweepPoint,
 };
+use h2o_engine::runtime::Runtime;
 
-use super::{resolve_data, start_runtime, write_atomic, ModelArgs};
+use super::bench::run_in_child;
+use super::{resolve_data, start_runtime, write_atomic, Bars, ModelArgs};
 
 #[derive(Args, Debug)]
 pub struct SpeedArgs {
@@ -28,41 +38,81 @@ pub struct SpeedArgs {
     /// Comma-separated policy specs.
     #[arg(long, value_delimiter = ',', default_value = "full")]
     pub exp: Vec<PolicySpec>,
-    /// Prompt tokens (ignored with --contexts).
+    /// Prompt tokens per row (ignored with --contexts).
     #[arg(long, default_value_t = 512)]
     pub prompt: usize,
-    /// Generated tokens (the prefill gives the first).
+    /// Generated tokens per row (the prefill gives the first). Every row generates this many, so
+    /// the rows of a batch finish together.
     #[arg(long, default_value_t = 1024)]
     pub gen: usize,
     /// Context lengths to sweep: for each, prefill that many tokens and time --gen tokens after it.
     #[arg(long, value_delimiter = ',')]
     pub contexts: Vec<usize>,
+    /// Batch sizes to sweep: N sequences decoded together, row r prompted with text tokens
+    /// [r*P, (r+1)*P), each row its own eviction.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub batch: Vec<usize>,
+    /// Cap on the allocated K/V (e.g. 4GiB, 512MiB, or bytes): per policy, the largest batch whose
+    /// K/V fits is computed from the store's growth rule (nothing allocated) and measured too.
+    #[arg(long, value_parser = parse_cap)]
+    pub kv_cap: Option<u64>,
+    /// Feed the prompt in graph runs of at most N tokens per row (bounds the prefill's logits
+    /// [batch, N, vocab] at large batch; default: the whole prompt in one run).
+    #[arg(long)]
+    pub prefill_chunk: Option<usize>,
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
     /// Write all figures as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Write a PNG of TPOT and KV bytes against context length here.
+    /// Write a PNG here: throughput against batch (with the best under --kv-cap) for a batch
+    /// sweep, else TPOT and KV bytes against context length.
     #[arg(long)]
     pub plot: Option<PathBuf>,
     /// Skip the memory-bandwidth measurement (and the floor columns).
     #[arg(long)]
     pub no_floor: bool,
+    /// Measure every point in this process (peak RSS is then cumulative) instead of a child each.
+    #[arg(long)]
+    pub in_process: bool,
 }
 
-/// The table: policy, context, the speed columns, KV bytes, and the bandwidth floor.
-const TABLE: [Shown; 11] = [
+fn parse_cap(s: &str) -> Result<u64, String> {
+    match parse_bytes(s)? {
+        0 => Err("a K/V cap of 0 bytes holds nothing; give e.g. 4GiB".into()),
+        n => Ok(n),
+    }
+}
+
+/// The table: policy, context, batch, the speed columns, K/V bytes, peak RSS and the bandwidth floor.
+const TABLE: [Shown; 14] = [
     Shown::Col(Col::Policy),
     Shown::Given("Context"),
+    Shown::Given("Batch"),
     Shown::Col(Col::Ttft),
     Shown::Col(Col::Tpot),
     Shown::Col(Col::TpotP90),
     Shown::Col(Col::Throughput),
     Shown::Col(Col::HostShare),
     Shown::Col(Col::KvBytes),
+    Shown::Given("KV alloc (MiB)"),
     Shown::Col(Col::FullKvBytes),
+    Shown::Col(Col::PeakRss),
     Shown::Given("Floor (ms)"),
     Shown::Given("TPOT / floor"),
+];
+
+/// Per-step breakdown of the decode steps, one row per point.
+const BREAKDOWN: [Shown; 9] = [
+    Shown::Col(Col::Policy),
+    Shown::Given("Context"),
+    Shown::Given("Batch"),
+    Shown::WithShare(Col::ModelMs, Col::ModelShare),
+    Shown::WithShare(Col::ScoreUpdateMs, Col::ScoreUpdateShare),
+    Shown::WithShare(Col::EvictionMs, Col::EvictionShare),
+    Shown::WithShare(Col::OtherHostMs, Col::OtherHostShare),
+    Shown::Col(Col::TpotMean),
+    Shown::Col(Col::HostShare),
 ];
 
 fn fixed(x: f64, decimals: usize) -> String {
@@ -71,6 +121,10 @@ fn fixed(x: f64, decimals: usize) -> String {
     } else {
         "-".to_string()
     }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.2}", bytes as f64 / (1u64 << 20) as f64)
 }
 
 /// Measured read bandwidth (bytes/s), or NaN with `--no-floor`.
@@ -88,45 +142,132 @@ fn bandwidth(a: &SpeedArgs, threads: usize, weights: u64) -> f64 {
     bw
 }
 
-/// One measured point of the sweep: a policy's result at one context length.
-struct Point {
-    result: ExperimentResult,
+/// What one point measures: a policy at one context length and batch.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    spec: PolicySpec,
     context: usize,
+    batch: usize,
+    /// The largest batch whose K/V fits under the cap.
+    at_cap: bool,
+}
+
+impl Target {
+    fn plan(&self, a: &SpeedArgs) -> Plan {
+        let speed = SpeedPlan {
+            batch: self.batch,
+            prefill_chunk: a.prefill_chunk,
+            ..SpeedPlan::new(self.context, a.gen, a.warmup)
+        };
+        Plan {
+            ppl: None,
+            speed: Some(speed),
+        }
+    }
+
+    fn name(&self) -> String {
+        format!(
+            "{} at context {} batch {}",
+            self.spec, self.context, self.batch
+        )
+    }
+}
+
+/// One measured point.
+struct Point {
+    target: Target,
+    result: ExperimentResult,
     speed: SpeedFigures,
     memory: MemoryFigures,
     floor_ms: f64,
 }
 
-/// Every policy at every context length, on the loaded model.
+impl Point {
+    fn kv_allocated(&self) -> u64 {
+        self.memory
+            .kv_allocated_bytes
+            .unwrap_or(self.memory.kv_bytes)
+    }
+
+    fn throughput(&self) -> ThroughputPoint {
+        ThroughputPoint {
+            spec: self.target.spec,
+            batch: self.target.batch,
+            kv_allocated_bytes: self.kv_allocated(),
+            tokens_per_s: self.speed.throughput_tps,
+        }
+    }
+}
+
+/// Every policy at every context and batch, plus each policy's batch under the cap (in order).
+fn targets(a: &SpeedArgs, contexts: &[usize], fits: &[CapFit]) -> Vec<Target> {
+    let mut out = Vec::new();
+    for spec in &a.exp {
+        let cap = fits.iter().find(|f| f.spec == *spec).map(|f| f.batch);
+        for &context in contexts {
+            let mut batches = a.batch.clone();
+            batches.extend(cap);
+            batches.sort_unstable();
+            batches.dedup();
+            out.extend(batches.into_iter().map(|batch| Target {
+                spec: *spec,
+                context,
+                batch,
+                at_cap: Some(batch) == cap,
+            }));
+        }
+    }
+    out
+}
+
+/// Measures one point: in this process when it holds the loaded model (`--in-process`), else in a
+/// child process of its own.
+fn measure_one(
+    lab: Option<&mut Lab>,
+    setup: &Setup,
+    target: &Target,
+    plan: &Plan,
+) -> Result<ExperimentResult> {
+    let exp = Experiment::of(target.spec);
+    if let Some(lab) = lab {
+        let mut bars = Bars::new(format!("{} x{}", target.spec, target.batch));
+        let outcome = lab.run(&exp, plan, PeakMemory::SharedProcess, &mut |p| bars.show(p));
+        bars.clear();
+        return Ok(outcome?.result);
+    }
+    let exe = std::env::current_exe().context("cannot find the h2o binary")?;
+    let job = Job {
+        setup: setup.clone(),
+        plan: *plan,
+        experiment: exp,
+    };
+    run_in_child(&exe, &job)
+}
+
+/// Measures every target in order.
 fn sweep(
-    lab: &mut Lab,
-    specs: &[PolicySpec],
-    plans: &[(usize, Plan)],
+    mut lab: Option<&mut Lab>,
+    setup: &Setup,
+    a: &SpeedArgs,
+    targets: &[Target],
     weights: u64,
     bandwidth: f64,
 ) -> Result<Vec<Point>> {
     let mut points = Vec::new();
-    for spec in specs {
-        for (context, plan) in plans {
-            let result = lab
-                .run(
-                    &Experiment::of(*spec),
-                    plan,
-                    PeakMemory::SharedProcess,
-                    &mut |_| ControlFlow::Continue(()),
-                )?
-                .result;
-            let (Some(speed), Some(memory)) = (result.speed.clone(), result.memory.clone()) else {
-                anyhow::bail!("the speed run of {spec} gave no figures");
-            };
-            points.push(Point {
-                floor_ms: floor_ms(weights, memory.kv_bytes, bandwidth),
-                result,
-                context: *context,
-                speed,
-                memory,
-            });
-        }
+    for (i, t) in targets.iter().enumerate() {
+        eprintln!("[{}/{}] {}", i + 1, targets.len(), t.name());
+        let result = measure_one(lab.as_deref_mut(), setup, t, &t.plan(a))
+            .with_context(|| format!("measuring {} failed", t.name()))?;
+        let (Some(speed), Some(memory)) = (result.speed.clone(), result.memory.clone()) else {
+            bail!("the speed run of {} gave no figures", t.name());
+        };
+        points.push(Point {
+            floor_ms: floor_ms(weights, memory.kv_bytes, bandwidth),
+            target: *t,
+            result,
+            speed,
+            memory,
+        });
     }
     Ok(points)
 }
@@ -137,7 +278,13 @@ fn table(points: &[Point]) -> comfy_table::Table {
         .map(|p| {
             let tpot = p.speed.tpot_median_ms;
             let given = vec![
-                p.context.to_string(),
+                p.target.context.to_string(),
+                format!(
+                    "{}{}",
+                    p.target.batch,
+                    if p.target.at_cap { " (cap)" } else { "" }
+                ),
+                mib(p.kv_allocated()),
                 fixed(p.floor_ms, 2),
                 fixed(tpot / p.floor_ms, 2),
             ];
@@ -147,18 +294,153 @@ fn table(points: &[Point]) -> comfy_table::Table {
     results_table(&TABLE, &rows)
 }
 
+fn breakdown(points: &[Point]) -> comfy_table::Table {
+    let rows: Vec<(&ExperimentResult, Vec<String>)> = points
+        .iter()
+        .map(|p| {
+            let given = vec![p.target.context.to_string(), p.target.batch.to_string()];
+            (&p.result, given)
+        })
+        .collect();
+    results_table(&BREAKDOWN, &rows)
+}
+
+/// Per policy: its batch under the cap and the throughput there, and the best throughput of any
+/// measured batch within the cap (with the ratio to the full cache's best).
+fn cap_table(fits: &[CapFit], points: &[Point], cap: u64) -> comfy_table::Table {
+    let all: Vec<ThroughputPoint> = points.iter().map(Point::throughput).collect();
+    let best = best_under_cap(&all, cap);
+    let full = best.iter().find(|b| b.spec == PolicySpec::Full);
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    t.set_header([
+        "Policy",
+        "Slots/head",
+        "K/V per row (MiB)",
+        "Batch under cap",
+        "K/V at it (MiB)",
+        "T/s at it",
+        "Best T/s under cap",
+        "at batch",
+        "Best / full's best",
+    ]);
+    for f in fits {
+        let at = points
+            .iter()
+            .find(|p| p.target.spec == f.spec && p.target.at_cap);
+        let b = best.iter().find(|b| b.spec == f.spec);
+        t.add_row([
+            f.spec.to_string(),
+            f.slots.to_string(),
+            mib(f.row_bytes),
+            f.batch.to_string(),
+            mib(f.bytes),
+            at.map_or("-".into(), |p| fixed(p.speed.throughput_tps, 2)),
+            b.map_or("-".into(), |b| fixed(b.tokens_per_s, 2)),
+            b.map_or("-".into(), |b| b.batch.to_string()),
+            match (b, full) {
+                (Some(b), Some(f)) => fixed(b.tokens_per_s / f.tokens_per_s, 2),
+                _ => "-".into(),
+            },
+        ]);
+    }
+    t
+}
+
 fn json_runs(points: &[Point], gen: usize) -> Vec<serde_json::Value> {
     points
         .iter()
         .map(|p| {
             let (f, m) = (&p.speed, &p.memory);
             serde_json::json!({
-                "policy": p.result.spec, "context": p.context, "gen": gen, "speed": f,
-                "kv_bytes": m.kv_bytes, "kv_bytes_full": m.kv_bytes_full,
+                "policy": p.result.spec, "context": p.target.context, "batch": p.target.batch,
+                "at_cap": p.target.at_cap, "gen": gen, "speed": f,
+                "kv_bytes": m.kv_bytes, "kv_allocated_bytes": p.kv_allocated(),
+                "kv_bytes_full": m.kv_bytes_full, "peak_rss_bytes": m.peak_rss_bytes,
                 "floor_ms": p.floor_ms.is_finite().then_some(p.floor_ms),
             })
         })
         .collect()
+}
+
+/// The PNG: throughput against batch for a batch sweep, else TPOT and K/V against context.
+fn plot(path: &Path, points: &[Point], fits: &[CapFit], a: &SpeedArgs, title: &str) -> Result<()> {
+    if a.batch.len() > 1 || a.kv_cap.is_some() {
+        let lines: Vec<BatchPoint> = points
+            .iter()
+            .map(|p| BatchPoint {
+                policy: p.target.spec.to_string(),
+                batch: p.target.batch,
+                tokens_per_s: p.speed.throughput_tps,
+                at_cap: p.target.at_cap,
+            })
+            .collect();
+        let all: Vec<ThroughputPoint> = points.iter().map(Point::throughput).collect();
+        let bars: Vec<CapBar> = a
+            .kv_cap
+            .map(|cap| best_under_cap(&all, cap))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|b| fits.iter().any(|f| f.spec == b.spec))
+            .map(|b| CapBar {
+                policy: b.spec.to_string(),
+                batch: b.batch,
+                tokens_per_s: b.tokens_per_s,
+            })
+            .collect();
+        let cap = a.kv_cap.map(format_bytes);
+        let cap = cap.as_deref().map(|c| (c, &bars[..]));
+        render_throughput(&lines, cap, title, path)?;
+    } else {
+        let sweep: Vec<SweepPoint> = points
+            .iter()
+            .map(|pt| SweepPoint {
+                policy: pt.result.spec.to_string(),
+                context: pt.target.context,
+                tpot_ms: pt.speed.tpot_median_ms,
+                kv_bytes: pt.memory.kv_bytes,
+            })
+            .collect();
+        render_sweep(&sweep, title, path)?;
+    }
+    Ok(())
+}
+
+/// Refuses what cannot be measured, before anything is: sweeps over two axes, a cap below one row
+/// of a policy, and points that certainly do not fit in the memory available. Returns the fits.
+fn fits_under_cap(a: &SpeedArgs, contexts: &[usize], man: &Manifest) -> Result<Vec<CapFit>> {
+    let Some(cap) = a.kv_cap else {
+        return Ok(Vec::new());
+    };
+    if contexts.len() > 1 {
+        bail!("--kv-cap sizes batches at one context: give --prompt, not --contexts");
+    }
+    let shape = RunShape {
+        prompt: contexts[0],
+        gen: a.gen,
+        prefill_chunk: a.prefill_chunk,
+    };
+    let layout = KvLayout::of(man);
+    a.exp
+        .iter()
+        .map(|spec| {
+            largest_batch(cap, &layout, spec, man.max_position_embeddings, &shape)
+                .map_err(|e| anyhow::anyhow!("--kv-cap: {e}"))
+        })
+        .collect()
+}
+
+/// Loads the model and text for every point and checks each fits in memory.
+fn load(rt: &Runtime, setup: &Setup, a: &SpeedArgs, targets: &[Target]) -> Result<Lab> {
+    let plans: Vec<Plan> = targets.iter().map(|t| t.plan(a)).collect();
+    let lab = Lab::load(rt, setup, &plans)?;
+    for (t, plan) in targets.iter().zip(&plans) {
+        if let Some(s) = plan.speed {
+            check_memory(lab.model(), &t.spec, &s.shape(), s.batch, &t.name())
+                .map_err(h2o_engine::Error::from)?;
+        }
+    }
+    Ok(lab)
 }
 
 pub fn run(a: SpeedArgs) -> Result<()> {
@@ -168,28 +450,17 @@ pub fn run(a: SpeedArgs) -> Result<()> {
     } else {
         a.contexts.clone()
     };
-    let plans: Vec<(usize, Plan)> = contexts
-        .iter()
-        .map(|&prompt| {
-            let speed = SpeedPlan {
-                prompt,
-                gen: a.gen,
-                warmup: a.warmup,
-            };
-            let plan = Plan {
-                ppl: None,
-                speed: Some(speed),
-            };
-            (prompt, plan)
-        })
-        .collect();
+    if contexts.len() > 1 && a.batch.len() > 1 {
+        bail!("--contexts and --batch each sweep an axis; sweep one: give --prompt with a batch sweep");
+    }
     let rt = start_runtime(&setup.model)?;
-    let all: Vec<Plan> = plans.iter().map(|(_, p)| *p).collect();
-    let mut lab = Lab::load(&rt, &setup, &all)?;
-    let man = lab.model().manifest.clone();
+    let man = Manifest::load(&setup.model.join("manifest.json"))?;
     for spec in &a.exp {
         spec.validate(man.max_position_embeddings)?;
     }
+    let fits = fits_under_cap(&a, &contexts, &man)?;
+    let targets = targets(&a, &contexts, &fits);
+    let lab = load(&rt, &setup, &a, &targets)?;
     let weights = bytes_read_per_token(
         weight_bytes(&lab.model().dir),
         man.vocab_size,
@@ -198,34 +469,57 @@ pub fn run(a: SpeedArgs) -> Result<()> {
     );
     let threads = setup.session.intra_threads;
     let bandwidth = bandwidth(&a, threads, weights);
-    let points = sweep(&mut lab, &a.exp, &plans, weights, bandwidth)?;
+    // Children load their own model: the parent lets go of its copy (and its memory) first.
+    let mut lab = a.in_process.then_some(lab);
+    let points = sweep(lab.as_mut(), &setup, &a, &targets, weights, bandwidth)?;
     println!("{}", table(&points));
+    println!("Per-step breakdown (decode steps)\n{}", breakdown(&points));
+    if let Some(cap) = a.kv_cap {
+        println!(
+            "Under a K/V cap of {} (allocated K/V slot arrays; prompt {} + gen {})\n{}",
+            format_bytes(cap),
+            contexts[0],
+            a.gen,
+            cap_table(&fits, &points, cap)
+        );
+    }
     if let Some(p) = &a.json {
         let doc = serde_json::json!({
             "weight_bytes_read_per_token": weights,
             "read_bandwidth_bytes_per_s": bandwidth.is_finite().then_some(bandwidth),
             "model": man.name, "threads": threads, "provider": setup.session.provider.to_string(),
             "kv": setup.session.kv.to_string(),
+            "prefill_chunk": a.prefill_chunk,
+            "peak_memory": if a.in_process { PeakMemory::SharedProcess } else { PeakMemory::OwnProcess }.method(),
+            "kv_cap": a.kv_cap.map(|cap| serde_json::json!({
+                "bytes": cap,
+                "measure": "allocated K/V slot arrays at the end of the run",
+                "fits": fits,
+                "best": best_under_cap(&points.iter().map(Point::throughput).collect::<Vec<_>>(), cap),
+            })),
             "runs": json_runs(&points, a.gen),
         });
         write_atomic(p, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     }
     if let Some(p) = &a.plot {
-        let sweep: Vec<SweepPoint> = points
-            .iter()
-            .map(|pt| SweepPoint {
-                policy: pt.result.spec.to_string(),
-                context: pt.context,
-                tpot_ms: pt.speed.tpot_median_ms,
-                kv_bytes: pt.memory.kv_bytes,
-            })
-            .collect();
         let title = format!(
-            "{} - {threads} threads - gen {} after each context",
-            man.name, a.gen
+            "{} - {threads} threads - prompt {} + gen {}",
+            man.name, contexts[0], a.gen
         );
-        render_sweep(&sweep, &title, p)?;
+        plot(p, &points, &fits, &a, &title)?;
         println!("{}", p.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_parse_and_zero_is_refused() {
+        assert_eq!(parse_cap("4GiB"), Ok(4 << 30));
+        assert!(parse_cap("0").unwrap_err().contains("holds nothing"));
+        assert!(parse_cap("4 parsecs").is_err());
+    }
 }

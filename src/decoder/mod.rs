@@ -17,6 +17,12 @@ pub use observer::{AttentionCapture, EvictionTrace, StepObserver, TraceStep};
 /// Growth step of the full cache's slot arrays (bounded policies allocate up to their budget the same way).
 pub const SLOT_CHUNK: usize = 64;
 
+/// Most entries per (row, head) a decoder's store holds for a policy of `budget` on a model of
+/// `max_positions` positions (what its slot arrays grow to at most).
+pub fn slot_limit(budget: usize, max_positions: usize) -> usize {
+    budget.min(max_positions)
+}
+
 /// What one prefill or step returns.
 #[derive(Debug, Clone)]
 pub struct StepOutput {
@@ -52,7 +58,7 @@ impl<'m> Decoder<'m> {
     pub fn new(model: &'m mut Model, policy: Box<dyn Policy>, batch: usize) -> Result<Self> {
         let buffers = model.kv_buffers(batch)?;
         let m = &model.manifest;
-        let limit = policy.budget().min(m.max_position_embeddings);
+        let limit = slot_limit(policy.budget(), m.max_position_embeddings);
         let store = KvStore::with_buffers(
             m.num_layers,
             batch,

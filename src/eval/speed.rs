@@ -1,10 +1,12 @@
-//! Speed measurement (design §4): prefill a prompt of P tokens, then G greedy decode steps, timing each.
+//! Speed measurement (design §4): prefill a prompt of P tokens per row, then G greedy decode steps for
+//! a batch of rows decoded together, timing each step.
 
 use std::ops::ControlFlow;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use super::decode::decode;
 use crate::decoder::Decoder;
-use crate::error::{Error, LengthError, Result, Setting};
+use crate::error::{LengthError, Result, Setting};
 use crate::model::{Model, Traffic};
 use crate::policy::PolicySpec;
 use crate::timing::StepTiming;
@@ -12,18 +14,27 @@ use crate::timing::StepTiming;
 /// Raw timings of one speed run.
 #[derive(Debug, Clone)]
 pub struct SpeedRun {
+    /// Sequences decoded together.
+    pub batch: usize,
+    /// Tokens of the longest prompt (every row's, in a speed plan).
     pub prompt_tokens: usize,
-    /// Prefill of the prompt (time to first token).
+    /// Prefill of the prompts (time to first token), all its graph runs.
     pub prefill: Duration,
-    /// One entry per decode step.
+    /// Graph runs of the prefill (1 unless the prompt is fed in chunks).
+    pub prefill_runs: usize,
+    /// One entry per decode step (a step decodes one token of every row).
     pub steps: Vec<StepTiming>,
     /// Wall time of the whole generate loop, prefill included (the seed's TPOT numerator).
     pub total: Duration,
-    /// Exact K/V bytes held at the end.
+    /// Exact K/V bytes held by valid entries at the end, all rows.
     pub kv_bytes: usize,
+    /// Bytes of the K/V slot arrays at the end (what occupies memory), all rows.
+    pub kv_allocated_bytes: usize,
     /// Bytes the prefill moved between host and device, and all timed decode steps together.
     pub prefill_traffic: Traffic,
     pub decode_traffic: Traffic,
+    /// The generated tokens of each row.
+    pub tokens: Vec<Vec<u32>>,
 }
 
 /// Index of the largest logit (greedy decoding).
@@ -60,54 +71,57 @@ pub fn check_lengths(max_positions: usize, prompt: usize, gen: usize) -> Result<
     Ok(())
 }
 
-/// Prefill `prompt`, then greedy decode until `gen` tokens are generated (the prefill yields the first,
-/// so `gen - 1` timed decode steps, as the seed's `generate(max_new_tokens=gen)`), with a fresh cache
-/// of `spec`'s policy. `warmup` earlier runs of min(gen, 8) steps are done first and discarded.
-/// `progress` is called after every timed step; `Break` stops the run with [`Error::Cancelled`].
+/// Prefill `rows` (one prompt per sequence, decoded together as one batch), then greedy decode until
+/// every row has `gen` tokens (the prefill yields the first, so `gen - 1` timed decode steps, as the
+/// seed's `generate(max_new_tokens=gen)`), with a fresh cache of `spec`'s policy. The prompt is fed
+/// in graph runs of at most `prefill_chunk` tokens per row (`None`: one run). `warmup` earlier runs
+/// of min(gen, 8) steps on the same rows are done first and discarded. `progress` is called after
+/// every timed step; `Break` stops the run with [`Error::Cancelled`].
 pub fn measure(
     model: &mut Model,
     spec: &PolicySpec,
-    prompt: &[u32],
+    rows: &[Vec<u32>],
     gen: usize,
     warmup: usize,
+    prefill_chunk: Option<usize>,
     mut progress: impl FnMut(usize) -> ControlFlow<()>,
 ) -> Result<SpeedRun> {
-    check_lengths(model.manifest.max_position_embeddings, prompt.len(), gen)?;
+    let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
+    check_lengths(model.manifest.max_position_embeddings, longest, gen)?;
+    let mut greedy = |_: usize, logits: &[f32]| argmax(logits);
     for _ in 0..warmup {
-        let mut dec = Decoder::new(model, spec.build(), 1)?;
-        let out = dec.prefill(&[prompt.to_vec()])?;
-        let mut next = argmax(dec.logits_at(0, out.seq - 1));
-        for _ in 0..gen.min(8) {
-            dec.step(&[next])?;
-            next = argmax(dec.logits_at(0, 0));
-        }
+        let mut dec = Decoder::new(model, spec.build(), rows.len())?;
+        let mut quiet = |_: usize, _: &[u32]| ControlFlow::Continue(());
+        decode(
+            &mut dec,
+            rows,
+            gen.min(8) + 1,
+            prefill_chunk,
+            &mut greedy,
+            &mut quiet,
+        )?;
     }
-    let mut dec = Decoder::new(model, spec.build(), 1)?;
-    let t0 = Instant::now();
-    let out = dec.prefill(&[prompt.to_vec()])?;
-    let prefill = t0.elapsed();
-    let prefill_traffic = out.traffic;
-    let mut next = argmax(dec.logits_at(0, out.seq - 1));
-    let mut steps = Vec::with_capacity(gen);
-    let mut decode_traffic = Traffic::default();
-    for i in 0..gen - 1 {
-        let out = dec.step(&[next])?;
-        next = argmax(dec.logits_at(0, 0));
-        steps.push(out.timing);
-        decode_traffic += out.traffic;
-        if progress(i + 1).is_break() {
-            return Err(Error::Cancelled);
+    let mut dec = Decoder::new(model, spec.build(), rows.len())?;
+    let mut after = |done: usize, _: &[u32]| {
+        if done > 1 {
+            progress(done - 1)
+        } else {
+            ControlFlow::Continue(())
         }
-    }
-    let total = t0.elapsed();
+    };
+    let run = decode(&mut dec, rows, gen, prefill_chunk, &mut greedy, &mut after)?;
     Ok(SpeedRun {
-        prompt_tokens: prompt.len(),
-        prefill,
-        steps,
-        total,
+        batch: rows.len(),
+        prompt_tokens: longest,
+        prefill: run.prefill,
+        prefill_runs: run.prefill_runs,
+        steps: run.steps,
+        total: run.total,
         kv_bytes: dec.store().held_bytes(),
-        prefill_traffic,
-        decode_traffic,
+        kv_allocated_bytes: dec.store().allocated_bytes(),
+        prefill_traffic: run.prefill_traffic,
+        decode_traffic: run.decode_traffic,
+        tokens: run.tokens,
     })
 }
 

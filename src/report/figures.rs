@@ -37,6 +37,10 @@ fn mean(values: &[f64]) -> f64 {
     }
 }
 
+fn one() -> usize {
+    1
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -144,9 +148,13 @@ pub struct Breakdown {
 /// prefill and G-1 decode steps for G tokens).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpeedFigures {
+    /// Sequences decoded together (each step decodes one token of every row).
+    #[serde(default = "one")]
+    pub batch: usize,
+    /// Prompt tokens per row.
     pub prompt_tokens: usize,
     pub decode_steps: usize,
-    /// Tokens the seed's definition counts: prefill's token + one per decode step.
+    /// Tokens per row the seed's definition counts: prefill's token + one per decode step.
     pub generated_tokens: usize,
     /// Time to first token = prefill time.
     #[serde(with = "super::nanable")]
@@ -157,16 +165,16 @@ pub struct SpeedFigures {
     pub tpot_p90_ms: f64,
     #[serde(with = "super::nanable")]
     pub tpot_mean_ms: f64,
-    /// Decode tokens / decode time (prefill excluded).
+    /// Decode tokens of all rows / decode time (prefill excluded).
     #[serde(with = "super::nanable")]
     pub throughput_tps: f64,
-    /// Prompt tokens / prefill time.
+    /// Prompt tokens of all rows / prefill time.
     #[serde(with = "super::nanable")]
     pub prefill_tps: f64,
     /// The seed's TPOT: (prefill + all decode steps) / generated tokens.
     #[serde(with = "super::nanable")]
     pub seed_tpot_ms: f64,
-    /// The seed's throughput: generated tokens / (prefill + all decode steps).
+    /// The seed's throughput: generated tokens of all rows / (prefill + all decode steps).
     #[serde(with = "super::nanable")]
     pub seed_throughput_tps: f64,
     pub breakdown: Breakdown,
@@ -201,11 +209,12 @@ impl TrafficFigures {
 }
 
 impl SpeedFigures {
-    /// From the prefill time, the prompt length and each decode step's timing.
-    /// No decode steps gives NaN step figures (never a panic).
+    /// From the prefill time, the prompt length per row, the rows decoded together and each decode
+    /// step's timing. No decode steps gives NaN step figures (never a panic).
     pub fn from_run(
         prefill: Duration,
         prompt_tokens: usize,
+        batch: usize,
         decode_steps: &[StepTiming],
     ) -> SpeedFigures {
         let n = decode_steps.len();
@@ -232,7 +241,9 @@ impl SpeedFigures {
         let ttft_ms = ms(prefill);
         let generated_tokens = n + 1;
         let total_ms = ttft_ms + decode_ms;
+        let rows = batch as f64;
         SpeedFigures {
+            batch,
             prompt_tokens,
             decode_steps: n,
             generated_tokens,
@@ -241,18 +252,18 @@ impl SpeedFigures {
             tpot_p90_ms: percentile_sorted(&sorted, 0.9),
             tpot_mean_ms: per_step(decode_ms),
             throughput_tps: if n > 0 && decode_ms > 0.0 {
-                n as f64 / (decode_ms / 1e3)
+                rows * n as f64 / (decode_ms / 1e3)
             } else {
                 f64::NAN
             },
             prefill_tps: if ttft_ms > 0.0 {
-                prompt_tokens as f64 / (ttft_ms / 1e3)
+                rows * prompt_tokens as f64 / (ttft_ms / 1e3)
             } else {
                 f64::NAN
             },
             seed_tpot_ms: total_ms / generated_tokens as f64,
             seed_throughput_tps: if total_ms > 0.0 {
-                generated_tokens as f64 / (total_ms / 1e3)
+                rows * generated_tokens as f64 / (total_ms / 1e3)
             } else {
                 f64::NAN
             },
@@ -294,6 +305,10 @@ pub struct MemoryFigures {
     pub kv_bytes: u64,
     /// Full-cache bytes for the same length ([`full_cache_bytes`]).
     pub kv_bytes_full: u64,
+    /// Bytes of the K/V slot arrays at the end of the run (what occupies memory: at least
+    /// `kv_bytes`, as a full cache grows in 64-slot chunks), when known.
+    #[serde(default)]
+    pub kv_allocated_bytes: Option<u64>,
     /// `kv_bytes / kv_bytes_full` (NaN when the full figure is 0).
     #[serde(with = "super::nanable")]
     pub ratio: f64,
@@ -323,6 +338,7 @@ impl MemoryFigures {
                 kv_bytes as f64 / kv_bytes_full as f64
             },
             peak_rss_bytes,
+            kv_allocated_bytes: None,
             peak_device_bytes: None,
             method: method.into(),
         }
@@ -409,7 +425,7 @@ mod tests {
             step(24000, 3000, 2000, 1000),
             step(32000, 4000, 3000, 1000),
         ];
-        let f = SpeedFigures::from_run(Duration::from_millis(50), 100, &steps);
+        let f = SpeedFigures::from_run(Duration::from_millis(50), 100, 1, &steps);
         assert_eq!(f.decode_steps, 4);
         assert_eq!(f.generated_tokens, 5);
         assert!((f.ttft_ms - 50.0).abs() < 1e-9);
@@ -430,11 +446,23 @@ mod tests {
         assert!((b.score_update_share - 0.1).abs() < 1e-12);
         assert!((b.eviction_share - 0.06).abs() < 1e-12);
         assert!((b.other_share - 0.04).abs() < 1e-12);
+        // three rows: the same steps decode three times the tokens
+        let f3 = SpeedFigures::from_run(Duration::from_millis(50), 100, 3, &steps);
+        assert_eq!(f3.batch, 3);
+        assert_eq!(f3.tpot_median_ms, f.tpot_median_ms);
+        assert!((f3.throughput_tps - 120.0).abs() < 1e-9);
+        assert!((f3.prefill_tps - 6000.0).abs() < 1e-9);
+        assert_eq!(f3.generated_tokens, 5, "per row");
+        assert!((f3.seed_throughput_tps - 15.0 / 0.15).abs() < 1e-9);
+        // results written before batches existed read as batch 1
+        let mut old = serde_json::to_value(&f).unwrap();
+        old.as_object_mut().unwrap().remove("batch");
+        assert_eq!(serde_json::from_value::<SpeedFigures>(old).unwrap(), f);
     }
 
     #[test]
     fn speed_without_steps_does_not_panic() {
-        let f = SpeedFigures::from_run(Duration::ZERO, 0, &[]);
+        let f = SpeedFigures::from_run(Duration::ZERO, 0, 1, &[]);
         assert!(f.tpot_median_ms.is_nan() && f.throughput_tps.is_nan());
         assert_eq!(f.generated_tokens, 1);
     }

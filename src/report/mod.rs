@@ -5,6 +5,7 @@
 //! [`ResultsWriter`]; the tables and [`compare`] work on those results or on CSV files (ours or the
 //! seed's format). Every result column is declared once, in [`COLUMNS`].
 
+mod batch_plot;
 mod columns;
 mod compare;
 mod error;
@@ -16,6 +17,7 @@ mod results;
 mod seed;
 mod tables;
 
+pub use batch_plot::{render_throughput, BatchPoint, CapBar};
 pub use columns::{
     column_meanings, columns_markdown, csv_header, Col, Column, Show, Value, COLUMNS, SEED_COLUMNS,
 };

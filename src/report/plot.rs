@@ -28,14 +28,14 @@ fn tpot(p: &SweepPoint) -> f64 {
     p.tpot_ms
 }
 
-fn draw_err(path: &Path, e: impl std::fmt::Display) -> ReportError {
+pub(super) fn draw_err(path: &Path, e: impl std::fmt::Display) -> ReportError {
     ReportError::Write {
         path: path.to_path_buf(),
         source: std::io::Error::other(e.to_string()),
     }
 }
 
-fn font(size: f64) -> FontDesc<'static> {
+pub(super) fn font(size: f64) -> FontDesc<'static> {
     FontDesc::new(FontFamily::Name(FONT_FAMILY), size, FontStyle::Normal)
 }
 
@@ -84,6 +84,18 @@ fn draw_panel<DB: DrawingBackend>(
             )
             .map_err(|e| draw_err(path, e))?;
     }
+    draw_legend(&mut chart, path)
+}
+
+/// The series' legend, boxed, in the upper left of `chart`.
+pub(super) fn draw_legend<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    path: &Path,
+) -> Result<(), ReportError>
+where
+    DB: DrawingBackend + 'a,
+    CT: plotters::coord::CoordTranslate,
+{
     chart
         .configure_series_labels()
         .label_font(font(14.0))

@@ -172,6 +172,16 @@ def encode_stream(tok: Tokenizer, text: str) -> np.ndarray:
     return arr.astype(np.uint16)
 
 
+def train_tokenizer(train_text: str, vocab_size: int, tokenizer_out: Path) -> Path:
+    """Train the byte-level BPE on the training text and save it to tokenizer_out."""
+    tok = build_tokenizer(vocab_size, iter(chunk_for_encoding(train_text, 400)), "")
+    if tok.token_to_id(EOT) != 0:
+        raise MicroError("<|endoftext|> did not get id 0")
+    tokenizer_out.parent.mkdir(parents=True, exist_ok=True)
+    tok.save(str(tokenizer_out))
+    return tokenizer_out
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -180,9 +190,14 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def prepare(data: Path, tokenizer_out: Path, out: Path, vocab_size: int = 4096, valid_holdout_articles: int = 6,
-            sample_out: Optional[Path] = None) -> dict:
-    """Write the tokenizer and train/valid/test.npy + data.json; returns data.json's content."""
+def prepare(data: Path, tokenizer_out: Optional[Path], out: Path, vocab_size: int = 4096,
+            valid_holdout_articles: int = 6, sample_out: Optional[Path] = None,
+            tokenizer_from: Optional[Path] = None) -> dict:
+    """Write the tokenizer and train/valid/test.npy + data.json; returns data.json's content.
+
+    With `tokenizer_from` (an existing tokenizer.json, e.g. models/pythia-micro's) no tokenizer
+    is trained or written: the streams are encoded with that one, so a new model keeps the
+    default model's vocabulary."""
     corpus_dir = data / "train-corpus"
     wt_dir = data / "wikitext-2-raw-v1"
     valid_raw, test_raw = wt_dir / "wiki.valid.raw", wt_dir / "wiki.test.raw"
@@ -207,19 +222,15 @@ def prepare(data: Path, tokenizer_out: Path, out: Path, vocab_size: int = 4096, 
         sample_out.write_text(corpus_text[:20000], encoding="utf-8")
 
     train_text = corpus_text + valid_train
-
-    def training_texts():
-        for c in chunk_for_encoding(train_text, 400):
-            yield c
-
-    tok = build_tokenizer(vocab_size, training_texts(), "")
-    if tok.token_to_id(EOT) != 0:
-        raise MicroError("<|endoftext|> did not get id 0")
-    tokenizer_out.parent.mkdir(parents=True, exist_ok=True)
-    tok.save(str(tokenizer_out))
-    print(f"tokenizer: vocab {tok.get_vocab_size()} -> {tokenizer_out} [{time.time() - t0:.0f}s]", flush=True)
-
+    if tokenizer_from is None:
+        tokenizer_out = train_tokenizer(train_text, vocab_size, tokenizer_out)
+        print(f"tokenizer: vocab {vocab_size} -> {tokenizer_out} [{time.time() - t0:.0f}s]", flush=True)
+    else:
+        tokenizer_out = tokenizer_from
+        print(f"tokenizer: {tokenizer_from} (reused, not trained)", flush=True)
     tok = Tokenizer.from_file(str(tokenizer_out))
+    if tok.token_to_id(EOT) != 0:
+        raise MicroError(f"{tokenizer_out}: <|endoftext|> is not id 0")
     train_ids = encode_stream(tok, train_text)
     valid_ids = encode_stream(tok, valid_held)
     test_text = test_raw.read_text(encoding="utf-8")

@@ -13,9 +13,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ..config import PREPEND_BOS_KEY
 from ..policies import parse_policy
-from ..reference import StepView, run_reference
+from ..reference import StepView, declared_bos, run_reference
 from .model import build_model, load_canonical
+from .windows import lm_window
 
 DEFAULT_POLICIES = ["full", "local:256", "h2o:192+64", "sink:4+252", "local:512", "h2o:448+64", "sink:4+508"]
 
@@ -70,22 +72,30 @@ def sink_evidence(scores: list[torch.Tensor]) -> dict:
 
 
 def hf_model(sd: dict, fields: dict, device):
-    """transformers' GPTNeoXForCausalLM (eager, float32, eval mode) holding the weights `sd`."""
+    """transformers' GPTNeoXForCausalLM (eager, float32, eval mode) holding the weights `sd`;
+    its config declares the fields' BOS (PREPEND_BOS_KEY) when they have one, as a checkpoint
+    loaded by the reference does."""
     model = build_model(fields, "eager")
+    if fields.get(PREPEND_BOS_KEY) is not None:
+        setattr(model.config, PREPEND_BOS_KEY, fields[PREPEND_BOS_KEY])
     load_canonical(model, {k: v.cpu() for k, v in sd.items()})
     return model.to(device).eval()
 
 
 @torch.no_grad()
 def position_nll(model, windows: torch.Tensor) -> torch.Tensor:
-    """Per-position NLL [n_windows, T-1] of the model's full forward over windows [n, T]."""
+    """Per-position NLL [n_windows, T-1] of the model's full forward over text windows [n, T]
+    (entry i predicts token i+1; the model's declared BOS, if any, is fed first, not scored)."""
     device = model.gpt_neox.embed_in.weight.device
+    bos = declared_bos(model)
     outs = []
     for i in range(0, len(windows), 4):
-        x = windows[i:i + 4].to(device)
+        x, y = lm_window(windows[i:i + 4].to(device), bos)
         logits = model(input_ids=x, use_cache=False).logits.double()
-        lp = torch.log_softmax(logits[:, :-1], -1)
-        outs.append(-lp.gather(-1, x[:, 1:, None])[..., 0].cpu())
+        if bos is not None:  # drop the BOS position (its target is IGNORE)
+            logits, y = logits[:, 1:], y[:, 1:]
+        lp = torch.log_softmax(logits, -1)
+        outs.append(-lp.gather(-1, y[..., None])[..., 0].cpu())
     return torch.cat(outs)
 
 

@@ -15,9 +15,16 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..config import PREPEND_BOS_KEY
 
-def model_config(tiny: bool = False) -> dict:
-    """GPTNeoXConfig fields of pythia-micro (or of the tiny smoke-test model)."""
+HEAD_DIM = 32
+
+
+def model_config(tiny: bool = False, hidden: int | None = None, layers: int | None = None,
+                 bos: int | None = None) -> dict:
+    """GPTNeoXConfig fields of pythia-micro (or of the tiny smoke-test model), optionally at
+    another width `hidden` (heads of HEAD_DIM dims, MLP 4 x hidden) or depth `layers`, and
+    declaring `bos` (PREPEND_BOS_KEY) when trained with that token in front of every window."""
     cfg = dict(
         model_type="gpt_neox",
         architectures=["GPTNeoXForCausalLM"],
@@ -44,14 +51,33 @@ def model_config(tiny: bool = False) -> dict:
     )
     if tiny:
         cfg.update(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256)
+    if hidden is not None:
+        if hidden % HEAD_DIM:
+            raise ValueError(f"width {hidden} is not a multiple of the head size {HEAD_DIM}")
+        cfg.update(hidden_size=hidden, num_attention_heads=hidden // HEAD_DIM, intermediate_size=4 * hidden)
+    if layers is not None:
+        cfg.update(num_hidden_layers=layers)
+    if bos is not None:
+        cfg[PREPEND_BOS_KEY] = bos
     return cfg
 
 
+def fp32_bytes(fields: dict) -> int:
+    """Size of the float32 weights of a model with these fields (what model.safetensors holds,
+    less its small header)."""
+    d, layers, ff, vocab = (fields["hidden_size"], fields["num_hidden_layers"], fields["intermediate_size"],
+                            fields["vocab_size"])
+    per_layer = 4 * d * d + 4 * d + 2 * d * ff + ff + d + 4 * d  # attention, MLP, two LayerNorms
+    return 4 * (2 * vocab * d + layers * per_layer + 2 * d)  # + embed_in, embed_out, final LayerNorm
+
+
 def hf_config(fields: dict):
+    """transformers' GPTNeoXConfig of the fields (the declared BOS is ours, not transformers':
+    config_json writes it into config.json)."""
     from transformers import GPTNeoXConfig
 
     kw = {k: v for k, v in fields.items() if k not in ("model_type", "architectures", "torch_dtype",
-                                                        "transformers_version")}
+                                                        "transformers_version", PREPEND_BOS_KEY)}
     cfg = GPTNeoXConfig(**kw)
     cfg.architectures = ["GPTNeoXForCausalLM"]
     return cfg
@@ -116,7 +142,8 @@ def init_weights(model, fields: dict, init_seed: int) -> None:
 
 
 def save_checkpoint(model, cfg_json: dict, expected: dict | None, out: Path, shard_mib: float) -> list[str]:
-    """config.json + weights as float32 safetensors, one file or shards of at most shard_mib."""
+    """config.json + weights as float32 safetensors in `out` (made if missing), one file or
+    shards of at most shard_mib."""
     sd = canonical_state_dict(model)
     if expected is not None:
         missing = [k for k in expected if k not in sd]
@@ -126,15 +153,22 @@ def save_checkpoint(model, cfg_json: dict, expected: dict | None, out: Path, sha
         if bad:
             raise RuntimeError(f"weight shapes differ from the expected ones: {bad[:5]}")
         sd = {k: sd[k] for k in expected}
+    out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg_json, indent=2) + "\n")
+    return save_weights(sd, out, shard_mib)
+
+
+def save_weights(sd: dict, out: Path, shard_mib: float) -> list[str]:
+    """The state dict as model.safetensors, or as model-000NN-of-000MM.safetensors shards of at
+    most shard_mib each (names in sorted order) when it is larger; returns the file names."""
     limit = int(shard_mib * 2**20) if shard_mib > 0 else None
-    total = sum(t.numel() * 4 for t in sd.values())
+    total = sum(t.numel() * t.element_size() for t in sd.values())
     if limit is None or total <= limit:
         save_file(sd, str(out / "model.safetensors"), metadata={"format": "pt"})
         return ["model.safetensors"]
     shards, cur, size = [], {}, 0
     for k in sorted(sd):
-        n = sd[k].numel() * 4
+        n = sd[k].numel() * sd[k].element_size()
         if cur and size + n > limit:
             shards.append(cur)
             cur, size = {}, 0
@@ -149,20 +183,27 @@ def save_checkpoint(model, cfg_json: dict, expected: dict | None, out: Path, sha
     return names
 
 
+def reshard(src: Path, dst: Path, shard_mib: float) -> list[str]:
+    """The weights of checkpoint folder `src` (model.safetensors) written to `dst` as by
+    save_weights (shards of at most shard_mib when larger)."""
+    return save_weights(load_file(str(Path(src) / "model.safetensors")), Path(dst), shard_mib)
+
+
 def config_json(fields: dict) -> dict:
     """The config.json written next to the weights (what transformers here writes, plus dtype)."""
     cfg = hf_config(fields).to_diff_dict()
     cfg["architectures"] = ["GPTNeoXForCausalLM"]
     cfg["torch_dtype"] = "float32"
+    if fields.get(PREPEND_BOS_KEY) is not None:
+        cfg[PREPEND_BOS_KEY] = fields[PREPEND_BOS_KEY]
     return cfg
 
 
-def model_spec(tiny: bool = False) -> dict:
+def model_spec(fields: dict) -> dict:
     """What `train_micro.py config` writes: the fields, the config.json and the expected weights
     (names and shapes) as made by the transformers installed here."""
     import transformers
 
-    fields = model_config(tiny)
     model = build_model(fields, "eager")
     expected = {k: list(v.shape) for k, v in canonical_state_dict(model).items()}
     return {"fields": fields, "config_json": config_json(fields), "expected_weights": expected,
