@@ -17,7 +17,9 @@ use clap::{Args, Parser, Subcommand};
 use h2o_engine::error::Setting;
 use h2o_engine::experiment::{Phase, Progress, Setup};
 use h2o_engine::model::Model;
-use h2o_engine::runtime::{physical_cores, ExecutionProvider, OptLevel, Runtime, SessionConfig};
+use h2o_engine::runtime::{
+    physical_cores, ExecutionProvider, KvPlacement, OptLevel, Runtime, SessionConfig,
+};
 
 /// Pythia (GPT-NeoX) through ONNX Runtime with a host-managed KV cache and H2O-style eviction.
 #[derive(Parser, Debug)]
@@ -67,6 +69,10 @@ pub struct ModelArgs {
     /// Stop ONNX Runtime's intra-op workers from spin-waiting between runs.
     #[arg(long)]
     pub no_spin: bool,
+    /// Where the KV cache's K/V live: `device` (memory of the provider's device, bound with IoBinding;
+    /// the default with cuda) or `host` (the default on cpu).
+    #[arg(long, value_enum, ignore_case = true)]
+    pub kv: Option<KvPlacement>,
 }
 
 impl ModelArgs {
@@ -82,6 +88,9 @@ impl ModelArgs {
             intra_threads,
             opt_level: self.opt_level,
             spin: !self.no_spin,
+            kv: self
+                .kv
+                .unwrap_or_else(|| KvPlacement::default_for(self.provider)),
         })
     }
 
