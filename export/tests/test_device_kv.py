@@ -62,3 +62,39 @@ def test_device_store_gives_the_host_stores_nlls_and_evictions(model, policy, tm
     assert device_trace == host_trace, "the same positions evicted at every step, layer and head"
     evicting = any(step["evicted"] for step in host_trace["steps"])
     assert evicting == (policy != "full"), "the bounded policies evict within the text"
+
+
+@pytest.fixture(scope="module")
+def layer_masks_fixture(tmp_path_factory):
+    """The tiny fixture exported with one attention mask per layer (what `@pyramid` runs on)."""
+    from h2o_export.exporter import export
+
+    out = tmp_path_factory.mktemp("device-kv") / "layer-masks"
+    export(out, checkpoint=FIXTURE / "hf", name="tiny-neox", layer_masks=True, log=lambda _m: None)
+    return out
+
+
+@pytest.mark.parametrize("policy", ["h2o:24+8@pyramid", "tova:32@pyramid"])
+def test_device_store_with_per_layer_budgets(policy, layer_masks_fixture, tmp_path):
+    """Per-layer budgets on a per-layer-mask graph: each layer's mask and past are bound on the device
+    path as on the host path, so NLLs and evictions are again identical."""
+    if not engine_bin().is_file():
+        pytest.skip(f"no engine binary at {engine_bin()} (cargo build --release)")
+    host, host_trace = ppl(layer_masks_fixture, 200, policy, "host", tmp_path)
+    device, device_trace = ppl(layer_masks_fixture, 200, policy, "device", tmp_path)
+    assert device["nll"] == host["nll"]
+    assert device_trace == host_trace
+    assert any(step["evicted"] for step in host_trace["steps"])
+
+
+def test_key_norm_is_refused_with_device_kv(tmp_path):
+    """knorm ranks by the new keys' norms, computed on the host: with K/V in device memory the keys
+    never come back, so the engine refuses the combination instead of ranking by nothing."""
+    if not engine_bin().is_file():
+        pytest.skip(f"no engine binary at {engine_bin()} (cargo build --release)")
+    cmd = [str(engine_bin()), "ppl", "--model", str(FIXTURE), "--data", str(data_path()),
+           "--tokens", "64", "--policy", "knorm:16", "--kv", "device", "--json", str(tmp_path / "x.json")]
+    r = subprocess.run(cmd, env=engine_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "keys" in r.stderr and "host" in r.stderr, r.stderr
+    assert not (tmp_path / "x.json").exists()
