@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decoder::{layer_limits, TraceStep};
 use crate::error::{Error, LengthError, Result, Setting};
-use crate::eval::data::{load_tokens, TextMode};
+use crate::eval::data::{load_text_tokens, TextMode};
 use crate::eval::memory::peak_rss_bytes;
 use crate::eval::ppl::measure_ppl;
 use crate::eval::speed::{check_lengths, measure, SpeedRun};
@@ -24,7 +24,7 @@ use crate::policy::scissor::DEFAULT_RECENT;
 use crate::policy::{PolicyKind, PolicySpec, Schedule, Scope};
 use crate::report::{
     full_cache_bytes, seed_equivalent, seed_groups, ExperimentResult, ExperimentStatus,
-    MemoryFigures, PplFigures, SpeedFigures,
+    MemoryFigures, PplFigures, SpeedFigures, TrafficFigures,
 };
 use crate::runtime::{Runtime, SessionConfig};
 
@@ -448,7 +448,7 @@ impl Lab {
         let tokens = if n == 0 {
             Vec::new()
         } else {
-            load_tokens(&model.tokenizer, &setup.data, n, setup.text)?
+            load_text_tokens(&model.tokenizer, &setup.data, n, setup.text)?
         };
         Ok(Lab { model, tokens })
     }
@@ -510,13 +510,15 @@ impl Lab {
         }
         if let Some(s) = plan.speed {
             let run = self.run_speed(exp, &s, hook)?;
-            result.speed = Some(SpeedFigures::from_run(
-                run.prefill,
-                run.total,
-                s.prompt,
-                s.batch,
-                &run.steps,
+            let mut speed =
+                SpeedFigures::from_run(run.prefill, run.total, s.prompt, s.batch, &run.steps);
+            let (p, d) = (run.prefill_traffic, run.decode_traffic);
+            speed.traffic = Some(TrafficFigures::new(
+                (p.to_device, p.from_device),
+                (d.to_device, d.from_device),
+                run.steps.len(),
             ));
+            result.speed = Some(speed);
             held = (
                 run.kv_bytes,
                 Some(run.kv_allocated_bytes as u64),
@@ -578,6 +580,7 @@ pub fn run_job(rt: &Runtime, job: &Job, peak: PeakMemory, hook: Hook<'_>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::KvPlacement;
 
     #[test]
     fn plan_lengths() {
@@ -653,6 +656,7 @@ mod tests {
                 session: SessionConfig {
                     intra_threads: 3,
                     spin: false,
+                    kv: KvPlacement::Device,
                     ..SessionConfig::default()
                 },
                 data: "wiki.test.raw".into(),
@@ -674,6 +678,7 @@ mod tests {
         let text = serde_json::to_string(&job).unwrap();
         assert!(text.contains("\"spin\":false"), "{text}");
         assert!(text.contains("\"text\":\"seed\""), "{text}");
+        assert!(text.contains("\"kv\":\"device\""), "{text}");
         assert!(text.contains("\"spec\":\"h2o:16+16\""), "{text}");
         assert!(text.contains("\"batch\":3"), "{text}");
         assert!(!text.contains("group"), "{text}");

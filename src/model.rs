@@ -1,15 +1,24 @@
-//! A loaded model directory (manifest, tokenizer, ONNX session) and one run of the decoder-step graph.
+//! A loaded model directory (manifest, tokenizer, ONNX session) and one run of the decoder-step graph,
+//! with the KV store's K/V in host memory (inputs and outputs of the run) or on the device (bound with
+//! IoBinding, written by companion graphs: `binding`, `companion`).
+
+mod binding;
+mod companion;
+pub mod traffic;
 
 use std::path::{Path, PathBuf};
 
 use half::f16;
+use ort::session::builder::SessionBuilder;
 use ort::session::{Session, SessionInputValue, SessionOutputs};
 use ort::value::TensorRef;
 
-use crate::cache::{KvElement, KvStore, NewKv};
+use crate::cache::{host_buffers, KvBuffers, KvElement, KvStore, NewKv};
 use crate::error::{Error, Result};
 use crate::manifest::{check_graph, KvDtype, LayerNames, Manifest, MaskInputs};
-use crate::runtime::{check_provider, ExecutionProvider, Runtime, SessionConfig};
+use crate::runtime::{check_provider, ExecutionProvider, KvPlacement, Runtime, SessionConfig};
+use binding::DeviceRunner;
+pub use traffic::{Pasts, Traffic};
 
 /// model.onnx + manifest.json + tokenizer.json from one directory, with a session ready to run.
 pub struct Model {
@@ -19,6 +28,8 @@ pub struct Model {
     pub config: SessionConfig,
     /// Per layer, the graph's input/output names (built once, not per step).
     pub names: Vec<LayerNames>,
+    /// The device store's binding and companion graphs (`config.kv` = device).
+    device: Option<DeviceRunner>,
     session: Session,
 }
 
@@ -67,20 +78,7 @@ impl Model {
             return Err(Error::ModelFileMissing { path: onnx });
         }
         let tokenizer = load_tokenizer(&dir.join("tokenizer.json"), manifest.vocab_size)?;
-        let opts = |e: ort::Error<_>| Error::ort("setting the session options", e);
-        let mut builder = Session::builder(&rt.env)
-            .map_err(|e| Error::ort("creating a session", e))?
-            .with_intra_threads(config.intra_threads)
-            .map_err(opts)?
-            .with_inter_threads(1)
-            .map_err(opts)?
-            .with_optimization_level(config.opt_level.to_ort())
-            .map_err(opts)?
-            .with_intra_op_spinning(config.spin)
-            .map_err(opts)?;
-        if config.provider == ExecutionProvider::Cuda {
-            builder = Self::with_cuda(builder)?;
-        }
+        let mut builder = Self::session_builder(rt, &config)?;
         let session = builder
             .commit_from_file(&onnx)
             .map_err(|e| Error::ort(format!("cannot load {}", onnx.display()), e))?;
@@ -96,14 +94,78 @@ impl Model {
             .collect();
         check_graph(&manifest, &ins, &outs)?;
         let names = LayerNames::all(manifest.num_layers);
+        let device = match config.kv {
+            KvPlacement::Host => None,
+            KvPlacement::Device => Some(DeviceRunner::new(
+                &session,
+                &builder,
+                config.provider,
+                manifest.dtype,
+            )?),
+        };
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest,
             tokenizer,
             config,
             names,
+            device,
             session,
         })
+    }
+
+    /// Session options of `config`: threads, optimisation level, spinning, execution provider (the
+    /// step graph's and the device store's companion graphs').
+    fn session_builder(rt: &Runtime, config: &SessionConfig) -> Result<SessionBuilder> {
+        let opts = |e: ort::Error<_>| Error::ort("setting the session options", e);
+        let mut builder = Session::builder(&rt.env)
+            .map_err(|e| Error::ort("creating a session", e))?
+            .with_intra_threads(config.intra_threads)
+            .map_err(opts)?
+            .with_inter_threads(1)
+            .map_err(opts)?
+            .with_optimization_level(config.opt_level.to_ort())
+            .map_err(opts)?
+            .with_intra_op_spinning(config.spin)
+            .map_err(opts)?;
+        if config.provider == ExecutionProvider::Cuda {
+            builder = Self::with_cuda(builder)?;
+        }
+        Ok(builder)
+    }
+
+    /// Empty K/V buffers for a store of `batch` rows, where `config.kv` says: host memory, or the
+    /// provider's device memory (then [`Model::run`] binds them and [`Model::write_kv`] writes them).
+    pub fn kv_buffers(&mut self, batch: usize) -> Result<Box<dyn KvBuffers>> {
+        let m = &self.manifest;
+        let (layers, heads, d) = (m.num_layers, m.num_heads, m.head_dim);
+        Ok(match self.device.as_mut() {
+            None => host_buffers(m.dtype, layers, batch, heads, d),
+            Some(dev) => Box::new(dev.buffers(&self.session, layers, batch, heads, d)?),
+        })
+    }
+
+    /// After a run and the store's update of every layer: with device buffers, grow them if the plans
+    /// asked for it and write the kept new K/V into their slots, on the device (the host buffers were
+    /// written by the update). Returns the bytes this sent to the device.
+    pub fn write_kv(&mut self, store: &mut KvStore) -> Result<Traffic> {
+        match (store.device_mut(), self.device.as_mut()) {
+            (None, _) => Ok(Traffic::default()),
+            (Some(kv), Some(dev)) => dev.commit(kv),
+            (Some(_), None) => Err(Self::not_device()),
+        }
+    }
+
+    /// Whether this model keeps K/V in device memory (`kv = device`).
+    pub fn kv_on_device(&self) -> bool {
+        self.device.is_some()
+    }
+
+    fn not_device() -> Error {
+        Error::Store(
+            "device K/V buffers given to a model loaded for host K/V; load it with kv = device"
+                .into(),
+        )
     }
 
     #[cfg(feature = "cuda")]
@@ -130,12 +192,35 @@ impl Model {
 
     /// Run the graph once on `inputs`, with every layer's slot arrays of `store` as past K/V (views of
     /// its memory, no copy). [`StepOutputs::view`] gives the outputs, checked against the manifest.
+    /// With device buffers the new K/V stay on the device until [`Model::write_kv`].
     pub fn run<'s>(
         &'s mut self,
         store: &KvStore,
         inputs: &StepInputs<'_>,
     ) -> Result<StepOutputs<'s>> {
         let (dims, pasts) = self.check_run(store, inputs)?;
+        let layer_pasts = Pasts {
+            layers: Some(&pasts),
+            per_layer_masks: self.per_layer_masks(),
+        };
+        if let Some(kv) = store.device() {
+            let dev = self.device.as_mut().ok_or_else(Self::not_device)?;
+            let binding = dev.bind_step(kv, &self.names, inputs, &dims, &layer_pasts)?;
+            let traffic = Traffic::device_run_layers(&dims, &layer_pasts);
+            let outputs = self
+                .session
+                .run_binding(binding)
+                .map_err(|e| Error::ort("running the decoder-step graph", e))?;
+            return Ok(StepOutputs {
+                outputs,
+                names: &self.names,
+                dims,
+                pasts,
+                dtype: self.manifest.dtype,
+                kv_on_device: true,
+                traffic,
+            });
+        }
         let (b, seq) = (dims.batch, dims.seq);
         let mut feed: Vec<(&str, SessionInputValue<'_>)> = Vec::with_capacity(3 + 3 * dims.layers);
         feed.push(("input_ids", int_input("input_ids", [b, seq], inputs.ids)?));
@@ -168,12 +253,15 @@ impl Model {
             .session
             .run(feed)
             .map_err(|e| Error::ort("running the decoder-step graph", e))?;
+        let traffic = Traffic::host_run_layers(&dims, &layer_pasts, self.manifest.dtype.size());
         Ok(StepOutputs {
             outputs,
             names: &self.names,
             dims,
             pasts,
             dtype: self.manifest.dtype,
+            kv_on_device: false,
+            traffic,
         })
     }
 
@@ -278,6 +366,9 @@ pub struct StepOutputs<'s> {
     /// Each layer's past.
     pasts: Vec<usize>,
     dtype: KvDtype,
+    /// New K/V left on the device (device store): read as [`NewKv::Device`].
+    kv_on_device: bool,
+    traffic: Traffic,
 }
 
 /// A run's outputs, every shape and element type checked against the manifest.
@@ -305,6 +396,11 @@ pub struct LayerOutputs<'a> {
 impl StepOutputs<'_> {
     pub fn dims(&self) -> StepDims {
         self.dims
+    }
+
+    /// Bytes the run moved between host and device (see [`Traffic`]).
+    pub fn traffic(&self) -> Traffic {
+        self.traffic
     }
 
     /// Every output, checked: logits `[batch, seq, vocab]`; per layer new K/V `[batch, heads, seq,
@@ -336,6 +432,9 @@ impl StepOutputs<'_> {
 
     /// K or V output `name` in the manifest's dtype.
     fn kv(&self, name: &str, shape: &[usize]) -> Result<NewKv<'_>> {
+        if self.kv_on_device {
+            return Ok(NewKv::Device);
+        }
         match self.dtype {
             KvDtype::Float32 => self.tensor::<f32>(name, shape).map(NewKv::of),
             KvDtype::Float16 => self.tensor::<f16>(name, shape).map(NewKv::of),

@@ -18,6 +18,35 @@ pub enum ExecutionProvider {
     Cuda,
 }
 
+/// Where the KV cache's K/V slot arrays live (a clap value enum: `host`, `device`; serialised the same
+/// way). `host`: `Vec`s in host memory, handed to every run as inputs (under a device provider ONNX
+/// Runtime copies the whole cache in and the new K/V out each step). `device`: memory of ONNX Runtime's
+/// allocator for the provider's device, bound with IoBinding; new K/V stay there and a companion graph
+/// writes them into their slots (see `cache::device`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum KvPlacement {
+    Host,
+    Device,
+}
+
+/// The KV placement on the CPU provider when none is asked for: flip this one constant if
+/// `h2o speed --kv device` measures faster than `--kv host` on the CPU (docs/architecture.md).
+pub const CPU_DEFAULT_KV: KvPlacement = KvPlacement::Host;
+
+impl KvPlacement {
+    /// The placement used when none is asked for: device memory under a device provider (CUDA), else
+    /// [`CPU_DEFAULT_KV`].
+    pub fn default_for(provider: ExecutionProvider) -> KvPlacement {
+        match provider {
+            ExecutionProvider::Cpu => CPU_DEFAULT_KV,
+            ExecutionProvider::Cuda => KvPlacement::Device,
+        }
+    }
+}
+
 /// Graph optimisation level handed to ONNX Runtime (a clap value enum: `disable`, `basic`,
 /// `extended`, `all`, or 0-3; serialised by name).
 #[derive(
@@ -69,6 +98,19 @@ impl std::fmt::Display for ExecutionProvider {
     }
 }
 
+impl std::str::FromStr for KvPlacement {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        parse_value(s, "KV placement")
+    }
+}
+
+impl std::fmt::Display for KvPlacement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&value_name(self))
+    }
+}
+
 impl std::str::FromStr for OptLevel {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -94,7 +136,8 @@ impl OptLevel {
     }
 }
 
-/// How to run sessions: provider, threads, optimisation level, spinning (serialised whole in a bench job).
+/// How to run sessions: provider, threads, optimisation level, spinning, where the K/V live (serialised
+/// whole in a bench job).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SessionConfig {
     pub provider: ExecutionProvider,
@@ -103,6 +146,8 @@ pub struct SessionConfig {
     pub opt_level: OptLevel,
     /// Whether ONNX Runtime's intra-op workers spin-wait between runs (its default).
     pub spin: bool,
+    /// Where the KV cache's K/V live ([`KvPlacement::default_for`] the provider unless asked).
+    pub kv: KvPlacement,
 }
 
 impl Default for SessionConfig {
@@ -112,6 +157,7 @@ impl Default for SessionConfig {
             intra_threads: physical_cores().min(logical_cores()),
             opt_level: OptLevel::All,
             spin: true,
+            kv: KvPlacement::default_for(ExecutionProvider::Cpu),
         }
     }
 }
@@ -308,6 +354,19 @@ mod tests {
         assert_eq!("2".parse::<OptLevel>().unwrap(), OptLevel::Extended);
         assert_eq!(OptLevel::Extended.to_string(), "extended");
         assert_eq!(ExecutionProvider::Cuda.to_string(), "cuda");
+        assert_eq!(
+            "Device".parse::<KvPlacement>().unwrap(),
+            KvPlacement::Device
+        );
+        assert_eq!(KvPlacement::Host.to_string(), "host");
+        assert_eq!(
+            KvPlacement::default_for(ExecutionProvider::Cuda),
+            KvPlacement::Device
+        );
+        assert_eq!(
+            KvPlacement::default_for(ExecutionProvider::Cpu),
+            CPU_DEFAULT_KV
+        );
         assert!("max"
             .parse::<OptLevel>()
             .unwrap_err()

@@ -5,7 +5,8 @@ use std::time::Duration;
 /// Where one decoder step spent its time (design §4: model run, score update, eviction, other host work).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StepTiming {
-    /// ONNX Runtime `run` (inputs bound from the store, outputs produced).
+    /// ONNX Runtime: the step graph's run (inputs bound from the store, outputs produced) and, with K/V
+    /// on the device, the companion runs that grow the store and write the kept new K/V.
     pub model: Duration,
     /// Adding the step's attention sums to the accumulated scores.
     pub score_update: Duration,

@@ -491,12 +491,24 @@ fn bench_groups_policies_runs_every_family() {
 
 /// A job on the fixture: perplexity over `ppl_tokens` and a short speed run of h2o:16+16 at batch 2.
 fn job(model: &Path, data: &Path, ppl_tokens: usize) -> String {
+    let kv = h2o_engine::runtime::SessionConfig::default().kv;
+    job_with_kv(model, data, ppl_tokens, kv)
+}
+
+/// [`job`] with the K/V where `kv` says.
+fn job_with_kv(
+    model: &Path,
+    data: &Path,
+    ppl_tokens: usize,
+    kv: h2o_engine::runtime::KvPlacement,
+) -> String {
     use h2o_engine::experiment::{Experiment, Job, Plan, PplPlan, Setup, SpeedPlan};
     let job = Job {
         setup: Setup {
             model: model.to_path_buf(),
             session: h2o_engine::runtime::SessionConfig {
                 intra_threads: 1,
+                kv,
                 ..Default::default()
             },
             data: data.to_path_buf(),
@@ -551,6 +563,33 @@ fn bench_one_measures_the_job_on_stdin_and_writes_the_result_on_stdout() {
     // 1024 bytes per slot on the fixture; two rows of 32 slots (the budget 16 + 16)
     assert_eq!(m.kv_allocated_bytes, Some(2 * 32 * 1024), "{m:?}");
     assert!(m.kv_bytes <= 2 * 32 * 1024 && m.peak_rss_bytes > 0, "{m:?}");
+}
+
+/// The job's K/V placement reaches the child: the device store gives the host store's NLLs and sends
+/// no K/V to the device (per decode step: ids, positions, mask and slot indices only).
+#[test]
+fn bench_one_runs_the_job_with_its_kv_placement() {
+    use h2o_engine::runtime::KvPlacement;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 200);
+    let result = |kv| {
+        let out = bench_one(job_with_kv(&fixture_dir(), &data, 64, kv), None);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<h2o_engine::report::ExperimentResult>(&out.stdout).unwrap()
+    };
+    let (host, device) = (result(KvPlacement::Host), result(KvPlacement::Device));
+    assert_eq!(host.nlls, device.nlls);
+    let sent = |r: &h2o_engine::report::ExperimentResult| {
+        r.speed.as_ref().unwrap().traffic.unwrap().step_to_device
+    };
+    // fixture, batch 2: 2 rows x 2 layers x 4 heads x 16 x fp32 over 32 slots = 64 KiB of past K/V
+    // a step; the device store sends ids, positions, mask and 16 bytes per kept K or V row (1 KiB)
+    assert!(sent(&host) > 64 * 1024, "{}", sent(&host));
+    assert!(sent(&device) < 2 * 1024, "{}", sent(&device));
 }
 
 /// Exit code 3 and no result when the bench process that started the child is gone.

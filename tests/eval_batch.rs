@@ -133,7 +133,7 @@ fn micro_dir() -> PathBuf {
 fn pythia_micro_batch_of_three_equals_each_row_alone() {
     let mut model = load_model(runtime(), &micro_dir());
     let excerpt = root().join("tests/data/wiki.test.excerpt.raw");
-    let text = load_tokens(&model.tokenizer, &excerpt, 600, Default::default()).unwrap();
+    let text = load_tokens(&model.tokenizer, &excerpt, 600).unwrap();
     for chunk in [None, Some(16)] {
         check(
             &mut model,

@@ -1,7 +1,6 @@
 //! K/V buffers: where a layer's keys and values live, behind one small interface (grow, apply a plan,
-//! bind as graph inputs). [`HostKv`] keeps them in host memory for any element type; a device
-//! implementation (ONNX Runtime's allocator + IoBinding) implements the same three verbs and takes the
-//! same host-side [`LayerPlan`].
+//! bind as graph inputs). [`HostKv`] keeps them in host memory for any element type;
+//! [`super::device::DeviceKv`] in ONNX Runtime device memory, taking the same host-side [`LayerPlan`].
 
 use half::f16;
 use ort::session::SessionInputValue;
@@ -16,6 +15,8 @@ use crate::manifest::KvDtype;
 pub enum NewKv<'a> {
     F32(&'a [f32]),
     F16(&'a [f16]),
+    /// Left on the device by the run, in the buffers the model bound for them (device store).
+    Device,
 }
 
 impl<'a> NewKv<'a> {

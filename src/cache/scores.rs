@@ -109,17 +109,21 @@ pub(crate) fn entry_scores(
     }
 }
 
+/// Elements of the new K/V on the host (0 when they stayed on the device).
 fn new_len(kv: &NewKv<'_>) -> usize {
     match kv {
         NewKv::F32(s) => s.len(),
         NewKv::F16(s) => s.len(),
+        NewKv::Device => 0,
     }
 }
 
 /// The key-norm score of the `len` elements of `k` from `at`, in f32 (0 if `k` is too short: the
-/// K/V write refuses such a step before anything is stored).
+/// K/V write refuses such a step before anything is stored; keys left on the device never get here,
+/// `decoder::layer_limits` refuses key-norm policies with device K/V).
 fn key_norm(k: &NewKv<'_>, at: usize, len: usize) -> f32 {
     match k {
+        NewKv::Device => 0.0,
         NewKv::F32(s) => s
             .get(at..at + len)
             .map_or(0.0, |x| key_score(x.iter().copied())),

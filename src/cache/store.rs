@@ -9,6 +9,7 @@ use std::time::Instant;
 use ort::session::SessionInputValue;
 
 use super::buffers::{host_buffers, HostKv, KvBuffers, KvElement, NewKv};
+use super::device::DeviceKv;
 use super::plan::LayerPlan;
 use super::slots::{PlanScratch, SlotTable};
 use crate::error::{Error, Result};
@@ -74,6 +75,21 @@ impl KvStore {
         dtype: KvDtype,
         chunk: usize,
     ) -> Result<Self> {
+        let buffers = host_buffers(dtype, limits.len(), batch, heads, head_dim);
+        Self::with_buffers(limits, batch, heads, head_dim, buffers, chunk)
+    }
+
+    /// An empty store with one limit per layer (`limits.len()` layers) whose K/V live in `buffers`
+    /// (empty, made for `layers x batch x heads x head_dim`), e.g. a [`DeviceKv`] from
+    /// `Model::kv_buffers`.
+    pub fn with_buffers(
+        limits: &[usize],
+        batch: usize,
+        heads: usize,
+        head_dim: usize,
+        buffers: Box<dyn KvBuffers>,
+        chunk: usize,
+    ) -> Result<Self> {
         let layers = limits.len();
         if layers == 0 || batch == 0 || heads == 0 || head_dim == 0 {
             return Err(Error::Store(
@@ -94,7 +110,7 @@ impl KvStore {
                 .iter()
                 .map(|&limit| SlotTable::new(batch, heads, limit))
                 .collect(),
-            buffers: host_buffers(dtype, layers, batch, heads, head_dim),
+            buffers,
             plan: LayerPlan::default(),
             scratch: PlanScratch::default(),
         })
@@ -175,6 +191,18 @@ impl KvStore {
     pub fn host_kv<T: KvElement>(&self) -> Option<&HostKv<T>> {
         let any: &dyn std::any::Any = self.buffers.as_ref();
         any.downcast_ref()
+    }
+
+    /// The K/V buffers when they are device buffers (bound by the model with IoBinding).
+    pub fn device(&self) -> Option<&DeviceKv> {
+        let any: &dyn std::any::Any = self.buffers.as_ref();
+        any.downcast_ref()
+    }
+
+    /// The device buffers, mutably (the model grows them and writes the step's K/V).
+    pub fn device_mut(&mut self) -> Option<&mut DeviceKv> {
+        let any: &mut dyn std::any::Any = self.buffers.as_mut();
+        any.downcast_mut()
     }
 
     /// Layer `layer`'s K and V as graph inputs `[batch, heads, capacity, head_dim]`, without a copy.

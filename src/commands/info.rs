@@ -66,6 +66,7 @@ pub fn run(a: InfoArgs) -> Result<()> {
     );
     println!("onnxruntime      {} ({})", rt.version, rt.library.display());
     println!("provider         {}", model.config.provider);
+    println!("KV store         {} memory", model.config.kv);
     println!("intra threads    {}", model.config.intra_threads);
     println!("graph opt level  {}", model.config.opt_level);
     println!(

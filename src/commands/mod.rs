@@ -18,7 +18,7 @@ use h2o_engine::error::Setting;
 use h2o_engine::eval::data::TextMode;
 use h2o_engine::experiment::{check_model_dir, Phase, Progress, Setup};
 use h2o_engine::model::Model;
-use h2o_engine::runtime::{ExecutionProvider, OptLevel, Runtime, SessionConfig};
+use h2o_engine::runtime::{ExecutionProvider, KvPlacement, OptLevel, Runtime, SessionConfig};
 
 /// Pythia (GPT-NeoX) through ONNX Runtime with a host-managed KV cache and H2O-style eviction.
 #[derive(Parser, Debug)]
@@ -68,6 +68,10 @@ pub struct ModelArgs {
     /// Stop ONNX Runtime's intra-op workers from spin-waiting between runs.
     #[arg(long)]
     pub no_spin: bool,
+    /// Where the KV cache's K/V live: `device` (memory of the provider's device, bound with IoBinding;
+    /// the default with cuda) or `host` (the default on cpu).
+    #[arg(long, value_enum, ignore_case = true)]
+    pub kv: Option<KvPlacement>,
 }
 
 impl ModelArgs {
@@ -80,6 +84,9 @@ impl ModelArgs {
                 .unwrap_or(SessionConfig::default().intra_threads),
             opt_level: self.opt_level,
             spin: !self.no_spin,
+            kv: self
+                .kv
+                .unwrap_or_else(|| KvPlacement::default_for(self.provider)),
         };
         config.check()?;
         Ok(config)

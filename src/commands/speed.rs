@@ -516,6 +516,7 @@ pub fn run(a: SpeedArgs) -> Result<()> {
             "weight_bytes_read_per_token": weights,
             "read_bandwidth_bytes_per_s": bandwidth.is_finite().then_some(bandwidth),
             "model": man.name, "threads": threads, "provider": setup.session.provider.to_string(),
+            "kv": setup.session.kv.to_string(),
             "prefill_chunk": a.prefill_chunk,
             "peak_memory": if a.in_process { PeakMemory::SharedProcess } else { PeakMemory::OwnProcess }.method(),
             "kv_cap": a.kv_cap.map(|cap| serde_json::json!({

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::cache::{KvStore, NewTokens};
 use crate::error::{Error, Result};
-use crate::model::{Model, StepInputs, StepView};
-use crate::policy::LayerPolicies;
+use crate::model::{Model, StepInputs, StepView, Traffic};
+use crate::policy::{LayerPolicies, ScoreRule};
 use crate::timing::StepTiming;
 
 pub use observer::{AttentionCapture, EvictionTrace, StepObserver, TraceStep};
@@ -32,6 +32,8 @@ pub struct StepOutput {
     /// The graph's past length at this run (layer 0's capacity; every layer's with uniform budgets).
     pub past: usize,
     pub timing: StepTiming,
+    /// Bytes the step moved between host and device (counted on any provider; see [`Traffic`]).
+    pub traffic: Traffic,
 }
 
 /// Streaming decoder over one model, one store and one policy per layer (or one for all).
@@ -65,6 +67,13 @@ pub fn layer_limits(model: &Model, policies: &LayerPolicies) -> Result<Vec<usize
     let limits: Vec<usize> = (0..m.num_layers)
         .map(|l| slot_limit(policies.layer(l).budget(), m.max_position_embeddings))
         .collect();
+    let key_norm = (0..m.num_layers).any(|l| policies.layer(l).score_rule() == ScoreRule::KeyNorm);
+    if key_norm && model.kv_on_device() {
+        return Err(Error::Input(format!(
+            "{} ranks tokens by their keys' norms, which the host computes from the new keys; with K/V in device memory the keys never reach the host: use kv = host",
+            policies.layer(0).spec()
+        )));
+    }
     if !model.per_layer_masks() && limits.iter().any(|&x| x != limits[0]) {
         return Err(Error::Input(format!(
             "the policy gives layers different budgets ({}, ...), but {} takes one attention mask for every layer; export the model with `export.py --layer-masks` (or use a uniform schedule)",
@@ -85,9 +94,10 @@ impl<'m> Decoder<'m> {
     ) -> Result<Self> {
         let policies = policies.into();
         let limits = layer_limits(model, &policies)?;
+        let buffers = model.kv_buffers(batch)?;
         let m = &model.manifest;
         let store =
-            KvStore::with_limits(&limits, batch, m.num_heads, m.head_dim, m.dtype, SLOT_CHUNK)?;
+            KvStore::with_buffers(&limits, batch, m.num_heads, m.head_dim, buffers, SLOT_CHUNK)?;
         Ok(Self {
             model,
             store,
@@ -234,7 +244,8 @@ impl<'m> Decoder<'m> {
 
         let t_model = Instant::now();
         let outputs = self.model.run(&self.store, &inputs)?;
-        let model_time = t_model.elapsed();
+        let mut model_time = t_model.elapsed();
+        let mut traffic = outputs.traffic();
 
         let t_after = Instant::now();
         let out = outputs.view()?;
@@ -251,6 +262,12 @@ impl<'m> Decoder<'m> {
         )?;
         let dims = out.dims;
         drop(outputs);
+        let other_end = t_after.elapsed();
+        // Device K/V: grow and write on the device (ONNX Runtime work, counted as model time).
+        let t_write = Instant::now();
+        traffic += self.model.write_kv(&mut self.store)?;
+        model_time += t_write.elapsed();
+        let t_rest = Instant::now();
         // Each row advances by its real (unpadded) new tokens.
         for (next, row) in self.next_pos.iter_mut().zip(self.new_mask.chunks(seq)) {
             *next += row.iter().sum::<i64>();
@@ -258,7 +275,7 @@ impl<'m> Decoder<'m> {
         if let Some(obs) = self.observer.as_deref_mut() {
             obs.step_done(&self.next_pos)?;
         }
-        let other = prep + t_after.elapsed().saturating_sub(score_time + evict_time);
+        let other = prep + other_end.saturating_sub(score_time + evict_time) + t_rest.elapsed();
         Ok(StepOutput {
             batch: dims.batch,
             seq,
@@ -270,6 +287,7 @@ impl<'m> Decoder<'m> {
                 eviction: evict_time,
                 other,
             },
+            traffic,
         })
     }
 

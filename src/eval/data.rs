@@ -83,8 +83,13 @@ pub fn tokenize(tok: &tokenizers::Tokenizer, text: &str) -> Result<Vec<u32>> {
     Ok(enc.get_ids().to_vec())
 }
 
+/// The first `n` tokens of the data file as it is; fewer than `n` is an error naming both counts.
+pub fn load_tokens(tok: &tokenizers::Tokenizer, path: &Path, n: usize) -> Result<Vec<u32>> {
+    load_text_tokens(tok, path, n, TextMode::File)
+}
+
 /// The first `n` tokens of the data file's text (`mode`); fewer than `n` is an error naming both counts.
-pub fn load_tokens(
+pub fn load_text_tokens(
     tok: &tokenizers::Tokenizer,
     path: &Path,
     n: usize,

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::decoder::Decoder;
 use crate::error::{Error, Result};
+use crate::model::Traffic;
 use crate::timing::StepTiming;
 
 /// What a decode run gives.
@@ -26,6 +27,9 @@ pub struct DecodeRun {
     pub total: Duration,
     /// The generated tokens of each row, `[batch][gen]`.
     pub tokens: Vec<Vec<u32>>,
+    /// Bytes between host and device: the prefill's runs, and the decode steps together.
+    pub prefill_traffic: Traffic,
+    pub decode_traffic: Traffic,
 }
 
 /// Which tokens of each prompt the prefill run starting at prompt token `start` feeds: rows whose
@@ -39,13 +43,13 @@ fn prefill_rows(prompts: &[Vec<u32>], start: usize, end: usize) -> Vec<Vec<u32>>
 
 /// Feeds `prompts` (one per row of `dec`'s batch) in runs of at most `chunk` tokens per row (`None`:
 /// one run) and picks each row's first generated token after the run that holds its last prompt
-/// token. Returns the first tokens, the prefill time and its graph runs.
+/// token. Returns the first tokens, the prefill time, its graph runs and its traffic.
 fn prefill(
     dec: &mut Decoder<'_>,
     prompts: &[Vec<u32>],
     chunk: Option<usize>,
     pick: &mut dyn FnMut(usize, &[f32]) -> u32,
-) -> Result<(Vec<u32>, Duration, usize)> {
+) -> Result<(Vec<u32>, Duration, usize, Traffic)> {
     if prompts.iter().any(Vec::is_empty) {
         return Err(Error::Input(
             "every row needs at least one prompt token".into(),
@@ -60,11 +64,12 @@ fn prefill(
     let chunk = chunk.unwrap_or(longest);
     let mut first = vec![None; prompts.len()];
     let (mut time, mut runs, mut start) = (Duration::ZERO, 0, 0);
+    let mut traffic = Traffic::default();
     while start < longest {
         let end = start.saturating_add(chunk).min(longest);
         let rows = prefill_rows(prompts, start, end);
         let t = Instant::now();
-        dec.prefill(&rows)?;
+        traffic += dec.prefill(&rows)?.traffic;
         time += t.elapsed();
         runs += 1;
         for (b, p) in prompts.iter().enumerate() {
@@ -75,7 +80,7 @@ fn prefill(
         start = end;
     }
     let first = first.into_iter().map(|t| t.unwrap_or_default()).collect();
-    Ok((first, time, runs))
+    Ok((first, time, runs, traffic))
 }
 
 /// Prefill `prompts` into `dec` (a fresh decoder of batch `prompts.len()`), then decode until every
@@ -97,7 +102,8 @@ pub fn decode(
         ));
     }
     let t0 = Instant::now();
-    let (mut next, prefill_time, prefill_runs) = prefill(dec, prompts, prefill_chunk, pick)?;
+    let (mut next, prefill_time, prefill_runs, prefill_traffic) =
+        prefill(dec, prompts, prefill_chunk, pick)?;
     let mut tokens: Vec<Vec<u32>> = next
         .iter()
         .map(|&t| {
@@ -110,9 +116,11 @@ pub fn decode(
         return Err(Error::Cancelled);
     }
     let mut steps = Vec::with_capacity(gen - 1);
+    let mut decode_traffic = Traffic::default();
     for done in 2..=gen {
         let out = dec.step(&next)?;
         steps.push(out.timing);
+        decode_traffic += out.traffic;
         for (b, (t, row)) in next.iter_mut().zip(&mut tokens).enumerate() {
             *t = pick(b, dec.logits_at(b, 0));
             row.push(*t);
@@ -127,6 +135,8 @@ pub fn decode(
         steps,
         total: t0.elapsed(),
         tokens,
+        prefill_traffic,
+        decode_traffic,
     })
 }
 

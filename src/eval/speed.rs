@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::decode::decode;
 use crate::decoder::Decoder;
 use crate::error::{LengthError, Result, Setting};
-use crate::model::Model;
+use crate::model::{Model, Traffic};
 use crate::policy::PolicySpec;
 use crate::timing::StepTiming;
 
@@ -30,6 +30,9 @@ pub struct SpeedRun {
     pub kv_bytes: usize,
     /// Bytes of the K/V slot arrays at the end (what occupies memory), all rows.
     pub kv_allocated_bytes: usize,
+    /// Bytes the prefill moved between host and device, and all timed decode steps together.
+    pub prefill_traffic: Traffic,
+    pub decode_traffic: Traffic,
     /// The generated tokens of each row.
     pub tokens: Vec<Vec<u32>>,
 }
@@ -117,6 +120,8 @@ pub fn measure(
         total: run.total,
         kv_bytes: dec.store().held_bytes(),
         kv_allocated_bytes: dec.store().allocated_bytes(),
+        prefill_traffic: run.prefill_traffic,
+        decode_traffic: run.decode_traffic,
         tokens: run.tokens,
     })
 }

@@ -178,6 +178,34 @@ pub struct SpeedFigures {
     #[serde(with = "super::nanable")]
     pub seed_throughput_tps: f64,
     pub breakdown: Breakdown,
+    /// Bytes between host and device memory (counted on any provider), when the run counted them.
+    #[serde(default)]
+    pub traffic: Option<TrafficFigures>,
+}
+
+/// Bytes a speed run moved between host and device memory: what ONNX Runtime copies under a device
+/// provider (nothing moves on the CPU provider, the count is the same). Decode figures are means
+/// over the timed steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficFigures {
+    pub prefill_to_device: u64,
+    pub prefill_from_device: u64,
+    pub step_to_device: u64,
+    pub step_from_device: u64,
+}
+
+impl TrafficFigures {
+    /// From the prefill's bytes and the sum over `steps` decode steps (means rounded down; 0 steps
+    /// give 0).
+    pub fn new(prefill: (u64, u64), decode_total: (u64, u64), steps: usize) -> TrafficFigures {
+        let per_step = |x: u64| x.checked_div(steps as u64).unwrap_or(0);
+        TrafficFigures {
+            prefill_to_device: prefill.0,
+            prefill_from_device: prefill.1,
+            step_to_device: per_step(decode_total.0),
+            step_from_device: per_step(decode_total.1),
+        }
+    }
 }
 
 impl SpeedFigures {
@@ -252,6 +280,7 @@ impl SpeedFigures {
                 eviction_share: share(evict),
                 other_share: share(other),
             },
+            traffic: None,
         }
     }
 }

@@ -28,7 +28,7 @@ pub use compare::{
 pub use error::ReportError;
 pub use figures::{
     full_cache_bytes, percentile, Breakdown, MemoryFigures, NllBucket, NllSummary, PplFigures,
-    SpeedFigures, NLL_BUCKETS,
+    SpeedFigures, TrafficFigures, NLL_BUCKETS,
 };
 pub use machine::MachineInfo;
 pub use plot::{render_sweep, SweepPoint};
