@@ -7,7 +7,7 @@
 //! the `Setup`, the `Plan` or the [`Experiment`], so a job carries all of it by construction.
 
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,7 @@ use crate::eval::memory::peak_rss_bytes;
 use crate::eval::ppl::measure_ppl;
 use crate::eval::speed::{check_lengths, measure, SpeedRun};
 use crate::eval::throughput::{check_memory, RunShape};
+pub use crate::model::check_model_dir;
 use crate::model::Model;
 use crate::policy::scissor::DEFAULT_RECENT;
 use crate::policy::{PolicyKind, PolicySpec, Schedule, Scope};
@@ -413,25 +414,6 @@ pub struct Outcome {
     pub result: ExperimentResult,
     /// The perplexity run's eviction trace, its tokens as fed (a declared BOS first).
     pub trace: Option<TraceFile>,
-}
-
-/// Refuses a model path that is not a directory holding the model's files, naming what is there
-/// instead (missing, a file where the directory should be, a directory where a file should be).
-pub fn check_model_dir(dir: &Path) -> Result<()> {
-    match std::fs::metadata(dir) {
-        Err(_) => return Err(Error::ModelDirMissing(dir.to_path_buf())),
-        Ok(m) if !m.is_dir() => return Err(Error::ModelDirNotADir(dir.to_path_buf())),
-        Ok(_) => {}
-    }
-    for name in ["manifest.json", "model.onnx", "tokenizer.json"] {
-        let path = dir.join(name);
-        match std::fs::metadata(&path) {
-            Err(_) => return Err(Error::ModelFileMissing { path }),
-            Ok(m) if !m.is_file() => return Err(Error::ModelFileNotAFile { path }),
-            Ok(_) => {}
-        }
-    }
-    Ok(())
 }
 
 /// A loaded model and the start of the text, ready to run experiments on.

@@ -42,6 +42,25 @@ impl std::fmt::Debug for Model {
     }
 }
 
+/// Refuses a model path that is not a directory holding the model's files, naming what is there
+/// instead (missing, a file where the directory should be, a directory where a file should be).
+pub fn check_model_dir(dir: &Path) -> Result<()> {
+    match std::fs::metadata(dir) {
+        Err(_) => return Err(Error::ModelDirMissing(dir.to_path_buf())),
+        Ok(m) if !m.is_dir() => return Err(Error::ModelDirNotADir(dir.to_path_buf())),
+        Ok(_) => {}
+    }
+    for name in ["manifest.json", "model.onnx", "tokenizer.json"] {
+        let path = dir.join(name);
+        match std::fs::metadata(&path) {
+            Err(_) => return Err(Error::ModelFileMissing { path }),
+            Ok(m) if !m.is_file() => return Err(Error::ModelFileNotAFile { path }),
+            Ok(_) => {}
+        }
+    }
+    Ok(())
+}
+
 /// Load a tokenizer and check that its ids fit the model's vocabulary.
 pub fn load_tokenizer(path: &Path, model_vocab: usize) -> Result<tokenizers::Tokenizer> {
     if !path.is_file() {
@@ -69,14 +88,10 @@ impl Model {
     /// Load `dir` (model.onnx, manifest.json, tokenizer.json) and start a session on `rt`.
     pub fn load(rt: &Runtime, dir: &Path, config: SessionConfig) -> Result<Self> {
         check_provider(config.provider)?;
-        if !dir.is_dir() {
-            return Err(Error::ModelDirMissing(dir.to_path_buf()));
-        }
+        config.check()?;
+        check_model_dir(dir)?;
         let manifest = Manifest::load(&dir.join("manifest.json"))?;
         let onnx = dir.join("model.onnx");
-        if !onnx.is_file() {
-            return Err(Error::ModelFileMissing { path: onnx });
-        }
         let tokenizer = load_tokenizer(&dir.join("tokenizer.json"), manifest.vocab_size)?;
         let mut builder = Self::session_builder(rt, &config)?;
         let session = builder

@@ -224,3 +224,24 @@ fn a_directory_is_refused_before_anything_is_measured() {
     let names: Vec<_> = std::fs::read_dir(&maps).unwrap().flatten().collect();
     assert_eq!(names.len(), 1, "no picture drawn: {names:?}");
 }
+
+/// Tables on stdout read by a pipe whose reader is gone (`h2o info | head -0`): the process ends
+/// quietly with exit code 141 (as a SIGPIPE would), not with a Rust panic.
+#[test]
+fn a_closed_stdout_pipe_ends_the_process_quietly() {
+    let bin = assert_cmd::cargo::cargo_bin("h2o");
+    let mut child = Process::new(bin)
+        .current_dir(common::root())
+        .args(["info", "--model"])
+        .arg(fixture_dir())
+        .args(["--threads", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away before anything is printed
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

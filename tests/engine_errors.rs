@@ -168,3 +168,29 @@ fn cuda_without_the_feature() {
         .to_string();
     assert!(e.contains("cuda"), "{e}");
 }
+
+#[test]
+fn a_file_given_as_the_model_dir_and_a_directory_as_model_onnx() {
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("README.md");
+    std::fs::write(&file, "not a model").unwrap();
+    let e = load_err(&file);
+    assert!(e.contains("is a file, not a directory"), "{e}");
+    copy_fixture(d.path());
+    std::fs::remove_file(d.path().join("model.onnx")).unwrap();
+    std::fs::create_dir(d.path().join("model.onnx")).unwrap();
+    let e = load_err(d.path());
+    assert!(e.contains("is not a file"), "{e}");
+}
+
+#[test]
+fn more_threads_than_cores_are_refused_by_the_library_too() {
+    let cfg = SessionConfig {
+        intra_threads: 100_000,
+        ..SessionConfig::default()
+    };
+    let e = Model::load(runtime(), &fixture_dir(), cfg)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("100000") && e.contains("logical cores"), "{e}");
+}

@@ -431,7 +431,7 @@ fn print_tables(results: &[ExperimentResult], width: Width) {
     ];
     for (title, t) in &mut tables {
         fit_width(t, fit);
-        println!("{title}{t}");
+        outln!("{title}{t}");
     }
 }
 
@@ -472,7 +472,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     );
     writer.finish()?;
     print_tables(&results, if a.wide { Width::Wide } else { Width::Compact });
-    println!("results: {}\n         {}", csv.display(), json.display());
+    outln!("results: {}\n         {}", csv.display(), json.display());
     let failures: Vec<String> = results
         .iter()
         .filter_map(|r| match &r.status {
@@ -483,7 +483,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         })
         .collect();
     if !failures.is_empty() {
-        println!(
+        outln!(
             "Failed ({} of {}):\n{}",
             failures.len(),
             results.len(),

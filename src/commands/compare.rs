@@ -23,6 +23,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
     let width = terminal_width();
     let mut t = c.table(a.wide);
     fit_width(&mut t, width);
-    print!("{}", c.render(&t, width));
+    let text = c.render(&t, width);
+    outln!("{}", text.strip_suffix('\n').unwrap_or(&text));
     Ok(())
 }

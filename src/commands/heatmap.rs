@@ -157,7 +157,7 @@ pub fn run(a: HeatmapArgs) -> Result<()> {
             man.name, la.layer, head, n
         );
         render_attention_heatmap(&la.matrix, &labels, &title, a.floor, &path)?;
-        println!("{}", path.display());
+        outln!("{}", path.display());
         let kept: Vec<(String, Vec<Vec<bool>>)> = kept_by_policy
             .iter()
             .map(|(s, k)| (s.clone(), k[i].clone()))
@@ -168,7 +168,7 @@ pub fn run(a: HeatmapArgs) -> Result<()> {
             man.name, la.layer
         );
         render_kept_tokens(&la.accumulated, &labels, &kept, &title, &path)?;
-        println!("{}", path.display());
+        outln!("{}", path.display());
     }
     Ok(())
 }

@@ -22,14 +22,14 @@ pub fn run(a: InfoArgs) -> Result<()> {
         .first()
         .map(|c| c.brand().trim().to_string())
         .unwrap_or_default();
-    println!("model            {} ({})", m.name, model.dir.display());
-    println!(
+    outln!("model            {} ({})", m.name, model.dir.display());
+    outln!(
         "shape            {} layers, {} heads x {} head_dim, hidden {}, vocab {}, rotary {} dims, {} positions",
         m.num_layers, m.num_heads, m.head_dim, m.hidden_size, m.vocab_size, m.rotary_dims, m.max_position_embeddings
     );
-    println!("dtype            {}", m.dtype.name());
-    println!("weight format    {}", m.weights.describe());
-    println!(
+    outln!("dtype            {}", m.dtype.name());
+    outln!("weight format    {}", m.weights.describe());
+    outln!(
         "attention masks  {}",
         match m.attention_masks {
             h2o_engine::manifest::MaskInputs::Shared =>
@@ -37,7 +37,7 @@ pub fn run(a: InfoArgs) -> Result<()> {
             h2o_engine::manifest::MaskInputs::PerLayer => "one per layer (per-layer budgets)",
         }
     );
-    println!(
+    outln!(
         "weights          {}{}",
         if m.random_init {
             "random init"
@@ -49,14 +49,14 @@ pub fn run(a: InfoArgs) -> Result<()> {
             .unwrap_or_default()
     );
     if let Some(sha) = &m.source.sha256 {
-        println!("source sha256    {sha}");
+        outln!("source sha256    {sha}");
     }
-    println!(
+    outln!(
         "exporter         {} (opset {})",
         m.exporter_version.as_deref().unwrap_or("?"),
         m.opset.unwrap_or(0)
     );
-    println!(
+    outln!(
         "declared BOS     {}",
         match m.prepend_bos_token_id {
             Some(b) => format!(
@@ -66,20 +66,20 @@ pub fn run(a: InfoArgs) -> Result<()> {
             None => "none (the text is fed as it is)".to_string(),
         }
     );
-    println!(
+    outln!(
         "KV per token     {} bytes (all layers, K and V)",
         m.kv_bytes_per_token()
     );
-    println!(
+    outln!(
         "tokenizer        {} tokens",
         model.tokenizer.get_vocab_size(true)
     );
-    println!("onnxruntime      {} ({})", rt.version, rt.library.display());
-    println!("provider         {}", model.config.provider);
-    println!("KV store         {} memory", model.config.kv);
-    println!("intra threads    {}", model.config.intra_threads);
-    println!("graph opt level  {}", model.config.opt_level);
-    println!(
+    outln!("onnxruntime      {} ({})", rt.version, rt.library.display());
+    outln!("provider         {}", model.config.provider);
+    outln!("KV store         {} memory", model.config.kv);
+    outln!("intra threads    {}", model.config.intra_threads);
+    outln!("graph opt level  {}", model.config.opt_level);
+    outln!(
         "machine          {cpu}; {} physical / {} logical cores; {:.1} GiB memory",
         sysinfo::System::physical_core_count().unwrap_or(0),
         sys.cpus().len(),

@@ -1,5 +1,13 @@
 //! Subcommands of the `h2o` binary, the flags they share, and the library's errors in the CLI's words.
 
+/// `println!` for results on stdout that ends the process quietly (exit 141, as a SIGPIPE would) when
+/// stdout is a pipe its reader closed (`h2o info | head`), instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::commands::write_stdout_line(format_args!($($arg)*))
+    };
+}
+
 mod bench;
 mod compare;
 mod generate;
@@ -360,4 +368,23 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(a) => generate::run(a),
     }
     .map_err(|e| in_cli_words(e, &names))
+}
+
+/// One line on stdout (see `outln!`): a closed pipe ends the process quietly with exit code 141; any
+/// other write error is reported and ends it with exit code 1.
+pub fn write_stdout_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(141),
+        Err(e) => {
+            eprintln!("error: cannot write to standard output: {e}");
+            std::process::exit(1)
+        }
+    }
 }

@@ -69,9 +69,13 @@ pub fn run(a: PplArgs) -> Result<()> {
         anyhow::bail!("the perplexity run gave no figures");
     };
     let (man, config) = (&lab.model().manifest, &lab.model().config);
-    println!(
+    outln!(
         "{}  {spec}  tokens {}  PPL {:.4}  mean NLL {:.6}  KV held {} bytes",
-        man.name, a.tokens, f.ppl, f.mean_nll, m.kv_bytes
+        man.name,
+        a.tokens,
+        f.ppl,
+        f.mean_nll,
+        m.kv_bytes
     );
     if let Some(path) = &a.trace {
         let Some(trace) = &outcome.trace else {

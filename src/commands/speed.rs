@@ -499,13 +499,13 @@ pub fn run(a: SpeedArgs) -> Result<()> {
         fit_width(&mut t, terminal_width());
         t
     };
-    println!("{}", fit(table(&points, a.wide)));
-    println!(
+    outln!("{}", fit(table(&points, a.wide)));
+    outln!(
         "Per-step breakdown (decode steps)\n{}",
         fit(breakdown(&points))
     );
     if let Some(cap) = a.kv_cap {
-        println!(
+        outln!(
             "Under a K/V cap of {} (allocated K/V slot arrays; prompt {} + gen {})\n{}",
             format_bytes(cap),
             contexts[0],
@@ -537,7 +537,7 @@ pub fn run(a: SpeedArgs) -> Result<()> {
             man.name, contexts[0], a.gen
         );
         plot(p, &points, &fits, &a, &title)?;
-        println!("{}", p.display());
+        outln!("{}", p.display());
     }
     Ok(())
 }
