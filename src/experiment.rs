@@ -655,7 +655,10 @@ mod tests {
         );
         assert!(at(2049, 8, 8).check(2048, true).is_err());
         assert_eq!(
-            SpeedPlan::new(32, 8, 0).shape(true).graph_runs().sum::<usize>(),
+            SpeedPlan::new(32, 8, 0)
+                .shape(true)
+                .graph_runs()
+                .sum::<usize>(),
             33 + 7,
             "the BOS is fed in the prefill"
         );

@@ -39,7 +39,11 @@ fn ppl(dir: &Path, spec: &str, tokens: &[u32]) -> (Vec<f64>, String) {
     let mut dec = Decoder::new(&mut model, spec.build(layers), 1).unwrap();
     dec.set_observer(Box::new(EvictionTrace::default()));
     let run = streaming_ppl(&mut dec, tokens, |_| ControlFlow::Continue(())).unwrap();
-    let steps = dec.take_observer::<EvictionTrace>().unwrap().steps().to_vec();
+    let steps = dec
+        .take_observer::<EvictionTrace>()
+        .unwrap()
+        .steps()
+        .to_vec();
     (run.nlls, serde_json::to_string(&steps).unwrap())
 }
 
@@ -51,11 +55,22 @@ fn perplexity_feeds_the_bos_first_and_scores_the_text_only() {
     let by_hand: Vec<u32> = std::iter::once(BOS).chain(text.iter().copied()).collect();
     for spec in ["full", "local:8", "sink:1+7", "h2o:4+4", "h2o-layer:4+4"] {
         let (nlls, trace) = ppl(d.path(), spec, text);
-        assert_eq!(nlls.len(), text.len() - 1, "{spec}: N text tokens, N-1 NLLs");
+        assert_eq!(
+            nlls.len(),
+            text.len() - 1,
+            "{spec}: N text tokens, N-1 NLLs"
+        );
         let (plain, plain_trace) = ppl(&fixture_dir(), spec, &by_hand);
         // the plain model's first prediction (text token 0 after the BOS) is the one left unscored
-        assert_eq!(nlls, plain[1..], "{spec}: the NLLs of [BOS] + text, the first dropped");
-        assert_eq!(trace, plain_trace, "{spec}: the same evictions, positions counted from the BOS");
+        assert_eq!(
+            nlls,
+            plain[1..],
+            "{spec}: the NLLs of [BOS] + text, the first dropped"
+        );
+        assert_eq!(
+            trace, plain_trace,
+            "{spec}: the same evictions, positions counted from the BOS"
+        );
     }
     // and the BOS changes what is predicted: it is really fed
     let (without, _) = ppl(&fixture_dir(), "full", text);
@@ -79,12 +94,20 @@ fn speed_prefills_the_bos_before_every_prompt() {
         .collect();
     let mut plain = load_model(runtime(), &fixture_dir());
     let want = measure(&mut plain, &spec, &by_hand, 6, 0, Some(5), none).unwrap();
-    assert_eq!(run.tokens, want.tokens, "greedy tokens as with [BOS] + prompt");
+    assert_eq!(
+        run.tokens, want.tokens,
+        "greedy tokens as with [BOS] + prompt"
+    );
     assert_eq!(run.prefill_runs, 3, "13 tokens in runs of at most 5");
     assert_eq!(run.kv_bytes, want.kv_bytes);
     // the BOS takes a position: prompt + gen may use one position less
     let max = bos_model.manifest.max_position_embeddings;
-    let long = vec![toks[..8].iter().copied().cycle().take(max - 4).collect::<Vec<u32>>()];
+    let long = vec![toks[..8]
+        .iter()
+        .copied()
+        .cycle()
+        .take(max - 4)
+        .collect::<Vec<u32>>()];
     let e = measure(&mut bos_model, &spec, &long, 4, 0, None, none)
         .unwrap_err()
         .to_string();
@@ -107,15 +130,27 @@ fn generate_and_heatmap_start_with_the_bos() {
     .unwrap();
     assert_eq!((run.bos, run.tokens.len()), (Some(BOS), 3));
     // ids made without the BOS are refused, naming the fix
-    let e = generate(&mut model, &spec, &text_ids, 3, Sampling::GREEDY, &mut |_| {
-        ControlFlow::Continue(())
-    })
+    let e = generate(
+        &mut model,
+        &spec,
+        &text_ids,
+        3,
+        Sampling::GREEDY,
+        &mut |_| ControlFlow::Continue(()),
+    )
     .unwrap_err()
     .to_string();
     assert!(e.contains("prompt_tokens"), "{e}");
 
     let toks = heatmap_tokens(&model, "The tower is", 2).unwrap();
-    assert_eq!(toks, vec![BOS, text_ids[0], text_ids[1]], "the BOS, then at most 2 text tokens");
+    assert_eq!(
+        toks,
+        vec![BOS, text_ids[0], text_ids[1]],
+        "the BOS, then at most 2 text tokens"
+    );
     let plain = load_model(runtime(), &fixture_dir());
-    assert_eq!(heatmap_tokens(&plain, "The tower is", 2).unwrap(), text_ids[..2]);
+    assert_eq!(
+        heatmap_tokens(&plain, "The tower is", 2).unwrap(),
+        text_ids[..2]
+    );
 }

@@ -7,9 +7,9 @@ use clap::Args;
 
 use h2o_engine::eval::data::read_text;
 use h2o_engine::heatmap::{
-    check_floor, collect_attention, default_layers, heatmap_file_name, heatmap_tokens,
-    kept_at_end, kept_file_name, parse_layers, render_attention_heatmap, render_kept_tokens,
-    require_text, token_labels, HeadChoice, DEFAULT_TEXT,
+    check_floor, collect_attention, default_layers, heatmap_file_name, heatmap_tokens, kept_at_end,
+    kept_file_name, parse_layers, render_attention_heatmap, render_kept_tokens, require_text,
+    token_labels, HeadChoice, DEFAULT_TEXT,
 };
 use h2o_engine::output::check_output;
 use h2o_engine::policy::{PolicyKind, PolicySpec, Scope};

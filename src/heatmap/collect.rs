@@ -60,7 +60,10 @@ pub fn heatmap_tokens(model: &Model, text: &str, max_tokens: usize) -> Result<Ve
         return Err(HeatmapError::EmptyText.into());
     }
     let bos = model.manifest.prepend_bos_token_id;
-    let room = model.manifest.max_position_embeddings.saturating_sub(lead(bos));
+    let room = model
+        .manifest
+        .max_position_embeddings
+        .saturating_sub(lead(bos));
     ids.truncate(max_tokens.min(room));
     Ok(fed(bos, &ids))
 }
