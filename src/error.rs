@@ -112,6 +112,8 @@ pub enum Setting {
     Batch,
     /// Most prompt tokens per row in one prefill run of the graph.
     PrefillChunk,
+    /// The BOS a model declares (`prepend_bos_token_id`), fed before the text: one position.
+    Bos,
 }
 
 impl Setting {
@@ -124,6 +126,7 @@ impl Setting {
             Setting::NewTokens => "new tokens",
             Setting::Batch => "batch",
             Setting::PrefillChunk => "prefill chunk",
+            Setting::Bos => "the model's declared BOS",
         }
     }
 
@@ -136,6 +139,7 @@ impl Setting {
             Setting::NewTokens => " (the prefill gives the first)",
             Setting::Batch => " (one sequence or more)",
             Setting::PrefillChunk => " (tokens per prefill run)",
+            Setting::Bos => "",
         }
     }
 }

@@ -12,8 +12,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::decoder::{layer_limits, TraceStep};
+use crate::decoder::{layer_limits, TraceFile, TRACE_FORMAT};
 use crate::error::{Error, LengthError, Result, Setting};
+use crate::eval::bos::{fed, lead};
 use crate::eval::data::{load_text_tokens, TextMode};
 use crate::eval::memory::peak_rss_bytes;
 use crate::eval::ppl::measure_ppl;
@@ -258,17 +259,20 @@ impl SpeedPlan {
         }
     }
 
-    /// The lengths that decide the run's K/V.
-    pub fn shape(&self) -> RunShape {
+    /// The lengths that decide the run's K/V on a model that declares a BOS (`bos`: fed before
+    /// each row's prompt) or not.
+    pub fn shape(&self, bos: bool) -> RunShape {
         RunShape {
             prompt: self.prompt,
             gen: self.gen,
             prefill_chunk: self.prefill_chunk,
+            bos,
         }
     }
 
-    /// Refuses batch 0, a prefill chunk of 0, and lengths the model cannot take.
-    pub fn check(&self, max_positions: usize) -> Result<(), LengthError> {
+    /// Refuses batch 0, a prefill chunk of 0, and lengths the model cannot take (a declared BOS,
+    /// `bos`, takes a position of its own).
+    pub fn check(&self, max_positions: usize, bos: bool) -> Result<(), LengthError> {
         for (setting, value) in [
             (Setting::Batch, Some(self.batch)),
             (Setting::PrefillChunk, self.prefill_chunk),
@@ -281,7 +285,7 @@ impl SpeedPlan {
                 });
             }
         }
-        check_lengths(max_positions, self.prompt, self.gen)
+        check_lengths(max_positions, self.prompt, self.gen, bos)
     }
 }
 
@@ -310,8 +314,10 @@ impl Plan {
         ppl.max(self.speed.map_or(0, |s| s.prompt.saturating_mul(s.batch)))
     }
 
-    /// Refuses lengths the model cannot take, before anything is measured.
-    pub fn check(&self, max_positions: usize) -> Result<(), LengthError> {
+    /// Refuses lengths the model cannot take, before anything is measured; `bos`: the model
+    /// declares a BOS (fed first: N perplexity tokens then use positions 0..N-1, a speed run one
+    /// position more than its prompt and generated tokens).
+    pub fn check(&self, max_positions: usize, bos: bool) -> Result<(), LengthError> {
         if let Some(p) = self.ppl {
             if p.tokens < 2 {
                 return Err(LengthError::TooFew {
@@ -328,7 +334,7 @@ impl Plan {
             }
         }
         match self.speed {
-            Some(s) => s.check(max_positions),
+            Some(s) => s.check(max_positions, bos),
             None => Ok(()),
         }
     }
@@ -406,7 +412,8 @@ pub type Hook<'a> = &'a mut dyn FnMut(Progress) -> ControlFlow<()>;
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub result: ExperimentResult,
-    pub trace: Option<Vec<TraceStep>>,
+    /// The perplexity run's eviction trace, its tokens as fed (a declared BOS first).
+    pub trace: Option<TraceFile>,
 }
 
 /// A loaded model and the start of the text, ready to run experiments on.
@@ -422,9 +429,12 @@ impl Lab {
         check_model_dir(&setup.model)?;
         setup.session.check()?;
         let model = Model::load(rt, &setup.model, setup.session.clone())?;
-        let max = model.manifest.max_position_embeddings;
+        let (max, bos) = (
+            model.manifest.max_position_embeddings,
+            model.manifest.prepend_bos_token_id.is_some(),
+        );
         for p in plans {
-            p.check(max)?;
+            p.check(max, bos)?;
         }
         let n = plans.iter().map(Plan::tokens_needed).max().unwrap_or(0);
         let tokens = if n == 0 {
@@ -449,7 +459,8 @@ impl Lab {
         Ok(())
     }
 
-    /// The tokens read from the start of the text.
+    /// The tokens read from the start of the text (the text only: a declared BOS is fed before
+    /// them by each measurement).
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
     }
@@ -463,8 +474,9 @@ impl Lab {
         hook: Hook<'_>,
     ) -> Result<Outcome> {
         let man = self.model.manifest.clone();
+        let bos = man.prepend_bos_token_id;
         self.check(exp)?;
-        plan.check(man.max_position_embeddings)?;
+        plan.check(man.max_position_embeddings, bos.is_some())?;
         if self.tokens.len() < plan.tokens_needed() {
             return Err(Error::Input(format!(
                 "the plan needs {} tokens of text, {} were read",
@@ -475,7 +487,7 @@ impl Lab {
         let mut result = ExperimentResult::new(exp.label.clone(), exp.spec);
         let mut trace = None;
         // K/V at the end of the last run: (bytes held, bytes allocated, tokens a full cache would
-        // hold per row, rows)
+        // hold per row, a declared BOS included, rows)
         let mut held = (0, None, 0, 1);
         if let Some(p) = plan.ppl {
             let run = measure_ppl(
@@ -487,8 +499,16 @@ impl Lab {
             )?;
             result.ppl = Some(PplFigures::from_nlls(&run.nlls));
             result.nlls = Some(run.nlls);
-            trace = run.trace;
-            held = (run.kv_bytes, None, p.tokens - 1, 1);
+            trace = run.trace.map(|steps| TraceFile {
+                format: TRACE_FORMAT,
+                heads: man.num_heads,
+                layers: man.num_layers,
+                policy: exp.spec,
+                prepend_bos_token_id: bos,
+                steps,
+                tokens: fed(bos, &self.tokens[..p.tokens]),
+            });
+            held = (run.kv_bytes, None, p.tokens - 1 + lead(bos), 1);
         }
         if let Some(s) = plan.speed {
             let run = self.run_speed(exp, &s, hook)?;
@@ -504,7 +524,7 @@ impl Lab {
             held = (
                 run.kv_bytes,
                 Some(run.kv_allocated_bytes as u64),
-                s.prompt + s.gen - 1,
+                s.prompt + s.gen - 1 + lead(bos),
                 s.batch,
             );
         }
@@ -528,11 +548,12 @@ impl Lab {
         Ok(Outcome { result, trace })
     }
 
-    /// The speed run of `plan`: `batch` rows of consecutive text, after a check that it fits in
-    /// the memory available.
+    /// The speed run of `plan`: `batch` rows of consecutive text (each after the declared BOS, if
+    /// any), after a check that it fits in the memory available.
     fn run_speed(&mut self, exp: &Experiment, s: &SpeedPlan, hook: Hook<'_>) -> Result<SpeedRun> {
         let what = format!("{} at batch {}", exp.spec, s.batch);
-        check_memory(&self.model, &exp.spec, &s.shape(), s.batch, &what)?;
+        let bos = self.model.manifest.prepend_bos_token_id.is_some();
+        check_memory(&self.model, &exp.spec, &s.shape(bos), s.batch, &what)?;
         let rows: Vec<Vec<u32>> = self.tokens[..s.prompt * s.batch]
             .chunks(s.prompt)
             .map(<[u32]>::to_vec)
@@ -576,15 +597,15 @@ mod tests {
             speed: Some(speed(32, 8)),
         };
         assert_eq!(plan.tokens_needed(), 64);
-        assert_eq!(plan.check(2048), Ok(()));
+        assert_eq!(plan.check(2048, false), Ok(()));
         assert_eq!(Plan::default().tokens_needed(), 0);
-        assert_eq!(Plan::default().check(1), Ok(()));
+        assert_eq!(Plan::default().check(1, false), Ok(()));
         let too_few = Plan {
             ppl: Some(ppl(1)),
             speed: None,
         };
         assert!(matches!(
-            too_few.check(2048),
+            too_few.check(2048, false),
             Err(LengthError::TooFew {
                 setting: Setting::PplTokens,
                 ..
@@ -596,14 +617,14 @@ mod tests {
         };
         assert_eq!(too_long.tokens_needed(), 2000);
         assert!(matches!(
-            too_long.check(2048),
+            too_long.check(2048, false),
             Err(LengthError::BeyondPositions { .. })
         ));
         assert!(Plan {
             ppl: Some(ppl(4000)),
             speed: None
         }
-        .check(2048)
+        .check(2048, false)
         .is_err());
         let batch = |batch, prefill_chunk| Plan {
             ppl: Some(ppl(64)),
@@ -613,14 +634,42 @@ mod tests {
                 ..speed(32, 8)
             }),
         };
+        // a declared BOS: N perplexity tokens use positions 0..N-1 (as many as without it), a
+        // speed run one position more than prompt + gen
+        let at = |ppl_tokens, prompt, gen| Plan {
+            ppl: Some(ppl(ppl_tokens)),
+            speed: Some(speed(prompt, gen)),
+        };
+        assert_eq!(at(2048, 2000, 47).check(2048, true), Ok(()));
+        assert_eq!(at(2048, 2000, 48).check(2048, false), Ok(()));
+        assert_eq!(
+            at(2048, 2000, 48).check(2048, true),
+            Err(LengthError::BeyondPositions {
+                parts: vec![
+                    (Setting::PromptTokens, 2000),
+                    (Setting::GenTokens, 48),
+                    (Setting::Bos, 1)
+                ],
+                max_positions: 2048
+            })
+        );
+        assert!(at(2049, 8, 8).check(2048, true).is_err());
+        assert_eq!(
+            SpeedPlan::new(32, 8, 0)
+                .shape(true)
+                .graph_runs()
+                .sum::<usize>(),
+            33 + 7,
+            "the BOS is fed in the prefill"
+        );
         assert_eq!(batch(3, None).tokens_needed(), 96, "a prompt per row");
-        assert_eq!(batch(3, Some(5)).check(2048), Ok(()));
+        assert_eq!(batch(3, Some(5)).check(2048, false), Ok(()));
         for (plan, setting) in [
             (batch(0, None), Setting::Batch),
             (batch(2, Some(0)), Setting::PrefillChunk),
         ] {
             assert_eq!(
-                plan.check(2048),
+                plan.check(2048, false),
                 Err(LengthError::TooFew {
                     setting,
                     value: 0,

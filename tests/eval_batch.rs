@@ -47,6 +47,7 @@ fn greedy(
         prompt: longest,
         gen,
         prefill_chunk: chunk,
+        bos: false,
     };
     let slots = shape.slots(spec, man.max_position_embeddings);
     let computed = KvLayout::of(&man).bytes(prompts.len(), slots);

@@ -23,7 +23,8 @@ use super::ModelArgs;
 pub struct GenerateArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The prompt text (nothing is prepended: Pythia declares no BOS).
+    /// The prompt text (a model that declares a BOS, prepend_bos_token_id, gets it fed first;
+    /// Pythia's own models declare none).
     #[arg(long, required_unless_present = "file", conflicts_with = "file")]
     pub prompt: Option<String>,
     /// A UTF-8 text file whose contents are the prompt.
@@ -91,9 +92,12 @@ fn summary(run: &GenerateRun, spec: &PolicySpec, sampling: &Sampling, full: u64)
         )
     };
     format!(
-        "{} tokens after a {}-token prompt | TTFT {:.1} ms | TPOT {tpot} (median decode step) | K/V held {} ({spec}; full cache {}) | {how}",
+        "{} tokens after a {}-token prompt{} | TTFT {:.1} ms | TPOT {tpot} (median decode step) | K/V held {} ({spec}; full cache {}) | {how}",
         run.tokens.len(),
         run.prompt_tokens,
+        run.bos
+            .map(|b| format!(" (the declared BOS {b} first)"))
+            .unwrap_or_default(),
         run.prefill.as_secs_f64() * 1e3,
         format_bytes(run.kv_bytes as u64),
         format_bytes(full),

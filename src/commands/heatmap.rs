@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
-use h2o_engine::eval::data::{read_text, tokenize};
+use h2o_engine::eval::data::read_text;
 use h2o_engine::heatmap::{
-    check_floor, clean_label, collect_attention, default_layers, heatmap_file_name, kept_at_end,
+    check_floor, collect_attention, default_layers, heatmap_file_name, heatmap_tokens, kept_at_end,
     kept_file_name, parse_layers, render_attention_heatmap, render_kept_tokens, require_text,
-    HeadChoice, DEFAULT_TEXT,
+    token_labels, HeadChoice, DEFAULT_TEXT,
 };
 use h2o_engine::output::check_output;
 use h2o_engine::policy::{PolicyKind, PolicySpec, Scope};
@@ -26,7 +26,8 @@ pub struct HeatmapArgs {
     /// Read the text from a file instead.
     #[arg(long)]
     pub file: Option<PathBuf>,
-    /// At most this many tokens from the start of the text.
+    /// At most this many tokens from the start of the text (a model that declares a BOS gets it
+    /// first, at position 0, labelled with its text, e.g. <|endoftext|>).
     #[arg(long, default_value_t = 120)]
     pub max_tokens: usize,
     /// Layers, e.g. 2,16,30 (default: 2, L/2, L-2).
@@ -109,14 +110,6 @@ fn kept_budget(given: Option<usize>, n: usize) -> Result<usize> {
     Ok(budget)
 }
 
-/// Axis labels of the tokens: each token's text, cleaned and cut to 14 characters.
-fn token_labels(tok: &tokenizers::Tokenizer, tokens: &[u32]) -> Vec<String> {
-    tokens
-        .iter()
-        .map(|&t| clean_label(&tok.id_to_token(t).unwrap_or_else(|| format!("<{t}>")), 14))
-        .collect()
-}
-
 pub fn run(a: HeatmapArgs) -> Result<()> {
     check_settings(&a)?;
     let text = match (&a.text, &a.file) {
@@ -133,11 +126,7 @@ pub fn run(a: HeatmapArgs) -> Result<()> {
     };
     let head: HeadChoice = a.head.parse()?;
     prepare_out(&a.out, &layers)?;
-    let mut tokens = tokenize(&model.tokenizer, &text)?;
-    if tokens.is_empty() {
-        bail!("the text gives no tokens; pass some text");
-    }
-    tokens.truncate(a.max_tokens.min(man.max_position_embeddings));
+    let tokens = heatmap_tokens(&model, &text, a.max_tokens)?;
     let labels = token_labels(&model.tokenizer, &tokens);
     let data = collect_attention(
         &mut model,

@@ -57,6 +57,16 @@ pub fn run(a: InfoArgs) -> Result<()> {
         m.opset.unwrap_or(0)
     );
     outln!(
+        "declared BOS     {}",
+        match m.prepend_bos_token_id {
+            Some(b) => format!(
+                "{b} ({}): fed first at position 0 in ppl, speed, bench, generate and heatmap, never scored",
+                model.tokenizer.id_to_token(b).unwrap_or_else(|| "?".into())
+            ),
+            None => "none (the text is fed as it is)".to_string(),
+        }
+    );
+    outln!(
         "KV per token     {} bytes (all layers, K and V)",
         m.kv_bytes_per_token()
     );

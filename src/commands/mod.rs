@@ -281,6 +281,7 @@ impl Names {
             Setting::NewTokens => self.new_tokens,
             Setting::Batch => self.batch,
             Setting::PrefillChunk => self.prefill_chunk,
+            Setting::Bos => Setting::Bos.words(),
         }
     }
 }

@@ -25,17 +25,19 @@ pub struct PplArgs {
     /// up to 16,384 characters; see README "Lining up with the seed").
     #[arg(long, value_enum, default_value_t = TextMode::File)]
     pub text: TextMode,
-    /// Tokens from the start of the text (N tokens give N-1 predictions).
+    /// Tokens from the start of the text (N tokens give N-1 predictions; a model that declares a
+    /// BOS gets it fed first, unscored, so text token i sits at position i+1).
     #[arg(long, default_value_t = 2048)]
     pub tokens: usize,
     /// Policy: full, local:R, sink:S+R, h2o:H+R, h2o-layer:H+R, tova:B, tova-head:B, scissor:B,
     /// knorm:B, random:B, options @pyramid, @rng=N, @window=W, @recent=R (README "Eviction policies").
     #[arg(long, default_value = "full")]
     pub policy: PolicySpec,
-    /// Write {policy, model, n_tokens, nll[], ppl, kv_bytes, ...} here.
+    /// Write {policy, model, n_tokens, prepend_bos_token_id, nll[], ppl, kv_bytes, ...} here.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Write the eviction trace (h2o-evict-trace/1) here, for export/reference.py --replay.
+    /// Write the eviction trace (h2o-evict-trace/1; its tokens as fed, a declared BOS first) here,
+    /// for export/reference.py --replay.
     #[arg(long)]
     pub trace: Option<PathBuf>,
 }
@@ -76,21 +78,17 @@ pub fn run(a: PplArgs) -> Result<()> {
         m.kv_bytes
     );
     if let Some(path) = &a.trace {
-        let doc = json!({
-            "format": "h2o-evict-trace/1",
-            "policy": spec,
-            "tokens": lab.tokens(),
-            "layers": man.num_layers,
-            "heads": man.num_heads,
-            "steps": outcome.trace.as_deref().unwrap_or(&[]),
-        });
-        write_output(path, serde_json::to_string(&doc)?.as_bytes())?;
+        let Some(trace) = &outcome.trace else {
+            anyhow::bail!("the perplexity run recorded no eviction trace");
+        };
+        write_output(path, serde_json::to_string(trace)?.as_bytes())?;
     }
     if let Some(path) = &a.json {
         let doc = json!({
             "policy": spec,
             "model": man.name,
             "n_tokens": a.tokens,
+            "prepend_bos_token_id": man.prepend_bos_token_id,
             "nll": nlls,
             "ppl": f.ppl,
             "kv_bytes": m.kv_bytes,

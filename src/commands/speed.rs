@@ -438,6 +438,7 @@ fn fits_under_cap(a: &SpeedArgs, contexts: &[usize], man: &Manifest) -> Result<V
         prompt: contexts[0],
         gen: a.gen,
         prefill_chunk: a.prefill_chunk,
+        bos: man.prepend_bos_token_id.is_some(),
     };
     let layout = KvLayout::of(man);
     a.exp
@@ -453,10 +454,11 @@ fn fits_under_cap(a: &SpeedArgs, contexts: &[usize], man: &Manifest) -> Result<V
 fn load(rt: &Runtime, setup: &Setup, a: &SpeedArgs, targets: &[Target]) -> Result<Lab> {
     let plans: Vec<Plan> = targets.iter().map(|t| t.plan(a)).collect();
     let lab = Lab::load(rt, setup, &plans)?;
+    let bos = lab.model().manifest.prepend_bos_token_id.is_some();
     for (t, plan) in targets.iter().zip(&plans) {
         lab.check(&Experiment::of(t.spec))?;
         if let Some(s) = plan.speed {
-            check_memory(lab.model(), &t.spec, &s.shape(), s.batch, &t.name())
+            check_memory(lab.model(), &t.spec, &s.shape(bos), s.batch, &t.name())
                 .map_err(h2o_engine::Error::from)?;
         }
     }

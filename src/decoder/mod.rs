@@ -12,7 +12,9 @@ use crate::model::{Model, StepInputs, StepView, Traffic};
 use crate::policy::{LayerPolicies, ScoreRule};
 use crate::timing::StepTiming;
 
-pub use observer::{AttentionCapture, EvictionTrace, StepObserver, TraceStep};
+pub use observer::{
+    AttentionCapture, EvictionTrace, StepObserver, TraceFile, TraceStep, TRACE_FORMAT,
+};
 
 /// Growth step of the full cache's slot arrays (bounded policies allocate up to their budget the same way).
 pub const SLOT_CHUNK: usize = 64;

@@ -41,6 +41,26 @@ pub struct TraceStep {
     pub evicted: Vec<Vec<Vec<i64>>>,
 }
 
+/// The trace format's name.
+pub const TRACE_FORMAT: &str = "h2o-evict-trace/1";
+
+/// An eviction trace as a file (format h2o-evict-trace/1, what `h2o ppl --trace` writes and
+/// export/h2o_export/trace.py reads and replays): `tokens` as fed, position p holding tokens[p]
+/// (for a model that declares a BOS, the BOS first and `prepend_bos_token_id` set; the field is
+/// left out for a model without one, as in the reference's traces). Fields in alphabetical order,
+/// as the file had them before it was a type.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TraceFile {
+    pub format: &'static str,
+    pub heads: usize,
+    pub layers: usize,
+    pub policy: crate::policy::PolicySpec,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prepend_bos_token_id: Option<u32>,
+    pub steps: Vec<TraceStep>,
+    pub tokens: Vec<u32>,
+}
+
 /// Records the positions each step evicts in batch row 0, from the plans (steps that evict nothing are
 /// left out).
 #[derive(Debug, Default, Clone)]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::bos::{fed, lead};
 use super::decode::decode;
 use super::speed::argmax;
 use crate::decoder::Decoder;
@@ -135,9 +136,9 @@ impl Sampler {
     }
 }
 
-/// The prompt's token ids: the text tokenized without special tokens. Pythia's tokenizer adds no
-/// BOS and its manifest declares none, so nothing is prepended; this is where a model that declares
-/// a BOS would have it prepended (the one place `generate` turns text into ids).
+/// The prompt's token ids as fed: the text tokenized without special tokens, after the BOS the
+/// model declares, if any ([`super::bos`]; Pythia's own models declare none, so nothing is
+/// prepended for them). The one place `generate` turns text into ids.
 pub fn prompt_tokens(model: &Model, text: &str) -> Result<Vec<u32>> {
     let ids = super::data::tokenize(&model.tokenizer, text)?;
     if ids.is_empty() {
@@ -145,7 +146,7 @@ pub fn prompt_tokens(model: &Model, text: &str) -> Result<Vec<u32>> {
             "the prompt has no tokens; give some text".into(),
         ));
     }
-    Ok(ids)
+    Ok(fed(model.manifest.prepend_bos_token_id, &ids))
 }
 
 /// Incremental detokenization: the text each new token adds, held back while it ends in an
@@ -185,7 +186,10 @@ impl<'t> TextStream<'t> {
 /// A finished generation.
 #[derive(Debug, Clone)]
 pub struct GenerateRun {
+    /// Tokens fed before the generation: the prompt's, the declared BOS included.
     pub prompt_tokens: usize,
+    /// The BOS the model declares, fed first (None: nothing was prepended).
+    pub bos: Option<u32>,
     /// The generated ids.
     pub tokens: Vec<u32>,
     /// Prefill of the prompt (time to first token).
@@ -200,11 +204,12 @@ pub struct GenerateRun {
 }
 
 /// Refuses 0 new tokens and a prompt + continuation beyond the model's positions (as `speed`:
-/// prompt + new tokens at most the positions).
+/// prompt + new tokens at most the positions, one position less with a declared BOS, `bos`).
 pub fn check_generate_lengths(
     max_positions: usize,
     prompt: usize,
     max_new: usize,
+    bos: bool,
 ) -> Result<(), LengthError> {
     if max_new == 0 {
         return Err(LengthError::TooFew {
@@ -213,21 +218,25 @@ pub fn check_generate_lengths(
             min: 1,
         });
     }
-    if prompt.saturating_add(max_new) > max_positions {
+    let lead = usize::from(bos);
+    if prompt.saturating_add(max_new).saturating_add(lead) > max_positions {
+        let mut parts = vec![
+            (Setting::PromptTokens, prompt),
+            (Setting::NewTokens, max_new),
+        ];
+        parts.extend(bos.then_some((Setting::Bos, lead)));
         return Err(LengthError::BeyondPositions {
-            parts: vec![
-                (Setting::PromptTokens, prompt),
-                (Setting::NewTokens, max_new),
-            ],
+            parts,
             max_positions,
         });
     }
     Ok(())
 }
 
-/// Continues `prompt` by `max_new` tokens under `spec`'s policy (a fresh batch-1 cache), picking
-/// as `sampling` says; `on_text` receives the text of each token as soon as it is complete
-/// (`Break` stops the run with [`Error::Cancelled`]).
+/// Continues `prompt` (the ids as fed, from [`prompt_tokens`]: a model's declared BOS first) by
+/// `max_new` tokens under `spec`'s policy (a fresh batch-1 cache), picking as `sampling` says;
+/// `on_text` receives the text of each token as soon as it is complete (`Break` stops the run
+/// with [`Error::Cancelled`]).
 pub fn generate(
     model: &mut Model,
     spec: &PolicySpec,
@@ -236,10 +245,18 @@ pub fn generate(
     sampling: Sampling,
     on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
 ) -> Result<GenerateRun> {
+    let bos = model.manifest.prepend_bos_token_id;
+    if let Some(b) = bos.filter(|b| prompt.first() != Some(b)) {
+        return Err(Error::Input(format!(
+            "the model declares the BOS {b} (prepend_bos_token_id), fed first, but the prompt does not start with it; make the prompt's ids with prompt_tokens"
+        )));
+    }
+    let text_ids = &prompt[lead(bos)..];
     check_generate_lengths(
         model.manifest.max_position_embeddings,
-        prompt.len(),
+        text_ids.len(),
         max_new,
+        bos.is_some(),
     )?;
     spec.validate(
         model.manifest.num_layers,
@@ -247,7 +264,7 @@ pub fn generate(
     )?;
     let mut sampler = Sampler::new(sampling).map_err(|e| Error::Input(e.to_string()))?;
     let tokenizer = model.tokenizer.clone();
-    let mut text = TextStream::new(&tokenizer, prompt)?;
+    let mut text = TextStream::new(&tokenizer, text_ids)?;
     let mut failed = None;
     let mut after = |_: usize, new: &[u32]| match text.push(new[0]) {
         Ok(Some(piece)) => on_text(&piece),
@@ -273,6 +290,7 @@ pub fn generate(
     let run = run?;
     Ok(GenerateRun {
         prompt_tokens: prompt.len(),
+        bos,
         tokens: run.tokens.into_iter().next().unwrap_or_default(),
         prefill: run.prefill,
         steps: run.steps,
@@ -356,13 +374,18 @@ mod tests {
 
     #[test]
     fn lengths() {
-        assert_eq!(check_generate_lengths(2048, 2000, 48), Ok(()));
+        assert_eq!(check_generate_lengths(2048, 2000, 48, false), Ok(()));
         assert_eq!(
-            check_generate_lengths(2048, 2000, 49).unwrap_err().to_string(),
+            check_generate_lengths(2048, 2000, 49, false).unwrap_err().to_string(),
             "prompt tokens 2000 + new tokens 49 = 2049 is beyond the model's 2048 positions; lower them"
         );
+        assert_eq!(check_generate_lengths(2048, 2000, 47, true), Ok(()));
+        assert_eq!(
+            check_generate_lengths(2048, 2000, 48, true).unwrap_err().to_string(),
+            "prompt tokens 2000 + new tokens 48 + the model's declared BOS 1 = 2049 is beyond the model's 2048 positions; lower them"
+        );
         assert!(matches!(
-            check_generate_lengths(2048, 10, 0),
+            check_generate_lengths(2048, 10, 0, false),
             Err(LengthError::TooFew { min: 1, .. })
         ));
     }

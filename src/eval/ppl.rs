@@ -1,7 +1,9 @@
 //! Streaming perplexity (design §4): token by token from the first token, NLL in f64, per-token NLLs kept.
+//! A model that declares a BOS gets it fed first and its prediction unscored ([`super::bos`]).
 
 use std::ops::ControlFlow;
 
+use super::bos::{fed, lead};
 use crate::decoder::{nll, Decoder, TraceStep};
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -10,7 +12,8 @@ use crate::policy::PolicySpec;
 /// Result of a streaming perplexity run.
 #[derive(Debug, Clone)]
 pub struct PplRun {
-    /// NLL of token i+1 given tokens 0..=i under the compressed cache; N tokens give N-1 values.
+    /// NLL of text token i+1 given text tokens 0..=i (after the declared BOS, if any) under the
+    /// compressed cache; N text tokens give N-1 values.
     pub nlls: Vec<f64>,
     pub ppl: f64,
     pub trace: Option<Vec<TraceStep>>,
@@ -26,9 +29,11 @@ pub fn perplexity(nlls: &[f64]) -> f64 {
     (nlls.iter().sum::<f64>() / nlls.len() as f64).exp()
 }
 
-/// Stream `tokens` through `dec` one at a time (batch 1): step i feeds token i and scores token i+1.
-/// `progress` is called after every step with the number of steps done; `Break` stops the run
-/// with [`Error::Cancelled`].
+/// Stream the text `tokens` through `dec` one at a time (batch 1): step i feeds token i and scores
+/// token i+1. For a model that declares a BOS the BOS is fed first, at position 0, and its
+/// prediction is not scored: text token i sits at position i+1 and N text tokens still give N-1
+/// NLLs. `progress` is called after every step with the number of predictions scored so far;
+/// `Break` stops the run with [`Error::Cancelled`].
 pub fn streaming_ppl(
     dec: &mut Decoder<'_>,
     tokens: &[u32],
@@ -42,11 +47,15 @@ pub fn streaming_ppl(
     if dec.store().batch() != 1 {
         return Err(Error::Input("streaming perplexity runs at batch 1".into()));
     }
+    let bos = dec.model().manifest.prepend_bos_token_id;
+    let (ids, first_scored) = (fed(bos, tokens), lead(bos));
     let mut nlls = Vec::with_capacity(tokens.len() - 1);
-    for i in 0..tokens.len() - 1 {
-        dec.step(&tokens[i..=i])?;
-        nlls.push(nll(dec.logits_at(0, 0), tokens[i + 1]));
-        if progress(i + 1).is_break() {
+    for i in 0..ids.len() - 1 {
+        dec.step(&ids[i..=i])?;
+        if i >= first_scored {
+            nlls.push(nll(dec.logits_at(0, 0), ids[i + 1]));
+        }
+        if progress(nlls.len()).is_break() {
             return Err(Error::Cancelled);
         }
     }

@@ -4,6 +4,7 @@
 use std::ops::ControlFlow;
 use std::time::Duration;
 
+use super::bos::fed;
 use super::decode::decode;
 use crate::decoder::Decoder;
 use crate::error::{LengthError, Result, Setting};
@@ -16,7 +17,7 @@ use crate::timing::StepTiming;
 pub struct SpeedRun {
     /// Sequences decoded together.
     pub batch: usize,
-    /// Tokens of the longest prompt (every row's, in a speed plan).
+    /// Text tokens of the longest prompt (every row's, in a speed plan; a declared BOS not counted).
     pub prompt_tokens: usize,
     /// Prefill of the prompts (time to first token), all its graph runs.
     pub prefill: Duration,
@@ -48,8 +49,15 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
-/// Refuses a prompt of 0 tokens, fewer than 2 generated tokens, and P + G beyond the model's positions.
-pub fn check_lengths(max_positions: usize, prompt: usize, gen: usize) -> Result<(), LengthError> {
+/// Refuses a prompt of 0 tokens, fewer than 2 generated tokens, and P + G beyond the model's
+/// positions, with one position more for a model that declares a BOS (`bos`: fed first, at
+/// position 0), which the error then names.
+pub fn check_lengths(
+    max_positions: usize,
+    prompt: usize,
+    gen: usize,
+    bos: bool,
+) -> Result<(), LengthError> {
     for (setting, value, min) in [
         (Setting::PromptTokens, prompt, 1),
         (Setting::GenTokens, gen, 2),
@@ -62,17 +70,21 @@ pub fn check_lengths(max_positions: usize, prompt: usize, gen: usize) -> Result<
             });
         }
     }
-    if prompt.saturating_add(gen) > max_positions {
+    let lead = usize::from(bos);
+    if prompt.saturating_add(gen).saturating_add(lead) > max_positions {
+        let mut parts = vec![(Setting::PromptTokens, prompt), (Setting::GenTokens, gen)];
+        parts.extend(bos.then_some((Setting::Bos, lead)));
         return Err(LengthError::BeyondPositions {
-            parts: vec![(Setting::PromptTokens, prompt), (Setting::GenTokens, gen)],
+            parts,
             max_positions,
         });
     }
     Ok(())
 }
 
-/// Prefill `rows` (one prompt per sequence, decoded together as one batch), then greedy decode until
-/// every row has `gen` tokens (the prefill yields the first, so `gen - 1` timed decode steps, as the
+/// Prefill `rows` (one prompt of text tokens per sequence, decoded together as one batch; a model
+/// that declares a BOS gets it fed first in every row, at the row's position 0, and generates from
+/// position P + 1), then greedy decode until every row has `gen` tokens (the prefill yields the first, so `gen - 1` timed decode steps, as the
 /// seed's `generate(max_new_tokens=gen)`), with a fresh cache of `spec`'s policy. The prompt is fed
 /// in graph runs of at most `prefill_chunk` tokens per row (`None`: one run). `warmup` earlier runs
 /// of min(gen, 8) steps on the same rows are done first and discarded. `progress` is called after
@@ -87,7 +99,15 @@ pub fn measure(
     mut progress: impl FnMut(usize) -> ControlFlow<()>,
 ) -> Result<SpeedRun> {
     let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
-    check_lengths(model.manifest.max_position_embeddings, longest, gen)?;
+    let bos = model.manifest.prepend_bos_token_id;
+    check_lengths(
+        model.manifest.max_position_embeddings,
+        longest,
+        gen,
+        bos.is_some(),
+    )?;
+    let rows: Vec<Vec<u32>> = rows.iter().map(|r| fed(bos, r)).collect();
+    let rows = &rows[..];
     let layers = model.manifest.num_layers;
     let mut greedy = |_: usize, logits: &[f32]| argmax(logits);
     for _ in 0..warmup {
@@ -132,17 +152,17 @@ mod tests {
 
     #[test]
     fn lengths() {
-        assert_eq!(check_lengths(2048, 512, 1024), Ok(()));
-        assert_eq!(check_lengths(2048, 2000, 48), Ok(()));
+        assert_eq!(check_lengths(2048, 512, 1024, false), Ok(()));
+        assert_eq!(check_lengths(2048, 2000, 48, false), Ok(()));
         assert!(matches!(
-            check_lengths(2048, 0, 8),
+            check_lengths(2048, 0, 8, false),
             Err(LengthError::TooFew {
                 setting: Setting::PromptTokens,
                 ..
             })
         ));
         assert!(matches!(
-            check_lengths(2048, 8, 1),
+            check_lengths(2048, 8, 1, false),
             Err(LengthError::TooFew {
                 setting: Setting::GenTokens,
                 min: 2,
@@ -150,8 +170,14 @@ mod tests {
             })
         ));
         assert_eq!(
-            check_lengths(2048, 2000, 49).unwrap_err().to_string(),
+            check_lengths(2048, 2000, 49, false).unwrap_err().to_string(),
             "prompt tokens 2000 + generated tokens 49 = 2049 is beyond the model's 2048 positions; lower them"
+        );
+        // a declared BOS takes position 0: one position less for the prompt and the generation
+        assert_eq!(check_lengths(2048, 2000, 47, true), Ok(()));
+        assert_eq!(
+            check_lengths(2048, 2000, 48, true).unwrap_err().to_string(),
+            "prompt tokens 2000 + generated tokens 48 + the model's declared BOS 1 = 2049 is beyond the model's 2048 positions; lower them"
         );
         assert_eq!(argmax(&[0.5, 2.0, 2.0, -1.0]), 1);
     }

@@ -20,21 +20,30 @@ use crate::model::Model;
 use crate::policy::{PolicyKind, PolicySpec};
 
 /// The lengths of a speed run that decide its K/V: prompt tokens per row, generated tokens per row,
-/// and the prefill chunk.
+/// the prefill chunk, and whether a declared BOS is fed before each prompt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunShape {
+    /// Text tokens of the prompt per row.
     pub prompt: usize,
     pub gen: usize,
     /// Most prompt tokens per row in one prefill run (`None`: the whole prompt in one run).
     pub prefill_chunk: Option<usize>,
+    /// The model declares a BOS: the prefill feeds it before the prompt (one token more per row).
+    pub bos: bool,
 }
 
 impl RunShape {
+    /// Tokens the prefill feeds per row: the prompt, after the declared BOS if any.
+    pub fn fed_prompt(&self) -> usize {
+        self.prompt + usize::from(self.bos)
+    }
+
     /// New tokens per row of each graph run, in order: the prefill's runs, then `gen - 1` decode
     /// steps of one token (the last generated token is never fed).
     pub fn graph_runs(&self) -> impl Iterator<Item = usize> + Clone {
-        let chunk = self.prefill_chunk.unwrap_or(self.prompt).max(1);
-        let (prompt, full) = (self.prompt, self.prompt / chunk);
+        let prompt = self.fed_prompt();
+        let chunk = self.prefill_chunk.unwrap_or(prompt).max(1);
+        let full = prompt / chunk;
         let rest = prompt - full * chunk;
         std::iter::repeat_n(chunk, full)
             .chain((rest > 0).then_some(rest))
@@ -92,13 +101,14 @@ pub struct CapFit {
 
 /// A cap that holds not even one row of a policy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("K/V cap {} is less than one row of {spec} ({slots} slots per head at prompt {prompt} + gen {gen}: {} of K/V); raise the cap to at least {}", format_bytes(*.cap), format_bytes(*.row_bytes), format_bytes(*.row_bytes))]
+#[error("K/V cap {} is less than one row of {spec} ({slots} slots per head at prompt {prompt} + gen {gen}{}: {} of K/V); raise the cap to at least {}", format_bytes(*.cap), if *.bos { " + the model's declared BOS" } else { "" }, format_bytes(*.row_bytes), format_bytes(*.row_bytes))]
 pub struct CapTooSmall {
     pub cap: u64,
     pub spec: PolicySpec,
     pub slots: usize,
     pub prompt: usize,
     pub gen: usize,
+    pub bos: bool,
     pub row_bytes: u64,
 }
 
@@ -125,6 +135,7 @@ pub fn largest_batch(
             slots,
             prompt: shape.prompt,
             gen: shape.gen,
+            bos: shape.bos,
             row_bytes,
         });
     }
@@ -326,6 +337,7 @@ mod tests {
             prompt,
             gen,
             prefill_chunk: chunk,
+            bos: false,
         }
     }
 
@@ -346,6 +358,26 @@ mod tests {
         assert_eq!(runs, vec![8]);
         assert_eq!(shape(512, 128, Some(64)).largest_run(), 64);
         assert_eq!(shape(512, 128, None).largest_run(), 512);
+        // a declared BOS is fed first, in the prefill's first run
+        let bos = RunShape {
+            bos: true,
+            ..shape(10, 3, Some(4))
+        };
+        assert_eq!(bos.fed_prompt(), 11);
+        assert_eq!(bos.graph_runs().collect::<Vec<_>>(), vec![4, 4, 3, 1, 1]);
+        let spec: PolicySpec = "full".parse().unwrap();
+        let layout = KvLayout {
+            layers: 1,
+            heads: 1,
+            head_dim: 1,
+            dtype: KvDtype::Float32,
+        };
+        let e = largest_batch(1, &layout, &spec, 2048, &bos).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("at prompt 10 + gen 3 + the model's declared BOS:"),
+            "{e}"
+        );
     }
 
     #[test]

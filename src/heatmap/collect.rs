@@ -1,9 +1,12 @@
-//! Collecting heatmap data from the engine: each step's attention row with the full cache, per layer,
-//! mean over heads or one head; per-head accumulated attention; what a policy keeps at the end.
+//! Collecting heatmap data from the engine: the tokens streamed (a declared BOS first), each step's
+//! attention row with the full cache, per layer, mean over heads or one head; per-head accumulated
+//! attention; what a policy keeps at the end.
 
 use crate::cache::KvStore;
 use crate::decoder::{Decoder, StepObserver};
 use crate::error::{Error, Result};
+use crate::eval::bos::{fed, lead};
+use crate::eval::data::tokenize;
 use crate::model::Model;
 use crate::policy::{LayerPolicies, Policy};
 
@@ -46,6 +49,23 @@ pub struct LayerAttention {
     /// `[heads][tokens]`: attention each token received from every query so far, its own included
     /// (what H2O accumulates).
     pub accumulated: Vec<Vec<f32>>,
+}
+
+/// The tokens a heatmap streams for `text`: the BOS the model declares, if any, first (at position
+/// 0, like every other run of that model), then at most `max_tokens` text tokens, all within the
+/// model's positions. Text without tokens is refused.
+pub fn heatmap_tokens(model: &Model, text: &str, max_tokens: usize) -> Result<Vec<u32>> {
+    let mut ids = tokenize(&model.tokenizer, text)?;
+    if ids.is_empty() {
+        return Err(HeatmapError::EmptyText.into());
+    }
+    let bos = model.manifest.prepend_bos_token_id;
+    let room = model
+        .manifest
+        .max_position_embeddings
+        .saturating_sub(lead(bos));
+    ids.truncate(max_tokens.min(room));
+    Ok(fed(bos, &ids))
 }
 
 /// Stream `tokens` with the full cache (`full` must keep everything) and collect, for each of

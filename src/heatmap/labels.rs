@@ -1,5 +1,5 @@
-//! Token labels for the axes: byte-level BPE markers and whitespace made readable, and a subset
-//! of positions when there are too many tokens to label them all.
+//! Token labels for the axes: a token's text with byte-level BPE markers and whitespace made
+//! readable, and a subset of positions when there are too many tokens to label them all.
 
 /// Makes a token readable as an axis label.
 ///
@@ -37,6 +37,15 @@ pub fn clean_label(token: &str, max_chars: usize) -> String {
     } else {
         trimmed.to_string()
     }
+}
+
+/// Axis labels of `tokens`: each token's text ([`clean_label`], cut to 14 characters), so a
+/// declared BOS at position 0 shows as itself (`<|endoftext|>` for Pythia's id 0).
+pub fn token_labels(tok: &tokenizers::Tokenizer, tokens: &[u32]) -> Vec<String> {
+    tokens
+        .iter()
+        .map(|&t| clean_label(&tok.id_to_token(t).unwrap_or_else(|| format!("<{t}>")), 14))
+        .collect()
 }
 
 /// Positions to label among `n` tokens: all of them when `n <= max_labels`, else every

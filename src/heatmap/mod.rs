@@ -10,9 +10,9 @@ mod matrix;
 mod render;
 mod text;
 
-pub use collect::{collect_attention, kept_at_end, HeadChoice, LayerAttention};
+pub use collect::{collect_attention, heatmap_tokens, kept_at_end, HeadChoice, LayerAttention};
 pub use error::{HeatmapError, Result};
-pub use labels::{clean_label, label_positions};
+pub use labels::{clean_label, label_positions, token_labels};
 pub use layers::{default_layers, heatmap_file_name, kept_file_name, parse_layers};
 pub use matrix::{mean_rows, AttentionMatrix};
 pub use render::{

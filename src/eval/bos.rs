@@ -1,0 +1,27 @@
+//! The declared BOS (manifest `prepend_bos_token_id`; docs/architecture.md, "Declared BOS"): a
+//! model trained with a BOS at position 0 of every window gets it fed first, at position 0, as an
+//! ordinary cache entry, and its own prediction is never scored. ppl, speed (and bench), generate
+//! and heatmap turn their text tokens into what is fed here; a model without one is fed its text.
+
+/// Tokens fed before the text: 1 for a model that declares a BOS, else 0.
+pub fn lead(bos: Option<u32>) -> usize {
+    usize::from(bos.is_some())
+}
+
+/// What is fed for `text`: the declared BOS, if any, then the text.
+pub fn fed(bos: Option<u32>, text: &[u32]) -> Vec<u32> {
+    bos.into_iter().chain(text.iter().copied()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bos_goes_first_or_nothing_does() {
+        assert_eq!(fed(None, &[5, 6]), vec![5, 6]);
+        assert_eq!(fed(Some(0), &[5, 6]), vec![0, 5, 6]);
+        assert_eq!(fed(Some(7), &[]), vec![7]);
+        assert_eq!((lead(None), lead(Some(0))), (0, 1));
+    }
+}
