@@ -47,14 +47,18 @@ build:
 fixtures: $(STAMP_TORCH)
 	$(PY) export/make_fixture.py
 
-$(MICRO)/model.onnx: $(STAMP) $(MICRO_HF)/model.safetensors $(MICRO_HF)/config.json
+# The exporter's own sources: an export is redone when they change (a new graph contract reaches
+# the default model without a manual re-export).
+EXPORTER_SRC := $(wildcard export/export.py export/h2o_export/__init__.py export/h2o_export/config.py export/h2o_export/exporter.py export/h2o_export/graph.py export/h2o_export/graph_blocks.py export/h2o_export/onnx_builder.py export/h2o_export/quantize.py export/h2o_export/weights.py)
+
+$(MICRO)/model.onnx: $(STAMP) $(MICRO_HF)/model.safetensors $(MICRO_HF)/config.json $(EXPORTER_SRC)
 	$(PY) export/export.py --checkpoint $(MICRO_HF) --out $(MICRO) --name pythia-micro --dtype fp32 --force
 
 export-micro: $(MICRO)/model.onnx
 
 # The default model with one attention mask per layer: what per-layer budgets (`@pyramid`,
 # `bench --groups pyramid`) run on.
-$(MICRO)-layer-masks/model.onnx: $(STAMP) $(MICRO_HF)/model.safetensors $(MICRO_HF)/config.json
+$(MICRO)-layer-masks/model.onnx: $(STAMP) $(MICRO_HF)/model.safetensors $(MICRO_HF)/config.json $(EXPORTER_SRC)
 	$(PY) export/export.py --checkpoint $(MICRO_HF) --out $(MICRO)-layer-masks --name pythia-micro --dtype fp32 --layer-masks --force
 
 export-micro-layer-masks: $(MICRO)-layer-masks/model.onnx
@@ -84,7 +88,7 @@ heatmaps: export-micro build
 
 # Shape-true random-weight exports for speed and memory at real Pythia sizes (issue 8; not committed).
 # e.g. `make models/random-160m/onnx/model.onnx`, or `make random-models` for 160m, 410m and 1b (fp32).
-models/random-%/onnx/model.onnx: $(STAMP)
+models/random-%/onnx/model.onnx: $(STAMP) $(EXPORTER_SRC)
 	$(PY) export/export.py --random-init $* --init-seed $(INIT_SEED) --dtype fp32 --tokenizer $(PYTHIA_TOKENIZER) --out models/random-$*/onnx --name random-$* --force
 
 random-models: models/random-160m/onnx/model.onnx models/random-410m/onnx/model.onnx models/random-1b/onnx/model.onnx

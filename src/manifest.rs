@@ -210,7 +210,16 @@ impl Manifest {
             v.push(format!("past_key_values.{i}.key"));
             v.push(format!("past_key_values.{i}.value"));
         }
+        if self.takes_logits_from() {
+            v.push(LOGITS_FROM.into());
+        }
         v
+    }
+
+    /// Whether the graph takes `logits_from` (exporter 1.3.0 on: logits only for the new tokens
+    /// from that index on); older graphs compute every new token's logits.
+    pub fn takes_logits_from(&self) -> bool {
+        self.inputs.iter().any(|n| n == LOGITS_FROM)
     }
 
     /// Output names the contract requires for this many layers.
@@ -230,6 +239,9 @@ impl Manifest {
         2 * self.num_layers * self.num_heads * self.head_dim * self.dtype.size()
     }
 }
+
+/// The optional input naming the first new token whose logits the graph computes, int64 `[1]`.
+pub const LOGITS_FROM: &str = "logits_from";
 
 /// One layer's input and output names in the graph contract, built once (the decode loop looks them up
 /// every step).

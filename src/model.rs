@@ -15,7 +15,7 @@ use ort::value::TensorRef;
 
 use crate::cache::{host_buffers, KvBuffers, KvElement, KvStore, NewKv};
 use crate::error::{Error, Result};
-use crate::manifest::{check_graph, KvDtype, LayerNames, Manifest, MaskInputs};
+use crate::manifest::{check_graph, KvDtype, LayerNames, Manifest, MaskInputs, LOGITS_FROM};
 use crate::runtime::{check_provider, ExecutionProvider, KvPlacement, Runtime, SessionConfig};
 use binding::DeviceRunner;
 pub use traffic::{Pasts, Traffic};
@@ -249,6 +249,12 @@ impl Model {
                 int_input("attention_mask", [b, dims.past + seq], inputs.mask)?,
             ));
         }
+        let logits_from = dims.logits_from.map(|f| [f as i64]);
+        if let Some(from) = &logits_from {
+            let t = TensorRef::from_array_view(([1usize], &from[..]))
+                .map_err(|e| Error::ort(format!("binding {LOGITS_FROM}"), e))?;
+            feed.push((LOGITS_FROM, t.into()));
+        }
         let mut rest = inputs.mask;
         for (l, names) in self.names.iter().enumerate() {
             if self.per_layer_masks() {
@@ -333,6 +339,12 @@ impl Model {
                 inputs.mask.len()
             )));
         }
+        if inputs.logits_from >= seq {
+            return Err(Error::Input(format!(
+                "logits from new token {} of a run of {seq}: at least the last token's logits are computed",
+                inputs.logits_from
+            )));
+        }
         let dims = StepDims {
             batch,
             seq,
@@ -341,6 +353,7 @@ impl Model {
             heads: m.num_heads,
             head_dim: m.head_dim,
             vocab: m.vocab_size,
+            logits_from: m.takes_logits_from().then_some(inputs.logits_from),
         };
         Ok((dims, pasts))
     }
@@ -357,6 +370,9 @@ pub struct StepInputs<'a> {
     /// with per-layer masks every layer's `[batch, past_l + seq]`, layer after layer.
     pub mask: &'a [i64],
     pub seq: usize,
+    /// The first new token whose logits are wanted (0: all; below `seq`). A graph that takes
+    /// `logits_from` computes only those; an older one computes all and the caller skips the rest.
+    pub logits_from: usize,
 }
 
 /// Dimensions of one run.
@@ -371,6 +387,16 @@ pub struct StepDims {
     pub heads: usize,
     pub head_dim: usize,
     pub vocab: usize,
+    /// The graph's `logits_from` input of this run, when it takes one (`None`: a graph of before
+    /// exporter 1.3.0, which returns every new token's logits).
+    pub logits_from: Option<usize>,
+}
+
+impl StepDims {
+    /// Logits rows per batch row the run returns: the new tokens from `logits_from` on.
+    pub fn logits_rows(&self) -> usize {
+        self.seq - self.logits_from.unwrap_or(0)
+    }
 }
 
 /// A run's outputs as ONNX Runtime returned them; read them through [`StepOutputs::view`].
@@ -390,7 +416,7 @@ pub struct StepOutputs<'s> {
 #[derive(Debug)]
 pub struct StepView<'a> {
     pub dims: StepDims,
-    /// `[batch, seq, vocab]`.
+    /// `[batch, seq - logits_from, vocab]` (`StepDims::logits_rows` rows per batch row).
     pub logits: &'a [f32],
     /// One entry per layer.
     pub layers: Vec<LayerOutputs<'a>>,
@@ -418,11 +444,11 @@ impl StepOutputs<'_> {
         self.traffic
     }
 
-    /// Every output, checked: logits `[batch, seq, vocab]`; per layer new K/V `[batch, heads, seq,
+    /// Every output, checked: logits `[batch, seq - logits_from, vocab]`; per layer new K/V `[batch, heads, seq,
     /// head_dim]` in the manifest's dtype and attention sums `[batch, heads, past_l + seq]`.
     pub fn view(&self) -> Result<StepView<'_>> {
         let d = self.dims;
-        let logits = self.tensor::<f32>("logits", &[d.batch, d.seq, d.vocab])?;
+        let logits = self.tensor::<f32>("logits", &[d.batch, d.logits_rows(), d.vocab])?;
         let kv_shape = [d.batch, d.heads, d.seq, d.head_dim];
         let layers = self
             .names

@@ -269,6 +269,7 @@ fn device_buffers_refuse_misuse() {
         positions: &[0],
         mask: &[1],
         seq: 1,
+        logits_from: 0,
     };
     let e = host_model.run(&s, &inputs).err().unwrap().to_string();
     assert!(e.contains("loaded for host K/V"), "{e}");
@@ -302,6 +303,7 @@ fn device_buffers_refuse_misuse() {
         positions: &[1],
         mask: &mask,
         seq: 1,
+        logits_from: 0,
     };
     let e = dev_model.run(&s, &next).err().unwrap().to_string();
     assert!(e.contains("were not written"), "{e}");

@@ -14,4 +14,4 @@
 export/README.md ("Layout") lists the modules and their scripts.
 """
 
-__version__ = "1.2.0"
+__version__ = "1.3.0"

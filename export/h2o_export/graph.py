@@ -9,7 +9,7 @@ non-padding new queries. Semantics follow transformers' GPTNeoXForCausalLM (eage
   x = embed_in[input_ids]
   per layer:  a = Attention(LN1(x));  parallel:  x = (MLP(LN2(x)) + a) + x
                                        else:      x' = a + x;  x = MLP(LN2(x')) + x'
-  logits = LN_f(x) @ embed_out^T
+  logits = LN_f(x[:, logits_from:]) @ embed_out^T   (logits_from = 0: every new token's)
   Attention: qkv = LN(x) @ Wqkv^T + b, viewed [batch, seq, heads, 3*head_dim] (per head q|k|v);
   RoPE (rotate_half convention) on the first rotary_dims of q and k at position_ids;
   scores = q @ [past_k | k]^T * head_dim^-0.5, masked, softmax in float32.
@@ -34,12 +34,21 @@ IR_VERSION = 8  # the IR version that goes with opset 17; ONNX Runtime 1.31 load
 
 def input_names(num_layers: int, layer_masks: bool = False) -> list[str]:
     """The graph's inputs, in order; with `layer_masks` one `attention_mask.{i}` per layer in
-    place of the shared `attention_mask`."""
+    place of the shared `attention_mask`; last `logits_from` (the first new token whose logits
+    are computed)."""
     names = ["input_ids", "position_ids"]
     names += [f"attention_mask.{i}" for i in range(num_layers)] if layer_masks else ["attention_mask"]
     for i in range(num_layers):
         names += [f"past_key_values.{i}.key", f"past_key_values.{i}.value"]
-    return names
+    return names + [blocks.LOGITS_FROM]
+
+
+def with_logits_from(feeds: dict, session, start: int = 0) -> dict:
+    """`feeds` plus `logits_from` = `start` when `session`'s graph takes it (exporter 1.3.0 on;
+    older graphs compute every new token's logits and take no such input)."""
+    if any(i.name == blocks.LOGITS_FROM for i in session.get_inputs()):
+        return {**feeds, blocks.LOGITS_FROM: np.array([start], np.int64)}
+    return feeds
 
 
 def output_names(num_layers: int) -> list[str]:

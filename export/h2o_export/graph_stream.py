@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .errors import ReferenceError
+from .graph import with_logits_from
 from .policies import Policy, parse_policy
 from .trace import TRACE_FORMAT
 
@@ -130,7 +131,7 @@ def run_graph(model_dir: str | Path, token_ids: Sequence[int], policy: Policy | 
                  "attention_mask": np.append(caches[0].pos[0] >= 0, True).astype(np.int64)[None]}
         for i, c in enumerate(caches):
             feeds[f"past_key_values.{i}.key"], feeds[f"past_key_values.{i}.value"] = c.k[None], c.v[None]
-        out = dict(zip(names, sess.run(names, feeds)))
+        out = dict(zip(names, sess.run(names, with_logits_from(feeds, sess))))
         want = min(int((caches[0].pos[0] >= 0).sum()) + 1, budget)
         grown = min(math.ceil(want / chunk) * chunk, budget) if want > past else past
         evicted = []

@@ -16,7 +16,7 @@ from common import FIXTURE  # noqa: E402  (puts export/ on sys.path)
 from h2o_export import graph_parity as ref  # noqa: E402
 from h2o_export.reference import load_model  # noqa: E402
 from h2o_export.exporter import export  # noqa: E402
-from h2o_export.graph import input_names, output_names  # noqa: E402
+from h2o_export.graph import input_names, output_names, with_logits_from  # noqa: E402
 
 TOKENIZER = FIXTURE / "tokenizer.json"
 TOL = {"logits": 1e-4, "kv": 1e-5, "attention_sums": 1e-5}
@@ -108,6 +108,25 @@ def test_positions_come_from_position_ids(exported):
     np.testing.assert_allclose(a["new_key_values.0.value"], b["new_key_values.0.value"], atol=1e-6)
 
 
+def test_logits_from_computes_the_last_rows_only(exported):
+    """`logits_from` = k: logits [batch, seq - k, vocab] are rows k.. of the full logits (the head
+    is per token: LN then one matmul; within 1e-6, GEMM blocking may differ with the row count);
+    K/V and attention sums do not depend on it, bit for bit. The manifest lists the input."""
+    _, manifest, sess, _ = exported
+    assert manifest["inputs"][-1] == "logits_from"
+    t = np.asarray(tokens()[:6])
+    step = ref.Step(np.stack([t, t[::-1]]), np.tile(np.arange(6), (2, 1)), np.ones((2, 6), np.int64))
+    full = ref.run_onnx(sess, step, manifest)
+    assert full["logits"].shape[:2] == (2, 6)
+    for k in (1, 5):
+        part = ref.run_onnx(sess, step, manifest, logits_from=k)
+        assert part["logits"].shape == (2, 6 - k, full["logits"].shape[2])
+        np.testing.assert_allclose(part["logits"], full["logits"][:, k:], rtol=1e-6, atol=1e-6)
+        for name in full:
+            if name != "logits":
+                np.testing.assert_array_equal(part[name], full[name], err_msg=name)
+
+
 # ---- the committed fixture -------------------------------------------------------------------
 
 def test_fixture_golden_reproduced_by_committed_onnx():
@@ -134,7 +153,10 @@ def test_fixture_manifest_matches_graph():
 
     manifest = json.loads((FIXTURE / "manifest.json").read_text())
     model = onnx.load(str(FIXTURE / "model.onnx"))
-    assert [i.name for i in model.graph.input] == manifest["inputs"] == input_names(2)
+    # exported before 1.3.0, without logits_from: kept so that older graphs stay tested in the
+    # engine (tests/engine_logits_from.rs) as in the exporter's tools (graph.with_logits_from)
+    before_logits_from = [n for n in input_names(2) if n != "logits_from"]
+    assert [i.name for i in model.graph.input] == manifest["inputs"] == before_logits_from
     assert [o.name for o in model.graph.output] == manifest["outputs"] == output_names(2)
     assert manifest["format_version"] == 1 and manifest["model_type"] == "gpt_neox"
     assert manifest["dtype"] == "float32" and manifest["random_init"] is False
@@ -196,8 +218,9 @@ def test_layer_masks_graph(tmp_path):
     base = {"input_ids": np.array([[7]], np.int64), "position_ids": np.array([[5]], np.int64)}
     for i in range(2):
         base[f"past_key_values.{i}.key"], base[f"past_key_values.{i}.value"] = kv[2 * i], kv[2 * i + 1]
-    want = dict(zip(names, s_shared.run(names, {**base, "attention_mask": mask})))
-    got = dict(zip(names, s_layer.run(names, {**base, "attention_mask.0": mask, "attention_mask.1": mask})))
+    want = dict(zip(names, s_shared.run(names, with_logits_from({**base, "attention_mask": mask}, s_shared))))
+    got = dict(zip(names, s_layer.run(names, with_logits_from({**base, "attention_mask.0": mask,
+                                                               "attention_mask.1": mask}, s_layer))))
     for n in names:
         assert np.array_equal(got[n], want[n]), n
     # layer 1 with two more slots, garbage and masked: the same outputs, zeros in its extra columns
@@ -205,7 +228,7 @@ def test_layer_masks_graph(tmp_path):
              for x in kv[2:]]
     feeds = {**base, "past_key_values.1.key": extra[0], "past_key_values.1.value": extra[1],
              "attention_mask.0": mask, "attention_mask.1": np.array([[1, 0, 1, 0, 0, 1]], np.int64)}
-    wide = dict(zip(names, s_layer.run(names, feeds)))
+    wide = dict(zip(names, s_layer.run(names, with_logits_from(feeds, s_layer))))
     assert wide["attention_sums.1"].shape == (1, heads, past + 2 + 1)
     assert (wide["attention_sums.1"][:, :, [1, 3, 4]] == 0).all()
     np.testing.assert_allclose(wide["attention_sums.1"][:, :, [0, 2, 5]], want["attention_sums.1"][:, :, [0, 2, 3]],

@@ -53,6 +53,8 @@ pub struct Decoder<'m> {
     /// vector per step costs page faults at Pythia's vocabulary).
     logits: Vec<f32>,
     last_seq: usize,
+    /// The first new token of the last run whose logits `logits` holds.
+    logits_first: usize,
 }
 
 /// Each layer's capacity limit under `policies` (its budget, at most the model's positions); refuses
@@ -112,6 +114,7 @@ impl<'m> Decoder<'m> {
             mask: Vec::new(),
             logits: Vec::new(),
             last_seq: 0,
+            logits_first: 0,
         })
     }
 
@@ -155,15 +158,28 @@ impl<'m> Decoder<'m> {
         &self.policies
     }
 
-    /// The last step's logits, `[batch, seq, vocab]`.
+    /// The last step's logits, `[batch, rows, vocab]`: the new tokens from
+    /// [`Decoder::logits_first`] on (every new token's unless the prefill asked for fewer).
     pub fn logits(&self) -> &[f32] {
         &self.logits
     }
 
-    /// The last step's logits of row `b`, new token `j`.
+    /// The first new token of the last step whose logits [`Decoder::logits`] holds.
+    pub fn logits_first(&self) -> usize {
+        self.logits_first
+    }
+
+    /// The last step's logits of row `b`, new token `j` (at least [`Decoder::logits_first`]).
     pub fn logits_at(&self, b: usize, j: usize) -> &[f32] {
+        assert!(
+            j >= self.logits_first && j < self.last_seq,
+            "logits of new token {j} asked, the last run kept tokens {}..{}",
+            self.logits_first,
+            self.last_seq
+        );
         let vocab = self.model.manifest.vocab_size;
-        let o = (b * self.last_seq + j) * vocab;
+        let rows = self.last_seq - self.logits_first;
+        let o = (b * rows + j - self.logits_first) * vocab;
         &self.logits[o..o + vocab]
     }
 
@@ -173,8 +189,15 @@ impl<'m> Decoder<'m> {
     }
 
     /// Feed each row's tokens (rows may differ in length: shorter rows are padded on the right and the
-    /// padding is never cached).
+    /// padding is never cached); every new token's logits are kept.
     pub fn prefill(&mut self, rows: &[Vec<u32>]) -> Result<StepOutput> {
+        self.prefill_from(rows, 0)
+    }
+
+    /// [`Decoder::prefill`], keeping the logits of the new tokens from index `logits_from` on only
+    /// (below the longest row's length). A graph that takes `logits_from` (exporter 1.3.0 on) then
+    /// skips the LM head for the tokens before it: a prompt's prefill needs its last token's.
+    pub fn prefill_from(&mut self, rows: &[Vec<u32>], logits_from: usize) -> Result<StepOutput> {
         let batch = self.store.batch();
         if rows.len() != batch {
             return Err(Error::Input(format!(
@@ -198,7 +221,7 @@ impl<'m> Decoder<'m> {
                 self.new_mask.push(i64::from(real));
             }
         }
-        self.run_step(seq)
+        self.run_step(seq, logits_from)
     }
 
     /// Feed one token per row.
@@ -218,11 +241,12 @@ impl<'m> Decoder<'m> {
             self.pos.push(self.next_pos[b]);
             self.new_mask.push(1);
         }
-        self.run_step(1)
+        self.run_step(1, 0)
     }
 
-    /// Inputs -> run -> per layer cache update -> positions advance.
-    fn run_step(&mut self, seq: usize) -> Result<StepOutput> {
+    /// Inputs -> run -> per layer cache update -> positions advance; logits kept from new token
+    /// `logits_from` on.
+    fn run_step(&mut self, seq: usize, logits_from: usize) -> Result<StepOutput> {
         let t_start = Instant::now();
         self.check_inputs()?;
         // The graph sees the slots as they are (a prefill into an empty store runs with past = 0);
@@ -241,6 +265,7 @@ impl<'m> Decoder<'m> {
             positions: &self.pos,
             mask: &self.mask,
             seq,
+            logits_from,
         };
         let prep = t_start.elapsed();
 
@@ -251,9 +276,15 @@ impl<'m> Decoder<'m> {
 
         let t_after = Instant::now();
         let out = outputs.view()?;
+        // [batch, seq - from, vocab] from a graph that takes logits_from, else [batch, seq, vocab]:
+        // keep rows logits_from.. of each batch row
+        let (vocab, rows) = (out.dims.vocab, out.dims.logits_rows());
+        let skip = rows - (seq - logits_from);
         self.logits.clear();
-        self.logits.extend_from_slice(out.logits);
-        self.last_seq = seq;
+        for row in out.logits.chunks(rows * vocab) {
+            self.logits.extend_from_slice(&row[skip * vocab..]);
+        }
+        (self.last_seq, self.logits_first) = (seq, logits_from);
         let (score_time, evict_time) = update_cache(
             &mut self.store,
             &self.policies,

@@ -68,8 +68,16 @@ fn prefill(
     while start < longest {
         let end = start.saturating_add(chunk).min(longest);
         let rows = prefill_rows(prompts, start, end);
+        // logits only from the earliest prompt end in this run (every row's is the last token when
+        // the prompts are equally long), else the run's last token: the LM head skips the rest
+        let from = prompts
+            .iter()
+            .filter(|p| p.len() > start && p.len() <= end)
+            .map(|p| p.len() - 1 - start)
+            .min()
+            .unwrap_or(end - start - 1);
         let t = Instant::now();
-        traffic += dec.prefill(&rows)?.traffic;
+        traffic += dec.prefill_from(&rows, from)?.traffic;
         time += t.elapsed();
         runs += 1;
         for (b, p) in prompts.iter().enumerate() {

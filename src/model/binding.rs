@@ -14,7 +14,7 @@ use super::traffic::{Pasts, Traffic};
 use super::{StepDims, StepInputs};
 use crate::cache::device::{element_type, view, DeviceKv, LayoutKey};
 use crate::error::{Error, Result};
-use crate::manifest::{KvDtype, LayerNames};
+use crate::manifest::{KvDtype, LayerNames, LOGITS_FROM};
 use crate::runtime::ExecutionProvider;
 
 /// What the step binding was last made for: the store's layout and the new-K/V buffers' shape.
@@ -160,6 +160,13 @@ impl DeviceRunner {
                 }
             }
             _ => self.bind_host("attention_mask", [b, dims.past + s], inputs.mask)?,
+        }
+        if let Some(from) = dims.logits_from {
+            let t = Tensor::from_array(([1usize], vec![from as i64]))
+                .map_err(|e| Error::ort(format!("making {LOGITS_FROM}"), e))?;
+            self.binding
+                .bind_input(LOGITS_FROM, &t)
+                .map_err(|e| Error::ort(format!("binding {LOGITS_FROM}"), e))?;
         }
         self.fresh_of = Some(kv.key().store);
         Ok(&self.binding)

@@ -58,23 +58,24 @@ impl std::ops::AddAssign for Traffic {
 }
 
 impl Traffic {
-    /// Host-side inputs of every run: ids and positions `[batch, seq]`, and the mask: one
-    /// `[batch, past + seq]`, or one `[batch, past_l + seq]` per layer on a per-layer-mask graph.
+    /// Host-side inputs of every run: ids and positions `[batch, seq]`, the mask: one
+    /// `[batch, past + seq]`, or one `[batch, past_l + seq]` per layer on a per-layer-mask graph,
+    /// and `logits_from` (one int64) where the graph takes it.
     fn step_inputs(d: &StepDims, pasts: &Pasts<'_>) -> u64 {
         let (b, s) = (d.batch as u64, d.seq as u64);
         let mask: u64 = match pasts.per_layer_masks {
             true => pasts.each(d).map(|p| b * (p + s)).sum(),
             false => b * (d.past as u64 + s),
         };
-        I64 * (2 * b * s + mask)
+        I64 * (2 * b * s + mask + u64::from(d.logits_from.is_some()))
     }
 
-    /// Outputs the host reads every run: logits `[batch, seq, vocab]` and per layer the attention
+    /// Outputs the host reads every run: logits `[batch, seq - logits_from, vocab]` and per layer the attention
     /// sums `[batch, heads, past_l + seq]`, float32.
     fn step_outputs(d: &StepDims, pasts: &Pasts<'_>) -> u64 {
         let (b, s, h) = (d.batch as u64, d.seq as u64, d.heads as u64);
         let sums: u64 = pasts.each(d).map(|p| b * h * (p + s)).sum();
-        F32 * (b * s * d.vocab as u64 + sums)
+        F32 * (b * d.logits_rows() as u64 * d.vocab as u64 + sums)
     }
 
     /// Bytes of K and V of `tokens` slots per (batch, head) in one layer, `kv_bytes` per element.
@@ -133,6 +134,7 @@ mod tests {
             heads,
             head_dim,
             vocab: 50_304,
+            logits_from: None,
         }
     }
 
