@@ -224,7 +224,8 @@ fn fp16_device_store_equals_host_store() {
 
 /// Bytes per decode step on the fixture (2 layers x 4 heads x head_dim 16, vocabulary 512, fp32) at
 /// 64 slots: the host store sends every layer's past K/V and receives the new ones; the device store
-/// sends ids, positions, mask and one source and one destination row index per kept K and V row.
+/// sends ids, positions, mask, logits_from and one source and one destination row index per kept K
+/// and V row.
 #[test]
 fn traffic_per_decode_step() {
     let toks = tiny_text_tokens();
@@ -235,7 +236,8 @@ fn traffic_per_decode_step() {
         dec.prefill(&[toks[..10].to_vec()]).unwrap();
         dec.step(&[toks[10]]).unwrap().traffic
     };
-    let ids_pos_mask = 8 * (1 + 1 + 65);
+    // ids, positions, the mask [1, 64 + 1] and logits_from, int64
+    let ids_pos_mask = 8 * (1 + 1 + 65 + 1);
     let outputs = 4 * (512 + 2 * 4 * 65);
     assert_eq!(
         step(KvPlacement::Device),

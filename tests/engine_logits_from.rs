@@ -1,7 +1,7 @@
 //! `logits_from` (exporter 1.3.0 on): a prefill that keeps the logits of its last tokens only gets
 //! the same logits for them as one that keeps all, and leaves the cache exactly as it would be; a
-//! graph of before (the committed tiny fixture) computes every token's and the decoder keeps the
-//! asked rows, bit for bit.
+//! graph of before (tests/fixtures/tiny-exp120, the tiny fixture as exporter 1.2.0 wrote it)
+//! computes every token's and the decoder keeps the asked rows, bit for bit.
 
 mod common;
 
@@ -56,6 +56,9 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn the_graph_computes_only_the_asked_rows_and_the_cache_is_unchanged() {
+    assert!(load_model(runtime(), &fixture_dir())
+        .manifest
+        .takes_logits_from());
     let mut model = micro();
     assert!(model.manifest.takes_logits_from());
     let toks = tiny_text_tokens();
@@ -82,7 +85,7 @@ fn the_graph_computes_only_the_asked_rows_and_the_cache_is_unchanged() {
 
 #[test]
 fn an_older_graph_computes_every_row_and_the_decoder_keeps_the_asked_ones() {
-    let mut model = load_model(runtime(), &fixture_dir());
+    let mut model = load_model(runtime(), &root().join("tests/fixtures/tiny-exp120"));
     assert!(!model.manifest.takes_logits_from());
     let toks = tiny_text_tokens();
     let rows = vec![toks[..10].to_vec()];

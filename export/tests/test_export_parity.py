@@ -153,10 +153,13 @@ def test_fixture_manifest_matches_graph():
 
     manifest = json.loads((FIXTURE / "manifest.json").read_text())
     model = onnx.load(str(FIXTURE / "model.onnx"))
-    # exported before 1.3.0, without logits_from: kept so that older graphs stay tested in the
-    # engine (tests/engine_logits_from.rs) as in the exporter's tools (graph.with_logits_from)
+    assert [i.name for i in model.graph.input] == manifest["inputs"] == input_names(2)
+    # the same checkpoint as exporter 1.2.0 wrote it, without logits_from: kept so that older
+    # graphs stay tested in the engine (tests/engine_logits_from.rs)
+    old = FIXTURE.parent / "tiny-exp120"
     before_logits_from = [n for n in input_names(2) if n != "logits_from"]
-    assert [i.name for i in model.graph.input] == manifest["inputs"] == before_logits_from
+    assert [i.name for i in onnx.load(str(old / "model.onnx")).graph.input] == before_logits_from
+    assert json.loads((old / "manifest.json").read_text())["inputs"] == before_logits_from
     assert [o.name for o in model.graph.output] == manifest["outputs"] == output_names(2)
     assert manifest["format_version"] == 1 and manifest["model_type"] == "gpt_neox"
     assert manifest["dtype"] == "float32" and manifest["random_init"] is False
