@@ -145,15 +145,18 @@ fn mib(bytes: u64) -> String {
     format!("{:.2}", bytes as f64 / (1u64 << 20) as f64)
 }
 
-/// Measured read bandwidth (bytes/s), or NaN with `--no-floor`.
-fn bandwidth(a: &SpeedArgs, threads: usize, weights: u64) -> f64 {
+/// Measured read bandwidth (bytes/s), or NaN with `--no-floor`; `when` says which of the run's
+/// two measurements (before and after the points: the floor uses the higher, since this VM's
+/// bandwidth moves from minute to minute) this is.
+fn bandwidth(a: &SpeedArgs, threads: usize, weights: u64, when: &str) -> f64 {
     if a.no_floor {
         return f64::NAN;
     }
     let bw = measure_read_bandwidth(1 << 30, threads, 3);
     eprintln!(
-        "memory read bandwidth {:.1} GB/s ({threads} threads); weights read per token {:.1} MiB (input embedding: one row): floor {:.2} ms/token without K/V",
+        "memory read bandwidth {when} {:.1} GB/s (best of {threads} and {} threads); weights read per token {:.1} MiB (input embedding: one row): floor {:.2} ms/token without K/V",
         bw / 1e9,
+        2 * threads,
         weights as f64 / (1u64 << 20) as f64,
         floor_ms(weights, 0, bw)
     );
@@ -268,8 +271,6 @@ fn sweep(
     setup: &Setup,
     a: &SpeedArgs,
     targets: &[Target],
-    weights: u64,
-    bandwidth: f64,
 ) -> Result<Vec<Point>> {
     let mut points = Vec::new();
     for (i, t) in targets.iter().enumerate() {
@@ -280,7 +281,7 @@ fn sweep(
             bail!("the speed run of {} gave no figures", t.name());
         };
         points.push(Point {
-            floor_ms: floor_ms(weights, memory.kv_bytes, bandwidth),
+            floor_ms: f64::NAN, // set once the bandwidth after the points is known
             target: *t,
             result,
             speed,
@@ -491,10 +492,15 @@ pub fn run(a: SpeedArgs) -> Result<()> {
         man.dtype.size(),
     );
     let threads = setup.session.intra_threads;
-    let bandwidth = bandwidth(&a, threads, weights);
+    let before = bandwidth(&a, threads, weights, "before");
     // Children load their own model: the parent lets go of its copy (and its memory) first.
     let mut lab = a.in_process.then_some(lab);
-    let points = sweep(lab.as_mut(), &setup, &a, &targets, weights, bandwidth)?;
+    let mut points = sweep(lab.as_mut(), &setup, &a, &targets)?;
+    let after = bandwidth(&a, threads, weights, "after");
+    let bandwidth = before.max(after);
+    for p in &mut points {
+        p.floor_ms = floor_ms(weights, p.memory.kv_bytes, bandwidth);
+    }
     let fit = |mut t: comfy_table::Table| {
         fit_width(&mut t, terminal_width());
         t
@@ -517,6 +523,7 @@ pub fn run(a: SpeedArgs) -> Result<()> {
         let doc = serde_json::json!({
             "weight_bytes_read_per_token": weights,
             "read_bandwidth_bytes_per_s": bandwidth.is_finite().then_some(bandwidth),
+            "read_bandwidth_before_after": [before.is_finite().then_some(before), after.is_finite().then_some(after)],
             "model": man.name, "threads": threads, "provider": setup.session.provider.to_string(),
             "kv": setup.session.kv.to_string(),
             "prefill_chunk": a.prefill_chunk,
