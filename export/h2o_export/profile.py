@@ -1,0 +1,86 @@
+"""Where a prefill spends its time: ONNX Runtime's own per-node profile of one decoder-step run
+(issue 16). A prompt of P tokens with an empty past is run `runs` times through onnxruntime with
+profiling on (the engine's settings: CPU provider, `threads` intra-op threads, all optimisations);
+the first run is a warm-up and is not counted. Node times are summed per op type (and per node
+name's stem), as a share of the counted runs' node time.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .graph import with_logits_from
+
+
+def prefill_feeds(manifest: dict, tokens: int) -> dict:
+    """Feeds of a `tokens`-token prefill of batch 1 with an empty past (ids 1..tokens, positions 0..)."""
+    dt = np.float16 if manifest["dtype"] == "float16" else np.float32
+    feeds = {"input_ids": (np.arange(tokens, dtype=np.int64) % 1000 + 1)[None],
+             "position_ids": np.arange(tokens, dtype=np.int64)[None]}
+    if manifest.get("attention_masks") == "per_layer":
+        for i in range(manifest["num_layers"]):
+            feeds[f"attention_mask.{i}"] = np.ones((1, tokens), np.int64)
+    else:
+        feeds["attention_mask"] = np.ones((1, tokens), np.int64)
+    empty = np.zeros((1, manifest["num_heads"], 0, manifest["head_dim"]), dt)
+    for i in range(manifest["num_layers"]):
+        feeds[f"past_key_values.{i}.key"] = empty
+        feeds[f"past_key_values.{i}.value"] = empty
+    return feeds
+
+
+def profile_prefill(model_dir: str | Path, tokens: int = 512, threads: int = 2, runs: int = 3,
+                    logits_from: int = 0) -> dict:
+    """{"op_types": {op: ms per run}, "total_ms": node ms per run, "runs": counted runs, ...} for a
+    prefill of `tokens` tokens; `logits_from` as the graph input (graphs without it: ignored)."""
+    import onnxruntime as ort
+
+    if runs < 2:
+        raise ValueError("runs must be at least 2: the first is a warm-up")
+    model_dir = Path(model_dir)
+    manifest = json.loads((model_dir / "manifest.json").read_text(encoding="utf-8"))
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(tmp) / "prefill")
+        sess = ort.InferenceSession(str(model_dir / "model.onnx"), so, providers=["CPUExecutionProvider"])
+        feeds = with_logits_from(prefill_feeds(manifest, tokens), sess, logits_from)
+        names = [o.name for o in sess.get_outputs()]
+        for _ in range(runs):
+            sess.run(names, feeds)
+        events = json.loads(Path(sess.end_profiling()).read_text(encoding="utf-8"))
+    return summarize(events, runs)
+
+
+def summarize(events: list, runs: int) -> dict:
+    """Node events of runs 2..`runs` (the first is the warm-up) summed per op type, ms per run."""
+    run_starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    if len(run_starts) != runs:
+        raise ValueError(f"the profile has {len(run_starts)} runs, expected {runs}")
+    counted = runs - 1
+    per_op: dict[str, float] = defaultdict(float)
+    for e in events:
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
+            continue
+        if e["ts"] < run_starts[1]:
+            continue  # the warm-up run
+        per_op[e.get("args", {}).get("op_name", "?")] += e["dur"] / 1e3 / counted
+    total = sum(per_op.values())
+    ordered = dict(sorted(per_op.items(), key=lambda kv: -kv[1]))
+    return {"op_types": ordered, "total_ms": total, "runs": counted}
+
+
+def table(doc: dict, top: int = 12) -> str:
+    """Markdown: op type, ms per run, share of the node time."""
+    lines = ["| op type | ms per run | share |", "| --- | ---: | ---: |"]
+    for op, ms in list(doc["op_types"].items())[:top]:
+        lines.append(f"| {op} | {ms:.1f} | {100 * ms / doc['total_ms']:.1f}% |")
+    lines.append(f"| all nodes | {doc['total_ms']:.1f} | 100% |")
+    return "\n".join(lines)

@@ -1,0 +1,32 @@
+"""h2o_export.profile: ONNX Runtime's per-node profile of a prefill, summed per op type (issue 16)."""
+
+from __future__ import annotations
+
+import pytest
+
+from common import FIXTURE  # noqa: E402  (puts export/ on sys.path)
+
+from h2o_export.profile import profile_prefill, summarize, table  # noqa: E402
+
+
+def test_a_profile_sums_the_counted_runs_node_time_per_op_type():
+    """No timing is asserted (speed is measured, not tested): the profile's shape only."""
+    for start in (0, 63):
+        doc = profile_prefill(FIXTURE, tokens=64, threads=1, runs=3, logits_from=start)
+        assert doc["runs"] == 2
+        assert doc["total_ms"] > 0 and abs(sum(doc["op_types"].values()) - doc["total_ms"]) < 1e-9
+        assert "MatMul" in doc["op_types"] or "FusedMatMul" in doc["op_types"]
+        assert "| all nodes |" in table(doc)
+
+
+def test_the_warm_up_run_is_not_counted_and_a_short_profile_is_refused():
+    events = [{"cat": "Session", "name": "model_run", "ts": 0}, {"cat": "Session", "name": "model_run", "ts": 100},
+              {"cat": "Node", "name": "a_kernel_time", "ts": 10, "dur": 5000, "args": {"op_name": "MatMul"}},
+              {"cat": "Node", "name": "b_kernel_time", "ts": 110, "dur": 2000, "args": {"op_name": "MatMul"}},
+              {"cat": "Node", "name": "c_kernel_time", "ts": 120, "dur": 1000, "args": {"op_name": "Add"}}]
+    doc = summarize(events, runs=2)
+    assert doc["op_types"] == {"MatMul": 2.0, "Add": 1.0} and doc["total_ms"] == 3.0
+    with pytest.raises(ValueError, match="expected 3"):
+        summarize(events, runs=3)
+    with pytest.raises(ValueError, match="at least 2"):
+        profile_prefill(FIXTURE, runs=1)
