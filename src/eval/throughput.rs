@@ -181,21 +181,38 @@ pub fn best_under_cap(points: &[ThroughputPoint], cap: u64) -> Vec<ThroughputPoi
 pub struct MemoryNeed {
     /// Allocated K/V at the end of the run.
     pub kv: u64,
-    /// The float32 logits `[batch, seq, vocab]` of the largest graph run, twice: ONNX Runtime's
+    /// The float32 logits `[batch, rows, vocab]` of the largest graph run, twice: ONNX Runtime's
     /// output and the decoder's copy.
     pub logits: u64,
     /// The weight files (loaded by the session).
     pub weights: u64,
+    /// Whether the graph returns only the logits asked for (`logits_from`, exporter 1.3.0): one
+    /// row per sequence in a speed run's prefill, so the prefill chunk does not change them.
+    pub last_logits_only: bool,
 }
 
 impl MemoryNeed {
     /// `batch` rows of `shape` whose K/V takes `row_bytes` per row, a vocabulary of `vocab` and
-    /// `weights` bytes.
-    pub fn of(row_bytes: u64, vocab: usize, weights: u64, batch: usize, shape: &RunShape) -> Self {
+    /// `weights` bytes; `last_logits_only`: the graph takes `logits_from` (a speed run's prefill
+    /// then returns one logits row per sequence, as a decode step does), else every new token's.
+    pub fn of(
+        row_bytes: u64,
+        vocab: usize,
+        weights: u64,
+        batch: usize,
+        shape: &RunShape,
+        last_logits_only: bool,
+    ) -> Self {
+        let rows = if last_logits_only {
+            1
+        } else {
+            shape.largest_run()
+        };
         MemoryNeed {
             kv: row_bytes.saturating_mul(batch as u64),
-            logits: logits_bytes(batch, shape.largest_run(), vocab),
+            logits: logits_bytes(batch, rows, vocab),
             weights,
+            last_logits_only,
         }
     }
 
@@ -221,7 +238,8 @@ impl MemoryNeed {
         let room = available.saturating_sub(self.kv.saturating_add(self.weights));
         let per_token = logits_bytes(batch, 1, vocab).max(1);
         let fits = usize::try_from(room / per_token).unwrap_or(usize::MAX);
-        let chunk_hint = (fits >= 1 && fits < shape.largest_run()).then_some(fits);
+        let chunk_hint =
+            (!self.last_logits_only && fits >= 1 && fits < shape.largest_run()).then_some(fits);
         Err(MemoryError {
             what: what.to_string(),
             need: self.total(),
@@ -253,7 +271,14 @@ pub fn check_memory(
     let row_bytes =
         layout.row_bytes(&shape.layer_slots(spec, m.num_layers, m.max_position_embeddings));
     let weights = weight_bytes(&model.dir);
-    let need = MemoryNeed::of(row_bytes, m.vocab_size, weights, batch, shape);
+    let need = MemoryNeed::of(
+        row_bytes,
+        m.vocab_size,
+        weights,
+        batch,
+        shape,
+        m.takes_logits_from(),
+    );
     need.check(what, batch, m.vocab_size, shape, available)
 }
 
@@ -513,7 +538,7 @@ mod tests {
     #[test]
     fn memory_need_and_chunk_hint() {
         let s = shape(512, 128, None);
-        let need = MemoryNeed::of(PYTHIA_160M.bytes(1, 640), 50_304, 600 << 20, 91, &s);
+        let need = MemoryNeed::of(PYTHIA_160M.bytes(1, 640), 50_304, 600 << 20, 91, &s, false);
         assert_eq!(need.kv, 91 * 47_185_920);
         assert_eq!(need.logits, 2 * 91 * 512 * 50_304 * 4);
         assert!(need
@@ -536,5 +561,14 @@ mod tests {
         let e = need.check("x", 91, 50_304, &s, 4 << 30).unwrap_err();
         assert_eq!(e.chunk_hint, None, "K/V alone is over: no chunk helps");
         assert!(e.to_string().contains("lower the batch"), "{e}");
+        // a graph with logits_from: one logits row per sequence, whatever the chunk
+        let last = MemoryNeed::of(PYTHIA_160M.bytes(1, 640), 50_304, 600 << 20, 91, &s, true);
+        assert_eq!(last.logits, 2 * 91 * 50_304 * 4);
+        assert!(last.check("x", 91, 50_304, &s, 16 << 30).is_ok());
+        let e = last.check("x", 91, 50_304, &s, 4 << 30).unwrap_err();
+        assert_eq!(
+            e.chunk_hint, None,
+            "the chunk does not change one row of logits"
+        );
     }
 }
