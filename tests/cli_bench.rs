@@ -218,37 +218,9 @@ fn bench_killed_after_first_experiment_leaves_valid_csv_and_json() {
     // Long enough for 2000 tokens.
     let data = write_text(tmp.path(), 1200);
     let results = tmp.path().join("results");
-    let bin = assert_cmd::cargo::cargo_bin("h2o");
-    let mut cmd = std::process::Command::new(&bin);
-    cmd.current_dir(root())
-        .env_remove("H2O_DATA")
-        .args(["bench", "--model"])
-        .arg(fixture_dir())
-        .arg("--data")
-        .arg(&data)
-        // Each experiment streams 2000 tokens: slow enough that the kill lands in experiment 2 or 3.
-        .args(["--exp", "full,h2o:64+64,local:128"])
-        .args([
-            "--ppl-tokens",
-            "2000",
-            "--prompt",
-            "32",
-            "--gen",
-            "8",
-            "--warmup",
-            "0",
-        ])
-        .args(["--threads", "1"])
-        .arg("--results")
-        .arg(&results)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    {
-        use std::os::unix::process::CommandExt;
-        // Own process group, so the test can clean up the orphaned bench-one child afterwards.
-        cmd.process_group(0);
-    }
-    let mut child = cmd.spawn().expect("spawn h2o bench");
+    // Each experiment streams 2000 tokens: slow enough that the kill lands in experiment 2 or 3;
+    // its own process group, so the test can clean up the orphaned bench-one child afterwards.
+    let mut child = slow_bench(&data, &results, &[]);
     let pgid = child.id();
 
     let count_rows = |p: &Path| -> usize {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::bos::{fed, lead};
+use super::bos::{check_positions, fed, lead};
 use super::decode::decode;
 use super::speed::argmax;
 use crate::decoder::Decoder;
@@ -218,19 +218,14 @@ pub fn check_generate_lengths(
             min: 1,
         });
     }
-    let lead = usize::from(bos);
-    if prompt.saturating_add(max_new).saturating_add(lead) > max_positions {
-        let mut parts = vec![
+    check_positions(
+        max_positions,
+        vec![
             (Setting::PromptTokens, prompt),
             (Setting::NewTokens, max_new),
-        ];
-        parts.extend(bos.then_some((Setting::Bos, lead)));
-        return Err(LengthError::BeyondPositions {
-            parts,
-            max_positions,
-        });
-    }
-    Ok(())
+        ],
+        bos,
+    )
 }
 
 /// Continues `prompt` (the ids as fed, from [`prompt_tokens`]: a model's declared BOS first) by

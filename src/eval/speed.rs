@@ -4,7 +4,7 @@
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use super::bos::fed;
+use super::bos::{check_positions, fed};
 use super::decode::decode;
 use crate::decoder::Decoder;
 use crate::error::{LengthError, Result, Setting};
@@ -70,16 +70,11 @@ pub fn check_lengths(
             });
         }
     }
-    let lead = usize::from(bos);
-    if prompt.saturating_add(gen).saturating_add(lead) > max_positions {
-        let mut parts = vec![(Setting::PromptTokens, prompt), (Setting::GenTokens, gen)];
-        parts.extend(bos.then_some((Setting::Bos, lead)));
-        return Err(LengthError::BeyondPositions {
-            parts,
-            max_positions,
-        });
-    }
-    Ok(())
+    check_positions(
+        max_positions,
+        vec![(Setting::PromptTokens, prompt), (Setting::GenTokens, gen)],
+        bos,
+    )
 }
 
 /// Prefill `rows` (one prompt of text tokens per sequence, decoded together as one batch; a model
