@@ -15,22 +15,19 @@ from pathlib import Path
 import numpy as np
 
 from .graph import with_logits_from
+from .graph_parity import Step
 
 
 def prefill_feeds(manifest: dict, tokens: int) -> dict:
-    """Feeds of a `tokens`-token prefill of batch 1 with an empty past (ids 1..tokens, positions 0..)."""
+    """Feeds of a `tokens`-token prefill of batch 1 with an empty past (ids 1..tokens, positions 0..):
+    graph_parity's Step, with one mask per layer for a `--layer-masks` graph."""
     dt = np.float16 if manifest["dtype"] == "float16" else np.float32
-    feeds = {"input_ids": (np.arange(tokens, dtype=np.int64) % 1000 + 1)[None],
-             "position_ids": np.arange(tokens, dtype=np.int64)[None]}
+    ids = (np.arange(tokens, dtype=np.int64) % 1000 + 1)[None]
+    step = Step(ids, np.arange(tokens, dtype=np.int64)[None], np.ones((1, tokens), np.int64))
+    feeds = step.feeds(manifest["num_layers"], manifest["num_heads"], manifest["head_dim"], dt)
     if manifest.get("attention_masks") == "per_layer":
-        for i in range(manifest["num_layers"]):
-            feeds[f"attention_mask.{i}"] = np.ones((1, tokens), np.int64)
-    else:
-        feeds["attention_mask"] = np.ones((1, tokens), np.int64)
-    empty = np.zeros((1, manifest["num_heads"], 0, manifest["head_dim"]), dt)
-    for i in range(manifest["num_layers"]):
-        feeds[f"past_key_values.{i}.key"] = empty
-        feeds[f"past_key_values.{i}.value"] = empty
+        mask = feeds.pop("attention_mask")
+        feeds.update({f"attention_mask.{i}": mask for i in range(manifest["num_layers"])})
     return feeds
 
 
