@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: the runtime, the tiny fixture, golden arrays, test policies.
 #![allow(dead_code)]
 
+pub mod bad_input;
 pub mod cli;
 
 use std::collections::{BTreeSet, HashMap};
