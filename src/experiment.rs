@@ -344,9 +344,11 @@ impl Plan {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Setup {
     /// Exported model directory.
+    #[serde(with = "os_path")]
     pub model: PathBuf,
     pub session: SessionConfig,
     /// Text file (WikiText-2 raw test).
+    #[serde(with = "os_path")]
     pub data: PathBuf,
     /// Which text of the file is read: as it is, or the seed's rows (see [`TextMode`]).
     #[serde(default)]
@@ -834,5 +836,54 @@ mod tests {
             Experiment::of("local:1".parse().unwrap()).counted(Counting::Seed),
             None
         );
+    }
+}
+
+/// A path in a job's JSON: a string when it is UTF-8, else its bytes (a Unix path may be any bytes;
+/// the bench child must get exactly the path the user gave).
+mod os_path {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::{Path, PathBuf};
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        match p.to_str() {
+            Some(text) => s.serialize_str(text),
+            None => s.serialize_bytes(p.as_os_str().as_bytes()),
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Text(String),
+        Bytes(Vec<u8>),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        Ok(match Repr::deserialize(d)? {
+            Repr::Text(t) => PathBuf::from(t),
+            Repr::Bytes(b) => PathBuf::from(OsString::from_vec(b)),
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct P(#[serde(with = "super")] std::path::PathBuf);
+
+        #[test]
+        fn utf8_and_other_paths_round_trip() {
+            use std::os::unix::ffi::OsStrExt;
+            let odd = P(std::ffi::OsStr::from_bytes(b"dir/\xff\xfe.txt").into());
+            let plain = P("models/m".into());
+            for p in [odd, plain] {
+                let j = serde_json::to_string(&p).unwrap();
+                assert_eq!(serde_json::from_str::<P>(&j).unwrap(), p, "{j}");
+            }
+            assert_eq!(serde_json::to_string(&P("a/b".into())).unwrap(), "\"a/b\"");
+        }
     }
 }

@@ -316,7 +316,9 @@ fn run_info(
         machine: MachineInfo::collect(),
         git_commit: git_commit(),
         start_time: RunInfo::timestamp(start),
-        command_line: std::env::args().collect(),
+        command_line: std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
     }
 }
 

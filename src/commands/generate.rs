@@ -104,7 +104,22 @@ fn summary(run: &GenerateRun, spec: &PolicySpec, sampling: &Sampling, full: u64)
     )
 }
 
+/// Refuses sampling flags that a greedy run (temperature 0) would ignore.
+fn check_sampling_flags(a: &GenerateArgs) -> Result<()> {
+    if a.temperature > 0.0 {
+        return Ok(());
+    }
+    if let Some(seed) = a.rng_seed {
+        anyhow::bail!("--rng-seed {seed}: a greedy run (--temperature 0, the default) draws nothing; give --temperature above 0 to sample, or drop --rng-seed");
+    }
+    if a.top_p != 1.0 {
+        anyhow::bail!("--top-p {}: a greedy run (--temperature 0, the default) takes the most likely token whatever the nucleus; give --temperature above 0 to sample, or drop --top-p", a.top_p);
+    }
+    Ok(())
+}
+
 pub fn run(a: GenerateArgs) -> Result<()> {
+    check_sampling_flags(&a)?;
     let sampling = Sampling {
         temperature: a.temperature,
         top_p: a.top_p,

@@ -40,7 +40,8 @@ pub struct HeatmapArgs {
     #[arg(long, default_value_t = 1e-4)]
     pub floor: f32,
     /// Budget for the kept-tokens picture (default: a quarter of the tokens); compares h2o and local.
-    #[arg(long)]
+    /// Not with --policies (each spec carries its own budget).
+    #[arg(long, conflicts_with = "policies")]
     pub budget: Option<usize>,
     /// Policies for the kept-tokens picture (default: h2o:B/2+B/2, local:B, sink:4+(B-4) at the budget).
     #[arg(long, value_delimiter = ',')]
@@ -136,11 +137,11 @@ pub fn run(a: HeatmapArgs) -> Result<()> {
         head,
     )?;
     let n = tokens.len();
-    let budget = kept_budget(a.budget, n)?;
-    let specs = if a.policies.is_empty() {
-        default_policies(budget)
+    let (specs, kept_title) = if a.policies.is_empty() {
+        let budget = kept_budget(a.budget, n)?;
+        (default_policies(budget), format!("kept at budget {budget}"))
     } else {
-        a.policies.clone()
+        (a.policies.clone(), "kept by each policy".to_string())
     };
     let mut kept_by_policy = Vec::new();
     for spec in &specs {
@@ -164,7 +165,7 @@ pub fn run(a: HeatmapArgs) -> Result<()> {
             .collect();
         let path = a.out.join(kept_file_name(la.layer));
         let title = format!(
-            "{} - layer {} - accumulated attention per head; kept at budget {budget}",
+            "{} - layer {} - accumulated attention per head; {kept_title}",
             man.name, la.layer
         );
         render_kept_tokens(&la.accumulated, &labels, &kept, &title, &path)?;

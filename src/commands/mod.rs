@@ -287,8 +287,26 @@ impl Names {
 }
 
 impl Command {
+    /// Whether the command reads its text from `$H2O_DATA` (a data-reading command without `--data`).
+    fn data_from_env(&self) -> bool {
+        let flag = match self {
+            Command::Ppl(a) => &a.data,
+            Command::Speed(a) => &a.data,
+            Command::Bench(a) => &a.measure.data,
+            _ => return false,
+        };
+        flag.is_none() && std::env::var_os(DATA_ENV).is_some_and(|v| !v.is_empty())
+    }
+
     fn names(&self) -> Names {
-        let d = Names::DEFAULT;
+        let d = if self.data_from_env() {
+            Names {
+                data: "$H2O_DATA (no --data given)",
+                ..Names::DEFAULT
+            }
+        } else {
+            Names::DEFAULT
+        };
         match self {
             Command::Ppl(_) => Names {
                 policy: "--policy",

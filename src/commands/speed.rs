@@ -44,8 +44,8 @@ pub struct SpeedArgs {
     /// Comma-separated policy specs.
     #[arg(long, value_delimiter = ',', default_value = "full")]
     pub exp: Vec<PolicySpec>,
-    /// Prompt tokens per row (ignored with --contexts).
-    #[arg(long, default_value_t = 512)]
+    /// Prompt tokens per row (not with --contexts, whose lengths are the prompts).
+    #[arg(long, default_value_t = 512, conflicts_with = "contexts")]
     pub prompt: usize,
     /// Generated tokens per row (the prefill gives the first). Every row generates this many, so
     /// the rows of a batch finish together.

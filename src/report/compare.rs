@@ -175,7 +175,7 @@ struct Header {
 }
 
 impl Header {
-    fn read(path: &Path, rdr: &mut csv::Reader<std::fs::File>) -> Result<Header, ReportError> {
+    fn read(path: &Path, rdr: &mut csv::Reader<&[u8]>) -> Result<Header, ReportError> {
         let names: Vec<String> = rdr
             .headers()
             .map_err(|e| read_error(path, e))?
@@ -344,10 +344,8 @@ fn read_row(
     path: &Path,
     header: &Header,
     rec: &csv::StringRecord,
+    line: u64,
 ) -> Result<ResultRow, ReportError> {
-    // Record number, not the csv crate's line counter (which miscounts CRLF files such as
-    // the seed's): the header is line 1, each record one line.
-    let line = rec.position().map(|p| p.record() + 1).unwrap_or(0);
     if rec.len() != header.names.len() {
         return Err(ReportError::FieldCount {
             path: path.to_path_buf(),
@@ -393,26 +391,122 @@ fn read_row(
     Ok(row)
 }
 
+/// The most bytes a results file may have: far above any real one (a row is ~200 bytes), and a
+/// bound on what `compare` reads from anything (`/dev/zero`, a huge file).
+pub const MAX_RESULTS_BYTES: u64 = 16 << 20;
+/// The longest cell: any name, policy spec, status or number is far shorter.
+pub const MAX_CELL_BYTES: usize = 4096;
+
+/// The file's bytes, reading no further than [`MAX_RESULTS_BYTES`].
+fn read_bounded(path: &Path) -> Result<Vec<u8>, ReportError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| ReportError::Read {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let mut bytes = Vec::new();
+    file.take(MAX_RESULTS_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ReportError::Read {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    if bytes.len() as u64 > MAX_RESULTS_BYTES {
+        return Err(ReportError::TooLarge {
+            path: path.to_path_buf(),
+            limit_mib: MAX_RESULTS_BYTES >> 20,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Line numbers of byte offsets, counted once through the file (offsets asked in increasing order).
+struct LineCounter<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+    line: u64,
+}
+
+impl LineCounter<'_> {
+    /// The 1-based line of the record that starts at byte `offset` (or at the line ends right
+    /// after it: the csv reader may leave a CRLF's `\n` before the next record): newlines before
+    /// the record's first byte, plus one.
+    fn line_at(&mut self, offset: usize) -> u64 {
+        let mut end = offset.min(self.bytes.len());
+        while end < self.bytes.len() && matches!(self.bytes[end], b'\r' | b'\n') {
+            end += 1;
+        }
+        if end > self.offset {
+            self.line += self.bytes[self.offset..end]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count() as u64;
+            self.offset = end;
+        }
+        self.line
+    }
+}
+
+/// Refuses a record with a cell longer than [`MAX_CELL_BYTES`], naming its column.
+fn check_cells(
+    path: &Path,
+    line: u64,
+    names: &[String],
+    rec: &csv::ByteRecord,
+) -> Result<(), ReportError> {
+    match rec.iter().position(|c| c.len() > MAX_CELL_BYTES) {
+        None => Ok(()),
+        Some(i) => Err(ReportError::CellTooLong {
+            path: path.to_path_buf(),
+            line,
+            column: names
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("#{}", i + 1)),
+            bytes: rec[i].len(),
+            limit: MAX_CELL_BYTES,
+        }),
+    }
+}
+
 /// Reads a results CSV, ours or the seed's. Errors (each naming the file, and the line and
-/// column where there is one): unreadable file, missing seed columns, a row with more or fewer
-/// fields than the header, a figure that is not a finite number, a negative size/time/rate, a
-/// perplexity below 1, a missing figure in the seed's file, a policy that is not a spec (ours)
-/// or not one of the seed's experiment names, a Budget column that disagrees with the policy,
-/// a Status that is neither `ok` nor `failed: <reason>`. A failed experiment's row is read
-/// with its reason and no figures.
+/// column where there is one): unreadable file, a file over [`MAX_RESULTS_BYTES`] or a cell over
+/// [`MAX_CELL_BYTES`], missing seed columns, a row with more or fewer fields than the header, a
+/// figure that is not a finite number, a negative size/time/rate, a perplexity below 1, a missing
+/// figure in the seed's file, a policy that is not a spec (ours) or not one of the seed's
+/// experiment names, a Budget column that disagrees with the policy, a Status that is neither
+/// `ok` nor `failed: <reason>`. A failed experiment's row is read with its reason and no figures.
+/// Lines are the file's lines (a quoted cell may span several), where the record starts.
 pub fn load_results_csv(path: &Path) -> Result<ResultFile, ReportError> {
+    let bytes = read_bounded(path)?;
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
-        .from_path(path)
-        .map_err(|e| read_error(path, e))?;
+        .from_reader(bytes.as_slice());
+    let mut lines = LineCounter {
+        bytes: &bytes,
+        offset: 0,
+        line: 1,
+    };
+    let header_cells = rdr.byte_headers().map_err(|e| read_error(path, e))?.clone();
+    check_cells(path, 1, &[], &header_cells)?;
     let header = Header::read(path, &mut rdr)?;
     let mut rows = Vec::new();
-    for rec in rdr.records() {
-        let rec = rec.map_err(|e| read_error(path, e))?;
-        if rec.iter().all(|c| c.trim().is_empty()) {
+    let mut rec = csv::ByteRecord::new();
+    while rdr
+        .read_byte_record(&mut rec)
+        .map_err(|e| read_error(path, e))?
+    {
+        let line = lines.line_at(rec.position().map_or(0, |p| p.byte() as usize));
+        check_cells(path, line, &header.names, &rec)?;
+        let text =
+            csv::StringRecord::from_byte_record(rec.clone()).map_err(|e| ReportError::Read {
+                path: path.to_path_buf(),
+                message: format!("line {line}: {e}"),
+            })?;
+        if text.iter().all(|c| c.trim().is_empty()) {
             continue;
         }
-        rows.push(read_row(path, &header, &rec)?);
+        rows.push(read_row(path, &header, &text, line)?);
     }
     Ok(ResultFile {
         path: path.to_path_buf(),

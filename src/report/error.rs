@@ -65,6 +65,18 @@ pub enum ReportError {
     /// Serialising the JSON document failed.
     #[error("cannot serialise results to JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// A results file larger than any results file (read no further than the limit).
+    #[error("{path}: more than {limit_mib} MiB; a results CSV is a few KB (one row per experiment). Fix: give the CSV written by `h2o bench` or the seed's pytorch-results.csv")]
+    TooLarge { path: PathBuf, limit_mib: u64 },
+    /// A cell longer than any figure, name or policy spec.
+    #[error("{path}: line {line}, column {column:?}: a cell of {bytes} bytes (at most {limit}); a results CSV holds names, specs and numbers. Fix: give the CSV written by `h2o bench` or the seed's pytorch-results.csv")]
+    CellTooLong {
+        path: PathBuf,
+        line: u64,
+        column: String,
+        bytes: usize,
+        limit: usize,
+    },
 }
 
 fn quoted(names: &[String]) -> String {
