@@ -92,7 +92,7 @@ fn conflicting_or_ignored_flags_are_refused() {
             ],
         )
         .words(&["--budget", "--policies"])
-        .unchanged(&[out.clone()]),
+        .unchanged(std::slice::from_ref(&out)),
         Case::new(
             "speed --prompt with --contexts",
             &[
