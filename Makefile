@@ -21,7 +21,7 @@ BIN := target/release/h2o
 PYTHIA_TOKENIZER ?= ../shared/data/pythia-tokenizer.json
 INIT_SEED ?= 0
 
-.PHONY: all venv venv-torch build test test-rust test-python lint fixtures export-micro export-micro-layer-masks bench info heatmaps random-models clean-results
+.PHONY: all venv venv-torch build test test-rust test-python test-dist lint fixtures export-micro export-micro-layer-masks bench info heatmaps random-models clean-results dist dist-cuda
 
 all: build
 
@@ -70,7 +70,7 @@ test-rust: $(STAMP) export-micro
 test-python: $(STAMP_TORCH) build export-micro
 	H2O_REQUIRE_ALL=1 ORT_DYLIB_PATH=$(abspath $(ORT_LIB)) $(PY) -m pytest -q export/tests
 
-test: test-rust test-python
+test: test-rust test-python test-dist
 
 lint:
 	cargo fmt --check
@@ -92,3 +92,28 @@ models/random-%/onnx/model.onnx: $(STAMP) $(EXPORTER_SRC)
 	$(PY) export/export.py --random-init $* --init-seed $(INIT_SEED) --dtype fp32 --tokenizer $(PYTHIA_TOKENIZER) --out models/random-$*/onnx --name random-$* --force
 
 random-models: models/random-160m/onnx/model.onnx models/random-410m/onnx/model.onnx models/random-1b/onnx/model.onnx
+
+# The release archive (issue 30): binary, ONNX Runtime's library, the default model, the text and
+# the seed's CSV; unpacked anywhere, ./h2o runs with nothing else (packaging/make_dist.sh).
+ORT_VERSION = $(shell sed -n 's/^onnxruntime==//p' export/requirements.txt)
+ORT_PKG = $(shell ls -d $(VENV)/lib/python3*/site-packages/onnxruntime 2>/dev/null | head -1)
+SEED_CSV ?= ../shared/seed/pytorch-results.csv
+
+dist: export-micro build
+	bash packaging/make_dist.sh cpu $(BIN) $(ORT_PKG) $(MICRO) $(DATA) $(SEED_CSV)
+
+# The CUDA build: the binary with `--features cuda` (target-cuda/) and onnxruntime-gpu's libraries
+# (its wheel, downloaded into .cache/, never installed). Built and checked here; running it needs a GPU.
+ORT_GPU := .cache/onnxruntime-gpu-$(ORT_VERSION)
+$(ORT_GPU)/onnxruntime/capi: $(STAMP)
+	$(PY) -m pip download --quiet --no-deps -d $(ORT_GPU) onnxruntime-gpu==$(ORT_VERSION)
+	$(PY) -c "import glob, zipfile; z = zipfile.ZipFile(glob.glob('$(ORT_GPU)/*.whl')[0]); [z.extract(n, '$(ORT_GPU)') for n in z.namelist() if n.startswith('onnxruntime/capi/libonnxruntime') or n in ('onnxruntime/LICENSE', 'onnxruntime/ThirdPartyNotices.txt')]"
+
+dist-cuda: export-micro $(ORT_GPU)/onnxruntime/capi
+	CARGO_TARGET_DIR=target-cuda cargo build --release --features cuda --bin h2o
+	bash packaging/make_dist.sh cuda target-cuda/release/h2o $(ORT_GPU)/onnxruntime $(MICRO) $(DATA) $(SEED_CSV)
+	bash tests/dist/check_cuda_archive.sh
+
+# The archive end to end: unpacked into an empty folder, run with no toolchain, venv or HOME.
+test-dist: dist
+	bash tests/dist/test_archive.sh

@@ -6,6 +6,7 @@ pub mod error;
 pub mod eval;
 pub mod experiment;
 pub mod heatmap;
+pub mod locate;
 pub mod manifest;
 pub mod model;
 pub mod output;

@@ -7,6 +7,8 @@ use crate::error::{Error, Result};
 /// Oldest ONNX Runtime this build accepts: ort 2.0.0-rc.15 is built against API 24 (1.24);
 /// the project pins and tests 1.31.1 (export/requirements.txt).
 pub const MIN_ORT_MINOR: u32 = 24;
+/// The ONNX Runtime version the project pins (export/requirements.txt, read at build time).
+pub const ORT_PINNED: &str = env!("H2O_ORT_PINNED");
 
 /// Which execution provider runs the graph (a clap value enum: `cpu`, `cuda`; serialised the same way).
 #[derive(
@@ -208,8 +210,9 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-/// Where the library is looked for, in order: ORT_DYLIB_PATH, then the project's .venv
-/// (onnxruntime wheel's capi/libonnxruntime.so.*), searched from `project_root`.
+/// Where the library is looked for, in order: ORT_DYLIB_PATH, then `lib/` beside the binary (a
+/// release archive, [`crate::locate`]), then the project's .venv (onnxruntime wheel's
+/// capi/libonnxruntime.so.*), searched from `project_root`.
 pub fn find_library(project_root: &Path) -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
@@ -220,6 +223,9 @@ pub fn find_library(project_root: &Path) -> Result<PathBuf> {
             "ORT_DYLIB_PATH={} is not a file; point it at libonnxruntime.so (the onnxruntime wheel ships it in onnxruntime/capi/), or unset it and run `make venv` to use the project's .venv",
             p.display()
         )));
+    }
+    if let Some(p) = crate::locate::library_beside_binary() {
+        return Ok(p);
     }
     let lib_dir = project_root.join(".venv").join("lib");
     if let Ok(entries) = std::fs::read_dir(&lib_dir) {
@@ -245,8 +251,9 @@ pub fn find_library(project_root: &Path) -> Result<PathBuf> {
         }
     }
     Err(Error::OrtLibraryMissing(format!(
-        "ORT_DYLIB_PATH is not set and {} has no onnxruntime wheel; run `make venv` (installs onnxruntime==1.31.1 into .venv) or set ORT_DYLIB_PATH=/path/to/libonnxruntime.so",
-        lib_dir.display()
+        "ONNX Runtime not found: ORT_DYLIB_PATH is not set, the binary's folder has no lib/libonnxruntime.so* (as a release archive does) and {} has no onnxruntime wheel; run `make venv` (installs onnxruntime=={} into .venv) or set ORT_DYLIB_PATH=/path/to/libonnxruntime.so",
+        lib_dir.display(),
+        ORT_PINNED
     )))
 }
 

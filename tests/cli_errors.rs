@@ -12,7 +12,7 @@ use predicates::prelude::*;
 mod common;
 
 use common::cli::{h2o, write_text};
-use common::fixture_dir;
+use common::{fixture_dir, root};
 
 /// No results written: the directory is absent or holds no CSV/JSON (hidden or not).
 fn assert_no_results(dir: &Path) {
@@ -104,13 +104,38 @@ fn data_file_missing() {
 
 #[test]
 fn no_data_flag_and_no_env() {
+    // A copy of the binary in a folder with no text beside it and no project around it: nothing
+    // to fall back on (in the clone, ../shared's text is the default).
     let tmp = tempfile::tempdir().unwrap();
-    let mut c = h2o();
-    c.args(["ppl", "--model"])
+    let bin = tmp.path().join("h2o");
+    std::fs::copy(assert_cmd::cargo::cargo_bin("h2o"), &bin).unwrap();
+    let mut c = Command::new(&bin);
+    c.current_dir(tmp.path())
+        .env_remove("H2O_DATA")
+        .args(["ppl", "--model"])
         .arg(fixture_dir())
         .args(["--tokens", "16"]);
-    fails_with(c, &["no data file", "--data", "H2O_DATA"]);
+    fails_with(
+        c,
+        &["no data file", "--data", "H2O_DATA", "data/wiki.test.raw"],
+    );
     assert_no_results(&tmp.path().join("results"));
+}
+
+#[test]
+fn the_shared_text_is_the_default_in_a_clone() {
+    let mut c = h2o();
+    c.args(["info", "--model"]).arg(fixture_dir());
+    let out = c.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let shared = root().join(h2o_engine::locate::SHARED_TEXT);
+    if shared.is_file() {
+        assert!(
+            text.contains("wiki.test.raw (used)"),
+            "info names the default text:\n{text}"
+        );
+    }
+    assert!(text.contains("library search"), "{text}");
 }
 
 #[test]

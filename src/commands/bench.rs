@@ -265,14 +265,10 @@ fn experiments(a: &BenchArgs, lab: &Lab, plan: &Plan) -> Result<Vec<Experiment>>
         .collect()
 }
 
+/// The commit the binary was built from (build.rs), whatever folder it runs in.
 fn git_commit() -> Option<String> {
-    let out = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let c = env!("H2O_GIT_COMMIT");
+    (c != "unknown").then(|| c.to_string())
 }
 
 /// Everything about the run except its results.

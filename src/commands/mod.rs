@@ -28,9 +28,19 @@ use h2o_engine::experiment::{check_model_dir, Phase, Progress, Setup};
 use h2o_engine::model::Model;
 use h2o_engine::runtime::{ExecutionProvider, KvPlacement, OptLevel, Runtime, SessionConfig};
 
+/// `h2o --version`: the version, the commit built from, and the ONNX Runtime it expects.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("H2O_GIT_COMMIT"),
+    "; ONNX Runtime ",
+    env!("H2O_ORT_PINNED"),
+    " expected, 1.24 or newer accepted)"
+);
+
 /// Pythia (GPT-NeoX) through ONNX Runtime with a host-managed KV cache and H2O-style eviction.
 #[derive(Parser, Debug)]
-#[command(name = "h2o", version, about, propagate_version = true)]
+#[command(name = "h2o", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -61,8 +71,9 @@ pub enum Command {
 /// Flags every model-running subcommand takes.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Exported model directory (model.onnx, manifest.json, tokenizer.json).
-    #[arg(long, default_value = "models/pythia-micro/onnx")]
+    /// Exported model directory (model.onnx, manifest.json, tokenizer.json). Default: `model/`
+    /// beside the binary (release archive), else models/pythia-micro/onnx (a clone).
+    #[arg(long, default_value_os_t = h2o_engine::locate::default_model())]
     pub model: PathBuf,
     /// Intra-op threads for ONNX Runtime, at most the logical cores (default: physical cores).
     #[arg(long)]
@@ -126,37 +137,29 @@ pub fn start_runtime(model: &Path) -> Result<Runtime> {
     Ok(Runtime::start(&project_root())?)
 }
 
-/// Environment variable naming the WikiText-2 raw test file when `--data` is not given.
-pub const DATA_ENV: &str = "H2O_DATA";
+pub use h2o_engine::locate::{project_root, DATA_ENV};
 
-/// The data path: `--data`, else $H2O_DATA, else an error that says both.
+/// The data path: `--data`, else $H2O_DATA, else the text beside the binary or the shared data
+/// beside the project ([`h2o_engine::locate`]), else an error that says where it looked.
 pub fn resolve_data(flag: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = flag {
         return Ok(p.to_path_buf());
     }
     match std::env::var_os(DATA_ENV) {
-        Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
-        _ => Err(anyhow!(
-            "no data file: pass --data PATH (a WikiText-2 raw test file such as wiki.test.raw) or set {DATA_ENV}"
-        )),
+        Some(p) if !p.is_empty() => return Ok(PathBuf::from(p)),
+        _ => {}
     }
-}
-
-/// Where .venv is looked for: the current directory, else the directory above the binary's target/.
-pub fn project_root() -> PathBuf {
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    if cwd.join(".venv").is_dir() {
-        return cwd;
+    if let Some(p) = h2o_engine::locate::default_text() {
+        return Ok(p);
     }
-    if let Ok(exe) = std::env::current_exe() {
-        // target/release/h2o -> project root
-        if let Some(root) = exe.parent().and_then(Path::parent).and_then(Path::parent) {
-            if root.join(".venv").is_dir() {
-                return root.to_path_buf();
-            }
-        }
-    }
-    cwd
+    let looked: Vec<String> = h2o_engine::locate::text_places()
+        .iter()
+        .map(|p| p.path.display().to_string())
+        .collect();
+    Err(anyhow!(
+        "no data file: pass --data PATH (a WikiText-2 raw test file such as wiki.test.raw) or set {DATA_ENV}; none at {}",
+        looked.join(" or ")
+    ))
 }
 
 /// Refuses output paths that cannot be written (see [`h2o_engine::output`]) before any work is done.
