@@ -244,7 +244,8 @@ class RandomWeights:
     """Seeded random weights at the config's shapes, initialised like transformers'
     GPTNeoXPreTrainedModel._init_weights: Linear and Embedding weights ~ N(0, initializer_range),
     biases 0, LayerNorm weight 1 and bias 0. Each tensor has its own stream derived from
-    (seed, tensor index), so any tensor can be produced alone."""
+    (seed, tensor index), so any tensor can be produced alone. With tie_word_embeddings the
+    output embedding is the input embedding."""
 
     def __init__(self, cfg: NeoxConfig, seed: int):
         self.cfg, self.seed = cfg, seed
@@ -254,6 +255,10 @@ class RandomWeights:
         return None  # shapes come from the config itself
 
     def get(self, name: str) -> np.ndarray:
+        if name == "embed_out.weight" and self.cfg.tie_word_embeddings:
+            # tied (config tie_word_embeddings): the output embedding is the input one, as in
+            # transformers and in a tied checkpoint (SafetensorsWeights.get), not a draw of its own
+            name = "gpt_neox.embed_in.weight"
         index, shape = self.names[name]
         if "layernorm" in name or "layer_norm" in name:
             return (np.ones if name.endswith(".weight") else np.zeros)(shape, dtype=np.float32)

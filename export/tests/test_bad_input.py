@@ -648,3 +648,20 @@ def test_manifest_never_holds_nan(capsys, tmp_path, monkeypatch):
     rc, err = _cli(capsys, "--checkpoint", CKPT, "--out", tmp_path / "out")
     assert rc == 2 and len(err) == 1 and "non-finite" in err[0], err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_random_init_honours_tied_embeddings(tmp_path):
+    """tie_word_embeddings true in a --random-init config: the LM head is the input embedding (it
+    was a separate draw: the config value was silently ignored)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    (tmp_path / "config.json").write_text(json.dumps(_edited({"tie_word_embeddings": True})))
+    p = run_export(["--random-init", str(tmp_path / "config.json"), "--tokenizer", str(TOKENIZER),
+                    "--out", str(tmp_path / "out")])
+    assert p.returncode == 0, p.stderr
+    inits = {t.name: t for t in onnx.load(str(tmp_path / "out/model.onnx")).graph.initializer}
+    emb = numpy_helper.to_array(inits["gpt_neox.embed_in.weight"])
+    head = numpy_helper.to_array(inits["embed_out.weight"])
+    np.testing.assert_array_equal(head.T if head.shape != emb.shape else head, emb)
