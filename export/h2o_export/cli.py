@@ -2,7 +2,7 @@
 
 Every way it ends is one line on stderr at most: 0 done (progress on stdout); 2 refused or failed
 (`error: ...`, naming the flag or file, the value and the fix; argparse's usage errors too);
-130 interrupted by Ctrl-C, 143 by SIGTERM (nothing written, or the finished export let finish its
+130 interrupted by Ctrl-C, 143 by SIGTERM, 129 by SIGHUP (nothing written, or the finished export let finish its
 move into place). A flag given twice, two spellings of one flag, and a flag that does not apply
 to the rest of the command line are refused rather than one of them silently winning.
 """
@@ -152,10 +152,12 @@ def _on_sigterm(signum, _frame):
 
 def main(argv: list[str] | None = None) -> int:
     out: Path | None = None
-    old_term = None
+    old_handlers = {}
     try:
         if threading_main():
-            old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+            for s in (signal.SIGTERM, signal.SIGHUP):  # a kill or a closed terminal: cleaned up like Ctrl-C
+                if signal.getsignal(s) is not signal.SIG_IGN:  # nohup's ignored SIGHUP stays ignored
+                    old_handlers[s] = signal.signal(s, _on_sigterm)
         try:
             args = parser().parse_args(argv)
         except _UsageError as e:
@@ -217,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         return _interrupted(e, out)
     finally:
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
+        for s, h in old_handlers.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
 def threading_main() -> bool:

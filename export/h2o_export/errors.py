@@ -8,7 +8,7 @@ class ExportError(Exception):
 
 
 class ExportInterrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) or SIGTERM during an export. `complete`: the signal came while the finished
+    """Ctrl-C (SIGINT), SIGTERM or SIGHUP during an export. `complete`: the signal came while the finished
     export was being moved into place, which was let finish (so --out holds the new export);
     otherwise nothing was written (--out is as it was)."""
 

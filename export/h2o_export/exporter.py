@@ -4,7 +4,7 @@
 Everything that can be checked is checked before a byte is written (config, the memory and
 disk space the export needs, weight names, shapes and dtypes, tokenizer, output folder); the
 files are written into a temporary folder next to the output and moved into place at the end,
-with Ctrl-C and SIGTERM held back during that move, so a failed or interrupted export leaves
+with Ctrl-C, SIGTERM and SIGHUP held back during that move, so a failed or interrupted export leaves
 nothing behind and an earlier export in the same folder either stays whole or is replaced whole.
 """
 
@@ -231,7 +231,7 @@ def _write_error(out: Path, e: OSError) -> ExportError:
 
 @contextlib.contextmanager
 def signals_held() -> Iterator[list[int]]:
-    """SIGINT and SIGTERM are recorded instead of acted on inside the block (the list it yields
+    """SIGINT, SIGTERM and SIGHUP are recorded instead of acted on inside the block (the list it yields
     holds them); the caller decides what to do with them afterwards. A no-op outside the main
     thread, where Python cannot set handlers."""
     got: list[int] = []
@@ -239,8 +239,11 @@ def signals_held() -> Iterator[list[int]]:
         yield got
         return
     old = {}
-    for s in (signal.SIGINT, signal.SIGTERM):
-        old[s] = signal.getsignal(s)
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        h = signal.getsignal(s)
+        if h is signal.SIG_IGN:  # ignored (a background job's SIGINT, nohup's SIGHUP): stays ignored
+            continue
+        old[s] = h
         signal.signal(s, lambda signum, _frame: got.append(signum))
     try:
         yield got
@@ -283,7 +286,7 @@ def export(
     embedding stays in `dtype`. `layer_masks` gives every layer its own attention-mask input
     (`attention_mask.{i}`; graph.build_graph), so layers may hold different numbers of cache slots
     (per-layer budgets); the manifest then says `"attention_masks": "per_layer"`.
-    Ctrl-C / SIGTERM while exporting: ExportInterrupted (nothing written, or, if it came while the
+    Ctrl-C / SIGTERM / SIGHUP while exporting: ExportInterrupted (nothing written, or, if it came while the
     finished export was moved into place, that move completed; `complete` says which)."""
     if (checkpoint is None) == (random_init is None):
         raise ExportError("give exactly one of --checkpoint DIR or --random-init SIZE|CONFIG.json")
@@ -482,7 +485,7 @@ def export(
             (tmp / MANIFEST_FILE).write_text(text, encoding="utf-8")
             (tmp / TOKENIZER_FILE).write_bytes(tok_bytes)
 
-            # ---- move into place, with Ctrl-C / SIGTERM held back: the folder ends up with the
+            # ---- move into place, with Ctrl-C / SIGTERM / SIGHUP held back: the folder ends up with the
             # earlier export whole or this one whole, never a mix
             with signals_held() as got:
                 out.mkdir(exist_ok=True)

@@ -513,10 +513,11 @@ def _interrupt(t: Path, out: Path, signum: int, extra: list[str] = ()) -> subpro
     return subprocess.CompletedProcess(cmd, proc.returncode, so, se)
 
 
-@pytest.mark.parametrize("signum,code,says", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
+@pytest.mark.parametrize("signum,code,says", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM"),
+                                              (signal.SIGHUP, 129, "SIGHUP")])
 def test_interrupt_leaves_the_previous_export_whole(tmp_path, signum, code, says):
-    """Ctrl-C / SIGTERM while exporting over an earlier export with --force: one line, exit
-    130 / 143, the earlier export byte for byte as it was, no partial folder left."""
+    """Ctrl-C / SIGTERM / SIGHUP while exporting over an earlier export with --force: one line,
+    exit 130 / 143 / 129, the earlier export byte for byte as it was, no partial folder left."""
     previous_export(tmp_path)
     before = snapshot(tmp_path)
     p = _interrupt(tmp_path, tmp_path / "out", signum, ["--force"])
