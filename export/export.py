@@ -11,7 +11,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from h2o_export.cli import main  # noqa: E402
-
 if __name__ == "__main__":
+    try:
+        from h2o_export.cli import main
+    except KeyboardInterrupt:  # Ctrl-C while numpy / onnx load: one line, as everywhere else
+        print("error: interrupted (Ctrl-C) before the export started; nothing was written", file=sys.stderr)
+        sys.exit(130)
     sys.exit(main())

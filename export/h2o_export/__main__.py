@@ -2,6 +2,10 @@
 
 import sys
 
-from .cli import main
+try:
+    from .cli import main
+except KeyboardInterrupt:  # Ctrl-C while numpy / onnx load: one line, as everywhere else
+    print("error: interrupted (Ctrl-C) before the export started; nothing was written", file=sys.stderr)
+    sys.exit(130)
 
 sys.exit(main())

@@ -17,9 +17,10 @@ Every "-deduped" model has the architecture of its standard twin.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from .errors import ExportError
 
@@ -73,6 +74,16 @@ def declared_bos(raw: dict[str, Any], origin: str, vocab: int) -> int | None:
         raise ExportError(f"{origin}: {PREPEND_BOS_KEY} must be a token id in [0, {vocab}) or absent, got {v!r}")
     return v
 
+
+# Limits of the checks (NeoxConfig.from_dict): every dimension fits a signed 32-bit integer (ONNX
+# shapes, the engine's indices); RoPE's base and the layer norms' epsilon go into float32 graph
+# constants, so they must be positive normal float32 numbers; a config.json is a small file.
+MAX_DIM = 2**31 - 1
+F32_MAX = 3.4028234663852886e38
+F32_TINY = 1.1754943508222875e-38  # smallest positive normal float32
+MAX_CONFIG_BYTES = 16 << 20
+DEFAULT_INITIALIZER_RANGE = 0.02  # transformers' GPTNeoXConfig default
+_NO_VALUE = object()
 
 # Fields a config.json must carry (HF GPTNeoXConfig names). No silent defaults for these: a
 # checkpoint that lacks one is refused, since a guessed value would give a different model.
@@ -134,6 +145,8 @@ class NeoxConfig:
     tie_word_embeddings: bool
     attention_bias: bool
     initializer_range: float
+    bos_token_id: Optional[int] = None
+    eos_token_id: Optional[int] = None
 
     @property
     def head_dim(self) -> int:
@@ -149,17 +162,24 @@ class NeoxConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], origin: str) -> "NeoxConfig":
+        """Check every field the export reads (type, finite, range) and the relations between them;
+        the first problem is an ExportError naming `origin`, the field, its value and the rule."""
         if not isinstance(raw, dict):
-            raise ExportError(f"{origin}: expected a JSON object (a Hugging Face config.json)")
-        model_type = raw.get("model_type")
-        if model_type is not None and model_type not in SUPPORTED_MODEL_TYPES:
-            raise ExportError(
-                f"{origin}: model_type {model_type!r} is not supported; this exporter supports "
-                f"{', '.join(SUPPORTED_MODEL_TYPES)} (GPT-NeoX / Pythia) only"
-            )
+            raise ExportError(f"{origin}: expected a JSON object (a Hugging Face config.json), got {show(raw)}")
+
+        def bad(field: str, rule: str, value: Any = _NO_VALUE) -> ExportError:
+            got = f", got {show(value if value is not _NO_VALUE else raw[field])}"
+            return ExportError(f"{origin}: {field} must be {rule}{got}; correct it in the config")
+
         missing = [f for f in REQUIRED_FIELDS if f not in raw]
         if "rotary_emb_base" not in raw and "rope_theta" not in raw:
             missing.append("rotary_emb_base")
+        if "model_type" in raw and (not isinstance(raw["model_type"], str)
+                                    or raw["model_type"] not in SUPPORTED_MODEL_TYPES):
+            raise ExportError(
+                f"{origin}: model_type {show(raw['model_type'])} is not supported; this exporter supports "
+                f"{', '.join(repr(t) for t in SUPPORTED_MODEL_TYPES)} (GPT-NeoX / Pythia) only"
+            )
         if missing:
             raise ExportError(
                 f"{origin}: missing config field(s) {', '.join(missing)}; a GPT-NeoX config.json "
@@ -167,72 +187,174 @@ class NeoxConfig:
             )
         if raw.get("rope_scaling") not in (None, {}):
             raise ExportError(
-                f"{origin}: rope_scaling {raw['rope_scaling']!r} is not supported (Pythia uses "
+                f"{origin}: rope_scaling {show(raw['rope_scaling'])} is not supported (Pythia uses "
                 f"plain RoPE); remove it or use a checkpoint without RoPE scaling"
             )
         act = raw["hidden_act"]
-        if act not in SUPPORTED_ACTIVATIONS:
+        if not isinstance(act, str) or act not in SUPPORTED_ACTIVATIONS:
             raise ExportError(
-                f"{origin}: hidden_act {act!r} is not supported; supported: "
-                f"{', '.join(SUPPORTED_ACTIVATIONS)} (exact erf GELU, as in Pythia)"
+                f"{origin}: hidden_act {show(act)} is not supported; supported: "
+                f"{', '.join(repr(a) for a in SUPPORTED_ACTIVATIONS)} (exact erf GELU, as in Pythia)"
             )
 
-        def integer(name: str, minimum: int = 1) -> int:
+        def integer(name: str) -> int:
             v = raw[name]
-            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-                raise ExportError(f"{origin}: {name} must be an integer >= {minimum}, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_DIM:
+                raise bad(name, f"an integer from 1 to {MAX_DIM}")
             return v
 
-        def number(name: str, value: Any) -> float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ExportError(f"{origin}: {name} must be a number, got {value!r}")
-            return float(value)
+        def number(name: str, low: float, high: float, rule: str, value: Any = _NO_VALUE) -> float:
+            v = raw[name] if value is _NO_VALUE else value
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise bad(name, rule, v)
+            try:
+                f = float(v)
+            except OverflowError:  # an integer beyond float's range
+                raise bad(name, rule, v) from None
+            if not (math.isfinite(f) and low <= f <= high):
+                raise bad(name, rule, v)
+            return f
 
-        def boolean(name: str, value: Any) -> bool:
-            if not isinstance(value, bool):
-                raise ExportError(f"{origin}: {name} must be true or false, got {value!r}")
-            return value
+        def boolean(name: str, default: bool) -> bool:
+            v = raw.get(name, default)
+            if not isinstance(v, bool):
+                raise bad(name, "true or false", v)
+            return v
+
+        def token_id(name: str, vocab: int) -> Optional[int]:
+            v = raw.get(name)
+            if v is None:
+                return None
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < vocab:
+                raise bad(name, f"one token id in [0, vocab_size {vocab}) or null", v)
+            return v
+
+        def same(name: str, value: float, alias: str, rule: str, low: float, high: float) -> None:
+            """`alias` (the newer transformers name of `name`), when present, must say the same."""
+            if alias in raw:
+                other = number(alias, low, high, rule)
+                if other != value:
+                    raise ExportError(
+                        f"{origin}: {name} {show(raw[name])} and {alias} {show(raw[alias])} disagree; they are "
+                        f"two names of one setting, so the config is ambiguous: make them equal (or drop {alias})"
+                    )
+
+        hidden_size = integer("hidden_size")
+        num_heads = integer("num_attention_heads")
+        vocab_size = integer("vocab_size")
+        pct_rule = "a number in (0, 1] (the share of each head's dims that RoPE rotates; Pythia: 0.25)"
+        rotary_pct = number("rotary_pct", 0.0, 1.0, pct_rule)
+        if rotary_pct == 0.0:
+            raise bad("rotary_pct", pct_rule)
+        same("rotary_pct", rotary_pct, "partial_rotary_factor", pct_rule, 0.0, 1.0)
+        base_rule = (f"a positive number within float32's range ({F32_TINY:.2g} to {F32_MAX:.3g}; "
+                     f"Pythia: 10000)")
+        base_field = "rotary_emb_base" if "rotary_emb_base" in raw else "rope_theta"
+        rotary_base = number(base_field, F32_TINY, F32_MAX, base_rule)
+        if base_field == "rotary_emb_base":
+            same("rotary_emb_base", rotary_base, "rope_theta", base_rule, F32_TINY, F32_MAX)
+        rope_params = raw.get("rope_parameters")
+        if rope_params is not None:  # transformers 5's form of the same settings
+            if not isinstance(rope_params, dict) or rope_params.get("rope_type", "default") != "default":
+                raise ExportError(
+                    f"{origin}: rope_parameters {show(rope_params)} is not supported (Pythia uses plain RoPE, "
+                    f"rope_type \"default\"); remove it or use a checkpoint without RoPE scaling"
+                )
+            for key, mine, field in (("rope_theta", rotary_base, base_field),
+                                     ("partial_rotary_factor", rotary_pct, "rotary_pct")):
+                if key in rope_params and rope_params[key] != mine:
+                    raise ExportError(
+                        f"{origin}: rope_parameters.{key} {show(rope_params[key])} and {field} {show(raw[field])} "
+                        f"disagree; the config is ambiguous: make them equal"
+                    )
 
         cfg = cls(
-            hidden_size=integer("hidden_size"),
+            hidden_size=hidden_size,
             num_layers=integer("num_hidden_layers"),
-            num_heads=integer("num_attention_heads"),
+            num_heads=num_heads,
             intermediate_size=integer("intermediate_size"),
-            vocab_size=integer("vocab_size"),
+            vocab_size=vocab_size,
             max_position_embeddings=integer("max_position_embeddings"),
-            rotary_pct=number("rotary_pct", raw["rotary_pct"]),
-            rotary_base=number(
-                "rotary_emb_base", raw["rotary_emb_base"] if "rotary_emb_base" in raw else raw["rope_theta"]
-            ),
-            layer_norm_eps=number("layer_norm_eps", raw["layer_norm_eps"]),
-            use_parallel_residual=boolean("use_parallel_residual", raw["use_parallel_residual"]),
-            tie_word_embeddings=boolean("tie_word_embeddings", raw.get("tie_word_embeddings", False)),
-            attention_bias=boolean("attention_bias", raw.get("attention_bias", True)),
-            initializer_range=number("initializer_range", raw.get("initializer_range", 0.02)),
+            rotary_pct=rotary_pct,
+            rotary_base=rotary_base,
+            layer_norm_eps=number(
+                "layer_norm_eps", F32_TINY, F32_MAX,
+                f"a positive number within float32's range ({F32_TINY:.2g} to {F32_MAX:.3g}; Pythia: 1e-05)"),
+            use_parallel_residual=boolean("use_parallel_residual", True),
+            tie_word_embeddings=boolean("tie_word_embeddings", False),
+            attention_bias=boolean("attention_bias", True),
+            initializer_range=number(
+                "initializer_range", 0.0, F32_MAX,
+                "a finite number >= 0 (the random init's standard deviation; transformers' default 0.02)",
+                raw.get("initializer_range", DEFAULT_INITIALIZER_RANGE)),
+            bos_token_id=token_id("bos_token_id", vocab_size),
+            eos_token_id=token_id("eos_token_id", vocab_size),
         )
         if cfg.hidden_size % cfg.num_heads != 0:
             raise ExportError(
-                f"{origin}: hidden_size {cfg.hidden_size} is not divisible by "
-                f"num_attention_heads {cfg.num_heads}"
+                f"{origin}: hidden_size {cfg.hidden_size} is not divisible by num_attention_heads "
+                f"{cfg.num_heads}; each head takes hidden_size / num_attention_heads dims: correct one of them"
             )
-        if not 0.0 <= cfg.rotary_pct <= 1.0:
-            raise ExportError(f"{origin}: rotary_pct must be within [0, 1], got {cfg.rotary_pct}")
-        if cfg.rotary_dims % 2 != 0:
+        if cfg.rotary_dims == 0 or cfg.rotary_dims % 2 != 0:
             raise ExportError(
-                f"{origin}: rotary dims int(head_dim * rotary_pct) = {cfg.rotary_dims} is odd; "
-                f"GPT-NeoX's rotate_half needs an even count"
+                f"{origin}: rotary dims int(head_dim {cfg.head_dim} * rotary_pct {show(raw['rotary_pct'])}) = "
+                f"{cfg.rotary_dims} must be even and at least 2 (GPT-NeoX's rotate_half rotates pairs of dims); "
+                f"correct rotary_pct"
             )
-        if cfg.rotary_base <= 0 or cfg.layer_norm_eps <= 0:
-            raise ExportError(f"{origin}: rotary_emb_base and layer_norm_eps must be positive")
         return cfg
 
 
-def load_config_file(path: Path) -> tuple[dict[str, Any], NeoxConfig]:
-    """Read and check a config.json; returns (raw dict, checked config)."""
-    if not path.is_file():
-        raise ExportError(f"no config.json at {path}; a Hugging Face checkpoint directory has one")
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json object hook: a key given twice is refused (json.loads would keep the last silently)."""
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def load_config_file(path: Path, missing: str = "") -> tuple[dict[str, Any], NeoxConfig]:
+    """Read and check a config.json; returns (raw dict, checked config). `missing` is the sentence
+    that follows "no file at PATH" when it does not exist (what the user should give instead)."""
+    if path.is_dir():
+        raise ExportError(f"{path} is a folder, not a config.json file; {missing or 'give the path of the file'}")
+    if not path.exists():
+        raise ExportError(f"no config.json at {path}; {missing or 'a Hugging Face checkpoint folder has one'}")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ExportError(f"{path}: not a readable JSON file ({e})") from e
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ExportError(f"{path}: {size} bytes is too large for a config.json (a GPT-NeoX one is about 1 KB); "
+                              f"give the model's config.json")
+        text = path.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise ExportError(f"cannot read {path} ({e.strerror or e}); check that it is a readable file") from None
+    except UnicodeDecodeError as e:
+        raise ExportError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start}); "
+                          f"give the model's config.json") from None
+    try:
+        raw = json.loads(text, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as e:
+        raise ExportError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
+                          f"give the model's config.json") from None
+    except _DuplicateKey as e:
+        raise ExportError(f"{path}: field {e.args[0]} appears more than once, so its value is ambiguous; "
+                          f"keep one") from None
+    except RecursionError:
+        raise ExportError(f"{path}: nested too deeply to be a config.json; give the model's config.json") from None
     return raw, NeoxConfig.from_dict(raw, str(path))
+
+
+def show(v: Any, limit: int = 60) -> str:
+    """A config value as config.json spells it (NaN, Infinity, "text", true, null), cut to `limit`."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+    try:
+        s = json.dumps(v)
+    except (TypeError, ValueError):
+        s = repr(v)
+    return s if len(s) <= limit else s[: limit - 3] + "..."

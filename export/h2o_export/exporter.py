@@ -1,34 +1,42 @@
 """Export orchestration: checkpoint (or random-init config) -> output folder with model.onnx
 [+ model.onnx.data], manifest.json and tokenizer.json.
 
-Everything that can be checked is checked before a byte is written (config, weight names,
-shapes and dtypes, tokenizer, output folder); the files are written into a temporary folder
-next to the output and moved into place at the end, so a failed export leaves nothing behind.
+Everything that can be checked is checked before a byte is written (config, the memory and
+disk space the export needs, weight names, shapes and dtypes, tokenizer, output folder); the
+files are written into a temporary folder next to the output and moved into place at the end,
+with Ctrl-C, SIGTERM and SIGHUP held back during that move, so a failed or interrupted export leaves
+nothing behind and an earlier export in the same folder either stays whole or is replaced whole.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import errno
 import hashlib
 import json
 import math
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 import numpy as np
-import onnx
 
 from . import __version__
-from .config import PREPEND_BOS_KEY, NeoxConfig, declared_bos, load_config_file, pythia_config
-from .errors import ExportError
-from .graph import OPSET, build_graph, input_names, output_names
-from .graph_blocks import MASK_VALUE
-from .onnx_builder import DTYPE_NAMES, DTYPES, TensorSink
+from .config import (F32_MAX, PREPEND_BOS_KEY, PYTHIA_SIZES, NeoxConfig, declared_bos, load_config_file,
+                     pythia_config, show)
+from .errors import ExportError, ExportInterrupted
 from .quantize import WeightFormat
-from .weights import RandomWeights, SafetensorsWeights, expected_tensors
+from .resources import DISK_MARGIN, disk_free, gib, memory_available, memory_needed
+from .weights import DTYPE_NAMES, DTYPES, RandomWeights, SafetensorsWeights, expected_tensors
+
+# onnx and the graph modules are imported when the export starts writing (export()): the checks
+# before it need only numpy, so bad input is refused without loading onnx.
 
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
@@ -38,6 +46,13 @@ OUTPUT_FILES = (MODEL_FILE, DATA_FILE, MANIFEST_FILE, TOKENIZER_FILE)
 FORMAT_VERSION = 1
 # Protobuf cannot hold a message over 2 GiB; weights above this go to model.onnx.data.
 EXTERNAL_THRESHOLD = 2_000_000_000
+# Largest |value| of a standard normal draw taken as possible (over 10^10 draws the maximum is
+# about 6.5): random weights are initializer_range times at most this.
+NORMAL_MAX = 8.0
+FLOAT_MAX = {"fp32": F32_MAX, "fp16": 65504.0}
+SIZES = ", ".join(s[len("pythia-"):] for s in PYTHIA_SIZES)
+CHECKPOINT_FILES = "config.json, model.safetensors (or model.safetensors.index.json and its shards) and tokenizer.json"
+MAX_INIT_SEED = 2**64 - 1  # the engine reads the manifest's init_seed as an unsigned 64-bit integer
 
 
 @dataclass
@@ -47,38 +62,202 @@ class ExportResult:
     external_data: bool
 
 
-def tokenizer_vocab_size(path: Path) -> int:
+def tokenizer_vocab_size(path: Path, data: Optional[bytes] = None) -> int:
     """Number of ids the tokenizer can produce (model vocab + added tokens)."""
     from tokenizers import Tokenizer
 
     try:
-        return Tokenizer.from_file(str(path)).get_vocab_size(with_added_tokens=True)
+        if data is None:
+            return Tokenizer.from_file(str(path)).get_vocab_size(with_added_tokens=True)
+        return Tokenizer.from_str(data.decode("utf-8")).get_vocab_size(with_added_tokens=True)
     except Exception as e:  # tokenizers raises a bare Exception on a malformed file
-        raise ExportError(f"{path}: not a Hugging Face tokenizers JSON file ({e})") from e
+        raise ExportError(f"{path}: not a Hugging Face tokenizers JSON file ({str(e)[:200]}); "
+                          f"give the model family's tokenizer.json") from None
 
 
 def resolve_random_config(spec: str) -> tuple[dict, NeoxConfig, str]:
     """`--random-init` argument: a Pythia size or a config.json path -> (raw, config, label)."""
     p = Path(spec)
-    if spec.endswith(".json") or p.is_file():
+    if spec.strip() == "":
+        raise ExportError(f"--random-init is empty; give a Pythia size ({SIZES}) or the path of a config.json")
+    if p.is_dir():
+        raise ExportError(f"--random-init {spec} is a folder; give the path of a config.json (such as "
+                          f"{p / 'config.json'}) or a Pythia size, or --checkpoint {spec} to export its weights")
+    if spec.endswith(".json") or p.exists() or p.is_symlink():
+        if not p.exists():
+            raise ExportError(f"--random-init {spec} does not exist; give a Pythia size ({SIZES}) or the path of "
+                              f"an existing GPT-NeoX config.json")
         raw, cfg = load_config_file(p)
         return raw, cfg, str(p)
     raw = pythia_config(spec)
     return raw, NeoxConfig.from_dict(raw, f"Pythia size {spec!r}"), raw["_name_or_path"]
 
 
+def default_name(checkpoint: Optional[Union[str, Path]], random_init: Optional[str]) -> str:
+    """The manifest's name when --name is not given (and --out's default, models/<name>): the
+    checkpoint folder's name, or random-<config file stem | pythia-SIZE>."""
+    if checkpoint is not None:
+        return Path(checkpoint).resolve().name
+    p = Path(random_init)
+    if random_init.endswith(".json") or p.is_file():
+        return f"random-{p.stem}"
+    try:
+        return "random-" + pythia_config(random_init)["_name_or_path"]
+    except ExportError:
+        return f"random-{random_init}"
+
+
+def _tensor_nbytes(name: str, shape: tuple[int, ...], itemsize: int, weights: WeightFormat) -> int:
+    fmt = weights.head if name == "embed_out.weight" else weights
+    if fmt.quantized and len(shape) == 2 and name != "gpt_neox.embed_in.weight":
+        return fmt.nbytes(shape[0], shape[1], itemsize)
+    return math.prod(shape) * (4 if "layernorm" in name or "layer_norm" in name else itemsize)
+
+
 def weights_nbytes(cfg: NeoxConfig, dtype: str, weights: WeightFormat = WeightFormat()) -> int:
-    """Bytes of the graph's initializers (the linears' weights quantized under int8/int4)."""
+    """Bytes of the graph's initializers (the linears' weights quantized under int8/int4).
+    Arithmetic on one layer times the layer count, so any layer count costs the same."""
     itemsize = 2 if dtype == "fp16" else 4
     total = 0
-    for name, shape in expected_tensors(cfg):
-        fmt = weights.head if name == "embed_out.weight" else weights
-        if fmt.quantized and len(shape) == 2 and name != "gpt_neox.embed_in.weight":
-            total += fmt.nbytes(shape[0], shape[1], itemsize)
-            continue
-        n = math.prod(shape)
-        total += n * (4 if "layernorm" in name or "layer_norm" in name else itemsize)
+    for name, shape in expected_tensors(dataclasses.replace(cfg, num_layers=1)):
+        n = _tensor_nbytes(name, shape, itemsize, weights)
+        total += n * cfg.num_layers if name.startswith("gpt_neox.layers.") else n
     return total
+
+
+def _check_checkpoint(ckpt: Path) -> None:
+    if str(ckpt) == "":
+        raise ExportError(f"--checkpoint is empty; give the folder of a Hugging Face checkpoint ({CHECKPOINT_FILES})")
+    if not ckpt.exists():
+        what = "is a broken symbolic link" if ckpt.is_symlink() else "does not exist"
+        raise ExportError(f"--checkpoint {ckpt} {what}; give the folder of a Hugging Face checkpoint "
+                          f"({CHECKPOINT_FILES})")
+    if not ckpt.is_dir():
+        hint = (f" (for the checkpoint this file belongs to, pass its folder: --checkpoint {ckpt.parent})"
+                if ckpt.name.endswith((".json", ".safetensors")) else "")
+        raise ExportError(f"--checkpoint {ckpt} is a file, not a folder; give the folder that holds "
+                          f"{CHECKPOINT_FILES}{hint}")
+    try:
+        next(ckpt.iterdir(), None)
+    except OSError as e:
+        raise ExportError(f"--checkpoint {ckpt}: cannot read the folder ({e.strerror}); "
+                          f"give a checkpoint folder you can read") from None
+
+
+def _read_tokenizer(tok_path: Path, flag: str, given: bool) -> bytes:
+    """The tokenizer file's bytes (checked for what it is before it is read)."""
+    if given and str(tok_path) in ("", "."):
+        raise ExportError("--tokenizer is empty; give the path of the model's tokenizer.json")
+    if tok_path.is_dir():
+        raise ExportError(f"{flag} {tok_path} is a folder, not a file; give the tokenizer.json file itself"
+                          + (f" (such as {tok_path / TOKENIZER_FILE})" if (tok_path / TOKENIZER_FILE).is_file() else ""))
+    if not tok_path.exists():
+        if given:
+            raise ExportError(f"--tokenizer {tok_path} does not exist; give the path of the model family's "
+                              f"tokenizer.json (e.g. ../shared/data/pythia-tokenizer.json for Pythia)")
+        raise ExportError(f"no tokenizer at {tok_path}; put the model's tokenizer.json in the --checkpoint folder "
+                          f"or pass --tokenizer PATH")
+    try:
+        size = tok_path.stat().st_size
+        if size > 1 << 30:
+            raise ExportError(f"{flag} {tok_path}: {size} bytes is too large for a tokenizer.json; give the model's "
+                              f"tokenizer.json")
+        return tok_path.read_bytes()
+    except OSError as e:
+        raise ExportError(f"{flag} {tok_path}: cannot read the file ({e.strerror}); give a tokenizer.json you can "
+                          f"read") from None
+
+
+def _nearest_existing(p: Path) -> Path:
+    p = p.absolute()
+    while not (p.exists() or p.is_symlink()) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _check_out(out: Path, force: bool, checkpoint: Optional[Path]) -> None:
+    """The output folder can take the export (without --force: is new or empty)."""
+    if str(out) == "":
+        raise ExportError("--out is empty; give the output folder (created if missing)")
+    if out.is_symlink() and not out.exists():
+        raise ExportError(f"--out {out} is a broken symbolic link; remove it or give another folder")
+    if out.exists():
+        if not out.is_dir():
+            raise ExportError(f"--out {out} exists and is a file, not a folder; give a folder path "
+                              f"(it is created if missing)")
+        try:
+            nonempty = next(out.iterdir(), None) is not None
+        except OSError as e:
+            raise ExportError(f"--out {out}: cannot read the folder ({e.strerror}); give a folder you can "
+                              f"read and write") from None
+        if nonempty and not force:
+            raise ExportError(f"--out {out} already exists and is not empty; pass --force to replace its "
+                              f"{', '.join(OUTPUT_FILES)} (other files are left alone), or give another --out")
+        if checkpoint is not None and out.resolve() == checkpoint.resolve():
+            raise ExportError(f"--out {out} is the --checkpoint folder: the export would replace the checkpoint's "
+                              f"tokenizer.json; give another --out")
+        for f in OUTPUT_FILES:
+            t = out / f
+            if t.is_dir() and not t.is_symlink():
+                raise ExportError(f"--out {out}: {t} is a folder; the export writes a file of that name: "
+                                  f"remove it or give another --out")
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise ExportError(f"--out {out}: the folder is not writable; give a folder you can write to")
+        stage = out.absolute().parent
+    else:
+        stage = _nearest_existing(out.parent)
+        if not stage.is_dir():
+            raise ExportError(f"--out {out}: cannot create the folder because {stage} is a file, not a folder; "
+                              f"give --out a path whose parent folders are folders, not files (or do not exist yet)")
+    if not os.access(stage, os.W_OK | os.X_OK):
+        raise ExportError(f"--out {out}: cannot write in {stage} (not writable), where the export is staged and "
+                          f"its folder created; give --out in a folder you can write to")
+
+
+def _write_error(out: Path, e: OSError) -> ExportError:
+    """An OSError while writing the output: one line naming --out, the file and the fix."""
+    where = e.filename or out
+    why = e.strerror or str(e)
+    if e.errno == errno.ENOSPC or e.errno == errno.EDQUOT:
+        fix = "free space on that file system or give --out on another one"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "give --out in a folder you can write to"
+    elif e.errno == errno.ENOTDIR:
+        fix = "give --out a path whose parent folders are folders, not files"
+    else:
+        fix = "give --out a folder on a writable file system with enough space"
+    return ExportError(f"--out {out}: cannot write {where} ({why}); {fix}")
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[list[int]]:
+    """SIGINT, SIGTERM and SIGHUP are recorded instead of acted on inside the block (the list it yields
+    holds them); the caller decides what to do with them afterwards. A no-op outside the main
+    thread, where Python cannot set handlers."""
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+    old = {}
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        h = signal.getsignal(s)
+        if h is signal.SIG_IGN:  # ignored (a background job's SIGINT, nohup's SIGHUP): stays ignored
+            continue
+        old[s] = h
+        signal.signal(s, lambda signum, _frame: got.append(signum))
+    try:
+        yield got
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+def _redeliver(got: list[int]) -> None:
+    """Act on signals held back by `signals_held`, as if they came now."""
+    for s in dict.fromkeys(got):
+        if s == signal.SIGINT and signal.getsignal(s) is signal.default_int_handler:
+            raise ExportInterrupted(s)
+        signal.raise_signal(s)
 
 
 def export(
@@ -86,7 +265,7 @@ def export(
     *,
     checkpoint: Optional[Union[str, Path]] = None,
     random_init: Optional[str] = None,
-    init_seed: int = 0,
+    init_seed: Optional[int] = None,
     dtype: str = "fp32",
     weights: str = "fp32",
     block_size: Optional[int] = None,
@@ -100,12 +279,15 @@ def export(
     log=print,
 ) -> ExportResult:
     """Export one model. Exactly one of `checkpoint` (an HF GPT-NeoX directory) and
-    `random_init` (a Pythia size such as "2.8b", or a config.json path) must be given.
+    `random_init` (a Pythia size such as "2.8b", or a config.json path) must be given;
+    `init_seed` only with `random_init` (default 0).
     `weights` "int8"/"int4" stores every Linear (the layers' and the LM head, unless `lm_head`
     says otherwise) block-quantized for MatMulNBits with `block_size` (quantize.py); the input
     embedding stays in `dtype`. `layer_masks` gives every layer its own attention-mask input
     (`attention_mask.{i}`; graph.build_graph), so layers may hold different numbers of cache slots
-    (per-layer budgets); the manifest then says `"attention_masks": "per_layer"`."""
+    (per-layer budgets); the manifest then says `"attention_masks": "per_layer"`.
+    Ctrl-C / SIGTERM / SIGHUP while exporting: ExportInterrupted (nothing written, or, if it came while the
+    finished export was moved into place, that move completed; `complete` says which)."""
     if (checkpoint is None) == (random_init is None):
         raise ExportError("give exactly one of --checkpoint DIR or --random-init SIZE|CONFIG.json")
     if dtype not in DTYPES:
@@ -113,134 +295,222 @@ def export(
     wfmt = WeightFormat.parse(weights, block_size, lm_head)
     if external_data not in ("auto", "always", "never"):
         raise ExportError(f"--external-data must be auto, always or never, got {external_data!r}")
-    if isinstance(init_seed, bool) or not isinstance(init_seed, int) or init_seed < 0:
-        raise ExportError(f"--init-seed must be a non-negative integer, got {init_seed!r}")
+    if init_seed is not None:
+        if checkpoint is not None:
+            raise ExportError("--init-seed only applies to --random-init (a checkpoint's weights are not drawn); "
+                              "drop it")
+        if isinstance(init_seed, bool) or not isinstance(init_seed, int) or not 0 <= init_seed <= MAX_INIT_SEED:
+            raise ExportError(f"--init-seed must be an integer from 0 to {MAX_INIT_SEED}, got {init_seed!r}")
+    if name is not None and (not isinstance(name, str) or name.strip() == ""):
+        raise ExportError("--name is empty; give a name for the manifest, or leave --name out for the default")
+    out = Path(out_dir)
+    if str(out_dir) == "":
+        raise ExportError("--out is empty; give the output folder (created if missing)")
 
-    # ---- source: config + weights + tokenizer
+    # ---- source: config (checked first: nothing below loops over a config's layers before it)
     if checkpoint is not None:
         ckpt = Path(checkpoint)
-        if not ckpt.is_dir():
-            raise ExportError(f"checkpoint folder {ckpt} does not exist (expected a Hugging Face model folder "
-                              f"with config.json, model.safetensors and tokenizer.json)")
-        raw, cfg = load_config_file(ckpt / "config.json")
-        weights = SafetensorsWeights(ckpt)
+        _check_checkpoint(ckpt)
+        cfg_path = ckpt / "config.json"
+        if not cfg_path.exists():
+            raise ExportError(f"--checkpoint {ckpt} has no config.json; a Hugging Face checkpoint folder holds "
+                              f"{CHECKPOINT_FILES}")
+        if cfg_path.is_dir():
+            raise ExportError(f"--checkpoint {ckpt}: {cfg_path} is a folder, not a file; it must be the model's "
+                              f"config.json")
+        raw, cfg = load_config_file(cfg_path)
+        origin = str(ckpt / "config.json")
         label = name or ckpt.resolve().name
-        tok_path = Path(tokenizer) if tokenizer else ckpt / TOKENIZER_FILE
-        if not tok_path.is_file():
-            raise ExportError(f"no tokenizer at {tok_path}; put the model's tokenizer.json in the checkpoint "
-                              f"folder or pass --tokenizer PATH")
     else:
+        ckpt = None
+        init_seed = 0 if init_seed is None else init_seed
         raw, cfg, src_label = resolve_random_config(random_init)
-        weights = RandomWeights(cfg, init_seed)
+        origin = src_label if src_label.endswith(".json") or Path(src_label).exists() else f"Pythia size {random_init!r}"
         label = name or f"random-{Path(src_label).stem if src_label.endswith('.json') else src_label}"
         if tokenizer is None:
             raise ExportError("--random-init needs --tokenizer PATH (the tokenizer.json of the model family, "
                               "e.g. ../shared/data/pythia-tokenizer.json for Pythia sizes)")
-        tok_path = Path(tokenizer)
-        if not tok_path.is_file():
-            raise ExportError(f"no tokenizer file at {tok_path}")
-    weights.check(cfg)
-    tok_vocab = tokenizer_vocab_size(tok_path)
-    if tok_vocab > cfg.vocab_size:
-        raise ExportError(f"tokenizer {tok_path} has {tok_vocab} ids but the model's vocab_size is "
-                          f"{cfg.vocab_size}; they do not belong together")
-    bos = declared_bos(raw, "config.json", tok_vocab)
+        limit = FLOAT_MAX[dtype]
+        if cfg.initializer_range * NORMAL_MAX > limit:
+            raise ExportError(
+                f"{origin}: initializer_range {show(cfg.initializer_range)} draws random weights beyond "
+                f"{DTYPE_NAMES[dtype]}'s range (±{limit:.6g}); give a smaller initializer_range (transformers' "
+                f"default: 0.02)" + (" or --dtype fp32" if dtype == "fp16" else ""))
 
-    # ---- output folder
-    out = Path(out_dir)
-    if out.exists():
-        if not out.is_dir():
-            raise ExportError(f"output path {out} exists and is not a folder")
-        if any(out.iterdir()) and not force:
-            raise ExportError(f"output folder {out} already exists; pass --force to overwrite its "
-                              f"{', '.join(OUTPUT_FILES)} (other files are left alone)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-
+    # ---- what the machine must hold: refused here rather than running out half way
     nbytes = weights_nbytes(cfg, dtype, wfmt)
     use_external = external_data == "always" or (external_data == "auto" and nbytes > EXTERNAL_THRESHOLD)
     if external_data == "never" and nbytes > EXTERNAL_THRESHOLD:
         raise ExportError(f"weights are {nbytes / 1e9:.2f} GB, over protobuf's 2 GB limit; "
                           f"use --external-data auto or always")
+    parts, avail = memory_needed(cfg, nbytes, inline=not use_external), memory_available()
+    need = sum(b for _, b in parts)
+    if avail is not None and need > avail:
+        what, most = max(parts, key=lambda p: p[1])
+        raise ExportError(
+            f"{origin}: exporting this model needs about {gib(need)} of memory, most of it for {what} "
+            f"({gib(most)}), but only {gib(avail)} is available (MemAvailable, cgroup and ulimit -v); check "
+            f"hidden_size, intermediate_size, vocab_size and num_hidden_layers"
+            + ("" if use_external else ", or pass --external-data always")
+            + ", or export on a machine with more memory")
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        log(f"exporting {label}: {cfg.num_layers} layers, hidden {cfg.hidden_size}, heads {cfg.num_heads}, "
-            f"vocab {cfg.vocab_size}, {DTYPE_NAMES[dtype]}, "
-            + (f"{wfmt.name} linears (block {wfmt.block_size}, LM head {wfmt.lm_head}), " if wfmt.quantized else "")
-            + f"weights {nbytes / 1e9:.2f} GB"
-            + (f" -> {DATA_FILE}" if use_external else ""))
-        sink = TensorSink(tmp / DATA_FILE if use_external else None)
-        digest = hashlib.sha256() if random_init is not None else None
-
-        def get_tensor(hf_name: str):
-            arr = weights.get(hf_name)
-            if digest is not None:
-                digest.update((arr if arr.flags.c_contiguous else np.ascontiguousarray(arr.T)).data)
-            return arr
-
+    # ---- weights and tokenizer
+    if ckpt is not None:
         try:
-            model, quantized = build_graph(cfg, dtype, get_tensor, sink, graph_name=label, weights=wfmt,
-                                           layer_masks=layer_masks)
-        finally:
-            sink.close()
-        onnx.save_model(model, str(tmp / MODEL_FILE))
-        del model
-        if check:
-            onnx.checker.check_model(str(tmp / MODEL_FILE))
+            source = SafetensorsWeights(ckpt)
+        except OSError as e:
+            raise ExportError(f"--checkpoint {ckpt}: cannot read {e.filename} ({e.strerror})") from None
+        tok_given = tokenizer is not None
+        tok_path = Path(tokenizer) if tok_given else ckpt / TOKENIZER_FILE
+    else:
+        source = RandomWeights(cfg, init_seed)
+        tok_given, tok_path = True, Path(tokenizer)
+    source.check(cfg)
+    tok_bytes = _read_tokenizer(tok_path, "--tokenizer" if tok_given else "--checkpoint's", tok_given)
+    tok_vocab = tokenizer_vocab_size(tok_path, tok_bytes)
+    if tok_vocab > cfg.vocab_size:
+        raise ExportError(f"tokenizer {tok_path} has {tok_vocab} ids but the model's vocab_size is "
+                          f"{cfg.vocab_size}; they do not belong together: give the model's own tokenizer")
+    bos = declared_bos(raw, "config.json", tok_vocab)
 
-        if random_init is not None:
-            source = {"path": None, "random_init_from": src_label, "sha256": digest.hexdigest(),
-                      "sha256_of": "the float32 random weights as drawn (linear weights as [in, out]), in graph order"}
-        else:
-            source = weights.source()
-            source["sha256_of"] = "the safetensors weight file(s), concatenated in the order listed"
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "name": label,
-            "model_type": "gpt_neox",
-            "num_layers": cfg.num_layers,
-            "num_heads": cfg.num_heads,
-            "head_dim": cfg.head_dim,
-            "hidden_size": cfg.hidden_size,
-            "intermediate_size": cfg.intermediate_size,
-            "vocab_size": cfg.vocab_size,
-            "rotary_dims": cfg.rotary_dims,
-            "rotary_base": cfg.rotary_base,
-            "max_position_embeddings": cfg.max_position_embeddings,
-            "layer_norm_eps": cfg.layer_norm_eps,
-            "use_parallel_residual": cfg.use_parallel_residual,
-            "dtype": DTYPE_NAMES[dtype],
-            "weights": wfmt.manifest(quantized),
-            "opset": OPSET,
-            "inputs": input_names(cfg.num_layers, layer_masks),
-            "outputs": output_names(cfg.num_layers),
-            "mask_value": MASK_VALUE,
-            "external_data": DATA_FILE if use_external else None,
-            "exporter_version": __version__,
-            "source": source,
-            "random_init": random_init is not None,
-            "tokenizer_vocab_size": tok_vocab,
-            "bos_token_id": raw.get("bos_token_id"),
-            "eos_token_id": raw.get("eos_token_id"),
-        }
-        if random_init is not None:
-            manifest["init_seed"] = init_seed
-        if bos is not None:
-            manifest[PREPEND_BOS_KEY] = bos
-        if layer_masks:
-            manifest["attention_masks"] = "per_layer"
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        shutil.copyfile(tok_path, tmp / TOKENIZER_FILE)
+    # ---- output folder and its disk
+    _check_out(out, force, ckpt)
+    free, total = disk_free(out)
+    writes = nbytes + len(tok_bytes) + DISK_MARGIN
+    if total == 0:
+        raise ExportError(f"--out {out} is on a file system that holds no files (such as /proc or /sys); give "
+                          f"--out on a disk")
+    if free is not None and writes > free:
+        raise ExportError(f"--out {out}: the export writes about {gib(writes)} but the file system holding it has "
+                          f"{gib(free)} free; free space or give --out on another file system")
 
-        # ---- move into place
-        out.mkdir(exist_ok=True)
-        for f in OUTPUT_FILES:
-            target = out / f
-            if (tmp / f).exists():
-                os.replace(tmp / f, target)
-            elif target.exists():
-                target.unlink()  # a stale model.onnx.data from an earlier, larger export
+    # ---- write: parents, a temporary sibling, then everything moved into place at once
+    import onnx
+
+    from .graph import OPSET, build_graph, input_names, output_names
+    from .graph_blocks import MASK_VALUE
+    from .onnx_builder import TensorSink
+
+    created: list[Path] = []  # parent folders this export made (removed again if it fails)
+    tmp: Optional[Path] = None
+    done = False
+    try:
+        try:
+            with signals_held() as got:
+                missing_parents = []
+                p = out.absolute().parent
+                while not p.exists():
+                    missing_parents.append(p)
+                    p = p.parent
+                for d in reversed(missing_parents):
+                    d.mkdir()
+                    created.append(d)
+                tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.absolute().parent))
+            _redeliver(got)
+            log(f"exporting {label}: {cfg.num_layers} layers, hidden {cfg.hidden_size}, heads {cfg.num_heads}, "
+                f"vocab {cfg.vocab_size}, {DTYPE_NAMES[dtype]}, "
+                + (f"{wfmt.name} linears (block {wfmt.block_size}, LM head {wfmt.lm_head}), " if wfmt.quantized else "")
+                + f"weights {nbytes / 1e9:.2f} GB"
+                + (f" -> {DATA_FILE}" if use_external else ""))
+            sink = TensorSink(tmp / DATA_FILE if use_external else None)
+            digest = hashlib.sha256() if random_init is not None else None
+
+            def get_tensor(hf_name: str):
+                try:
+                    arr = source.get(hf_name)
+                except OSError as e:
+                    raise ExportError(f"--checkpoint {ckpt}: cannot read {e.filename or hf_name} ({e.strerror}) "
+                                      f"while exporting; check that the checkpoint's files are readable") from None
+                if digest is not None:
+                    digest.update((arr if arr.flags.c_contiguous else np.ascontiguousarray(arr.T)).data)
+                return arr
+
+            try:
+                model, quantized = build_graph(cfg, dtype, get_tensor, sink, graph_name=label, weights=wfmt,
+                                               layer_masks=layer_masks)
+            finally:
+                sink.close()
+            onnx.save_model(model, str(tmp / MODEL_FILE))
+            del model
+            if check:
+                onnx.checker.check_model(str(tmp / MODEL_FILE))
+
+            if random_init is not None:
+                src = {"path": None, "random_init_from": src_label, "sha256": digest.hexdigest(),
+                       "sha256_of": "the float32 random weights as drawn (linear weights as [in, out]), in graph order"}
+            else:
+                src = source.source()
+                src["sha256_of"] = "the safetensors weight file(s), concatenated in the order listed"
+            manifest = {
+                "format_version": FORMAT_VERSION,
+                "name": label,
+                "model_type": "gpt_neox",
+                "num_layers": cfg.num_layers,
+                "num_heads": cfg.num_heads,
+                "head_dim": cfg.head_dim,
+                "hidden_size": cfg.hidden_size,
+                "intermediate_size": cfg.intermediate_size,
+                "vocab_size": cfg.vocab_size,
+                "rotary_dims": cfg.rotary_dims,
+                "rotary_base": cfg.rotary_base,
+                "max_position_embeddings": cfg.max_position_embeddings,
+                "layer_norm_eps": cfg.layer_norm_eps,
+                "use_parallel_residual": cfg.use_parallel_residual,
+                "dtype": DTYPE_NAMES[dtype],
+                "weights": wfmt.manifest(quantized),
+                "opset": OPSET,
+                "inputs": input_names(cfg.num_layers, layer_masks),
+                "outputs": output_names(cfg.num_layers),
+                "mask_value": MASK_VALUE,
+                "external_data": DATA_FILE if use_external else None,
+                "exporter_version": __version__,
+                "source": src,
+                "random_init": random_init is not None,
+                "tokenizer_vocab_size": tok_vocab,
+                "bos_token_id": cfg.bos_token_id,
+                "eos_token_id": cfg.eos_token_id,
+            }
+            if random_init is not None:
+                manifest["init_seed"] = init_seed
+            if bos is not None:
+                manifest[PREPEND_BOS_KEY] = bos
+            if layer_masks:
+                manifest["attention_masks"] = "per_layer"
+            try:
+                # the last guard: JSON has no NaN or Infinity, and the engine must never read one
+                text = json.dumps(manifest, indent=2, allow_nan=False) + "\n"
+            except ValueError as e:
+                raise ExportError(f"internal error: the manifest would hold a non-finite number ({e}); the config "
+                                  f"checks missed it: please report this with the config.json") from None
+            (tmp / MANIFEST_FILE).write_text(text, encoding="utf-8")
+            (tmp / TOKENIZER_FILE).write_bytes(tok_bytes)
+
+            # ---- move into place, with Ctrl-C / SIGTERM / SIGHUP held back: the folder ends up with the
+            # earlier export whole or this one whole, never a mix
+            with signals_held() as got:
+                out.mkdir(exist_ok=True)
+                for f in OUTPUT_FILES:
+                    target = out / f
+                    if (tmp / f).exists():
+                        os.replace(tmp / f, target)
+                    elif target.exists() or target.is_symlink():
+                        target.unlink()  # a stale model.onnx.data from an earlier, larger export
+                done = True
+            if got:
+                raise ExportInterrupted(got[0], complete=True)
+        except OSError as e:
+            raise _write_error(out, e) from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with signals_held() as got:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if not done:
+                for d in reversed(created):
+                    try:
+                        d.rmdir()
+                    except OSError:
+                        break
+        if got and not done:
+            _redeliver(got)
     log(f"wrote {out}/{MODEL_FILE}" + (f" + {DATA_FILE}" if use_external else "") + f", {MANIFEST_FILE}, {TOKENIZER_FILE}")
     return ExportResult(out, manifest, use_external)

@@ -20,10 +20,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .errors import ExportError
 from .quantize import ACCURACY_LEVEL, WeightFormat, quantize_blockwise
+from .weights import DTYPE_NAMES, DTYPES  # noqa: F401  (the model dtypes, defined where onnx is not needed)
 
 EXTERNAL_ALIGN = 4096
-DTYPES = {"fp32": np.float32, "fp16": np.float16}
-DTYPE_NAMES = {"fp32": "float32", "fp16": "float16"}
 CONTRIB_DOMAIN = "com.microsoft"  # ONNX Runtime's contrib operators (MatMulNBits)
 
 

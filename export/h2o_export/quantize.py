@@ -62,7 +62,7 @@ class WeightFormat:
         if name == "fp32":
             if block_size is not None:
                 raise ExportError("--block-size only applies to --weights int8 or int4; drop it for fp32")
-            if lm_head not in (None, "fp32"):
+            if lm_head is not None:  # even "fp32": the flag would be ignored, as --block-size would
                 raise ExportError("--lm-head only applies to --weights int8 or int4; drop it for fp32")
             return cls()
         if block_size is None:

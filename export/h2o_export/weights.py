@@ -25,6 +25,11 @@ import numpy as np
 from .config import NeoxConfig
 from .errors import ExportError
 
+# The model dtypes (--dtype): weights and K/V. Here rather than in onnx_builder so that the
+# exporter checks its input without importing onnx (a refusal is then quick).
+DTYPES = {"fp32": np.float32, "fp16": np.float16}
+DTYPE_NAMES = {"fp32": "float32", "fp16": "float16"}
+
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 
@@ -95,7 +100,8 @@ def _read_header(path: Path) -> dict[str, _Entry]:
                 raise ExportError(f"{path}: not a safetensors file (header length {n} is invalid)")
             header = json.loads(f.read(n).decode("utf-8"))
     except OSError as e:
-        raise ExportError(f"cannot read {path}: {e}") from e
+        raise ExportError(f"--checkpoint: cannot read {path} ({e.strerror or e}); check that the checkpoint's "
+                          f"files are readable") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ExportError(f"{path}: not a safetensors file (header is not JSON: {e})") from e
     if not isinstance(header, dict):
@@ -137,6 +143,10 @@ class SafetensorsWeights:
                     raise TypeError("weight_map is not an object")
             except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
                 raise ExportError(f"{index}: not a safetensors index with a weight_map ({e})") from e
+            odd = [f for f in weight_map.values() if not isinstance(f, str) or f in ("", ".", "..") or Path(f).name != f]
+            if odd:
+                raise ExportError(f"{index}: weight_map names {json.dumps(odd[0])}, which is not the name of a shard "
+                                  f"file in the checkpoint folder; re-download the checkpoint's index")
             self.files = sorted({checkpoint / f for f in weight_map.values()})
             absent = [p.name for p in self.files if not p.is_file()]
             if absent:
@@ -145,6 +155,10 @@ class SafetensorsWeights:
                     f"download the complete checkpoint"
                 )
         else:
+            for p in (single, index):
+                if p.exists():
+                    raise ExportError(f"--checkpoint {checkpoint}: {p} is not a regular file (a folder?); it must be "
+                                      f"the checkpoint's {p.name}")
             other = [p.name for p in checkpoint.glob("*.bin")] if checkpoint.is_dir() else []
             hint = (
                 f" (found {', '.join(other)}: PyTorch pickles are not read; convert them to "
@@ -152,7 +166,7 @@ class SafetensorsWeights:
                 if other
                 else ""
             )
-            raise ExportError(f"no {SINGLE_FILE} or {INDEX_FILE} in {checkpoint}{hint}")
+            raise ExportError(f"no {SINGLE_FILE} or {INDEX_FILE} in --checkpoint {checkpoint}{hint}")
         self.entries: dict[str, _Entry] = {}
         for path in self.files:
             for name, entry in _read_header(path).items():
@@ -202,6 +216,9 @@ class SafetensorsWeights:
         e = self.entries[name]
         dt = _DTYPES[e.dtype]
         arr = np.fromfile(e.file, dtype=dt, count=e.nbytes // dt.itemsize, offset=e.offset)
+        if arr.size * dt.itemsize != e.nbytes:
+            raise ExportError(f"{e.file}: tensor {name!r} ends past the end of the file, which changed or was "
+                              f"truncated while exporting; re-download the checkpoint")
         if e.dtype == "BF16":
             arr = (arr.astype(np.uint32) << 16).view(np.float32)
         return arr.reshape(e.shape)
@@ -227,7 +244,8 @@ class RandomWeights:
     """Seeded random weights at the config's shapes, initialised like transformers'
     GPTNeoXPreTrainedModel._init_weights: Linear and Embedding weights ~ N(0, initializer_range),
     biases 0, LayerNorm weight 1 and bias 0. Each tensor has its own stream derived from
-    (seed, tensor index), so any tensor can be produced alone."""
+    (seed, tensor index), so any tensor can be produced alone. With tie_word_embeddings the
+    output embedding is the input embedding."""
 
     def __init__(self, cfg: NeoxConfig, seed: int):
         self.cfg, self.seed = cfg, seed
@@ -237,6 +255,10 @@ class RandomWeights:
         return None  # shapes come from the config itself
 
     def get(self, name: str) -> np.ndarray:
+        if name == "embed_out.weight" and self.cfg.tie_word_embeddings:
+            # tied (config tie_word_embeddings): the output embedding is the input one, as in
+            # transformers and in a tied checkpoint (SafetensorsWeights.get), not a draw of its own
+            name = "gpt_neox.embed_in.weight"
         index, shape = self.names[name]
         if "layernorm" in name or "layer_norm" in name:
             return (np.ones if name.endswith(".weight") else np.zeros)(shape, dtype=np.float32)

@@ -91,12 +91,12 @@ def test_missing_config_field(capsys, ckpt, tmp_path):
 
 def test_unsupported_architecture(capsys, ckpt, tmp_path):
     edit_config(ckpt, model_type="llama")
-    assert_error(capsys, tmp_path, ["--checkpoint", ckpt], "'llama' is not supported", "gpt_neox")
+    assert_error(capsys, tmp_path, ["--checkpoint", ckpt], 'model_type "llama" is not supported', "gpt_neox")
 
 
 def test_unsupported_activation(capsys, ckpt, tmp_path):
     edit_config(ckpt, hidden_act="relu")
-    assert_error(capsys, tmp_path, ["--checkpoint", ckpt], "hidden_act 'relu'", "gelu")
+    assert_error(capsys, tmp_path, ["--checkpoint", ckpt], 'hidden_act "relu"', "gelu")
 
 
 def test_missing_weight(capsys, ckpt, tmp_path):
@@ -173,8 +173,10 @@ def test_random_init_needs_tokenizer(capsys, tmp_path):
 
 def test_init_seed_without_random_init(capsys, ckpt, tmp_path):
     assert_error(capsys, tmp_path, ["--checkpoint", ckpt, "--init-seed", "3"], "--init-seed only applies")
-    # --seed, the flag's old name, is still accepted as an alias
-    assert_error(capsys, tmp_path, ["--checkpoint", ckpt, "--seed", "3"], "--init-seed only applies")
+    # --seed, the flag's old name, is still accepted as an alias (and named as typed); any value,
+    # the default 0 included, is refused: it would be ignored
+    assert_error(capsys, tmp_path, ["--checkpoint", ckpt, "--seed", "3"], "--seed only applies to --random-init")
+    assert_error(capsys, tmp_path, ["--checkpoint", ckpt, "--init-seed", "0"], "--init-seed only applies")
 
 
 def test_entry_points(ckpt, tmp_path):
