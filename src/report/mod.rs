@@ -33,7 +33,7 @@ pub use figures::{
 pub use machine::MachineInfo;
 pub use plot::{render_sweep, SweepPoint};
 pub use results::{
-    run_stem, ExperimentResult, ExperimentStatus, ModelInfo, ResultsWriter, RunDocument, RunInfo,
+    check_results_dir, run_stem, ExperimentResult, ExperimentStatus, ModelInfo, ResultsWriter, RunDocument, RunInfo,
     RuntimeInfo, Settings,
 };
 pub use seed::{
