@@ -58,7 +58,7 @@ pub enum OutputError {
     #[error("{} is a FIFO (named pipe) that no process is reading; the write at the end of the run would wait forever. Start its reader first (e.g. `cat {} &`) or give a file", path.display(), path.display())]
     NoReader { path: PathBuf },
     /// The output is a file the run reads.
-    #[error("{} is {}, which {input_flag} reads; writing it would destroy an input of this run. Give another path", path.display(), input.display())]
+    #[error("{} {}; writing it would destroy an input of this run. Give another path", path.display(), which_input(path, input, input_flag))]
     IsInput {
         path: PathBuf,
         input_flag: String,
@@ -85,6 +85,16 @@ pub enum OutputError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// `is the file --data reads`, or `is model/manifest.json, the file --model reads` when the
+/// output was named otherwise.
+fn which_input(path: &Path, input: &Path, flag: &str) -> String {
+    if path == input {
+        format!("is the file {flag} reads")
+    } else {
+        format!("is {}, the file {flag} reads", input.display())
+    }
 }
 
 impl OutputError {
@@ -444,9 +454,16 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         names.sort();
-        assert_eq!(names.len(), 2 + planted.len(), "a temporary file left: {names:?}");
+        assert_eq!(
+            names.len(),
+            2 + planted.len(),
+            "a temporary file left: {names:?}"
+        );
         for p in &planted {
-            assert!(std::fs::symlink_metadata(p).unwrap().file_type().is_symlink());
+            assert!(std::fs::symlink_metadata(p)
+                .unwrap()
+                .file_type()
+                .is_symlink());
         }
     }
 

@@ -300,7 +300,11 @@ fn the_results_json_is_replaced_never_written_in_place() {
         std::fs::read(&old).unwrap() == before,
         "the JSON was written in place: the old document changed under a hard link"
     );
-    assert_ne!(inode(&json), first, "the JSON path still names the old file");
+    assert_ne!(
+        inode(&json),
+        first,
+        "the JSON path still names the old file"
+    );
     assert_eq!(doc_at(&json).experiments.len(), 1);
     let second = inode(&json);
     let doc = w.finish().unwrap();
@@ -324,9 +328,16 @@ fn a_results_file_swapped_for_a_link_during_the_run_is_never_written_through() {
         std::fs::rename(&path, tmp.path().join("moved")).unwrap();
         std::os::unix::fs::symlink(&victim, &path).unwrap();
         let err = w.append(result("Baseline", "full", 1 << 20)).unwrap_err();
-        assert!(matches!(err, ReportError::Replaced { .. }), "{ext}: {err:?}");
+        assert!(
+            matches!(err, ReportError::Replaced { .. }),
+            "{ext}: {err:?}"
+        );
         assert!(err.to_string().contains(&format!("run.{ext}")), "{err}");
-        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious", "{ext}");
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "precious",
+            "{ext}"
+        );
         assert!(std::fs::symlink_metadata(&path)
             .unwrap()
             .file_type()

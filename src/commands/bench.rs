@@ -22,9 +22,9 @@ use h2o_engine::experiment::{
 use h2o_engine::manifest::Manifest;
 use h2o_engine::policy::PolicySpec;
 use h2o_engine::report::{
-    breakdown_table, check_results_dir, fit_width, main_table, memory_table, run_stem, terminal_width,
-    ExperimentResult, ExperimentStatus, MachineInfo, ModelInfo, ReportError, ResultsWriter,
-    RunInfo, RuntimeInfo, Settings, Width,
+    breakdown_table, check_results_dir, fit_width, main_table, memory_table, run_stem,
+    terminal_width, ExperimentResult, ExperimentStatus, MachineInfo, ModelInfo, ReportError,
+    ResultsWriter, RunInfo, RuntimeInfo, Settings, Width,
 };
 use h2o_engine::runtime::Runtime;
 

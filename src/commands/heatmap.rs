@@ -97,7 +97,10 @@ fn prepare_out(a: &HeatmapArgs, layers: &[usize]) -> Result<()> {
         .collect();
     let outputs: Vec<Named<'_>> = pictures
         .iter()
-        .map(|path| Named { flag: "--out", path })
+        .map(|path| Named {
+            flag: "--out",
+            path,
+        })
         .collect();
     let mut inputs = vec![Named {
         flag: "--model",

@@ -98,7 +98,11 @@ pub fn run(a: PplArgs) -> Result<()> {
             "provider": config.provider.to_string(),
             "threads": config.intra_threads,
         });
-        write_to("--json", path, serde_json::to_string_pretty(&doc)?.as_bytes())?;
+        write_to(
+            "--json",
+            path,
+            serde_json::to_string_pretty(&doc)?.as_bytes(),
+        )?;
     }
     Ok(())
 }

@@ -26,11 +26,8 @@ use h2o_engine::report::{
 };
 use h2o_engine::runtime::Runtime;
 
-
 use super::bench::measure_in_child;
-use super::{
-    check_outputs, data_flag, resolve_data, start_runtime, write_to, Bars, ModelArgs,
-};
+use super::{check_outputs, data_flag, resolve_data, start_runtime, write_to, Bars, ModelArgs};
 
 #[derive(Args, Debug)]
 pub struct SpeedArgs {

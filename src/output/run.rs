@@ -5,9 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{
-    check_output, destination, follow_dangling, parent, Destination, FileId, OutputError,
-};
+use super::{check_output, destination, follow_dangling, parent, Destination, FileId, OutputError};
 
 /// A path of a run and the flag that named it (`--json`, `--model`, ...).
 #[derive(Debug, Clone, Copy)]
@@ -182,7 +180,7 @@ mod tests {
             let e = check_run(&[named("--json", &out)], &inputs).unwrap_err();
             let text = e.to_string();
             assert!(text.starts_with("--json: "), "{text}");
-            assert!(text.contains(&format!("which {flag} reads")), "{text}");
+            assert!(text.contains(&format!("the file {flag} reads")), "{text}");
         }
         // a new file beside the inputs is fine
         check_run(&[named("--json", &d.path().join("out.json"))], &inputs).unwrap();
@@ -194,13 +192,14 @@ mod tests {
         let out = d.path().join("out.json");
         std::os::unix::fs::symlink("out.json", d.path().join("link.json")).unwrap();
         std::fs::create_dir(d.path().join("sub")).unwrap();
-        for other in [out.clone(), d.path().join("link.json"), d.path().join("sub/../out.json")] {
-            let e = check_run(
-                &[named("--json", &out), named("--trace", &other)],
-                &[],
-            )
-            .unwrap_err()
-            .to_string();
+        for other in [
+            out.clone(),
+            d.path().join("link.json"),
+            d.path().join("sub/../out.json"),
+        ] {
+            let e = check_run(&[named("--json", &out), named("--trace", &other)], &[])
+                .unwrap_err()
+                .to_string();
             assert!(
                 e.starts_with("--trace: ") && e.contains("same file as --json"),
                 "{e}"

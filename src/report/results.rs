@@ -218,11 +218,9 @@ pub fn check_results_dir(dir: &Path) -> Result<(), ReportError> {
 
 /// Refuses to write `path` unless it is still the file `id` (`None`: nothing may be there).
 fn still_ours(path: &Path, id: Option<FileId>) -> Result<(), ReportError> {
-    let now = std::fs::symlink_metadata(path).ok().map(|m| {
-        m.file_type()
-            .is_file()
-            .then(|| FileId::of(&m))
-    });
+    let now = std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| m.file_type().is_file().then(|| FileId::of(&m)));
     match (id, now) {
         (None, None) => Ok(()),
         (Some(id), Some(Some(now))) if id == now => Ok(()),
