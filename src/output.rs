@@ -45,6 +45,13 @@ pub enum OutputError {
     /// The path is something other than a regular file, a character device or a FIFO.
     #[error("{} is a {kind}; give the path of a regular file (or a character device or FIFO such as /dev/stdout)", path.display())]
     NotAFile { path: PathBuf, kind: &'static str },
+    /// A folder to write in is, or lies under, something that is not a folder.
+    #[error("{} {}; give the path of a folder (it is created if missing), or move the {kind} away", path.display(), blocked(path, blocker, kind))]
+    NotAFolder {
+        path: PathBuf,
+        blocker: PathBuf,
+        kind: &'static str,
+    },
     /// A new file's directory does not exist.
     #[error("cannot write {}: the folder {} does not exist; create it first or give another path", path.display(), folder.display())]
     NoFolder { path: PathBuf, folder: PathBuf },
@@ -94,6 +101,65 @@ fn which_input(path: &Path, input: &Path, flag: &str) -> String {
         format!("is the file {flag} reads")
     } else {
         format!("is {}, the file {flag} reads", input.display())
+    }
+}
+
+/// `is a file, not a folder`, or `cannot be created: x is a file, not a folder` when what is in
+/// the way is an ancestor of `path`.
+pub fn blocked(path: &Path, blocker: &Path, kind: &str) -> String {
+    if path == blocker {
+        format!("is a {kind}, not a folder")
+    } else {
+        format!(
+            "cannot be created as a folder: {} is a {kind}, not a folder",
+            blocker.display()
+        )
+    }
+}
+
+/// A file kind in words: `file`, `FIFO`, `socket`, ...
+pub fn kind_of(t: std::fs::FileType) -> &'static str {
+    if t.is_dir() {
+        "folder"
+    } else if t.is_file() {
+        "file"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else {
+        "special file"
+    }
+}
+
+/// What stands in the way of folder `dir`: itself, or the nearest of its ancestors that exists,
+/// when that is not a folder (then `dir` can neither be used nor created as a folder), with its
+/// kind; `None` when the way is clear.
+pub fn blocks_folder(dir: &Path) -> Option<(PathBuf, &'static str)> {
+    let mut p = dir;
+    loop {
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_dir() => return None,
+            Ok(m) => return Some((p.to_path_buf(), kind_of(m.file_type()))),
+            Err(_) => p = p.parent().filter(|q| !q.as_os_str().is_empty())?,
+        }
+    }
+}
+
+/// Refuses a folder to write pictures or files in that is, or lies under, something else than a
+/// folder (a missing folder is fine: it is created).
+pub fn check_folder(dir: &Path) -> Result<(), OutputError> {
+    match blocks_folder(dir) {
+        None => Ok(()),
+        Some((blocker, kind)) => Err(OutputError::NotAFolder {
+            path: dir.to_path_buf(),
+            blocker,
+            kind,
+        }),
     }
 }
 

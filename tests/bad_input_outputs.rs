@@ -315,6 +315,12 @@ fn a_path_of_the_wrong_kind_is_named_with_its_flag() {
             .words(&["--results", "is a FIFO, not a folder"])
             .unchanged(&k(&[&fifo]))
             .timeout(Duration::from_secs(30)),
+        case("bench --results under a file", bench(&file.join("sub")))
+            .words(&["--results", "results.txt is a file, not a folder"])
+            .unchanged(&k(&[&file])),
+        case("heatmap --out a file", heatmap(&s, &file, &[]))
+            .words(&["--out", "is a file, not a folder"])
+            .unchanged(&k(&[&file])),
         case("ppl --json a folder", ppl(&s, &[&"--json", &s.results()]))
             .words(&["--json", "is a directory"])
             .unchanged(&k(&[])),

@@ -243,8 +243,10 @@ fn run_info_without_machine_change(r: &RunInfo) -> RunInfo {
     expected
 }
 
+/// A results folder under a file cannot be created: the message names the file in the way
+/// (issue 28: it used to say "not writable").
 #[test]
-fn unwritable_dir_is_one_clear_error() {
+fn a_results_dir_under_a_file_names_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("not-a-dir");
     std::fs::write(&file, "x").unwrap();
@@ -252,10 +254,11 @@ fn unwritable_dir_is_one_clear_error() {
     let err = ResultsWriter::create(&dir, "run", run_info())
         .err()
         .unwrap();
-    assert!(matches!(err, ReportError::DirNotWritable { .. }), "{err:?}");
+    assert!(matches!(err, ReportError::NotAFolder { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains(&dir.display().to_string()), "{msg}");
-    assert!(msg.contains("not writable") && msg.contains("Fix"), "{msg}");
+    let blocker = format!("{} is a file, not a folder", file.display());
+    assert!(msg.contains(&blocker) && msg.contains("Fix"), "{msg}");
 }
 
 /// A `--results` path that is a regular file is named as a file where a folder is expected (not

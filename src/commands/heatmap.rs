@@ -11,7 +11,7 @@ use h2o_engine::heatmap::{
     kept_file_name, parse_layers, render_attention_heatmap, render_kept_tokens, require_text,
     token_labels, HeadChoice, DEFAULT_TEXT,
 };
-use h2o_engine::output::{check_run, Named};
+use h2o_engine::output::{check_folder, check_run, Named};
 use h2o_engine::policy::{PolicyKind, PolicySpec, Scope};
 
 use super::ModelArgs;
@@ -88,6 +88,7 @@ fn check_settings(a: &HeatmapArgs) -> Result<()> {
 /// the way, a read-only file, a FIFO with no reader, a file the run reads: the text or a model
 /// file), before anything is drawn.
 fn prepare_out(a: &HeatmapArgs, layers: &[usize]) -> Result<()> {
+    check_folder(&a.out).map_err(|e| e.flag("--out"))?;
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("--out: cannot create the folder {}", a.out.display()))?;
     let pictures: Vec<PathBuf> = layers

@@ -195,25 +195,17 @@ pub struct ResultsWriter {
     doc: RunDocument,
 }
 
-/// Refuses a results path that exists and is not a folder (a missing one is created later).
+/// Refuses a results path that is, or lies under, something else than a folder (a missing folder
+/// is created later).
 pub fn check_results_dir(dir: &Path) -> Result<(), ReportError> {
-    let Ok(meta) = std::fs::metadata(dir) else {
-        return Ok(());
-    };
-    let t = meta.file_type();
-    let kind = if t.is_dir() {
-        return Ok(());
-    } else if t.is_file() {
-        "file"
-    } else if std::os::unix::fs::FileTypeExt::is_fifo(&t) {
-        "FIFO"
-    } else {
-        "special file"
-    };
-    Err(ReportError::NotAFolder {
-        dir: dir.to_path_buf(),
-        kind,
-    })
+    match crate::output::blocks_folder(dir) {
+        None => Ok(()),
+        Some((blocker, kind)) => Err(ReportError::NotAFolder {
+            dir: dir.to_path_buf(),
+            blocker,
+            kind,
+        }),
+    }
 }
 
 /// Refuses to write `path` unless it is still the file `id` (`None`: nothing may be there).
