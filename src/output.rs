@@ -21,8 +21,8 @@
 //!   to the end of the process and written through that descriptor;
 //! - anything else (a directory, a socket, a block device) is refused before anything is written.
 //!
-//! [`check_run`] adds the rules between the paths of one run (see [`run`]): no output may be an
-//! input of the run or another output of it.
+//! [`check_run`] adds the rules between the paths of one run: no output may be a file the run
+//! reads or the same file as another output of it (paths resolved, and device + inode compared).
 
 mod run;
 
