@@ -454,8 +454,10 @@ fn ppl_tokens_beyond_model_positions_is_refused() {
 
 // ---------- results, model, runtime ----------
 
+/// Issue 28: the message names `--results` and the file in the way (it used to say "not
+/// writable").
 #[test]
-fn results_dir_not_writable() {
+fn results_dir_under_a_file_names_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let data = write_text(tmp.path(), 100);
     // A path under a regular file: cannot be created even as root.
@@ -464,7 +466,7 @@ fn results_dir_not_writable() {
     let results = file.join("sub");
     fails_with(
         bench(&data, &results, &[]),
-        &["results directory", "not writable", "file/sub"],
+        &["--results", "file/sub", "file is a file, not a folder"],
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a directory\n");
     let names: Vec<_> = std::fs::read_dir(tmp.path())

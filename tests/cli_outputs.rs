@@ -1,7 +1,8 @@
 //! Issue 19 item 1, end to end: every file the CLI writes follows one rule. A regular file is
 //! replaced atomically, a symlink is followed (its target replaced, the link kept), a character
 //! device or FIFO is written through (`--json /dev/stdout` works), a directory is refused before
-//! anything is measured.
+//! anything is measured. Issue 28: a FIFO is opened before the run without waiting, and one with
+//! no reader is refused then.
 
 use std::io::Read;
 use std::os::unix::fs::FileTypeExt;
@@ -99,6 +100,9 @@ fn json_to_dev_stdout_lands_on_stdout_after_the_summary() {
         .is_symlink());
 }
 
+/// A FIFO with a reader is written through. The reader is this test, its end opened (without
+/// waiting) before the run starts: `h2o` refuses a FIFO that has no reader when it checks its
+/// outputs, so a reader started beside it (`cat FIFO &`) would race that check.
 #[test]
 fn a_fifo_is_written_through() {
     let tmp = tempfile::tempdir().unwrap();
@@ -109,26 +113,23 @@ fn a_fifo_is_written_through() {
         .status()
         .unwrap()
         .success());
-    let mut reader = Process::new("cat")
-        .arg(&fifo)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let run = ppl(&data, &[Path::new("--json"), &fifo]).output().unwrap();
-    // A writer that replaced the FIFO leaves `cat` waiting for one: give it a few seconds.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while reader.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
+    let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK;
+    let reader =
+        std::fs::File::from(rustix::fs::open(&fifo, flags, rustix::fs::Mode::empty()).unwrap());
+    let mut cmd = ppl(&data, &[Path::new("--json"), &fifo]);
+    let run = std::thread::spawn(move || cmd.output().unwrap());
+    // Read as the run writes (a replaced FIFO would leave this reader with nothing).
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        match (&reader).read(&mut buf) {
+            Ok(0) if run.is_finished() => break,
+            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
     }
-    let _ = reader.kill();
-    let mut got = String::new();
-    reader
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut got)
-        .unwrap();
-    let _ = reader.wait();
+    let run = run.join().unwrap();
     assert!(
         run.status.success(),
         "{}",
@@ -136,7 +137,31 @@ fn a_fifo_is_written_through() {
     );
     let t = std::fs::symlink_metadata(&fifo).unwrap().file_type();
     assert!(t.is_fifo(), "the FIFO was replaced");
-    assert_eq!(json_ok(&got)["n_tokens"], 16);
+    assert_eq!(json_ok(&String::from_utf8_lossy(&got))["n_tokens"], 16);
+}
+
+/// A FIFO with no reader: refused before anything is measured, at once (it used to block the
+/// end of the run until someone read it).
+#[test]
+fn a_fifo_without_a_reader_is_refused_before_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    let fifo = tmp.path().join("pipe");
+    assert!(Process::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let mut c = ppl(&data, &[Path::new("--json"), &fifo]);
+    c.timeout(Duration::from_secs(20));
+    let out = c.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--json") && stderr.contains("no process is reading"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "measured before refusing");
 }
 
 #[test]

@@ -243,8 +243,10 @@ fn run_info_without_machine_change(r: &RunInfo) -> RunInfo {
     expected
 }
 
+/// A results folder under a file cannot be created: the message names the file in the way
+/// (issue 28: it used to say "not writable").
 #[test]
-fn unwritable_dir_is_one_clear_error() {
+fn a_results_dir_under_a_file_names_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("not-a-dir");
     std::fs::write(&file, "x").unwrap();
@@ -252,10 +254,98 @@ fn unwritable_dir_is_one_clear_error() {
     let err = ResultsWriter::create(&dir, "run", run_info())
         .err()
         .unwrap();
-    assert!(matches!(err, ReportError::DirNotWritable { .. }), "{err:?}");
+    assert!(matches!(err, ReportError::NotAFolder { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains(&dir.display().to_string()), "{msg}");
-    assert!(msg.contains("not writable") && msg.contains("Fix"), "{msg}");
+    let blocker = format!("{} is a file, not a folder", file.display());
+    assert!(msg.contains(&blocker) && msg.contains("Fix"), "{msg}");
+}
+
+/// A `--results` path that is a regular file is named as a file where a folder is expected (not
+/// "not writable"), and is left as it was.
+#[test]
+fn a_results_path_that_is_a_file_is_refused_as_a_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("results");
+    std::fs::write(&file, "mine").unwrap();
+    let err = ResultsWriter::create(&file, "run", run_info())
+        .err()
+        .unwrap();
+    assert!(matches!(err, ReportError::NotAFolder { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("is a file, not a folder") && msg.contains("Fix"),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
+}
+
+fn doc_at(path: &Path) -> RunDocument {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The results JSON is replaced by a rename, never rewritten in place: a hard link to the
+/// document before an update keeps the old document whole, and the path names a new file
+/// (another inode) after each update.
+#[test]
+fn the_results_json_is_replaced_never_written_in_place() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w = ResultsWriter::create(tmp.path(), "run", run_info()).unwrap();
+    let json = tmp.path().join("run.json");
+    let old = tmp.path().join("old.json");
+    std::fs::hard_link(&json, &old).unwrap();
+    let before = std::fs::read(&json).unwrap();
+    let inode = |p: &Path| std::fs::metadata(p).unwrap().ino();
+    let first = inode(&json);
+    w.append(result("Baseline", "full", 1 << 20)).unwrap();
+    assert!(
+        std::fs::read(&old).unwrap() == before,
+        "the JSON was written in place: the old document changed under a hard link"
+    );
+    assert_ne!(
+        inode(&json),
+        first,
+        "the JSON path still names the old file"
+    );
+    assert_eq!(doc_at(&json).experiments.len(), 1);
+    let second = inode(&json);
+    let doc = w.finish().unwrap();
+    assert!(doc.complete && doc_at(&json).complete);
+    assert_ne!(inode(&json), second);
+    assert_eq!(doc_at(&old).experiments.len(), 0);
+    assert_eq!(dir_entries(tmp.path()), ["old.json", "run.csv", "run.json"]);
+}
+
+/// A link (or another file) that takes the place of a results file during the run is never
+/// written through: the run stops with an error naming the file, and the link's target is
+/// unchanged.
+#[test]
+fn a_results_file_swapped_for_a_link_during_the_run_is_never_written_through() {
+    for ext in ["csv", "json"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let victim = tmp.path().join("victim.txt");
+        std::fs::write(&victim, "precious").unwrap();
+        let mut w = ResultsWriter::create(tmp.path(), "run", run_info()).unwrap();
+        let path = tmp.path().join(format!("run.{ext}"));
+        std::fs::rename(&path, tmp.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let err = w.append(result("Baseline", "full", 1 << 20)).unwrap_err();
+        assert!(
+            matches!(err, ReportError::Replaced { .. }),
+            "{ext}: {err:?}"
+        );
+        assert!(err.to_string().contains(&format!("run.{ext}")), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "precious",
+            "{ext}"
+        );
+        assert!(std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
 }
 
 /// Creating a results file in `dir` fails: refused up front, nothing written there.

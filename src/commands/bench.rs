@@ -22,9 +22,9 @@ use h2o_engine::experiment::{
 use h2o_engine::manifest::Manifest;
 use h2o_engine::policy::PolicySpec;
 use h2o_engine::report::{
-    breakdown_table, fit_width, main_table, memory_table, run_stem, terminal_width,
-    ExperimentResult, ExperimentStatus, MachineInfo, ModelInfo, ReportError, ResultsWriter,
-    RunInfo, RuntimeInfo, Settings, Width,
+    breakdown_table, check_results_dir, fit_width, main_table, memory_table, run_stem,
+    terminal_width, ExperimentResult, ExperimentStatus, MachineInfo, ModelInfo, ReportError,
+    ResultsWriter, RunInfo, RuntimeInfo, Settings, Width,
 };
 use h2o_engine::runtime::Runtime;
 
@@ -364,6 +364,9 @@ fn create_writer(a: &BenchArgs, stem: &str, info: RunInfo) -> Result<ResultsWrit
             "results file {} already exists; results are never overwritten. Fix: pass --name with another run name, another --results directory, or move the file away",
             path.display()
         ),
+        e @ (ReportError::NotAFolder { .. } | ReportError::DirNotWritable { .. }) => {
+            anyhow!("--results: {e}")
+        }
         e => e.into(),
     })
 }
@@ -438,6 +441,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if let Some(n) = &a.name {
         check_name(n)?;
     }
+    check_results_dir(&a.results).map_err(|e| anyhow!("--results: {e}"))?;
     let setup = a
         .model
         .setup(resolve_data(a.measure.data.as_deref())?, a.measure.text)?;

@@ -1,6 +1,6 @@
 //! `h2o heatmap`: log-scale attention heatmaps of chosen layers, and what each policy keeps at a budget.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
@@ -11,7 +11,7 @@ use h2o_engine::heatmap::{
     kept_file_name, parse_layers, render_attention_heatmap, render_kept_tokens, require_text,
     token_labels, HeadChoice, DEFAULT_TEXT,
 };
-use h2o_engine::output::check_output;
+use h2o_engine::output::{check_folder, check_run, Named};
 use h2o_engine::policy::{PolicyKind, PolicySpec, Scope};
 
 use super::ModelArgs;
@@ -86,15 +86,35 @@ fn check_settings(a: &HeatmapArgs) -> Result<()> {
 }
 
 /// Creates the output folder and refuses picture paths that cannot be written (a directory in
-/// the way, ...), before anything is drawn.
-fn prepare_out(out: &Path, layers: &[usize]) -> Result<()> {
-    std::fs::create_dir_all(out)
-        .with_context(|| format!("--out: cannot create the folder {}", out.display()))?;
-    for &l in layers {
-        check_output(&out.join(heatmap_file_name(l)))?;
-        check_output(&out.join(kept_file_name(l)))?;
+/// the way, a read-only file, a FIFO with no reader, a file the run reads: the text or a model
+/// file), before anything is drawn.
+fn prepare_out(a: &HeatmapArgs, layers: &[usize]) -> Result<()> {
+    check_folder(&a.out).map_err(|e| e.flag("--out"))?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("--out: cannot create the folder {}", a.out.display()))?;
+    let pictures: Vec<PathBuf> = layers
+        .iter()
+        .flat_map(|&l| [heatmap_file_name(l), kept_file_name(l)])
+        .map(|name| a.out.join(name))
+        .collect();
+    let outputs: Vec<Named<'_>> = pictures
+        .iter()
+        .map(|path| Named {
+            flag: "--out",
+            path,
+        })
+        .collect();
+    let mut inputs = vec![Named {
+        flag: "--model",
+        path: &a.model.model,
+    }];
+    if let Some(path) = &a.file {
+        inputs.push(Named {
+            flag: "--file",
+            path,
+        });
     }
-    Ok(())
+    Ok(check_run(&outputs, &inputs)?)
 }
 
 /// The kept-tokens picture's budget: `--budget`, else a quarter of the `n` tokens (at least 2);
@@ -126,7 +146,7 @@ pub fn run(a: HeatmapArgs) -> Result<()> {
         None => default_layers(man.num_layers),
     };
     let head: HeadChoice = a.head.parse()?;
-    prepare_out(&a.out, &layers)?;
+    prepare_out(&a, &layers)?;
     let tokens = heatmap_tokens(&model, &text, a.max_tokens)?;
     let labels = token_labels(&model.tokenizer, &tokens);
     let data = collect_attention(
@@ -157,7 +177,7 @@ pub fn run(a: HeatmapArgs) -> Result<()> {
             "{} - layer {} - {} ({} tokens)",
             man.name, la.layer, head, n
         );
-        render_attention_heatmap(&la.matrix, &labels, &title, a.floor, &path)?;
+        render_attention_heatmap(&la.matrix, &labels, &title, a.floor, &path).context("--out")?;
         outln!("{}", path.display());
         let kept: Vec<(String, Vec<Vec<bool>>)> = kept_by_policy
             .iter()
@@ -168,7 +188,7 @@ pub fn run(a: HeatmapArgs) -> Result<()> {
             "{} - layer {} - accumulated attention per head; {kept_title}",
             man.name, la.layer
         );
-        render_kept_tokens(&la.accumulated, &labels, &kept, &title, &path)?;
+        render_kept_tokens(&la.accumulated, &labels, &kept, &title, &path).context("--out")?;
         outln!("{}", path.display());
     }
     Ok(())

@@ -162,12 +162,37 @@ pub fn resolve_data(flag: Option<&Path>) -> Result<PathBuf> {
     ))
 }
 
-/// Refuses output paths that cannot be written (see [`h2o_engine::output`]) before any work is done.
-pub fn check_outputs<'a>(paths: impl IntoIterator<Item = &'a Option<PathBuf>>) -> Result<()> {
-    for p in paths.into_iter().flatten() {
-        h2o_engine::output::check_output(p)?;
-    }
+/// Refuses the outputs of a run before anything runs (see [`h2o_engine::output`]): a path that
+/// cannot be written, one that is a file of `inputs` (a file, or a folder such as the model
+/// directory whose every file is read), two that are one file. Each pair is (flag, path); errors
+/// name the output's flag.
+pub fn check_outputs(outputs: &[(&str, &Option<PathBuf>)], inputs: &[(&str, &Path)]) -> Result<()> {
+    use h2o_engine::output::{check_run, Named};
+    let outs: Vec<Named<'_>> = outputs
+        .iter()
+        .filter_map(|&(flag, p)| p.as_deref().map(|path| Named { flag, path }))
+        .collect();
+    let ins: Vec<Named<'_>> = inputs
+        .iter()
+        .map(|&(flag, path)| Named { flag, path })
+        .collect();
+    Ok(check_run(&outs, &ins)?)
+}
+
+/// Writes `bytes` to the output `path` given by `flag` (see [`h2o_engine::output`]); an error
+/// names the flag.
+pub fn write_to(flag: &str, path: &Path, bytes: &[u8]) -> Result<()> {
+    h2o_engine::output::write_output(path, bytes).map_err(|e| e.flag(flag))?;
     Ok(())
+}
+
+/// What named the data file: `--data`, or the environment variable when the flag was not given.
+pub fn data_flag(given: &Option<PathBuf>) -> &'static str {
+    if given.is_some() {
+        "--data"
+    } else {
+        "$H2O_DATA"
+    }
 }
 
 /// A bench child whose parent died: it stops without a result and exits with code 3.

@@ -5,14 +5,13 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use h2o_engine::output::write_output;
 use serde_json::json;
 
 use h2o_engine::eval::data::TextMode;
 use h2o_engine::experiment::{Experiment, Lab, PeakMemory, Plan, PplPlan};
 use h2o_engine::policy::PolicySpec;
 
-use super::{check_outputs, resolve_data, start_runtime, Bars, ModelArgs};
+use super::{check_outputs, data_flag, resolve_data, start_runtime, write_to, Bars, ModelArgs};
 
 #[derive(Args, Debug)]
 pub struct PplArgs {
@@ -44,7 +43,10 @@ pub struct PplArgs {
 
 pub fn run(a: PplArgs) -> Result<()> {
     let setup = a.model.setup(resolve_data(a.data.as_deref())?, a.text)?;
-    check_outputs([&a.json, &a.trace])?;
+    check_outputs(
+        &[("--trace", &a.trace), ("--json", &a.json)],
+        &[(data_flag(&a.data), &setup.data), ("--model", &setup.model)],
+    )?;
     let plan = Plan {
         ppl: Some(PplPlan {
             tokens: a.tokens,
@@ -81,7 +83,7 @@ pub fn run(a: PplArgs) -> Result<()> {
         let Some(trace) = &outcome.trace else {
             anyhow::bail!("the perplexity run recorded no eviction trace");
         };
-        write_output(path, serde_json::to_string(trace)?.as_bytes())?;
+        write_to("--trace", path, serde_json::to_string(trace)?.as_bytes())?;
     }
     if let Some(path) = &a.json {
         let doc = json!({
@@ -96,7 +98,11 @@ pub fn run(a: PplArgs) -> Result<()> {
             "provider": config.provider.to_string(),
             "threads": config.intra_threads,
         });
-        write_output(path, serde_json::to_string_pretty(&doc)?.as_bytes())?;
+        write_to(
+            "--json",
+            path,
+            serde_json::to_string_pretty(&doc)?.as_bytes(),
+        )?;
     }
     Ok(())
 }

@@ -26,10 +26,8 @@ use h2o_engine::report::{
 };
 use h2o_engine::runtime::Runtime;
 
-use h2o_engine::output::write_output;
-
 use super::bench::measure_in_child;
-use super::{check_outputs, resolve_data, start_runtime, Bars, ModelArgs};
+use super::{check_outputs, data_flag, resolve_data, start_runtime, write_to, Bars, ModelArgs};
 
 #[derive(Args, Debug)]
 pub struct SpeedArgs {
@@ -468,7 +466,10 @@ fn load(rt: &Runtime, setup: &Setup, a: &SpeedArgs, targets: &[Target]) -> Resul
 
 pub fn run(a: SpeedArgs) -> Result<()> {
     let setup = a.model.setup(resolve_data(a.data.as_deref())?, a.text)?;
-    check_outputs([&a.json, &a.plot])?;
+    check_outputs(
+        &[("--json", &a.json), ("--plot", &a.plot)],
+        &[(data_flag(&a.data), &setup.data), ("--model", &setup.model)],
+    )?;
     let contexts = if a.contexts.is_empty() {
         vec![a.prompt]
     } else {
@@ -536,14 +537,14 @@ pub fn run(a: SpeedArgs) -> Result<()> {
             })),
             "runs": json_runs(&points, a.gen),
         });
-        write_output(p, serde_json::to_string_pretty(&doc)?.as_bytes())?;
+        write_to("--json", p, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     }
     if let Some(p) = &a.plot {
         let title = format!(
             "{} - {threads} threads - prompt {} + gen {}",
             man.name, contexts[0], a.gen
         );
-        plot(p, &points, &fits, &a, &title)?;
+        plot(p, &points, &fits, &a, &title).context("--plot")?;
         outln!("{}", p.display());
     }
     Ok(())

@@ -12,6 +12,16 @@ pub enum ReportError {
         #[source]
         source: std::io::Error,
     },
+    /// The results path is a file (or another non-folder), where a folder is expected.
+    #[error("results folder {} {}; the results go into a folder as <run name>.csv and .json. Fix: give the path of a folder (it is created if missing), or move the {kind} away", dir.display(), crate::output::blocked(dir, blocker, kind))]
+    NotAFolder {
+        dir: PathBuf,
+        blocker: PathBuf,
+        kind: &'static str,
+    },
+    /// A results file of this run was replaced, moved or turned into a link while the run went on.
+    #[error("results file {path} is no longer the file this run created (it was moved, replaced or turned into a link during the run); stopping rather than write anywhere else. Fix: leave the results files alone while bench runs, then run again")]
+    Replaced { path: PathBuf },
     /// A results file of this run already exists (results are never overwritten).
     #[error("results file {path} already exists; results are never overwritten. Fix: choose another run name or move the file away")]
     AlreadyExists { path: PathBuf },

@@ -33,8 +33,8 @@ pub use figures::{
 pub use machine::MachineInfo;
 pub use plot::{render_sweep, SweepPoint};
 pub use results::{
-    run_stem, ExperimentResult, ExperimentStatus, ModelInfo, ResultsWriter, RunDocument, RunInfo,
-    RuntimeInfo, Settings,
+    check_results_dir, run_stem, ExperimentResult, ExperimentStatus, ModelInfo, ResultsWriter,
+    RunDocument, RunInfo, RuntimeInfo, Settings,
 };
 pub use seed::{
     parse_seed_name, seed_equivalent, seed_groups, seed_label, SEED_GROUPS, SEED_MAX_POSITIONS,

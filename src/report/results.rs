@@ -13,7 +13,7 @@ use super::machine::MachineInfo;
 use super::ReportError;
 use crate::eval::data::TextMode;
 use crate::experiment::Counting;
-use crate::output::write_output;
+use crate::output::{replace_file, FileId};
 use crate::policy::PolicySpec;
 
 /// Whether an experiment finished.
@@ -176,15 +176,50 @@ pub struct RunDocument {
 
 /// Writes `<dir>/<stem>.csv` and `<dir>/<stem>.json` as experiments finish.
 ///
-/// Neither file may exist before (results are never overwritten). The CSV gets its header at creation and one row per experiment, flushed and fsynced at once,
-/// so a killed run leaves every finished row. The JSON is rewritten after each experiment
-/// through a temporary file in the same directory (write, fsync, rename), so it is always
-/// either the previous or the new complete document, never half written.
+/// Neither file may exist before (results are never overwritten). The CSV is created
+/// exclusively, gets its header at creation and one row per experiment, flushed and fsynced at
+/// once, so a killed run leaves every finished row; it is written through the descriptor opened
+/// at creation, never reopened. The JSON is rewritten after each experiment through a temporary
+/// file in the same directory (write, fsync, rename; [`replace_file`]), so it is always either
+/// the previous or the new complete document, never half written. Before each write the path
+/// must still name the very file this run wrote last (device and inode; a link there is never
+/// followed): a file moved, replaced or turned into a link stops the run
+/// ([`ReportError::Replaced`]) instead of writing rows where no one will find them.
 pub struct ResultsWriter {
     csv_path: PathBuf,
     json_path: PathBuf,
     csv: csv::Writer<File>,
+    csv_id: FileId,
+    /// The JSON last written (`None` before the first write: nothing may be at the path).
+    json_id: Option<FileId>,
     doc: RunDocument,
+}
+
+/// Refuses a results path that is, or lies under, something else than a folder (a missing folder
+/// is created later).
+pub fn check_results_dir(dir: &Path) -> Result<(), ReportError> {
+    match crate::output::blocks_folder(dir) {
+        None => Ok(()),
+        Some((blocker, kind)) => Err(ReportError::NotAFolder {
+            dir: dir.to_path_buf(),
+            blocker,
+            kind,
+        }),
+    }
+}
+
+/// Refuses to write `path` unless it is still the file `id` (`None`: nothing may be there).
+fn still_ours(path: &Path, id: Option<FileId>) -> Result<(), ReportError> {
+    let now = std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| m.file_type().is_file().then(|| FileId::of(&m)));
+    match (id, now) {
+        (None, None) => Ok(()),
+        (Some(id), Some(Some(now))) if id == now => Ok(()),
+        _ => Err(ReportError::Replaced {
+            path: path.to_path_buf(),
+        }),
+    }
 }
 
 fn not_writable(dir: &Path) -> impl FnOnce(std::io::Error) -> ReportError + '_ {
@@ -200,6 +235,7 @@ impl ResultsWriter {
     /// header and an initial JSON document (no experiments) — so a bad results directory fails
     /// before any measurement.
     pub fn create(dir: &Path, stem: &str, run: RunInfo) -> Result<ResultsWriter, ReportError> {
+        check_results_dir(dir)?;
         std::fs::create_dir_all(dir).map_err(not_writable(dir))?;
         let probe = dir.join(format!(".{stem}.write-test-{}", std::process::id()));
         let probe_result = (|| {
@@ -226,9 +262,15 @@ impl ResultsWriter {
             .create_new(true)
             .open(&csv_path)
             .map_err(not_writable(dir))?;
+        let csv_id = file
+            .metadata()
+            .map(|m| FileId::of(&m))
+            .map_err(not_writable(dir))?;
         let mut writer = ResultsWriter {
             csv: csv::Writer::from_writer(file),
+            csv_id,
             csv_path,
+            json_id: None,
             json_path,
             doc: RunDocument {
                 run,
@@ -278,6 +320,7 @@ impl ResultsWriter {
     }
 
     fn write_csv_record(&mut self, record: Vec<String>) -> Result<(), ReportError> {
+        still_ours(&self.csv_path, Some(self.csv_id))?;
         let path = self.csv_path.clone();
         let io = |source| ReportError::Write {
             path: path.clone(),
@@ -288,9 +331,17 @@ impl ResultsWriter {
         self.csv.get_ref().sync_all().map_err(io)
     }
 
-    fn write_json(&self) -> Result<(), ReportError> {
+    fn write_json(&mut self) -> Result<(), ReportError> {
+        still_ours(&self.json_path, self.json_id)?;
         let mut text = serde_json::to_string_pretty(&self.doc)?;
         text.push('\n');
-        Ok(write_output(&self.json_path, text.as_bytes())?)
+        let id = replace_file(&self.json_path, text.as_bytes()).map_err(|source| {
+            ReportError::Write {
+                path: self.json_path.clone(),
+                source,
+            }
+        })?;
+        self.json_id = Some(id);
+        Ok(())
     }
 }
