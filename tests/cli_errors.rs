@@ -108,7 +108,12 @@ fn no_data_flag_and_no_env() {
     // to fall back on (in the clone, ../shared's text is the default).
     let tmp = tempfile::tempdir().unwrap();
     let bin = tmp.path().join("h2o");
-    std::fs::copy(assert_cmd::cargo::cargo_bin("h2o"), &bin).unwrap();
+    // a hard link (no open write descriptor for a parallel test's fork to inherit: ETXTBSY)
+    let built = assert_cmd::cargo::cargo_bin("h2o");
+    if std::fs::hard_link(&built, &bin).is_err() {
+        std::fs::copy(&built, &bin).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let mut c = Command::new(&bin);
     c.current_dir(tmp.path())
         .env_remove("H2O_DATA")
