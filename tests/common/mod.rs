@@ -257,7 +257,8 @@ impl StepObserver for Decisions {
         for b in 0..batch {
             let mut hs = Vec::new();
             for h in 0..heads {
-                let kept: BTreeSet<i64> = store.positions(layer, b, h)[..store.valid_count(b)]
+                let kept: BTreeSet<i64> = store.positions(layer, b, h)
+                    [..store.table(layer).used(b)]
                     .iter()
                     .copied()
                     .collect();
