@@ -94,7 +94,7 @@ fn speed_decode_loop_continues_each_prompt_as_transformers() {
             let got = speed_tokens(std::slice::from_ref(&case.ids), chunk);
             assert_eq!(
                 got,
-                [case.tokens.clone()],
+                std::slice::from_ref(&case.tokens),
                 "{:?} chunk {chunk:?}",
                 case.text
             );
