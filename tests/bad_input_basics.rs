@@ -20,8 +20,15 @@ fn refused_cleanly_and_nothing_touched() {
         Case::new(
             "bench with an impossible budget",
             &[
-                &"bench", &"--model", &model, &"--data", &text, &"--results", &results,
-                &"--exp", &"local:0",
+                &"bench",
+                &"--model",
+                &model,
+                &"--data",
+                &text,
+                &"--results",
+                &results,
+                &"--exp",
+                &"local:0",
             ],
         )
         .words(&["--exp"])
