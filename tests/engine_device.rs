@@ -144,8 +144,9 @@ fn assert_same(what: &str, host: &Run, device: &Run) {
     assert_eq!(host.kv, device.kv, "{what}: K/V bits at the end");
 }
 
-/// 200 tokens of the excerpt through every policy family on the fixture: the full cache grows through
-/// four 64-slot chunks (three pool growths on the device), the others evict from step 33 on.
+/// 200 tokens of the excerpt through every policy family on the fixture (knorm aside: it needs the
+/// keys on the host, and is refused with device K/V): the full cache grows through four 64-slot
+/// chunks (three pool growths on the device), the others evict from step 33 on.
 #[test]
 fn device_store_equals_host_store_for_every_policy_family() {
     let dir = fixture_dir();
@@ -156,6 +157,10 @@ fn device_store_equals_host_store_for_every_policy_family() {
         "sink:4+28",
         "h2o:24+8",
         "h2o-layer:24+8",
+        "tova:32",
+        "tova-head:32",
+        "scissor:32@window=16@recent=8",
+        "random:32@rng=3",
     ] {
         let spec: PolicySpec = spec.parse().unwrap();
         let host = stream::<f32>(&dir, KvPlacement::Host, &spec, &tokens);
@@ -175,7 +180,14 @@ fn device_store_equals_host_store_for_every_policy_family() {
 fn device_store_equals_host_store_in_a_batch_with_padding() {
     let toks = tiny_text_tokens();
     let rows = [(0usize, 14usize), (30, 5)];
-    for spec in ["full", "h2o:6+2", "local:6"] {
+    for spec in [
+        "full",
+        "h2o:6+2",
+        "local:6",
+        "tova-head:8",
+        "scissor:8@window=4@recent=2",
+        "random:8@rng=1",
+    ] {
         let spec: PolicySpec = spec.parse().unwrap();
         let run = |kv| {
             let mut model = load(&fixture_dir(), kv);

@@ -1,5 +1,6 @@
 //! The fp16 export of the tiny fixture (tests/fixtures/tiny-fp16) through the engine: against
-//! transformers' fp32 golden outputs, and against the fp32 engine with an evicting policy.
+//! transformers' fp32 golden outputs, against the fp32 engine with an evicting policy, and knorm's
+//! scores against the stored fp16 keys' norms computed here.
 //!
 //! Tolerances: an fp16 graph stores weights and K/V in float16 (relative rounding 2^-11 = 4.9e-4),
 //! so it cannot meet the fp32 tolerances. We use export/tests/test_export_fp16.py's caps, which it
@@ -12,6 +13,7 @@
 mod common;
 
 use common::*;
+use h2o_engine::cache::{KvElement, KvStore};
 use h2o_engine::decoder::Decoder;
 use h2o_engine::eval::ppl::streaming_ppl;
 use h2o_engine::manifest::KvDtype;
@@ -77,4 +79,57 @@ fn fp16_eviction_keeps_what_fp32_keeps_where_margins_allow() {
     eprintln!("kept sets compared over {compared} of {} steps", d32.len());
     // 12 steps fill the budget; at least as many evicting steps must have been compared.
     assert!(compared >= 24, "only {compared} steps compared");
+}
+
+/// Every held slot's knorm score against minus its stored key's squared norm, summed here in f64
+/// from the K rows: equal within 2^-11 relative (the score keeps 12 significant bits, an error of
+/// at most 2^-12, plus the f32 sum's rounding), and never 0 (no key here is zero).
+fn check_key_norms<T: KvElement + Into<f32>>(store: &KvStore, what: &str) {
+    let d = store.head_dim();
+    for l in 0..store.num_layers() {
+        let cap = store.layer_capacity(l);
+        let (k, _) = store.host_kv::<T>().expect("host K/V").kv(l);
+        for h in 0..store.heads() {
+            for s in 0..store.table(l).used(0) {
+                let row = &k[(h * cap + s) * d..(h * cap + s + 1) * d];
+                let want = -row
+                    .iter()
+                    .map(|&x| f64::from(x.into()).powi(2))
+                    .sum::<f64>();
+                let got = f64::from(store.scores(l, 0, h)[s]);
+                assert!(
+                    want < 0.0,
+                    "{what}: layer {l} head {h} slot {s}: a zero key"
+                );
+                assert!(
+                    (got - want).abs() <= want.abs() / 2048.0,
+                    "{what}: layer {l} head {h} slot {s}: score {got}, minus squared norm {want}"
+                );
+            }
+        }
+    }
+}
+
+/// knorm:8 over 20 tokens (a prefill of 6, then steps that evict and reuse slots) on `dir`.
+fn knorm_scores_follow_the_keys<T: KvElement + Into<f32>>(dir: &std::path::Path) {
+    let toks = tiny_text_tokens();
+    let mut model = load_model(runtime(), dir);
+    let spec: PolicySpec = "knorm:8".parse().unwrap();
+    let mut dec = Decoder::new(&mut model, spec.kind.build(), 1).unwrap();
+    dec.prefill(&[toks[..6].to_vec()]).unwrap();
+    check_key_norms::<T>(dec.store(), "prefill");
+    for (i, &t) in toks[6..20].iter().enumerate() {
+        dec.step(&[t]).unwrap();
+        check_key_norms::<T>(dec.store(), &format!("step {i}"));
+    }
+}
+
+#[test]
+fn fp16_knorm_scores_are_the_stored_keys_norms() {
+    knorm_scores_follow_the_keys::<half::f16>(&fixture_fp16_dir());
+}
+
+#[test]
+fn fp32_knorm_scores_are_the_stored_keys_norms() {
+    knorm_scores_follow_the_keys::<f32>(&fixture_dir());
 }

@@ -1,12 +1,17 @@
 //! `logits_from` (exporter 1.3.0 on): a prefill that keeps the logits of its last tokens only gets
 //! the same logits for them as one that keeps all, and leaves the cache exactly as it would be; a
 //! graph of before (tests/fixtures/tiny-exp120, the tiny fixture as exporter 1.2.0 wrote it)
-//! computes every token's and the decoder keeps the asked rows, bit for bit.
+//! computes every token's and the decoder keeps the asked rows, bit for bit. The decode loop of
+//! speed and generate asks the graph for one logits row per sequence.
 
 mod common;
 
+use std::ops::ControlFlow;
+
 use common::{fixture_dir, load_model, root, runtime, tiny_text_tokens};
 use h2o_engine::decoder::Decoder;
+use h2o_engine::eval::decode::decode;
+use h2o_engine::eval::speed::argmax;
 use h2o_engine::model::Model;
 use h2o_engine::policy::PolicySpec;
 
@@ -121,4 +126,34 @@ fn logits_from_beyond_the_run_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("logits from new token 3 of a run of 3"), "{e}");
+}
+
+/// The decode loop's prefill (speed's equally long rows, generate's one row), in one run or in
+/// chunks, on a graph that takes logits_from: the last run's logits, as the graph returned them,
+/// are one row per sequence: the prompt's last token's.
+#[test]
+fn the_decode_loop_prefill_asks_the_graph_for_one_logits_row_per_sequence() {
+    let mut model = load_model(runtime(), &fixture_dir());
+    let (vocab, layers) = (model.manifest.vocab_size, model.manifest.num_layers);
+    let toks = tiny_text_tokens();
+    let one = vec![toks[..8].to_vec()];
+    let two = vec![toks[..8].to_vec(), toks[8..16].to_vec()];
+    // (rows, chunk, the last run's first token)
+    for (rows, chunk, start) in [(&one, None, 0), (&two, None, 0), (&two, Some(3), 6)] {
+        let mut dec = Decoder::new(&mut model, PolicySpec::FULL.build(layers), rows.len()).unwrap();
+        let mut pick = |_: usize, logits: &[f32]| argmax(logits);
+        let mut go_on = |_: usize, _: &[u32]| ControlFlow::Continue(());
+        decode(&mut dec, rows, 1, chunk, &mut pick, &mut go_on).unwrap();
+        let what = format!("batch {} chunk {chunk:?}", rows.len());
+        assert_eq!(
+            dec.logits().len(),
+            rows.len() * vocab,
+            "{what}: one row each"
+        );
+        assert_eq!(
+            dec.logits_first(),
+            7 - start,
+            "{what}: the last prompt token's"
+        );
+    }
 }

@@ -1,7 +1,9 @@
 """The tiny test fixture tests/fixtures/tiny/ (format in its README): a byte-level BPE tokenizer
 trained on a text corpus, a random GPT-NeoX checkpoint under hf/, its fp32 export, and golden
-outputs computed by transformers; the export is checked against them. Run by
-export/make_fixture.py (`make fixtures`). Needs torch + transformers.
+outputs computed by transformers (one graph call per case, and greedy continuations from
+`generate`); the export is checked against them. Next to it: the fp16 export (tiny-fp16) and the
+per-layer-mask export with the PyTorch reference's run of a `@pyramid` policy (tiny-layer-masks).
+Run by export/make_fixture.py (`make fixtures`). Needs torch + transformers.
 """
 
 from __future__ import annotations
@@ -34,6 +36,21 @@ DESCRIPTIONS = {
     "batch2_padded_decode": "next step of batch2_padded: past = its new K/V (row 1's 3 padding slots have mask 0), "
                             "1 new token per row (text token 8 at position 8; text token 6 at position 5)",
 }
+# Greedy continuations (golden.json "greedy"): prompts whose continuations are clean text (ids the
+# tokenizer knows, no partial characters), whose top two logits stay apart by GREEDY_MIN_MARGIN at
+# every step (so float noise between transformers and onnxruntime, ~1e-6, cannot flip a pick), and
+# whose first token differs from the argmax of the prompt's second-to-last token (so a first token
+# taken from the wrong logits row shows).
+GREEDY_PROMPTS = ("Her brother", "The river the old museum")
+GREEDY_NEW_TOKENS = 16
+GREEDY_MIN_MARGIN = 1e-3
+# tests/fixtures/tiny-layer-masks/reference.json: the PyTorch reference streaming the golden text's
+# first LAYER_MASKS_TOKENS tokens under this per-layer schedule (F = 20, so PyramidKV's F/20 is 1:
+# budgets 4 + 39 and 4 + 1). 48 tokens: layer 0 evicts in steps 43-46, and every step's eviction
+# margin stays above what the engine-vs-torch score gap can reach (step 48 of the whole text has a
+# margin of 6e-4, too close to tell engine and reference apart by)
+LAYER_MASKS_POLICY = "h2o:20+4@pyramid"
+LAYER_MASKS_TOKENS = 48
 
 
 def train_tokenizer(corpus: Path, out: Path) -> None:
@@ -103,6 +120,7 @@ def make_fixture(corpus: Path, out: Path, log: Callable[[str], None] = print) ->
                    "summed over the real new queries.",
     }
     write_golden(out / "golden.json", header, cases, expected, L, nh, hd, desc)
+    add_greedy(out, log)
 
     # the export must reproduce the golden values
     sess = ort_session(out / "model.onnx")
@@ -116,6 +134,7 @@ def make_fixture(corpus: Path, out: Path, log: Callable[[str], None] = print) ->
     log(f"fixture written to {out} ({total / 1e6:.2f} MB, {len(golden)} cases); "
         f"onnxruntime vs transformers max abs diff: " + ", ".join(f"{k} {v:.2e}" for k, v in sorted(worst.items())))
     make_fp16_fixture(out, log)
+    make_layer_masks_fixture(out, log)
     return worst
 
 
@@ -126,3 +145,85 @@ def make_fp16_fixture(fixture: Path, log: Callable[[str], None] = print) -> None
     res = export(out, checkpoint=fixture / "hf", name="tiny-neox-fp16", dtype="fp16", force=True, log=log)
     res.manifest["source"]["path"] = f"../{fixture.name}/hf"
     (out / "manifest.json").write_text(json.dumps(res.manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def greedy_continuation(model, tokenizer, text: str, new_tokens: int) -> dict:
+    """transformers' greedy continuation of `text` (GPTNeoXForCausalLM.generate, do_sample=False,
+    its default full cache), with the checks GREEDY_PROMPTS promise."""
+    import torch
+
+    ids = tokenizer.encode(text).ids
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        out = model.generate(x, max_new_tokens=new_tokens, do_sample=False, output_logits=True,
+                             return_dict_in_generate=True, pad_token_id=1)
+        prompt_logits = model(x).logits[0]
+    tokens = out.sequences[0, len(ids):].tolist()
+    margin = min(float(t[0] - t[1]) for t in (lg[0].topk(2).values for lg in out.logits))
+    wrong_row = int(prompt_logits[-2].argmax())
+    assert int(prompt_logits[-1].argmax()) == tokens[0], "generate's first token is the prompt's last row's"
+    before = tokenizer.decode(ids, skip_special_tokens=False)
+    whole = tokenizer.decode(ids + tokens, skip_special_tokens=False)
+    continuation = whole[len(before):]
+    clean = (whole.startswith(before) and "\ufffd" not in continuation
+             and all(2 <= t < tokenizer.get_vocab_size() for t in tokens))
+    if not clean or margin < GREEDY_MIN_MARGIN or wrong_row == tokens[0]:
+        raise RuntimeError(f"greedy prompt {text!r}: continuation {tokens} (margin {margin:.2e}, second-to-last "
+                           f"row's argmax {wrong_row}) is not a good oracle; pick another prompt")
+    return {"text": text, "ids": ids, "tokens": tokens, "continuation": continuation,
+            "min_top2_logit_margin": round(margin, 6)}
+
+
+def add_greedy(out: Path, log: Callable[[str], None] = print) -> None:
+    """Add (or replace) golden.json's "greedy" key: GREEDY_PROMPTS continued by transformers. The
+    file's other bytes are left as they are (the key goes last, after "cases")."""
+    from tokenizers import Tokenizer
+
+    model = load_model(out / "hf")
+    tokenizer = Tokenizer.from_file(str(out / "hf" / "tokenizer.json"))
+    greedy = {
+        "description": f"greedy continuations of {GREEDY_NEW_TOKENS} tokens: tokens[0] is the argmax of the "
+                       "prompt's last logits row (the first token after the prefill), then one token a step",
+        "reference": "transformers GPTNeoXForCausalLM.generate(do_sample=False), attn_implementation='eager', "
+                     "full (dynamic) cache, float32, CPU",
+        "max_new_tokens": GREEDY_NEW_TOKENS,
+        "prompts": [greedy_continuation(model, tokenizer, t, GREEDY_NEW_TOKENS) for t in GREEDY_PROMPTS],
+    }
+    path = out / "golden.json"
+    text = path.read_text(encoding="utf-8")
+    marker = ',\n"greedy":'
+    base = text[:text.index(marker)] if marker in text else text[:-len("}\n")]
+    path.write_text(base + marker + json.dumps(greedy, indent=1) + "\n}\n", encoding="utf-8")
+    log(f"golden.json: greedy continuations of {len(GREEDY_PROMPTS)} prompts")
+
+
+def make_layer_masks_fixture(fixture: Path, log: Callable[[str], None] = print) -> None:
+    """`fixture`-layer-masks/ next to `fixture`: `fixture`/hf exported with one attention mask per
+    layer (`--layer-masks`), and reference.json, the PyTorch reference (reference.py) streaming the
+    golden text under LAYER_MASKS_POLICY: per-layer budgets, eviction trace, final kept sets, NLLs."""
+    from .policies import parse_policy
+    from .reference import run_reference
+
+    out = fixture.parent / f"{fixture.name}-layer-masks"
+    res = export(out, checkpoint=fixture / "hf", name="tiny-neox-layer-masks", dtype="fp32", force=True,
+                 layer_masks=True, log=log)
+    res.manifest["source"]["path"] = f"../{fixture.name}/hf"
+    (out / "manifest.json").write_text(json.dumps(res.manifest, indent=2) + "\n", encoding="utf-8")
+    tokens = json.loads((fixture / "golden.json").read_text(encoding="utf-8"))["tokens"][:LAYER_MASKS_TOKENS]
+    model = load_model(fixture / "hf")
+    layers = model.config.num_hidden_layers
+    policy = parse_policy(LAYER_MASKS_POLICY, layers=layers)
+    run = run_reference(model, tokens, policy)
+    doc = {
+        "format": "h2o-layer-masks-reference/1",
+        "reference": "export/h2o_export/reference.py run_reference (PyTorch, float32, CPU), streaming from the "
+                     "first token: step t feeds tokens[t] at position t",
+        "policy": run["policy"],
+        "budgets": [policy.for_layer(li, layers).budget for li in range(layers)],
+        "tokens": tokens,
+        "nll": run["nll"],
+        "kept_final": run["kept_final"],
+        "trace": run["trace"],
+    }
+    (out / "reference.json").write_text(json.dumps(doc) + "\n", encoding="utf-8")
+    log(f"{out}: {LAYER_MASKS_POLICY} budgets {doc['budgets']}, {len(run['trace']['steps'])} steps")

@@ -12,8 +12,25 @@ use std::time::Instant;
 /// at random-160m streamed its weights at ~45 GB/s (TPOT/floor 0.72-0.84); with twice the threads
 /// and 4 streams each the same buffer reads at 52-59 GB/s (docs/architecture.md, "Bandwidth floor").
 pub fn measure_read_bandwidth(bytes: usize, threads: usize, repeats: usize) -> f64 {
-    let n = (bytes / 8).max(1024);
-    let buf: Vec<u64> = (0..n as u64).collect();
+    let mut wall_clock = |read: &dyn Fn() -> u64| {
+        let t0 = Instant::now();
+        std::hint::black_box(read());
+        t0.elapsed().as_secs_f64()
+    };
+    probe(bytes, threads, repeats, &mut wall_clock)
+}
+
+/// [`measure_read_bandwidth`] with the clock given: `seconds(read)` runs one pass (`read` sums the
+/// buffer) and says how long it took. The buffer holds `bytes / 8` u64s (at least 1024); each
+/// pass reads all of it, so its bytes over the pass's seconds is the bandwidth.
+fn probe(
+    bytes: usize,
+    threads: usize,
+    repeats: usize,
+    seconds: &mut dyn FnMut(&dyn Fn() -> u64) -> f64,
+) -> f64 {
+    let buf: Vec<u64> = (0..(bytes / 8).max(1024) as u64).collect();
+    let buf_bytes = std::mem::size_of_val(&buf[..]);
     let threads = threads.max(1);
     let mut best = 0f64;
     for _ in 0..repeats.max(1) {
@@ -23,11 +40,8 @@ pub fn measure_read_bandwidth(bytes: usize, threads: usize, repeats: usize) -> f
             (2 * threads, 1),
             (2 * threads, 4),
         ] {
-            let t0 = Instant::now();
-            let total = sum_in_parallel(&buf, t, streams);
-            let secs = t0.elapsed().as_secs_f64();
-            std::hint::black_box(total);
-            best = best.max((n * 8) as f64 / secs);
+            let secs = seconds(&|| sum_in_parallel(&buf, t, streams));
+            best = best.max(buf_bytes as f64 / secs);
         }
     }
     best
@@ -128,6 +142,32 @@ mod tests {
         // wrapping, never a panic
         assert_eq!(sum_in_parallel(&[u64::MAX, 2], 1, 1), 1);
         assert_eq!(sum_in_parallel(&[u64::MAX, 2], 1, 4), 1);
+    }
+
+    /// With a clock that says every pass took one second, the probe's bandwidth is the bytes one
+    /// pass reads: the buffer's size (`bytes` rounded down to whole u64s, at least 1024 of them),
+    /// every element read once per pass whatever the threads and streams.
+    #[test]
+    fn the_probe_counts_the_bytes_of_the_buffer_it_reads() {
+        for (asked, buffer) in [(1 << 20, 1 << 20), (1000, 8 * 1024), (80_004, 80_000)] {
+            let n = buffer as u64 / 8;
+            let mut passes = 0;
+            let mut one_second = |read: &dyn Fn() -> u64| {
+                assert_eq!(read(), n * (n - 1) / 2, "a pass sums 0..{n} once");
+                passes += 1;
+                1.0
+            };
+            assert_eq!(probe(asked, 3, 2, &mut one_second), buffer as f64);
+            assert_eq!(passes, 2 * 4, "2 repeats x 4 ways");
+        }
+        let mut half_a_second = |read: &dyn Fn() -> u64| {
+            read();
+            0.5
+        };
+        assert_eq!(
+            probe(1 << 20, 1, 1, &mut half_a_second),
+            2.0 * (1 << 20) as f64
+        );
     }
 
     #[test]

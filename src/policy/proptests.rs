@@ -3,15 +3,19 @@
 //! and an independent score truth for every score rule (accumulated, current, unimportance
 //! counts over a sliding window, key norms, random keys); and arbitrary candidates (padding
 //! included) against a sort oracle.
+//!
+//! The oracles take nothing from the policy under test: budgets, windows and the generator number
+//! are the spec's numbers as the test wrote them ([`Kind`]), "below the mean share" and the key
+//! norm's 12-bit rounding are computed here from their written definitions (docs/architecture.md),
+//! never through the policy's `budget()`, `score_rule()` or helpers.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 
-use super::scissor::{below_mean, mean_share};
 use super::{
     random, Candidates, H2oPolicy, KnormPolicy, LocalPolicy, Policy, RandomPolicy, ScissorPolicy,
-    Scope, ScoreRule, SinkPolicy, TovaPolicy,
+    Scope, SinkPolicy, TovaPolicy,
 };
 use crate::cache::{KvStore, NewKv, NewTokens};
 use crate::manifest::KvDtype;
@@ -87,6 +91,18 @@ impl Kind {
             Kind::Random { budget, rng } => Box::new(RandomPolicy::new(budget, rng)),
         }
     }
+    /// The budget the spec gives: its written numbers (sinks + recent, heavy + recent, or B).
+    fn budget(self) -> usize {
+        match self {
+            Kind::Local { recent } => recent,
+            Kind::Sink { sinks, recent } => sinks + recent,
+            Kind::H2o { heavy, recent, .. } => heavy + recent,
+            Kind::Tova { budget, .. }
+            | Kind::Scissor { budget, .. }
+            | Kind::Knorm { budget }
+            | Kind::Random { budget, .. } => budget,
+        }
+    }
     fn sinks(self) -> usize {
         match self {
             Kind::Sink { sinks, .. } => sinks,
@@ -158,34 +174,50 @@ struct Token {
     acc: f32,
     /// Attention in the last step.
     cur: f32,
-    /// Per step since it entered: below the step's mean share.
+    /// Per step since it entered: below the step's mean share (`queries / attended`).
     below: Vec<bool>,
     /// The stored K (= V) value, head_dim 1.
     key: f32,
 }
 
 impl Token {
-    /// The score `rule` gives this token at (layer 0, head `h`, position `p`).
-    fn score(&self, rule: ScoreRule, h: usize, p: i64) -> f32 {
-        match rule {
-            ScoreRule::None => 0.0,
-            ScoreRule::Accumulated => self.acc,
-            ScoreRule::Current => self.cur,
-            ScoreRule::Unimportance { window } => {
+    /// The score `kind`'s family gives this token at (layer 0, head `h`, position `p`)
+    /// (docs/architecture.md's table; 0 for the families without scores).
+    fn score(&self, kind: Kind, h: usize, p: i64) -> f32 {
+        match kind {
+            Kind::Local { .. } | Kind::Sink { .. } => 0.0,
+            Kind::H2o { .. } => self.acc,
+            Kind::Tova { .. } => self.cur,
+            Kind::Scissor { window, .. } => {
                 let recent = &self.below[self.below.len().saturating_sub(window)..];
                 -(recent.iter().filter(|&&b| b).count() as f32)
             }
-            ScoreRule::KeyNorm => super::knorm::key_score([self.key]),
-            ScoreRule::RandomKey { rng } => random::key(rng, 0, h, p),
+            Kind::Knorm { .. } => -rounded_square(self.key),
+            Kind::Random { rng, .. } => random::key(rng, 0, h, p),
         }
     }
 
-    /// One step's attention `a` with the row's mean share.
-    fn attend(&mut self, a: f32, share: f32) {
+    /// One step's attention `a` when the row's `queries` real new tokens attend to `attended`
+    /// tokens: below the mean share `queries / attended` (exact here: `a` is dyadic).
+    fn attend(&mut self, a: f32, queries: usize, attended: usize) {
         self.acc += a;
         self.cur = a;
-        self.below.push(below_mean(a, share));
+        self.below
+            .push(f64::from(a) * (attended as f64) < queries as f64);
     }
+}
+
+/// The squared norm of a head_dim-1 key `k` (a whole number here) rounded to 12 significant
+/// bits, half away from zero: knorm's score is minus this (docs/architecture.md).
+fn rounded_square(k: f32) -> f32 {
+    assert_eq!(k.fract(), 0.0, "keys are whole numbers");
+    let sq = (k as i64 * k as i64) as u64;
+    let bits = 64 - sq.leading_zeros();
+    if bits <= 12 {
+        return sq as f32;
+    }
+    let drop = bits - 12;
+    (((sq + (1 << (drop - 1))) >> drop) << drop) as f32
 }
 
 /// K (= V) stored for (position, row, head): exact in f32, distinct per triple.
@@ -254,10 +286,9 @@ fn random_step(store: &KvStore, rng: &mut Rng, next_pos: &[i64]) -> StepIn {
 /// reference's victim rule and an independent score truth. Panics on a violation.
 fn simulate(kind: Kind, batch: usize, heads: usize, steps: usize, chunk: usize, seed: u64) {
     let policy = kind.build();
-    let budget = policy.budget();
+    let budget = kind.budget();
     let mut store = KvStore::new(1, batch, heads, 1, KvDtype::Float32, budget, chunk).unwrap();
     let mut rng = Rng(seed | 1);
-    let rule = policy.score_rule();
     // independent truth per (row, head): alive position -> what the token has seen
     let mut truth: Vec<BTreeMap<i64, Token>> = vec![BTreeMap::new(); batch * heads];
     let mut next_pos = vec![0i64; batch];
@@ -273,17 +304,17 @@ fn simulate(kind: Kind, batch: usize, heads: usize, steps: usize, chunk: usize, 
             let real: Vec<usize> = (0..st.seq)
                 .filter(|&j| st.mask[b * st.seq + j] != 0)
                 .collect();
-            let share = mean_share(real.len(), t.len() + real.len());
+            let (queries, attended) = (real.len(), t.len() + real.len());
             for (s, &p) in before[r].iter().enumerate().filter(|(_, &p)| p >= 0) {
                 let tok = t.get_mut(&p).expect("cached position is alive");
-                tok.attend(row[s], share);
+                tok.attend(row[s], queries, attended);
             }
             for &j in &real {
                 let tok = t.entry(st.positions[b * st.seq + j]).or_insert(Token {
                     key: st.kv[r * st.seq + j],
                     ..Token::default()
                 });
-                tok.attend(row[st.past + j], share);
+                tok.attend(row[st.past + j], queries, attended);
             }
         }
         let new = NewTokens {
@@ -305,7 +336,7 @@ fn simulate(kind: Kind, batch: usize, heads: usize, steps: usize, chunk: usize, 
             st: &st,
         };
         for b in 0..batch {
-            check_row(kind, rule, &seen, b);
+            check_row(kind, &seen, b);
         }
         for (r, t) in truth.iter_mut().enumerate() {
             for p in plan.evicted(r / heads, r % heads) {
@@ -385,8 +416,8 @@ struct Seen<'a> {
 }
 
 /// Row `b` of the store after an update against brute force, the reference rule and the truth.
-fn check_row(kind: Kind, rule: ScoreRule, seen: &Seen<'_>, b: usize) {
-    let (heads, budget) = (seen.store.heads(), kind.build().budget());
+fn check_row(kind: Kind, seen: &Seen<'_>, b: usize) {
+    let (heads, budget) = (seen.store.heads(), kind.budget());
     let layer = kind.layer_scope();
     let mut kept_sets = Vec::new();
     for h in 0..heads {
@@ -395,13 +426,13 @@ fn check_row(kind: Kind, rule: ScoreRule, seen: &Seen<'_>, b: usize) {
         let score_of = |p: i64| {
             if layer {
                 (0..heads).fold(0.0f32, |acc, hh| {
-                    acc + seen.truth[b * heads + hh][&p].score(rule, hh, p)
+                    acc + seen.truth[b * heads + hh][&p].score(kind, hh, p)
                 })
             } else {
-                seen.truth[r][&p].score(rule, h, p)
+                seen.truth[r][&p].score(kind, h, p)
             }
         };
-        let got = check_slots(kind, rule, seen, b, h);
+        let got = check_slots(kind, seen, b, h);
         let want = brute_force_kept(kind, &cands, &score_of, budget);
         assert_eq!(
             got, want,
@@ -451,7 +482,7 @@ fn check_row(kind: Kind, rule: ScoreRule, seen: &Seen<'_>, b: usize) {
 
 /// Slots of (b, h): `0..used` hold unique positions with their K/V (and the truth's score, for the
 /// policies that read scores), the rest are empty. Returns the positions held.
-fn check_slots(kind: Kind, rule: ScoreRule, seen: &Seen<'_>, b: usize, h: usize) -> BTreeSet<i64> {
+fn check_slots(kind: Kind, seen: &Seen<'_>, b: usize, h: usize) -> BTreeSet<i64> {
     let store = seen.store;
     let (r, used, cap) = (
         b * store.heads() + h,
@@ -472,8 +503,8 @@ fn check_slots(kind: Kind, rule: ScoreRule, seen: &Seen<'_>, b: usize, h: usize)
         if kind.uses_scores() {
             assert_eq!(
                 store.scores(0, b, h)[s],
-                seen.truth[r][&p].score(rule, h, p),
-                "score of position {p} ({rule:?})"
+                seen.truth[r][&p].score(kind, h, p),
+                "score of position {p} ({kind:?})"
             );
         }
     }
@@ -549,7 +580,7 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let policy = kind.build();
-        let budget = policy.budget();
+        let budget = kind.budget();
         let n = budget + extra.max(1);
         let layer = kind.layer_scope();
         let mut rng = Rng(seed | 1);

@@ -257,7 +257,8 @@ impl StepObserver for Decisions {
         for b in 0..batch {
             let mut hs = Vec::new();
             for h in 0..heads {
-                let kept: BTreeSet<i64> = store.positions(layer, b, h)[..store.valid_count(b)]
+                let kept: BTreeSet<i64> = store.positions(layer, b, h)
+                    [..store.table(layer).used(b)]
                     .iter()
                     .copied()
                     .collect();
@@ -344,4 +345,39 @@ pub fn token_by_token_against_prefill(model: &mut Model, logits_tol: f64, att_to
             att_tol,
         );
     }
+}
+
+/// One of golden.json's greedy continuations (transformers' `generate`, do_sample=False).
+#[derive(Debug, Clone)]
+pub struct GreedyCase {
+    pub text: String,
+    /// The prompt's ids (the tokenizer's, no special tokens).
+    pub ids: Vec<u32>,
+    /// The continuation; `tokens[0]` is the argmax of the prompt's last logits row.
+    pub tokens: Vec<u32>,
+    /// The continuation as text (the whole decoded after the prompt decoded).
+    pub continuation: String,
+}
+
+fn ids_of(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// golden.json's greedy continuations, in file order.
+pub fn golden_greedy() -> Vec<GreedyCase> {
+    golden()["greedy"]["prompts"]
+        .as_array()
+        .expect("golden.json has greedy continuations (make_fixture.py --greedy-only)")
+        .iter()
+        .map(|p| GreedyCase {
+            text: p["text"].as_str().unwrap().to_string(),
+            ids: ids_of(&p["ids"]),
+            tokens: ids_of(&p["tokens"]),
+            continuation: p["continuation"].as_str().unwrap().to_string(),
+        })
+        .collect()
 }
