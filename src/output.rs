@@ -18,11 +18,14 @@
 //!   `--json /dev/stdout > out.txt` keeps what was printed before the JSON);
 //! - a FIFO is opened when it is checked, before the run, without waiting: one with no reader
 //!   is refused then (it would block the end of the run forever); one with a reader is kept open
-//!   to the end of the process and written through that descriptor;
+//!   in the [`Prepared`] output the check returns, as long as its holder keeps it (the CLI: to
+//!   the end of the run), and written through that descriptor;
 //! - anything else (a directory, a socket, a block device) is refused before anything is written.
 //!
-//! [`check_run`] adds the rules between the paths of one run: no output may be a file the run
-//! reads or the same file as another output of it (paths resolved, and device + inode compared).
+//! [`prepare_output`] checks a path and returns it [`Prepared`]; [`Prepared::write`] writes it
+//! ([`write_output`] checks and writes at once). [`check_run`] adds the rules between the paths
+//! of one run: no output may be a file the run reads or the same file as another output of it
+//! (paths resolved, and device + inode compared); it returns the run's [`Outputs`].
 
 mod run;
 
@@ -30,11 +33,11 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 use rustix::fs::{Access, Mode, OFlags};
 
-pub use run::{check_run, Named};
+pub use run::{check_run, Named, Outputs};
 
 /// An output path that cannot be written.
 #[derive(Debug, thiserror::Error)]
@@ -338,21 +341,9 @@ fn is_fifo(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo())
 }
 
-/// The FIFOs opened so far, by the path they were named by: kept open to the end of the
-/// process, so the reader found at the check is the one written to (closing the FIFO between
-/// the check and the write would end that reader's input).
-fn held_fifos() -> MutexGuard<'static, Vec<(PathBuf, File)>> {
-    static HELD: Mutex<Vec<(PathBuf, File)>> = Mutex::new(Vec::new());
-    HELD.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// The FIFO at `path` opened for writing, without waiting for a reader: refused when it has
-/// none. The descriptor (blocking again once open) is kept for later writes.
+/// none. The descriptor blocks again once open.
 fn open_fifo(path: &Path) -> Result<File, OutputError> {
-    let mut held = held_fifos();
-    if let Some((_, f)) = held.iter().find(|(p, _)| p == path) {
-        return f.try_clone().map_err(io_error(path));
-    }
     let flags = OFlags::WRONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| match e {
         rustix::io::Errno::NXIO => OutputError::NoReader {
@@ -360,42 +351,134 @@ fn open_fifo(path: &Path) -> Result<File, OutputError> {
         },
         e => io_error(path)(e.into()),
     })?;
-    let file = File::from(fd);
-    let blocking = || -> std::io::Result<File> {
-        let flags = rustix::fs::fcntl_getfl(&file)?;
-        rustix::fs::fcntl_setfl(&file, flags - OFlags::NONBLOCK)?;
-        file.try_clone()
+    let blocking = || -> rustix::io::Result<()> {
+        let flags = rustix::fs::fcntl_getfl(&fd)?;
+        rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK)
     };
-    let copy = blocking().map_err(io_error(path))?;
-    held.push((path.to_path_buf(), file));
-    Ok(copy)
+    blocking().map_err(|e| io_error(path)(e.into()))?;
+    Ok(File::from(fd))
 }
 
-/// Refuses an output path that cannot be written, before any work is done: nothing is created
-/// or changed (a FIFO is opened, and kept open for the write; see the module's rules).
-pub fn check_output(path: &Path) -> Result<(), OutputError> {
-    match destination(path)? {
-        Destination::WriteThrough(p) if is_fifo(&p) => open_fifo(&p).map(drop),
-        Destination::WriteThrough(_) => Ok(()),
-        Destination::Replace(target) => check_replaceable(path, &target),
+/// An output path checked before the run and ready to be written: a FIFO is already open (its
+/// reader found at the check is the one written to; closing the FIFO between the check and the
+/// write would end that reader's input), and stays open while any clone of this value lives.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    path: PathBuf,
+    fifo: Option<Arc<File>>,
+}
+
+/// Checks `path` by the module's rules, before any work is done: nothing is created or changed;
+/// a FIFO is opened and kept in the returned value for the write.
+pub fn prepare_output(path: &Path) -> Result<Prepared, OutputError> {
+    let fifo = match destination(path)? {
+        Destination::WriteThrough(p) if is_fifo(&p) => Some(Arc::new(open_fifo(&p)?)),
+        Destination::WriteThrough(_) => None,
+        Destination::Replace(target) => {
+            check_replaceable(path, &target)?;
+            None
+        }
+    };
+    Ok(Prepared {
+        path: path.to_path_buf(),
+        fifo,
+    })
+}
+
+impl Prepared {
+    /// The path as given.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `bytes` by the module's rules: a FIFO through the descriptor opened at the check,
+    /// anything else as [`write_output`] does. Errors name the path as given.
+    pub fn write(&self, bytes: &[u8]) -> Result<(), OutputError> {
+        match &self.fifo {
+            Some(f) => write_through(&self.path, f, bytes),
+            None => write_output(&self.path, bytes),
+        }
     }
 }
 
-/// Writes `bytes` to `path` by the module's rules. Errors name `path` as given.
+/// Where an output goes: a path, checked when it is about to be written, or an output prepared
+/// before the run.
+#[derive(Debug, Clone)]
+pub enum Target<'a> {
+    /// A path, as given.
+    Path(&'a Path),
+    /// An output checked already (a FIFO open).
+    Prepared(Prepared),
+}
+
+impl Target<'_> {
+    /// The path as given.
+    pub fn path(&self) -> &Path {
+        match self {
+            Target::Path(p) => p,
+            Target::Prepared(p) => p.path(),
+        }
+    }
+
+    /// The output ready to be written: a path is checked now ([`prepare_output`]).
+    pub fn prepare(self) -> Result<Prepared, OutputError> {
+        match self {
+            Target::Path(p) => prepare_output(p),
+            Target::Prepared(p) => Ok(p),
+        }
+    }
+
+    /// Writes `bytes`: a path by [`write_output`], a prepared output by [`Prepared::write`].
+    pub fn write(&self, bytes: &[u8]) -> Result<(), OutputError> {
+        match self {
+            Target::Path(p) => write_output(p, bytes),
+            Target::Prepared(p) => p.write(bytes),
+        }
+    }
+}
+
+impl<'a> From<&'a Path> for Target<'a> {
+    fn from(path: &'a Path) -> Target<'a> {
+        Target::Path(path)
+    }
+}
+
+impl<'a> From<&'a PathBuf> for Target<'a> {
+    fn from(path: &'a PathBuf) -> Target<'a> {
+        Target::Path(path)
+    }
+}
+
+impl From<Prepared> for Target<'_> {
+    fn from(prepared: Prepared) -> Self {
+        Target::Prepared(prepared)
+    }
+}
+
+/// Refuses an output path that cannot be written, before any work is done: nothing is created
+/// or changed (a FIFO is opened to find its reader, then closed; [`prepare_output`] keeps it).
+pub fn check_output(path: &Path) -> Result<(), OutputError> {
+    prepare_output(path).map(drop)
+}
+
+/// Writes `bytes` through the open file `f` (`path` as given, for errors).
+fn write_through(path: &Path, mut f: &File, bytes: &[u8]) -> Result<(), OutputError> {
+    f.write_all(bytes)
+        .and_then(|()| f.flush())
+        .map_err(io_error(path))
+}
+
+/// Checks `path` and writes `bytes` to it by the module's rules (a FIFO is opened now, and
+/// refused when no process reads it). Errors name `path` as given.
 pub fn write_output(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
     match destination(path)? {
+        Destination::WriteThrough(p) if is_fifo(&p) => write_through(path, &open_fifo(&p)?, bytes),
         Destination::WriteThrough(p) => {
-            let mut f = if is_fifo(&p) {
-                open_fifo(&p)?
-            } else {
-                OpenOptions::new()
-                    .append(true)
-                    .open(&p)
-                    .map_err(io_error(path))?
-            };
-            f.write_all(bytes)
-                .and_then(|()| f.flush())
-                .map_err(io_error(path))
+            let f = OpenOptions::new()
+                .append(true)
+                .open(&p)
+                .map_err(io_error(path))?;
+            write_through(path, &f, bytes)
         }
         Destination::Replace(target) => {
             check_replaceable(path, &target)?;

@@ -11,7 +11,7 @@ use h2o_engine::heatmap::{
     kept_file_name, parse_layers, render_attention_heatmap, render_kept_tokens, require_text,
     token_labels, HeadChoice, DEFAULT_TEXT,
 };
-use h2o_engine::output::{check_folder, check_run, Named};
+use h2o_engine::output::{check_folder, check_run, Named, Outputs};
 use h2o_engine::policy::{PolicyKind, PolicySpec, Scope};
 
 use super::ModelArgs;
@@ -87,8 +87,8 @@ fn check_settings(a: &HeatmapArgs) -> Result<()> {
 
 /// Creates the output folder and refuses picture paths that cannot be written (a directory in
 /// the way, a read-only file, a FIFO with no reader, a file the run reads: the text or a model
-/// file), before anything is drawn.
-fn prepare_out(a: &HeatmapArgs, layers: &[usize]) -> Result<()> {
+/// file), before anything is drawn. Returns the pictures prepared (a FIFO open), for the writes.
+fn prepare_out(a: &HeatmapArgs, layers: &[usize]) -> Result<Outputs> {
     check_folder(&a.out).map_err(|e| e.flag("--out"))?;
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("--out: cannot create the folder {}", a.out.display()))?;
@@ -146,7 +146,7 @@ pub fn run(a: HeatmapArgs) -> Result<()> {
         None => default_layers(man.num_layers),
     };
     let head: HeadChoice = a.head.parse()?;
-    prepare_out(&a, &layers)?;
+    let outputs = prepare_out(&a, &layers)?;
     let tokens = heatmap_tokens(&model, &text, a.max_tokens)?;
     let labels = token_labels(&model.tokenizer, &tokens);
     let data = collect_attention(
@@ -177,7 +177,8 @@ pub fn run(a: HeatmapArgs) -> Result<()> {
             "{} - layer {} - {} ({} tokens)",
             man.name, la.layer, head, n
         );
-        render_attention_heatmap(&la.matrix, &labels, &title, a.floor, &path).context("--out")?;
+        let out = outputs.target(&path);
+        render_attention_heatmap(&la.matrix, &labels, &title, a.floor, out).context("--out")?;
         outln!("{}", path.display());
         let kept: Vec<(String, Vec<Vec<bool>>)> = kept_by_policy
             .iter()
@@ -188,7 +189,8 @@ pub fn run(a: HeatmapArgs) -> Result<()> {
             "{} - layer {} - accumulated attention per head; {kept_title}",
             man.name, la.layer
         );
-        render_kept_tokens(&la.accumulated, &labels, &kept, &title, &path).context("--out")?;
+        let out = outputs.target(&path);
+        render_kept_tokens(&la.accumulated, &labels, &kept, &title, out).context("--out")?;
         outln!("{}", path.display());
     }
     Ok(())

@@ -26,6 +26,7 @@ use h2o_engine::error::Setting;
 use h2o_engine::eval::data::TextMode;
 use h2o_engine::experiment::{check_model_dir, Phase, Progress, Setup};
 use h2o_engine::model::Model;
+use h2o_engine::output::{Outputs, Target};
 use h2o_engine::runtime::{ExecutionProvider, KvPlacement, OptLevel, Runtime, SessionConfig};
 
 /// `h2o --version`: the version, the commit built from, and the ONNX Runtime it expects.
@@ -165,8 +166,11 @@ pub fn resolve_data(flag: Option<&Path>) -> Result<PathBuf> {
 /// Refuses the outputs of a run before anything runs (see [`h2o_engine::output`]): a path that
 /// cannot be written, one that is a file of `inputs` (a file, or a folder such as the model
 /// directory whose every file is read), two that are one file. Each pair is (flag, path); errors
-/// name the output's flag.
-pub fn check_outputs(outputs: &[(&str, &Option<PathBuf>)], inputs: &[(&str, &Path)]) -> Result<()> {
+/// name the output's flag. Returns the outputs prepared (a FIFO open); keep them to the writes.
+pub fn check_outputs(
+    outputs: &[(&str, &Option<PathBuf>)],
+    inputs: &[(&str, &Path)],
+) -> Result<Outputs> {
     use h2o_engine::output::{check_run, Named};
     let outs: Vec<Named<'_>> = outputs
         .iter()
@@ -179,10 +183,10 @@ pub fn check_outputs(outputs: &[(&str, &Option<PathBuf>)], inputs: &[(&str, &Pat
     Ok(check_run(&outs, &ins)?)
 }
 
-/// Writes `bytes` to the output `path` given by `flag` (see [`h2o_engine::output`]); an error
+/// Writes `bytes` to the output `out` given by `flag` (see [`h2o_engine::output`]); an error
 /// names the flag.
-pub fn write_to(flag: &str, path: &Path, bytes: &[u8]) -> Result<()> {
-    h2o_engine::output::write_output(path, bytes).map_err(|e| e.flag(flag))?;
+pub fn write_to(flag: &str, out: &Target<'_>, bytes: &[u8]) -> Result<()> {
+    out.write(bytes).map_err(|e| e.flag(flag))?;
     Ok(())
 }
 

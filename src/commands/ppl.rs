@@ -43,7 +43,7 @@ pub struct PplArgs {
 
 pub fn run(a: PplArgs) -> Result<()> {
     let setup = a.model.setup(resolve_data(a.data.as_deref())?, a.text)?;
-    check_outputs(
+    let outputs = check_outputs(
         &[("--trace", &a.trace), ("--json", &a.json)],
         &[(data_flag(&a.data), &setup.data), ("--model", &setup.model)],
     )?;
@@ -83,7 +83,8 @@ pub fn run(a: PplArgs) -> Result<()> {
         let Some(trace) = &outcome.trace else {
             anyhow::bail!("the perplexity run recorded no eviction trace");
         };
-        write_to("--trace", path, serde_json::to_string(trace)?.as_bytes())?;
+        let bytes = serde_json::to_string(trace)?;
+        write_to("--trace", &outputs.target(path), bytes.as_bytes())?;
     }
     if let Some(path) = &a.json {
         let doc = json!({
@@ -100,7 +101,7 @@ pub fn run(a: PplArgs) -> Result<()> {
         });
         write_to(
             "--json",
-            path,
+            &outputs.target(path),
             serde_json::to_string_pretty(&doc)?.as_bytes(),
         )?;
     }

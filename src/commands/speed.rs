@@ -3,7 +3,7 @@
 //! computed and measured per policy. Each point runs in a child process (`h2o bench-one`, as bench's
 //! experiments) so its peak RSS is its own, unless `--in-process`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -19,6 +19,7 @@ use h2o_engine::eval::throughput::{
 };
 use h2o_engine::experiment::{Experiment, Job, Lab, PeakMemory, Plan, Setup, SpeedPlan};
 use h2o_engine::manifest::Manifest;
+use h2o_engine::output::Target as Output;
 use h2o_engine::policy::PolicySpec;
 use h2o_engine::report::{
     fit_width, render_sweep, render_throughput, results_table, terminal_width, BatchPoint, CapBar,
@@ -381,8 +382,15 @@ fn json_runs(points: &[Point], gen: usize) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The PNG: throughput against batch for a batch sweep, else TPOT and K/V against context.
-fn plot(path: &Path, points: &[Point], fits: &[CapFit], a: &SpeedArgs, title: &str) -> Result<()> {
+/// The PNG, written to `out`: throughput against batch for a batch sweep, else TPOT and K/V
+/// against context.
+fn plot(
+    out: Output<'_>,
+    points: &[Point],
+    fits: &[CapFit],
+    a: &SpeedArgs,
+    title: &str,
+) -> Result<()> {
     if a.batch.len() > 1 || a.kv_cap.is_some() {
         let lines: Vec<BatchPoint> = points
             .iter()
@@ -408,7 +416,7 @@ fn plot(path: &Path, points: &[Point], fits: &[CapFit], a: &SpeedArgs, title: &s
             .collect();
         let cap = a.kv_cap.map(format_bytes);
         let cap = cap.as_deref().map(|c| (c, &bars[..]));
-        render_throughput(&lines, cap, title, path)?;
+        render_throughput(&lines, cap, title, out)?;
     } else {
         let sweep: Vec<SweepPoint> = points
             .iter()
@@ -419,7 +427,7 @@ fn plot(path: &Path, points: &[Point], fits: &[CapFit], a: &SpeedArgs, title: &s
                 kv_bytes: pt.memory.kv_bytes,
             })
             .collect();
-        render_sweep(&sweep, title, path)?;
+        render_sweep(&sweep, title, out)?;
     }
     Ok(())
 }
@@ -466,7 +474,7 @@ fn load(rt: &Runtime, setup: &Setup, a: &SpeedArgs, targets: &[Target]) -> Resul
 
 pub fn run(a: SpeedArgs) -> Result<()> {
     let setup = a.model.setup(resolve_data(a.data.as_deref())?, a.text)?;
-    check_outputs(
+    let outputs = check_outputs(
         &[("--json", &a.json), ("--plot", &a.plot)],
         &[(data_flag(&a.data), &setup.data), ("--model", &setup.model)],
     )?;
@@ -537,14 +545,15 @@ pub fn run(a: SpeedArgs) -> Result<()> {
             })),
             "runs": json_runs(&points, a.gen),
         });
-        write_to("--json", p, serde_json::to_string_pretty(&doc)?.as_bytes())?;
+        let bytes = serde_json::to_string_pretty(&doc)?;
+        write_to("--json", &outputs.target(p), bytes.as_bytes())?;
     }
     if let Some(p) = &a.plot {
         let title = format!(
             "{} - {threads} threads - prompt {} + gen {}",
             man.name, contexts[0], a.gen
         );
-        plot(p, &points, &fits, &a, &title).context("--plot")?;
+        plot(outputs.target(p), &points, &fits, &a, &title).context("--plot")?;
         outln!("{}", p.display());
     }
     Ok(())

@@ -11,7 +11,7 @@ use plotters::style::{register_font, FontStyle, FontTransform};
 use super::error::{HeatmapError, Result};
 use super::labels::{clean_label, label_positions};
 use super::matrix::AttentionMatrix;
-use crate::output::{check_output, encode_png, write_output};
+use crate::output::{encode_png, Prepared, Target};
 
 /// The family name under which the shipped font is registered in plotters' font table.
 pub const FONT_FAMILY: &str = "h2o-dejavu-sans";
@@ -122,18 +122,15 @@ fn draw_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> HeatmapError + '
     }
 }
 
-/// Fails early, naming the path, when the picture cannot be written (nothing is created).
-fn check_writable(path: &Path) -> Result<()> {
-    Ok(check_output(path)?)
-}
-
 /// Draws a white picture of `(width, height)` pixels with `draw` into an RGB buffer
-/// (`[height, width, 3]`), then writes it as PNG by the output rules ([`crate::output`]).
+/// (`[height, width, 3]`), then writes it as PNG to the checked output `out` by the output rules
+/// ([`crate::output`]).
 fn draw_png(
     (width, height): (u32, u32),
-    path: &Path,
+    out: &Prepared,
     draw: impl FnOnce(&Area<'_>) -> Result<()>,
 ) -> Result<()> {
+    let path = out.path();
     let err = draw_err(path);
     let mut rgb = vec![0u8; width as usize * height as usize * 3];
     {
@@ -146,7 +143,7 @@ fn draw_png(
         path: path.to_path_buf(),
         message,
     })?;
-    Ok(write_output(path, &png)?)
+    Ok(out.write(&png)?)
 }
 
 /// Refuses a colour floor outside (0, 1): attention probabilities are at most 1, so a floor of 1
@@ -327,13 +324,15 @@ fn draw_titles(area: &Area<'_>, path: &Path, width: u32, title: &str, sub: &str)
 /// Colour is logarithmic between `floor` and the matrix maximum (viridis); values below `floor`
 /// clamp to it; the upper triangle (future keys) stays white. `labels` are the tokens (one per
 /// row; empty means "label by position"); at most [`MAX_LABELS`] are shown per axis. `title`
-/// should name model, layer and head. The image is square, [`heatmap_image_size`] pixels.
-pub fn render_attention_heatmap(
+/// should name model, layer and head. The image is square, [`heatmap_image_size`] pixels. It is
+/// written to `out`: a path, checked (naming it) before anything is drawn, or an output prepared
+/// before the run.
+pub fn render_attention_heatmap<'a>(
     matrix: &AttentionMatrix,
     labels: &[String],
     title: &str,
     floor: f32,
-    path: &Path,
+    out: impl Into<Target<'a>>,
 ) -> Result<()> {
     if matrix.is_empty() {
         return Err(HeatmapError::EmptyMatrix);
@@ -342,7 +341,8 @@ pub fn render_attention_heatmap(
     let n = matrix.len();
     let labels = axis_labels(labels, n)?;
     register_shipped_font()?;
-    check_writable(path)?;
+    let out = out.into().prepare()?;
+    let path = out.path();
 
     let (side, _) = heatmap_image_size(n);
     let (left, top) = (170u32, 100u32);
@@ -352,7 +352,7 @@ pub fn render_attention_heatmap(
         f64::from(matrix.max_value().unwrap_or(floor)),
     );
     let err = draw_err(path);
-    draw_png((side, side), path, |area| {
+    draw_png((side, side), &out, |area| {
         draw_titles(
             area,
             path,
@@ -448,13 +448,14 @@ fn check_scores(scores: &[Vec<f32>]) -> Result<(usize, usize)> {
 /// `scores[h][t]` is head `h`'s accumulated attention to token `t`; `kept` is a list of
 /// (policy spec, `[heads][tokens]` kept mask); with an empty list one unmarked panel is drawn.
 /// Colour is logarithmic from `max * 1e-4` (or the smallest positive score, if larger) to the
-/// maximum. The image is [`kept_image_size`] pixels.
-pub fn render_kept_tokens(
+/// maximum. The image is [`kept_image_size`] pixels, written to `out` as
+/// [`render_attention_heatmap`] writes.
+pub fn render_kept_tokens<'a>(
     scores: &[Vec<f32>],
     labels: &[String],
     kept: &[(String, Vec<Vec<bool>>)],
     title: &str,
-    path: &Path,
+    out: impl Into<Target<'a>>,
 ) -> Result<()> {
     let (heads, n) = check_scores(scores)?;
     let labels = axis_labels(labels, n)?;
@@ -466,7 +467,8 @@ pub fn render_kept_tokens(
         }
     }
     register_shipped_font()?;
-    check_writable(path)?;
+    let out = out.into().prepare()?;
+    let path = out.path();
 
     let norm = score_norm(scores);
     let panels = kept.len().max(1);
@@ -475,7 +477,7 @@ pub fn render_kept_tokens(
     let pw = width - left - right;
     let ph = panel_height(heads);
     let err = draw_err(path);
-    draw_png((width, height), path, |area| {
+    draw_png((width, height), &out, |area| {
         draw_titles(area, path, width, title, &kept_subtitle(kept, heads, n))?;
         let (l, pwi) = (left as i32, pw as i32);
         let mut y = KEPT_TOP as i32;

@@ -1,11 +1,15 @@
 //! The rules between the paths of one run: no output is a file the run reads (the text, any file
 //! of the model directory), and no file is replaced by two outputs (one would be lost). Paths are
 //! compared as they resolve (symbolic links and `..` followed) and, for files that exist, by
-//! device and inode (a hard link is the same file).
+//! device and inode (a hard link is the same file). The outputs come back [`Prepared`], as a
+//! run's [`Outputs`], to be written when the run ends.
 
 use std::path::{Path, PathBuf};
 
-use super::{check_output, destination, follow_dangling, parent, Destination, FileId, OutputError};
+use super::{
+    destination, follow_dangling, parent, prepare_output, Destination, FileId, OutputError,
+    Prepared, Target,
+};
 
 /// A path of a run and the flag that named it (`--json`, `--model`, ...).
 #[derive(Debug, Clone, Copy)]
@@ -103,18 +107,52 @@ struct Written<'a> {
     replaced: bool,
 }
 
-/// Refuses the outputs of a run before it starts: each by [`check_output`], then any that is a
+/// The outputs of a run, checked before it starts and ready to be written, by the path that
+/// named each (a FIFO among them is open, and stays open as long as this value lives).
+#[derive(Debug, Default)]
+pub struct Outputs {
+    prepared: Vec<Prepared>,
+}
+
+impl Outputs {
+    /// The prepared output named by `path` (as given to [`check_run`]).
+    pub fn get(&self, path: &Path) -> Option<&Prepared> {
+        self.prepared.iter().find(|p| p.path() == path)
+    }
+
+    /// Where to write `path`: its prepared output, or (a path the run did not check) the path
+    /// itself, checked when it is written.
+    pub fn target<'a>(&self, path: &'a Path) -> Target<'a> {
+        self.get(path)
+            .map_or(Target::Path(path), |p| Target::Prepared(p.clone()))
+    }
+
+    /// Prepares `path`, once: a path named twice (a device or FIFO taking two outputs) shares
+    /// what was opened for it first.
+    fn prepare(&mut self, path: &Path) -> Result<(), OutputError> {
+        if self.get(path).is_none() {
+            self.prepared.push(prepare_output(path)?);
+        }
+        Ok(())
+    }
+}
+
+/// Refuses the outputs of a run before it starts: each by [`prepare_output`], then any that is a
 /// file the run reads (`inputs`: files, or folders whose every file is read), and any that is
 /// the same file as an earlier output when either of the two is replaced (two outputs written
-/// through the same device or FIFO are both written). Errors name the output's flag.
-pub fn check_run(outputs: &[Named<'_>], inputs: &[Named<'_>]) -> Result<(), OutputError> {
+/// through the same device or FIFO are both written). Errors name the output's flag. Returns the
+/// outputs prepared, for the writes at the end of the run.
+pub fn check_run(outputs: &[Named<'_>], inputs: &[Named<'_>]) -> Result<Outputs, OutputError> {
     let read = read_files(inputs);
     let mut written: Vec<Written<'_>> = Vec::new();
+    let mut ready = Outputs::default();
     for o in outputs {
-        let w = check_one(o, &read, &written).map_err(|e| e.flag(o.flag))?;
+        let w = check_one(o, &read, &written)
+            .and_then(|w| ready.prepare(o.path).map(|()| w))
+            .map_err(|e| e.flag(o.flag))?;
         written.push(w);
     }
-    Ok(())
+    Ok(ready)
 }
 
 fn check_one<'a>(
@@ -141,7 +179,6 @@ fn check_one<'a>(
             other: w.named.path.to_path_buf(),
         });
     }
-    check_output(o.path)?;
     Ok(Written {
         named: *o,
         resolved,

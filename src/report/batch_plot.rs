@@ -11,7 +11,7 @@ use plotters::prelude::*;
 use super::plot::{draw_err, draw_legend, font, write_png};
 use super::ReportError;
 use crate::heatmap::register_shipped_font;
-use crate::output::check_output;
+use crate::output::Target;
 
 /// One measured batch of one policy.
 #[derive(Debug, Clone, PartialEq)]
@@ -169,20 +169,23 @@ fn draw_bars<DB: DrawingBackend>(
 }
 
 /// Draws the throughput lines (and, with `cap` and `bars`, the best-under-cap bars) and writes
-/// the PNG to `path` by the output rules ([`crate::output`]).
-pub fn render_throughput(
+/// the PNG to `out` (a path, checked before anything is drawn, or an output prepared before the
+/// run) by the output rules ([`crate::output`]).
+pub fn render_throughput<'a>(
     points: &[BatchPoint],
     cap: Option<(&str, &[CapBar])>,
     title: &str,
-    path: &Path,
+    out: impl Into<Target<'a>>,
 ) -> Result<(), ReportError> {
+    let out = out.into();
     if points.is_empty() {
-        return Err(draw_err(path, "no throughput points to plot"));
+        return Err(draw_err(out.path(), "no throughput points to plot"));
     }
-    check_output(path)?;
+    let out = out.prepare()?;
+    let path = out.path();
     register_shipped_font().map_err(|e| draw_err(path, e))?;
     let policies = policies_of(points);
-    write_png(path, (1400, 560), title, |root| match cap {
+    write_png(&out, (1400, 560), title, |root| match cap {
         Some((cap, bars)) if !bars.is_empty() => {
             let (left, right) = root.split_horizontally(840);
             draw_lines(&left, points, &policies, path)?;

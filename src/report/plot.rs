@@ -5,7 +5,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use crate::heatmap::{register_shipped_font, FONT_FAMILY};
-use crate::output::{check_output, encode_png, write_output};
+use crate::output::{encode_png, Prepared, Target};
 
 use super::ReportError;
 
@@ -107,12 +107,19 @@ where
         .map_err(|e| draw_err(path, e))
 }
 
-/// Two panels side by side: TPOT median (ms) and KV MiB against context, per policy.
-pub fn render_sweep(points: &[SweepPoint], title: &str, path: &Path) -> Result<(), ReportError> {
+/// Two panels side by side: TPOT median (ms) and KV MiB against context, per policy, written to
+/// `out` (a path, checked before anything is drawn, or an output prepared before the run).
+pub fn render_sweep<'a>(
+    points: &[SweepPoint],
+    title: &str,
+    out: impl Into<Target<'a>>,
+) -> Result<(), ReportError> {
+    let out = out.into();
     if points.is_empty() {
-        return Err(draw_err(path, "no sweep points to plot"));
+        return Err(draw_err(out.path(), "no sweep points to plot"));
     }
-    check_output(path)?;
+    let out = out.prepare()?;
+    let path = out.path();
     register_shipped_font().map_err(|e| draw_err(path, e))?;
     let mut policies: Vec<&str> = Vec::new();
     for p in points {
@@ -125,7 +132,7 @@ pub fn render_sweep(points: &[SweepPoint], title: &str, path: &Path) -> Result<(
         ("TPOT median (ms)", max_of(tpot), tpot),
         ("KV held (MiB)", max_of(kv_mib), kv_mib),
     ];
-    write_png(path, (1400, 560), title, |root| {
+    write_png(&out, (1400, 560), title, |root| {
         for (area, panel) in root.split_evenly((1, 2)).iter().zip(panels) {
             draw_panel(area, panel, points, &policies, path)?;
         }
@@ -136,14 +143,15 @@ pub fn render_sweep(points: &[SweepPoint], title: &str, path: &Path) -> Result<(
 /// A picture drawn into a buffer.
 pub(super) type Canvas<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
 
-/// Draws a white `(width, height)` picture under `title` with `draw`, then writes it as PNG by
-/// the output rules ([`crate::output`]).
+/// Draws a white `(width, height)` picture under `title` with `draw`, then writes it as PNG to
+/// the checked output `out` by the output rules ([`crate::output`]).
 pub(super) fn write_png(
-    path: &Path,
+    out: &Prepared,
     (width, height): (u32, u32),
     title: &str,
     draw: impl FnOnce(&Canvas<'_>) -> Result<(), ReportError>,
 ) -> Result<(), ReportError> {
+    let path = out.path();
     let mut rgb = vec![0u8; width as usize * height as usize * 3];
     {
         let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
@@ -155,7 +163,7 @@ pub(super) fn write_png(
         root.present().map_err(|e| draw_err(path, e))?;
     }
     let png = encode_png(&rgb, width, height).map_err(|e| draw_err(path, e))?;
-    Ok(write_output(path, &png)?)
+    Ok(out.write(&png)?)
 }
 
 #[cfg(test)]
