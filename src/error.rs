@@ -23,6 +23,26 @@ pub enum Error {
         "{path}: cannot read the manifest ({reason}); re-export the model with export/export.py"
     )]
     ManifestInvalid { path: PathBuf, reason: String },
+    /// A field of manifest.json the engine cannot use (missing, mistyped, out of bounds, or at
+    /// odds with another field).
+    #[error("{path}: field `{field}` {problem}; re-export the model with export/export.py")]
+    ManifestField {
+        path: PathBuf,
+        field: String,
+        problem: String,
+    },
+    /// manifest.json says one thing, the graph in model.onnx another.
+    #[error("{manifest}: {claim}, but {graph}; manifest.json and model.onnx disagree: re-export the model with export/export.py")]
+    ManifestVsGraph {
+        manifest: PathBuf,
+        claim: String,
+        graph: String,
+    },
+    /// model.onnx's protobuf could not be read for the graph's operators and initializer types.
+    #[error(
+        "{path}: cannot read the ONNX graph ({reason}); re-export the model with export/export.py"
+    )]
+    OnnxUnreadable { path: PathBuf, reason: String },
     #[error("{path}: manifest format_version {found}, this engine reads version {expected}; re-export the model with this project's export/export.py")]
     ManifestVersion {
         path: PathBuf,

@@ -331,6 +331,9 @@ pub fn in_cli_words(e: anyhow::Error, names: &Names) -> anyhow::Error {
         | E::ModelFileNotAFile { .. }
         | E::ManifestInvalid { .. }
         | E::ManifestVersion { .. }
+        | E::ManifestField { .. }
+        | E::ManifestVsGraph { .. }
+        | E::OnnxUnreadable { .. }
         | E::GraphMismatch(_)
         | E::Tokenizer { .. } => format!("--model: {lib}"),
         E::CudaNotCompiled => "--provider cuda: this binary was built without the `cuda` feature; rebuild with `cargo build --release --features cuda` (and an onnxruntime-gpu library), or use --provider cpu".to_string(),
