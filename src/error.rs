@@ -178,6 +178,16 @@ pub enum LengthError {
         parts: Vec<(Setting, usize)>,
         max_positions: usize,
     },
+    /// A batch of more rows than the text has prompts for (each row is prompted with its own
+    /// tokens; one prompt fits).
+    BatchBeyondText {
+        batch: usize,
+        prompt: usize,
+        /// Tokens the text gives.
+        available: usize,
+        /// The text file.
+        path: PathBuf,
+    },
 }
 
 impl LengthError {
@@ -214,6 +224,20 @@ impl LengthError {
                     )
                 }
             }
+            LengthError::BatchBeyondText {
+                batch,
+                prompt,
+                available,
+                path,
+            } => format!(
+                "{} {batch} x {} {prompt} = {} tokens of text (each row is prompted with its own), but {} gives only {available}; {} {} is the most that fits at this prompt length (or use a longer text file)",
+                name(Setting::Batch),
+                name(Setting::PromptTokens),
+                *batch as u128 * *prompt as u128,
+                path.display(),
+                name(Setting::Batch),
+                available / prompt.max(&1),
+            ),
         }
     }
 }

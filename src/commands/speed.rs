@@ -451,10 +451,32 @@ fn fits_under_cap(a: &SpeedArgs, contexts: &[usize], man: &Manifest) -> Result<V
         .collect()
 }
 
+/// A batch beyond the text that --kv-cap chose (not one of --batch) is named as the cap's.
+fn cap_batch_beyond_text(e: h2o_engine::Error, a: &SpeedArgs) -> anyhow::Error {
+    use h2o_engine::error::LengthError;
+    match (&e, a.kv_cap) {
+        (
+            h2o_engine::Error::Length(LengthError::BatchBeyondText {
+                batch,
+                prompt,
+                available,
+                path,
+            }),
+            Some(cap),
+        ) if !a.batch.contains(batch) => anyhow::anyhow!(
+            "--kv-cap {}: the largest batch under it, {batch} rows of {prompt} prompt tokens, needs {} tokens of text (each row is prompted with its own), but {} gives only {available}; lower --kv-cap or use a longer text file",
+            format_bytes(cap),
+            *batch as u128 * *prompt as u128,
+            path.display()
+        ),
+        _ => e.into(),
+    }
+}
+
 /// Loads the model and text for every point and checks each fits in memory.
 fn load(rt: &Runtime, setup: &Setup, a: &SpeedArgs, targets: &[Target]) -> Result<Lab> {
     let plans: Vec<Plan> = targets.iter().map(|t| t.plan(a)).collect();
-    let lab = Lab::load(rt, setup, &plans)?;
+    let lab = Lab::load(rt, setup, &plans).map_err(|e| cap_batch_beyond_text(e, a))?;
     let bos = lab.model().manifest.prepend_bos_token_id.is_some();
     for (t, plan) in targets.iter().zip(&plans) {
         lab.check(&Experiment::of(t.spec))?;
