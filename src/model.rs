@@ -203,7 +203,7 @@ impl Model {
             .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
             .map_err(|e| {
                 Error::ExecutionProvider(format!(
-                    "cuda could not start ({}); point ORT_DYLIB_PATH at the libonnxruntime.so of an onnxruntime-gpu wheel (with its CUDA libraries on the loader path), or use --provider cpu",
+                    "cuda could not start ({}); point ORT_DYLIB_PATH at the libonnxruntime.so of an onnxruntime-gpu wheel (with its CUDA libraries on the loader path), or run on the cpu provider",
                     e.to_string().trim_end_matches('.')
                 ))
             })

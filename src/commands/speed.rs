@@ -29,6 +29,7 @@ use h2o_engine::runtime::Runtime;
 use h2o_engine::output::write_output;
 
 use super::bench::measure_in_child;
+use super::numbers;
 use super::{check_outputs, resolve_data, start_runtime, Bars, ModelArgs};
 
 #[derive(Args, Debug)]
@@ -45,28 +46,28 @@ pub struct SpeedArgs {
     #[arg(long, value_delimiter = ',', default_value = "full")]
     pub exp: Vec<PolicySpec>,
     /// Prompt tokens per row (ignored with --contexts).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = numbers::count, allow_hyphen_values = true)]
     pub prompt: usize,
     /// Generated tokens per row (the prefill gives the first). Every row generates this many, so
     /// the rows of a batch finish together.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = numbers::count, allow_hyphen_values = true)]
     pub gen: usize,
     /// Context lengths to sweep: for each, prefill that many tokens and time --gen tokens after it.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = numbers::count, allow_hyphen_values = true)]
     pub contexts: Vec<usize>,
     /// Batch sizes to sweep: N sequences decoded together, row r prompted with text tokens
     /// [r*P, (r+1)*P), each row its own eviction.
-    #[arg(long, value_delimiter = ',', default_value = "1")]
+    #[arg(long, value_delimiter = ',', default_value = "1", value_parser = numbers::count, allow_hyphen_values = true)]
     pub batch: Vec<usize>,
     /// Cap on the allocated K/V (e.g. 4GiB, 512MiB, or bytes): per policy, the largest batch whose
     /// K/V fits is computed from the store's growth rule (nothing allocated) and measured too.
-    #[arg(long, value_parser = parse_cap)]
+    #[arg(long, value_parser = parse_cap, allow_hyphen_values = true)]
     pub kv_cap: Option<u64>,
     /// Feed the prompt in graph runs of at most N tokens per row (bounds the prefill's logits
     /// [batch, N, vocab] at large batch; default: the whole prompt in one run).
-    #[arg(long)]
+    #[arg(long, value_parser = numbers::count, allow_hyphen_values = true)]
     pub prefill_chunk: Option<usize>,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = numbers::count, allow_hyphen_values = true)]
     pub warmup: usize,
     /// Write all figures as JSON here.
     #[arg(long)]
