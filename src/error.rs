@@ -50,7 +50,7 @@ pub enum Error {
         expected: u64,
     },
     #[error(
-        "the graph does not match its manifest: {0}; re-export the model with export/export.py"
+        "the graph (model.onnx) does not match its manifest.json: {0}; re-export the model with export/export.py"
     )]
     GraphMismatch(String),
     #[error("{path}: tokenizer cannot be used with this model: {reason}")]

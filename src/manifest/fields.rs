@@ -331,16 +331,28 @@ fn check_relations(raw: &Value) -> Result<(), FieldProblem> {
     check_block_size(raw)
 }
 
-/// A quantized format's block size is a power of two (MatMulNBits' blocks).
+/// A quantized format's block size is a power of two (MatMulNBits' blocks); fp32 weights have no
+/// blocks and an fp32 LM head.
 fn check_block_size(raw: &Value) -> Result<(), FieldProblem> {
-    let block = raw
-        .get("weights")
-        .and_then(|w| w.get("block_size"))
-        .and_then(Value::as_u64);
-    match block {
-        Some(b) if !b.is_power_of_two() => Err(problem(
+    let Some(w) = raw.get("weights") else {
+        return Ok(());
+    };
+    let fp32 = w["format"] == "fp32";
+    match (
+        w.get("block_size").and_then(Value::as_u64),
+        w.get("lm_head"),
+    ) {
+        (Some(b), _) if !b.is_power_of_two() => Err(problem(
             "weights.block_size",
             &format!("is {b}; it must be a power of two from 16 to 256"),
+        )),
+        (Some(b), _) if fp32 => Err(problem(
+            "weights.block_size",
+            &format!("is {b}, but weights.format is \"fp32\" (no quantization blocks)"),
+        )),
+        (_, Some(Value::String(head))) if fp32 && head != "fp32" => Err(problem(
+            "weights.lm_head",
+            &format!("is \"{head}\", but weights.format is \"fp32\" (nothing is quantized)"),
         )),
         _ => Ok(()),
     }
@@ -427,5 +439,11 @@ mod tests {
         let mut raw = fixture();
         raw["weights"] = serde_json::json!({"format": "int4", "block_size": 48});
         assert_eq!(check(&raw).unwrap_err().field, "weights.block_size");
+        raw["weights"] = serde_json::json!({"format": "fp32", "block_size": 32});
+        assert_eq!(check(&raw).unwrap_err().field, "weights.block_size");
+        raw["weights"] = serde_json::json!({"format": "fp32", "lm_head": "int8"});
+        assert_eq!(check(&raw).unwrap_err().field, "weights.lm_head");
+        raw["weights"] = serde_json::json!({"format": "int8", "block_size": 32, "lm_head": "fp32"});
+        assert_eq!(check(&raw), Ok(()));
     }
 }

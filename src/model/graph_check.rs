@@ -90,6 +90,7 @@ struct Expect<'a> {
 pub fn check_shapes(dir: &Path, m: &Manifest, inputs: &[Port], outputs: &[Port]) -> Result<()> {
     let manifest = dir.join("manifest.json");
     check_layer_count(&manifest, m, inputs)?;
+    check_mask_inputs(&manifest, m, inputs)?;
     for (port, want) in expectations(m, inputs, outputs) {
         check_port(&manifest, m, port, &want)?;
     }
@@ -114,6 +115,28 @@ fn check_layer_count(manifest: &Path, m: &Manifest, inputs: &[Port]) -> Result<(
         manifest: manifest.to_path_buf(),
         claim: format!("num_layers is {}", m.num_layers),
         graph: format!("model.onnx has {layers} layers (past_key_values.{{i}}.key inputs)"),
+    })
+}
+
+/// `attention_masks` against the graph's mask inputs: one `attention_mask`, or one per layer.
+fn check_mask_inputs(manifest: &Path, m: &Manifest, inputs: &[Port]) -> Result<()> {
+    let shared = inputs.iter().any(|p| p.name == "attention_mask");
+    let per_layer = inputs.iter().any(|p| p.name == "attention_mask.0");
+    let graph = match (m.attention_masks, shared, per_layer) {
+        (MaskInputs::PerLayer, true, false) => {
+            "model.onnx takes one attention_mask for every layer"
+        }
+        (MaskInputs::Shared, false, true) => "model.onnx takes one attention_mask.{i} per layer",
+        _ => return Ok(()),
+    };
+    let claim = match m.attention_masks {
+        MaskInputs::Shared => "attention_masks is \"shared\" (or absent)",
+        MaskInputs::PerLayer => "attention_masks is \"per_layer\"",
+    };
+    Err(Error::ManifestVsGraph {
+        manifest: manifest.to_path_buf(),
+        claim: claim.into(),
+        graph: graph.into(),
     })
 }
 
