@@ -695,6 +695,12 @@ fn size_cases(s: &Scratch) -> Vec<Case> {
             &[&"--kv-cap", &"324518553658426726783156020576257MiB"],
             &["--kv-cap", "more bytes than this machine can count"],
         ),
+        // (2^88 + 1) TiB: wraps to 1 TiB in u128
+        speed(
+            "--kv-cap wrapping to 1 TiB",
+            &[&"--kv-cap", &"309485009821345068724781057TiB"],
+            &["--kv-cap", "more bytes than this machine can count"],
+        ),
         speed(
             "--kv-cap 2^64 bytes",
             &[&"--kv-cap", &"18446744073709551616"],
