@@ -23,6 +23,26 @@ pub enum Error {
         "{path}: cannot read the manifest ({reason}); re-export the model with export/export.py"
     )]
     ManifestInvalid { path: PathBuf, reason: String },
+    /// A field of manifest.json the engine cannot use (missing, mistyped, out of bounds, or at
+    /// odds with another field).
+    #[error("{path}: field `{field}` {problem}; re-export the model with export/export.py")]
+    ManifestField {
+        path: PathBuf,
+        field: String,
+        problem: String,
+    },
+    /// manifest.json says one thing, the graph in model.onnx another.
+    #[error("{manifest}: {claim}, but {graph}; manifest.json and model.onnx disagree: re-export the model with export/export.py")]
+    ManifestVsGraph {
+        manifest: PathBuf,
+        claim: String,
+        graph: String,
+    },
+    /// model.onnx's protobuf could not be read for the graph's operators and initializer types.
+    #[error(
+        "{path}: cannot read the ONNX graph ({reason}); re-export the model with export/export.py"
+    )]
+    OnnxUnreadable { path: PathBuf, reason: String },
     #[error("{path}: manifest format_version {found}, this engine reads version {expected}; re-export the model with this project's export/export.py")]
     ManifestVersion {
         path: PathBuf,
@@ -30,7 +50,7 @@ pub enum Error {
         expected: u64,
     },
     #[error(
-        "the graph does not match its manifest: {0}; re-export the model with export/export.py"
+        "the graph (model.onnx) does not match its manifest.json: {0}; re-export the model with export/export.py"
     )]
     GraphMismatch(String),
     #[error("{path}: tokenizer cannot be used with this model: {reason}")]
@@ -158,6 +178,16 @@ pub enum LengthError {
         parts: Vec<(Setting, usize)>,
         max_positions: usize,
     },
+    /// A batch of more rows than the text has prompts for (each row is prompted with its own
+    /// tokens; one prompt fits).
+    BatchBeyondText {
+        batch: usize,
+        prompt: usize,
+        /// Tokens the text gives.
+        available: usize,
+        /// The text file.
+        path: PathBuf,
+    },
 }
 
 impl LengthError {
@@ -194,6 +224,20 @@ impl LengthError {
                     )
                 }
             }
+            LengthError::BatchBeyondText {
+                batch,
+                prompt,
+                available,
+                path,
+            } => format!(
+                "{} {batch} x {} {prompt} = {} tokens of text (each row is prompted with its own), but {} gives only {available}; {} {} is the most that fits at this prompt length (or use a longer text file)",
+                name(Setting::Batch),
+                name(Setting::PromptTokens),
+                *batch as u128 * *prompt as u128,
+                path.display(),
+                name(Setting::Batch),
+                available / prompt.max(&1),
+            ),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! the `Setup`, the `Plan` or the [`Experiment`], so a job carries all of it by construction.
 
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::decoder::{layer_limits, TraceFile, TRACE_FORMAT};
 use crate::error::{Error, LengthError, Result, Setting};
 use crate::eval::bos::{fed, lead};
-use crate::eval::data::{load_text_tokens, TextMode};
+use crate::eval::data::{read_text_tokens, short_text, TextMode};
 use crate::eval::memory::peak_rss_bytes;
 use crate::eval::ppl::measure_ppl;
 use crate::eval::speed::{check_lengths, measure, SpeedRun};
@@ -418,6 +418,22 @@ pub struct Outcome {
     pub trace: Option<TraceFile>,
 }
 
+/// When the text is too short only because a speed plan's batch asks for a prompt per row (one
+/// prompt fits, and any perplexity run too): the error naming the batch.
+fn batch_beyond_text(plans: &[Plan], available: usize, path: &Path) -> Option<LengthError> {
+    let needs = |p: &&Plan| p.tokens_needed();
+    let p = plans.iter().max_by_key(needs)?;
+    let s = p.speed?;
+    let ppl_fits = p.ppl.is_none_or(|q| q.tokens <= available);
+    let batch_is_why = s.batch > 1 && s.prompt <= available && p.tokens_needed() > available;
+    (ppl_fits && batch_is_why).then(|| LengthError::BatchBeyondText {
+        batch: s.batch,
+        prompt: s.prompt,
+        available,
+        path: path.to_path_buf(),
+    })
+}
+
 /// A loaded model and the start of the text, ready to run experiments on.
 pub struct Lab {
     model: Model,
@@ -442,8 +458,14 @@ impl Lab {
         let tokens = if n == 0 {
             Vec::new()
         } else {
-            load_text_tokens(&model.tokenizer, &setup.data, n, setup.text)?
+            read_text_tokens(&model.tokenizer, &setup.data, n, setup.text)?
         };
+        if tokens.len() < n {
+            return Err(match batch_beyond_text(plans, tokens.len(), &setup.data) {
+                Some(e) => e.into(),
+                None => short_text(&setup.data, setup.text, tokens.len(), n),
+            });
+        }
         Ok(Lab { model, tokens })
     }
 

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+pub mod fields;
+
 /// The manifest format this engine reads (docs/architecture.md, "Graph contract").
 pub const MANIFEST_VERSION: u64 = 1;
 
@@ -133,32 +135,30 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Read and check `manifest.json`.
+    /// Read and check `manifest.json`: every field the engine reads is checked (presence, type,
+    /// bounds, agreement with the others; see [`fields`]) before any is used.
     pub fn load(path: &Path) -> Result<Self> {
+        let invalid = |reason: String| Error::ManifestInvalid {
+            path: path.to_path_buf(),
+            reason,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::ModelFileMissing {
                     path: path.to_path_buf(),
                 }
             } else {
-                Error::ManifestInvalid {
-                    path: path.to_path_buf(),
-                    reason: e.to_string(),
-                }
+                invalid(e.to_string())
             }
         })?;
         let raw: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::ManifestInvalid {
-                path: path.to_path_buf(),
-                reason: format!("not JSON: {e}"),
-            })?;
-        let found = raw
-            .get("format_version")
-            .and_then(|v| v.as_u64())
-            .ok_or_else(|| Error::ManifestInvalid {
-                path: path.to_path_buf(),
-                reason: "no format_version".into(),
-            })?;
+            serde_json::from_str(&text).map_err(|e| invalid(not_json(&text, &e)))?;
+        let field_error = |p: fields::FieldProblem| Error::ManifestField {
+            path: path.to_path_buf(),
+            field: p.field,
+            problem: p.problem,
+        };
+        let found = fields::format_version(&raw).map_err(field_error)?;
         if found != MANIFEST_VERSION {
             return Err(Error::ManifestVersion {
                 path: path.to_path_buf(),
@@ -166,35 +166,8 @@ impl Manifest {
                 expected: MANIFEST_VERSION,
             });
         }
-        let m: Manifest = serde_json::from_value(raw).map_err(|e| Error::ManifestInvalid {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        if m.model_type != "gpt_neox" {
-            return Err(Error::ManifestInvalid {
-                path: path.to_path_buf(),
-                reason: format!("model_type {:?}; only gpt_neox is supported", m.model_type),
-            });
-        }
-        if m.num_layers == 0 || m.num_heads == 0 || m.head_dim == 0 || m.vocab_size == 0 {
-            return Err(Error::ManifestInvalid {
-                path: path.to_path_buf(),
-                reason: "zero-sized model dimensions".into(),
-            });
-        }
-        if let Some(bos) = m
-            .prepend_bos_token_id
-            .filter(|&b| b as usize >= m.vocab_size)
-        {
-            return Err(Error::ManifestInvalid {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "prepend_bos_token_id {bos} is not below vocab_size {}; re-export the model",
-                    m.vocab_size
-                ),
-            });
-        }
-        Ok(m)
+        fields::check(&raw).map_err(field_error)?;
+        serde_json::from_value(raw).map_err(|e| invalid(e.to_string()))
     }
 
     /// Input names the contract requires for this many layers, in order.
@@ -234,10 +207,28 @@ impl Manifest {
         v
     }
 
-    /// Bytes of K and V for one token over all layers and heads (batch 1).
-    pub fn kv_bytes_per_token(&self) -> usize {
-        2 * self.num_layers * self.num_heads * self.head_dim * self.dtype.size()
+    /// Bytes of K and V for one token over all layers and heads (batch 1; saturating).
+    pub fn kv_bytes_per_token(&self) -> u64 {
+        crate::cache::KvLayout::of(self).bytes(1, 1)
     }
+}
+
+/// Why `text` is not JSON: the parser's words, the line it stopped at, and a hint when the line
+/// holds a number JSON has no word for (Python's json writes NaN and Infinity).
+fn not_json(text: &str, e: &serde_json::Error) -> String {
+    let line = text.lines().nth(e.line().saturating_sub(1)).unwrap_or("");
+    // up to 40 characters before the column the parser stopped at and 20 after
+    let at = line
+        .char_indices()
+        .take_while(|(i, _)| *i < e.column().saturating_sub(1))
+        .count();
+    let near: String = line.chars().skip(at.saturating_sub(40)).take(60).collect();
+    let hint = if ["NaN", "Infinity"].iter().any(|w| near.contains(w)) {
+        "; NaN and Infinity are not JSON numbers"
+    } else {
+        ""
+    };
+    format!("not JSON: {e}, near `{}`{hint}", near.trim())
 }
 
 /// The optional input naming the first new token whose logits the graph computes, int64 `[1]`.

@@ -4,6 +4,8 @@
 
 mod binding;
 mod companion;
+pub mod graph_check;
+pub mod onnx_scan;
 pub mod traffic;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::manifest::{check_graph, KvDtype, LayerNames, Manifest, MaskInputs, LOGITS_FROM};
 use crate::runtime::{check_provider, ExecutionProvider, KvPlacement, Runtime, SessionConfig};
 use binding::DeviceRunner;
+use graph_check::Port;
 pub use traffic::{Pasts, Traffic};
 
 /// model.onnx + manifest.json + tokenizer.json from one directory, with a session ready to run.
@@ -61,27 +64,35 @@ pub fn check_model_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Load a tokenizer and check that its ids fit the model's vocabulary.
-pub fn load_tokenizer(path: &Path, model_vocab: usize) -> Result<tokenizers::Tokenizer> {
+/// Load a tokenizer and check it against the manifest: its ids fit the model's vocabulary
+/// (`vocab_size`, the logits' width) and it has as many tokens as the one the model was exported
+/// with (`tokenizer_vocab_size`, when the manifest has it).
+pub fn load_tokenizer(path: &Path, manifest: &Manifest) -> Result<tokenizers::Tokenizer> {
     if !path.is_file() {
         return Err(Error::ModelFileMissing {
             path: path.to_path_buf(),
         });
     }
-    let tok = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
+    let refuse = |reason: String| Error::Tokenizer {
         path: path.to_path_buf(),
-        reason: format!("not a tokenizer.json ({e})"),
-    })?;
-    let n = tok.get_vocab_size(true);
-    if n > model_vocab {
-        return Err(Error::Tokenizer {
-            path: path.to_path_buf(),
-            reason: format!(
-                "it has {n} tokens but the model's vocabulary is {model_vocab}; use the tokenizer.json the model was exported with"
-            ),
-        });
+        reason,
+    };
+    let tok = tokenizers::Tokenizer::from_file(path)
+        .map_err(|e| refuse(format!("not a tokenizer.json ({e})")))?;
+    let vocab = tok.get_vocab(true);
+    let (n, top) = (vocab.len(), vocab.values().max().copied().unwrap_or(0));
+    let model_vocab = manifest.vocab_size;
+    if n > model_vocab || top as usize >= model_vocab {
+        return Err(refuse(format!(
+            "it has {n} tokens (ids up to {top}) but the model's vocabulary is {model_vocab} (vocab_size in manifest.json): it can give ids the model has no logits for; use the tokenizer.json the model was exported with"
+        )));
     }
-    Ok(tok)
+    match manifest.tokenizer_vocab_size {
+        Some(want) if want != n => Err(refuse(format!(
+            "it has {n} tokens but the model was exported with a tokenizer of {want} (tokenizer_vocab_size in manifest.json): it is another tokenizer; use the tokenizer.json the model was exported with"
+        ))),
+        _ => Ok(tok),
+    }
 }
 
 impl Model {
@@ -92,22 +103,12 @@ impl Model {
         check_model_dir(dir)?;
         let manifest = Manifest::load(&dir.join("manifest.json"))?;
         let onnx = dir.join("model.onnx");
-        let tokenizer = load_tokenizer(&dir.join("tokenizer.json"), manifest.vocab_size)?;
+        let tokenizer = load_tokenizer(&dir.join("tokenizer.json"), &manifest)?;
         let mut builder = Self::session_builder(rt, &config)?;
         let session = builder
             .commit_from_file(&onnx)
             .map_err(|e| Error::ort(format!("cannot load {}", onnx.display()), e))?;
-        let ins: Vec<String> = session
-            .inputs()
-            .iter()
-            .map(|o| o.name().to_string())
-            .collect();
-        let outs: Vec<String> = session
-            .outputs()
-            .iter()
-            .map(|o| o.name().to_string())
-            .collect();
-        check_graph(&manifest, &ins, &outs)?;
+        Self::check_against_graph(dir, &manifest, &session)?;
         let names = LayerNames::all(manifest.num_layers);
         let device = match config.kv {
             KvPlacement::Host => None,
@@ -127,6 +128,17 @@ impl Model {
             device,
             session,
         })
+    }
+
+    /// The manifest against the session's graph: layers, heads, head_dim, vocab and dtype in the
+    /// inputs' and outputs' shapes, their names, and the weight format in model.onnx's operators.
+    fn check_against_graph(dir: &Path, manifest: &Manifest, session: &Session) -> Result<()> {
+        let ins: Vec<Port> = session.inputs().iter().map(Port::of).collect();
+        let outs: Vec<Port> = session.outputs().iter().map(Port::of).collect();
+        graph_check::check_shapes(dir, manifest, &ins, &outs)?;
+        let names = |ports: &[Port]| ports.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+        check_graph(manifest, &names(&ins), &names(&outs))?;
+        graph_check::check_weights(dir, manifest)
     }
 
     /// Session options of `config`: threads, optimisation level, spinning, execution provider (the
@@ -191,7 +203,7 @@ impl Model {
             .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
             .map_err(|e| {
                 Error::ExecutionProvider(format!(
-                    "cuda could not start ({}); point ORT_DYLIB_PATH at the libonnxruntime.so of an onnxruntime-gpu wheel (with its CUDA libraries on the loader path), or use --provider cpu",
+                    "cuda could not start ({}); point ORT_DYLIB_PATH at the libonnxruntime.so of an onnxruntime-gpu wheel (with its CUDA libraries on the loader path), or run on the cpu provider",
                     e.to_string().trim_end_matches('.')
                 ))
             })

@@ -403,10 +403,10 @@ fn bad_batch_and_cap_values_are_refused_without_files() {
         speed(&data, &out, &["--contexts", "8,16", "--batch", "1,2"]),
         &["--contexts", "--batch"],
     );
-    // more rows than the text has prompts for
+    // more rows than the text has prompts for: the batch is named, with the most that fits
     fails_with(
         speed(&data, &out, &["--batch", "1000"]),
-        &["--data", "tokens"],
+        &["--batch 1000", "tokens of text", "is the most that fits"],
     );
     assert!(
         std::fs::read_dir(&out).unwrap().next().is_none(),

@@ -86,11 +86,24 @@ fn graph_outputs_not_as_the_manifest_says() {
     });
     let e = load_err(d.path());
     assert!(
-        e.contains("graph outputs: missing") && e.contains("attention_sums.2"),
+        e.contains("num_layers is 3") && e.contains("model.onnx has 2 layers"),
         "{e}"
     );
+}
+
+#[test]
+fn graph_names_not_as_the_manifest_says() {
+    let d = tempfile::tempdir().unwrap();
+    copy_fixture(d.path());
+    // The manifest names a layer's sums as the graph does not.
+    edit_manifest(d.path(), |m| {
+        let outs = m["outputs"].as_array_mut().unwrap();
+        outs.retain(|o| o != "attention_sums.1");
+        outs.push("attention_sum.1".into());
+    });
+    let e = load_err(d.path());
     assert!(
-        e.contains("graph inputs: missing") && e.contains("past_key_values.2.key"),
+        e.contains("manifest outputs: missing") && e.contains("attention_sums.1"),
         "{e}"
     );
 }

@@ -115,7 +115,11 @@ impl<T: KvElement> HostKv<T> {
 
     /// Slots per (batch, head) of layer `layer`.
     pub fn capacity(&self, layer: usize) -> usize {
-        self.layers[layer][0].len() / (self.batch * self.heads * self.head_dim)
+        let row = self
+            .batch
+            .saturating_mul(self.heads)
+            .saturating_mul(self.head_dim);
+        self.layers[layer][0].len().checked_div(row).unwrap_or(0)
     }
 
     /// Layer `layer`'s K and V, `[batch, heads, capacity, head_dim]`.

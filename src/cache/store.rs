@@ -101,6 +101,14 @@ impl KvStore {
                 "capacity limit 0 in layer {l}: the cache could hold nothing"
             )));
         }
+        let most = limits.iter().copied().max().unwrap_or(0);
+        let dims = [layers, batch, heads, most, head_dim, buffers.dtype().size()];
+        let bytes = dims.iter().try_fold(2usize, |acc, &x| acc.checked_mul(x));
+        if bytes.is_none_or(|b| b > isize::MAX as usize) {
+            return Err(Error::Store(format!(
+                "{layers} layers x batch {batch} x {heads} heads x {most} slots x head_dim {head_dim} of K and V is more bytes than this machine can address"
+            )));
+        }
         Ok(Self {
             batch,
             heads,

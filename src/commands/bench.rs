@@ -28,6 +28,7 @@ use h2o_engine::report::{
 };
 use h2o_engine::runtime::Runtime;
 
+use super::numbers;
 use super::{
     error_text, in_cli_words, resolve_data, start_runtime, Bars, Interrupted, ModelArgs, Names,
     Orphaned, SomeFailed,
@@ -44,16 +45,16 @@ pub struct MeasureArgs {
     #[arg(long, value_enum, default_value_t = TextMode::File)]
     pub text: TextMode,
     /// Tokens for streaming perplexity (0 = skip perplexity).
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 2048, value_parser = numbers::count, allow_hyphen_values = true)]
     pub ppl_tokens: usize,
     /// Prompt tokens for the speed run (from the start of the data).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = numbers::count, allow_hyphen_values = true)]
     pub prompt: usize,
     /// Generated tokens for the speed run (the prefill gives the first; gen-1 timed decode steps).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = numbers::count, allow_hyphen_values = true)]
     pub gen: usize,
     /// Untimed warm-up runs (prefill + 8 steps) before the timed one.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = numbers::count, allow_hyphen_values = true)]
     pub warmup: usize,
 }
 
@@ -106,7 +107,7 @@ pub struct BenchArgs {
 #[derive(Args, Debug)]
 pub struct BenchOneArgs {
     /// The bench process that started this one: if it dies, the child stops (exit code 3).
-    #[arg(long)]
+    #[arg(long, value_parser = numbers::pid, allow_hyphen_values = true)]
     pub parent_pid: Option<u32>,
 }
 

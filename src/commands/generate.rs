@@ -17,6 +17,7 @@ use h2o_engine::eval::throughput::format_bytes;
 use h2o_engine::policy::PolicySpec;
 use h2o_engine::report::{full_cache_bytes, percentile};
 
+use super::numbers;
 use super::ModelArgs;
 
 #[derive(Args, Debug)]
@@ -34,18 +35,18 @@ pub struct GenerateArgs {
     #[arg(long, default_value = "full")]
     pub policy: PolicySpec,
     /// Tokens to generate (exactly this many: no end-of-text stop).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = numbers::count, allow_hyphen_values = true)]
     pub max_new: usize,
     /// 0: greedy (the default); above 0: sample from softmax(logits / T).
-    #[arg(long, default_value_t = 0.0, value_parser = parse_temperature, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_temperature, allow_hyphen_values = true)]
     pub temperature: f64,
     /// Nucleus sampling: draw among the most likely tokens whose probabilities reach P, in (0, 1].
-    #[arg(long, default_value_t = 1.0, value_parser = parse_top_p, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1.0, value_parser = parse_top_p, allow_hyphen_values = true)]
     pub top_p: f64,
     /// Seed of the sampling RNG (ChaCha8): the same seed gives the same text. Named rng-seed because
     /// "seed" in this project is the PyTorch project the tool grew from. Default: from the clock,
     /// printed in the summary.
-    #[arg(long)]
+    #[arg(long, value_parser = numbers::seed, allow_hyphen_values = true)]
     pub rng_seed: Option<u64>,
 }
 

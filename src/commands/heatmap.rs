@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use h2o_engine::eval::data::read_text;
@@ -14,6 +14,7 @@ use h2o_engine::heatmap::{
 use h2o_engine::output::{check_folder, check_run, Named, Outputs};
 use h2o_engine::policy::{PolicyKind, PolicySpec, Scope};
 
+use super::numbers;
 use super::ModelArgs;
 
 #[derive(Args, Debug)]
@@ -28,20 +29,20 @@ pub struct HeatmapArgs {
     pub file: Option<PathBuf>,
     /// At most this many tokens from the start of the text (a model that declares a BOS gets it
     /// first, at position 0, labelled with its text, e.g. <|endoftext|>).
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 120, value_parser = numbers::count, allow_hyphen_values = true)]
     pub max_tokens: usize,
     /// Layers, e.g. 2,16,30 (default: 2, L/2, L-2).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub layers: Option<String>,
     /// A head index or `mean`.
-    #[arg(long, default_value = "mean")]
+    #[arg(long, default_value = "mean", allow_hyphen_values = true)]
     pub head: String,
     /// Colour floor of the log scale, in (0, 1): smaller values are drawn at the floor.
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 1e-4, value_parser = numbers::real, allow_hyphen_values = true)]
     pub floor: f32,
     /// Budget for the kept-tokens picture (default: a quarter of the tokens); compares h2o and local.
     /// Not with --policies (each spec carries its own budget).
-    #[arg(long, conflicts_with = "policies")]
+    #[arg(long, value_parser = numbers::count, allow_hyphen_values = true, conflicts_with = "policies")]
     pub budget: Option<usize>,
     /// Policies for the kept-tokens picture (default: h2o:B/2+B/2, local:B, sink:4+(B-4) at the budget).
     #[arg(long, value_delimiter = ',')]
@@ -72,7 +73,7 @@ fn default_policies(budget: usize) -> Vec<PolicySpec> {
 
 /// Refuses settings that cannot give a picture, before the model is loaded.
 fn check_settings(a: &HeatmapArgs) -> Result<()> {
-    check_floor(a.floor).map_err(|e| anyhow!("--floor: {e}"))?;
+    check_floor(a.floor)?;
     if a.max_tokens < 2 {
         bail!(
             "--max-tokens {}: at least 2 tokens are needed to draw attention between tokens",

@@ -13,6 +13,7 @@ mod compare;
 mod generate;
 mod heatmap;
 mod info;
+mod numbers;
 mod ppl;
 mod speed;
 
@@ -25,6 +26,7 @@ use clap::{Args, Parser, Subcommand};
 use h2o_engine::error::Setting;
 use h2o_engine::eval::data::TextMode;
 use h2o_engine::experiment::{check_model_dir, Phase, Progress, Setup};
+use h2o_engine::heatmap::HeatmapError;
 use h2o_engine::model::Model;
 use h2o_engine::output::{Outputs, Target};
 use h2o_engine::runtime::{ExecutionProvider, KvPlacement, OptLevel, Runtime, SessionConfig};
@@ -77,7 +79,7 @@ pub struct ModelArgs {
     #[arg(long, default_value_os_t = h2o_engine::locate::default_model())]
     pub model: PathBuf,
     /// Intra-op threads for ONNX Runtime, at most the logical cores (default: physical cores).
-    #[arg(long)]
+    #[arg(long, value_parser = numbers::count, allow_hyphen_values = true)]
     pub threads: Option<usize>,
     /// Execution provider (cuda needs a build with `--features cuda`).
     #[arg(long, value_enum, ignore_case = true, default_value_t = ExecutionProvider::Cpu)]
@@ -369,6 +371,9 @@ impl Command {
 /// came from. Other errors pass as they are.
 pub fn in_cli_words(e: anyhow::Error, names: &Names) -> anyhow::Error {
     use h2o_engine::Error as E;
+    if let Some(h) = e.downcast_ref::<HeatmapError>() {
+        return anyhow!(heatmap_words(h));
+    }
     let Some(lib) = e.downcast_ref::<E>() else {
         return e;
     };
@@ -381,15 +386,33 @@ pub fn in_cli_words(e: anyhow::Error, names: &Names) -> anyhow::Error {
         | E::ModelFileNotAFile { .. }
         | E::ManifestInvalid { .. }
         | E::ManifestVersion { .. }
+        | E::ManifestField { .. }
+        | E::ManifestVsGraph { .. }
+        | E::OnnxUnreadable { .. }
         | E::GraphMismatch(_)
         | E::Tokenizer { .. } => format!("--model: {lib}"),
         E::CudaNotCompiled => "--provider cuda: this binary was built without the `cuda` feature; rebuild with `cargo build --release --features cuda` (and an onnxruntime-gpu library), or use --provider cpu".to_string(),
         E::Data { .. } => format!("{}: {lib}", names.data),
         E::Threads { .. } => format!("--threads: {lib}"),
+        E::ExecutionProvider(_) => format!("--provider: {lib}"),
         E::Policy(_) => format!("{}: {lib}", names.policy),
+        E::Heatmap(h) => heatmap_words(h),
         _ => return e,
     };
     anyhow!(text)
+}
+
+/// A heatmap error with the flag it came from.
+fn heatmap_words(h: &HeatmapError) -> String {
+    match h {
+        HeatmapError::EmptyText => format!("{h} (--text STR or --file PATH)"),
+        HeatmapError::Head(_) | HeatmapError::HeadOutOfRange { .. } => format!("--head: {h}"),
+        HeatmapError::LayerOutOfRange { .. } | HeatmapError::BadLayerSpec { .. } => {
+            format!("--layers: {h}")
+        }
+        HeatmapError::Floor(_) => format!("--floor: {h}"),
+        _ => h.to_string(),
+    }
 }
 
 /// `error: ...` text of an error chain, each cause once (a cause already quoted by its parent is skipped).

@@ -11,6 +11,7 @@ use h2o_engine::eval::data::TextMode;
 use h2o_engine::experiment::{Experiment, Lab, PeakMemory, Plan, PplPlan};
 use h2o_engine::policy::PolicySpec;
 
+use super::numbers;
 use super::{check_outputs, data_flag, resolve_data, start_runtime, write_to, Bars, ModelArgs};
 
 #[derive(Args, Debug)]
@@ -26,7 +27,7 @@ pub struct PplArgs {
     pub text: TextMode,
     /// Tokens from the start of the text (N tokens give N-1 predictions; a model that declares a
     /// BOS gets it fed first, unscored, so text token i sits at position i+1).
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 2048, value_parser = numbers::count, allow_hyphen_values = true)]
     pub tokens: usize,
     /// Policy: full, local:R, sink:S+R, h2o:H+R, h2o-layer:H+R, tova:B, tova-head:B, scissor:B,
     /// knorm:B, random:B, options @pyramid, @rng=N, @window=W, @recent=R (README "Eviction policies").

@@ -28,6 +28,7 @@ use h2o_engine::report::{
 use h2o_engine::runtime::Runtime;
 
 use super::bench::measure_in_child;
+use super::numbers;
 use super::{check_outputs, data_flag, resolve_data, start_runtime, write_to, Bars, ModelArgs};
 
 #[derive(Args, Debug)]
@@ -44,28 +45,28 @@ pub struct SpeedArgs {
     #[arg(long, value_delimiter = ',', default_value = "full")]
     pub exp: Vec<PolicySpec>,
     /// Prompt tokens per row (not with --contexts, whose lengths are the prompts).
-    #[arg(long, default_value_t = 512, conflicts_with = "contexts")]
+    #[arg(long, default_value_t = 512, value_parser = numbers::count, allow_hyphen_values = true, conflicts_with = "contexts")]
     pub prompt: usize,
     /// Generated tokens per row (the prefill gives the first). Every row generates this many, so
     /// the rows of a batch finish together.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = numbers::count, allow_hyphen_values = true)]
     pub gen: usize,
     /// Context lengths to sweep: for each, prefill that many tokens and time --gen tokens after it.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = numbers::count, allow_hyphen_values = true)]
     pub contexts: Vec<usize>,
     /// Batch sizes to sweep: N sequences decoded together, row r prompted with text tokens
     /// [r*P, (r+1)*P), each row its own eviction.
-    #[arg(long, value_delimiter = ',', default_value = "1")]
+    #[arg(long, value_delimiter = ',', default_value = "1", value_parser = numbers::count, allow_hyphen_values = true)]
     pub batch: Vec<usize>,
     /// Cap on the allocated K/V (e.g. 4GiB, 512MiB, or bytes): per policy, the largest batch whose
     /// K/V fits is computed from the store's growth rule (nothing allocated) and measured too.
-    #[arg(long, value_parser = parse_cap)]
+    #[arg(long, value_parser = parse_cap, allow_hyphen_values = true)]
     pub kv_cap: Option<u64>,
     /// Feed the prompt in graph runs of at most N tokens per row (bounds the prefill's logits
     /// [batch, N, vocab] at large batch; default: the whole prompt in one run).
-    #[arg(long)]
+    #[arg(long, value_parser = numbers::count, allow_hyphen_values = true)]
     pub prefill_chunk: Option<usize>,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = numbers::count, allow_hyphen_values = true)]
     pub warmup: usize,
     /// Write all figures as JSON here.
     #[arg(long)]
@@ -457,10 +458,32 @@ fn fits_under_cap(a: &SpeedArgs, contexts: &[usize], man: &Manifest) -> Result<V
         .collect()
 }
 
+/// A batch beyond the text that --kv-cap chose (not one of --batch) is named as the cap's.
+fn cap_batch_beyond_text(e: h2o_engine::Error, a: &SpeedArgs) -> anyhow::Error {
+    use h2o_engine::error::LengthError;
+    match (&e, a.kv_cap) {
+        (
+            h2o_engine::Error::Length(LengthError::BatchBeyondText {
+                batch,
+                prompt,
+                available,
+                path,
+            }),
+            Some(cap),
+        ) if !a.batch.contains(batch) => anyhow::anyhow!(
+            "--kv-cap {}: the largest batch under it, {batch} rows of {prompt} prompt tokens, needs {} tokens of text (each row is prompted with its own), but {} gives only {available}; lower --kv-cap or use a longer text file",
+            format_bytes(cap),
+            *batch as u128 * *prompt as u128,
+            path.display()
+        ),
+        _ => e.into(),
+    }
+}
+
 /// Loads the model and text for every point and checks each fits in memory.
 fn load(rt: &Runtime, setup: &Setup, a: &SpeedArgs, targets: &[Target]) -> Result<Lab> {
     let plans: Vec<Plan> = targets.iter().map(|t| t.plan(a)).collect();
-    let lab = Lab::load(rt, setup, &plans)?;
+    let lab = Lab::load(rt, setup, &plans).map_err(|e| cap_batch_beyond_text(e, a))?;
     let bos = lab.model().manifest.prepend_bos_token_id.is_some();
     for (t, plan) in targets.iter().zip(&plans) {
         lab.check(&Experiment::of(t.spec))?;

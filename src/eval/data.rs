@@ -95,25 +95,43 @@ pub fn load_text_tokens(
     n: usize,
     mode: TextMode,
 ) -> Result<Vec<u32>> {
-    let text = read_text(path)?;
-    let (mut ids, what) = match mode {
-        TextMode::File => (file_tokens(tok, &text, n)?, "the file gives".to_string()),
-        TextMode::Seed => (
-            tokenize(tok, &seed_text(&text))?,
-            format!("the seed's text (the dataset's rows joined up to {SEED_TEXT_CHARS} characters) gives"),
-        ),
-    };
+    let ids = read_text_tokens(tok, path, n, mode)?;
     if ids.len() < n {
-        return Err(Error::Data {
-            path: path.to_path_buf(),
-            reason: format!(
-                "{what} only {} tokens, {n} asked for; lower the token count or use a longer file",
-                ids.len()
-            ),
-        });
+        return Err(short_text(path, mode, ids.len(), n));
     }
+    Ok(ids)
+}
+
+/// The first `n` tokens of the data file's text (`mode`), or all there are when fewer.
+pub fn read_text_tokens(
+    tok: &tokenizers::Tokenizer,
+    path: &Path,
+    n: usize,
+    mode: TextMode,
+) -> Result<Vec<u32>> {
+    let text = read_text(path)?;
+    let mut ids = match mode {
+        TextMode::File => file_tokens(tok, &text, n)?,
+        TextMode::Seed => tokenize(tok, &seed_text(&text))?,
+    };
     ids.truncate(n);
     Ok(ids)
+}
+
+/// The error of a text that gives `got` tokens where `n` are asked for.
+pub fn short_text(path: &Path, mode: TextMode, got: usize, n: usize) -> Error {
+    let what = match mode {
+        TextMode::File => "the file gives".to_string(),
+        TextMode::Seed => format!(
+            "the seed's text (the dataset's rows joined up to {SEED_TEXT_CHARS} characters) gives"
+        ),
+    };
+    Error::Data {
+        path: path.to_path_buf(),
+        reason: format!(
+            "{what} only {got} tokens, {n} asked for; lower the token count or use a longer file"
+        ),
+    }
 }
 
 /// Tokens of the file as it is: at least the first `n`, or all there are.

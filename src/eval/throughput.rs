@@ -307,6 +307,11 @@ const UNITS: [(&str, u64); 9] = [
 /// down to whole bytes.
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let t = text.trim();
+    if t.starts_with('-') {
+        return Err(format!(
+            "'{text}' is negative; give a size of bytes, e.g. 4GiB, 512MiB, 2GB, 1073741824"
+        ));
+    }
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
@@ -327,16 +332,25 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     if int.is_empty() && frac.is_empty() || frac.contains('.') || frac.len() > 9 {
         return Err(bad());
     }
+    let too_many = || format!("'{text}' is more bytes than this machine can count");
     let digits = |s: &str| -> Result<u128, String> {
         if s.is_empty() {
             Ok(0)
+        } else if s.len() > 30 {
+            Err(too_many())
         } else {
             s.parse::<u128>().map_err(|_| bad())
         }
     };
-    let scale = 10u128.pow(frac.len() as u32);
-    let value = (digits(int)? * scale + digits(frac)?) * u128::from(factor) / scale;
-    u64::try_from(value).map_err(|_| format!("'{text}' is more bytes than this machine can count"))
+    // at most 30 + 9 digits times a factor below 2^41: well inside u128, checked all the same
+    let (whole, part, scale) = (digits(int)?, digits(frac)?, 10u128.pow(frac.len() as u32));
+    let value = whole
+        .checked_mul(scale)
+        .and_then(|v| v.checked_add(part))
+        .and_then(|v| v.checked_mul(u128::from(factor)))
+        .ok_or_else(too_many)?
+        / scale;
+    u64::try_from(value).map_err(|_| too_many())
 }
 
 /// Bytes for people: `4.00 GiB`, `45.00 MiB`, `512 B`.
@@ -530,6 +544,18 @@ mod tests {
         assert!(parse_bytes("99999999999TiB")
             .unwrap_err()
             .contains("more bytes"));
+        // 2^108 + 1 MiB wrapped to 1 MiB in u128 before the arithmetic was checked
+        for huge in [
+            "324518553658426726783156020576257MiB",
+            "309485009821345068724781057TiB",
+            "99999999999999999999999999999999999999.999999999",
+        ] {
+            assert!(
+                parse_bytes(huge).unwrap_err().contains("more bytes"),
+                "{huge}"
+            );
+        }
+        assert!(parse_bytes("-1GiB").unwrap_err().contains("negative"));
         assert_eq!(format_bytes(4 << 30), "4.00 GiB");
         assert_eq!(format_bytes(47_185_920), "45.00 MiB");
         assert_eq!(format_bytes(100), "100 B");

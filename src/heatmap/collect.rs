@@ -25,9 +25,10 @@ impl std::str::FromStr for HeadChoice {
         if s.eq_ignore_ascii_case("mean") {
             return Ok(Self::Mean);
         }
-        s.trim().parse().map(Self::One).map_err(|_| {
-            HeatmapError::BadInput(format!("--head {s:?}: use a head index or `mean`"))
-        })
+        s.trim()
+            .parse()
+            .map(Self::One)
+            .map_err(|_| HeatmapError::Head(s.to_string()))
     }
 }
 
@@ -92,11 +93,7 @@ pub fn collect_attention(
     }
     if let HeadChoice::One(h) = head {
         if h >= heads {
-            return Err(HeatmapError::BadInput(format!(
-                "head {h} is out of range: the model has {heads} heads (0..={})",
-                heads - 1
-            ))
-            .into());
+            return Err(HeatmapError::HeadOutOfRange { head: h, heads }.into());
         }
     }
     if full.budget() < tokens.len() {

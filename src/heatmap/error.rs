@@ -6,8 +6,19 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum HeatmapError {
     /// The text to analyse is empty (or only whitespace).
-    #[error("empty text: give some text to analyse (--text STR or --file PATH)")]
+    #[error("empty text: give some text to analyse")]
     EmptyText,
+    /// A head choice that is neither an index nor `mean`.
+    #[error("head {0:?}: use a head index or `mean`")]
+    Head(String),
+    /// A head the model does not have.
+    #[error("head {head} is out of range: the model has {heads} heads (0..={max})", max = heads.saturating_sub(1))]
+    HeadOutOfRange {
+        /// The requested head.
+        head: usize,
+        /// How many heads the model has.
+        heads: usize,
+    },
     /// The attention matrix (or score table) has no rows.
     #[error("empty attention matrix: no query rows were collected, nothing to draw")]
     EmptyMatrix,
@@ -22,7 +33,7 @@ pub enum HeatmapError {
         /// How many layers the model has.
         num_layers: usize,
     },
-    /// A `--layers` list that does not parse.
+    /// A layer list that does not parse.
     #[error("bad layer list {spec:?}: {reason} (expected e.g. \"2,16,30\" or \"all\")")]
     BadLayerSpec {
         /// The list as given.

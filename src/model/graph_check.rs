@@ -1,0 +1,434 @@
+//! The manifest checked against the graph it describes, before anything is sized from it: the
+//! layer count against the `past_key_values.{i}.key` inputs, heads / head_dim / K/V dtype against
+//! every K/V and attention input and output, vocab_size against the logits (where the graph's
+//! shapes are static), and the weight format against the graph's operators (model.onnx scanned).
+
+use std::path::Path;
+
+use ort::value::{Outlet, TensorElementType, ValueType};
+
+use super::onnx_scan::{self, GraphOps, NBits};
+use crate::error::{Error, Result};
+use crate::manifest::{KvDtype, LayerNames, Manifest, MaskInputs, LOGITS_FROM};
+
+/// One graph input or output as the session declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    pub name: String,
+    /// Element type (`None`: not a tensor).
+    pub ty: Option<TensorElementType>,
+    /// Dimensions, -1 where dynamic.
+    pub dims: Vec<i64>,
+    /// The dynamic dimensions' names.
+    pub symbols: Vec<String>,
+}
+
+impl Port {
+    pub fn of(o: &Outlet) -> Port {
+        match o.dtype() {
+            ValueType::Tensor {
+                ty,
+                shape,
+                dimension_symbols,
+            } => Port {
+                name: o.name().to_string(),
+                ty: Some(*ty),
+                dims: shape.to_vec(),
+                symbols: dimension_symbols.to_vec(),
+            },
+            _ => Port {
+                name: o.name().to_string(),
+                ty: None,
+                dims: Vec::new(),
+                symbols: Vec::new(),
+            },
+        }
+    }
+
+    /// `[batch, 4, past, 16]`.
+    fn shape(&self) -> String {
+        let dims: Vec<String> = self
+            .dims
+            .iter()
+            .enumerate()
+            .map(
+                |(i, &d)| match self.symbols.get(i).filter(|s| d < 0 && !s.is_empty()) {
+                    Some(s) => s.clone(),
+                    None if d < 0 => "?".into(),
+                    None => d.to_string(),
+                },
+            )
+            .collect();
+        format!("[{}]", dims.join(", "))
+    }
+
+    fn type_name(&self) -> String {
+        match self.ty {
+            Some(TensorElementType::Float32) => "float32".into(),
+            Some(TensorElementType::Float16) => "float16".into(),
+            Some(TensorElementType::Int64) => "int64".into(),
+            Some(t) => t.to_string(),
+            None => "not a tensor".into(),
+        }
+    }
+}
+
+/// A dimension the manifest fixes: axis, value, and the manifest field that says so.
+type Fixed<'a> = (usize, usize, &'a str);
+
+/// What the contract says of one input or output.
+struct Expect<'a> {
+    ty: TensorElementType,
+    /// The manifest field the element type comes from (`None`: fixed by the contract).
+    ty_field: Option<&'a str>,
+    rank: usize,
+    fixed: Vec<Fixed<'a>>,
+}
+
+/// Checks the manifest's num_layers, num_heads, head_dim, vocab_size and dtype against the
+/// session's inputs and outputs (names already checked by [`crate::manifest::check_graph`]).
+pub fn check_shapes(dir: &Path, m: &Manifest, inputs: &[Port], outputs: &[Port]) -> Result<()> {
+    let manifest = dir.join("manifest.json");
+    check_layer_count(&manifest, m, inputs)?;
+    check_mask_inputs(&manifest, m, inputs)?;
+    for (port, want) in expectations(m, inputs, outputs) {
+        check_port(&manifest, m, port, &want)?;
+    }
+    Ok(())
+}
+
+/// The graph's layers are its `past_key_values.{i}.key` inputs.
+fn check_layer_count(manifest: &Path, m: &Manifest, inputs: &[Port]) -> Result<()> {
+    let layers = inputs
+        .iter()
+        .filter(|p| {
+            p.name
+                .strip_prefix("past_key_values.")
+                .and_then(|r| r.strip_suffix(".key"))
+                .is_some_and(|i| i.parse::<usize>().is_ok())
+        })
+        .count();
+    if layers == m.num_layers {
+        return Ok(());
+    }
+    Err(Error::ManifestVsGraph {
+        manifest: manifest.to_path_buf(),
+        claim: format!("num_layers is {}", m.num_layers),
+        graph: format!("model.onnx has {layers} layers (past_key_values.{{i}}.key inputs)"),
+    })
+}
+
+/// `attention_masks` against the graph's mask inputs: one `attention_mask`, or one per layer.
+fn check_mask_inputs(manifest: &Path, m: &Manifest, inputs: &[Port]) -> Result<()> {
+    let shared = inputs.iter().any(|p| p.name == "attention_mask");
+    let per_layer = inputs.iter().any(|p| p.name == "attention_mask.0");
+    let graph = match (m.attention_masks, shared, per_layer) {
+        (MaskInputs::PerLayer, true, false) => {
+            "model.onnx takes one attention_mask for every layer"
+        }
+        (MaskInputs::Shared, false, true) => "model.onnx takes one attention_mask.{i} per layer",
+        _ => return Ok(()),
+    };
+    let claim = match m.attention_masks {
+        MaskInputs::Shared => "attention_masks is \"shared\" (or absent)",
+        MaskInputs::PerLayer => "attention_masks is \"per_layer\"",
+    };
+    Err(Error::ManifestVsGraph {
+        manifest: manifest.to_path_buf(),
+        claim: claim.into(),
+        graph: graph.into(),
+    })
+}
+
+/// Each input and output of the contract with what it must be.
+fn expectations<'p>(
+    m: &Manifest,
+    inputs: &'p [Port],
+    outputs: &'p [Port],
+) -> Vec<(&'p Port, Expect<'static>)> {
+    let kv_ty = match m.dtype {
+        KvDtype::Float32 => TensorElementType::Float32,
+        KvDtype::Float16 => TensorElementType::Float16,
+    };
+    let kv = || Expect {
+        ty: kv_ty,
+        ty_field: Some("dtype"),
+        rank: 4,
+        fixed: vec![(1, m.num_heads, "num_heads"), (3, m.head_dim, "head_dim")],
+    };
+    let contract = |ty, rank, fixed| Expect {
+        ty,
+        ty_field: None,
+        rank,
+        fixed,
+    };
+    let int64 = |rank| contract(TensorElementType::Int64, rank, vec![]);
+    let mut want: Vec<(String, Expect)> = vec![
+        ("input_ids".into(), int64(2)),
+        ("position_ids".into(), int64(2)),
+        (LOGITS_FROM.into(), int64(1)),
+        (
+            "logits".into(),
+            contract(
+                TensorElementType::Float32,
+                3,
+                vec![(2, m.vocab_size, "vocab_size")],
+            ),
+        ),
+    ];
+    if m.attention_masks == MaskInputs::Shared {
+        want.push(("attention_mask".into(), int64(2)));
+    }
+    for n in LayerNames::all(m.num_layers) {
+        if m.attention_masks == MaskInputs::PerLayer {
+            want.push((n.mask, int64(2)));
+        }
+        want.push((n.past_key, kv()));
+        want.push((n.past_value, kv()));
+        want.push((n.new_key, kv()));
+        want.push((n.new_value, kv()));
+        let sums = contract(
+            TensorElementType::Float32,
+            3,
+            vec![(1, m.num_heads, "num_heads")],
+        );
+        want.push((n.attention_sums, sums));
+    }
+    want.into_iter()
+        .filter_map(|(name, e)| {
+            let port = inputs.iter().chain(outputs).find(|p| p.name == name)?;
+            Some((port, e))
+        })
+        .collect()
+}
+
+fn check_port(manifest: &Path, m: &Manifest, port: &Port, want: &Expect<'_>) -> Result<()> {
+    let contradiction = |claim: String, graph: String| Error::ManifestVsGraph {
+        manifest: manifest.to_path_buf(),
+        claim,
+        graph,
+    };
+    if port.ty != Some(want.ty) {
+        return Err(match want.ty_field {
+            Some(field) => contradiction(
+                format!("{field} is \"{}\"", m.dtype.name()),
+                format!("model.onnx's {} holds {}", port.name, port.type_name()),
+            ),
+            None => Error::GraphMismatch(format!(
+                "{} holds {}; the contract has {:?}",
+                port.name,
+                port.type_name(),
+                want.ty
+            )),
+        });
+    }
+    if port.dims.len() != want.rank {
+        return Err(Error::GraphMismatch(format!(
+            "{} has shape {}; the contract has {} dimensions",
+            port.name,
+            port.shape(),
+            want.rank
+        )));
+    }
+    for &(axis, value, field) in &want.fixed {
+        let d = port.dims[axis];
+        if d >= 0 && d as u64 != value as u64 {
+            return Err(contradiction(
+                format!("{field} is {value}"),
+                format!(
+                    "model.onnx's {} is {} ({field} {d} there)",
+                    port.name,
+                    port.shape()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Operators of quantized weights (ONNX and ONNX Runtime's contrib domain).
+const QUANTIZED_OPS: [&str; 10] = [
+    "MatMulNBits",
+    "MatMulInteger",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+    "QLinearMatMul",
+    "QGemm",
+    "QAttention",
+    "DequantizeLinear",
+    "GatherBlockQuantized",
+    "MatMulBnb4",
+];
+
+/// Checks manifest `weights` (format, block_size, lm_head) against model.onnx's operators.
+pub fn check_weights(dir: &Path, m: &Manifest) -> Result<()> {
+    let ops = onnx_scan::scan(&dir.join("model.onnx"))?;
+    weights_agree(m, &ops).map_err(|(claim, graph)| Error::ManifestVsGraph {
+        manifest: dir.join("manifest.json"),
+        claim,
+        graph,
+    })
+}
+
+/// `Err((what the manifest claims, what the graph shows))` where they disagree.
+pub fn weights_agree(m: &Manifest, ops: &GraphOps) -> std::result::Result<(), (String, String)> {
+    let w = &m.weights;
+    let claim = |field: &str, v: &dyn std::fmt::Display| format!("weights.{field} is \"{v}\"");
+    let quantized = quantized_summary(ops);
+    let bits = |format: &str| match format {
+        "int8" => Some(8),
+        "int4" => Some(4),
+        _ => None,
+    };
+    let Some(layer_bits) = bits(&w.format) else {
+        return match quantized {
+            None => Ok(()),
+            Some(q) => Err((claim("format", &w.format), format!("model.onnx holds {q}"))),
+        };
+    };
+    let (head, layers): (Vec<&NBits>, Vec<&NBits>) =
+        ops.nbits.iter().partition(|n| n.n == m.vocab_size as i64);
+    if layers.is_empty() {
+        return Err((
+            claim("format", &w.format),
+            format!(
+                "model.onnx has no MatMulNBits node for the layers' linears ({})",
+                plain(ops)
+            ),
+        ));
+    }
+    if let Some(n) = layers.iter().find(|n| n.bits != layer_bits) {
+        return Err((
+            claim("format", &w.format),
+            format!("model.onnx's MatMulNBits nodes hold {}-bit weights", n.bits),
+        ));
+    }
+    if let Some(n) = w
+        .block_size
+        .and_then(|b| ops.nbits.iter().find(|n| n.block_size != b as i64))
+    {
+        return Err((
+            format!("weights.block_size is {}", w.block_size.unwrap_or_default()),
+            format!(
+                "model.onnx's MatMulNBits nodes use blocks of {}",
+                n.block_size
+            ),
+        ));
+    }
+    let lm_head = w.lm_head.as_deref().unwrap_or(&w.format);
+    match (bits(lm_head), head.first()) {
+        (None, None) => Ok(()),
+        (Some(b), Some(n)) if n.bits == b => Ok(()),
+        (_, Some(n)) => Err((
+            claim("lm_head", &lm_head),
+            format!(
+                "model.onnx's LM head (MatMulNBits, N = vocab_size {}) holds {}-bit weights",
+                m.vocab_size, n.bits
+            ),
+        )),
+        (Some(_), None) => Err((
+            claim("lm_head", &lm_head),
+            format!(
+                "model.onnx's LM head (N = vocab_size {}) is not a MatMulNBits node",
+                m.vocab_size
+            ),
+        )),
+    }
+}
+
+/// The quantized operators and initializers of the graph in words, `None` when there are none.
+fn quantized_summary(ops: &GraphOps) -> Option<String> {
+    let mut parts: Vec<String> = QUANTIZED_OPS
+        .iter()
+        .filter_map(|op| ops.ops.get(*op).map(|n| format!("{n} {op} node(s)")))
+        .collect();
+    if ops.quantized_initializers > 0 {
+        parts.push(format!(
+            "{} int8/uint8/int4 initializer(s)",
+            ops.quantized_initializers
+        ));
+    }
+    (!parts.is_empty()).then(|| format!("quantized weights: {}", parts.join(", ")))
+}
+
+/// What the graph has instead, e.g. `only plain MatMul, 17 nodes: float weights`.
+fn plain(ops: &GraphOps) -> String {
+    match ops.ops.get("MatMul") {
+        Some(n) => format!("only plain MatMul, {n} nodes: float weights"),
+        None => "no MatMul either".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(weights: serde_json::Value) -> Manifest {
+        let text = std::fs::read_to_string("tests/fixtures/tiny/manifest.json").unwrap();
+        let mut raw: serde_json::Value = serde_json::from_str(&text).unwrap();
+        raw["weights"] = weights;
+        serde_json::from_value(raw).unwrap()
+    }
+
+    fn graph(nbits: &[(i64, i64)]) -> GraphOps {
+        let mut ops = GraphOps::default();
+        ops.ops.insert("MatMul".into(), 3);
+        for &(bits, n) in nbits {
+            ops.nbits.push(NBits {
+                bits,
+                block_size: 32,
+                n,
+            });
+        }
+        if !nbits.is_empty() {
+            ops.ops.insert("MatMulNBits".into(), nbits.len());
+        }
+        ops
+    }
+
+    #[test]
+    fn formats_that_agree() {
+        let fp32 = manifest(serde_json::json!({"format": "fp32"}));
+        assert_eq!(weights_agree(&fp32, &graph(&[])), Ok(()));
+        let int4 =
+            manifest(serde_json::json!({"format": "int4", "block_size": 32, "lm_head": "int8"}));
+        assert_eq!(weights_agree(&int4, &graph(&[(4, 192), (8, 512)])), Ok(()));
+        let head_fp32 =
+            manifest(serde_json::json!({"format": "int8", "block_size": 32, "lm_head": "fp32"}));
+        assert_eq!(weights_agree(&head_fp32, &graph(&[(8, 192)])), Ok(()));
+    }
+
+    #[test]
+    fn formats_the_graph_contradicts() {
+        let fp32 = manifest(serde_json::json!({"format": "fp32"}));
+        let (claim, g) = weights_agree(&fp32, &graph(&[(4, 192)])).unwrap_err();
+        assert!(
+            claim.contains("\"fp32\"") && g.contains("1 MatMulNBits"),
+            "{claim} / {g}"
+        );
+        let int4 = manifest(serde_json::json!({"format": "int4", "block_size": 32}));
+        let (_, g) = weights_agree(&int4, &graph(&[])).unwrap_err();
+        assert!(
+            g.contains("no MatMulNBits") && g.contains("plain MatMul, 3 nodes"),
+            "{g}"
+        );
+        let (_, g) = weights_agree(&int4, &graph(&[(8, 192), (8, 512)])).unwrap_err();
+        assert!(g.contains("8-bit"), "{g}");
+        let (claim, _) = weights_agree(&int4, &graph(&[(4, 192)])).unwrap_err();
+        assert!(claim.contains("lm_head"), "{claim}");
+        let blocks = manifest(serde_json::json!({"format": "int4", "block_size": 64}));
+        let (claim, _) = weights_agree(&blocks, &graph(&[(4, 192), (4, 512)])).unwrap_err();
+        assert!(claim.contains("block_size is 64"), "{claim}");
+    }
+
+    #[test]
+    fn shapes_are_shown_with_their_symbols() {
+        let p = Port {
+            name: "past_key_values.0.key".into(),
+            ty: Some(TensorElementType::Float32),
+            dims: vec![-1, 4, -1, 16],
+            symbols: vec!["batch".into(), "".into(), "past".into(), "".into()],
+        };
+        assert_eq!(p.shape(), "[batch, 4, past, 16]");
+    }
+}

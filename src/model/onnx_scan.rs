@@ -1,0 +1,387 @@
+//! A minimal reader of model.onnx's protobuf for what the weight format shows: each node's
+//! operator (op_type, and MatMulNBits' `bits`, `block_size` and `N` attributes) and each
+//! initializer's element type. ONNX Runtime does not expose a session's nodes, so the file is read
+//! here: streamed, the weight bytes skipped with seeks (nothing of the size of the weights is held).
+//!
+//! Wire format (protobuf): a field is a varint key `number << 3 | wire type`, then a varint (0), 8
+//! bytes (1), a varint length and that many bytes (2: strings, nested messages, packed lists) or 4
+//! bytes (5). Fields read (onnx.proto3): ModelProto.graph = 7; GraphProto.node = 1, .initializer = 5;
+//! NodeProto.op_type = 4, .attribute = 5; AttributeProto.name = 1, .i = 3, .g = 6, .graphs = 11;
+//! TensorProto.data_type = 2. Everything else is skipped.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Seek};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// ONNX TensorProto data types of quantized weights: uint8, int8, uint4, int4.
+const QUANTIZED_TYPES: [u64; 4] = [2, 3, 21, 22];
+/// Subgraphs (If / Loop bodies) nested deeper than this are refused (a crafted file's recursion).
+const MAX_DEPTH: usize = 8;
+/// Longest op_type or attribute name read (ONNX's are short).
+const MAX_NAME: u64 = 256;
+
+/// One MatMulNBits node's quantization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NBits {
+    pub bits: i64,
+    pub block_size: i64,
+    /// Output features: the vocabulary for the LM head.
+    pub n: i64,
+}
+
+/// What the graph's nodes and initializers say about its weights.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GraphOps {
+    /// Nodes per op_type (subgraphs included).
+    pub ops: BTreeMap<String, usize>,
+    /// Every MatMulNBits node's attributes.
+    pub nbits: Vec<NBits>,
+    /// Initializers of an 8- or 4-bit integer type.
+    pub quantized_initializers: usize,
+}
+
+/// Reads model.onnx's nodes and initializer types.
+pub fn scan(path: &Path) -> Result<GraphOps> {
+    let bad = |reason: String| Error::OnnxUnreadable {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = File::open(path).map_err(|e| bad(e.to_string()))?;
+    let len = file.metadata().map_err(|e| bad(e.to_string()))?.len();
+    let mut wire = Wire {
+        r: BufReader::new(file),
+        pos: 0,
+    };
+    let mut ops = GraphOps::default();
+    model(&mut wire, len, &mut ops).map_err(bad)?;
+    Ok(ops)
+}
+
+/// Reads ONNX protobuf bytes held in memory (tests build graphs this way).
+#[cfg(test)]
+fn scan_bytes(bytes: &[u8]) -> std::result::Result<GraphOps, String> {
+    let mut wire = Wire {
+        r: std::io::Cursor::new(bytes),
+        pos: 0,
+    };
+    let mut ops = GraphOps::default();
+    model(&mut wire, bytes.len() as u64, &mut ops)?;
+    Ok(ops)
+}
+
+type Parse<T> = std::result::Result<T, String>;
+
+/// A protobuf stream: the reader and the offset read up to.
+struct Wire<R> {
+    r: R,
+    pos: u64,
+}
+
+impl<R: BufRead + Seek> Wire<R> {
+    fn byte(&mut self) -> Parse<u8> {
+        let mut b = [0u8];
+        self.r
+            .read_exact(&mut b)
+            .map_err(|_| format!("the file ends inside a field at byte {}", self.pos))?;
+        self.pos += 1;
+        Ok(b[0])
+    }
+
+    fn varint(&mut self) -> Parse<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            value |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(format!(
+            "a varint longer than 10 bytes at byte {}",
+            self.pos
+        ))
+    }
+
+    /// A length-delimited field's length, checked against the end of the message holding it.
+    fn length(&mut self, end: u64) -> Parse<u64> {
+        let n = self.varint()?;
+        match self.pos.checked_add(n) {
+            Some(stop) if stop <= end => Ok(n),
+            _ => Err(format!(
+                "a field of {n} bytes at byte {} runs past its message",
+                self.pos
+            )),
+        }
+    }
+
+    fn skip(&mut self, n: u64) -> Parse<()> {
+        let step = i64::try_from(n).map_err(|_| format!("a field of {n} bytes"))?;
+        self.r
+            .seek_relative(step)
+            .map_err(|e| format!("cannot skip {n} bytes at byte {}: {e}", self.pos))?;
+        self.pos += n;
+        Ok(())
+    }
+
+    fn text(&mut self, end: u64) -> Parse<String> {
+        let n = self.length(end)?;
+        if n > MAX_NAME {
+            return Err(format!(
+                "a name of {n} bytes at byte {} (at most {MAX_NAME})",
+                self.pos
+            ));
+        }
+        let mut buf = vec![0u8; n as usize];
+        self.r
+            .read_exact(&mut buf)
+            .map_err(|_| format!("the file ends inside a name at byte {}", self.pos))?;
+        self.pos += n;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    /// The next field's (number, wire type), or `None` at `end`.
+    fn field(&mut self, end: u64) -> Parse<Option<(u64, u8)>> {
+        if self.pos >= end {
+            return Ok(None);
+        }
+        let key = self.varint()?;
+        Ok(Some((key >> 3, (key & 7) as u8)))
+    }
+
+    /// Skips a field's value of wire type `wire`.
+    fn skip_value(&mut self, wire: u8, end: u64) -> Parse<()> {
+        match wire {
+            0 => self.varint().map(drop),
+            1 => self.skip(8),
+            2 => {
+                let n = self.length(end)?;
+                self.skip(n)
+            }
+            5 => self.skip(4),
+            w => Err(format!("wire type {w} at byte {}", self.pos)),
+        }
+    }
+}
+
+/// ModelProto: its graph (7).
+fn model<R: BufRead + Seek>(w: &mut Wire<R>, end: u64, out: &mut GraphOps) -> Parse<()> {
+    let mut graphs = 0;
+    while let Some((field, wire)) = w.field(end)? {
+        if (field, wire) == (7, 2) {
+            let stop = w.length(end)? + w.pos;
+            graph(w, stop, out, 0)?;
+            graphs += 1;
+        } else {
+            w.skip_value(wire, end)?;
+        }
+    }
+    if graphs == 0 {
+        return Err("no graph in the file".into());
+    }
+    Ok(())
+}
+
+/// GraphProto: its nodes (1) and initializers (5).
+fn graph<R: BufRead + Seek>(
+    w: &mut Wire<R>,
+    end: u64,
+    out: &mut GraphOps,
+    depth: usize,
+) -> Parse<()> {
+    if depth > MAX_DEPTH {
+        return Err(format!("subgraphs nested more than {MAX_DEPTH} deep"));
+    }
+    while let Some((field, wire)) = w.field(end)? {
+        match (field, wire) {
+            (1, 2) => {
+                let stop = w.length(end)? + w.pos;
+                node(w, stop, out, depth)?;
+            }
+            (5, 2) => {
+                let stop = w.length(end)? + w.pos;
+                if QUANTIZED_TYPES.contains(&tensor_type(w, stop)?) {
+                    out.quantized_initializers += 1;
+                }
+            }
+            _ => w.skip_value(wire, end)?,
+        }
+    }
+    Ok(())
+}
+
+/// NodeProto: its op_type (4) and attributes (5).
+fn node<R: BufRead + Seek>(
+    w: &mut Wire<R>,
+    end: u64,
+    out: &mut GraphOps,
+    depth: usize,
+) -> Parse<()> {
+    let mut op = String::new();
+    let mut attrs = BTreeMap::new();
+    while let Some((field, wire)) = w.field(end)? {
+        match (field, wire) {
+            (4, 2) => op = w.text(end)?,
+            (5, 2) => {
+                let stop = w.length(end)? + w.pos;
+                if let Some((name, value)) = attribute(w, stop, out, depth)? {
+                    attrs.insert(name, value);
+                }
+            }
+            _ => w.skip_value(wire, end)?,
+        }
+    }
+    if op == "MatMulNBits" {
+        let get = |k: &str| attrs.get(k).copied().unwrap_or(-1);
+        out.nbits.push(NBits {
+            bits: get("bits"),
+            block_size: get("block_size"),
+            n: get("N"),
+        });
+    }
+    *out.ops.entry(op).or_default() += 1;
+    Ok(())
+}
+
+/// AttributeProto: (name, integer value) when it holds an integer (3); its subgraphs (6, 11) are
+/// read into `out`.
+fn attribute<R: BufRead + Seek>(
+    w: &mut Wire<R>,
+    end: u64,
+    out: &mut GraphOps,
+    depth: usize,
+) -> Parse<Option<(String, i64)>> {
+    let (mut name, mut int) = (String::new(), None);
+    while let Some((field, wire)) = w.field(end)? {
+        match (field, wire) {
+            (1, 2) => name = w.text(end)?,
+            (3, 0) => int = Some(w.varint()? as i64),
+            (6 | 11, 2) => {
+                let stop = w.length(end)? + w.pos;
+                graph(w, stop, out, depth + 1)?;
+            }
+            _ => w.skip_value(wire, end)?,
+        }
+    }
+    Ok(int.map(|i| (name, i)))
+}
+
+/// TensorProto: its data_type (2); the data is skipped.
+fn tensor_type<R: BufRead + Seek>(w: &mut Wire<R>, end: u64) -> Parse<u64> {
+    let mut ty = 0;
+    while let Some((field, wire)) = w.field(end)? {
+        match (field, wire) {
+            (2, 0) => ty = w.varint()?,
+            _ => w.skip_value(wire, end)?,
+        }
+    }
+    Ok(ty)
+}
+
+/// Protobuf encoding of the few messages the tests need (a field at a time).
+#[cfg(test)]
+pub mod encode {
+    pub fn varint(mut v: u64, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    /// A length-delimited field.
+    pub fn bytes(field: u64, data: &[u8], out: &mut Vec<u8>) {
+        varint(field << 3 | 2, out);
+        varint(data.len() as u64, out);
+        out.extend_from_slice(data);
+    }
+
+    /// A varint field.
+    pub fn int(field: u64, v: u64, out: &mut Vec<u8>) {
+        varint(field << 3, out);
+        varint(v, out);
+    }
+
+    /// A NodeProto of `op` with integer attributes.
+    pub fn node(op: &str, attrs: &[(&str, i64)]) -> Vec<u8> {
+        let mut n = Vec::new();
+        bytes(4, op.as_bytes(), &mut n);
+        for (name, v) in attrs {
+            let mut a = Vec::new();
+            bytes(1, name.as_bytes(), &mut a);
+            int(3, *v as u64, &mut a);
+            bytes(5, &a, &mut n);
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode::{bytes, int, varint};
+    use super::*;
+
+    fn model_of(nodes: &[Vec<u8>], initializer_types: &[u64]) -> Vec<u8> {
+        let mut g = Vec::new();
+        for n in nodes {
+            bytes(1, n, &mut g);
+        }
+        for &t in initializer_types {
+            let mut tensor = Vec::new();
+            int(2, t, &mut tensor);
+            bytes(9, &[7u8; 100], &mut tensor); // raw_data, skipped
+            bytes(5, &tensor, &mut g);
+        }
+        let mut m = Vec::new();
+        int(1, 8, &mut m); // ir_version
+        bytes(7, &g, &mut m);
+        m
+    }
+
+    #[test]
+    fn nodes_attributes_and_initializer_types() {
+        let m = model_of(
+            &[
+                encode::node("MatMul", &[]),
+                encode::node(
+                    "MatMulNBits",
+                    &[("bits", 4), ("block_size", 32), ("N", 512)],
+                ),
+                encode::node("MatMul", &[]),
+            ],
+            &[1, 2, 7],
+        );
+        let ops = scan_bytes(&m).unwrap();
+        assert_eq!(ops.ops["MatMul"], 2);
+        assert_eq!(ops.ops["MatMulNBits"], 1);
+        assert_eq!(
+            ops.nbits,
+            vec![NBits {
+                bits: 4,
+                block_size: 32,
+                n: 512
+            }]
+        );
+        assert_eq!(ops.quantized_initializers, 1);
+    }
+
+    #[test]
+    fn the_fixture_is_plain_matmuls() {
+        let ops = scan(Path::new("tests/fixtures/tiny/model.onnx")).unwrap();
+        assert!(ops.ops["MatMul"] > 0, "{ops:?}");
+        assert!(ops.nbits.is_empty() && ops.quantized_initializers == 0);
+    }
+
+    #[test]
+    fn truncated_and_lying_files_are_refused() {
+        let m = model_of(&[encode::node("MatMul", &[])], &[1]);
+        assert!(scan_bytes(&m[..m.len() - 3]).is_err());
+        let mut lying = Vec::new();
+        varint(7 << 3 | 2, &mut lying);
+        varint(1 << 40, &mut lying); // a graph longer than the file
+        assert!(scan_bytes(&lying).unwrap_err().contains("runs past"));
+        assert!(scan_bytes(&[]).unwrap_err().contains("no graph"));
+    }
+}
