@@ -73,6 +73,50 @@ fn compare_reads_bounded_input_in_linear_time() {
 }
 
 #[test]
+fn an_endless_text_is_refused_after_a_bounded_read() {
+    let s = Scratch::new();
+    let model = s.model();
+    let quick = Duration::from_secs(30);
+    let words = ["/dev/zero", "more than 256 MiB of text"];
+    check_all(&[
+        Case::new(
+            "ppl --data /dev/zero",
+            &[
+                &"ppl",
+                &"--model",
+                &model,
+                &"--data",
+                &"/dev/zero",
+                &"--tokens",
+                &"16",
+            ],
+        )
+        .words(&words)
+        .timeout(quick),
+        Case::new(
+            "generate --file /dev/zero",
+            &[&"generate", &"--model", &model, &"--file", &"/dev/zero"],
+        )
+        .words(&words)
+        .timeout(quick),
+        Case::new(
+            "heatmap --file /dev/zero",
+            &[
+                &"heatmap",
+                &"--model",
+                &model,
+                &"--file",
+                &"/dev/zero",
+                &"--out",
+                &s.path("heat"),
+            ],
+        )
+        .words(&words)
+        .timeout(quick),
+    ]);
+}
+
+#[test]
 fn conflicting_or_ignored_flags_are_refused() {
     let s = Scratch::new();
     let (model, text, out) = (s.model(), s.text(), s.path("heat"));

@@ -51,7 +51,7 @@ pub fn seed_text(raw: &str) -> String {
 
 /// Read a whole text file as UTF-8; missing, empty (or whitespace only) and non-UTF-8 files are refused.
 pub fn read_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Data {
+    let bytes = read_bounded(path).map_err(|e| Error::Data {
         path: path.to_path_buf(),
         reason: if e.kind() == std::io::ErrorKind::NotFound {
             "file not found; give an existing UTF-8 text file (the benchmarks read WikiText-2 raw test, e.g. ../shared/data/wikitext-2-raw-v1/wiki.test.raw)".into()
@@ -59,6 +59,15 @@ pub fn read_text(path: &Path) -> Result<String> {
             format!("cannot read the file ({e})")
         },
     })?;
+    if bytes.len() as u64 > MAX_TEXT_BYTES {
+        return Err(Error::Data {
+            path: path.to_path_buf(),
+            reason: format!(
+                "more than {} MiB of text (WikiText-2 raw test is 1.3 MB); give a shorter file, e.g. its first part (head -c 100M FILE > part.txt)",
+                MAX_TEXT_BYTES >> 20
+            ),
+        });
+    }
     let text = String::from_utf8(bytes).map_err(|e| Error::Data {
         path: path.to_path_buf(),
         reason: format!(
@@ -73,6 +82,20 @@ pub fn read_text(path: &Path) -> Result<String> {
         });
     }
     Ok(text)
+}
+
+/// The most bytes of text read from a file: 200 times WikiText-2 raw test, and a bound on what
+/// `/dev/zero` or an endless pipe given as the text can make the tool allocate.
+pub const MAX_TEXT_BYTES: u64 = 256 << 20;
+
+/// The file's bytes, reading no further than one byte past [`MAX_TEXT_BYTES`].
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_TEXT_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Tokenize `text` without special tokens.
