@@ -53,16 +53,51 @@ impl Experiment {
 
     /// The seed's ten groups, scaled to the model's positions (see [`seed_groups`]).
     pub fn seed_groups(max_positions: usize) -> Vec<Experiment> {
+        Self::seed_groups_as(Group::Seed, max_positions)
+    }
+
+    /// The seed's ten groups as experiments of `group` (`seed` or `seed-head`).
+    fn seed_groups_as(group: Group, max_positions: usize) -> Vec<Experiment> {
         seed_groups(max_positions)
             .into_iter()
             .map(|(label, spec)| Experiment {
                 label,
                 spec,
-                group: Some(Group::Seed),
+                group: Some(group),
             })
             .collect()
     }
+
+    /// The seed group's H2O under the seed's counting is the seed's own: one score per layer
+    /// (its code sums the attention over the heads), not the H2O paper's per-head ranking.
+    fn as_the_seed_runs_it(self) -> Experiment {
+        match (self.group, self.spec.kind) {
+            (
+                Some(Group::Seed),
+                PolicyKind::H2o {
+                    heavy,
+                    recent,
+                    scope: Scope::Head,
+                },
+            ) => Experiment {
+                label: format!("{}, {PER_LAYER_AS_THE_SEED}", self.label),
+                spec: PolicySpec {
+                    kind: PolicyKind::H2o {
+                        heavy,
+                        recent,
+                        scope: Scope::Layer,
+                    },
+                    ..self.spec
+                },
+                ..self
+            },
+            _ => self,
+        }
+    }
 }
+
+/// What the label of the seed group's H2O says under the seed's counting.
+const PER_LAYER_AS_THE_SEED: &str = "one score per layer as the seed";
 
 /// How an experiment's budget is counted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -72,22 +107,27 @@ pub enum Counting {
     #[default]
     Ours,
     /// The seed's: budget B counts the new token (a step attends B tokens), run as our spec with
-    /// one token less ([`seed_equivalent`]): the seed's `Local (256)` runs as `local:255`.
+    /// one token less ([`seed_equivalent`]): the seed's `Local (256)` runs as `local:255`; the seed
+    /// group's H2O runs as the seed's code computes it, one score per layer (`h2o-layer`).
     Seed,
 }
 
 impl Experiment {
     /// The experiment under `counting`: as it is, or (seed counting) our spec that attends as
-    /// many tokens a step as the seed's, labelled `<label>, seed counting`. `None` for a budget
-    /// of 1 in the seed's counting (only the new token: nothing to keep between steps).
+    /// many tokens a step as the seed's, labelled `<label>, seed counting` (the seed group's H2O
+    /// as the seed's per-layer variant, saying so; `seed-head` keeps the per-head one). `None`
+    /// for a budget of 1 in the seed's counting (only the new token: nothing to keep).
     pub fn counted(self, counting: Counting) -> Option<Experiment> {
         match counting {
             Counting::Ours => Some(self),
-            Counting::Seed => seed_equivalent(&self.spec).map(|spec| Experiment {
-                label: format!("{}, seed counting", self.label),
-                spec,
-                ..self
-            }),
+            Counting::Seed => {
+                let e = self.as_the_seed_runs_it();
+                let label = match e.label.strip_suffix(&format!(", {PER_LAYER_AS_THE_SEED}")) {
+                    Some(base) => format!("{base}, seed counting, {PER_LAYER_AS_THE_SEED}"),
+                    None => format!("{}, seed counting", e.label),
+                };
+                seed_equivalent(&e.spec).map(|spec| Experiment { label, spec, ..e })
+            }
         }
     }
 }
@@ -96,8 +136,12 @@ impl Experiment {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Group {
-    /// The seed's ten experiments, scaled to the model's positions (the default).
+    /// The seed's ten experiments, scaled to the model's positions (the default); under the
+    /// seed's counting its H2O runs as the seed's, one score per layer.
     Seed,
+    /// The seed's ten with the H2O paper's per-head H2O under either counting.
+    #[serde(rename = "seed-head")]
+    SeedHead,
     /// Every family at 12.5% and 25% of the text: full, local, sink, h2o, h2o-layer, tova,
     /// scissor, knorm, random.
     Policies,
@@ -107,7 +151,7 @@ pub enum Group {
 
 /// An experiment group name that is not one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown experiment group '{0}': the groups are seed, policies, pyramid")]
+#[error("unknown experiment group '{0}': the groups are seed, seed-head, policies, pyramid")]
 pub struct UnknownGroup(pub String);
 
 impl FromStr for Group {
@@ -115,6 +159,7 @@ impl FromStr for Group {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim() {
             "seed" => Ok(Group::Seed),
+            "seed-head" => Ok(Group::SeedHead),
             "policies" => Ok(Group::Policies),
             "pyramid" => Ok(Group::Pyramid),
             other => Err(UnknownGroup(other.to_string())),
@@ -126,6 +171,7 @@ impl std::fmt::Display for Group {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Group::Seed => "seed",
+            Group::SeedHead => "seed-head",
             Group::Policies => "policies",
             Group::Pyramid => "pyramid",
         })
@@ -139,7 +185,9 @@ impl Group {
     /// window (a quarter of B when that is smaller).
     pub fn experiments(self, max_positions: usize, text: usize) -> Vec<Experiment> {
         let specs: Vec<PolicySpec> = match self {
-            Group::Seed => return Experiment::seed_groups(max_positions),
+            Group::Seed | Group::SeedHead => {
+                return Experiment::seed_groups_as(self, max_positions)
+            }
             Group::Policies => std::iter::once(PolicySpec::FULL)
                 .chain(
                     share_budgets(text)
@@ -755,9 +803,15 @@ mod tests {
         assert_eq!(" pyramid".parse::<Group>(), Ok(Group::Pyramid));
         assert_eq!(
             "seeds".parse::<Group>().unwrap_err().to_string(),
-            "unknown experiment group 'seeds': the groups are seed, policies, pyramid"
+            "unknown experiment group 'seeds': the groups are seed, seed-head, policies, pyramid"
         );
         assert_eq!(Group::Seed.to_string(), "seed");
+        assert_eq!("seed-head".parse::<Group>(), Ok(Group::SeedHead));
+        assert_eq!(Group::SeedHead.to_string(), "seed-head");
+        assert_eq!(
+            serde_json::to_string(&Group::SeedHead).unwrap(),
+            "\"seed-head\""
+        );
     }
 
     #[test]
@@ -851,8 +905,31 @@ mod tests {
             .collect();
         assert_eq!(seed[6].label, "Local (256), seed counting");
         assert_eq!(seed[6].spec.to_string(), "local:255");
-        assert_eq!(seed[4].spec.to_string(), "h2o:192+63");
+        // the seed group's H2O as the seed's code runs it, one score per layer, and says so
+        assert_eq!(seed[4].spec.to_string(), "h2o-layer:192+63");
+        assert_eq!(
+            seed[4].label,
+            "H2O (64r+192h), seed counting, one score per layer as the seed"
+        );
         assert_eq!(seed[0].spec, PolicySpec::FULL);
+        // seed-head keeps the per-head H2O under the seed's counting
+        let head: Vec<Experiment> = Group::SeedHead
+            .experiments(2048, 2048)
+            .into_iter()
+            .map(|x| x.counted(Counting::Seed).unwrap())
+            .collect();
+        assert_eq!(head[4].spec.to_string(), "h2o:192+63");
+        assert_eq!(head[4].label, "H2O (64r+192h), seed counting");
+        assert_eq!(head[6].spec.to_string(), "local:255");
+        // under our counting the seed group stays per head, as before
+        assert_eq!(
+            e[4].clone()
+                .counted(Counting::Ours)
+                .unwrap()
+                .spec
+                .to_string(),
+            "h2o:192+64"
+        );
         assert_eq!(e[4].clone().counted(Counting::Ours).unwrap(), e[4]);
         assert_eq!(
             Experiment::of("local:1".parse().unwrap()).counted(Counting::Seed),

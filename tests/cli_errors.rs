@@ -250,7 +250,10 @@ fn unknown_group_and_groups_with_exp_are_refused() {
     let results = tmp.path().join("results");
     fails_with(
         bench_groups(&data, &results, "seed,nope"),
-        &["unknown experiment group 'nope'", "seed, policies, pyramid"],
+        &[
+            "unknown experiment group 'nope'",
+            "seed, seed-head, policies, pyramid",
+        ],
     );
     let mut c = bench_groups(&data, &results, "policies");
     c.args(["--exp", "full"]);

@@ -80,7 +80,8 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', conflicts_with = "groups")]
     pub exp: Vec<PolicySpec>,
     /// Comma-separated experiment groups: seed (the seed's ten, scaled to the model's positions;
-    /// the default), policies (every family at 12.5% and 25% of the text), pyramid (the bounded
+    /// the default; under --counting seed its H2O runs as the seed's, one score per layer),
+    /// seed-head (the seed's ten with per-head H2O under either counting), policies (every family at 12.5% and 25% of the text), pyramid (the bounded
     /// families under the pyramid schedule; needs a graph exported with --layer-masks).
     #[arg(long, value_delimiter = ',')]
     pub groups: Vec<Group>,

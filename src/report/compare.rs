@@ -822,7 +822,7 @@ fn wrap_words(text: &str, width: usize) -> String {
 }
 
 /// What `compare` says about budgets when it lines the seed's file up with ours.
-pub const SEED_COUNTING_NOTE: &str = "Budgets: the seed's budget counts the new token (a step attends B tokens); ours keeps B and attends B + 1. `exact` pairs attend the same tokens a step: the seed's Local (256) is our local:255 (`h2o bench --counting seed` runs the seed's groups that way). `ours +1 token`: our spec has the seed's numbers and attends one token more a step. `h2o vs h2o-layer`: per-head against the seed's per-layer H2O, same split; `other schedule`: the same policy under another per-layer budget schedule; `other split`: same method and budget, another heavy/recent split.";
+pub const SEED_COUNTING_NOTE: &str = "Budgets: the seed's budget counts the new token (a step attends B tokens); ours keeps B and attends B + 1. `exact` pairs attend the same tokens a step: the seed's Local (256) is our local:255 (`h2o bench --counting seed` runs the seed's groups that way, its H2O per layer as the seed's). `ours +1 token`: our spec has the seed's numbers and attends one token more a step. `h2o vs h2o-layer`: per-head against the seed's per-layer H2O, same split; `other schedule`: the same policy under another per-layer budget schedule; `other split`: same method and budget, another heavy/recent split.";
 
 #[cfg(test)]
 mod tests {
