@@ -70,7 +70,7 @@ impl Experiment {
 
     /// The seed group's H2O under the seed's counting is the seed's own: one score per layer
     /// (its code sums the attention over the heads), not the H2O paper's per-head ranking.
-    fn as_the_seed_runs_it(self) -> Experiment {
+    fn in_the_seeds_variant(self) -> Experiment {
         match (self.group, self.spec.kind) {
             (
                 Some(Group::Seed),
@@ -121,7 +121,7 @@ impl Experiment {
         match counting {
             Counting::Ours => Some(self),
             Counting::Seed => {
-                let e = self.as_the_seed_runs_it();
+                let e = self.in_the_seeds_variant();
                 let label = match e.label.strip_suffix(&format!(", {PER_LAYER_AS_THE_SEED}")) {
                     Some(base) => format!("{base}, seed counting, {PER_LAYER_AS_THE_SEED}"),
                     None => format!("{}, seed counting", e.label),
