@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub mod decoder;
+pub mod dtype;
 pub mod error;
 pub mod eval;
 pub mod experiment;

@@ -4,36 +4,14 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cache::KvLayout;
+pub use crate::dtype::KvDtype;
 use crate::error::{Error, Result};
 
 pub mod fields;
 
 /// The manifest format this engine reads (docs/architecture.md, "Graph contract").
 pub const MANIFEST_VERSION: u64 = 1;
-
-/// Element type of K/V (and weights) in the graph.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KvDtype {
-    Float32,
-    Float16,
-}
-
-impl KvDtype {
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        match self {
-            Self::Float32 => 4,
-            Self::Float16 => 2,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Float32 => "float32",
-            Self::Float16 => "float16",
-        }
-    }
-}
 
 /// Where the weights came from.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -209,7 +187,19 @@ impl Manifest {
 
     /// Bytes of K and V for one token over all layers and heads (batch 1; saturating).
     pub fn kv_bytes_per_token(&self) -> u64 {
-        crate::cache::KvLayout::of(self).bytes(1, 1)
+        KvLayout::of(self).bytes(1, 1)
+    }
+}
+
+impl KvLayout {
+    /// The K/V layout a manifest declares (built here, so the cache imports nothing of the manifest).
+    pub fn of(m: &Manifest) -> KvLayout {
+        KvLayout {
+            layers: m.num_layers,
+            heads: m.num_heads,
+            head_dim: m.head_dim,
+            dtype: m.dtype,
+        }
     }
 }
 

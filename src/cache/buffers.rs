@@ -4,58 +4,12 @@
 
 use half::f16;
 use ort::session::SessionInputValue;
-use ort::value::{PrimitiveTensorElementType, TensorRef};
+use ort::value::TensorRef;
 
+use super::new_tokens::{KvElement, NewKv};
 use super::plan::{LayerPlan, NOT_STORED};
+use crate::dtype::KvDtype;
 use crate::error::{Error, Result};
-use crate::manifest::KvDtype;
-
-/// The new tokens' K or V of one layer as the graph returned them, `[batch, heads, seq, head_dim]`.
-#[derive(Debug, Clone, Copy)]
-pub enum NewKv<'a> {
-    F32(&'a [f32]),
-    F16(&'a [f16]),
-    /// Left on the device by the run, in the buffers the model bound for them (device store).
-    Device,
-}
-
-impl<'a> NewKv<'a> {
-    /// Wrap a typed slice.
-    pub fn of<T: KvElement>(data: &'a [T]) -> Self {
-        T::wrap(data)
-    }
-}
-
-/// An element type K/V can be stored in (f32 or f16): the one place that ties a Rust type to its
-/// [`KvDtype`] and its [`NewKv`] variant.
-pub trait KvElement:
-    PrimitiveTensorElementType + Copy + Default + std::fmt::Debug + Send + Sync + 'static
-{
-    const DTYPE: KvDtype;
-    fn wrap(data: &[Self]) -> NewKv<'_>;
-    fn unwrap<'a>(kv: &NewKv<'a>) -> Option<&'a [Self]>;
-}
-
-/// `KvElement` for a Rust type, its dtype and its `NewKv` variant.
-macro_rules! kv_element {
-    ($t:ty, $dtype:ident, $variant:ident) => {
-        impl KvElement for $t {
-            const DTYPE: KvDtype = KvDtype::$dtype;
-            fn wrap(data: &[Self]) -> NewKv<'_> {
-                NewKv::$variant(data)
-            }
-            fn unwrap<'a>(kv: &NewKv<'a>) -> Option<&'a [Self]> {
-                match *kv {
-                    NewKv::$variant(s) => Some(s),
-                    _ => None,
-                }
-            }
-        }
-    };
-}
-
-kv_element!(f32, Float32, F32);
-kv_element!(f16, Float16, F16);
 
 /// Storage of every layer's K and V, `[batch, heads, capacity, head_dim]` each. The slot table decides
 /// (the plan); this only moves bytes. Capacities may differ between layers.

@@ -13,10 +13,11 @@ use ort::session::SessionInputValue;
 use ort::value::{DynTensor, TensorElementType};
 use ort::AsPointer;
 
-use super::buffers::{KvBuffers, KvElement, NewKv};
+use super::buffers::KvBuffers;
+use super::new_tokens::{KvElement, NewKv};
 use super::plan::{LayerPlan, NOT_STORED};
+use crate::dtype::KvDtype;
 use crate::error::{Error, Result};
-use crate::manifest::KvDtype;
 
 /// Which store and which layout of it a binding was made for: a binding is stale when either changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

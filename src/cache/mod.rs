@@ -4,15 +4,17 @@
 pub mod buffers;
 pub mod device;
 mod history;
+pub mod new_tokens;
 pub mod plan;
 mod scores;
 pub mod sizing;
 pub mod slots;
 pub mod store;
 
-pub use buffers::{host_buffers, HostKv, KvBuffers, KvElement, NewKv};
+pub use buffers::{host_buffers, HostKv, KvBuffers};
 pub use device::DeviceKv;
+pub use new_tokens::{KvElement, NewKv, NewTokens};
 pub use plan::{LayerPlan, NOT_STORED};
 pub use sizing::{grown_capacity, slots_after, KvLayout};
 pub use slots::SlotTable;
-pub use store::{KvStore, NewTokens};
+pub use store::KvStore;

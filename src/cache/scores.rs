@@ -3,8 +3,7 @@
 //! written). The rules' meanings are stated in `policy`; this is where they meet the slot layout.
 
 use super::history::History;
-use super::store::NewTokens;
-use super::NewKv;
+use super::new_tokens::{NewKv, NewTokens};
 use crate::policy::knorm::key_score;
 use crate::policy::random;
 use crate::policy::scissor::{below_mean, mean_share};
@@ -136,7 +135,7 @@ fn key_norm(k: &NewKv<'_>, at: usize, len: usize) -> f32 {
 #[cfg(test)]
 mod tests {
     use crate::cache::{KvStore, NewKv, NewTokens};
-    use crate::manifest::KvDtype;
+    use crate::dtype::KvDtype;
     use crate::policy::knorm::key_score;
     use crate::policy::{
         random, KnormPolicy, LocalPolicy, Policy, RandomPolicy, ScissorPolicy, Scope, TovaPolicy,

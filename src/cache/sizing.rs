@@ -7,7 +7,16 @@
 //! exactly its budget once over it). So the capacity after a run depends only on the new tokens per
 //! step, and the K/V bytes are `2 (K, V) x layers x batch x heads x capacity x head_dim x dtype`.
 
-use crate::manifest::{KvDtype, Manifest};
+use crate::dtype::KvDtype;
+
+/// Growth step of the full cache's slot arrays (bounded policies allocate up to their budget the same way).
+pub const SLOT_CHUNK: usize = 64;
+
+/// Most entries per (row, head) a decoder's store holds for a policy of `budget` on a model of
+/// `max_positions` positions (what its slot arrays grow to at most).
+pub fn slot_limit(budget: usize, max_positions: usize) -> usize {
+    budget.min(max_positions)
+}
 
 /// The capacity a layer of `capacity` slots grows to when a step adds `seq` tokens to rows holding
 /// at most `fullest`: the fullest row plus `seq`, rounded up to `chunk`s, clamped to `limit`;
@@ -37,7 +46,8 @@ pub fn slots_after(limit: usize, chunk: usize, seqs: impl IntoIterator<Item = us
     capacity
 }
 
-/// The shape of a model's K/V: what one slot of one row costs.
+/// The shape of a model's K/V: what one slot of one row costs (`KvLayout::of` in `manifest` builds it
+/// from a manifest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvLayout {
     pub layers: usize,
@@ -47,15 +57,6 @@ pub struct KvLayout {
 }
 
 impl KvLayout {
-    pub fn of(m: &Manifest) -> KvLayout {
-        KvLayout {
-            layers: m.num_layers,
-            heads: m.num_heads,
-            head_dim: m.head_dim,
-            dtype: m.dtype,
-        }
-    }
-
     /// Bytes of the K and V slot arrays of every layer for `batch` rows of `slots` slots per head
     /// (saturating, never overflows).
     pub fn bytes(&self, batch: usize, slots: usize) -> u64 {

@@ -11,10 +11,10 @@
 use std::time::Instant;
 
 use super::history::History;
+use super::new_tokens::NewTokens;
 use super::plan::{LayerPlan, NOT_STORED};
 use super::scores::{entry_scores, step_scores, Slots};
 use super::sizing::grown_capacity;
-use super::store::NewTokens;
 use crate::error::{Error, Result};
 use crate::policy::{Candidates, Policy, ScoreRule};
 

@@ -8,31 +8,14 @@ use std::time::Instant;
 
 use ort::session::SessionInputValue;
 
-use super::buffers::{host_buffers, HostKv, KvBuffers, KvElement, NewKv};
+use super::buffers::{host_buffers, HostKv, KvBuffers};
 use super::device::DeviceKv;
+use super::new_tokens::{KvElement, NewTokens};
 use super::plan::LayerPlan;
 use super::slots::{PlanScratch, SlotTable};
+use crate::dtype::KvDtype;
 use crate::error::{Error, Result};
-use crate::manifest::KvDtype;
 use crate::policy::Policy;
-
-/// What a step adds to one layer.
-#[derive(Debug, Clone, Copy)]
-pub struct NewTokens<'a> {
-    /// New keys, `[batch, heads, seq, head_dim]` (rotated).
-    pub k: NewKv<'a>,
-    /// New values, `[batch, heads, seq, head_dim]`.
-    pub v: NewKv<'a>,
-    /// The step's attention sums, `[batch, heads, past + seq]`.
-    pub attention: &'a [f32],
-    /// The layer's capacity when the graph ran (the store may grow before writing).
-    pub past: usize,
-    /// Absolute positions of the new tokens, `[batch, seq]`.
-    pub positions: &'a [i64],
-    /// 1 for a real token, 0 for padding, `[batch, seq]`.
-    pub mask: &'a [i64],
-    pub seq: usize,
-}
 
 /// The KV cache of a batch of sequences.
 #[derive(Debug)]
@@ -275,7 +258,7 @@ mod tests {
     use half::f16;
 
     use super::*;
-    use crate::cache::NOT_STORED;
+    use crate::cache::{NewKv, NOT_STORED};
     use crate::policy::{Candidates, H2oPolicy, Scope, ScoreRule};
 
     /// Keeps the newest `budget` positions per head (a local window, written here independently).

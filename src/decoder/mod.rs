@@ -6,6 +6,7 @@ pub mod observer;
 
 use std::time::{Duration, Instant};
 
+use crate::cache::sizing::{slot_limit, SLOT_CHUNK};
 use crate::cache::{KvStore, NewTokens};
 use crate::error::{Error, Result};
 use crate::model::{Model, StepInputs, StepView, Traffic};
@@ -15,15 +16,6 @@ use crate::timing::StepTiming;
 pub use observer::{
     AttentionCapture, EvictionTrace, StepObserver, TraceFile, TraceStep, TRACE_FORMAT,
 };
-
-/// Growth step of the full cache's slot arrays (bounded policies allocate up to their budget the same way).
-pub const SLOT_CHUNK: usize = 64;
-
-/// Most entries per (row, head) a decoder's store holds for a policy of `budget` on a model of
-/// `max_positions` positions (what its slot arrays grow to at most).
-pub fn slot_limit(budget: usize, max_positions: usize) -> usize {
-    budget.min(max_positions)
-}
 
 /// What one prefill or step returns.
 #[derive(Debug, Clone)]

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::bandwidth::weight_bytes;
 use super::memory::available_bytes;
+use crate::cache::sizing::{slot_limit, SLOT_CHUNK};
 use crate::cache::{slots_after, KvLayout};
-use crate::decoder::{slot_limit, SLOT_CHUNK};
 use crate::error::MemoryError;
 use crate::model::Model;
 use crate::policy::{PolicyKind, PolicySpec};
