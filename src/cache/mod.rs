@@ -16,3 +16,6 @@ pub use plan::{LayerPlan, NOT_STORED};
 pub use sizing::{grown_capacity, slots_after, KvLayout};
 pub use slots::SlotTable;
 pub use store::{KvStore, NewTokens};
+
+#[cfg(test)]
+mod proptests;
