@@ -77,8 +77,10 @@ pub enum Error {
     Store(String),
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
+    /// An error of a module built on the engine (the heatmap's `HeatmapError`, converted where
+    /// that module defines it), boxed so that this type names no such module; shown as it is.
     #[error(transparent)]
-    Heatmap(#[from] crate::heatmap::HeatmapError),
+    Other(Box<dyn std::error::Error + Send + Sync + 'static>),
     #[error("{path}: {reason}")]
     Data { path: PathBuf, reason: String },
     /// A length setting the model cannot take (see [`LengthError`]).

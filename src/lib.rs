@@ -11,6 +11,7 @@ pub mod locate;
 pub mod manifest;
 pub mod model;
 pub mod output;
+pub mod png;
 pub mod policy;
 pub mod report;
 pub mod runtime;

@@ -18,3 +18,6 @@ pub use plan::{LayerPlan, NOT_STORED};
 pub use sizing::{grown_capacity, slots_after, KvLayout};
 pub use slots::SlotTable;
 pub use store::KvStore;
+
+#[cfg(test)]
+mod proptests;

@@ -396,7 +396,10 @@ pub fn in_cli_words(e: anyhow::Error, names: &Names) -> anyhow::Error {
         E::Threads { .. } => format!("--threads: {lib}"),
         E::ExecutionProvider(_) => format!("--provider: {lib}"),
         E::Policy(_) => format!("{}: {lib}", names.policy),
-        E::Heatmap(h) => heatmap_words(h),
+        E::Other(other) => match other.downcast_ref::<HeatmapError>() {
+            Some(h) => heatmap_words(h),
+            None => return e,
+        },
         _ => return e,
     };
     anyhow!(text)

@@ -79,5 +79,13 @@ pub enum HeatmapError {
     },
 }
 
+/// A heatmap error met inside the engine (the collector, a decoder's observer) travels in the
+/// library's error as it is.
+impl From<HeatmapError> for crate::Error {
+    fn from(e: HeatmapError) -> Self {
+        crate::Error::Other(Box::new(e))
+    }
+}
+
 /// Result type of the heatmap module.
 pub type Result<T> = std::result::Result<T, HeatmapError>;

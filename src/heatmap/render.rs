@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{register_font, FontStyle, FontTransform};
@@ -11,7 +10,7 @@ use plotters::style::{register_font, FontStyle, FontTransform};
 use super::error::{HeatmapError, Result};
 use super::labels::{clean_label, label_positions};
 use super::matrix::AttentionMatrix;
-use crate::output::{encode_png, Prepared, Target};
+use crate::output::{Prepared, Target};
 
 /// The family name under which the shipped font is registered in plotters' font table.
 pub const FONT_FAMILY: &str = "h2o-dejavu-sans";
@@ -112,7 +111,7 @@ fn anchored(style: TextStyle<'static>, h: HPos, v: VPos) -> TextStyle<'static> {
     style.pos(Pos::new(h, v))
 }
 
-type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+type Area<'a> = crate::png::Canvas<'a>;
 
 /// Converts a plotters error into ours, naming the picture.
 fn draw_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> HeatmapError + '_ {
@@ -122,28 +121,23 @@ fn draw_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> HeatmapError + '
     }
 }
 
-/// Draws a white picture of `(width, height)` pixels with `draw` into an RGB buffer
-/// (`[height, width, 3]`), then writes it as PNG to the checked output `out` by the output rules
-/// ([`crate::output`]).
+/// Draws a white picture of `(width, height)` pixels with `draw`, then writes it as PNG to the
+/// checked output `out` by the output rules ([`crate::png`], [`crate::output`]).
 fn draw_png(
-    (width, height): (u32, u32),
+    size: (u32, u32),
     out: &Prepared,
     draw: impl FnOnce(&Area<'_>) -> Result<()>,
 ) -> Result<()> {
     let path = out.path();
-    let err = draw_err(path);
-    let mut rgb = vec![0u8; width as usize * height as usize * 3];
-    {
-        let area = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
-        area.fill(&WHITE).map_err(&err)?;
-        draw(&area)?;
-        area.present().map_err(&err)?;
-    }
-    let png = encode_png(&rgb, width, height).map_err(|message| HeatmapError::Draw {
-        path: path.to_path_buf(),
-        message,
-    })?;
-    Ok(out.write(&png)?)
+    crate::png::write_png(
+        out,
+        size,
+        |message| HeatmapError::Draw {
+            path: path.to_path_buf(),
+            message,
+        },
+        draw,
+    )
 }
 
 /// Refuses a colour floor outside (0, 1): attention probabilities are at most 1, so a floor of 1

@@ -41,9 +41,6 @@ pub mod sink;
 pub mod spec;
 pub mod tova;
 
-#[cfg(test)]
-mod proptests;
-
 pub use full::FullPolicy;
 pub use h2o::{H2oPolicy, Scope};
 pub use knorm::KnormPolicy;

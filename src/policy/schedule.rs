@@ -67,6 +67,8 @@ fn pyramid(free: usize, layers: usize, at_least: usize) -> Vec<usize> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -109,5 +111,20 @@ mod tests {
         // F = 10 with nothing protected: m = max(10/20, 1) = 1, from 19 down to 1
         assert_eq!(Schedule::Pyramid.free_parts(10, 2, 1), [19, 1]);
         assert_eq!(Schedule::Pyramid.free_parts(10, 1, 1), [10]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// A schedule spreads exactly `layers` x the free part, never raises the budget with the layer,
+    /// and gives no layer less than its floor.
+    #[test]
+    fn pyramid_keeps_the_total(free in 0usize..5000, layers in 1usize..80, at_least in 0usize..2) {
+        let parts = Schedule::Pyramid.free_parts(free, layers, at_least);
+        prop_assert_eq!(parts.len(), layers);
+        prop_assert_eq!(parts.iter().sum::<usize>(), free * layers);
+        prop_assert!(parts.windows(2).all(|w| w[0] >= w[1]));
+        prop_assert!(parts.iter().all(|&p| p >= at_least.min(free)));
+    }
     }
 }

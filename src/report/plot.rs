@@ -5,7 +5,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use crate::heatmap::{register_shipped_font, FONT_FAMILY};
-use crate::output::{encode_png, Prepared, Target};
+use crate::output::{Prepared, Target};
 
 use super::ReportError;
 
@@ -141,29 +141,28 @@ pub fn render_sweep<'a>(
 }
 
 /// A picture drawn into a buffer.
-pub(super) type Canvas<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+pub(super) type Canvas<'a> = crate::png::Canvas<'a>;
 
 /// Draws a white `(width, height)` picture under `title` with `draw`, then writes it as PNG to
-/// the checked output `out` by the output rules ([`crate::output`]).
+/// the checked output `out` by the output rules ([`crate::png`], [`crate::output`]).
 pub(super) fn write_png(
     out: &Prepared,
-    (width, height): (u32, u32),
+    size: (u32, u32),
     title: &str,
     draw: impl FnOnce(&Canvas<'_>) -> Result<(), ReportError>,
 ) -> Result<(), ReportError> {
     let path = out.path();
-    let mut rgb = vec![0u8; width as usize * height as usize * 3];
-    {
-        let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| draw_err(path, e))?;
-        let root = root
-            .titled(title, font(22.0))
-            .map_err(|e| draw_err(path, e))?;
-        draw(&root)?;
-        root.present().map_err(|e| draw_err(path, e))?;
-    }
-    let png = encode_png(&rgb, width, height).map_err(|e| draw_err(path, e))?;
-    Ok(out.write(&png)?)
+    crate::png::write_png(
+        out,
+        size,
+        |e| draw_err(path, e),
+        |root| {
+            let root = root
+                .titled(title, font(22.0))
+                .map_err(|e| draw_err(path, e))?;
+            draw(&root)
+        },
+    )
 }
 
 #[cfg(test)]

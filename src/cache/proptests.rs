@@ -13,12 +13,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 
-use super::{
+use super::{KvStore, NewKv, NewTokens};
+use crate::manifest::KvDtype;
+use crate::policy::{
     random, Candidates, H2oPolicy, KnormPolicy, LocalPolicy, Policy, RandomPolicy, ScissorPolicy,
     Scope, SinkPolicy, TovaPolicy,
 };
-use crate::cache::{KvStore, NewKv, NewTokens};
-use crate::manifest::KvDtype;
 
 /// Small deterministic PRNG (xorshift64*), so a proptest case is one seed.
 struct Rng(u64);
@@ -409,7 +409,7 @@ fn reference_victims(
 /// removing the evicted), each (row, head)'s slot positions before the update, the step's inputs.
 struct Seen<'a> {
     store: &'a KvStore,
-    plan: &'a crate::cache::LayerPlan,
+    plan: &'a super::LayerPlan,
     truth: &'a [BTreeMap<i64, Token>],
     before: &'a [Vec<i64>],
     st: &'a StepIn,
@@ -558,17 +558,6 @@ proptest! {
         seed in any::<u64>(),
     ) {
         simulate(kind, batch, heads, steps, chunk, seed);
-    }
-
-    /// A schedule spreads exactly `layers` x the free part, never raises the budget with the layer,
-    /// and gives no layer less than its floor.
-    #[test]
-    fn pyramid_keeps_the_total(free in 0usize..5000, layers in 1usize..80, at_least in 0usize..2) {
-        let parts = super::Schedule::Pyramid.free_parts(free, layers, at_least);
-        prop_assert_eq!(parts.len(), layers);
-        prop_assert_eq!(parts.iter().sum::<usize>(), free * layers);
-        prop_assert!(parts.windows(2).all(|w| w[0] >= w[1]));
-        prop_assert!(parts.iter().all(|&p| p >= at_least.min(free)));
     }
 
     #[test]
