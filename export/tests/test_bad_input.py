@@ -487,15 +487,35 @@ def _partials(t: Path) -> list[Path]:
     return [p for p in t.rglob(".*partial*")]
 
 
+def _default_signals() -> None:
+    """SIGINT, SIGTERM and SIGHUP back to their defaults (in a child, before exec)."""
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, signal.SIG_DFL)
+
+
+@pytest.fixture(autouse=True)
+def _python_signal_defaults():
+    """In-process exports see Python's own dispositions (SIGINT raises KeyboardInterrupt, SIGTERM and
+    SIGHUP default), whatever the shell that started the tests left ignored (a background job's
+    SIGINT, nohup's SIGHUP); restored afterwards."""
+    wanted = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL,
+              signal.SIGHUP: signal.SIG_DFL}
+    old = {s: signal.signal(s, h) for s, h in wanted.items()}
+    yield
+    for s, h in old.items():
+        signal.signal(s, h)
+
+
 def _interrupt(t: Path, out: Path, signum: int, extra: list[str] = ()) -> subprocess.CompletedProcess:
     """Start a --random-init 160m export (0.65 GB of weights into model.onnx.data) into `out`,
     wait until it has written part of its data file, send `signum`, and wait for the end."""
     env = dict(os.environ, PYTHONPATH="")
     cmd = [sys.executable, str(EXPORT), "--random-init", "160m", "--tokenizer", str(TOKENIZER), "--out", str(out),
            "--external-data", "always", *extra]
-    # a shell that started the tests in the background may have left SIGINT ignored, which Python keeps
+    # a shell that started the tests in the background may have left SIGINT ignored, and nohup SIGHUP;
+    # the exporter keeps an inherited ignore, so the child starts with the default dispositions
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=_default_signals)
     deadline = time.monotonic() + 120
     started = False
     while time.monotonic() < deadline and proc.poll() is None:
