@@ -100,6 +100,17 @@ fn json_to_dev_stdout_lands_on_stdout_after_the_summary() {
         .is_symlink());
 }
 
+/// A named pipe `pipe` in `dir`.
+fn mkfifo(dir: &Path) -> PathBuf {
+    let fifo = dir.join("pipe");
+    assert!(Process::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    fifo
+}
+
 /// A FIFO with a reader is written through. The reader is this test, its end opened (without
 /// waiting) before the run starts: `h2o` refuses a FIFO that has no reader when it checks its
 /// outputs, so a reader started beside it (`cat FIFO &`) would race that check.
@@ -107,12 +118,7 @@ fn json_to_dev_stdout_lands_on_stdout_after_the_summary() {
 fn a_fifo_is_written_through() {
     let tmp = tempfile::tempdir().unwrap();
     let data = write_text(tmp.path(), 100);
-    let fifo = tmp.path().join("pipe");
-    assert!(Process::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    let fifo = mkfifo(tmp.path());
     let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK;
     let reader =
         std::fs::File::from(rustix::fs::open(&fifo, flags, rustix::fs::Mode::empty()).unwrap());
@@ -146,12 +152,7 @@ fn a_fifo_is_written_through() {
 fn a_fifo_without_a_reader_is_refused_before_the_run() {
     let tmp = tempfile::tempdir().unwrap();
     let data = write_text(tmp.path(), 100);
-    let fifo = tmp.path().join("pipe");
-    assert!(Process::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    let fifo = mkfifo(tmp.path());
     let mut c = ppl(&data, &[Path::new("--json"), &fifo]);
     c.timeout(Duration::from_secs(20));
     let out = c.output().unwrap();

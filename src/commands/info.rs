@@ -90,40 +90,51 @@ pub fn run(a: InfoArgs) -> Result<()> {
 }
 
 /// Where the library, the default model and the default text are looked for, in order, and
-/// which is used (see `h2o_engine::locate`).
+/// which is used (see `h2o_engine::locate`): one place a line, so no path wraps mid-way.
 fn search_order() {
     use h2o_engine::locate::{binary_dir, model_places, project_root, text_places, DATA_ENV};
     let bin = binary_dir().map_or_else(|| "<binary's folder>".into(), |d| d.display().to_string());
-    outln!(
-        "library search   $ORT_DYLIB_PATH, then {bin}/lib/libonnxruntime.so*, then {}/.venv (onnxruntime wheel)",
-        project_root().display()
+    let lines = |head: &str, places: Vec<String>| {
+        outln!("{head:<17}{}", places[0]);
+        for p in &places[1..] {
+            outln!("{:<17}then {p}", "");
+        }
+    };
+    lines(
+        "library search",
+        vec![
+            "$ORT_DYLIB_PATH".to_string(),
+            format!("{bin}/lib/libonnxruntime.so*"),
+            format!("{}/.venv (onnxruntime wheel)", project_root().display()),
+        ],
     );
-    let mark = |p: &std::path::Path, used: bool| {
-        format!("{}{}", p.display(), if used { " (used)" } else { "" })
+    let used = |p: &std::path::Path, yes: bool| {
+        format!("{}{}", p.display(), if yes { " (used)" } else { "" })
     };
     let model_used = model_places()
-        .into_iter()
+        .iter()
         .position(|p| p.path.join("manifest.json").is_file());
-    let models: Vec<String> = model_places()
-        .iter()
-        .enumerate()
-        .map(|(i, p)| mark(&p.path, Some(i) == model_used))
-        .collect();
-    outln!("model search     --model, then {}", models.join(", then "));
-    let env_set = std::env::var_os(DATA_ENV).is_some_and(|v| !v.is_empty());
-    let text_used = if env_set {
-        None
-    } else {
-        text_places().into_iter().position(|p| p.path.is_file())
-    };
-    let texts: Vec<String> = text_places()
-        .iter()
-        .enumerate()
-        .map(|(i, p)| mark(&p.path, Some(i) == text_used))
-        .collect();
-    outln!(
-        "text search      --data, then ${DATA_ENV}{}, then {}",
-        if env_set { " (set: used)" } else { "" },
-        texts.join(", then ")
+    let mut models = vec!["--model".to_string()];
+    models.extend(
+        model_places()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| used(&p.path, Some(i) == model_used)),
     );
+    lines("model search", models);
+    let env_set = std::env::var_os(DATA_ENV).is_some_and(|v| !v.is_empty());
+    let text_used = (!env_set)
+        .then(|| text_places().iter().position(|p| p.path.is_file()))
+        .flatten();
+    let mut texts = vec![
+        "--data".to_string(),
+        format!("${DATA_ENV}{}", if env_set { " (set: used)" } else { "" }),
+    ];
+    texts.extend(
+        text_places()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| used(&p.path, Some(i) == text_used)),
+    );
+    lines("text search", texts);
 }
