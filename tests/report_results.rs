@@ -502,15 +502,15 @@ fn write_output_readers_never_see_a_partial_file() {
     });
 }
 
-/// README's column list is the one the code declares.
+/// docs/cli.md's column list is the one the code declares.
 #[test]
 fn readme_lists_the_declared_columns() {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/cli.md")).unwrap();
     let table = columns_markdown();
     assert!(
         readme.contains(&table),
-        "README.md's column list differs from the declared columns; replace it with:\n{table}"
+        "docs/cli.md's column list differs from the declared columns; replace it with:\n{table}"
     );
     for name in csv_header() {
         assert!(table.contains(&format!("| {name} |")), "{name}");
