@@ -136,3 +136,24 @@ def test_exporter_runs_without_torch_or_any_extra(tmp_path):
     # the run went the whole way: config, weights, graph, quantizer, manifest
     for module in ("cli", "config", "exporter", "graph", "onnx_builder", "quantize", "weights"):
         assert f"h2o_export.{module}" in got["loaded"]
+
+
+def test_ctrl_c_while_the_exporter_loads_is_one_line():
+    """`h2o-export`, export.py and `python -m h2o_export` share h2o_export.__main__.run: a Ctrl-C
+    during the imports of numpy and onnx (here: of h2o_export.cli) ends in one line and 130."""
+    child = r"""
+import importlib.abc, sys
+
+class CtrlC(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "h2o_export.cli":
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+from h2o_export.__main__ import run
+sys.exit(run())
+"""
+    r = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True)
+    assert r.returncode == 130 and r.stdout == ""
+    assert r.stderr == "error: interrupted (Ctrl-C) before the export started; nothing was written\n"
