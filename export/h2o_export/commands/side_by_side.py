@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from . import checkout
 from ..side_by_side import measure, table
