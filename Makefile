@@ -2,9 +2,10 @@
 #   make bench   - the main job: the default benchmark suite on the embedded default model (pythia-micro)
 #   make test    - every test: Rust (unit, integration, CLI) and Python (exporter, reference, parity)
 # Everything else (.venv with the pinned Python packages, ONNX export, release build) is set up on the way.
-# `make bench` installs only what the main job needs (export/requirements.txt: the exporter's packages and
-# ONNX Runtime); torch, transformers and the test tools (export/requirements-torch.txt) are installed for
-# `make test`, the fixtures and the PyTorch comparisons only.
+# `make bench` installs only what the main job needs (the Python package h2o_export, export/pyproject.toml,
+# with the exporter's packages and ONNX Runtime, at export/requirements.txt's versions); torch, transformers
+# and the test tools (its `test` extra, export/requirements-torch.txt) are installed for `make test`, the
+# fixtures and the PyTorch comparisons only.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -25,16 +26,20 @@ INIT_SEED ?= 0
 
 all: build
 
-# The exporter's packages and ONNX Runtime (libonnxruntime.so for the engine): all `make bench` needs.
-$(STAMP): export/requirements.txt
+# The package h2o_export, editable (the venv runs this checkout's export/h2o_export), with the exporter's
+# packages and its `engine` extra, ONNX Runtime (libonnxruntime.so for the engine): all `make bench` needs.
+# The requirements files are constraints: they pin the versions pyproject.toml's dependencies resolve to.
+# (-qq: errors only; -q would still print setuptools' banner about editable installs.)
+$(STAMP): export/requirements.txt export/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r export/requirements.txt
+	$(PY) -m pip install -qq -c export/requirements.txt -e 'export[engine]'
 	touch $(STAMP)
 
-# torch, transformers, pyarrow and pytest on top: the tests, the fixture and the PyTorch comparisons.
+# The `test` extra on top (torch, transformers, safetensors, pyarrow, pytest): the tests, the fixture and
+# the PyTorch comparisons.
 $(STAMP_TORCH): $(STAMP) export/requirements-torch.txt
-	$(PY) -m pip install --quiet -r export/requirements-torch.txt
+	$(PY) -m pip install -qq -c export/requirements.txt -c export/requirements-torch.txt -e 'export[test]'
 	touch $(STAMP_TORCH)
 
 venv: $(STAMP)
@@ -47,10 +52,10 @@ build:
 fixtures: $(STAMP_TORCH)
 	$(PY) export/make_fixture.py
 
-# The exporter's own sources, derived from the package (every module of h2o_export/, so a new module
-# or a RoPE change re-exports the default model; the reference and tools beside it only cost a
-# needless 3-second export).
-EXPORTER_SRC := $(wildcard export/export.py export/h2o_export/*.py)
+# The exporter's own sources, derived from the package: every module of h2o_export/, subpackages included,
+# and its pyproject.toml, so a new module or a RoPE change re-exports the default model (the reference and
+# tools in it only cost a needless 3-second export).
+EXPORTER_SRC := export/export.py export/pyproject.toml $(sort $(shell find export/h2o_export -name '*.py'))
 
 $(MICRO)/model.onnx: $(STAMP) $(MICRO_HF)/model.safetensors $(MICRO_HF)/config.json $(EXPORTER_SRC)
 	$(PY) export/export.py --checkpoint $(MICRO_HF) --out $(MICRO) --name pythia-micro --dtype fp32 --force

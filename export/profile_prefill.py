@@ -1,45 +1,13 @@
 #!/usr/bin/env python3
-"""Where a prefill spends its time (issue 16): ONNX Runtime's per-node profile of one P-token
-prefill of an exported model, summed per op type, for the graph's logits of every token
-(logits_from 0) and of the last one only (logits_from P-1, what `h2o speed` asks for).
+"""Where a prefill spends its time: ONNX Runtime's per-node profile.
 
-    .venv/bin/python export/profile_prefill.py --model models/random-160m/onnx --tokens 512 --threads 2
-
-The command line over h2o_export.profile.
+`python export/profile_prefill.py ...` is `h2o-profile-prefill ...` (the console command of the installed package):
+both run h2o_export.commands.profile_prefill; `--help` says the rest.
 """
 
-from __future__ import annotations
-
-import argparse
-import json
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from h2o_export.profile import profile_prefill, table  # noqa: E402
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, help="exported model directory")
-    ap.add_argument("--tokens", type=int, default=512)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--runs", type=int, default=4, help="runs, the first a warm-up (default 4)")
-    ap.add_argument("--json", type=Path, help="write both profiles here")
-    args = ap.parse_args()
-    if args.tokens < 1:
-        ap.error("--tokens must be at least 1")
-    docs = {}
-    for label, start in (("every token's logits", 0), ("the last token's logits", args.tokens - 1)):
-        doc = profile_prefill(args.model, args.tokens, args.threads, args.runs, logits_from=start)
-        docs[label] = doc
-        print(f"{args.model}, {args.tokens}-token prefill, {args.threads} threads, {label}: "
-              f"{doc['total_ms']:.1f} ms of nodes per run\n{table(doc)}\n")
-    if args.json:
-        args.json.write_text(json.dumps(docs, indent=2) + "\n", encoding="utf-8")
-    return 0
-
+from h2o_export.commands.profile_prefill import main
 
 if __name__ == "__main__":
     sys.exit(main())

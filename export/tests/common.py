@@ -1,16 +1,14 @@
 """Paths and settings shared by the test modules of export/tests (imported as `common`; pytest
-puts this folder on sys.path). Importing it also puts export/ on sys.path for `h2o_export`."""
+puts this folder on sys.path). The tests import `h2o_export` installed (`make venv-torch` installs
+export/ editable), never from a path of their own."""
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 EXPORT_DIR = Path(__file__).resolve().parents[1]
 REPO = EXPORT_DIR.parent
-if str(EXPORT_DIR) not in sys.path:
-    sys.path.insert(0, str(EXPORT_DIR))
 
 FIXTURE = REPO / "tests/fixtures/tiny"
 TEST_DATA = REPO / "tests/data"

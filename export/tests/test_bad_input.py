@@ -29,7 +29,7 @@ from typing import Callable, Optional
 
 import pytest
 
-from common import EXPORT_DIR, FIXTURE, TEST_DATA  # noqa: E402  (puts export/ on sys.path)
+from common import EXPORT_DIR, FIXTURE, TEST_DATA  # noqa: E402
 
 EXPORT = EXPORT_DIR / "export.py"
 CKPT = FIXTURE / "hf"

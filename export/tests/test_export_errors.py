@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from common import EXPORT_DIR, FIXTURE  # noqa: E402  (puts export/ on sys.path)
+from common import EXPORT_DIR, FIXTURE  # noqa: E402
 
 from h2o_export import graph_parity as ref  # noqa: E402
 from h2o_export.cli import main  # noqa: E402
@@ -180,12 +180,12 @@ def test_init_seed_without_random_init(capsys, ckpt, tmp_path):
 
 
 def test_entry_points(ckpt, tmp_path):
-    """export/export.py and `python -m h2o_export` run as programs."""
+    """export/export.py and `python -m h2o_export` (the installed package, run from elsewhere) run as programs."""
     r = subprocess.run([sys.executable, str(EXPORT_DIR / "export.py"), "--checkpoint", str(ckpt / "nope"),
                         "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
     r = subprocess.run([sys.executable, "-m", "h2o_export", "--help"], capture_output=True, text=True,
-                       cwd=EXPORT_DIR)
+                       cwd=tmp_path)
     assert r.returncode == 0 and "--random-init" in r.stdout
 
 

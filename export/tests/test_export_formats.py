@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from common import FIXTURE, TEST_DATA  # noqa: E402  (puts export/ on sys.path)
+from common import FIXTURE, TEST_DATA  # noqa: E402
 
 from h2o_export import graph_parity as ref  # noqa: E402
 from h2o_export.reference import load_model  # noqa: E402

@@ -18,7 +18,7 @@ import json
 import numpy as np
 import pytest
 
-from common import FIXTURE  # noqa: E402  (puts export/ on sys.path)
+from common import FIXTURE  # noqa: E402
 
 from h2o_export import graph_parity as ref  # noqa: E402
 from h2o_export.reference import load_model  # noqa: E402

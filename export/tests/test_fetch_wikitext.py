@@ -10,9 +10,9 @@ import json
 import urllib.parse
 
 import pytest
-from common import data_path  # noqa: E402  (puts export/ on sys.path)
+from common import data_path  # noqa: E402
 
-import fetch_wikitext as cli  # noqa: E402  (export/fetch_wikitext.py, the command line)
+from h2o_export.commands import fetch_wikitext as cli  # noqa: E402  (export/fetch_wikitext.py)
 from h2o_export import wikitext as fw  # noqa: E402
 
 ROWS = ["", " = Title = \n", "", " Some text , here . \n", "", " = = Section = = \n", ""]

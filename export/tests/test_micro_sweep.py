@@ -12,8 +12,6 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import common  # noqa: F401  (puts export/ on sys.path)
-
 from h2o_export.micro import model as mm  # noqa: E402
 from h2o_export.micro import sweep  # noqa: E402
 

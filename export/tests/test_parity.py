@@ -58,7 +58,7 @@ from typing import Optional
 
 import pytest
 
-from common import FIXTURE, REPO, data_path, engine_bin, engine_env  # noqa: E402  (puts export/ on sys.path)
+from common import FIXTURE, REPO, data_path, engine_bin, engine_env  # noqa: E402
 
 from h2o_export import reference as ref  # noqa: E402
 from h2o_export import trace as tr  # noqa: E402

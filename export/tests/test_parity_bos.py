@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from common import FIXTURE, data_path, engine_bin, engine_env  # noqa: E402  (puts export/ on sys.path)
+from common import FIXTURE, data_path, engine_bin, engine_env  # noqa: E402
 
 from h2o_export import reference as ref  # noqa: E402
 from h2o_export import trace as tr  # noqa: E402

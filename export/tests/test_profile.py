@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from common import FIXTURE  # noqa: E402  (puts export/ on sys.path)
+from common import FIXTURE  # noqa: E402
 
 from h2o_export.profile import profile_prefill, summarize, table  # noqa: E402
 

@@ -11,9 +11,9 @@ import shutil
 import pytest
 import torch
 
-from common import FIXTURE, data_path  # noqa: E402  (puts export/ on sys.path)
+from common import FIXTURE, data_path  # noqa: E402
 
-import reference as cli  # noqa: E402  (export/reference.py, the command line)
+from h2o_export.commands import reference as cli  # noqa: E402  (export/reference.py)
 from h2o_export import reference as ref  # noqa: E402
 from h2o_export import trace as tr  # noqa: E402
 from h2o_export.errors import ReferenceError  # noqa: E402

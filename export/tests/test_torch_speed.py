@@ -11,10 +11,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from common import EXPORT_DIR, data_path  # noqa: E402  (puts export/ on sys.path)
+from common import EXPORT_DIR, data_path  # noqa: E402
 from common import FIXTURE as TINY  # noqa: E402
 
-import torch_speed as cli  # noqa: E402  (export/torch_speed.py, the command line)
+from h2o_export.commands import torch_speed as cli  # noqa: E402  (export/torch_speed.py)
 from h2o_export import speed as ts  # noqa: E402
 PY = sys.executable
 FIELDS = ["impl", "model", "threads", "prompt", "gen", "ttft_ms", "tpot_median_ms", "tpot_p90_ms",

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-import common  # noqa: F401  (puts export/ on sys.path)
 
 from h2o_export.micro import data as prep  # noqa: E402
 from h2o_export.micro import evaluate as ev  # noqa: E402
@@ -191,7 +190,7 @@ def _tiny_run(tmp_path, monkeypatch, *flags):
     returns the output folder, the log records and the inputs of every training batch."""
     import sys
 
-    import train_micro
+    from h2o_export.commands import train_micro
 
     data = tmp_path / "data"
     if not data.exists():
