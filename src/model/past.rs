@@ -78,3 +78,66 @@ fn bind_typed<T: KvElement + PrimitiveTensorElementType>(
     };
     Ok([bind(k)?, bind(v)?])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::{LayerPlan, NewKv, NewTokens};
+    use crate::policy::FullPolicy;
+
+    /// Two layers of limits 3 and 1 (chunk 4), batch 1, 2 heads, head_dim 2: two tokens into layer 0
+    /// only grow it to its limit; layer 1 stays empty.
+    #[test]
+    fn a_stores_view_has_its_layout_and_each_layers_capacity() {
+        let mut s = KvStore::with_limits(&[3, 1], 1, 2, 2, KvDtype::Float16, 4).unwrap();
+        let kv = [f16::ONE; 2 * 2 * 2];
+        let new = NewTokens {
+            k: NewKv::of(&kv),
+            v: NewKv::of(&kv),
+            attention: &[0.5; 2 * 2],
+            past: 0,
+            positions: &[0, 1],
+            mask: &[1, 1],
+            seq: 2,
+        };
+        s.update(0, &new, &FullPolicy::new()).unwrap();
+        let view: &dyn PastKv = &s;
+        assert_eq!(
+            view.layout(),
+            KvLayout {
+                layers: 2,
+                heads: 2,
+                head_dim: 2,
+                dtype: KvDtype::Float16
+            }
+        );
+        assert_eq!(view.batch(), 1);
+        assert_eq!([view.capacity(0), view.capacity(1)], [3, 0]);
+        assert_eq!(view.buffers().host::<f16>().unwrap().shape(0), [1, 2, 3, 2]);
+    }
+
+    /// Buffers that are neither host buffers nor the model's device buffers.
+    #[derive(Debug)]
+    struct Elsewhere;
+    impl KvBuffers for Elsewhere {
+        fn dtype(&self) -> KvDtype {
+            KvDtype::Float32
+        }
+        fn grow(&mut self, _layer: usize, _capacity: usize) {}
+        fn apply(&mut self, _: usize, _: &LayerPlan, _: &NewKv<'_>, _: &NewKv<'_>) -> Result<()> {
+            Ok(())
+        }
+        fn allocated_bytes(&self) -> usize {
+            0
+        }
+    }
+
+    #[test]
+    fn buffers_of_unknown_memory_are_refused_not_bound() {
+        let e = bind_host(&Elsewhere, 0).err().unwrap().to_string();
+        assert!(
+            e.contains("float32") && e.contains("neither in host memory"),
+            "{e}"
+        );
+    }
+}
