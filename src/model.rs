@@ -1,11 +1,14 @@
-//! A loaded model directory (manifest, tokenizer, ONNX session) and one run of the decoder-step graph,
-//! with the KV store's K/V in host memory (inputs and outputs of the run) or on the device (bound with
-//! IoBinding, written by companion graphs: `binding`, `companion`).
+//! A loaded model directory (manifest, tokenizer, ONNX session) and one run of the decoder-step graph
+//! on a view of the KV cache ([`PastKv`]), with K/V in host memory (inputs and outputs of the run) or
+//! in the model's device buffers (`device_kv`: bound with IoBinding, written by companion graphs:
+//! `binding`, `companion`).
 
 mod binding;
 mod companion;
+mod device_kv;
 pub mod graph_check;
 pub mod onnx_scan;
+mod past;
 pub mod traffic;
 
 use std::path::{Path, PathBuf};
@@ -13,14 +16,16 @@ use std::path::{Path, PathBuf};
 use half::f16;
 use ort::session::builder::SessionBuilder;
 use ort::session::{Session, SessionInputValue, SessionOutputs};
-use ort::value::TensorRef;
+use ort::value::{PrimitiveTensorElementType, TensorRef};
 
-use crate::cache::{host_buffers, KvBuffers, KvElement, KvStore, NewKv};
+use crate::cache::{host_buffers, KvBuffers, KvElement, KvLayout, NewKv};
 use crate::error::{Error, Result};
 use crate::manifest::{check_graph, KvDtype, LayerNames, Manifest, MaskInputs, LOGITS_FROM};
 use crate::runtime::{check_provider, ExecutionProvider, KvPlacement, Runtime, SessionConfig};
 use binding::DeviceRunner;
+pub use device_kv::DeviceKv;
 use graph_check::Port;
+pub use past::PastKv;
 pub use traffic::{Pasts, Traffic};
 
 /// model.onnx + manifest.json + tokenizer.json from one directory, with a session ready to run.
@@ -173,10 +178,11 @@ impl Model {
     }
 
     /// After a run and the store's update of every layer: with device buffers, grow them if the plans
-    /// asked for it and write the kept new K/V into their slots, on the device (the host buffers were
-    /// written by the update). Returns the bytes this sent to the device.
-    pub fn write_kv(&mut self, store: &mut KvStore) -> Result<Traffic> {
-        match (store.device_mut(), self.device.as_mut()) {
+    /// asked for it and write the kept new K/V into their slots, on the device (host buffers were
+    /// written by the update). `buffers` are the store's ([`crate::cache::KvStore::buffers_mut`]).
+    /// Returns the bytes this sent to the device.
+    pub fn write_kv(&mut self, buffers: &mut dyn KvBuffers) -> Result<Traffic> {
+        match (DeviceKv::of_mut(buffers), self.device.as_mut()) {
             (None, _) => Ok(Traffic::default()),
             (Some(kv), Some(dev)) => dev.commit(kv),
             (Some(_), None) => Err(Self::not_device()),
@@ -217,20 +223,21 @@ impl Model {
         unreachable!("check_provider refuses cuda without the feature")
     }
 
-    /// Run the graph once on `inputs`, with every layer's slot arrays of `store` as past K/V (views of
-    /// its memory, no copy). [`StepOutputs::view`] gives the outputs, checked against the manifest.
-    /// With device buffers the new K/V stay on the device until [`Model::write_kv`].
+    /// Run the graph once on `inputs`, with every layer's slot arrays of `past` (the decoder's store)
+    /// as past K/V (views of their memory, no copy). [`StepOutputs::view`] gives the outputs, checked
+    /// against the manifest. With device buffers the new K/V stay on the device until
+    /// [`Model::write_kv`].
     pub fn run<'s>(
         &'s mut self,
-        store: &KvStore,
+        past: &dyn PastKv,
         inputs: &StepInputs<'_>,
     ) -> Result<StepOutputs<'s>> {
-        let (dims, pasts) = self.check_run(store, inputs)?;
+        let (dims, pasts) = self.check_run(past, inputs)?;
         let layer_pasts = Pasts {
             layers: Some(&pasts),
             per_layer_masks: self.per_layer_masks(),
         };
-        if let Some(kv) = store.device() {
+        if let Some(kv) = DeviceKv::of(past.buffers()) {
             let dev = self.device.as_mut().ok_or_else(Self::not_device)?;
             let binding = dev.bind_step(kv, &self.names, inputs, &dims, &layer_pasts)?;
             let traffic = Traffic::device_run_layers(&dims, &layer_pasts);
@@ -278,7 +285,7 @@ impl Model {
                     int_input(&names.mask, [b, pasts[l] + seq], mask)?,
                 ));
             }
-            let [k, v] = store.bind(l)?;
+            let [k, v] = past::bind_host(past.buffers(), l)?;
             feed.push((names.past_key.as_str(), k));
             feed.push((names.past_value.as_str(), v));
         }
@@ -303,29 +310,24 @@ impl Model {
         self.manifest.attention_masks == MaskInputs::PerLayer
     }
 
-    /// The step's dimensions and each layer's past, after checking the store and the inputs against
-    /// the manifest.
+    /// The step's dimensions and each layer's past, after checking the cache's view and the inputs
+    /// against the manifest.
     fn check_run(
         &self,
-        store: &KvStore,
+        kv: &dyn PastKv,
         inputs: &StepInputs<'_>,
     ) -> Result<(StepDims, Vec<usize>)> {
         let m = &self.manifest;
-        let same_geometry = store.num_layers() == m.num_layers
-            && store.heads() == m.num_heads
-            && store.head_dim() == m.head_dim
-            && store.dtype() == m.dtype;
-        if !same_geometry {
+        let layout = kv.layout();
+        if layout != KvLayout::of(m) {
             return Err(Error::Input(format!(
                 "the KV store ({} layers x {} heads x head_dim {}, {}) does not fit the model ({} x {} x {}, {})",
-                store.num_layers(), store.heads(), store.head_dim(), store.dtype().name(),
+                layout.layers, layout.heads, layout.head_dim, layout.dtype.name(),
                 m.num_layers, m.num_heads, m.head_dim, m.dtype.name()
             )));
         }
-        let past = store.capacity();
-        let pasts: Vec<usize> = (0..store.num_layers())
-            .map(|l| store.layer_capacity(l))
-            .collect();
+        let pasts: Vec<usize> = (0..layout.layers).map(|l| kv.capacity(l)).collect();
+        let past = pasts[0];
         let per_layer = self.per_layer_masks();
         if let Some(l) = (0..pasts.len()).find(|&l| !per_layer && pasts[l] != past) {
             return Err(Error::Store(format!(
@@ -333,7 +335,7 @@ impl Model {
                 pasts[l]
             )));
         }
-        let (batch, seq) = (store.batch(), inputs.seq);
+        let (batch, seq) = (kv.batch(), inputs.seq);
         let n = batch * seq;
         let mask_len = if per_layer {
             pasts.iter().map(|p| batch * (p + seq)).sum()
@@ -495,7 +497,11 @@ impl StepOutputs<'_> {
     }
 
     /// Output `name` as a `T` slice, its shape checked.
-    fn tensor<T: KvElement>(&self, name: &str, shape: &[usize]) -> Result<&[T]> {
+    fn tensor<T: KvElement + PrimitiveTensorElementType>(
+        &self,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<&[T]> {
         let value = self
             .outputs
             .get(name)

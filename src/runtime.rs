@@ -24,7 +24,7 @@ pub enum ExecutionProvider {
 /// way). `host`: `Vec`s in host memory, handed to every run as inputs (under a device provider ONNX
 /// Runtime copies the whole cache in and the new K/V out each step). `device`: memory of ONNX Runtime's
 /// allocator for the provider's device, bound with IoBinding; new K/V stay there and a companion graph
-/// writes them into their slots (see `cache::device`).
+/// writes them into their slots (see `model::device_kv`).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
 )]

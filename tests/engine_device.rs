@@ -18,7 +18,7 @@ use h2o_engine::cache::{KvElement, KvStore, LayerPlan, NewKv};
 use h2o_engine::decoder::{nll, Decoder, StepObserver};
 use h2o_engine::eval::data::load_tokens;
 use h2o_engine::eval::ppl::streaming_ppl;
-use h2o_engine::model::{Model, StepInputs, Traffic};
+use h2o_engine::model::{DeviceKv, Model, StepInputs, Traffic};
 use h2o_engine::policy::PolicySpec;
 use h2o_engine::runtime::{KvPlacement, SessionConfig};
 use h2o_engine::Result;
@@ -68,12 +68,16 @@ impl StepObserver for Plans {
     }
 }
 
+/// An element type both stores hold and the device store reads back.
+trait Element: KvElement + Into<f32> + ort::value::PrimitiveTensorElementType {}
+impl<T: KvElement + Into<f32> + ort::value::PrimitiveTensorElementType> Element for T {}
+
 /// Every layer's K and V at the end, as bits, from either store.
-fn kv_bits<T: KvElement + Into<f32>>(store: &KvStore) -> Vec<Vec<u32>> {
+fn kv_bits<T: Element>(store: &KvStore) -> Vec<Vec<u32>> {
     let bits = |x: &[T]| x.iter().map(|&v| v.into().to_bits()).collect::<Vec<u32>>();
     (0..store.num_layers())
         .flat_map(|l| {
-            let (k, v) = match (store.host_kv::<T>(), store.device()) {
+            let (k, v) = match (store.host_kv::<T>(), DeviceKv::of(store.buffers())) {
                 (Some(h), _) => {
                     let (k, v) = h.kv(l);
                     (k.to_vec(), v.to_vec())
@@ -95,7 +99,7 @@ struct Run {
     positions: Vec<i64>,
 }
 
-fn finish<T: KvElement + Into<f32>>(dec: &mut Decoder<'_>, nlls: Vec<f64>) -> Run {
+fn finish<T: Element>(dec: &mut Decoder<'_>, nlls: Vec<f64>) -> Run {
     let s = dec.store();
     let mut positions = Vec::new();
     for l in 0..s.num_layers() {
@@ -115,17 +119,12 @@ fn finish<T: KvElement + Into<f32>>(dec: &mut Decoder<'_>, nlls: Vec<f64>) -> Ru
 }
 
 /// Streaming perplexity of `spec` over `tokens` with K/V where `kv` says.
-fn stream<T: KvElement + Into<f32>>(
-    dir: &Path,
-    kv: KvPlacement,
-    spec: &PolicySpec,
-    tokens: &[u32],
-) -> Run {
+fn stream<T: Element>(dir: &Path, kv: KvPlacement, spec: &PolicySpec, tokens: &[u32]) -> Run {
     let mut model = load(dir, kv);
     let layers = model.manifest.num_layers;
     let mut dec = Decoder::new(&mut model, spec.build(layers), 1).unwrap();
     assert_eq!(
-        dec.store().device().is_some(),
+        DeviceKv::of(dec.store().buffers()).is_some(),
         kv == KvPlacement::Device,
         "the store is where the model's config says"
     );
@@ -287,7 +286,10 @@ fn device_buffers_refuse_misuse() {
     };
     let e = host_model.run(&s, &inputs).err().unwrap().to_string();
     assert!(e.contains("loaded for host K/V"), "{e}");
-    let e = host_model.write_kv(&mut s).unwrap_err().to_string();
+    let e = host_model
+        .write_kv(s.buffers_mut())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("loaded for host K/V"), "{e}");
 
     // a step whose write is skipped: the next run refuses the store
@@ -321,7 +323,7 @@ fn device_buffers_refuse_misuse() {
     };
     let e = dev_model.run(&s, &next).err().unwrap().to_string();
     assert!(e.contains("were not written"), "{e}");
-    dev_model.write_kv(&mut s).unwrap();
+    dev_model.write_kv(s.buffers_mut()).unwrap();
     assert!(
         dev_model.run(&s, &next).is_ok(),
         "written, the store runs again"

@@ -1,10 +1,11 @@
-//! K/V buffers: where a layer's keys and values live, behind one small interface (grow, apply a plan,
-//! bind as graph inputs). [`HostKv`] keeps them in host memory for any element type;
-//! [`super::device::DeviceKv`] in ONNX Runtime device memory, taking the same host-side [`LayerPlan`].
+//! K/V buffers: where a layer's keys and values live, behind one small interface (grow, apply a plan).
+//! [`HostKv`] keeps them in host memory for any element type; other buffers (the model's device
+//! store, `model::DeviceKv`) are made by whoever drives them and handed to the store as a
+//! `Box<dyn KvBuffers>`, taking the same host-side [`LayerPlan`].
+
+use std::any::Any;
 
 use half::f16;
-use ort::session::SessionInputValue;
-use ort::value::TensorRef;
 
 use super::new_tokens::{KvElement, NewKv};
 use super::plan::{LayerPlan, NOT_STORED};
@@ -12,8 +13,10 @@ use crate::dtype::KvDtype;
 use crate::error::{Error, Result};
 
 /// Storage of every layer's K and V, `[batch, heads, capacity, head_dim]` each. The slot table decides
-/// (the plan); this only moves bytes. Capacities may differ between layers.
-pub trait KvBuffers: std::any::Any + std::fmt::Debug + Send {
+/// (the plan); this only moves bytes. Capacities may differ between layers. How a graph reads them
+/// as past is the model's business: it binds [`HostKv`]'s slices, or its own buffers, which it finds
+/// again by their type (the `Any` supertrait).
+pub trait KvBuffers: Any + std::fmt::Debug + Send {
     /// Element type of K and V.
     fn dtype(&self) -> KvDtype;
     /// Resize layer `layer` to `capacity` slots per (batch, head), keeping the slots it has.
@@ -27,10 +30,16 @@ pub trait KvBuffers: std::any::Any + std::fmt::Debug + Send {
         key: &NewKv<'_>,
         value: &NewKv<'_>,
     ) -> Result<()>;
-    /// Layer `layer`'s K and V as graph inputs `[batch, heads, capacity, head_dim]`, without a copy.
-    fn bind(&self, layer: usize) -> Result<[SessionInputValue<'_>; 2]>;
     /// Bytes allocated for K and V, all layers.
     fn allocated_bytes(&self) -> usize;
+}
+
+impl dyn KvBuffers {
+    /// These buffers when they are host buffers of element type `T`.
+    pub fn host<T: KvElement>(&self) -> Option<&HostKv<T>> {
+        let any: &dyn Any = self;
+        any.downcast_ref()
+    }
 }
 
 /// Host buffers for `layers` layers of `batch x heads` rows of `head_dim` elements per slot.
@@ -74,6 +83,11 @@ impl<T: KvElement> HostKv<T> {
             .saturating_mul(self.heads)
             .saturating_mul(self.head_dim);
         self.layers[layer][0].len().checked_div(row).unwrap_or(0)
+    }
+
+    /// The shape of layer `layer`'s K and of its V: `[batch, heads, capacity, head_dim]`.
+    pub fn shape(&self, layer: usize) -> [usize; 4] {
+        [self.batch, self.heads, self.capacity(layer), self.head_dim]
     }
 
     /// Layer `layer`'s K and V, `[batch, heads, capacity, head_dim]`.
@@ -142,21 +156,8 @@ impl<T: KvElement> KvBuffers for HostKv<T> {
         Ok(())
     }
 
-    fn bind(&self, layer: usize) -> Result<[SessionInputValue<'_>; 2]> {
-        let shape = [self.batch, self.heads, self.capacity(layer), self.head_dim];
-        let [k, v] = &self.layers[layer];
-        Ok([bind_slice(shape, k)?, bind_slice(shape, v)?])
-    }
-
     fn allocated_bytes(&self) -> usize {
         let n: usize = self.layers.iter().map(|[k, v]| k.len() + v.len()).sum();
         n * T::DTYPE.size()
     }
-}
-
-/// A host slice as a graph input of `shape`, without a copy.
-fn bind_slice<T: KvElement>(shape: [usize; 4], data: &[T]) -> Result<SessionInputValue<'_>> {
-    TensorRef::from_array_view((shape, data))
-        .map(Into::into)
-        .map_err(|e| Error::ort("binding the cache as past K/V", e))
 }

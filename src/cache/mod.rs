@@ -1,8 +1,8 @@
 //! The KV cache: per layer a slot table (positions, scores, slots in use) that plans each step on the
-//! host, and K/V buffers that apply the plan (host memory, or ONNX Runtime device memory).
+//! host, and K/V buffers that apply the plan (host memory here, or buffers the caller supplies, e.g.
+//! the model's device store). Nothing here knows ONNX Runtime or the model.
 
 pub mod buffers;
-pub mod device;
 mod history;
 pub mod new_tokens;
 pub mod plan;
@@ -12,7 +12,6 @@ pub mod slots;
 pub mod store;
 
 pub use buffers::{host_buffers, HostKv, KvBuffers};
-pub use device::DeviceKv;
 pub use new_tokens::{KvElement, NewKv, NewTokens};
 pub use plan::{LayerPlan, NOT_STORED};
 pub use sizing::{grown_capacity, slots_after, KvLayout};

@@ -2,7 +2,6 @@
 //! [`KvElement`]), their attention sums, positions and mask ([`NewTokens`]).
 
 use half::f16;
-use ort::value::PrimitiveTensorElementType;
 
 use crate::dtype::KvDtype;
 
@@ -42,9 +41,7 @@ impl<'a> NewKv<'a> {
 
 /// An element type K/V can be stored in (f32 or f16): the one place that ties a Rust type to its
 /// [`KvDtype`] and its [`NewKv`] variant.
-pub trait KvElement:
-    PrimitiveTensorElementType + Copy + Default + std::fmt::Debug + Send + Sync + 'static
-{
+pub trait KvElement: Copy + Default + std::fmt::Debug + Send + Sync + 'static {
     const DTYPE: KvDtype;
     fn wrap(data: &[Self]) -> NewKv<'_>;
     fn unwrap<'a>(kv: &NewKv<'a>) -> Option<&'a [Self]>;

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 
 use super::{KvStore, NewKv, NewTokens};
-use crate::manifest::KvDtype;
+use crate::dtype::KvDtype;
 use crate::policy::{
     random, Candidates, H2oPolicy, KnormPolicy, LocalPolicy, Policy, RandomPolicy, ScissorPolicy,
     Scope, SinkPolicy, TovaPolicy,

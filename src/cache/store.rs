@@ -6,10 +6,7 @@
 
 use std::time::Instant;
 
-use ort::session::SessionInputValue;
-
 use super::buffers::{host_buffers, HostKv, KvBuffers};
-use super::device::DeviceKv;
 use super::new_tokens::{KvElement, NewTokens};
 use super::plan::LayerPlan;
 use super::slots::{PlanScratch, SlotTable};
@@ -63,7 +60,7 @@ impl KvStore {
     }
 
     /// An empty store with one limit per layer (`limits.len()` layers) whose K/V live in `buffers`
-    /// (empty, made for `layers x batch x heads x head_dim`), e.g. a [`DeviceKv`] from
+    /// (empty, made for `layers x batch x heads x head_dim`), e.g. the model's device buffers from
     /// `Model::kv_buffers`.
     pub fn with_buffers(
         limits: &[usize],
@@ -180,25 +177,17 @@ impl KvStore {
 
     /// The K/V buffers when they are host buffers of element type `T` (to read them back).
     pub fn host_kv<T: KvElement>(&self) -> Option<&HostKv<T>> {
-        let any: &dyn std::any::Any = self.buffers.as_ref();
-        any.downcast_ref()
+        self.buffers.host()
     }
 
-    /// The K/V buffers when they are device buffers (bound by the model with IoBinding).
-    pub fn device(&self) -> Option<&DeviceKv> {
-        let any: &dyn std::any::Any = self.buffers.as_ref();
-        any.downcast_ref()
+    /// The K/V buffers (a graph run binds them as past).
+    pub fn buffers(&self) -> &dyn KvBuffers {
+        self.buffers.as_ref()
     }
 
-    /// The device buffers, mutably (the model grows them and writes the step's K/V).
-    pub fn device_mut(&mut self) -> Option<&mut DeviceKv> {
-        let any: &mut dyn std::any::Any = self.buffers.as_mut();
-        any.downcast_mut()
-    }
-
-    /// Layer `layer`'s K and V as graph inputs `[batch, heads, capacity, head_dim]`, without a copy.
-    pub fn bind(&self, layer: usize) -> Result<[SessionInputValue<'_>; 2]> {
-        self.buffers.bind(layer)
+    /// The K/V buffers, mutably (device buffers are grown and written by the model after the updates).
+    pub fn buffers_mut(&mut self) -> &mut dyn KvBuffers {
+        self.buffers.as_mut()
     }
 
     /// The graph's `attention_mask` for a step, `[batch, capacity + seq]` of layer 0 (every layer's

@@ -290,7 +290,7 @@ impl<'m> Decoder<'m> {
         let other_end = t_after.elapsed();
         // Device K/V: grow and write on the device (ONNX Runtime work, counted as model time).
         let t_write = Instant::now();
-        traffic += self.model.write_kv(&mut self.store)?;
+        traffic += self.model.write_kv(self.store.buffers_mut())?;
         model_time += t_write.elapsed();
         let t_rest = Instant::now();
         // Each row advances by its real (unpadded) new tokens.

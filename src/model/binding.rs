@@ -10,9 +10,9 @@ use ort::session::{IoBinding, Session};
 use ort::value::{DynTensor, Tensor};
 
 use super::companion::{grow, write, zero, Companions};
+use super::device_kv::{element_type, view, DeviceKv, Growth, LayoutKey};
 use super::traffic::{Pasts, Traffic};
 use super::{StepDims, StepInputs};
-use crate::cache::device::{element_type, view, DeviceKv, LayoutKey};
 use crate::error::{Error, Result};
 use crate::manifest::{KvDtype, LayerNames, LOGITS_FROM};
 use crate::runtime::ExecutionProvider;
@@ -265,11 +265,7 @@ impl DeviceRunner {
 
     /// A new pool at the wanted capacities: each group of layers padded from the old pool (or zeroed
     /// when it had no slots), then installed.
-    fn grow(
-        &mut self,
-        kv: &mut DeviceKv,
-        growth: &crate::cache::device::Growth,
-    ) -> Result<Traffic> {
+    fn grow(&mut self, kv: &mut DeviceKv, growth: &Growth) -> Result<Traffic> {
         let d = kv.head_dim();
         let pool = kv.allocate(growth.rows)?;
         let fail = |e: ort::Error| Error::ort("binding the K/V growth", e);

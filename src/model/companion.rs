@@ -8,7 +8,7 @@ use ort::session::builder::SessionBuilder;
 use ort::session::{IoBinding, Session};
 use ort::value::{Outlet, Shape, SymbolicDimensions, TensorElementType, ValueType};
 
-use crate::cache::device::element_type;
+use super::device_kv::element_type;
 use crate::error::{Error, Result};
 use crate::manifest::KvDtype;
 

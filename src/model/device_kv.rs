@@ -2,56 +2,54 @@
 //! (CPU memory on the CPU provider, device memory under CUDA). One pool holds every layer, per layer K
 //! then V, each `[batch, heads, capacity, head_dim]`; the graph reads them in place as past through
 //! views bound with IoBinding. Nothing here moves K/V bytes through the host: `apply` keeps the plan's
-//! destination slots, and the model's companion graphs (`model::binding`) grow the pool and write the
-//! kept new tokens on the device, from the row indices computed here.
+//! destination slots, and the model's companion graphs (`binding`) grow the pool and write the kept
+//! new tokens on the device, from the row indices computed here. To the cache these are just
+//! [`KvBuffers`] (made by `Model::kv_buffers`); the model finds them again with [`DeviceKv::of`].
 
 use std::ffi::c_void;
 use std::ptr::{self, NonNull};
 
 use ort::memory::Allocator;
-use ort::session::SessionInputValue;
-use ort::value::{DynTensor, TensorElementType};
+use ort::value::{DynTensor, PrimitiveTensorElementType, TensorElementType};
 use ort::AsPointer;
 
-use super::buffers::KvBuffers;
-use super::new_tokens::{KvElement, NewKv};
-use super::plan::{LayerPlan, NOT_STORED};
+use crate::cache::{KvBuffers, KvElement, LayerPlan, NewKv, NOT_STORED};
 use crate::dtype::KvDtype;
 use crate::error::{Error, Result};
 
 /// Which store and which layout of it a binding was made for: a binding is stale when either changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LayoutKey {
+pub(super) struct LayoutKey {
     /// Unique per store of one model.
-    pub store: u64,
+    pub(super) store: u64,
     /// Bumped whenever the pool is replaced (growth).
-    pub generation: u64,
+    pub(super) generation: u64,
 }
 
 /// Layers whose regions move from one capacity to another together: in both layouts their regions
 /// are contiguous, so one `grow` (or `zero`) run handles them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GrowGroup {
+pub(super) struct GrowGroup {
     /// First row of the group in the old and in the new pool.
-    pub old_row: usize,
-    pub new_row: usize,
+    pub(super) old_row: usize,
+    pub(super) new_row: usize,
     /// Slot rows of the group: 2 (K, V) x layers x batch x heads.
-    pub rows: usize,
-    pub old_capacity: usize,
-    pub new_capacity: usize,
+    pub(super) rows: usize,
+    pub(super) old_capacity: usize,
+    pub(super) new_capacity: usize,
 }
 
 /// A pending growth: the new pool's size in rows of `head_dim` elements and how to fill it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Growth {
-    pub rows: usize,
-    pub groups: Vec<GrowGroup>,
+pub(super) struct Growth {
+    pub(super) rows: usize,
+    pub(super) groups: Vec<GrowGroup>,
 }
 
 /// Where each layer's K and V regions lie in the pool: layer after layer, K then V, each `[batch x
 /// heads x capacity]` rows of `head_dim` elements, without gaps.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolLayout {
+pub(super) struct PoolLayout {
     /// Rows of one slot across a region: batch x heads.
     rows_per_slot: usize,
     /// Slots per (batch, head) of each layer.
@@ -63,7 +61,7 @@ pub struct PoolLayout {
 
 impl PoolLayout {
     /// `layers` layers of `rows_per_slot` (batch x heads) rows per slot with these capacities.
-    pub fn new(rows_per_slot: usize, capacity: Vec<usize>) -> Self {
+    pub(super) fn new(rows_per_slot: usize, capacity: Vec<usize>) -> Self {
         let mut starts = Vec::with_capacity(capacity.len());
         let mut row = 0;
         for &c in &capacity {
@@ -78,28 +76,28 @@ impl PoolLayout {
         }
     }
 
-    pub fn capacity(&self) -> &[usize] {
+    pub(super) fn capacity(&self) -> &[usize] {
         &self.capacity
     }
 
     /// Rows of the whole pool.
-    pub fn rows(&self) -> usize {
+    pub(super) fn rows(&self) -> usize {
         self.rows
     }
 
     /// First row of layer `layer`'s K (`kv` 0) or V (`kv` 1) region.
-    pub fn region(&self, layer: usize, kv: usize) -> usize {
+    pub(super) fn region(&self, layer: usize, kv: usize) -> usize {
         self.starts[layer] + kv * self.rows_per_slot * self.capacity[layer]
     }
 
     /// Row of slot `slot` of (batch x heads) row `r` in layer `layer`'s K or V region.
-    pub fn row(&self, layer: usize, kv: usize, r: usize, slot: usize) -> usize {
+    pub(super) fn row(&self, layer: usize, kv: usize, r: usize, slot: usize) -> usize {
         self.region(layer, kv) + r * self.capacity[layer] + slot
     }
 
     /// How to fill a pool laid out as `to` from one laid out as `self` (`None` when they are the
     /// same): consecutive layers with the same (old, new) capacities form one group.
-    pub fn growth_to(&self, to: &PoolLayout) -> Option<Growth> {
+    pub(super) fn growth_to(&self, to: &PoolLayout) -> Option<Growth> {
         if self.capacity == to.capacity {
             return None;
         }
@@ -126,7 +124,7 @@ impl PoolLayout {
     /// The rows of a step's writes: per layer the plan's destinations `dest[layer]` (`[batch x heads,
     /// seq]`, empty for a layer without a plan), as `src` rows in the step's new K/V (per layer K then
     /// V, each `[batch x heads, seq]` rows) and `dst` rows of this pool, K then V per kept token.
-    pub fn write_rows(
+    pub(super) fn write_rows(
         &self,
         dest: &[Vec<u32>],
         seq: usize,
@@ -174,8 +172,20 @@ pub struct DeviceKv {
 }
 
 impl DeviceKv {
+    /// `buffers` when they are device buffers (made by `Model::kv_buffers` with kv = device).
+    pub fn of(buffers: &dyn KvBuffers) -> Option<&DeviceKv> {
+        let any: &dyn std::any::Any = buffers;
+        any.downcast_ref()
+    }
+
+    /// [`DeviceKv::of`], mutably (the model grows them and writes the step's K/V).
+    pub(super) fn of_mut(buffers: &mut dyn KvBuffers) -> Option<&mut DeviceKv> {
+        let any: &mut dyn std::any::Any = buffers;
+        any.downcast_mut()
+    }
+
     /// An empty store (capacity 0) whose memory comes from `allocator`; `store` tells its bindings apart.
-    pub fn new(
+    pub(super) fn new(
         allocator: Allocator,
         dtype: KvDtype,
         layers: usize,
@@ -205,27 +215,27 @@ impl DeviceKv {
         Ok(kv)
     }
 
-    pub fn key(&self) -> LayoutKey {
+    pub(super) fn key(&self) -> LayoutKey {
         self.key
     }
 
-    pub fn head_dim(&self) -> usize {
+    pub(super) fn head_dim(&self) -> usize {
         self.head_dim
     }
 
     /// Layer `layer`'s K and V views `[batch, heads, capacity, head_dim]`.
-    pub fn past(&self, layer: usize) -> &[DynTensor; 2] {
+    pub(super) fn past(&self, layer: usize) -> &[DynTensor; 2] {
         &self.past[layer]
     }
 
     /// The pool `[rows, head_dim]` (the `write` graph's in-place operand), once allocated.
-    pub fn pool(&self) -> Option<&DynTensor> {
+    pub(super) fn pool(&self) -> Option<&DynTensor> {
         self.pool.as_ref()
     }
 
     /// Whether a growth or applied plans wait for the model's `write_kv` (a run must not read the
     /// store before).
-    pub fn has_pending(&self) -> bool {
+    pub(super) fn has_pending(&self) -> bool {
         self.has_writes() || self.wanted != self.layout.capacity()
     }
 
@@ -234,7 +244,7 @@ impl DeviceKv {
     }
 
     /// The growth `grow` asked for since the last [`DeviceKv::install`], if any.
-    pub fn growth(&self) -> Option<Growth> {
+    pub(super) fn growth(&self) -> Option<Growth> {
         self.layout.growth_to(&PoolLayout::new(
             self.batch * self.heads,
             self.wanted.clone(),
@@ -244,7 +254,7 @@ impl DeviceKv {
     /// A fresh `[rows, head_dim]` tensor of this store's memory. A device allocator leaves it
     /// uninitialised; host memory is filled with NaN here, so that on the CPU provider too every row
     /// the graph reads must have been written by the companion graphs (zeroed, padded or scattered).
-    pub fn allocate(&self, rows: usize) -> Result<DynTensor> {
+    pub(super) fn allocate(&self, rows: usize) -> Result<DynTensor> {
         let fail = |e: ort::Error| {
             Error::ort(
                 format!("allocating {rows} K/V rows of {}", self.dtype.name()),
@@ -275,13 +285,13 @@ impl DeviceKv {
     }
 
     /// A view of `shape` over `base` (a tensor of this store's memory and dtype) from row `row` on.
-    pub fn view(&self, base: &DynTensor, row: usize, shape: &[usize]) -> Result<DynTensor> {
+    pub(super) fn view(&self, base: &DynTensor, row: usize, shape: &[usize]) -> Result<DynTensor> {
         view(base, &self.allocator, row * self.head_dim, shape)
     }
 
     /// Make `pool` (filled by the growth's `grow`/`zero` runs) the store's pool at the wanted
     /// capacities; the views and the layout key change.
-    pub fn install(&mut self, pool: DynTensor) -> Result<()> {
+    pub(super) fn install(&mut self, pool: DynTensor) -> Result<()> {
         let layout = PoolLayout::new(self.batch * self.heads, self.wanted.clone());
         let rows = layout.rows();
         if pool.shape()[..] != [rows as i64, self.head_dim as i64] {
@@ -323,7 +333,7 @@ impl DeviceKv {
     /// The pending writes as rows: `src` in the step's new K/V (per layer K then V, each `[batch,
     /// heads, seq, head_dim]`, layer after layer: the order the run's outputs were bound in), `dst` in
     /// the pool. Clears them; call after the growth is installed.
-    pub fn take_writes(&mut self, src: &mut Vec<i64>, dst: &mut Vec<i64>) -> Result<()> {
+    pub(super) fn take_writes(&mut self, src: &mut Vec<i64>, dst: &mut Vec<i64>) -> Result<()> {
         src.clear();
         dst.clear();
         if !self.has_writes() {
@@ -342,7 +352,10 @@ impl DeviceKv {
 
     /// Layer `layer`'s K and V copied to host vectors, when the pool is host memory (the CPU
     /// provider); for tests and debugging.
-    pub fn read_host<T: KvElement>(&self, layer: usize) -> Result<(Vec<T>, Vec<T>)> {
+    pub fn read_host<T: KvElement + PrimitiveTensorElementType>(
+        &self,
+        layer: usize,
+    ) -> Result<(Vec<T>, Vec<T>)> {
         if T::DTYPE != self.dtype {
             return Err(Error::Store(format!(
                 "the store holds {}, not {}",
@@ -413,18 +426,13 @@ impl KvBuffers for DeviceKv {
         Ok(())
     }
 
-    fn bind(&self, layer: usize) -> Result<[SessionInputValue<'_>; 2]> {
-        let [k, v] = &self.past[layer];
-        Ok([k.into(), v.into()])
-    }
-
     fn allocated_bytes(&self) -> usize {
         self.layout.rows() * self.head_dim * self.dtype.size()
     }
 }
 
 /// ONNX element type of K/V in `dtype`.
-pub fn element_type(dtype: KvDtype) -> TensorElementType {
+pub(super) fn element_type(dtype: KvDtype) -> TensorElementType {
     match dtype {
         KvDtype::Float32 => TensorElementType::Float32,
         KvDtype::Float16 => TensorElementType::Float16,
@@ -438,7 +446,7 @@ pub fn element_type(dtype: KvDtype) -> TensorElementType {
 /// copies every borrowed tensor it is given (through an extra ONNX Runtime run); a tensor wrapped with
 /// `Value::from_ptr` is bound as it is. The view must not be used after `base` is freed: every holder
 /// of views here drops or rebinds them before their pool goes.
-pub fn view(
+pub(super) fn view(
     base: &DynTensor,
     allocator: &Allocator,
     offset: usize,
