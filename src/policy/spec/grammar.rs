@@ -477,6 +477,11 @@ mod tests {
         assert!(msg("h2o:1+1@pyramid@pyramid").contains("the schedule is given twice; "));
         assert!(msg("h2o:4+4@rng=1").contains("`@rng` applies to random only, not `h2o`; "));
         assert!(msg("tova:4@recent=1").contains("`@recent` applies to scissor only, not `tova`; "));
+        // several options the family does not take: rng is named first, then window, then recent
+        assert!(msg("h2o:4+4@recent=1@window=1@rng=1")
+            .contains("`@rng` applies to random only, not `h2o`; "));
+        assert!(msg("full@recent=1@window=1")
+            .contains("`@window` applies to scissor only, not `full`; "));
         assert!(msg("scissor:8").contains(
             "scissor's recent window 10 is larger than its budget 8 (lower it with @recent=R); "
         ));
