@@ -172,7 +172,6 @@ impl PolicySpec {
 #[cfg(test)]
 mod tests {
     use super::super::{PolicyError, PolicyKind, PolicySpec, FAMILIES};
-    use super::*;
 
     fn p(s: &str) -> Result<PolicySpec, PolicyError> {
         s.parse()

@@ -1,21 +1,5 @@
 //! The text of a policy spec: parsing and the canonical display, read off the family table
-//! ([`super::kinds`]).
-//!
-//! Grammar (the same grammar, canonical strings and messages as export/h2o_export/policies/):
-//! `FAMILY[:A[+B]]` followed by options, each after an `@`:
-//! - families: `full`, `local:R`, `sink:S+R`, `h2o:H+R`, `h2o-layer:H+R`, `tova:B`,
-//!   `tova-head:B`, `scissor:B`, `knorm:B`, `random:B` (non-negative decimal integers, budget at
-//!   least 1);
-//! - `@uniform` / `@pyramid`: the per-layer budget schedule of any bounded family ([`Schedule`]);
-//! - `@rng=N`: random's generator number (default 0; "seed" is kept for the PyTorch project this
-//!   tool grew from);
-//! - `@window=W`, `@recent=R`: scissor's history window (W >= 1) and protected recent window
-//!   (R <= B), defaults [`DEFAULT_WINDOW`](crate::policy::scissor::DEFAULT_WINDOW) and
-//!   [`DEFAULT_RECENT`](crate::policy::scissor::DEFAULT_RECENT).
-//!
-//! Options may come in any order, each once; surrounding whitespace is ignored. The canonical
-//! form leaves defaults out and orders options `@window`, `@recent`, `@rng`, `@pyramid`, e.g.
-//! `scissor:256@window=64`, `random:256@rng=7@pyramid`.
+//! ([`super::kinds`]). The grammar is in the docs of [`super`] (the policy spec module).
 
 use std::fmt;
 use std::str::FromStr;
@@ -258,7 +242,8 @@ impl FromStr for PolicySpec {
 #[cfg(test)]
 mod tests {
     use super::super::{PolicyError, PolicyKind, PolicySpec};
-    use super::*;
+    use super::ACCEPTED_FORMS;
+    use crate::policy::schedule::Schedule;
     use crate::policy::Scope;
 
     fn p(s: &str) -> Result<PolicySpec, PolicyError> {

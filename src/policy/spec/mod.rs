@@ -1,11 +1,27 @@
 //! Policy specs: what a spec is ([`PolicySpec`] = [`PolicyKind`] + [`Schedule`]) and its errors.
 //!
 //! Three parts, each in its own file:
-//! - [`kinds`]: the table of families, each described once (keyword, parameters and their roles,
+//! - `kinds`: the table of families, each described once (keyword, parameters and their roles,
 //!   how its policy is built); adding a family is one more row there (and its variant here);
-//! - [`grammar`]: the text of a spec (parse, canonical display; the grammar is in its docs);
-//! - [`arithmetic`]: what the roles add up to (budget, per-layer budgets of a schedule, scaling,
+//! - `grammar`: the text of a spec (parse, canonical display, [`ACCEPTED_FORMS`]);
+//! - `arithmetic`: what the roles add up to (budget, per-layer budgets of a schedule, scaling,
 //!   validation against a model) and building the policies.
+//!
+//! Grammar (the same grammar, canonical strings and messages as export/h2o_export/policies/):
+//! `FAMILY[:A[+B]]` followed by options, each after an `@`:
+//! - families: `full`, `local:R`, `sink:S+R`, `h2o:H+R`, `h2o-layer:H+R`, `tova:B`,
+//!   `tova-head:B`, `scissor:B`, `knorm:B`, `random:B` (non-negative decimal integers, budget at
+//!   least 1);
+//! - `@uniform` / `@pyramid`: the per-layer budget schedule of any bounded family ([`Schedule`]);
+//! - `@rng=N`: random's generator number (default 0; "seed" is kept for the PyTorch project this
+//!   tool grew from);
+//! - `@window=W`, `@recent=R`: scissor's history window (W >= 1) and protected recent window
+//!   (R <= B), defaults [`DEFAULT_WINDOW`](crate::policy::scissor::DEFAULT_WINDOW) and
+//!   [`DEFAULT_RECENT`](crate::policy::scissor::DEFAULT_RECENT).
+//!
+//! Options may come in any order, each once; surrounding whitespace is ignored. The canonical
+//! form leaves defaults out and orders options `@window`, `@recent`, `@rng`, `@pyramid`, e.g.
+//! `scissor:256@window=64`, `random:256@rng=7@pyramid`.
 
 mod arithmetic;
 mod grammar;
