@@ -75,6 +75,13 @@ pub enum Error {
     },
     #[error("KV store: {0}")]
     Store(String),
+    /// A policy that ranks by the keys' norms (knorm) with K/V in device memory, where the host
+    /// never sees the keys.
+    #[error("{family} ranks tokens by their keys' norms, which the host computes from the new keys; with K/V in device memory the keys never reach the host: keep K/V in host memory")]
+    KeyNormNeedsHostKv {
+        /// The policy's family keyword, e.g. `knorm`.
+        family: String,
+    },
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
     /// An error of a module built on the engine (the heatmap's `HeatmapError`, converted where

@@ -178,6 +178,21 @@ fn conflicting_or_ignored_flags_are_refused() {
             ],
         )
         .words(&["--top-p 0.9", "greedy"]),
+        Case::new(
+            "knorm with K/V in device memory",
+            &[
+                &"ppl",
+                &"--model",
+                &model,
+                &"--data",
+                &text,
+                &"--policy",
+                &"knorm:8",
+                &"--kv",
+                &"device",
+            ],
+        )
+        .words(&["knorm ranks tokens by their keys' norms", "use --kv host"]),
     ]);
 }
 

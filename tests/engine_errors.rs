@@ -207,3 +207,31 @@ fn more_threads_than_cores_are_refused_by_the_library_too() {
         .to_string();
     assert!(e.contains("100000") && e.contains("logical cores"), "{e}");
 }
+
+/// knorm with K/V in device memory is refused in the library's own terms (the typed variant with
+/// the family; the CLI names `--kv host`, tests/bad_input_cli.rs), before anything runs.
+#[test]
+fn knorm_with_device_kv_is_refused_without_naming_a_flag() {
+    use h2o_engine::decoder::Decoder;
+    use h2o_engine::policy::PolicySpec;
+    use h2o_engine::runtime::KvPlacement;
+    let cfg = SessionConfig {
+        intra_threads: 1,
+        kv: KvPlacement::Device,
+        ..SessionConfig::default()
+    };
+    let mut model = Model::load(runtime(), &fixture_dir(), cfg).unwrap();
+    let spec: PolicySpec = "knorm:8".parse().unwrap();
+    let layers = model.manifest.num_layers;
+    let e = Decoder::new(&mut model, spec.build(layers), 1)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&e, h2o_engine::Error::KeyNormNeedsHostKv { family } if family == "knorm"),
+        "{e}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "knorm ranks tokens by their keys' norms, which the host computes from the new keys; with K/V in device memory the keys never reach the host: keep K/V in host memory"
+    );
+}

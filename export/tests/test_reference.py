@@ -114,12 +114,12 @@ def test_parse_policy_refuses_bad_options(bad, why):
 
 
 def test_accepted_forms_are_the_engines():
-    """The grammar's help text is the engine's ACCEPTED_FORMS (src/policy/spec.rs), word for word."""
+    """The grammar's help text is the engine's ACCEPTED_FORMS (src/policy/spec/grammar.rs), word for word."""
     import re
     from h2o_export.policies import ACCEPTED_FORMS
     from common import REPO
 
-    rust = (REPO / "src/policy/spec.rs").read_text(encoding="utf-8")
+    rust = (REPO / "src/policy/spec/grammar.rs").read_text(encoding="utf-8")
     literal = re.search(r'pub const ACCEPTED_FORMS: &str = "(.*?)";', rust, re.S).group(1)
     assert re.sub(r"\\\n\s*", "", literal) == ACCEPTED_FORMS
 

@@ -396,6 +396,9 @@ pub fn in_cli_words(e: anyhow::Error, names: &Names) -> anyhow::Error {
         E::Threads { .. } => format!("--threads: {lib}"),
         E::ExecutionProvider(_) => format!("--provider: {lib}"),
         E::Policy(_) => format!("{}: {lib}", names.policy),
+        E::KeyNormNeedsHostKv { family } => format!(
+            "{family} ranks tokens by their keys' norms, which the host computes from the new keys; with K/V in device memory (--kv device, the default with --provider cuda) the keys never reach the host: use --kv host"
+        ),
         E::Other(other) => match other.downcast_ref::<HeatmapError>() {
             Some(h) => heatmap_words(h),
             None => return e,

@@ -65,10 +65,11 @@ pub fn layer_limits(model: &Model, policies: &LayerPolicies) -> Result<Vec<usize
         .collect();
     let key_norm = (0..m.num_layers).any(|l| policies.layer(l).score_rule() == ScoreRule::KeyNorm);
     if key_norm && model.kv_on_device() {
-        return Err(Error::Input(format!(
-            "{} ranks tokens by their keys' norms, which the host computes from the new keys; with K/V in device memory the keys never reach the host: use kv = host",
-            policies.layer(0).spec()
-        )));
+        let spec = policies.layer(0).spec();
+        let family = spec.split([':', '@']).next().unwrap_or_default();
+        return Err(Error::KeyNormNeedsHostKv {
+            family: family.to_string(),
+        });
     }
     if !model.per_layer_masks() && limits.iter().any(|&x| x != limits[0]) {
         return Err(Error::Input(format!(

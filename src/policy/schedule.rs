@@ -25,6 +25,14 @@ pub enum Schedule {
 }
 
 impl Schedule {
+    /// Every schedule.
+    pub const ALL: [Schedule; 2] = [Schedule::Uniform, Schedule::Pyramid];
+
+    /// The schedule whose option is `@name`.
+    pub fn named(name: &str) -> Option<Schedule> {
+        Schedule::ALL.into_iter().find(|s| s.name() == name)
+    }
+
     /// The option's name in a spec (`@uniform`, `@pyramid`).
     pub fn name(self) -> &'static str {
         match self {

@@ -3,7 +3,7 @@
 schedule.py). A new family is one more module whose class is listed in FAMILIES; the grammar,
 help texts and the reference loop pick it up from there.
 
-Spec grammar (the engine's src/policy/spec.rs, the same canonical strings and messages):
+Spec grammar (the engine's src/policy/spec/, the same canonical strings and messages):
 `KEYWORD`, `KEYWORD:A` or `KEYWORD:A+B` (non-negative integers), then options each after an
 `@`: `@uniform` / `@pyramid` (any bounded family), `@rng=N` (random), `@window=W` and
 `@recent=R` (scissor); every bounded policy needs a budget of at least 1.
