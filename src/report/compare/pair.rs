@@ -274,3 +274,135 @@ pub fn compare_files(a: ResultFile, b: ResultFile) -> Comparison {
         withheld,
     }
 }
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::report::compare::facts::{Aspect, FactSource};
+
+    /// One of our rows: `spec` with its PPL and TPOT (median and the seed's alike).
+    pub fn row(line: u64, spec: &str, ppl: f64, tpot: f64) -> ResultRow {
+        let spec: PolicySpec = spec.parse().unwrap();
+        ResultRow {
+            line,
+            experiment: spec.label(),
+            spec,
+            counted: spec,
+            kv_gb: Some(0.5),
+            tpot_ms: Some(tpot),
+            seed_tpot_ms: Some(tpot),
+            throughput_tps: Some(1000.0 / tpot),
+            ppl: Some(ppl),
+            failed: None,
+        }
+    }
+
+    /// Our file `name` with `rows` and run facts `facts`.
+    pub fn file(name: &str, rows: Vec<ResultRow>, facts: &[(Aspect, &str)]) -> ResultFile {
+        ResultFile {
+            path: PathBuf::from(name),
+            format: ResultFormat::Ours,
+            rows,
+            run: RunFacts {
+                source: FactSource::RunDocument {
+                    path: PathBuf::from(name).with_extension("json"),
+                },
+                values: facts.iter().map(|(a, v)| (*a, v.to_string())).collect(),
+            },
+        }
+    }
+
+    fn figures(c: &Comparison) -> Vec<(Option<f64>, Option<f64>)> {
+        c.pairs.iter().map(|p| (p.speedup, p.ppl_diff)).collect()
+    }
+
+    #[test]
+    fn differences_leave_out_the_figures_they_make_meaningless() {
+        let a = || {
+            file(
+                "a.csv",
+                vec![row(2, "full", 8.0, 40.0), row(3, "local:8", 12.0, 20.0)],
+                &[
+                    (Aspect::Model, "tiny"),
+                    (Aspect::Device, "CPU"),
+                    (Aspect::Text, "file"),
+                ],
+            )
+        };
+        let b = |facts: &[(Aspect, &str)]| {
+            file(
+                "b.csv",
+                vec![row(2, "local:8", 15.0, 10.0), row(3, "full", 9.0, 20.0)],
+                facts,
+            )
+        };
+        // the same run: every figure
+        let same = compare_files(
+            a(),
+            b(&[
+                (Aspect::Model, "tiny"),
+                (Aspect::Device, "CPU"),
+                (Aspect::Text, "file"),
+            ]),
+        );
+        assert_eq!(
+            figures(&same),
+            [(Some(2.0), Some(1.0)), (Some(2.0), Some(3.0))]
+        );
+        assert!(same.differences.is_empty() && same.withheld.is_empty());
+        // unknown is no difference
+        let unknown = compare_files(a(), b(&[]));
+        assert_eq!(figures(&unknown), figures(&same));
+        // another device: no speed-up, the PPL difference stays
+        let gpu = compare_files(
+            a(),
+            b(&[
+                (Aspect::Model, "tiny"),
+                (Aspect::Device, "GPU (CUDA)"),
+                (Aspect::Text, "file"),
+            ]),
+        );
+        assert_eq!(figures(&gpu), [(None, Some(1.0)), (None, Some(3.0))]);
+        assert_eq!(
+            gpu.differences,
+            [Difference {
+                aspect: Aspect::Device,
+                a: "CPU".into(),
+                b: "GPU (CUDA)".into()
+            }]
+        );
+        assert!(gpu.withholds(Figure::Speedup) && !gpu.withholds(Figure::PplDiff));
+        // the raw figures stay whatever differs
+        assert_eq!(
+            (gpu.pairs[0].tpot_a_ms, gpu.pairs[0].tpot_b_ms),
+            (Some(40.0), Some(20.0))
+        );
+        // another text: no PPL difference, the speed-up stays
+        let text = compare_files(
+            a(),
+            b(&[
+                (Aspect::Model, "tiny"),
+                (Aspect::Device, "CPU"),
+                (Aspect::Text, "seed"),
+            ]),
+        );
+        assert_eq!(figures(&text), [(Some(2.0), None), (Some(2.0), None)]);
+        // another model: neither
+        let model = compare_files(
+            a(),
+            b(&[
+                (Aspect::Model, "pythia-2.8b"),
+                (Aspect::Device, "CPU"),
+                (Aspect::Text, "file"),
+            ]),
+        );
+        assert_eq!(figures(&model), [(None, None), (None, None)]);
+        assert_eq!(model.withheld.len(), 2);
+        // pairs are the same whatever differs
+        let pairs = |c: &Comparison| -> Vec<(u64, u64)> {
+            c.pairs.iter().map(|p| (p.a.line, p.b.line)).collect()
+        };
+        assert_eq!(pairs(&model), [(2, 3), (3, 2)]);
+        assert_eq!(pairs(&model), pairs(&same));
+    }
+}

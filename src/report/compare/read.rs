@@ -513,7 +513,7 @@ fn run_facts(csv: &Path, rows: &[ResultRow], cells: &RunCells) -> RunFacts {
         .collect();
     if !disagree.is_empty() {
         let why = format!(
-            "run document {} not used: its {} disagree with the CSV's",
+            "run document {} not used: it disagrees with the CSV's {}",
             doc.display(),
             disagree.join(", ")
         );
@@ -569,4 +569,204 @@ fn read_run_document(doc: &Path, rows: &[ResultRow]) -> Result<RunInfo, String> 
         ));
     }
     Ok(d.run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run document as bench writes it, by hand: tiny-neox on 2 CPU threads, the file's text,
+    /// seed counting, two experiments.
+    const DOC: &str = r#"{
+  "run": {
+    "tool_version": "0.1.0",
+    "model": {"name": "tiny-neox", "dir": "tests/fixtures/tiny", "dtype": "float32",
+              "layers": 2, "heads": 4, "head_dim": 16, "max_positions": 512},
+    "runtime": {"ort_version": "1.23.0", "execution_provider": "cpu", "intra_op_threads": 2,
+                "inter_op_threads": 1},
+    "settings": {"ppl_tokens": 64, "prompt": 16, "gen": 8, "warmup": 0,
+                 "data_path": "/data/wiki.test.raw", "text": "file", "counting": "seed",
+                 "batch": 1, "experiments": []},
+    "machine": {"cpu_brand": "Test CPU 9000", "cpu_arch": "x86_64", "physical_cores": 1,
+                "logical_cores": 2, "total_memory_bytes": 1, "os": "Linux", "kernel": null,
+                "hostname": null},
+    "git_commit": null,
+    "start_time": "2026-11-27T03:15:00+00:00"
+  },
+  "experiments": [
+    {"label": "Baseline, seed counting", "spec": "full", "ppl": null, "speed": null,
+     "memory": null, "status": {"state": "ok"}},
+    {"label": "local 8, seed counting", "spec": "local:7", "ppl": null, "speed": null,
+     "memory": null, "status": {"state": "ok"}}
+  ],
+  "complete": true
+}
+"#;
+
+    const CSV: &str = "Experiment,Budget (Tokens),KV Size (GB),TPOT (ms),Throughput (T/s),PPL,Policy,Text,Data,Counting
+\"Baseline, seed counting\",Full,0.5,2,500,9.5,full,file,/data/wiki.test.raw,seed
+\"local 8, seed counting\",7,0.25,1,1000,12,local:7,file,/data/wiki.test.raw,seed
+";
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn values(f: &RunFacts) -> Vec<(Aspect, &str)> {
+        f.values.iter().map(|(a, v)| (*a, v.as_str())).collect()
+    }
+
+    #[test]
+    fn the_run_document_beside_the_csv_gives_the_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let csv = write(tmp.path(), "run.csv", CSV);
+        let doc = write(tmp.path(), "run.json", DOC);
+        let f = load_results_csv(&csv).unwrap();
+        let labels: Vec<&str> = f.rows.iter().map(|r| r.experiment.as_str()).collect();
+        assert_eq!(
+            labels,
+            ["Baseline, seed counting", "local 8, seed counting"]
+        );
+        assert_eq!(f.run.source, FactSource::RunDocument { path: doc });
+        assert_eq!(
+            values(&f.run),
+            [
+                (Aspect::Model, "tiny-neox"),
+                (Aspect::Size, "2 layers x 4 heads x 16"),
+                (Aspect::Dtype, "float32"),
+                (Aspect::Device, "CPU"),
+                (Aspect::Processor, "Test CPU 9000"),
+                (Aspect::Threads, "2"),
+                (Aspect::Text, "file"),
+                (Aspect::DataFile, "wiki.test.raw"),
+                (Aspect::Counting, "seed"),
+                (Aspect::PplTokens, "64"),
+                (Aspect::Prompt, "16"),
+                (Aspect::Gen, "8"),
+                (Aspect::Batch, "1"),
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_usable_document_the_csvs_run_columns_stay_and_say_why() {
+        let tmp = tempfile::tempdir().unwrap();
+        let csv = write(tmp.path(), "run.csv", CSV);
+        let only_columns = [
+            (Aspect::Text, "file"),
+            (Aspect::DataFile, "wiki.test.raw"),
+            (Aspect::Counting, "seed"),
+        ];
+        let why = |f: &ResultFile| match &f.run.source {
+            FactSource::CsvOnly { why } => why.clone(),
+            other => panic!("{other:?}"),
+        };
+        let doc = tmp.path().join("run.json");
+        let f = load_results_csv(&csv).unwrap();
+        assert_eq!(values(&f.run), only_columns);
+        assert_eq!(
+            why(&f),
+            format!("no run document {} beside it", doc.display())
+        );
+        // another run's document (other experiments)
+        write(tmp.path(), "run.json", &DOC.replace("local 8,", "local 9,"));
+        let f = load_results_csv(&csv).unwrap();
+        assert_eq!(values(&f.run), only_columns);
+        assert_eq!(
+            why(&f),
+            format!(
+                "run document {} not used: its experiments are not the CSV's rows",
+                doc.display()
+            )
+        );
+        // a document whose text disagrees with the CSV's Text column
+        write(
+            tmp.path(),
+            "run.json",
+            &DOC.replace("\"text\": \"file\"", "\"text\": \"seed\""),
+        );
+        let f = load_results_csv(&csv).unwrap();
+        assert_eq!(values(&f.run), only_columns);
+        assert_eq!(
+            why(&f),
+            format!(
+                "run document {} not used: it disagrees with the CSV's text",
+                doc.display()
+            )
+        );
+        // not JSON, and not a file
+        write(tmp.path(), "run.json", "{\"run\": ");
+        assert!(why(&load_results_csv(&csv).unwrap()).starts_with(&format!(
+            "run document {} not read: EOF while parsing",
+            doc.display()
+        )));
+        std::fs::remove_file(&doc).unwrap();
+        std::fs::create_dir(&doc).unwrap();
+        assert_eq!(
+            why(&load_results_csv(&csv).unwrap()),
+            format!(
+                "run document {} not read: not a regular file",
+                doc.display()
+            )
+        );
+        // a file of the CSV's last row only (the JSON is written after it): still this run
+        std::fs::remove_dir(&doc).unwrap();
+        let one = DOC.replace(
+            ",\n    {\"label\": \"local 8, seed counting\", \"spec\": \"local:7\", \"ppl\": null, \"speed\": null,\n     \"memory\": null, \"status\": {\"state\": \"ok\"}}",
+            "",
+        );
+        assert_ne!(one, DOC);
+        write(tmp.path(), "run.json", &one);
+        let f = load_results_csv(&csv).unwrap();
+        assert!(matches!(f.run.source, FactSource::RunDocument { .. }));
+    }
+
+    #[test]
+    fn run_columns_hold_one_run_and_known_values() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mixed = write(
+            tmp.path(),
+            "mixed.csv",
+            &CSV.replacen(",file,/data", ",seed,/data", 1),
+        );
+        let e = load_results_csv(&mixed).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}: line 3, column \"Text\": \"file\" is not line 2's \"seed\"; the rows of a results file come from one run",
+                mixed.display()
+            )
+        );
+        let odd = write(tmp.path(), "odd.csv", &CSV.replace(",seed\n", ",theirs\n"));
+        let e = load_results_csv(&odd).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}: line 2, column \"Counting\": \"theirs\" is not `ours` or `seed`",
+                odd.display()
+            )
+        );
+        // empty run cells say nothing
+        let empty = write(
+            tmp.path(),
+            "empty.csv",
+            &CSV.replace(",file,/data/wiki.test.raw,seed", ",,,"),
+        );
+        assert!(load_results_csv(&empty).unwrap().run.values.is_empty());
+    }
+
+    #[test]
+    fn the_seeds_file_gets_the_seeds_published_setup() {
+        let tmp = tempfile::tempdir().unwrap();
+        let seed = write(
+            tmp.path(),
+            "pytorch-results.csv",
+            "Experiment,Budget (Tokens),KV Size (GB),TPOT (ms),Throughput (T/s),PPL\nBaseline,Full,1.4,90,11,8.2\n",
+        );
+        write(tmp.path(), "pytorch-results.json", DOC);
+        let f = load_results_csv(&seed).unwrap();
+        assert_eq!(f.run, RunFacts::seed_published());
+    }
 }

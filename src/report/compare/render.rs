@@ -66,8 +66,7 @@ impl Comparison {
         let pick =
             |cells: &[String]| -> Vec<String> { shown.iter().map(|&i| cells[i].clone()).collect() };
         let headers: Vec<String> = COMPARE_COLUMNS.iter().map(|h| h.to_string()).collect();
-        let headers = pick(&headers);
-        let mut t = new_table(&headers.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut t = new_table(&pick(&headers));
         for p in &self.pairs {
             let row = [
                 format!("{} [{}]", p.a.experiment, p.a.spec),
@@ -258,5 +257,116 @@ mod tests {
         assert_eq!(wrap_words("  line 3: a b\n", 9), "  line 3:\n    a b\n");
         assert_eq!(wrap_words("abcdefgh ij\n", 4), "abcdefgh\nij\n");
         assert_eq!(wrap_words("short\n", 80), "short\n");
+    }
+
+    use crate::report::compare::facts::Aspect;
+    use crate::report::compare::pair::compare_files;
+    use crate::report::compare::pair::tests::{file, row};
+
+    fn header_cells(t: &Table) -> Vec<String> {
+        t.header()
+            .unwrap()
+            .cell_iter()
+            .map(|c| c.content())
+            .collect()
+    }
+
+    #[test]
+    fn the_head_names_each_difference_the_unknowns_and_what_is_left_out() {
+        let a = file(
+            "runs/a.csv",
+            vec![row(2, "full", 8.0, 40.0)],
+            &[
+                (Aspect::Model, "tiny-neox"),
+                (Aspect::Size, "2 layers x 4 heads x 16"),
+                (Aspect::Device, "CPU"),
+                (Aspect::DataFile, "wiki.test.raw"),
+                (Aspect::Counting, "ours"),
+                (Aspect::Text, "file"),
+                (Aspect::Dtype, "float32"),
+                (Aspect::Processor, "Test CPU"),
+                (Aspect::Threads, "2"),
+                (Aspect::PplTokens, "64"),
+                (Aspect::Prompt, "16"),
+                (Aspect::Gen, "8"),
+                (Aspect::Batch, "1"),
+            ],
+        );
+        let mut b = file(
+            "runs/b.csv",
+            vec![row(2, "full", 9.0, 20.0)],
+            &[
+                (Aspect::Model, "pythia-2.8b"),
+                (Aspect::Size, "2 layers x 4 heads x 16"),
+                (Aspect::Device, "GPU (CUDA)"),
+                (Aspect::Counting, "seed"),
+                (Aspect::Text, "seed"),
+            ],
+        );
+        b.run.source = FactSource::CsvOnly {
+            why: "no run document runs/b.json beside it".into(),
+        };
+        let c = compare_files(a, b);
+        assert_eq!(
+            c.head(),
+            "A: runs/a.csv (h2o bench format; run document runs/a.json)
+B: runs/b.csv (h2o bench format; no run document runs/b.json beside it)
+Model differs: A tiny-neox, B pythia-2.8b
+Device differs: A CPU, B GPU (CUDA)
+Text differs: A file, B seed
+Counting differs: A ours, B seed
+Unknown for B (not counted as differences): dtype, processor, threads, data file, PPL tokens, prompt tokens, generated tokens, batch
+No Speed-up (A/B): A and B differ in model, device; a TPOT ratio between them is not a policy's speed-up.
+No ΔPPL (B−A): A and B differ in model, text; a PPL difference between them is not a policy's cost.
+TPOT: median decode step, prefill excluded (both files ours)
+"
+        );
+        // the left-out figures are not columns of the wide table; the rest are
+        assert_eq!(
+            header_cells(&c.table(true)),
+            [
+                "A: Experiment",
+                "B: Experiment",
+                "Budget (A / B)",
+                "Match",
+                "PPL A",
+                "PPL B",
+                "TPOT A (ms)",
+                "TPOT B (ms)",
+                "KV A (GB)",
+                "KV B (GB)"
+            ]
+        );
+        assert_eq!(header_cells(&c.table(false)).len(), COMPACT_COLUMNS);
+    }
+
+    #[test]
+    fn the_same_run_shows_every_column_and_no_difference_lines() {
+        let facts = [(Aspect::Model, "tiny-neox"), (Aspect::Device, "CPU")];
+        let a = file("a.csv", vec![row(2, "local:8", 12.0, 20.0)], &facts);
+        let b = file("b.csv", vec![row(2, "local:8", 13.5, 10.0)], &facts);
+        let c = compare_files(a, b);
+        let t = c.table(true);
+        assert_eq!(header_cells(&t), COMPARE_COLUMNS);
+        let cells: Vec<String> = t.row(0).unwrap().cell_iter().map(|c| c.content()).collect();
+        assert_eq!(
+            cells,
+            [
+                "local 8 [local:8]",
+                "local 8 [local:8]",
+                "8",
+                "exact",
+                "12.00",
+                "13.50",
+                "20.00",
+                "10.00",
+                "1.50",
+                "2.00",
+                "0.5000",
+                "0.5000"
+            ]
+        );
+        let head = c.head();
+        assert!(!head.contains("differs") && !head.contains("No "), "{head}");
     }
 }
