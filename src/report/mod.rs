@@ -25,7 +25,8 @@ pub use columns::{
 pub use compare::{
     compare, compare_files, load_results_csv, Aspect, Comparison, Difference, FactSource, Figure,
     MatchKind, MatchedPair, PolicyMatch, ResultFile, ResultFormat, ResultRow, RunFacts, TokenMatch,
-    TpotDefinition, Withheld, MAX_RUN_DOCUMENT_BYTES, SEED_COUNTING_NOTE,
+    TpotDefinition, Withheld, MAX_CELL_BYTES, MAX_RESULTS_BYTES, MAX_RUN_DOCUMENT_BYTES,
+    SEED_COUNTING_NOTE,
 };
 pub use error::ReportError;
 pub use figures::{

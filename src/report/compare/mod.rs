@@ -13,7 +13,10 @@ pub use facts::{Aspect, Difference, FactSource, Figure, RunFacts, Withheld};
 pub use pair::{
     compare_files, Comparison, MatchKind, MatchedPair, PolicyMatch, TokenMatch, TpotDefinition,
 };
-pub use read::{load_results_csv, ResultFile, ResultFormat, ResultRow, MAX_RUN_DOCUMENT_BYTES};
+pub use read::{
+    load_results_csv, ResultFile, ResultFormat, ResultRow, MAX_CELL_BYTES, MAX_RESULTS_BYTES,
+    MAX_RUN_DOCUMENT_BYTES,
+};
 pub use render::SEED_COUNTING_NOTE;
 
 use super::ReportError;
