@@ -9,9 +9,9 @@ use h2o_engine::output::write_output;
 use h2o_engine::policy::PolicySpec;
 use h2o_engine::report::{
     breakdown_table, columns_markdown, csv_header, load_results_csv, main_table, memory_table,
-    run_stem, ExperimentResult, ExperimentStatus, MachineInfo, MemoryFigures, ModelInfo,
-    PplFigures, ReportError, ResultFormat, ResultsWriter, RunDocument, RunInfo, RuntimeInfo,
-    Settings, SpeedFigures, Width, SEED_COLUMNS,
+    run_stem, Aspect, ExperimentResult, ExperimentStatus, FactSource, MachineInfo, MemoryFigures,
+    ModelInfo, PplFigures, ReportError, ResultFormat, ResultsWriter, RunDocument, RunInfo,
+    RuntimeInfo, Settings, SpeedFigures, Width, SEED_COLUMNS,
 };
 use h2o_engine::timing::StepTiming;
 
@@ -169,6 +169,63 @@ fn csv_appended_and_readable_after_each_experiment() {
     assert_eq!(rows[0][col("Full KV Bytes")], "1048576");
     assert_eq!(rows[0][col("KV Ratio")], "0.25");
     assert_eq!(rows[0][col("Status")], "ok");
+    // the run columns, the same in every row
+    for r in &rows {
+        assert_eq!(
+            [&r[col("Text")], &r[col("Data")], &r[col("Counting")]],
+            ["file", "wiki.test.raw", "ours"]
+        );
+    }
+}
+
+/// Issue 29 item 6: a label with a comma or a quote is quoted as RFC 4180 says (the cell in
+/// double quotes, a quote doubled), byte for byte, and `compare`'s reader reads it back whole;
+/// the run columns record the text and the counting, and the run document beside the CSV gives
+/// the rest of the run.
+#[test]
+fn labels_with_commas_and_quotes_are_quoted_and_read_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut run = run_info();
+    run.settings.text = TextMode::Seed;
+    run.settings.counting = Counting::Seed;
+    run.settings.data_path = "data/wiki, test.raw".into();
+    let mut w = ResultsWriter::create(tmp.path(), "quoted", run).unwrap();
+    let labels = ["Baseline, seed counting", "Local \"255\", seed counting"];
+    w.append(ExperimentResult::new(labels[0], spec("full")))
+        .unwrap();
+    w.append(ExperimentResult::new(labels[1], spec("local:255")))
+        .unwrap();
+    w.finish().unwrap();
+    let bytes = std::fs::read(tmp.path().join("quoted.csv")).unwrap();
+    let text = String::from_utf8(bytes).unwrap();
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    // 37 experiment columns (nothing measured: 28 empty after Status), then Text, Data, Counting
+    let empty = ",".repeat(28);
+    assert_eq!(
+        rows,
+        [
+            format!("\"Baseline, seed counting\",Full,,,,,full,full,ok{empty},seed,\"data/wiki, test.raw\",seed"),
+            format!("\"Local \"\"255\"\", seed counting\",255,,,,,local:255,local,ok{empty},seed,\"data/wiki, test.raw\",seed"),
+        ]
+    );
+    assert!(text.ends_with("seed\n") && !text.contains('\r'));
+    let f = load_results_csv(&tmp.path().join("quoted.csv")).unwrap();
+    let read: Vec<&str> = f.rows.iter().map(|r| r.experiment.as_str()).collect();
+    assert_eq!(read, labels);
+    assert_eq!(
+        f.run.source,
+        FactSource::RunDocument {
+            path: tmp.path().join("quoted.json")
+        }
+    );
+    for (aspect, value) in [
+        (Aspect::Text, "seed"),
+        (Aspect::Counting, "seed"),
+        (Aspect::DataFile, "wiki, test.raw"),
+        (Aspect::Model, "pythia-micro"),
+    ] {
+        assert_eq!(f.run.get(aspect), Some(value), "{aspect:?}");
+    }
 }
 
 #[test]

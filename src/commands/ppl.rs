@@ -8,8 +8,9 @@ use clap::Args;
 use serde_json::json;
 
 use h2o_engine::eval::data::TextMode;
-use h2o_engine::experiment::{Experiment, Lab, PeakMemory, Plan, PplPlan};
+use h2o_engine::experiment::{Counting, Experiment, Lab, PeakMemory, Plan, PplPlan};
 use h2o_engine::policy::PolicySpec;
+use h2o_engine::report::{counting_name, text_mode_name};
 
 use super::numbers;
 use super::{check_outputs, data_flag, resolve_data, start_runtime, write_to, Bars, ModelArgs};
@@ -33,7 +34,12 @@ pub struct PplArgs {
     /// knorm:B, random:B, options @pyramid, @rng=N, @window=W, @recent=R (README "Eviction policies").
     #[arg(long, default_value = "full")]
     pub policy: PolicySpec,
-    /// Write {policy, model, n_tokens, prepend_bos_token_id, nll[], ppl, kv_bytes, ...} here.
+    /// Budget counting, as bench's: `ours` (keep B, attend B + the new token) or `seed` (B counts
+    /// the new token: the policy runs with one token less, e.g. the seed's Local (256) as local:255).
+    #[arg(long, value_enum, default_value_t = Counting::Ours)]
+    pub counting: Counting,
+    /// Write {policy (as run), label, model, n_tokens, text, data, counting, prepend_bos_token_id,
+    /// nll[], ppl, kv_bytes, ...} here.
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Write the eviction trace (h2o-evict-trace/1; its tokens as fed, a declared BOS first) here,
@@ -43,6 +49,9 @@ pub struct PplArgs {
 }
 
 pub fn run(a: PplArgs) -> Result<()> {
+    let exp = Experiment::of(a.policy).counted(a.counting).ok_or_else(|| {
+        anyhow::anyhow!("--counting seed: {} has a budget of 1, which in the seed's counting attends only the new token and keeps nothing; use a budget of at least 2", a.policy)
+    })?;
     let setup = a.model.setup(resolve_data(a.data.as_deref())?, a.text)?;
     let outputs = check_outputs(
         &[("--trace", &a.trace), ("--json", &a.json)],
@@ -57,14 +66,11 @@ pub fn run(a: PplArgs) -> Result<()> {
     };
     let rt = start_runtime(&setup.model)?;
     let mut lab = Lab::load(&rt, &setup, &[plan])?;
-    let spec = a.policy;
+    let spec = exp.spec;
     let mut bars = Bars::new(format!("{spec}"));
-    let outcome = lab.run(
-        &Experiment::of(spec),
-        &plan,
-        PeakMemory::SharedProcess,
-        &mut |p| bars.show(p),
-    );
+    let outcome = lab.run(&exp, &plan, PeakMemory::SharedProcess, &mut |p| {
+        bars.show(p)
+    });
     bars.clear();
     let outcome = outcome?;
     let r = &outcome.result;
@@ -72,8 +78,12 @@ pub fn run(a: PplArgs) -> Result<()> {
         anyhow::bail!("the perplexity run gave no figures");
     };
     let (man, config) = (&lab.model().manifest, &lab.model().config);
+    let counted = match a.counting {
+        Counting::Ours => String::new(),
+        Counting::Seed => format!(" ({})", exp.label),
+    };
     outln!(
-        "{}  {spec}  tokens {}  PPL {:.4}  mean NLL {:.6}  KV held {} bytes",
+        "{}  {spec}{counted}  tokens {}  PPL {:.4}  mean NLL {:.6}  KV held {} bytes",
         man.name,
         a.tokens,
         f.ppl,
@@ -90,8 +100,12 @@ pub fn run(a: PplArgs) -> Result<()> {
     if let Some(path) = &a.json {
         let doc = json!({
             "policy": spec,
+            "label": exp.label,
             "model": man.name,
             "n_tokens": a.tokens,
+            "text": text_mode_name(setup.text),
+            "data": setup.data.display().to_string(),
+            "counting": counting_name(a.counting),
             "prepend_bos_token_id": man.prepend_bos_token_id,
             "nll": nlls,
             "ppl": f.ppl,

@@ -3,7 +3,9 @@
 //! the README's column list ([`columns_markdown`]) all come from [`COLUMNS`].
 
 use super::figures::{Breakdown, MemoryFigures, PplFigures, SpeedFigures};
-use super::results::ExperimentResult;
+use super::results::{ExperimentResult, Settings};
+use crate::eval::data::TextMode;
+use crate::experiment::Counting;
 
 /// A column, named by what it holds; [`Col::def`] gives its declaration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -293,26 +295,101 @@ impl Col {
     }
 }
 
-/// The full CSV header, in [`COLUMNS`] order.
-pub fn csv_header() -> Vec<&'static str> {
-    COLUMNS.iter().map(|c| c.name).collect()
+/// A column of the run rather than of one experiment: the same value in every row of a file,
+/// after [`COLUMNS`], so a results CSV says on its own which text it read and how it counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunCol {
+    Text,
+    Data,
+    Counting,
 }
 
-/// One CSV row of a result, in [`COLUMNS`] order.
-pub fn csv_record(r: &ExperimentResult) -> Vec<String> {
-    COLUMNS.iter().map(|c| c.col.csv(r)).collect()
+/// One run column's declaration.
+pub struct RunColumn {
+    pub col: RunCol,
+    /// The CSV header.
+    pub name: &'static str,
+    /// What the column means (the README's column list).
+    pub meaning: &'static str,
+    value: fn(&Settings) -> String,
+}
+
+/// The text mode as the CLI spells it (`--text file|seed`).
+pub fn text_mode_name(t: TextMode) -> &'static str {
+    match t {
+        TextMode::File => "file",
+        TextMode::Seed => "seed",
+    }
+}
+
+/// The budget counting as the CLI spells it (`--counting ours|seed`).
+pub fn counting_name(c: Counting) -> &'static str {
+    match c {
+        Counting::Ours => "ours",
+        Counting::Seed => "seed",
+    }
+}
+
+/// Every run column, in CSV order (after [`COLUMNS`]).
+#[rustfmt::skip]
+pub const RUN_COLUMNS: [RunColumn; 3] = [
+    RunColumn { col: RunCol::Text, name: "Text",
+        meaning: "which text of the data file was read: `file` (the file as it is) or `seed` (the seed's: the dataset's rows joined up to 16,384 characters)",
+        value: |s| text_mode_name(s.text).to_string() },
+    RunColumn { col: RunCol::Data, name: "Data",
+        meaning: "the data file the text was read from, as given",
+        value: |s| s.data_path.clone() },
+    RunColumn { col: RunCol::Counting, name: "Counting",
+        meaning: "budget counting: `ours` (budget B keeps B tokens, a step attends B + the new one) or `seed` (B counts the new token: every spec ran one token less, the `Policy` column holds the spec as run)",
+        value: |s| counting_name(s.counting).to_string() },
+];
+
+impl RunCol {
+    /// The column's declaration.
+    pub fn def(self) -> &'static RunColumn {
+        let c = &RUN_COLUMNS[self as usize];
+        debug_assert_eq!(c.col, self, "RUN_COLUMNS is in the order of RunCol");
+        c
+    }
+
+    /// The CSV header.
+    pub fn name(self) -> &'static str {
+        self.def().name
+    }
+}
+
+/// The full CSV header: [`COLUMNS`], then [`RUN_COLUMNS`].
+pub fn csv_header() -> Vec<&'static str> {
+    COLUMNS
+        .iter()
+        .map(|c| c.name)
+        .chain(RUN_COLUMNS.iter().map(|c| c.name))
+        .collect()
+}
+
+/// One CSV row of a result of a run with `settings`, in [`csv_header`] order.
+pub fn csv_record(r: &ExperimentResult, settings: &Settings) -> Vec<String> {
+    COLUMNS
+        .iter()
+        .map(|c| c.col.csv(r))
+        .chain(RUN_COLUMNS.iter().map(|c| (c.value)(settings)))
+        .collect()
 }
 
 /// What each CSV column means, in header order.
 pub fn column_meanings() -> Vec<(&'static str, &'static str)> {
-    COLUMNS.iter().map(|c| (c.name, c.meaning)).collect()
+    COLUMNS
+        .iter()
+        .map(|c| (c.name, c.meaning))
+        .chain(RUN_COLUMNS.iter().map(|c| (c.name, c.meaning)))
+        .collect()
 }
 
 /// The README's column list: a markdown table of every column and its meaning.
 pub fn columns_markdown() -> String {
     let mut s = String::from("| Column | Meaning |\n| --- | --- |\n");
-    for c in &COLUMNS {
-        s.push_str(&format!("| {} | {} |\n", c.name, c.meaning));
+    for (name, meaning) in column_meanings() {
+        s.push_str(&format!("| {name} | {meaning} |\n"));
     }
     s
 }
@@ -330,8 +407,15 @@ mod tests {
         let mut names = csv_header();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), COLUMNS.len(), "names are unique");
-        assert_eq!(column_meanings().len(), COLUMNS.len());
+        assert_eq!(
+            names.len(),
+            COLUMNS.len() + RUN_COLUMNS.len(),
+            "names are unique"
+        );
+        assert_eq!(column_meanings().len(), names.len());
+        for (i, c) in RUN_COLUMNS.iter().enumerate() {
+            assert_eq!(c.col as usize, i, "{}", c.name);
+        }
     }
 
     #[test]

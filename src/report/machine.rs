@@ -1,4 +1,6 @@
-//! The machine a run ran on, read with sysinfo.
+//! The machine a run ran on, read with sysinfo (and the NVIDIA driver's GPU names).
+
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +15,9 @@ pub struct MachineInfo {
     pub os: String,
     pub kernel: Option<String>,
     pub hostname: Option<String>,
+    /// The NVIDIA GPUs' names, as the driver lists them (empty where there is none, or no driver).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<String>,
 }
 
 impl MachineInfo {
@@ -45,8 +50,32 @@ impl MachineInfo {
                 .unwrap_or_else(|| std::env::consts::OS.to_string()),
             kernel: sysinfo::System::kernel_version(),
             hostname: sysinfo::System::host_name(),
+            gpus: nvidia_gpus(Path::new(NVIDIA_GPUS)),
         }
     }
+}
+
+/// Where the NVIDIA driver lists its GPUs, one folder each with an `information` file.
+const NVIDIA_GPUS: &str = "/proc/driver/nvidia/gpus";
+
+/// The `Model:` line of each GPU's `information` file under `dir`, in folder-name order (the
+/// PCI address); nothing where the folder is absent.
+fn nvidia_gpus(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut folders: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    folders.sort();
+    folders
+        .iter()
+        .filter_map(|f| {
+            let info = std::fs::read_to_string(f.join("information")).ok()?;
+            info.lines()
+                .find_map(|l| l.strip_prefix("Model:"))
+                .map(|m| m.trim().to_string())
+                .filter(|m| !m.is_empty())
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -60,5 +89,28 @@ mod tests {
         assert!(!m.cpu_brand.is_empty());
         let back: MachineInfo = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
         assert_eq!(back, m);
+    }
+
+    #[test]
+    fn gpu_names_from_the_drivers_information_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (bus, text) in [
+            ("0000:c1:00.0", "Model: \t\t NVIDIA H200\nIRQ:   42\n"),
+            ("0000:41:00.0", "Model:   NVIDIA H100 80GB HBM3\nIRQ: 7\n"),
+            ("0000:42:00.0", "IRQ: 7\n"),
+        ] {
+            std::fs::create_dir(tmp.path().join(bus)).unwrap();
+            std::fs::write(tmp.path().join(bus).join("information"), text).unwrap();
+        }
+        assert_eq!(
+            nvidia_gpus(tmp.path()),
+            ["NVIDIA H100 80GB HBM3", "NVIDIA H200"]
+        );
+        assert!(nvidia_gpus(&tmp.path().join("absent")).is_empty());
+        // a run document written before the field reads as no GPU
+        let mut v = serde_json::to_value(MachineInfo::collect()).unwrap();
+        v.as_object_mut().unwrap().remove("gpus");
+        let back: MachineInfo = serde_json::from_value(v).unwrap();
+        assert!(back.gpus.is_empty());
     }
 }

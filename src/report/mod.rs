@@ -19,11 +19,14 @@ mod tables;
 
 pub use batch_plot::{render_throughput, BatchPoint, CapBar};
 pub use columns::{
-    column_meanings, columns_markdown, csv_header, Col, Column, Show, Value, COLUMNS, SEED_COLUMNS,
+    column_meanings, columns_markdown, counting_name, csv_header, text_mode_name, Col, Column,
+    RunCol, RunColumn, Show, Value, COLUMNS, RUN_COLUMNS, SEED_COLUMNS,
 };
 pub use compare::{
-    compare, compare_files, load_results_csv, Comparison, MatchKind, MatchedPair, PolicyMatch,
-    ResultFile, ResultFormat, ResultRow, TokenMatch, TpotDefinition, SEED_COUNTING_NOTE,
+    compare, compare_files, load_results_csv, Aspect, Comparison, Difference, FactSource, Figure,
+    MatchKind, MatchedPair, PolicyMatch, ResultFile, ResultFormat, ResultRow, RunFacts, TokenMatch,
+    TpotDefinition, Withheld, MAX_CELL_BYTES, MAX_RESULTS_BYTES, MAX_RUN_DOCUMENT_BYTES,
+    SEED_COUNTING_NOTE,
 };
 pub use error::ReportError;
 pub use figures::{

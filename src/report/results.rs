@@ -66,9 +66,10 @@ impl ExperimentResult {
         }
     }
 
-    /// One CSV row, in the order of [`columns::csv_header`]; unmeasured or non-finite values are empty.
-    pub fn csv_record(&self) -> Vec<String> {
-        columns::csv_record(self)
+    /// One CSV row of a run with `settings`, in the order of [`columns::csv_header`]; unmeasured
+    /// or non-finite values are empty.
+    pub fn csv_record(&self, settings: &Settings) -> Vec<String> {
+        columns::csv_record(self, settings)
     }
 }
 
@@ -290,7 +291,7 @@ impl ResultsWriter {
 
     /// Appends one finished experiment: a CSV row (flushed and fsynced), then the JSON rewritten atomically.
     pub fn append(&mut self, result: ExperimentResult) -> Result<(), ReportError> {
-        self.write_csv_record(result.csv_record())?;
+        self.write_csv_record(result.csv_record(&self.doc.run.settings))?;
         self.doc.experiments.push(result);
         self.write_json()
     }
