@@ -3,7 +3,7 @@
 //! the README's column list ([`columns_markdown`]) all come from [`COLUMNS`].
 
 use super::figures::{Breakdown, MemoryFigures, PplFigures, SpeedFigures};
-use super::results::ExperimentResult;
+use super::record::ExperimentResult;
 
 /// A column, named by what it holds; [`Col::def`] gives its declaration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,6 +1,7 @@
 //! Benchmark reporting: figures from raw measurements, result files (CSV + JSON), console tables and comparison of result files.
 //!
-//! Pure library code: nothing here touches ONNX Runtime. The experiment entry
+//! Pure library code: nothing here touches ONNX Runtime or imports the run (it stands on
+//! [`crate::catalogue`]). The experiment entry
 //! ([`crate::experiment`]) builds an [`ExperimentResult`] per experiment and the CLI hands it to a
 //! [`ResultsWriter`]; the tables and [`compare`] work on those results or on CSV files (ours or the
 //! seed's format). Every result column is declared once, in [`COLUMNS`].
@@ -13,9 +14,12 @@ mod figures;
 mod machine;
 mod nanable;
 mod plot;
+mod record;
 mod results;
-mod seed;
 mod tables;
+
+// The seed's vocabulary lives in the catalogue; `compare` names it as `super::seed`.
+use crate::catalogue::seed;
 
 pub use batch_plot::{render_throughput, BatchPoint, CapBar};
 pub use columns::{
@@ -32,12 +36,10 @@ pub use figures::{
 };
 pub use machine::MachineInfo;
 pub use plot::{render_sweep, SweepPoint};
+pub use record::{ExperimentResult, ExperimentStatus};
 pub use results::{
-    check_results_dir, run_stem, ExperimentResult, ExperimentStatus, ModelInfo, ResultsWriter,
-    RunDocument, RunInfo, RuntimeInfo, Settings,
-};
-pub use seed::{
-    parse_seed_name, seed_equivalent, seed_groups, seed_label, SEED_GROUPS, SEED_MAX_POSITIONS,
+    check_results_dir, run_stem, ModelInfo, ResultsWriter, RunDocument, RunInfo, RuntimeInfo,
+    Settings,
 };
 pub use tables::{
     breakdown_table, fit_width, main_table, memory_table, results_table, terminal_width, Shown,
