@@ -10,21 +10,23 @@ use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use crate::decoder::{layer_limits, TraceFile, TRACE_FORMAT};
-use crate::error::{Error, LengthError, Result, Setting};
+use crate::decoder::{layer_limits_of, TraceFile, TRACE_FORMAT};
+use crate::error::{Error, LengthError, MemoryError, Result, Setting};
 use crate::eval::bos::{fed, lead};
 use crate::eval::data::{read_text_tokens, short_text, TextMode};
 use crate::eval::memory::peak_rss_bytes;
 use crate::eval::ppl::measure_ppl;
 use crate::eval::speed::{check_lengths, measure, SpeedRun};
-use crate::eval::throughput::{check_memory, RunShape};
+use crate::eval::throughput::{check_memory, check_memory_of, RunShape};
+use crate::manifest::Manifest;
 pub use crate::model::check_model_dir;
-use crate::model::Model;
+use crate::model::{load_tokenizer, Model};
+use crate::policy::PolicySpec;
 use crate::report::{
     full_cache_bytes, ExperimentResult, ExperimentStatus, MemoryFigures, PplFigures, SpeedFigures,
     TrafficFigures,
 };
-use crate::runtime::{Runtime, SessionConfig};
+use crate::runtime::{check_provider, KvPlacement, Runtime, SessionConfig};
 
 pub use crate::catalogue::{group_experiments, Counting, Experiment, Group, UnknownGroup};
 
@@ -249,22 +251,42 @@ fn batch_beyond_text(plans: &[Plan], available: usize, path: &Path) -> Option<Le
     })
 }
 
-/// A loaded model and the start of the text, ready to run experiments on.
-pub struct Lab {
-    model: Model,
+impl Setup {
+    /// The checks that need nothing loaded, in this order: the session settings (provider,
+    /// threads), then the model directory (the model's files are there).
+    pub fn check(&self) -> Result<()> {
+        check_provider(self.session.provider)?;
+        self.session.check()?;
+        check_model_dir(&self.model)
+    }
+}
+
+/// The entry of `bench` and `speed`: checks `setup` ([`Setup::check`]), so that a mistyped model
+/// is named before the runtime is looked for, then starts ONNX Runtime (`root`: see
+/// [`Runtime::start`]). Then [`Checked::model`] checks the rest without a session.
+pub fn start(setup: &Setup, root: &Path) -> Result<Runtime> {
+    setup.check()?;
+    Runtime::start(root)
+}
+
+/// The plans a model is read for and the text they need.
+struct Text {
+    plans: Vec<Plan>,
     tokens: Vec<u32>,
 }
 
-impl Lab {
-    /// Loads the model, checks every plan against its positions, and reads as many tokens of the
-    /// text as the largest plan needs.
-    pub fn load(rt: &Runtime, setup: &Setup, plans: &[Plan]) -> Result<Lab> {
-        check_model_dir(&setup.model)?;
-        setup.session.check()?;
-        let model = Model::load(rt, &setup.model, setup.session.clone())?;
+impl Text {
+    /// Checks every plan against the model's positions, and reads as many tokens of the text as
+    /// the largest plan needs.
+    fn read(
+        setup: &Setup,
+        man: &Manifest,
+        tokenizer: &tokenizers::Tokenizer,
+        plans: &[Plan],
+    ) -> Result<Text> {
         let (max, bos) = (
-            model.manifest.max_position_embeddings,
-            model.manifest.prepend_bos_token_id.is_some(),
+            man.max_position_embeddings,
+            man.prepend_bos_token_id.is_some(),
         );
         for p in plans {
             p.check(max, bos)?;
@@ -273,7 +295,7 @@ impl Lab {
         let tokens = if n == 0 {
             Vec::new()
         } else {
-            read_text_tokens(&model.tokenizer, &setup.data, n, setup.text)?
+            read_text_tokens(tokenizer, &setup.data, n, setup.text)?
         };
         if tokens.len() < n {
             return Err(match batch_beyond_text(plans, tokens.len(), &setup.data) {
@@ -281,7 +303,138 @@ impl Lab {
                 None => short_text(&setup.data, setup.text, tokens.len(), n),
             });
         }
-        Ok(Lab { model, tokens })
+        Ok(Text {
+            plans: plans.to_vec(),
+            tokens,
+        })
+    }
+}
+
+/// Refuses an experiment the model `man` in `dir` cannot run with K/V where `session` puts them:
+/// a budget of 0 or beyond its positions (a layer's, under a schedule), per-layer budgets on a
+/// graph with one attention mask, a key-norm policy with K/V on the device.
+fn check_experiment(
+    man: &Manifest,
+    dir: &Path,
+    session: &SessionConfig,
+    exp: &Experiment,
+) -> Result<()> {
+    exp.spec
+        .validate(man.num_layers, man.max_position_embeddings)?;
+    let on_device = session.kv == KvPlacement::Device;
+    layer_limits_of(man, dir, on_device, &exp.spec.build(man.num_layers))?;
+    Ok(())
+}
+
+/// A run checked without an ONNX Runtime session (what `bench` and `speed` check in the parent
+/// process, whose children load the model themselves): the manifest (every field), the tokenizer
+/// against it, the plans against the model's positions, the text they need, the experiments
+/// against the model, and the memory of speed runs. The graph itself is checked against the
+/// manifest where a session is built ([`Checked::open`], a child's [`Lab::load`]).
+pub struct Checked {
+    setup: Setup,
+    manifest: Manifest,
+    tokenizer: tokenizers::Tokenizer,
+    text: Text,
+    /// The experiments' specs checked so far.
+    checked: Vec<PolicySpec>,
+}
+
+impl Checked {
+    /// Reads and checks the manifest and the tokenizer of `setup`'s model (the setup checked
+    /// before: [`start`]); no plan yet ([`Checked::read_text`]).
+    pub fn model(setup: &Setup) -> Result<Checked> {
+        let manifest = Manifest::load(&setup.model.join("manifest.json"))?;
+        let tokenizer = load_tokenizer(&setup.model.join("tokenizer.json"), &manifest)?;
+        Ok(Checked {
+            setup: setup.clone(),
+            manifest,
+            tokenizer,
+            text: Text {
+                plans: Vec::new(),
+                tokens: Vec::new(),
+            },
+            checked: Vec::new(),
+        })
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Checks every plan against the model's positions, and reads as many tokens of the text as
+    /// the largest plan needs.
+    pub fn read_text(&mut self, plans: &[Plan]) -> Result<()> {
+        self.text = Text::read(&self.setup, &self.manifest, &self.tokenizer, plans)?;
+        Ok(())
+    }
+
+    /// Refuses an experiment this model cannot run (see [`Lab::check`]).
+    pub fn check(&mut self, exp: &Experiment) -> Result<()> {
+        let s = &self.setup;
+        check_experiment(&self.manifest, &s.model, &s.session, exp)?;
+        self.checked.push(exp.spec);
+        Ok(())
+    }
+
+    /// Refuses a speed run of `spec` as `plan` says that certainly does not fit in the memory
+    /// available (`what` names it).
+    pub fn check_memory(
+        &self,
+        spec: &PolicySpec,
+        plan: &SpeedPlan,
+        what: &str,
+    ) -> Result<(), MemoryError> {
+        let bos = self.manifest.prepend_bos_token_id.is_some();
+        check_memory_of(
+            &self.manifest,
+            &self.setup.model,
+            spec,
+            &plan.shape(bos),
+            plan.batch,
+            what,
+        )
+    }
+
+    /// Builds the session on `rt` (the graph checked against the manifest): a lab for the
+    /// plans and experiments checked.
+    pub fn open(self, rt: &Runtime) -> Result<Lab> {
+        let s = self.setup;
+        let model = Model::open(rt, &s.model, self.manifest, self.tokenizer, s.session)?;
+        Ok(Lab {
+            model,
+            text: self.text,
+            checked: self.checked,
+        })
+    }
+}
+
+/// A loaded model and the start of the text, ready to run experiments on.
+pub struct Lab {
+    model: Model,
+    text: Text,
+    /// The experiments' specs checked so far (each is checked once).
+    checked: Vec<PolicySpec>,
+}
+
+impl Lab {
+    /// Loads the model (the setup checked before: [`Setup::check`]), checks every plan against
+    /// its positions, and reads as many tokens of the text as the largest plan needs.
+    pub fn load(rt: &Runtime, setup: &Setup, plans: &[Plan]) -> Result<Lab> {
+        let c = Checked::model(setup)?;
+        let model = Model::open(
+            rt,
+            &setup.model,
+            c.manifest,
+            c.tokenizer,
+            setup.session.clone(),
+        )?;
+        let text = Text::read(setup, &model.manifest, &model.tokenizer, plans)?;
+        Ok(Lab {
+            model,
+            text,
+            checked: Vec::new(),
+        })
     }
 
     pub fn model(&self) -> &Model {
@@ -289,22 +442,23 @@ impl Lab {
     }
 
     /// Refuses an experiment this model cannot run: a budget of 0 or beyond its positions (a
-    /// layer's, under a schedule), or per-layer budgets on a graph with one attention mask.
-    pub fn check(&self, exp: &Experiment) -> Result<()> {
-        let man = &self.model.manifest;
-        exp.spec
-            .validate(man.num_layers, man.max_position_embeddings)?;
-        layer_limits(&self.model, &exp.spec.build(man.num_layers))?;
+    /// layer's, under a schedule), per-layer budgets on a graph with one attention mask, a
+    /// key-norm policy with K/V on the device.
+    pub fn check(&mut self, exp: &Experiment) -> Result<()> {
+        let m = &self.model;
+        check_experiment(&m.manifest, &m.dir, &m.config, exp)?;
+        self.checked.push(exp.spec);
         Ok(())
     }
 
     /// The tokens read from the start of the text (the text only: a declared BOS is fed before
     /// them by each measurement).
     pub fn tokens(&self) -> &[u32] {
-        &self.tokens
+        &self.text.tokens
     }
 
-    /// Measures `exp` as `plan` says; the peak memory is read as `peak` says.
+    /// Measures `exp` as `plan` says; the peak memory is read as `peak` says. An experiment or
+    /// plan not checked yet is checked first.
     pub fn run(
         &mut self,
         exp: &Experiment,
@@ -314,13 +468,17 @@ impl Lab {
     ) -> Result<Outcome> {
         let man = self.model.manifest.clone();
         let bos = man.prepend_bos_token_id;
-        self.check(exp)?;
-        plan.check(man.max_position_embeddings, bos.is_some())?;
-        if self.tokens.len() < plan.tokens_needed() {
+        if !self.checked.contains(&exp.spec) {
+            self.check(exp)?;
+        }
+        if !self.text.plans.contains(plan) {
+            plan.check(man.max_position_embeddings, bos.is_some())?;
+        }
+        if self.text.tokens.len() < plan.tokens_needed() {
             return Err(Error::Input(format!(
                 "the plan needs {} tokens of text, {} were read",
                 plan.tokens_needed(),
-                self.tokens.len()
+                self.text.tokens.len()
             )));
         }
         let mut result = ExperimentResult::new(exp.label.clone(), exp.spec);
@@ -332,7 +490,7 @@ impl Lab {
             let run = measure_ppl(
                 &mut self.model,
                 &exp.spec,
-                &self.tokens[..p.tokens],
+                &self.text.tokens[..p.tokens],
                 p.trace,
                 |done| hook(progress(Phase::Ppl, done, p.tokens - 1)),
             )?;
@@ -345,7 +503,7 @@ impl Lab {
                 policy: exp.spec,
                 prepend_bos_token_id: bos,
                 steps,
-                tokens: fed(bos, &self.tokens[..p.tokens]),
+                tokens: fed(bos, &self.text.tokens[..p.tokens]),
             });
             held = (run.kv_bytes, None, p.tokens - 1 + lead(bos), 1);
         }
@@ -393,7 +551,7 @@ impl Lab {
         let what = format!("{} at batch {}", exp.spec, s.batch);
         let bos = self.model.manifest.prepend_bos_token_id.is_some();
         check_memory(&self.model, &exp.spec, &s.shape(bos), s.batch, &what)?;
-        let rows: Vec<Vec<u32>> = self.tokens[..s.prompt * s.batch]
+        let rows: Vec<Vec<u32>> = self.text.tokens[..s.prompt * s.batch]
             .chunks(s.prompt)
             .map(<[u32]>::to_vec)
             .collect();
@@ -415,6 +573,7 @@ fn progress(phase: Phase, done: usize, total: usize) -> Progress {
 
 /// Runs one job from scratch: loads its model and text, then measures (what bench's child runs).
 pub fn run_job(rt: &Runtime, job: &Job, peak: PeakMemory, hook: Hook<'_>) -> Result<Outcome> {
+    job.setup.check()?;
     let mut lab = Lab::load(rt, &job.setup, &[job.plan])?;
     lab.run(&job.experiment, &job.plan, peak, hook)
 }

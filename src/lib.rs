@@ -15,6 +15,7 @@ pub mod output;
 pub mod png;
 pub mod policy;
 pub mod report;
+pub mod runner;
 pub mod runtime;
 pub mod timing;
 

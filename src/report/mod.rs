@@ -16,6 +16,7 @@ mod nanable;
 mod plot;
 mod record;
 mod results;
+mod speed;
 mod tables;
 
 // The seed's vocabulary lives in the catalogue; `compare` names it as `super::seed`.
@@ -40,6 +41,10 @@ pub use record::{ExperimentResult, ExperimentStatus};
 pub use results::{
     check_results_dir, run_stem, ModelInfo, ResultsWriter, RunDocument, RunInfo, RuntimeInfo,
     Settings,
+};
+pub use speed::{
+    finite, BestUnderCapJson, CapFitJson, KvCapJson, SpeedDocument, SpeedPoint, SpeedRunJson,
+    CAP_MEASURE,
 };
 pub use tables::{
     breakdown_table, fit_width, main_table, memory_table, results_table, terminal_width, Shown,
