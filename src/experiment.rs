@@ -407,6 +407,13 @@ impl Checked {
             checked: self.checked,
         })
     }
+
+    /// Builds the session on `rt` (the graph checked against the manifest): the model alone, for
+    /// a command that reads no plan's text (info, generate, heatmap).
+    pub fn open_model(self, rt: &Runtime) -> Result<Model> {
+        let s = self.setup;
+        Model::open(rt, &s.model, self.manifest, self.tokenizer, s.session)
+    }
 }
 
 /// A loaded model and the start of the text, ready to run experiments on.

@@ -25,7 +25,7 @@ use clap::{Args, Parser, Subcommand};
 
 use h2o_engine::error::Setting;
 use h2o_engine::eval::data::TextMode;
-use h2o_engine::experiment::{check_model_dir, Experiment, Job, Phase, Progress, Setup};
+use h2o_engine::experiment::{check_model_dir, Checked, Experiment, Job, Phase, Progress, Setup};
 use h2o_engine::heatmap::HeatmapError;
 use h2o_engine::model::Model;
 use h2o_engine::output::{Outputs, Target};
@@ -134,11 +134,12 @@ impl ModelArgs {
         }
     }
 
-    /// Start ONNX Runtime and load the model.
+    /// Start ONNX Runtime and load the model, each check once ([`h2o_engine::experiment::start`],
+    /// then [`Checked`]).
     pub fn load(&self) -> Result<(Runtime, Model)> {
-        let config = self.session_config()?;
-        let rt = start_runtime(&self.model)?;
-        let model = Model::load(&rt, &self.model, config)?;
+        let setup = self.unchecked_setup(PathBuf::new(), TextMode::File);
+        let rt = h2o_engine::experiment::start(&setup, &project_root())?;
+        let model = Checked::model(&setup)?.open_model(&rt)?;
         Ok((rt, model))
     }
 }

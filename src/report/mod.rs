@@ -1,9 +1,9 @@
 //! Benchmark reporting: figures from raw measurements, result files (CSV + JSON), console tables and comparison of result files.
 //!
 //! Pure library code: nothing here touches ONNX Runtime or imports the run (it stands on
-//! [`crate::catalogue`]). The experiment entry
-//! ([`crate::experiment`]) builds an [`ExperimentResult`] per experiment and the CLI hands it to a
-//! [`ResultsWriter`]; the tables and [`compare`] work on those results or on CSV files (ours or the
+//! [`crate::catalogue`]). The experiment entry ([`crate::experiment`]) builds an
+//! [`ExperimentResult`] per experiment and the runner ([`crate::runner`]) hands it to a
+//! [`ResultsWriter`]; `speed` builds a [`SpeedDocument`] of its points; the tables and [`compare`] work on those results or on CSV files (ours or the
 //! seed's format). Every result column is declared once, in [`COLUMNS`].
 
 mod batch_plot;
