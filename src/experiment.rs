@@ -684,6 +684,79 @@ mod tests {
         }
     }
 
+    /// The parent's checks (bench, speed) need no ONNX Runtime and build no session: the
+    /// fixture's manifest, tokenizer, plans, text and experiments are checked with none started,
+    /// and what the model cannot run is refused there.
+    #[test]
+    fn a_run_is_checked_without_a_runtime() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let setup = Setup {
+            model: root.join("tests/fixtures/tiny"),
+            session: SessionConfig {
+                intra_threads: 1,
+                ..SessionConfig::default()
+            },
+            data: root.join("tests/data/wiki.test.excerpt.raw"),
+            text: TextMode::File,
+        };
+        setup.check().unwrap();
+        let plan = Plan {
+            ppl: Some(PplPlan {
+                tokens: 16,
+                trace: false,
+            }),
+            speed: Some(SpeedPlan::new(8, 2, 0)),
+        };
+        let mut c = Checked::model(&setup).unwrap();
+        assert_eq!(c.manifest().num_layers, 2);
+        c.read_text(&[plan]).unwrap();
+        assert_eq!(c.text.tokens.len(), 16);
+        let exp = |s: &str| Experiment::of(s.parse().unwrap());
+        c.check(&exp("h2o:4+4")).unwrap();
+        assert_eq!(c.checked, vec![exp("h2o:4+4").spec]);
+        let e = c.check(&exp("h2o:6+2@pyramid")).unwrap_err().to_string();
+        assert!(e.contains("--layer-masks"), "{e}");
+        let e = c.check(&exp("h2o:4096+4")).unwrap_err();
+        assert!(matches!(e, Error::Policy(_)), "{e}");
+        let too_long = Plan {
+            ppl: Some(PplPlan {
+                tokens: 2049,
+                trace: false,
+            }),
+            speed: None,
+        };
+        let e = c.read_text(&[too_long]).unwrap_err();
+        assert!(matches!(e, Error::Length(LengthError::BeyondPositions { .. })), "{e}");
+        // K/V on the device: a key-norm policy is refused before any session exists
+        let device = Setup {
+            session: SessionConfig {
+                kv: KvPlacement::Device,
+                ..setup.session.clone()
+            },
+            ..setup.clone()
+        };
+        let e = Checked::model(&device)
+            .unwrap()
+            .check(&exp("knorm:8"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kv = host"), "{e}");
+        // the setup's own checks: threads, then the model directory
+        let none = Setup {
+            model: root.join("tests/fixtures/no-such-model"),
+            ..setup.clone()
+        };
+        assert!(matches!(none.check(), Err(Error::ModelDirMissing(_))));
+        let zero = Setup {
+            session: SessionConfig {
+                intra_threads: 0,
+                ..setup.session.clone()
+            },
+            ..none
+        };
+        assert!(matches!(zero.check(), Err(Error::Threads { .. })));
+    }
+
     #[test]
     fn a_job_round_trips_through_json_with_every_setting() {
         let job = Job {
