@@ -2,14 +2,19 @@
 //! prefill + decode speed, memory) as one [`ExperimentResult`].
 //!
 //! `h2o bench` (in process, or in its `bench-one` child, which receives one serialised [`Job`]),
-//! `h2o speed` and `h2o ppl` all measure through [`Lab::run`]; the binary only turns flags into a
-//! [`Setup`] and [`Plan`], draws progress and prints. Everything that shapes a measurement is in
+//! `h2o speed` and `h2o ppl` all measure through [`Lab::run`] (bench and speed through
+//! [`crate::runner`]); the binary only turns flags into a [`Setup`] and [`Plan`], draws progress
+//! and prints. A run is checked once, at the entry: [`Setup::check`] (nothing loaded), then
+//! [`Checked`] (manifest, tokenizer, plans, text, experiments, memory; no session), then the graph
+//! where a session is built ([`Checked::open`], [`Lab::load`]). Everything that shapes a measurement is in
 //! the `Setup`, the `Plan` or the [`Experiment`], so a job carries all of it by construction.
 
-use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
+pub use crate::catalogue::{group_experiments, Counting, Experiment, Group, UnknownGroup};
 use crate::decoder::{layer_limits_of, TraceFile, TRACE_FORMAT};
 use crate::error::{Error, LengthError, MemoryError, Result, Setting};
 use crate::eval::bos::{fed, lead};
@@ -27,8 +32,6 @@ use crate::report::{
     TrafficFigures,
 };
 use crate::runtime::{check_provider, KvPlacement, Runtime, SessionConfig};
-
-pub use crate::catalogue::{group_experiments, Counting, Experiment, Group, UnknownGroup};
 
 /// Streaming perplexity over the first `tokens` tokens of the text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -578,7 +581,8 @@ fn progress(phase: Phase, done: usize, total: usize) -> Progress {
     Progress { phase, done, total }
 }
 
-/// Runs one job from scratch: loads its model and text, then measures (what bench's child runs).
+/// Runs one job from scratch: checks its setup, loads its model and text, then measures (what
+/// bench's child runs).
 pub fn run_job(rt: &Runtime, job: &Job, peak: PeakMemory, hook: Hook<'_>) -> Result<Outcome> {
     job.setup.check()?;
     let mut lab = Lab::load(rt, &job.setup, &[job.plan])?;
@@ -726,7 +730,10 @@ mod tests {
             speed: None,
         };
         let e = c.read_text(&[too_long]).unwrap_err();
-        assert!(matches!(e, Error::Length(LengthError::BeyondPositions { .. })), "{e}");
+        assert!(
+            matches!(e, Error::Length(LengthError::BeyondPositions { .. })),
+            "{e}"
+        );
         // K/V on the device: a key-norm policy is refused before any session exists
         let device = Setup {
             session: SessionConfig {

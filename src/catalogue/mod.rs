@@ -163,9 +163,9 @@ impl std::fmt::Display for Group {
 
 impl Group {
     /// The group's experiments for a model of `max_positions` positions measured on `text`
-    /// tokens ([`Plan::text_tokens`]): budgets B = 12.5% and 25% of the text (rounded, at least
-    /// 1); sink keeps 4 sinks, h2o a quarter of B as its recent window, scissor its default recent
-    /// window (a quarter of B when that is smaller).
+    /// tokens (the run's `Plan::text_tokens`): budgets B = 12.5% and 25% of the text (rounded, at
+    /// least 1); sink keeps 4 sinks, h2o a quarter of B as its recent window, scissor its default
+    /// recent window (a quarter of B when that is smaller).
     pub fn experiments(self, max_positions: usize, text: usize) -> Vec<Experiment> {
         let specs: Vec<PolicySpec> = match self {
             Group::Seed | Group::SeedHead => {

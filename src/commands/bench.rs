@@ -1,7 +1,9 @@
 //! `h2o bench`: a list of experiments on one model and data file; each experiment runs in its own child
-//! process (`h2o bench-one`, handed one serialised [`Job`]) so its peak memory is its own; rows are
+//! process (`h2o bench-one`, handed one serialised job) so its peak memory is its own; rows are
 //! appended to results/ as they finish. A failed experiment becomes a `failed: <reason>` row and the
-//! suite goes on; an interrupt (SIGINT, SIGTERM) stops it and says where the finished rows are.
+//! suite goes on; an interrupt (SIGINT, SIGTERM) stops it and says where the finished rows are. The
+//! measuring and the child's side are the library's ([`h2o_engine::runner`]); here: flags, the
+//! results' run information, the tables.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
