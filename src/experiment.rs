@@ -2,264 +2,36 @@
 //! prefill + decode speed, memory) as one [`ExperimentResult`].
 //!
 //! `h2o bench` (in process, or in its `bench-one` child, which receives one serialised [`Job`]),
-//! `h2o speed` and `h2o ppl` all measure through [`Lab::run`]; the binary only turns flags into a
-//! [`Setup`] and [`Plan`], draws progress and prints. Everything that shapes a measurement is in
+//! `h2o speed` and `h2o ppl` all measure through [`Lab::run`] (bench and speed through
+//! [`crate::runner`]); the binary only turns flags into a [`Setup`] and [`Plan`], draws progress
+//! and prints. A run is checked once, at the entry: [`Setup::check`] (nothing loaded), then
+//! [`Checked`] (manifest, tokenizer, plans, text, experiments, memory; no session), then the graph
+//! where a session is built ([`Checked::open`], [`Lab::load`]). Everything that shapes a measurement is in
 //! the `Setup`, the `Plan` or the [`Experiment`], so a job carries all of it by construction.
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::decoder::{layer_limits, TraceFile, TRACE_FORMAT};
-use crate::error::{Error, LengthError, Result, Setting};
+pub use crate::catalogue::{group_experiments, Counting, Experiment, Group, UnknownGroup};
+use crate::decoder::{layer_limits_of, TraceFile, TRACE_FORMAT};
+use crate::error::{Error, LengthError, MemoryError, Result, Setting};
 use crate::eval::bos::{fed, lead};
 use crate::eval::data::{read_text_tokens, short_text, TextMode};
 use crate::eval::memory::peak_rss_bytes;
 use crate::eval::ppl::measure_ppl;
 use crate::eval::speed::{check_lengths, measure, SpeedRun};
-use crate::eval::throughput::{check_memory, RunShape};
+use crate::eval::throughput::{check_memory, check_memory_of, RunShape};
+use crate::manifest::Manifest;
 pub use crate::model::check_model_dir;
-use crate::model::Model;
-use crate::policy::scissor::DEFAULT_RECENT;
-use crate::policy::{PolicyKind, PolicySpec, Schedule, Scope};
+use crate::model::{load_tokenizer, Model};
+use crate::policy::PolicySpec;
 use crate::report::{
-    full_cache_bytes, seed_equivalent, seed_groups, ExperimentResult, ExperimentStatus,
-    MemoryFigures, PplFigures, SpeedFigures, TrafficFigures,
+    full_cache_bytes, ExperimentResult, ExperimentStatus, MemoryFigures, PplFigures, SpeedFigures,
+    TrafficFigures,
 };
-use crate::runtime::{Runtime, SessionConfig};
-
-/// One policy under a label.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Experiment {
-    /// Display label, e.g. `H2O (64r+192h)` or `h2o 192+64`.
-    pub label: String,
-    pub spec: PolicySpec,
-    /// The experiment group it comes from (`None`: named on the command line).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<Group>,
-}
-
-impl Experiment {
-    /// An experiment labelled by its spec's short label ([`PolicySpec::label`]).
-    pub fn of(spec: PolicySpec) -> Experiment {
-        Experiment {
-            label: spec.label(),
-            spec,
-            group: None,
-        }
-    }
-
-    /// The seed's ten groups, scaled to the model's positions (see [`seed_groups`]).
-    pub fn seed_groups(max_positions: usize) -> Vec<Experiment> {
-        Self::seed_groups_as(Group::Seed, max_positions)
-    }
-
-    /// The seed's ten groups as experiments of `group` (`seed` or `seed-head`).
-    fn seed_groups_as(group: Group, max_positions: usize) -> Vec<Experiment> {
-        seed_groups(max_positions)
-            .into_iter()
-            .map(|(label, spec)| Experiment {
-                label,
-                spec,
-                group: Some(group),
-            })
-            .collect()
-    }
-
-    /// The seed group's H2O under the seed's counting is the seed's own: one score per layer
-    /// (its code sums the attention over the heads), not the H2O paper's per-head ranking.
-    fn in_the_seeds_variant(self) -> Experiment {
-        match (self.group, self.spec.kind) {
-            (
-                Some(Group::Seed),
-                PolicyKind::H2o {
-                    heavy,
-                    recent,
-                    scope: Scope::Head,
-                },
-            ) => Experiment {
-                label: format!("{}, {PER_LAYER_AS_THE_SEED}", self.label),
-                spec: PolicySpec {
-                    kind: PolicyKind::H2o {
-                        heavy,
-                        recent,
-                        scope: Scope::Layer,
-                    },
-                    ..self.spec
-                },
-                ..self
-            },
-            _ => self,
-        }
-    }
-}
-
-/// What the label of the seed group's H2O says under the seed's counting.
-const PER_LAYER_AS_THE_SEED: &str = "one score per layer as the seed";
-
-/// How an experiment's budget is counted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Counting {
-    /// Ours (design §3): budget B tokens are kept between steps; a step attends B + the new one.
-    #[default]
-    Ours,
-    /// The seed's: budget B counts the new token (a step attends B tokens), run as our spec with
-    /// one token less ([`seed_equivalent`]): the seed's `Local (256)` runs as `local:255`; the seed
-    /// group's H2O runs as the seed's code computes it, one score per layer (`h2o-layer`).
-    Seed,
-}
-
-impl Experiment {
-    /// The experiment under `counting`: as it is, or (seed counting) our spec that attends as
-    /// many tokens a step as the seed's, labelled `<label>, seed counting` (the seed group's H2O
-    /// as the seed's per-layer variant, saying so; `seed-head` keeps the per-head one). `None`
-    /// for a budget of 1 in the seed's counting (only the new token: nothing to keep).
-    pub fn counted(self, counting: Counting) -> Option<Experiment> {
-        match counting {
-            Counting::Ours => Some(self),
-            Counting::Seed => {
-                let e = self.in_the_seeds_variant();
-                let label = match e.label.strip_suffix(&format!(", {PER_LAYER_AS_THE_SEED}")) {
-                    Some(base) => format!("{base}, seed counting, {PER_LAYER_AS_THE_SEED}"),
-                    None => format!("{}, seed counting", e.label),
-                };
-                seed_equivalent(&e.spec).map(|spec| Experiment { label, spec, ..e })
-            }
-        }
-    }
-}
-
-/// A named list of experiments (`h2o bench --groups`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Group {
-    /// The seed's ten experiments, scaled to the model's positions (the default); under the
-    /// seed's counting its H2O runs as the seed's, one score per layer.
-    Seed,
-    /// The seed's ten with the H2O paper's per-head H2O under either counting.
-    #[serde(rename = "seed-head")]
-    SeedHead,
-    /// Every family at 12.5% and 25% of the text: full, local, sink, h2o, h2o-layer, tova,
-    /// scissor, knorm, random.
-    Policies,
-    /// Every bounded family of `policies` under the pyramid schedule, at the same budgets.
-    Pyramid,
-}
-
-/// An experiment group name that is not one.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown experiment group '{0}': the groups are seed, seed-head, policies, pyramid")]
-pub struct UnknownGroup(pub String);
-
-impl FromStr for Group {
-    type Err = UnknownGroup;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "seed" => Ok(Group::Seed),
-            "seed-head" => Ok(Group::SeedHead),
-            "policies" => Ok(Group::Policies),
-            "pyramid" => Ok(Group::Pyramid),
-            other => Err(UnknownGroup(other.to_string())),
-        }
-    }
-}
-
-impl std::fmt::Display for Group {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Group::Seed => "seed",
-            Group::SeedHead => "seed-head",
-            Group::Policies => "policies",
-            Group::Pyramid => "pyramid",
-        })
-    }
-}
-
-impl Group {
-    /// The group's experiments for a model of `max_positions` positions measured on `text`
-    /// tokens ([`Plan::text_tokens`]): budgets B = 12.5% and 25% of the text (rounded, at least
-    /// 1); sink keeps 4 sinks, h2o a quarter of B as its recent window, scissor its default recent
-    /// window (a quarter of B when that is smaller).
-    pub fn experiments(self, max_positions: usize, text: usize) -> Vec<Experiment> {
-        let specs: Vec<PolicySpec> = match self {
-            Group::Seed | Group::SeedHead => {
-                return Experiment::seed_groups_as(self, max_positions)
-            }
-            Group::Policies => std::iter::once(PolicySpec::FULL)
-                .chain(
-                    share_budgets(text)
-                        .into_iter()
-                        .flat_map(|b| bounded_families(b, Schedule::Uniform)),
-                )
-                .collect(),
-            Group::Pyramid => share_budgets(text)
-                .into_iter()
-                .flat_map(|b| bounded_families(b, Schedule::Pyramid))
-                .collect(),
-        };
-        specs
-            .into_iter()
-            .map(|spec| Experiment {
-                group: Some(self),
-                ..Experiment::of(spec)
-            })
-            .collect()
-    }
-}
-
-/// The experiments of `groups`, in order.
-pub fn group_experiments(groups: &[Group], max_positions: usize, text: usize) -> Vec<Experiment> {
-    groups
-        .iter()
-        .flat_map(|g| g.experiments(max_positions, text))
-        .collect()
-}
-
-/// 12.5% and 25% of `text` tokens, rounded, at least 1.
-fn share_budgets(text: usize) -> [usize; 2] {
-    [(text + 4) / 8, (text + 2) / 4].map(|b| b.max(1))
-}
-
-/// Every bounded family of the `policies` group at budget `b` under `schedule`.
-fn bounded_families(b: usize, schedule: Schedule) -> Vec<PolicySpec> {
-    let sinks = 4.min(b - 1);
-    let recent = (b / 4).max(1).min(b);
-    let scissor_recent = DEFAULT_RECENT.min(b / 4);
-    [
-        PolicyKind::Local { recent: b },
-        PolicyKind::Sink {
-            sinks,
-            recent: b - sinks,
-        },
-        PolicyKind::H2o {
-            heavy: b - recent,
-            recent,
-            scope: Scope::Head,
-        },
-        PolicyKind::H2o {
-            heavy: b - recent,
-            recent,
-            scope: Scope::Layer,
-        },
-        PolicyKind::Tova {
-            budget: b,
-            scope: Scope::Layer,
-        },
-        PolicyKind::Scissor {
-            budget: b,
-            window: crate::policy::scissor::DEFAULT_WINDOW,
-            recent: scissor_recent,
-        },
-        PolicyKind::Knorm { budget: b },
-        PolicyKind::Random { budget: b, rng: 0 },
-    ]
-    .into_iter()
-    .map(|kind| PolicySpec { kind, schedule })
-    .collect()
-}
+use crate::runtime::{check_provider, KvPlacement, Runtime, SessionConfig};
 
 /// Streaming perplexity over the first `tokens` tokens of the text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -482,22 +254,42 @@ fn batch_beyond_text(plans: &[Plan], available: usize, path: &Path) -> Option<Le
     })
 }
 
-/// A loaded model and the start of the text, ready to run experiments on.
-pub struct Lab {
-    model: Model,
+impl Setup {
+    /// The checks that need nothing loaded, in this order: the session settings (provider,
+    /// threads), then the model directory (the model's files are there).
+    pub fn check(&self) -> Result<()> {
+        check_provider(self.session.provider)?;
+        self.session.check()?;
+        check_model_dir(&self.model)
+    }
+}
+
+/// The entry of `bench` and `speed`: checks `setup` ([`Setup::check`]), so that a mistyped model
+/// is named before the runtime is looked for, then starts ONNX Runtime (`root`: see
+/// [`Runtime::start`]). Then [`Checked::model`] checks the rest without a session.
+pub fn start(setup: &Setup, root: &Path) -> Result<Runtime> {
+    setup.check()?;
+    Runtime::start(root)
+}
+
+/// The plans a model is read for and the text they need.
+struct Text {
+    plans: Vec<Plan>,
     tokens: Vec<u32>,
 }
 
-impl Lab {
-    /// Loads the model, checks every plan against its positions, and reads as many tokens of the
-    /// text as the largest plan needs.
-    pub fn load(rt: &Runtime, setup: &Setup, plans: &[Plan]) -> Result<Lab> {
-        check_model_dir(&setup.model)?;
-        setup.session.check()?;
-        let model = Model::load(rt, &setup.model, setup.session.clone())?;
+impl Text {
+    /// Checks every plan against the model's positions, and reads as many tokens of the text as
+    /// the largest plan needs.
+    fn read(
+        setup: &Setup,
+        man: &Manifest,
+        tokenizer: &tokenizers::Tokenizer,
+        plans: &[Plan],
+    ) -> Result<Text> {
         let (max, bos) = (
-            model.manifest.max_position_embeddings,
-            model.manifest.prepend_bos_token_id.is_some(),
+            man.max_position_embeddings,
+            man.prepend_bos_token_id.is_some(),
         );
         for p in plans {
             p.check(max, bos)?;
@@ -506,7 +298,7 @@ impl Lab {
         let tokens = if n == 0 {
             Vec::new()
         } else {
-            read_text_tokens(&model.tokenizer, &setup.data, n, setup.text)?
+            read_text_tokens(tokenizer, &setup.data, n, setup.text)?
         };
         if tokens.len() < n {
             return Err(match batch_beyond_text(plans, tokens.len(), &setup.data) {
@@ -514,7 +306,145 @@ impl Lab {
                 None => short_text(&setup.data, setup.text, tokens.len(), n),
             });
         }
-        Ok(Lab { model, tokens })
+        Ok(Text {
+            plans: plans.to_vec(),
+            tokens,
+        })
+    }
+}
+
+/// Refuses an experiment the model `man` in `dir` cannot run with K/V where `session` puts them:
+/// a budget of 0 or beyond its positions (a layer's, under a schedule), per-layer budgets on a
+/// graph with one attention mask, a key-norm policy with K/V on the device.
+fn check_experiment(
+    man: &Manifest,
+    dir: &Path,
+    session: &SessionConfig,
+    exp: &Experiment,
+) -> Result<()> {
+    exp.spec
+        .validate(man.num_layers, man.max_position_embeddings)?;
+    let on_device = session.kv == KvPlacement::Device;
+    layer_limits_of(man, dir, on_device, &exp.spec.build(man.num_layers))?;
+    Ok(())
+}
+
+/// A run checked without an ONNX Runtime session (what `bench` and `speed` check in the parent
+/// process, whose children load the model themselves): the manifest (every field), the tokenizer
+/// against it, the plans against the model's positions, the text they need, the experiments
+/// against the model, and the memory of speed runs. The graph itself is checked against the
+/// manifest where a session is built ([`Checked::open`], a child's [`Lab::load`]).
+pub struct Checked {
+    setup: Setup,
+    manifest: Manifest,
+    tokenizer: tokenizers::Tokenizer,
+    text: Text,
+    /// The experiments' specs checked so far.
+    checked: Vec<PolicySpec>,
+}
+
+impl Checked {
+    /// Reads and checks the manifest and the tokenizer of `setup`'s model (the setup checked
+    /// before: [`start`]); no plan yet ([`Checked::read_text`]).
+    pub fn model(setup: &Setup) -> Result<Checked> {
+        let manifest = Manifest::load(&setup.model.join("manifest.json"))?;
+        let tokenizer = load_tokenizer(&setup.model.join("tokenizer.json"), &manifest)?;
+        Ok(Checked {
+            setup: setup.clone(),
+            manifest,
+            tokenizer,
+            text: Text {
+                plans: Vec::new(),
+                tokens: Vec::new(),
+            },
+            checked: Vec::new(),
+        })
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Checks every plan against the model's positions, and reads as many tokens of the text as
+    /// the largest plan needs.
+    pub fn read_text(&mut self, plans: &[Plan]) -> Result<()> {
+        self.text = Text::read(&self.setup, &self.manifest, &self.tokenizer, plans)?;
+        Ok(())
+    }
+
+    /// Refuses an experiment this model cannot run (see [`Lab::check`]).
+    pub fn check(&mut self, exp: &Experiment) -> Result<()> {
+        let s = &self.setup;
+        check_experiment(&self.manifest, &s.model, &s.session, exp)?;
+        self.checked.push(exp.spec);
+        Ok(())
+    }
+
+    /// Refuses a speed run of `spec` as `plan` says that certainly does not fit in the memory
+    /// available (`what` names it).
+    pub fn check_memory(
+        &self,
+        spec: &PolicySpec,
+        plan: &SpeedPlan,
+        what: &str,
+    ) -> Result<(), MemoryError> {
+        let bos = self.manifest.prepend_bos_token_id.is_some();
+        check_memory_of(
+            &self.manifest,
+            &self.setup.model,
+            spec,
+            &plan.shape(bos),
+            plan.batch,
+            what,
+        )
+    }
+
+    /// Builds the session on `rt` (the graph checked against the manifest): a lab for the
+    /// plans and experiments checked.
+    pub fn open(self, rt: &Runtime) -> Result<Lab> {
+        let s = self.setup;
+        let model = Model::open(rt, &s.model, self.manifest, self.tokenizer, s.session)?;
+        Ok(Lab {
+            model,
+            text: self.text,
+            checked: self.checked,
+        })
+    }
+
+    /// Builds the session on `rt` (the graph checked against the manifest): the model alone, for
+    /// a command that reads no plan's text (info, generate, heatmap).
+    pub fn open_model(self, rt: &Runtime) -> Result<Model> {
+        let s = self.setup;
+        Model::open(rt, &s.model, self.manifest, self.tokenizer, s.session)
+    }
+}
+
+/// A loaded model and the start of the text, ready to run experiments on.
+pub struct Lab {
+    model: Model,
+    text: Text,
+    /// The experiments' specs checked so far (each is checked once).
+    checked: Vec<PolicySpec>,
+}
+
+impl Lab {
+    /// Loads the model (the setup checked before: [`Setup::check`]), checks every plan against
+    /// its positions, and reads as many tokens of the text as the largest plan needs.
+    pub fn load(rt: &Runtime, setup: &Setup, plans: &[Plan]) -> Result<Lab> {
+        let c = Checked::model(setup)?;
+        let model = Model::open(
+            rt,
+            &setup.model,
+            c.manifest,
+            c.tokenizer,
+            setup.session.clone(),
+        )?;
+        let text = Text::read(setup, &model.manifest, &model.tokenizer, plans)?;
+        Ok(Lab {
+            model,
+            text,
+            checked: Vec::new(),
+        })
     }
 
     pub fn model(&self) -> &Model {
@@ -522,22 +452,23 @@ impl Lab {
     }
 
     /// Refuses an experiment this model cannot run: a budget of 0 or beyond its positions (a
-    /// layer's, under a schedule), or per-layer budgets on a graph with one attention mask.
-    pub fn check(&self, exp: &Experiment) -> Result<()> {
-        let man = &self.model.manifest;
-        exp.spec
-            .validate(man.num_layers, man.max_position_embeddings)?;
-        layer_limits(&self.model, &exp.spec.build(man.num_layers))?;
+    /// layer's, under a schedule), per-layer budgets on a graph with one attention mask, a
+    /// key-norm policy with K/V on the device.
+    pub fn check(&mut self, exp: &Experiment) -> Result<()> {
+        let m = &self.model;
+        check_experiment(&m.manifest, &m.dir, &m.config, exp)?;
+        self.checked.push(exp.spec);
         Ok(())
     }
 
     /// The tokens read from the start of the text (the text only: a declared BOS is fed before
     /// them by each measurement).
     pub fn tokens(&self) -> &[u32] {
-        &self.tokens
+        &self.text.tokens
     }
 
-    /// Measures `exp` as `plan` says; the peak memory is read as `peak` says.
+    /// Measures `exp` as `plan` says; the peak memory is read as `peak` says. An experiment or
+    /// plan not checked yet is checked first.
     pub fn run(
         &mut self,
         exp: &Experiment,
@@ -547,13 +478,17 @@ impl Lab {
     ) -> Result<Outcome> {
         let man = self.model.manifest.clone();
         let bos = man.prepend_bos_token_id;
-        self.check(exp)?;
-        plan.check(man.max_position_embeddings, bos.is_some())?;
-        if self.tokens.len() < plan.tokens_needed() {
+        if !self.checked.contains(&exp.spec) {
+            self.check(exp)?;
+        }
+        if !self.text.plans.contains(plan) {
+            plan.check(man.max_position_embeddings, bos.is_some())?;
+        }
+        if self.text.tokens.len() < plan.tokens_needed() {
             return Err(Error::Input(format!(
                 "the plan needs {} tokens of text, {} were read",
                 plan.tokens_needed(),
-                self.tokens.len()
+                self.text.tokens.len()
             )));
         }
         let mut result = ExperimentResult::new(exp.label.clone(), exp.spec);
@@ -565,7 +500,7 @@ impl Lab {
             let run = measure_ppl(
                 &mut self.model,
                 &exp.spec,
-                &self.tokens[..p.tokens],
+                &self.text.tokens[..p.tokens],
                 p.trace,
                 |done| hook(progress(Phase::Ppl, done, p.tokens - 1)),
             )?;
@@ -578,7 +513,7 @@ impl Lab {
                 policy: exp.spec,
                 prepend_bos_token_id: bos,
                 steps,
-                tokens: fed(bos, &self.tokens[..p.tokens]),
+                tokens: fed(bos, &self.text.tokens[..p.tokens]),
             });
             held = (run.kv_bytes, None, p.tokens - 1 + lead(bos), 1);
         }
@@ -626,7 +561,7 @@ impl Lab {
         let what = format!("{} at batch {}", exp.spec, s.batch);
         let bos = self.model.manifest.prepend_bos_token_id.is_some();
         check_memory(&self.model, &exp.spec, &s.shape(bos), s.batch, &what)?;
-        let rows: Vec<Vec<u32>> = self.tokens[..s.prompt * s.batch]
+        let rows: Vec<Vec<u32>> = self.text.tokens[..s.prompt * s.batch]
             .chunks(s.prompt)
             .map(<[u32]>::to_vec)
             .collect();
@@ -646,8 +581,10 @@ fn progress(phase: Phase, done: usize, total: usize) -> Progress {
     Progress { phase, done, total }
 }
 
-/// Runs one job from scratch: loads its model and text, then measures (what bench's child runs).
+/// Runs one job from scratch: checks its setup, loads its model and text, then measures (what
+/// bench's child runs).
 pub fn run_job(rt: &Runtime, job: &Job, peak: PeakMemory, hook: Hook<'_>) -> Result<Outcome> {
+    job.setup.check()?;
     let mut lab = Lab::load(rt, &job.setup, &[job.plan])?;
     lab.run(&job.experiment, &job.plan, peak, hook)
 }
@@ -751,6 +688,82 @@ mod tests {
         }
     }
 
+    /// The parent's checks (bench, speed) need no ONNX Runtime and build no session: the
+    /// fixture's manifest, tokenizer, plans, text and experiments are checked with none started,
+    /// and what the model cannot run is refused there.
+    #[test]
+    fn a_run_is_checked_without_a_runtime() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let setup = Setup {
+            model: root.join("tests/fixtures/tiny"),
+            session: SessionConfig {
+                intra_threads: 1,
+                ..SessionConfig::default()
+            },
+            data: root.join("tests/data/wiki.test.excerpt.raw"),
+            text: TextMode::File,
+        };
+        setup.check().unwrap();
+        let plan = Plan {
+            ppl: Some(PplPlan {
+                tokens: 16,
+                trace: false,
+            }),
+            speed: Some(SpeedPlan::new(8, 2, 0)),
+        };
+        let mut c = Checked::model(&setup).unwrap();
+        assert_eq!(c.manifest().num_layers, 2);
+        c.read_text(&[plan]).unwrap();
+        assert_eq!(c.text.tokens.len(), 16);
+        let exp = |s: &str| Experiment::of(s.parse().unwrap());
+        c.check(&exp("h2o:4+4")).unwrap();
+        assert_eq!(c.checked, vec![exp("h2o:4+4").spec]);
+        let e = c.check(&exp("h2o:6+2@pyramid")).unwrap_err().to_string();
+        assert!(e.contains("--layer-masks"), "{e}");
+        let e = c.check(&exp("h2o:4096+4")).unwrap_err();
+        assert!(matches!(e, Error::Policy(_)), "{e}");
+        let too_long = Plan {
+            ppl: Some(PplPlan {
+                tokens: 2049,
+                trace: false,
+            }),
+            speed: None,
+        };
+        let e = c.read_text(&[too_long]).unwrap_err();
+        assert!(
+            matches!(e, Error::Length(LengthError::BeyondPositions { .. })),
+            "{e}"
+        );
+        // K/V on the device: a key-norm policy is refused before any session exists
+        let device = Setup {
+            session: SessionConfig {
+                kv: KvPlacement::Device,
+                ..setup.session.clone()
+            },
+            ..setup.clone()
+        };
+        let e = Checked::model(&device)
+            .unwrap()
+            .check(&exp("knorm:8"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kv = host"), "{e}");
+        // the setup's own checks: threads, then the model directory
+        let none = Setup {
+            model: root.join("tests/fixtures/no-such-model"),
+            ..setup.clone()
+        };
+        assert!(matches!(none.check(), Err(Error::ModelDirMissing(_))));
+        let zero = Setup {
+            session: SessionConfig {
+                intra_threads: 0,
+                ..setup.session.clone()
+            },
+            ..none
+        };
+        assert!(matches!(zero.check(), Err(Error::Threads { .. })));
+    }
+
     #[test]
     fn a_job_round_trips_through_json_with_every_setting() {
         let job = Job {
@@ -798,81 +811,6 @@ mod tests {
     }
 
     #[test]
-    fn groups_by_name() {
-        assert_eq!("policies".parse::<Group>(), Ok(Group::Policies));
-        assert_eq!(" pyramid".parse::<Group>(), Ok(Group::Pyramid));
-        assert_eq!(
-            "seeds".parse::<Group>().unwrap_err().to_string(),
-            "unknown experiment group 'seeds': the groups are seed, seed-head, policies, pyramid"
-        );
-        assert_eq!(Group::Seed.to_string(), "seed");
-        assert_eq!("seed-head".parse::<Group>(), Ok(Group::SeedHead));
-        assert_eq!(Group::SeedHead.to_string(), "seed-head");
-        assert_eq!(
-            serde_json::to_string(&Group::SeedHead).unwrap(),
-            "\"seed-head\""
-        );
-    }
-
-    #[test]
-    fn policies_group_is_every_family_at_an_eighth_and_a_quarter_of_the_text() {
-        let e = Group::Policies.experiments(2048, 2048);
-        let specs: Vec<String> = e.iter().map(|x| x.spec.to_string()).collect();
-        let at = |b: usize, r: usize, sr: usize| {
-            let sinks = 4.min(b - 1);
-            [
-                format!("local:{b}"),
-                format!("sink:{sinks}+{}", b - sinks),
-                format!("h2o:{}+{r}", b - r),
-                format!("h2o-layer:{}+{r}", b - r),
-                format!("tova:{b}"),
-                if sr == 10 {
-                    format!("scissor:{b}")
-                } else {
-                    format!("scissor:{b}@recent={sr}")
-                },
-                format!("knorm:{b}"),
-                format!("random:{b}"),
-            ]
-        };
-        let want: Vec<String> = std::iter::once("full".to_string())
-            .chain(at(256, 64, 10))
-            .chain(at(512, 128, 10))
-            .collect();
-        assert_eq!(specs, want);
-        assert!(e.iter().all(|x| x.group == Some(Group::Policies)));
-        assert_eq!(e[3].label, "h2o 192+64");
-        // a short text: budgets 4 and 8, every spec valid
-        let short = Group::Policies.experiments(2048, 32);
-        let s: Vec<String> = short.iter().map(|x| x.spec.to_string()).collect();
-        assert_eq!(s[1..9], at(4, 1, 1));
-        for x in &short {
-            assert_eq!(x.spec.to_string().parse::<PolicySpec>(), Ok(x.spec));
-            assert!(x.spec.validate(8, 2048).is_ok(), "{}", x.spec);
-        }
-        assert_eq!(Group::Policies.experiments(2048, 1).len(), 17);
-    }
-
-    #[test]
-    fn pyramid_group_schedules_every_bounded_family() {
-        let e = Group::Pyramid.experiments(2048, 2048);
-        assert_eq!(e.len(), 16);
-        assert!(e.iter().all(|x| x.spec.schedule == Schedule::Pyramid));
-        assert_eq!(e[2].spec.to_string(), "h2o:192+64@pyramid");
-        let uniform: Vec<PolicySpec> = Group::Policies.experiments(2048, 2048)[1..]
-            .iter()
-            .map(|x| x.spec)
-            .collect();
-        let kinds: Vec<PolicySpec> = e.iter().map(|x| PolicySpec::from(x.spec.kind)).collect();
-        assert_eq!(
-            kinds, uniform,
-            "the same families and budgets as `policies`"
-        );
-        let all = group_experiments(&[Group::Seed, Group::Pyramid], 2048, 2048);
-        assert_eq!(all.len(), 26);
-    }
-
-    #[test]
     fn text_tokens_of_a_plan() {
         let mut p = Plan {
             ppl: Some(PplPlan {
@@ -885,56 +823,6 @@ mod tests {
         p.ppl = None;
         assert_eq!(p.text_tokens(), 12);
         assert_eq!(Plan::default().text_tokens(), 0);
-    }
-
-    #[test]
-    fn seed_groups_as_experiments() {
-        let e = Experiment::seed_groups(2048);
-        assert_eq!(e.len(), 10);
-        assert_eq!(e[4].label, "H2O (64r+192h)");
-        assert_eq!(e[4].spec.to_string(), "h2o:192+64");
-        assert_eq!(Experiment::of(PolicySpec::FULL).label, "full");
-    }
-
-    #[test]
-    fn seed_counting_runs_one_token_less() {
-        let e = Experiment::seed_groups(2048);
-        let seed: Vec<Experiment> = e
-            .iter()
-            .map(|x| x.clone().counted(Counting::Seed).unwrap())
-            .collect();
-        assert_eq!(seed[6].label, "Local (256), seed counting");
-        assert_eq!(seed[6].spec.to_string(), "local:255");
-        // the seed group's H2O as the seed's code runs it, one score per layer, and says so
-        assert_eq!(seed[4].spec.to_string(), "h2o-layer:192+63");
-        assert_eq!(
-            seed[4].label,
-            "H2O (64r+192h), seed counting, one score per layer as the seed"
-        );
-        assert_eq!(seed[0].spec, PolicySpec::FULL);
-        // seed-head keeps the per-head H2O under the seed's counting
-        let head: Vec<Experiment> = Group::SeedHead
-            .experiments(2048, 2048)
-            .into_iter()
-            .map(|x| x.counted(Counting::Seed).unwrap())
-            .collect();
-        assert_eq!(head[4].spec.to_string(), "h2o:192+63");
-        assert_eq!(head[4].label, "H2O (64r+192h), seed counting");
-        assert_eq!(head[6].spec.to_string(), "local:255");
-        // under our counting the seed group stays per head, as before
-        assert_eq!(
-            e[4].clone()
-                .counted(Counting::Ours)
-                .unwrap()
-                .spec
-                .to_string(),
-            "h2o:192+64"
-        );
-        assert_eq!(e[4].clone().counted(Counting::Ours).unwrap(), e[4]);
-        assert_eq!(
-            Experiment::of("local:1".parse().unwrap()).counted(Counting::Seed),
-            None
-        );
     }
 }
 

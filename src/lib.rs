@@ -1,6 +1,7 @@
 //! h2o-engine: Pythia (GPT-NeoX) decoding through ONNX Runtime with a host-managed KV cache.
 
 pub mod cache;
+pub mod catalogue;
 pub mod decoder;
 pub mod dtype;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod output;
 pub mod png;
 pub mod policy;
 pub mod report;
+pub mod runner;
 pub mod runtime;
 pub mod timing;
 

@@ -107,8 +107,21 @@ impl Model {
         config.check()?;
         check_model_dir(dir)?;
         let manifest = Manifest::load(&dir.join("manifest.json"))?;
-        let onnx = dir.join("model.onnx");
         let tokenizer = load_tokenizer(&dir.join("tokenizer.json"), &manifest)?;
+        Self::open(rt, dir, manifest, tokenizer, config)
+    }
+
+    /// Starts a session on `dir`'s model.onnx for a manifest and tokenizer already read and
+    /// checked (as [`Model::load`] does, and `experiment::Checked`), and checks the manifest
+    /// against the graph.
+    pub fn open(
+        rt: &Runtime,
+        dir: &Path,
+        manifest: Manifest,
+        tokenizer: tokenizers::Tokenizer,
+        config: SessionConfig,
+    ) -> Result<Self> {
+        let onnx = dir.join("model.onnx");
         let mut builder = Self::session_builder(rt, &config)?;
         let session = builder
             .commit_from_file(&onnx)

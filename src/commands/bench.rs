@@ -1,23 +1,20 @@
 //! `h2o bench`: a list of experiments on one model and data file; each experiment runs in its own child
-//! process (`h2o bench-one`, handed one serialised [`Job`]) so its peak memory is its own; rows are
+//! process (`h2o bench-one`, handed one serialised job) so its peak memory is its own; rows are
 //! appended to results/ as they finish. A failed experiment becomes a `failed: <reason>` row and the
-//! suite goes on; an interrupt (SIGINT, SIGTERM) stops it and says where the finished rows are.
+//! suite goes on; an interrupt (SIGINT, SIGTERM) stops it and says where the finished rows are. The
+//! measuring and the child's side are the library's ([`h2o_engine::runner`]); here: flags, the
+//! results' run information, the tables.
 
-use std::io::{Read, Write};
-use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
 use h2o_engine::eval::data::TextMode;
 use h2o_engine::experiment::{
-    group_experiments, run_job, Counting, Experiment, Group, Job, Lab, PeakMemory, Plan, PplPlan,
-    Setup, SpeedPlan,
+    group_experiments, Checked, Counting, Experiment, Group, Plan, PplPlan, Setup, SpeedPlan,
 };
 use h2o_engine::manifest::Manifest;
 use h2o_engine::policy::PolicySpec;
@@ -26,12 +23,13 @@ use h2o_engine::report::{
     terminal_width, ExperimentResult, ExperimentStatus, MachineInfo, ModelInfo, ReportError,
     ResultsWriter, RunInfo, RuntimeInfo, Settings, Width,
 };
+use h2o_engine::runner::{run_suite, serve, Place, Served, Suite, SuiteEnd};
 use h2o_engine::runtime::Runtime;
 
 use super::numbers;
 use super::{
-    error_text, in_cli_words, resolve_data, start_runtime, Bars, Interrupted, ModelArgs, Names,
-    Orphaned, SomeFailed,
+    engine_words, project_root, resolve_data, runner_error, Interrupted, JobBars, ModelArgs,
+    SomeFailed,
 };
 
 /// What each experiment measures.
@@ -112,141 +110,27 @@ pub struct BenchOneArgs {
     pub parent_pid: Option<u32>,
 }
 
-/// A result row of an experiment that failed.
-fn failed(exp: &Experiment, message: String) -> ExperimentResult {
-    let mut r = ExperimentResult::new(exp.label.clone(), exp.spec);
-    r.status = ExperimentStatus::Failed { message };
-    r
-}
-
-fn write_result(r: &ExperimentResult) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, r)?;
-    out.flush()?;
-    Ok(())
-}
-
 pub fn run_one(a: BenchOneArgs) -> Result<()> {
-    let parent = a.parent_pid;
-    let orphaned = move || parent.is_some_and(|p| std::os::unix::process::parent_id() != p);
-    let mut text = String::new();
-    std::io::stdin()
-        .read_to_string(&mut text)
-        .context("cannot read the job from stdin")?;
-    let job: Job = serde_json::from_str(&text).context("stdin is not a bench job (JSON)")?;
-    if orphaned() {
-        return Err(Orphaned.into());
-    }
-    let mut bars = Bars::new(job.experiment.spec.to_string());
-    let outcome = Runtime::start(&super::project_root()).and_then(|rt| {
-        run_job(&rt, &job, PeakMemory::OwnProcess, &mut |p| {
-            // A child whose bench parent died stops instead of running on.
-            if p.done % 64 == 0 && orphaned() {
-                return ControlFlow::Break(());
-            }
-            bars.show(p)
-        })
-    });
-    bars.clear();
-    if matches!(outcome, Err(h2o_engine::Error::Cancelled)) || orphaned() {
-        return Err(Orphaned.into());
-    }
-    match outcome {
-        Ok(o) => write_result(&o.result),
-        Err(e) => {
-            // The parent records the reason in the CLI's words; the error also goes to stderr.
-            let e = in_cli_words(e.into(), &Names::DEFAULT);
-            write_result(&failed(&job.experiment, error_text(&e)))?;
-            Err(e)
-        }
-    }
-}
-
-/// How one experiment ended: a result row (measured or failed), or the suite was interrupted.
-enum Ran {
-    Row(Box<ExperimentResult>),
-    Interrupted,
-}
-
-/// Waits for `child`, killing it when `stop` is set; `None` when it was killed that way.
-fn wait_or_stop(child: &mut Child, stop: &AtomicBool) -> Result<Option<std::process::ExitStatus>> {
-    loop {
-        if let Some(status) = child.try_wait().context("lost the experiment's process")? {
-            return Ok(Some(status));
-        }
-        if stop.load(Ordering::SeqCst) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Runs `job` in a child process `exe bench-one` and reads its result: measured, or a failed row
-/// naming why (the child's own reason, its exit status, or a signal that killed it).
-fn run_in_child(exe: &Path, job: &Job, stop: &AtomicBool) -> Result<Ran> {
-    let mut child = Command::new(exe)
-        .arg("bench-one")
-        .arg("--parent-pid")
-        .arg(std::process::id().to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start {}", exe.display()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A child that exits before reading its job is reported by its exit status below.
-        let _ = stdin.write_all(serde_json::to_string(job)?.as_bytes());
-    }
-    // Read stdout on the side so a large result never blocks the child while we wait.
-    let mut stdout = child.stdout.take().context("no stdout of the child")?;
-    let reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    });
-    let status = wait_or_stop(&mut child, stop)?;
-    let out = reader.join().unwrap_or_default();
-    let Some(status) = status else {
-        return Ok(Ran::Interrupted);
-    };
-    if stop.load(Ordering::SeqCst) && !status.success() {
-        return Ok(Ran::Interrupted);
-    }
-    let exp = &job.experiment;
-    let row = match serde_json::from_slice::<ExperimentResult>(&out) {
-        Ok(r) if status.success() || r.status != ExperimentStatus::Ok => r,
-        _ if status.success() => failed(
-            exp,
-            format!(
-                "its process wrote no result ({} bytes on stdout)",
-                out.len()
-            ),
-        ),
-        _ => failed(
-            exp,
-            format!("its process ended without a result ({status})"),
-        ),
-    };
-    Ok(Ran::Row(Box::new(row)))
-}
-
-/// Runs `job` in a child of its own and returns its measured result; a failure (its reason, or
-/// how its process ended) is an error (`speed`'s batch runs).
-pub(super) fn measure_in_child(exe: &Path, job: &Job) -> Result<ExperimentResult> {
-    match run_in_child(exe, job, &AtomicBool::new(false))? {
-        Ran::Row(r) => match r.status {
-            ExperimentStatus::Ok => Ok(*r),
-            ExperimentStatus::Failed { message } => bail!("{message}"),
-        },
-        Ran::Interrupted => bail!("the experiment's process was stopped"),
+    let start = || Runtime::start(&project_root());
+    let served = serve(
+        &mut std::io::stdin().lock(),
+        &mut std::io::stdout().lock(),
+        a.parent_pid,
+        &start,
+        &mut JobBars::new(|job| job.experiment.spec.to_string()),
+        &engine_words,
+    );
+    match served.map_err(runner_error)? {
+        Served::Measured => Ok(()),
+        // The parent records the reason in the CLI's words; the error also goes to stderr.
+        Served::Failed(e) => Err(e.into()),
     }
 }
 
 /// The experiments to run: `--exp` specs (labelled by the spec), else the `--groups` (default: the
 /// seed's), each under `--counting` and checked against the model before anything is measured.
-fn experiments(a: &BenchArgs, lab: &Lab, plan: &Plan) -> Result<Vec<Experiment>> {
-    let max_positions = lab.model().manifest.max_position_embeddings;
+fn experiments(a: &BenchArgs, checked: &mut Checked, plan: &Plan) -> Result<Vec<Experiment>> {
+    let max_positions = checked.manifest().max_position_embeddings;
     let exps: Vec<Experiment> = if !a.exp.is_empty() {
         a.exp.iter().map(|s| Experiment::of(*s)).collect()
     } else if a.groups.is_empty() {
@@ -260,7 +144,8 @@ fn experiments(a: &BenchArgs, lab: &Lab, plan: &Plan) -> Result<Vec<Experiment>>
             let e = e.counted(a.counting).ok_or_else(|| {
                 anyhow!("--counting seed: {spec} has a budget of 1, which in the seed's counting attends only the new token and keeps nothing; use a budget of at least 2")
             })?;
-            lab.check(&e)
+            checked
+                .check(&e)
                 .with_context(|| format!("experiment {} ({})", e.label, e.spec))?;
             Ok(e)
         })
@@ -320,31 +205,6 @@ fn run_info(
     }
 }
 
-/// Measures one experiment, in this process or in a child of its own; an error becomes a
-/// failed row (in the CLI's words).
-fn measure_one(rt: &Runtime, job: &Job, in_process: bool, stop: &AtomicBool) -> Result<Ran> {
-    if !in_process {
-        let exe = std::env::current_exe().context("cannot find the h2o binary")?;
-        return run_in_child(&exe, job, stop);
-    }
-    let mut bars = Bars::new(job.experiment.spec.to_string());
-    let outcome = run_job(rt, job, PeakMemory::SharedProcess, &mut |p| {
-        if stop.load(Ordering::SeqCst) {
-            return ControlFlow::Break(());
-        }
-        bars.show(p)
-    });
-    bars.clear();
-    Ok(match outcome {
-        Err(_) if stop.load(Ordering::SeqCst) => Ran::Interrupted,
-        Err(e) => {
-            let e = in_cli_words(e.into(), &Names::DEFAULT);
-            Ran::Row(Box::new(failed(&job.experiment, error_text(&e))))
-        }
-        Ok(o) => Ran::Row(Box::new(o.result)),
-    })
-}
-
 /// A run name as given by `--name`: letters, digits, `.`, `_`, `-`, not starting with `.`.
 fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
@@ -383,42 +243,32 @@ fn stop_on_interrupt() -> Result<Arc<AtomicBool>> {
 }
 
 /// Runs every experiment, appending each row as it finishes; `Err(Interrupted)` when stopped.
-fn run_suite(
+fn run_suite_here(
     a: &BenchArgs,
-    rt: &Runtime,
+    place: &mut Place<'_>,
     setup: &Setup,
     exps: &[Experiment],
     writer: &mut ResultsWriter,
 ) -> Result<()> {
     let stop = stop_on_interrupt()?;
-    let plan = a.measure.plan();
-    for (i, exp) in exps.iter().enumerate() {
-        eprintln!("[{}/{}] {} ({})", i + 1, exps.len(), exp.label, exp.spec);
-        let job = Job {
-            setup: setup.clone(),
-            plan,
-            experiment: exp.clone(),
-        };
-        let interrupted = Interrupted {
-            finished: writer.results().len(),
-            total: exps.len(),
+    let mut watch = JobBars::new(|job| job.experiment.spec.to_string());
+    let suite = Suite {
+        setup,
+        plan: a.measure.plan(),
+        experiments: exps,
+    };
+    let end =
+        run_suite(place, suite, writer, &stop, &mut watch, &engine_words).map_err(runner_error)?;
+    match end {
+        SuiteEnd::Finished => Ok(()),
+        SuiteEnd::Interrupted { finished, total } => Err(Interrupted {
+            finished,
+            total,
             csv: writer.csv_path().to_path_buf(),
             json: writer.json_path().to_path_buf(),
-        };
-        if stop.load(Ordering::SeqCst) {
-            return Err(interrupted.into());
         }
-        match measure_one(rt, &job, a.in_process, &stop)? {
-            Ran::Interrupted => return Err(interrupted.into()),
-            Ran::Row(r) => {
-                if let ExperimentStatus::Failed { message } = &r.status {
-                    eprintln!("[{}/{}] {} failed: {message}", i + 1, exps.len(), exp.label);
-                }
-                writer.append(*r)?;
-            }
-        }
+        .into()),
     }
-    Ok(())
 }
 
 /// The tables, fitted to the terminal when standard output is one.
@@ -446,13 +296,22 @@ pub fn run(a: BenchArgs) -> Result<()> {
     check_results_dir(&a.results).map_err(|e| anyhow!("--results: {e}"))?;
     let setup = a
         .model
-        .setup(resolve_data(a.measure.data.as_deref())?, a.measure.text)?;
-    let rt = start_runtime(&setup.model)?;
+        .unchecked_setup(resolve_data(a.measure.data.as_deref())?, a.measure.text);
+    let rt = h2o_engine::experiment::start(&setup, &project_root())?;
     let plan = a.measure.plan();
-    let lab = Lab::load(&rt, &setup, &[plan])?;
-    let man = lab.model().manifest.clone();
-    let exps = experiments(&a, &lab, &plan)?;
-    drop(lab);
+    let mut checked = Checked::model(&setup)?;
+    checked.read_text(&[plan])?;
+    let man = checked.manifest().clone();
+    let exps = experiments(&a, &mut checked, &plan)?;
+    // Children load their own model; in this process the model is loaded once, here.
+    let mut lab = match a.in_process {
+        true => Some(checked.open(&rt)?),
+        false => None,
+    };
+    let mut place = match lab.as_mut() {
+        Some(lab) => Place::Loaded(lab),
+        None => Place::child().map_err(runner_error)?,
+    };
     let start = chrono::Local::now();
     let info = run_info(&a, &rt, &man, &setup, &exps, &start);
     let stem = a
@@ -468,7 +327,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         rt.version,
         writer.csv_path().display()
     );
-    run_suite(&a, &rt, &setup, &exps, &mut writer)?;
+    run_suite_here(&a, &mut place, &setup, &exps, &mut writer)?;
     let results = writer.results().to_vec();
     let (csv, json) = (
         writer.csv_path().to_path_buf(),
@@ -507,6 +366,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
 mod tests {
     use super::*;
     use clap::Parser;
+    use h2o_engine::experiment::Job;
+    use h2o_engine::runner::{run_in_child, Ran};
     use h2o_engine::runtime::{OptLevel, SessionConfig};
 
     fn job() -> Job {
@@ -535,23 +396,12 @@ mod tests {
     }
 
     /// A stand-in for the h2o binary: a shell script run as `SCRIPT bench-one --parent-pid PID`.
-    fn fake_child(dir: &Path, body: &str) -> PathBuf {
+    fn fake_child(dir: &std::path::Path, body: &str) -> PathBuf {
         use std::os::unix::fs::PermissionsExt;
         let p = dir.join("fake-h2o");
         std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         p
-    }
-
-    fn row(ran: Ran) -> ExperimentResult {
-        match ran {
-            Ran::Row(r) => *r,
-            Ran::Interrupted => panic!("interrupted"),
-        }
-    }
-
-    fn go() -> AtomicBool {
-        AtomicBool::new(false)
     }
 
     /// Issue 19 item 6: every flag that shapes a measurement reaches the child, through the job.
@@ -565,8 +415,7 @@ mod tests {
         };
         let setup = a
             .model
-            .setup(a.measure.data.clone().unwrap(), a.measure.text)
-            .unwrap();
+            .unchecked_setup(a.measure.data.clone().unwrap(), a.measure.text);
         let want = Job {
             setup: Setup {
                 session: SessionConfig {
@@ -594,50 +443,13 @@ mod tests {
             serde_json::to_string(&result).unwrap()
         );
         let exe = fake_child(d.path(), &body);
-        assert_eq!(row(run_in_child(&exe, &made, &go()).unwrap()), result);
+        let ran = run_in_child(&exe, &made, &AtomicBool::new(false)).unwrap();
+        assert!(matches!(ran, Ran::Row(r) if *r == result));
         let sent: Job = serde_json::from_str(&std::fs::read_to_string(&got).unwrap()).unwrap();
         assert_eq!(
             sent, want,
             "every setting (--no-spin, --opt-level, --text, ...) reaches the child"
         );
-    }
-
-    /// Issue 19 item 5: a child that fails or dies gives a `failed: <reason>` row, never an abort.
-    #[test]
-    fn a_failing_or_killed_child_gives_a_failed_row_with_the_reason() {
-        let d = tempfile::tempdir().unwrap();
-        let reason = |body: &str| {
-            let exe = fake_child(d.path(), body);
-            match row(run_in_child(&exe, &job(), &go()).unwrap()).status {
-                ExperimentStatus::Failed { message } => message,
-                ExperimentStatus::Ok => panic!("ok from {body}"),
-            }
-        };
-        // the child's own reason, as bench-one writes it
-        let own = serde_json::to_string(&failed(&job().experiment, "--data: gone".into())).unwrap();
-        let m = reason(&format!("cat > /dev/null\necho '{own}'\nexit 2"));
-        assert_eq!(m, "--data: gone");
-        let m = reason("cat > /dev/null\necho 'error: boom' >&2\nexit 5");
-        assert!(
-            m.contains("without a result") && m.contains("exit status: 5"),
-            "{m}"
-        );
-        let m = reason("kill -KILL $$");
-        assert!(m.contains("signal: 9"), "{m}");
-        let m = reason("cat > /dev/null\necho not-json");
-        assert!(m.contains("wrote no result"), "{m}");
-    }
-
-    /// An interrupt while a child runs stops it and reports the suite interrupted.
-    #[test]
-    fn an_interrupt_stops_the_running_child() {
-        let d = tempfile::tempdir().unwrap();
-        let exe = fake_child(d.path(), "cat > /dev/null\nexec sleep 30");
-        let stop = AtomicBool::new(true);
-        assert!(matches!(
-            run_in_child(&exe, &job(), &stop).unwrap(),
-            Ran::Interrupted
-        ));
     }
 
     #[test]

@@ -25,10 +25,11 @@ use clap::{Args, Parser, Subcommand};
 
 use h2o_engine::error::Setting;
 use h2o_engine::eval::data::TextMode;
-use h2o_engine::experiment::{check_model_dir, Phase, Progress, Setup};
+use h2o_engine::experiment::{check_model_dir, Checked, Experiment, Job, Phase, Progress, Setup};
 use h2o_engine::heatmap::HeatmapError;
 use h2o_engine::model::Model;
 use h2o_engine::output::{Outputs, Target};
+use h2o_engine::runner::{RunnerError, Watch};
 use h2o_engine::runtime::{ExecutionProvider, KvPlacement, OptLevel, Runtime, SessionConfig};
 
 /// `h2o --version`: the version, the commit built from, and the ONNX Runtime it expects.
@@ -99,17 +100,7 @@ pub struct ModelArgs {
 impl ModelArgs {
     pub fn session_config(&self) -> Result<SessionConfig> {
         h2o_engine::runtime::check_provider(self.provider)?;
-        let config = SessionConfig {
-            provider: self.provider,
-            intra_threads: self
-                .threads
-                .unwrap_or(SessionConfig::default().intra_threads),
-            opt_level: self.opt_level,
-            spin: !self.no_spin,
-            kv: self
-                .kv
-                .unwrap_or_else(|| KvPlacement::default_for(self.provider)),
-        };
+        let config = self.unchecked_setup(PathBuf::new(), TextMode::File).session;
         config.check()?;
         Ok(config)
     }
@@ -117,18 +108,38 @@ impl ModelArgs {
     /// The model, its session settings and the text of an experiment.
     pub fn setup(&self, data: PathBuf, text: TextMode) -> Result<Setup> {
         Ok(Setup {
-            model: self.model.clone(),
             session: self.session_config()?,
-            data,
-            text,
+            ..self.unchecked_setup(data, text)
         })
     }
 
-    /// Start ONNX Runtime and load the model.
+    /// [`ModelArgs::setup`] for a command whose checks are the library's entry's
+    /// ([`h2o_engine::experiment::start`]): nothing is checked here.
+    pub fn unchecked_setup(&self, data: PathBuf, text: TextMode) -> Setup {
+        Setup {
+            model: self.model.clone(),
+            session: SessionConfig {
+                provider: self.provider,
+                intra_threads: self
+                    .threads
+                    .unwrap_or(SessionConfig::default().intra_threads),
+                opt_level: self.opt_level,
+                spin: !self.no_spin,
+                kv: self
+                    .kv
+                    .unwrap_or_else(|| KvPlacement::default_for(self.provider)),
+            },
+            data,
+            text,
+        }
+    }
+
+    /// Start ONNX Runtime and load the model, each check once ([`h2o_engine::experiment::start`],
+    /// then [`Checked`]).
     pub fn load(&self) -> Result<(Runtime, Model)> {
-        let config = self.session_config()?;
-        let rt = start_runtime(&self.model)?;
-        let model = Model::load(&rt, &self.model, config)?;
+        let setup = self.unchecked_setup(PathBuf::new(), TextMode::File);
+        let rt = h2o_engine::experiment::start(&setup, &project_root())?;
+        let model = Checked::model(&setup)?.open_model(&rt)?;
         Ok((rt, model))
     }
 }
@@ -280,6 +291,62 @@ impl Bars {
     }
 }
 
+/// Progress bars of the jobs the runner measures in this process (labelled by `label`), and the
+/// suite's lines on stderr.
+pub struct JobBars {
+    label: fn(&Job) -> String,
+    bars: Option<Bars>,
+}
+
+impl JobBars {
+    pub fn new(label: fn(&Job) -> String) -> JobBars {
+        JobBars { label, bars: None }
+    }
+}
+
+impl Watch for JobBars {
+    fn start(&mut self, job: &Job) {
+        self.bars = Some(Bars::new((self.label)(job)));
+    }
+
+    fn progress(&mut self, p: Progress) -> ControlFlow<()> {
+        match &mut self.bars {
+            Some(bars) => bars.show(p),
+            None => ControlFlow::Continue(()),
+        }
+    }
+
+    fn end(&mut self) {
+        if let Some(mut bars) = self.bars.take() {
+            bars.clear();
+        }
+    }
+
+    fn experiment(&mut self, i: usize, n: usize, exp: &Experiment) {
+        eprintln!("[{}/{n}] {} ({})", i + 1, exp.label, exp.spec);
+    }
+
+    fn failed(&mut self, i: usize, n: usize, exp: &Experiment, message: &str) {
+        eprintln!("[{}/{n}] {} failed: {message}", i + 1, exp.label);
+    }
+}
+
+/// The runner's error as the CLI shows it: an engine error as the engine's (so that it is put in
+/// the CLI's words), an orphaned child as [`Orphaned`] (exit code 3).
+pub fn runner_error(e: RunnerError) -> anyhow::Error {
+    match e {
+        RunnerError::Engine(e) => e.into(),
+        RunnerError::Orphaned => Orphaned.into(),
+        e => e.into(),
+    }
+}
+
+/// An engine error's text in the CLI's words (flags named as in bench), the reason a failed row
+/// gives.
+pub fn engine_words(e: &h2o_engine::Error) -> String {
+    lib_words(e, &Names::DEFAULT).unwrap_or_else(|| chain_text(e))
+}
+
 /// How a subcommand names what the library's errors speak of.
 #[derive(Debug, Clone, Copy)]
 pub struct Names {
@@ -377,7 +444,16 @@ pub fn in_cli_words(e: anyhow::Error, names: &Names) -> anyhow::Error {
     let Some(lib) = e.downcast_ref::<E>() else {
         return e;
     };
-    let text = match lib {
+    match lib_words(lib, names) {
+        Some(text) => anyhow!(text),
+        None => e,
+    }
+}
+
+/// The library's error in the CLI's words; `None` for an error shown as it is.
+fn lib_words(lib: &h2o_engine::Error, names: &Names) -> Option<String> {
+    use h2o_engine::Error as E;
+    Some(match lib {
         E::Length(l) => l.describe(&|s| names.of(s).to_string()),
         E::Memory(m) => m.describe(&|s| names.of(s).to_string()),
         E::ModelDirMissing(_)
@@ -399,13 +475,9 @@ pub fn in_cli_words(e: anyhow::Error, names: &Names) -> anyhow::Error {
         E::KeyNormNeedsHostKv { family } => format!(
             "{family} ranks tokens by their keys' norms, which the host computes from the new keys; with K/V in device memory (--kv device, the default with --provider cuda) the keys never reach the host: use --kv host"
         ),
-        E::Other(other) => match other.downcast_ref::<HeatmapError>() {
-            Some(h) => heatmap_words(h),
-            None => return e,
-        },
-        _ => return e,
-    };
-    anyhow!(text)
+        E::Other(other) => heatmap_words(other.downcast_ref::<HeatmapError>()?),
+        _ => return None,
+    })
 }
 
 /// A heatmap error with the flag it came from.
@@ -423,8 +495,14 @@ fn heatmap_words(h: &HeatmapError) -> String {
 
 /// `error: ...` text of an error chain, each cause once (a cause already quoted by its parent is skipped).
 pub fn error_text(e: &anyhow::Error) -> String {
+    chain_text(e.as_ref())
+}
+
+/// [`error_text`] of a library error and its causes.
+fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
-    for cause in e.chain().skip(1) {
+    let causes = std::iter::successors(e.source(), |c| c.source());
+    for cause in causes {
         let c = cause.to_string();
         if !text.contains(&c) {
             text.push_str(": ");

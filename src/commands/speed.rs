@@ -14,22 +14,24 @@ use h2o_engine::eval::bandwidth::{
 };
 use h2o_engine::eval::data::TextMode;
 use h2o_engine::eval::throughput::{
-    best_under_cap, check_memory, format_bytes, largest_batch, parse_bytes, CapFit, RunShape,
-    ThroughputPoint,
+    best_under_cap, format_bytes, largest_batch, parse_bytes, CapFit, RunShape, ThroughputPoint,
 };
-use h2o_engine::experiment::{Experiment, Job, Lab, PeakMemory, Plan, Setup, SpeedPlan};
+use h2o_engine::experiment::{Checked, Experiment, Job, PeakMemory, Plan, Setup, SpeedPlan};
 use h2o_engine::manifest::Manifest;
 use h2o_engine::output::Target as Output;
 use h2o_engine::policy::PolicySpec;
 use h2o_engine::report::{
-    fit_width, render_sweep, render_throughput, results_table, terminal_width, BatchPoint, CapBar,
-    Col, ExperimentResult, MemoryFigures, Shown, SpeedFigures, SweepPoint,
+    finite, fit_width, render_sweep, render_throughput, results_table, terminal_width, BatchPoint,
+    BestUnderCapJson, CapBar, CapFitJson, Col, ExperimentResult, KvCapJson, Shown, SpeedDocument,
+    SpeedPoint, SpeedRunJson, SweepPoint, CAP_MEASURE,
 };
-use h2o_engine::runtime::Runtime;
+use h2o_engine::runner::Place;
 
-use super::bench::measure_in_child;
 use super::numbers;
-use super::{check_outputs, data_flag, resolve_data, start_runtime, write_to, Bars, ModelArgs};
+use super::{
+    check_outputs, data_flag, project_root, resolve_data, runner_error, write_to, JobBars,
+    ModelArgs,
+};
 
 #[derive(Args, Debug)]
 pub struct SpeedArgs {
@@ -194,29 +196,13 @@ impl Target {
     }
 }
 
-/// One measured point.
-struct Point {
-    target: Target,
-    result: ExperimentResult,
-    speed: SpeedFigures,
-    memory: MemoryFigures,
-    floor_ms: f64,
-}
-
-impl Point {
-    fn kv_allocated(&self) -> u64 {
-        self.memory
-            .kv_allocated_bytes
-            .unwrap_or(self.memory.kv_bytes)
-    }
-
-    fn throughput(&self) -> ThroughputPoint {
-        ThroughputPoint {
-            spec: self.target.spec,
-            batch: self.target.batch,
-            kv_allocated_bytes: self.kv_allocated(),
-            tokens_per_s: self.speed.throughput_tps,
-        }
+/// A point's throughput, as the cap's arithmetic takes it.
+fn throughput(p: &SpeedPoint) -> ThroughputPoint {
+    ThroughputPoint {
+        spec: p.spec(),
+        batch: p.batch,
+        kv_allocated_bytes: p.kv_allocated(),
+        tokens_per_s: p.speed().throughput_tps,
     }
 }
 
@@ -241,68 +227,46 @@ fn targets(a: &SpeedArgs, contexts: &[usize], fits: &[CapFit]) -> Vec<Target> {
     out
 }
 
-/// Measures one point: in this process when it holds the loaded model (`--in-process`), else in a
-/// child process of its own.
-fn measure_one(
-    lab: Option<&mut Lab>,
-    setup: &Setup,
-    target: &Target,
-    plan: &Plan,
-) -> Result<ExperimentResult> {
-    let exp = Experiment::of(target.spec);
-    if let Some(lab) = lab {
-        let mut bars = Bars::new(format!("{} x{}", target.spec, target.batch));
-        let outcome = lab.run(&exp, plan, PeakMemory::SharedProcess, &mut |p| bars.show(p));
-        bars.clear();
-        return Ok(outcome?.result);
-    }
-    let exe = std::env::current_exe().context("cannot find the h2o binary")?;
-    let job = Job {
-        setup: setup.clone(),
-        plan: *plan,
-        experiment: exp,
-    };
-    measure_in_child(&exe, &job)
-}
-
-/// Measures every target in order.
+/// Measures every target in order, where `place` says.
 fn sweep(
-    mut lab: Option<&mut Lab>,
+    place: &mut Place<'_>,
     setup: &Setup,
     a: &SpeedArgs,
     targets: &[Target],
-) -> Result<Vec<Point>> {
+) -> Result<Vec<SpeedPoint>> {
+    let label = |job: &Job| {
+        let batch = job.plan.speed.map_or(1, |s| s.batch);
+        format!("{} x{batch}", job.experiment.spec)
+    };
+    let mut watch = JobBars::new(label);
     let mut points = Vec::new();
     for (i, t) in targets.iter().enumerate() {
         eprintln!("[{}/{}] {}", i + 1, targets.len(), t.name());
-        let result = measure_one(lab.as_deref_mut(), setup, t, &t.plan(a))
+        let job = Job {
+            setup: setup.clone(),
+            plan: t.plan(a),
+            experiment: Experiment::of(t.spec),
+        };
+        let result = place
+            .measure(&job, &mut watch)
+            .map_err(runner_error)
             .with_context(|| format!("measuring {} failed", t.name()))?;
-        let (Some(speed), Some(memory)) = (result.speed.clone(), result.memory.clone()) else {
+        let Some(point) = SpeedPoint::new(t.context, t.batch, t.at_cap, result) else {
             bail!("the speed run of {} gave no figures", t.name());
         };
-        points.push(Point {
-            floor_ms: f64::NAN, // set once the bandwidth after the points is known
-            target: *t,
-            result,
-            speed,
-            memory,
-        });
+        points.push(point);
     }
     Ok(points)
 }
 
-fn table(points: &[Point], wide: bool) -> comfy_table::Table {
+fn table(points: &[SpeedPoint], wide: bool) -> comfy_table::Table {
     let rows: Vec<(&ExperimentResult, Vec<String>)> = points
         .iter()
         .map(|p| {
-            let tpot = p.speed.tpot_median_ms;
+            let tpot = p.speed().tpot_median_ms;
             let given = vec![
-                p.target.context.to_string(),
-                format!(
-                    "{}{}",
-                    p.target.batch,
-                    if p.target.at_cap { " (cap)" } else { "" }
-                ),
+                p.context.to_string(),
+                format!("{}{}", p.batch, if p.at_cap { " (cap)" } else { "" }),
                 mib(p.kv_allocated()),
                 fixed(p.floor_ms, 2),
                 fixed(tpot / p.floor_ms, 2),
@@ -314,11 +278,11 @@ fn table(points: &[Point], wide: bool) -> comfy_table::Table {
     results_table(&columns, &rows)
 }
 
-fn breakdown(points: &[Point]) -> comfy_table::Table {
+fn breakdown(points: &[SpeedPoint]) -> comfy_table::Table {
     let rows: Vec<(&ExperimentResult, Vec<String>)> = points
         .iter()
         .map(|p| {
-            let given = vec![p.target.context.to_string(), p.target.batch.to_string()];
+            let given = vec![p.context.to_string(), p.batch.to_string()];
             (&p.result, given)
         })
         .collect();
@@ -327,8 +291,8 @@ fn breakdown(points: &[Point]) -> comfy_table::Table {
 
 /// Per policy: its batch under the cap and the throughput there, and the best throughput of any
 /// measured batch within the cap (with the ratio to the full cache's best).
-fn cap_table(fits: &[CapFit], points: &[Point], cap: u64) -> comfy_table::Table {
-    let all: Vec<ThroughputPoint> = points.iter().map(Point::throughput).collect();
+fn cap_table(fits: &[CapFit], points: &[SpeedPoint], cap: u64) -> comfy_table::Table {
+    let all: Vec<ThroughputPoint> = points.iter().map(throughput).collect();
     let best = best_under_cap(&all, cap);
     let full = best.iter().find(|b| b.spec == PolicySpec::FULL);
     let mut t = comfy_table::Table::new();
@@ -345,9 +309,7 @@ fn cap_table(fits: &[CapFit], points: &[Point], cap: u64) -> comfy_table::Table 
         "Best / full's best",
     ]);
     for f in fits {
-        let at = points
-            .iter()
-            .find(|p| p.target.spec == f.spec && p.target.at_cap);
+        let at = points.iter().find(|p| p.spec() == f.spec && p.at_cap);
         let b = best.iter().find(|b| b.spec == f.spec);
         t.add_row([
             f.spec.to_string(),
@@ -355,7 +317,7 @@ fn cap_table(fits: &[CapFit], points: &[Point], cap: u64) -> comfy_table::Table 
             mib(f.row_bytes),
             f.batch.to_string(),
             mib(f.bytes),
-            at.map_or("-".into(), |p| fixed(p.speed.throughput_tps, 2)),
+            at.map_or("-".into(), |p| fixed(p.speed().throughput_tps, 2)),
             b.map_or("-".into(), |b| fixed(b.tokens_per_s, 2)),
             b.map_or("-".into(), |b| b.batch.to_string()),
             match (b, full) {
@@ -367,27 +329,11 @@ fn cap_table(fits: &[CapFit], points: &[Point], cap: u64) -> comfy_table::Table 
     t
 }
 
-fn json_runs(points: &[Point], gen: usize) -> Vec<serde_json::Value> {
-    points
-        .iter()
-        .map(|p| {
-            let (f, m) = (&p.speed, &p.memory);
-            serde_json::json!({
-                "policy": p.result.spec, "context": p.target.context, "batch": p.target.batch,
-                "at_cap": p.target.at_cap, "gen": gen, "speed": f,
-                "kv_bytes": m.kv_bytes, "kv_allocated_bytes": p.kv_allocated(),
-                "kv_bytes_full": m.kv_bytes_full, "peak_rss_bytes": m.peak_rss_bytes,
-                "floor_ms": p.floor_ms.is_finite().then_some(p.floor_ms),
-            })
-        })
-        .collect()
-}
-
 /// The PNG, written to `out`: throughput against batch for a batch sweep, else TPOT and K/V
 /// against context.
 fn plot(
     out: Output<'_>,
-    points: &[Point],
+    points: &[SpeedPoint],
     fits: &[CapFit],
     a: &SpeedArgs,
     title: &str,
@@ -396,13 +342,13 @@ fn plot(
         let lines: Vec<BatchPoint> = points
             .iter()
             .map(|p| BatchPoint {
-                policy: p.target.spec.to_string(),
-                batch: p.target.batch,
-                tokens_per_s: p.speed.throughput_tps,
-                at_cap: p.target.at_cap,
+                policy: p.spec().to_string(),
+                batch: p.batch,
+                tokens_per_s: p.speed().throughput_tps,
+                at_cap: p.at_cap,
             })
             .collect();
-        let all: Vec<ThroughputPoint> = points.iter().map(Point::throughput).collect();
+        let all: Vec<ThroughputPoint> = points.iter().map(throughput).collect();
         let bars: Vec<CapBar> = a
             .kv_cap
             .map(|cap| best_under_cap(&all, cap))
@@ -422,10 +368,10 @@ fn plot(
         let sweep: Vec<SweepPoint> = points
             .iter()
             .map(|pt| SweepPoint {
-                policy: pt.result.spec.to_string(),
-                context: pt.target.context,
-                tpot_ms: pt.speed.tpot_median_ms,
-                kv_bytes: pt.memory.kv_bytes,
+                policy: pt.spec().to_string(),
+                context: pt.context,
+                tpot_ms: pt.speed().tpot_median_ms,
+                kv_bytes: pt.memory().kv_bytes,
             })
             .collect();
         render_sweep(&sweep, title, out)?;
@@ -480,23 +426,79 @@ fn cap_batch_beyond_text(e: h2o_engine::Error, a: &SpeedArgs) -> anyhow::Error {
     }
 }
 
-/// Loads the model and text for every point and checks each fits in memory.
-fn load(rt: &Runtime, setup: &Setup, a: &SpeedArgs, targets: &[Target]) -> Result<Lab> {
+/// Checks every spec against the model, reads the text for every point and checks each fits in
+/// memory.
+fn check_points(checked: &mut Checked, a: &SpeedArgs, targets: &[Target]) -> Result<()> {
     let plans: Vec<Plan> = targets.iter().map(|t| t.plan(a)).collect();
-    let lab = Lab::load(rt, setup, &plans).map_err(|e| cap_batch_beyond_text(e, a))?;
-    let bos = lab.model().manifest.prepend_bos_token_id.is_some();
+    checked
+        .read_text(&plans)
+        .map_err(|e| cap_batch_beyond_text(e, a))?;
     for (t, plan) in targets.iter().zip(&plans) {
-        lab.check(&Experiment::of(t.spec))?;
         if let Some(s) = plan.speed {
-            check_memory(lab.model(), &t.spec, &s.shape(bos), s.batch, &t.name())
+            checked
+                .check_memory(&t.spec, &s, &t.name())
                 .map_err(h2o_engine::Error::from)?;
         }
     }
-    Ok(lab)
+    Ok(())
+}
+
+/// The `--json` document.
+fn document(
+    a: &SpeedArgs,
+    man: &Manifest,
+    setup: &Setup,
+    weights: u64,
+    bandwidth: [f64; 3],
+    fits: &[CapFit],
+    points: &[SpeedPoint],
+) -> SpeedDocument {
+    let [both, before, after] = bandwidth;
+    let peak = match a.in_process {
+        true => PeakMemory::SharedProcess,
+        false => PeakMemory::OwnProcess,
+    };
+    SpeedDocument {
+        weight_bytes_read_per_token: weights,
+        read_bandwidth_bytes_per_s: finite(both),
+        read_bandwidth_before_after: [finite(before), finite(after)],
+        model: man.name.clone(),
+        threads: setup.session.intra_threads,
+        provider: setup.session.provider.to_string(),
+        kv: setup.session.kv.to_string(),
+        prefill_chunk: a.prefill_chunk,
+        peak_memory: peak.method(),
+        kv_cap: a.kv_cap.map(|cap| KvCapJson {
+            bytes: cap,
+            measure: CAP_MEASURE,
+            fits: fits
+                .iter()
+                .map(|f| CapFitJson {
+                    spec: f.spec,
+                    slots: f.slots,
+                    row_bytes: f.row_bytes,
+                    batch: f.batch,
+                    bytes: f.bytes,
+                })
+                .collect(),
+            best: best_under_cap(&points.iter().map(throughput).collect::<Vec<_>>(), cap)
+                .into_iter()
+                .map(|b| BestUnderCapJson {
+                    spec: b.spec,
+                    batch: b.batch,
+                    kv_allocated_bytes: b.kv_allocated_bytes,
+                    tokens_per_s: b.tokens_per_s,
+                })
+                .collect(),
+        }),
+        runs: points.iter().map(|p| SpeedRunJson::of(p, a.gen)).collect(),
+    }
 }
 
 pub fn run(a: SpeedArgs) -> Result<()> {
-    let setup = a.model.setup(resolve_data(a.data.as_deref())?, a.text)?;
+    let setup = a
+        .model
+        .unchecked_setup(resolve_data(a.data.as_deref())?, a.text);
     let outputs = check_outputs(
         &[("--json", &a.json), ("--plot", &a.plot)],
         &[(data_flag(&a.data), &setup.data), ("--model", &setup.model)],
@@ -509,29 +511,41 @@ pub fn run(a: SpeedArgs) -> Result<()> {
     if contexts.len() > 1 && a.batch.len() > 1 {
         bail!("--contexts and --batch each sweep an axis; sweep one: give --prompt with a batch sweep");
     }
-    let rt = start_runtime(&setup.model)?;
-    let man = Manifest::load(&setup.model.join("manifest.json"))?;
+    let rt = h2o_engine::experiment::start(&setup, &project_root())?;
+    let mut checked = Checked::model(&setup)?;
+    let man = checked.manifest().clone();
     for spec in &a.exp {
-        spec.validate(man.num_layers, man.max_position_embeddings)?;
+        // A spec the model cannot take is shown as the policy's error (as speed always has).
+        checked.check(&Experiment::of(*spec)).map_err(|e| match e {
+            h2o_engine::Error::Policy(p) => anyhow::Error::from(p),
+            e => e.into(),
+        })?;
     }
     let fits = fits_under_cap(&a, &contexts, &man)?;
     let targets = targets(&a, &contexts, &fits);
-    let lab = load(&rt, &setup, &a, &targets)?;
+    check_points(&mut checked, &a, &targets)?;
     let weights = bytes_read_per_token(
-        weight_bytes(&lab.model().dir),
+        weight_bytes(&setup.model),
         man.vocab_size,
         man.hidden_size,
         man.dtype.size(),
     );
     let threads = setup.session.intra_threads;
     let before = bandwidth(&a, threads, weights, "before");
-    // Children load their own model: the parent lets go of its copy (and its memory) first.
-    let mut lab = a.in_process.then_some(lab);
-    let mut points = sweep(lab.as_mut(), &setup, &a, &targets)?;
+    // Children load their own model; in this process the model is loaded once, here.
+    let mut lab = match a.in_process {
+        true => Some(checked.open(&rt)?),
+        false => None,
+    };
+    let mut place = match lab.as_mut() {
+        Some(lab) => Place::Loaded(lab),
+        None => Place::child().map_err(runner_error)?,
+    };
+    let mut points = sweep(&mut place, &setup, &a, &targets)?;
     let after = bandwidth(&a, threads, weights, "after");
     let bandwidth = before.max(after);
     for p in &mut points {
-        p.floor_ms = floor_ms(weights, p.memory.kv_bytes, bandwidth);
+        p.floor_ms = floor_ms(weights, p.memory().kv_bytes, bandwidth);
     }
     let fit = |mut t: comfy_table::Table| {
         fit_width(&mut t, terminal_width());
@@ -552,24 +566,9 @@ pub fn run(a: SpeedArgs) -> Result<()> {
         );
     }
     if let Some(p) = &a.json {
-        let doc = serde_json::json!({
-            "weight_bytes_read_per_token": weights,
-            "read_bandwidth_bytes_per_s": bandwidth.is_finite().then_some(bandwidth),
-            "read_bandwidth_before_after": [before.is_finite().then_some(before), after.is_finite().then_some(after)],
-            "model": man.name, "threads": threads, "provider": setup.session.provider.to_string(),
-            "kv": setup.session.kv.to_string(),
-            "prefill_chunk": a.prefill_chunk,
-            "peak_memory": if a.in_process { PeakMemory::SharedProcess } else { PeakMemory::OwnProcess }.method(),
-            "kv_cap": a.kv_cap.map(|cap| serde_json::json!({
-                "bytes": cap,
-                "measure": "allocated K/V slot arrays at the end of the run",
-                "fits": fits,
-                "best": best_under_cap(&points.iter().map(Point::throughput).collect::<Vec<_>>(), cap),
-            })),
-            "runs": json_runs(&points, a.gen),
-        });
-        let bytes = serde_json::to_string_pretty(&doc)?;
-        write_to("--json", &outputs.target(p), bytes.as_bytes())?;
+        let bandwidth = [bandwidth, before, after];
+        let doc = document(&a, &man, &setup, weights, bandwidth, &fits, &points);
+        write_to("--json", &outputs.target(p), doc.to_json()?.as_bytes())?;
     }
     if let Some(p) = &a.plot {
         let title = format!(

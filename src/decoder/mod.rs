@@ -4,11 +4,13 @@
 
 pub mod observer;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::cache::sizing::{slot_limit, SLOT_CHUNK};
 use crate::cache::{KvStore, NewTokens};
 use crate::error::{Error, Result};
+use crate::manifest::{Manifest, MaskInputs};
 use crate::model::{Model, StepInputs, StepView, Traffic};
 use crate::policy::{LayerPolicies, ScoreRule};
 use crate::timing::StepTiming;
@@ -53,7 +55,17 @@ pub struct Decoder<'m> {
 /// a list for another number of layers, and layers with different limits on a graph that takes one
 /// attention mask for all layers.
 pub fn layer_limits(model: &Model, policies: &LayerPolicies) -> Result<Vec<usize>> {
-    let m = &model.manifest;
+    layer_limits_of(&model.manifest, &model.dir, model.kv_on_device(), policies)
+}
+
+/// [`layer_limits`] for the model `m` in `dir` with K/V on the device (`kv_on_device`) or not,
+/// without a loaded model.
+pub fn layer_limits_of(
+    m: &Manifest,
+    dir: &Path,
+    kv_on_device: bool,
+    policies: &LayerPolicies,
+) -> Result<Vec<usize>> {
     if let Some(n) = policies.layers().filter(|&n| n != m.num_layers) {
         return Err(Error::Input(format!(
             "{n} per-layer policies for a model of {} layers",
@@ -64,18 +76,18 @@ pub fn layer_limits(model: &Model, policies: &LayerPolicies) -> Result<Vec<usize
         .map(|l| slot_limit(policies.layer(l).budget(), m.max_position_embeddings))
         .collect();
     let key_norm = (0..m.num_layers).any(|l| policies.layer(l).score_rule() == ScoreRule::KeyNorm);
-    if key_norm && model.kv_on_device() {
+    if key_norm && kv_on_device {
         let spec = policies.layer(0).spec();
         let family = spec.split([':', '@']).next().unwrap_or_default();
         return Err(Error::KeyNormNeedsHostKv {
             family: family.to_string(),
         });
     }
-    if !model.per_layer_masks() && limits.iter().any(|&x| x != limits[0]) {
+    if m.attention_masks != MaskInputs::PerLayer && limits.iter().any(|&x| x != limits[0]) {
         return Err(Error::Input(format!(
             "the policy gives layers different budgets ({}, ...), but {} takes one attention mask for every layer; export the model with `export.py --layer-masks` (or use a uniform schedule)",
             policies.layer(0).spec(),
-            model.dir.display()
+            dir.display()
         )));
     }
     Ok(limits)

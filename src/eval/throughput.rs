@@ -9,6 +9,8 @@
 //! the slot tables (a position and a score per slot and head, 12 bytes against the K/V's
 //! `2 x head_dim x dtype`), and, while a layer grows, its old K (then V) array beside the new one.
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
 
 use super::bandwidth::weight_bytes;
@@ -16,6 +18,7 @@ use super::memory::available_bytes;
 use crate::cache::sizing::{slot_limit, SLOT_CHUNK};
 use crate::cache::{slots_after, KvLayout};
 use crate::error::MemoryError;
+use crate::manifest::Manifest;
 use crate::model::Model;
 use crate::policy::{PolicyKind, PolicySpec};
 
@@ -263,14 +266,25 @@ pub fn check_memory(
     batch: usize,
     what: &str,
 ) -> Result<(), MemoryError> {
+    check_memory_of(&model.manifest, &model.dir, spec, shape, batch, what)
+}
+
+/// [`check_memory`] for the model `m` in `dir`, without a loaded model.
+pub fn check_memory_of(
+    m: &Manifest,
+    dir: &Path,
+    spec: &PolicySpec,
+    shape: &RunShape,
+    batch: usize,
+    what: &str,
+) -> Result<(), MemoryError> {
     let Some(available) = available_bytes() else {
         return Ok(());
     };
-    let m = &model.manifest;
     let layout = KvLayout::of(m);
     let row_bytes =
         layout.row_bytes(&shape.layer_slots(spec, m.num_layers, m.max_position_embeddings));
-    let weights = weight_bytes(&model.dir);
+    let weights = weight_bytes(dir);
     let need = MemoryNeed::of(
         row_bytes,
         m.vocab_size,

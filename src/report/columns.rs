@@ -3,9 +3,10 @@
 //! the README's column list ([`columns_markdown`]) all come from [`COLUMNS`].
 
 use super::figures::{Breakdown, MemoryFigures, PplFigures, SpeedFigures};
-use super::results::{ExperimentResult, Settings};
+use super::record::ExperimentResult;
+use super::results::Settings;
+use crate::catalogue::Counting;
 use crate::eval::data::TextMode;
-use crate::experiment::Counting;
 
 /// A column, named by what it holds; [`Col::def`] gives its declaration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,8 +1,9 @@
 //! Benchmark reporting: figures from raw measurements, result files (CSV + JSON), console tables and comparison of result files.
 //!
-//! Pure library code: nothing here touches ONNX Runtime. The experiment entry
-//! ([`crate::experiment`]) builds an [`ExperimentResult`] per experiment and the CLI hands it to a
-//! [`ResultsWriter`]; the tables and [`compare`] work on those results or on CSV files (ours or the
+//! Pure library code: nothing here touches ONNX Runtime or imports the run (it stands on
+//! [`crate::catalogue`]). The experiment entry ([`crate::experiment`]) builds an
+//! [`ExperimentResult`] per experiment and the runner ([`crate::runner`]) hands it to a
+//! [`ResultsWriter`]; `speed` builds a [`SpeedDocument`] of its points; the tables and [`compare`] work on those results or on CSV files (ours or the
 //! seed's format). Every result column is declared once, in [`COLUMNS`].
 
 mod batch_plot;
@@ -13,8 +14,9 @@ mod figures;
 mod machine;
 mod nanable;
 mod plot;
+mod record;
 mod results;
-mod seed;
+mod speed;
 mod tables;
 
 pub use batch_plot::{render_throughput, BatchPoint, CapBar};
@@ -35,12 +37,14 @@ pub use figures::{
 };
 pub use machine::MachineInfo;
 pub use plot::{render_sweep, SweepPoint};
+pub use record::{ExperimentResult, ExperimentStatus};
 pub use results::{
-    check_results_dir, run_stem, ExperimentResult, ExperimentStatus, ModelInfo, ResultsWriter,
-    RunDocument, RunInfo, RuntimeInfo, Settings,
+    check_results_dir, run_stem, ModelInfo, ResultsWriter, RunDocument, RunInfo, RuntimeInfo,
+    Settings,
 };
-pub use seed::{
-    parse_seed_name, seed_equivalent, seed_groups, seed_label, SEED_GROUPS, SEED_MAX_POSITIONS,
+pub use speed::{
+    finite, BestUnderCapJson, CapFitJson, KvCapJson, SpeedDocument, SpeedPoint, SpeedRunJson,
+    CAP_MEASURE,
 };
 pub use tables::{
     breakdown_table, fit_width, main_table, memory_table, results_table, terminal_width, Shown,

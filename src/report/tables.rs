@@ -5,7 +5,7 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, ContentArrangement, Table};
 
 use super::columns::Col;
-use super::results::ExperimentResult;
+use super::record::ExperimentResult;
 
 pub(crate) fn fmt(x: Option<f64>, decimals: usize) -> String {
     match x {
@@ -114,7 +114,7 @@ pub fn main_table(results: &[ExperimentResult], width: Width) -> Table {
     };
     let failed = results
         .iter()
-        .any(|r| r.status != super::results::ExperimentStatus::Ok);
+        .any(|r| r.status != super::record::ExperimentStatus::Ok);
     if width == Width::Wide || failed {
         cols.push(Status);
     }

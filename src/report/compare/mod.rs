@@ -24,7 +24,7 @@ use super::ReportError;
 /// Loads two result CSVs (ours or the seed's format) and lines their experiments up by policy
 /// family and budget, best first: the same policy attending the same tokens (`exact`; between
 /// the seed's file and ours that is our spec with one token less, see
-/// [`crate::report::seed_equivalent`]), `h2o` against `h2o-layer` (the seed's H2O) with the same
+/// [`crate::catalogue::seed::seed_equivalent`]), `h2o` against `h2o-layer` (the seed's H2O) with the same
 /// split, the same policy under another budget schedule, then our spec with the seed's numbers
 /// (ours attends one token more), then the same method and budget with another split. Each row is
 /// used once; rows left over are listed in `unmatched_a` / `unmatched_b`, failed experiments in

@@ -10,7 +10,7 @@ use super::facts::{Aspect, FactSource, RunFacts};
 use crate::policy::PolicySpec;
 use crate::report::columns::{Col, RunCol, SEED_COLUMNS};
 use crate::report::results::RunInfo;
-use crate::report::seed::{parse_seed_name, seed_equivalent};
+use crate::catalogue::seed::{parse_seed_name, seed_equivalent};
 use crate::report::ReportError;
 
 /// Which kind of results file was read.
