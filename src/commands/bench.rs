@@ -22,9 +22,9 @@ use h2o_engine::experiment::{
 use h2o_engine::manifest::Manifest;
 use h2o_engine::policy::PolicySpec;
 use h2o_engine::report::{
-    breakdown_table, check_results_dir, fit_width, main_table, memory_table, run_stem,
-    terminal_width, ExperimentResult, ExperimentStatus, MachineInfo, ModelInfo, ReportError,
-    ResultsWriter, RunInfo, RuntimeInfo, Settings, Width,
+    breakdown_table, check_results_dir, main_table, memory_table, run_stem, terminal_width,
+    ExperimentResult, ExperimentStatus, MachineInfo, ModelInfo, ReportError, ResultsWriter,
+    RunInfo, RuntimeInfo, Settings, Width,
 };
 use h2o_engine::runtime::Runtime;
 
@@ -393,7 +393,7 @@ fn run_suite(
     let stop = stop_on_interrupt()?;
     let plan = a.measure.plan();
     for (i, exp) in exps.iter().enumerate() {
-        eprintln!("[{}/{}] {} ({})", i + 1, exps.len(), exp.label, exp.spec);
+        errln!("[{}/{}] {} ({})", i + 1, exps.len(), exp.label, exp.spec);
         let job = Job {
             setup: setup.clone(),
             plan,
@@ -412,7 +412,7 @@ fn run_suite(
             Ran::Interrupted => return Err(interrupted.into()),
             Ran::Row(r) => {
                 if let ExperimentStatus::Failed { message } = &r.status {
-                    eprintln!("[{}/{}] {} failed: {message}", i + 1, exps.len(), exp.label);
+                    errln!("[{}/{}] {} failed: {message}", i + 1, exps.len(), exp.label);
                 }
                 writer.append(*r)?;
             }
@@ -424,7 +424,7 @@ fn run_suite(
 /// The tables, fitted to the terminal when standard output is one.
 fn print_tables(results: &[ExperimentResult], width: Width) {
     let fit = terminal_width();
-    let mut tables = [
+    let tables = [
         ("", main_table(results, width)),
         (
             "Per-step breakdown (decode steps)\n",
@@ -432,9 +432,8 @@ fn print_tables(results: &[ExperimentResult], width: Width) {
         ),
         ("Memory\n", memory_table(results, width)),
     ];
-    for (title, t) in &mut tables {
-        fit_width(t, fit);
-        outln!("{title}{t}");
+    for (title, t) in tables {
+        outln!("{title}{}", t.fit(fit));
     }
 }
 
@@ -460,7 +459,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| run_stem(&start, &man.name));
     let mut writer = create_writer(&a, &stem, info)?;
-    eprintln!(
+    errln!(
         "{} experiments on {} ({} threads, onnxruntime {}); results: {}",
         exps.len(),
         man.name,

@@ -22,8 +22,8 @@ use h2o_engine::manifest::Manifest;
 use h2o_engine::output::Target as Output;
 use h2o_engine::policy::PolicySpec;
 use h2o_engine::report::{
-    fit_width, render_sweep, render_throughput, results_table, terminal_width, BatchPoint, CapBar,
-    Col, ExperimentResult, MemoryFigures, Shown, SpeedFigures, SweepPoint,
+    render_sweep, render_throughput, results_table, terminal_width, BatchPoint, CapBar, Col,
+    ExperimentResult, Importance, MemoryFigures, Shown, SpeedFigures, SweepPoint, TextTable,
 };
 use h2o_engine::runtime::Runtime;
 
@@ -97,19 +97,19 @@ fn parse_cap(s: &str) -> Result<u64, String> {
 /// bandwidth floor.
 const TABLE: [Shown; 14] = [
     Shown::Col(Col::Policy),
-    Shown::Given("Context"),
-    Shown::Given("Batch"),
+    Shown::Given("Context", Importance::Essential),
+    Shown::Given("Batch", Importance::Essential),
     Shown::Col(Col::Ttft),
     Shown::Col(Col::Tpot),
     Shown::Col(Col::TpotP90),
     Shown::Col(Col::Throughput),
     Shown::Col(Col::HostShare),
     Shown::Col(Col::KvBytes),
-    Shown::Given("KV alloc (MiB)"),
+    Shown::Given("KV alloc (MiB)", Importance::Normal),
     Shown::Col(Col::FullKvBytes),
     Shown::Col(Col::PeakRss),
-    Shown::Given("Floor (ms)"),
-    Shown::Given("TPOT / floor"),
+    Shown::Given("Floor (ms)", Importance::Minor),
+    Shown::Given("TPOT / floor", Importance::Normal),
 ];
 
 /// The compact table: TABLE without TPOT p90, host share and the full cache's KV.
@@ -123,8 +123,8 @@ fn compact(c: &Shown) -> bool {
 /// Per-step breakdown of the decode steps, one row per point.
 const BREAKDOWN: [Shown; 9] = [
     Shown::Col(Col::Policy),
-    Shown::Given("Context"),
-    Shown::Given("Batch"),
+    Shown::Given("Context", Importance::Essential),
+    Shown::Given("Batch", Importance::Essential),
     Shown::WithShare(Col::ModelMs, Col::ModelShare),
     Shown::WithShare(Col::ScoreUpdateMs, Col::ScoreUpdateShare),
     Shown::WithShare(Col::EvictionMs, Col::EvictionShare),
@@ -153,7 +153,7 @@ fn bandwidth(a: &SpeedArgs, threads: usize, weights: u64, when: &str) -> f64 {
         return f64::NAN;
     }
     let bw = measure_read_bandwidth(1 << 30, threads, 3);
-    eprintln!(
+    errln!(
         "memory read bandwidth {when} {:.1} GB/s (best of {threads} and {} threads); weights read per token {:.1} MiB (input embedding: one row): floor {:.2} ms/token without K/V",
         bw / 1e9,
         2 * threads,
@@ -274,7 +274,7 @@ fn sweep(
 ) -> Result<Vec<Point>> {
     let mut points = Vec::new();
     for (i, t) in targets.iter().enumerate() {
-        eprintln!("[{}/{}] {}", i + 1, targets.len(), t.name());
+        errln!("[{}/{}] {}", i + 1, targets.len(), t.name());
         let result = measure_one(lab.as_deref_mut(), setup, t, &t.plan(a))
             .with_context(|| format!("measuring {} failed", t.name()))?;
         let (Some(speed), Some(memory)) = (result.speed.clone(), result.memory.clone()) else {
@@ -291,7 +291,7 @@ fn sweep(
     Ok(points)
 }
 
-fn table(points: &[Point], wide: bool) -> comfy_table::Table {
+fn table(points: &[Point], wide: bool) -> TextTable {
     let rows: Vec<(&ExperimentResult, Vec<String>)> = points
         .iter()
         .map(|p| {
@@ -314,7 +314,7 @@ fn table(points: &[Point], wide: bool) -> comfy_table::Table {
     results_table(&columns, &rows)
 }
 
-fn breakdown(points: &[Point]) -> comfy_table::Table {
+fn breakdown(points: &[Point]) -> TextTable {
     let rows: Vec<(&ExperimentResult, Vec<String>)> = points
         .iter()
         .map(|p| {
@@ -327,13 +327,11 @@ fn breakdown(points: &[Point]) -> comfy_table::Table {
 
 /// Per policy: its batch under the cap and the throughput there, and the best throughput of any
 /// measured batch within the cap (with the ratio to the full cache's best).
-fn cap_table(fits: &[CapFit], points: &[Point], cap: u64) -> comfy_table::Table {
+fn cap_table(fits: &[CapFit], points: &[Point], cap: u64) -> TextTable {
     let all: Vec<ThroughputPoint> = points.iter().map(Point::throughput).collect();
     let best = best_under_cap(&all, cap);
     let full = best.iter().find(|b| b.spec == PolicySpec::FULL);
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-    t.set_header([
+    let mut t = TextTable::new(&[
         "Policy",
         "Slots/head",
         "K/V per row (MiB)",
@@ -344,6 +342,12 @@ fn cap_table(fits: &[CapFit], points: &[Point], cap: u64) -> comfy_table::Table 
         "at batch",
         "Best / full's best",
     ]);
+    {
+        use Importance::*;
+        t.set_importance([
+            Essential, Normal, Minor, Essential, Normal, Essential, Normal, Normal, Normal,
+        ]);
+    }
     for f in fits {
         let at = points
             .iter()
@@ -533,10 +537,7 @@ pub fn run(a: SpeedArgs) -> Result<()> {
     for p in &mut points {
         p.floor_ms = floor_ms(weights, p.memory.kv_bytes, bandwidth);
     }
-    let fit = |mut t: comfy_table::Table| {
-        fit_width(&mut t, terminal_width());
-        t
-    };
+    let fit = |mut t: TextTable| t.every_column(a.wide).fit(terminal_width());
     outln!("{}", fit(table(&points, a.wide)));
     outln!(
         "Per-step breakdown (decode steps)\n{}",
