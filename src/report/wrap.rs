@@ -46,28 +46,30 @@ pub fn widest_atom(text: &str) -> usize {
 
 /// `line` broken at spaces into lines of at most `width` columns where its pieces allow ([`atoms`];
 /// a piece wider than `width` stays whole on a line of its own); the lines after the first start
-/// with `indent` spaces. The line's own leading spaces are kept on its first line.
+/// with `indent` spaces. The line's own leading spaces are kept on its first line. A line's
+/// indentation shrinks where it would push a piece that fits `width` beyond it.
 pub fn wrap_line(line: &str, width: usize, indent: usize) -> Vec<String> {
     let body = line.trim_start_matches(' ');
     let lead = line.len() - body.len();
     let mut lines = Vec::new();
-    let mut current = " ".repeat(lead);
-    let mut len = lead;
-    let mut empty = true;
-    for atom in atoms(body) {
+    let mut current = String::new();
+    let mut len = 0;
+    for (k, atom) in atoms(body).into_iter().enumerate() {
         let n = text_width(&atom);
-        if !empty && len + 1 + n > width {
-            lines.push(std::mem::replace(&mut current, " ".repeat(indent)));
-            len = indent;
-            empty = true;
-        }
-        if !empty {
+        if k > 0 && len + 1 + n > width {
+            lines.push(std::mem::take(&mut current));
+        } else if k > 0 {
             current.push(' ');
-            len += 1;
+            current.push_str(&atom);
+            len += 1 + n;
+            continue;
         }
-        current.push_str(&atom);
-        len += n;
-        empty = false;
+        let pad = if k == 0 { lead } else { indent }.min(width.saturating_sub(n));
+        current = format!("{}{atom}", " ".repeat(pad));
+        len = pad + n;
+    }
+    if lines.is_empty() && current.is_empty() {
+        current = " ".repeat(lead);
     }
     lines.push(current);
     lines
@@ -141,6 +143,10 @@ mod tests {
         );
         assert_eq!(wrap_line("  line 3: a b", 9, 4), ["  line 3:", "    a b"]);
         assert_eq!(wrap_line("", 9, 0), [""]);
+        // an indentation that would push a piece that fits beyond the width shrinks
+        assert_eq!(wrap_line("         /a/b.json", 12, 0), ["   /a/b.json"]);
+        assert_eq!(wrap_line("results: /a/b.json", 12, 4), ["results:", "   /a/b.json"]);
+        assert_eq!(wrap_line("    abcdefghijklmn", 12, 0), ["abcdefghijklmn"]);
     }
 
     #[test]
