@@ -221,10 +221,7 @@ fn speed_tables_fit_60_80_and_120_columns() {
                     ("KV (MiB)", mib(b("kv_bytes"))),
                     ("KV alloc (MiB)", mib(b("kv_allocated_bytes"))),
                     ("Peak RSS (MiB)", mib(b("peak_rss_bytes"))),
-                    (
-                        "TPOT mean (ms)",
-                        format!("{:.3}", f("tpot_mean_ms")),
-                    ),
+                    ("TPOT mean (ms)", format!("{:.3}", f("tpot_mean_ms"))),
                 ]);
             }
             let what = if wide { "speed --wide" } else { "speed" };
@@ -302,7 +299,10 @@ fn bench_tables_fit_60_80_and_120_columns() {
                     ("KV Size (GB)", real(row, "KV Size (GB)", 4)),
                     ("Model (ms)", real(row, "Model (ms)", 3)),
                     ("KV (MiB)", mib(row[at("KV Bytes")].parse().unwrap())),
-                    ("Peak RSS (MiB)", mib(row[at("Peak RSS (bytes)")].parse().unwrap())),
+                    (
+                        "Peak RSS (MiB)",
+                        mib(row[at("Peak RSS (bytes)")].parse().unwrap()),
+                    ),
                 ]);
             }
             let what = if wide { "bench --wide" } else { "bench" };

@@ -145,7 +145,10 @@ mod tests {
         assert_eq!(wrap_line("", 9, 0), [""]);
         // an indentation that would push a piece that fits beyond the width shrinks
         assert_eq!(wrap_line("         /a/b.json", 12, 0), ["   /a/b.json"]);
-        assert_eq!(wrap_line("results: /a/b.json", 12, 4), ["results:", "   /a/b.json"]);
+        assert_eq!(
+            wrap_line("results: /a/b.json", 12, 4),
+            ["results:", "   /a/b.json"]
+        );
         assert_eq!(wrap_line("    abcdefghijklmn", 12, 0), ["abcdefghijklmn"]);
     }
 
