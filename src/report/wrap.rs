@@ -19,17 +19,29 @@ pub fn text_width(s: &str) -> usize {
     s.chars().count()
 }
 
-/// The pieces a line may be broken between: its words (split at single spaces), with a unit glued
-/// to the number before it (`23.6 GiB` is one piece).
+/// The pieces a line may be broken between: its words (split at spaces), with a unit glued to the
+/// number before it (`23.6 GiB` is one piece).
 pub fn atoms(line: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for word in line.split(' ').filter(|w| !w.is_empty()) {
+    spaced_atoms(line).into_iter().map(|(_, a)| a).collect()
+}
+
+/// [`atoms`], each with the number of spaces before it in `line`.
+fn spaced_atoms(line: &str) -> Vec<(usize, String)> {
+    let mut out: Vec<(usize, String)> = Vec::new();
+    let mut gap = 0;
+    for word in line.split(' ') {
+        if word.is_empty() {
+            gap += 1;
+            continue;
+        }
+        let gap_before = if out.is_empty() { gap } else { gap + 1 };
+        gap = 0;
         match out.last_mut() {
-            Some(prev) if is_unit(word) && prev.ends_with(|c: char| c.is_ascii_digit()) => {
-                prev.push(' ');
+            Some((_, prev)) if is_unit(word) && prev.ends_with(|c: char| c.is_ascii_digit()) => {
+                prev.push_str(&" ".repeat(gap_before));
                 prev.push_str(word);
             }
-            _ => out.push(word.to_string()),
+            _ => out.push((gap_before, word.to_string())),
         }
     }
     out
@@ -46,30 +58,30 @@ pub fn widest_atom(text: &str) -> usize {
 
 /// `line` broken at spaces into lines of at most `width` columns where its pieces allow ([`atoms`];
 /// a piece wider than `width` stays whole on a line of its own); the lines after the first start
-/// with `indent` spaces. The line's own leading spaces are kept on its first line. A line's
-/// indentation shrinks where it would push a piece that fits `width` beyond it.
+/// with `indent` spaces. The line's own leading spaces are kept on its first line, and the spaces
+/// between the pieces of a line (an aligned `name    value`). A line's indentation shrinks where
+/// it would push a piece that fits `width` beyond it.
 pub fn wrap_line(line: &str, width: usize, indent: usize) -> Vec<String> {
-    let body = line.trim_start_matches(' ');
-    let lead = line.len() - body.len();
     let mut lines = Vec::new();
     let mut current = String::new();
     let mut len = 0;
-    for (k, atom) in atoms(body).into_iter().enumerate() {
+    for (k, (gap, atom)) in spaced_atoms(line).into_iter().enumerate() {
         let n = text_width(&atom);
-        if k > 0 && len + 1 + n > width {
+        if k > 0 && len + gap + n > width {
             lines.push(std::mem::take(&mut current));
         } else if k > 0 {
-            current.push(' ');
+            current.push_str(&" ".repeat(gap));
             current.push_str(&atom);
-            len += 1 + n;
+            len += gap + n;
             continue;
         }
-        let pad = if k == 0 { lead } else { indent }.min(width.saturating_sub(n));
+        // the line's own leading spaces on its first line, `indent` on the others
+        let pad = if k == 0 { gap } else { indent }.min(width.saturating_sub(n));
         current = format!("{}{atom}", " ".repeat(pad));
         len = pad + n;
     }
     if lines.is_empty() && current.is_empty() {
-        current = " ".repeat(lead);
+        current = line.to_string();
     }
     lines.push(current);
     lines
@@ -150,6 +162,11 @@ mod tests {
             ["results:", "   /a/b.json"]
         );
         assert_eq!(wrap_line("    abcdefghijklmn", 12, 0), ["abcdefghijklmn"]);
+        // the spaces between pieces on a line are kept; a break drops them
+        assert_eq!(
+            wrap_line("machine    Xeon;  2 cores; 23.6  GiB", 22, 2),
+            ["machine    Xeon;  2", "  cores; 23.6  GiB"]
+        );
     }
 
     #[test]
