@@ -16,7 +16,7 @@ fn main() -> std::process::ExitCode {
     match commands::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", commands::error_text(&e));
+            commands::write_stderr_line(format_args!("error: {}", commands::error_text(&e)));
             std::process::ExitCode::from(commands::exit_code(&e))
         }
     }

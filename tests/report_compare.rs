@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use h2o_engine::policy::{PolicyKind, PolicySpec, Scope};
 use h2o_engine::report::{
-    compare, fit_width, load_results_csv, MatchKind, PolicyMatch, ReportError, ResultFormat,
-    TokenMatch, TpotDefinition, SEED_COUNTING_NOTE,
+    compare, load_results_csv, MatchKind, PolicyMatch, ReportError, ResultFormat, TokenMatch,
+    TpotDefinition, SEED_COUNTING_NOTE,
 };
 
 /// Copy of ../shared/seed/pytorch-results.csv (used when the shared folder is absent); the
@@ -365,9 +365,7 @@ Local (256),256,0.078125,30,33.3,30.0,local:256
     assert!(text.contains(SEED_COUNTING_NOTE), "{text}");
     assert!(text.contains("256 / 255"), "{text}");
     // issue 19 item 13: fitted to an 80-column terminal, every line of the output fits
-    let mut t = c.table(false);
-    fit_width(&mut t, Some(80));
-    let text = c.render(&t, Some(80));
+    let text = c.render(&c.table(false), Some(80));
     for line in text.lines() {
         assert!(line.chars().count() <= 80, "{line:?}\n{text}");
     }

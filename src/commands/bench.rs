@@ -19,9 +19,9 @@ use h2o_engine::experiment::{
 use h2o_engine::manifest::Manifest;
 use h2o_engine::policy::PolicySpec;
 use h2o_engine::report::{
-    breakdown_table, check_results_dir, fit_width, main_table, memory_table, run_stem,
-    terminal_width, ExperimentResult, ExperimentStatus, MachineInfo, ModelInfo, ReportError,
-    ResultsWriter, RunInfo, RuntimeInfo, Settings, Width,
+    breakdown_table, check_results_dir, main_table, memory_table, run_stem, terminal_width,
+    ExperimentResult, ExperimentStatus, MachineInfo, ModelInfo, ReportError, ResultsWriter,
+    RunInfo, RuntimeInfo, Settings, Width,
 };
 use h2o_engine::runner::{run_suite, serve, Place, Served, Suite, SuiteEnd};
 use h2o_engine::runtime::Runtime;
@@ -274,7 +274,7 @@ fn run_suite_here(
 /// The tables, fitted to the terminal when standard output is one.
 fn print_tables(results: &[ExperimentResult], width: Width) {
     let fit = terminal_width();
-    let mut tables = [
+    let tables = [
         ("", main_table(results, width)),
         (
             "Per-step breakdown (decode steps)\n",
@@ -282,9 +282,8 @@ fn print_tables(results: &[ExperimentResult], width: Width) {
         ),
         ("Memory\n", memory_table(results, width)),
     ];
-    for (title, t) in &mut tables {
-        fit_width(t, fit);
-        outln!("{title}{t}");
+    for (title, t) in tables {
+        outln!("{title}{}", t.fit(fit));
     }
 }
 
@@ -319,7 +318,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| run_stem(&start, &man.name));
     let mut writer = create_writer(&a, &stem, info)?;
-    eprintln!(
+    errln!(
         "{} experiments on {} ({} threads, onnxruntime {}); results: {}",
         exps.len(),
         man.name,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use h2o_engine::report::{compare, fit_width, terminal_width};
+use h2o_engine::report::{compare, terminal_width};
 
 #[derive(Args, Debug)]
 pub struct CompareArgs {
@@ -20,10 +20,7 @@ pub struct CompareArgs {
 
 pub fn run(a: CompareArgs) -> Result<()> {
     let c = compare(&a.a, &a.b)?;
-    let width = terminal_width();
-    let mut t = c.table(a.wide);
-    fit_width(&mut t, width);
-    let text = c.render(&t, width);
+    let text = c.render(&c.table(a.wide), terminal_width());
     outln!("{}", text.strip_suffix('\n').unwrap_or(&text));
     Ok(())
 }

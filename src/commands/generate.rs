@@ -167,6 +167,6 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         run.prompt_tokens + run.tokens.len() - 1,
         1,
     );
-    eprintln!("{}", summary(&run, &a.policy, &sampling, full));
+    errln!("{}", summary(&run, &a.policy, &sampling, full));
     Ok(())
 }

@@ -14,14 +14,6 @@ pub struct InfoArgs {
 pub fn run(a: InfoArgs) -> Result<()> {
     let (rt, model) = a.model.load()?;
     let m = &model.manifest;
-    let mut sys = sysinfo::System::new();
-    sys.refresh_cpu_all();
-    sys.refresh_memory();
-    let cpu = sys
-        .cpus()
-        .first()
-        .map(|c| c.brand().trim().to_string())
-        .unwrap_or_default();
     outln!("model            {} ({})", m.name, model.dir.display());
     outln!(
         "shape            {} layers, {} heads x {} head_dim, hidden {}, vocab {}, rotary {} dims, {} positions",
@@ -80,10 +72,8 @@ pub fn run(a: InfoArgs) -> Result<()> {
     outln!("intra threads    {}", model.config.intra_threads);
     outln!("graph opt level  {}", model.config.opt_level);
     outln!(
-        "machine          {cpu}; {} physical / {} logical cores; {:.1} GiB memory",
-        sysinfo::System::physical_core_count().unwrap_or(0),
-        sys.cpus().len(),
-        sys.total_memory() as f64 / (1u64 << 30) as f64
+        "machine          {}",
+        h2o_engine::report::MachineInfo::collect().summary()
     );
     search_order();
     Ok(())

@@ -1,10 +1,19 @@
 //! Subcommands of the `h2o` binary, the flags they share, and the library's errors in the CLI's words.
 
 /// `println!` for results on stdout that ends the process quietly (exit 141, as a SIGPIPE would) when
-/// stdout is a pipe its reader closed (`h2o info | head`), instead of panicking.
+/// stdout is a pipe its reader closed (`h2o info | head`), instead of panicking. On a terminal,
+/// lines wider than it are broken at spaces (see `write_stdout_line`).
 macro_rules! outln {
     ($($arg:tt)*) => {
         $crate::commands::write_stdout_line(format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` for status lines: on a terminal, lines wider than it are broken at spaces (see
+/// `write_stderr_line`).
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::commands::write_stderr_line(format_args!($($arg)*))
     };
 }
 
@@ -323,11 +332,11 @@ impl Watch for JobBars {
     }
 
     fn experiment(&mut self, i: usize, n: usize, exp: &Experiment) {
-        eprintln!("[{}/{n}] {} ({})", i + 1, exp.label, exp.spec);
+        errln!("[{}/{n}] {} ({})", i + 1, exp.label, exp.spec);
     }
 
     fn failed(&mut self, i: usize, n: usize, exp: &Experiment, message: &str) {
-        eprintln!("[{}/{n}] {} failed: {message}", i + 1, exp.label);
+        errln!("[{}/{n}] {} failed: {message}", i + 1, exp.label);
     }
 }
 
@@ -512,6 +521,13 @@ fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// One line on stderr (see `errln!` and main's error line), fitted to the terminal when stderr is
+/// one.
+pub fn write_stderr_line(args: std::fmt::Arguments<'_>) {
+    let text = fit_to_terminal(args.to_string(), h2o_engine::report::stderr_width());
+    eprintln!("{text}");
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     let names = cli.command.names();
     match cli.command {
@@ -527,13 +543,25 @@ pub fn run(cli: Cli) -> Result<()> {
     .map_err(|e| in_cli_words(e, &names))
 }
 
-/// One line on stdout (see `outln!`): a closed pipe ends the process quietly with exit code 141; any
-/// other write error is reported and ends it with exit code 1.
+/// `text` fitted to a terminal of `width` columns: lines wider than it broken at spaces, never
+/// inside a number, spec or number with its unit, the continuation lines indented two spaces
+/// (`h2o_engine::report::wrap_hanging`); as it is when not a terminal (`None`).
+fn fit_to_terminal(text: String, width: Option<u16>) -> String {
+    match width {
+        Some(w) => h2o_engine::report::wrap_hanging(&text, usize::from(w)),
+        None => text,
+    }
+}
+
+/// One line on stdout (see `outln!`), fitted to the terminal when stdout is one: a closed pipe ends
+/// the process quietly with exit code 141; any other write error is reported and ends it with
+/// exit code 1.
 pub fn write_stdout_line(args: std::fmt::Arguments<'_>) {
     use std::io::Write;
+    let text = fit_to_terminal(args.to_string(), h2o_engine::report::terminal_width());
     let mut out = std::io::stdout().lock();
     let written = out
-        .write_fmt(args)
+        .write_all(text.as_bytes())
         .and_then(|()| out.write_all(b"\n"))
         .and_then(|()| out.flush());
     match written {

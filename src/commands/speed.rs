@@ -21,9 +21,9 @@ use h2o_engine::manifest::Manifest;
 use h2o_engine::output::Target as Output;
 use h2o_engine::policy::PolicySpec;
 use h2o_engine::report::{
-    finite, fit_width, render_sweep, render_throughput, results_table, terminal_width, BatchPoint,
-    BestUnderCapJson, CapBar, CapFitJson, Col, ExperimentResult, KvCapJson, Shown, SpeedDocument,
-    SpeedPoint, SpeedRunJson, SweepPoint, CAP_MEASURE,
+    finite, render_sweep, render_throughput, results_table, terminal_width, BatchPoint,
+    BestUnderCapJson, CapBar, CapFitJson, Col, ExperimentResult, Importance, KvCapJson, Shown,
+    SpeedDocument, SpeedPoint, SpeedRunJson, SweepPoint, TextTable, CAP_MEASURE,
 };
 use h2o_engine::runner::Place;
 
@@ -99,19 +99,19 @@ fn parse_cap(s: &str) -> Result<u64, String> {
 /// bandwidth floor.
 const TABLE: [Shown; 14] = [
     Shown::Col(Col::Policy),
-    Shown::Given("Context"),
-    Shown::Given("Batch"),
+    Shown::Given("Context", Importance::Essential),
+    Shown::Given("Batch", Importance::Essential),
     Shown::Col(Col::Ttft),
     Shown::Col(Col::Tpot),
     Shown::Col(Col::TpotP90),
     Shown::Col(Col::Throughput),
     Shown::Col(Col::HostShare),
     Shown::Col(Col::KvBytes),
-    Shown::Given("KV alloc (MiB)"),
+    Shown::Given("KV alloc (MiB)", Importance::Normal),
     Shown::Col(Col::FullKvBytes),
     Shown::Col(Col::PeakRss),
-    Shown::Given("Floor (ms)"),
-    Shown::Given("TPOT / floor"),
+    Shown::Given("Floor (ms)", Importance::Minor),
+    Shown::Given("TPOT / floor", Importance::Normal),
 ];
 
 /// The compact table: TABLE without TPOT p90, host share and the full cache's KV.
@@ -125,8 +125,8 @@ fn compact(c: &Shown) -> bool {
 /// Per-step breakdown of the decode steps, one row per point.
 const BREAKDOWN: [Shown; 9] = [
     Shown::Col(Col::Policy),
-    Shown::Given("Context"),
-    Shown::Given("Batch"),
+    Shown::Given("Context", Importance::Essential),
+    Shown::Given("Batch", Importance::Essential),
     Shown::WithShare(Col::ModelMs, Col::ModelShare),
     Shown::WithShare(Col::ScoreUpdateMs, Col::ScoreUpdateShare),
     Shown::WithShare(Col::EvictionMs, Col::EvictionShare),
@@ -155,7 +155,7 @@ fn bandwidth(a: &SpeedArgs, threads: usize, weights: u64, when: &str) -> f64 {
         return f64::NAN;
     }
     let bw = measure_read_bandwidth(1 << 30, threads, 3);
-    eprintln!(
+    errln!(
         "memory read bandwidth {when} {:.1} GB/s (best of {threads} and {} threads); weights read per token {:.1} MiB (input embedding: one row): floor {:.2} ms/token without K/V",
         bw / 1e9,
         2 * threads,
@@ -241,7 +241,7 @@ fn sweep(
     let mut watch = JobBars::new(label);
     let mut points = Vec::new();
     for (i, t) in targets.iter().enumerate() {
-        eprintln!("[{}/{}] {}", i + 1, targets.len(), t.name());
+        errln!("[{}/{}] {}", i + 1, targets.len(), t.name());
         let job = Job {
             setup: setup.clone(),
             plan: t.plan(a),
@@ -259,7 +259,7 @@ fn sweep(
     Ok(points)
 }
 
-fn table(points: &[SpeedPoint], wide: bool) -> comfy_table::Table {
+fn table(points: &[SpeedPoint], wide: bool) -> TextTable {
     let rows: Vec<(&ExperimentResult, Vec<String>)> = points
         .iter()
         .map(|p| {
@@ -278,7 +278,7 @@ fn table(points: &[SpeedPoint], wide: bool) -> comfy_table::Table {
     results_table(&columns, &rows)
 }
 
-fn breakdown(points: &[SpeedPoint]) -> comfy_table::Table {
+fn breakdown(points: &[SpeedPoint]) -> TextTable {
     let rows: Vec<(&ExperimentResult, Vec<String>)> = points
         .iter()
         .map(|p| {
@@ -291,13 +291,11 @@ fn breakdown(points: &[SpeedPoint]) -> comfy_table::Table {
 
 /// Per policy: its batch under the cap and the throughput there, and the best throughput of any
 /// measured batch within the cap (with the ratio to the full cache's best).
-fn cap_table(fits: &[CapFit], points: &[SpeedPoint], cap: u64) -> comfy_table::Table {
+fn cap_table(fits: &[CapFit], points: &[SpeedPoint], cap: u64) -> TextTable {
     let all: Vec<ThroughputPoint> = points.iter().map(throughput).collect();
     let best = best_under_cap(&all, cap);
     let full = best.iter().find(|b| b.spec == PolicySpec::FULL);
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-    t.set_header([
+    let mut t = TextTable::new(&[
         "Policy",
         "Slots/head",
         "K/V per row (MiB)",
@@ -308,6 +306,12 @@ fn cap_table(fits: &[CapFit], points: &[SpeedPoint], cap: u64) -> comfy_table::T
         "at batch",
         "Best / full's best",
     ]);
+    {
+        use Importance::*;
+        t.set_importance([
+            Essential, Normal, Minor, Essential, Normal, Essential, Normal, Normal, Normal,
+        ]);
+    }
     for f in fits {
         let at = points.iter().find(|p| p.spec() == f.spec && p.at_cap);
         let b = best.iter().find(|b| b.spec == f.spec);
@@ -547,10 +551,7 @@ pub fn run(a: SpeedArgs) -> Result<()> {
     for p in &mut points {
         p.floor_ms = floor_ms(weights, p.memory().kv_bytes, bandwidth);
     }
-    let fit = |mut t: comfy_table::Table| {
-        fit_width(&mut t, terminal_width());
-        t
-    };
+    let fit = |mut t: TextTable| t.every_column(a.wide).fit(terminal_width());
     outln!("{}", fit(table(&points, a.wide)));
     outln!(
         "Per-step breakdown (decode steps)\n{}",

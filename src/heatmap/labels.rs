@@ -1,5 +1,6 @@
 //! Token labels for the axes: a token's text with byte-level BPE markers and whitespace made
-//! readable, and a subset of positions when there are too many tokens to label them all.
+//! readable, and which tokens get a label at what font size: every token when a readable label
+//! fits each token's share of the axis, else every second (third, ...) one.
 
 /// Makes a token readable as an axis label.
 ///
@@ -48,12 +49,70 @@ pub fn token_labels(tok: &tokenizers::Tokenizer, tokens: &[u32]) -> Vec<String> 
         .collect()
 }
 
-/// Positions to label among `n` tokens: all of them when `n <= max_labels`, else every
-/// `ceil(n / max_labels)`-th starting at 0 (so at most `max_labels` labels).
-pub fn label_positions(n: usize, max_labels: usize) -> Vec<usize> {
-    let max_labels = max_labels.max(1);
-    let stride = n.div_ceil(max_labels).max(1);
-    (0..n).step_by(stride).collect()
+/// The smallest label font, pixels: below it a token cannot be read.
+pub const MIN_LABEL_PX: f64 = 8.0;
+
+/// The largest label font, pixels.
+pub const MAX_LABEL_PX: f64 = 15.0;
+
+/// Pixels of axis a label needs per pixel of font size (the glyphs' height and a gap).
+const PITCH_PER_PX: f64 = 1.15;
+
+/// Which tokens of an axis get a label, and at what font size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AxisLabels {
+    /// The labelled tokens: every `stride`-th from 0.
+    pub positions: Vec<usize>,
+    /// 1 when every token is labelled.
+    pub stride: usize,
+    /// Font size of the labels, pixels.
+    pub font_px: f64,
+}
+
+impl AxisLabels {
+    /// Labels for `n` tokens along `extent` pixels. Every token gets one when a label of
+    /// [`MIN_LABEL_PX`] fits each token's share of the axis, at the largest font that fits (at
+    /// most [`MAX_LABEL_PX`]); only when it does not are they thinned, to every `stride`-th token
+    /// with the smallest stride whose labels fit.
+    pub fn place(n: usize, extent: u32) -> AxisLabels {
+        if n == 0 {
+            return AxisLabels {
+                positions: Vec::new(),
+                stride: 1,
+                font_px: MAX_LABEL_PX,
+            };
+        }
+        let share = f64::from(extent) / n as f64;
+        let least = MIN_LABEL_PX * PITCH_PER_PX;
+        let mut stride = 1;
+        while share * (stride as f64) < least && stride < n {
+            stride += 1;
+        }
+        AxisLabels {
+            positions: (0..n).step_by(stride).collect(),
+            stride,
+            font_px: (share * stride as f64 / PITCH_PER_PX).clamp(MIN_LABEL_PX, MAX_LABEL_PX),
+        }
+    }
+
+    /// Whether every token is labelled.
+    pub fn all(&self) -> bool {
+        self.stride == 1
+    }
+
+    /// What the picture says when the labels were thinned, e.g. `every 2nd of 200 tokens
+    /// labelled (too many to fit)`; `None` when every token is labelled.
+    pub fn thinned_note(&self, n: usize) -> Option<String> {
+        let nth = match self.stride {
+            1 => return None,
+            2 => "2nd".to_string(),
+            3 => "3rd".to_string(),
+            k => format!("{k}th"),
+        };
+        Some(format!(
+            "every {nth} of {n} tokens labelled (too many to fit)"
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -80,11 +139,52 @@ mod tests {
     }
 
     #[test]
-    fn positions_are_a_bounded_subset() {
-        assert_eq!(label_positions(5, 40), vec![0, 1, 2, 3, 4]);
-        let p = label_positions(100, 40);
-        assert!(p.len() <= 40 && p[0] == 0 && p.len() >= 30, "{p:?}");
-        assert!(label_positions(0, 40).is_empty());
-        assert_eq!(label_positions(1000, 40).len(), 40);
+    fn every_token_is_labelled_when_a_readable_label_fits_its_share() {
+        // the default text (85 tokens) on the heatmap's 1150-pixel axis: 13.53 px a token
+        let a = AxisLabels::place(85, 1150);
+        assert_eq!(a.positions, (0..85).collect::<Vec<_>>());
+        assert_eq!(a.stride, 1);
+        assert!(
+            (a.font_px - 1150.0 / 85.0 / 1.15).abs() < 1e-12,
+            "{}",
+            a.font_px
+        );
+        assert!(a.all() && a.thinned_note(85).is_none());
+        // few tokens: the largest font
+        assert_eq!(AxisLabels::place(5, 560).font_px, MAX_LABEL_PX);
+        // exactly 9.2 px a token (8 px font x 1.15) still fits
+        let edge = AxisLabels::place(100, 920);
+        assert_eq!((edge.stride, edge.positions.len()), (1, 100));
+        assert!(
+            (edge.font_px - MIN_LABEL_PX).abs() < 1e-9,
+            "{}",
+            edge.font_px
+        );
+        assert!(AxisLabels::place(0, 900).positions.is_empty());
+    }
+
+    #[test]
+    fn labels_are_thinned_only_when_they_cannot_fit() {
+        // 101 tokens on 920 px: 9.11 px each, under 9.2; every 2nd token, 18.2 px apart
+        let a = AxisLabels::place(101, 920);
+        assert_eq!(a.stride, 2);
+        assert_eq!(a.positions, (0..101).step_by(2).collect::<Vec<_>>());
+        assert_eq!(a.positions.len(), 51);
+        assert_eq!(
+            a.thinned_note(101).as_deref(),
+            Some("every 2nd of 101 tokens labelled (too many to fit)")
+        );
+        // 400 tokens on 1260 px: 3.15 px each; 3 x 3.15 = 9.45 fits
+        let b = AxisLabels::place(400, 1260);
+        assert_eq!((b.stride, b.positions[..3].to_vec()), (3, vec![0, 3, 6]));
+        assert_eq!(b.positions.len(), 134);
+        assert!(b.thinned_note(400).unwrap().starts_with("every 3rd of 400"));
+        // 1000 tokens on 1260 px: 1.26 px each; 8 x 1.26 = 10.08
+        let c = AxisLabels::place(1000, 1260);
+        assert_eq!(c.stride, 8);
+        assert_eq!(
+            c.thinned_note(1000).unwrap(),
+            "every 8th of 1000 tokens labelled (too many to fit)"
+        );
     }
 }

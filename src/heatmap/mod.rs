@@ -12,11 +12,11 @@ mod text;
 
 pub use collect::{collect_attention, heatmap_tokens, kept_at_end, HeadChoice, LayerAttention};
 pub use error::{HeatmapError, Result};
-pub use labels::{clean_label, label_positions, token_labels};
+pub use labels::{clean_label, token_labels, AxisLabels, MAX_LABEL_PX, MIN_LABEL_PX};
 pub use layers::{default_layers, heatmap_file_name, kept_file_name, parse_layers};
 pub use matrix::{mean_rows, AttentionMatrix};
 pub use render::{
     check_floor, heatmap_image_size, kept_image_size, register_shipped_font,
-    render_attention_heatmap, render_kept_tokens, FONT_FAMILY, MAX_LABELS,
+    render_attention_heatmap, render_kept_tokens, FONT_FAMILY,
 };
 pub use text::{require_text, DEFAULT_TEXT};

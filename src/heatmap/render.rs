@@ -1,5 +1,6 @@
 //! PNG rendering with plotters' bitmap backend and the shipped DejaVu Sans font: the log-scale
-//! attention heatmap of one layer and the heads x tokens picture of what each policy keeps.
+//! attention heatmap of one layer and the heads x tokens picture of what each policy keeps (kept
+//! tokens in the colour scale, evicted ones hatched grey, with a legend).
 
 use std::path::Path;
 
@@ -8,7 +9,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{register_font, FontStyle, FontTransform};
 
 use super::error::{HeatmapError, Result};
-use super::labels::{clean_label, label_positions};
+use super::labels::{clean_label, AxisLabels};
 use super::matrix::AttentionMatrix;
 use crate::output::{Prepared, Target};
 
@@ -17,9 +18,6 @@ pub const FONT_FAMILY: &str = "h2o-dejavu-sans";
 
 /// DejaVu Sans (Bitstream Vera licence, see assets/fonts/LICENSE-DejaVu.txt).
 static FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
-
-/// At most this many token labels per axis.
-pub const MAX_LABELS: usize = 40;
 
 /// Labels are cut to this many characters.
 const LABEL_CHARS: usize = 14;
@@ -60,6 +58,8 @@ fn panel_height(heads: usize) -> u32 {
 }
 
 const KEPT_TOP: u32 = 110;
+/// Top of the kept/evicted legend, between the subtitle and the first panel's title.
+const KEPT_LEGEND_Y: i32 = 78;
 const KEPT_BOTTOM: u32 = 190;
 const PANEL_TITLE: u32 = 30;
 const PANEL_GAP: u32 = 24;
@@ -91,11 +91,6 @@ impl LogNorm {
     fn colour(&self, v: f64) -> RGBColor {
         ViridisRGB::get_color(self.t(v) as f32)
     }
-}
-
-fn blend_white(c: RGBColor, amount: f64) -> RGBColor {
-    let mix = |x: u8| (f64::from(x) + (255.0 - f64::from(x)) * amount).round() as u8;
-    RGBColor(mix(c.0), mix(c.1), mix(c.2))
 }
 
 fn font(size: f64) -> TextStyle<'static> {
@@ -162,11 +157,6 @@ fn axis_labels(labels: &[String], n: usize) -> Result<Vec<String>> {
         )));
     }
     Ok(labels.iter().map(|l| clean_label(l, LABEL_CHARS)).collect())
-}
-
-fn label_font_size(extent: u32, n: usize, stride: usize) -> f64 {
-    let spacing = f64::from(extent) / n.max(1) as f64 * stride as f64;
-    (spacing * 0.8).clamp(9.0, 15.0)
 }
 
 /// Short tick text: decades as `1e-3`, `0.01`, `0.1`, `1`, `10`, `100`; other values with
@@ -241,51 +231,42 @@ fn draw_colour_bar(
     Ok(())
 }
 
-/// Token labels under a plot spanning `x0..x0+width` (rotated, reading downwards) at `y`.
+/// Token labels under a plot spanning `x0..x0+width` (rotated, reading downwards) at `y`, placed
+/// by [`AxisLabels::place`]; returns the placement.
 fn draw_x_labels(
     area: &Area<'_>,
     path: &Path,
     labels: &[String],
     (x0, y, width): (i32, i32, u32),
-) -> Result<()> {
+) -> Result<AxisLabels> {
     let err = draw_err(path);
     let n = labels.len();
-    let positions = label_positions(n, MAX_LABELS);
-    let stride = positions.get(1).copied().unwrap_or(1);
-    let style = anchored(
-        font(label_font_size(width, n, stride)),
-        HPos::Left,
-        VPos::Center,
-    )
-    .transform(FontTransform::Rotate90);
-    for j in positions {
+    let placed = AxisLabels::place(n, width);
+    let style =
+        anchored(font(placed.font_px), HPos::Left, VPos::Center).transform(FontTransform::Rotate90);
+    for &j in &placed.positions {
         let x = x0 + ((j as f64 + 0.5) * f64::from(width) / n as f64) as i32;
         area.draw(&PathElement::new(vec![(x, y), (x, y + 4)], BLACK))
             .map_err(&err)?;
         area.draw(&Text::new(labels[j].clone(), (x, y + 7), style.clone()))
             .map_err(&err)?;
     }
-    Ok(())
+    Ok(placed)
 }
 
-/// Labels left of a plot spanning `y0..y0+height`, right-aligned at `x`.
+/// Labels left of a plot spanning `y0..y0+height`, right-aligned at `x`, placed by
+/// [`AxisLabels::place`].
 fn draw_y_labels(
     area: &Area<'_>,
     path: &Path,
     labels: &[String],
-    max_labels: usize,
     (x, y0, height): (i32, i32, u32),
 ) -> Result<()> {
     let err = draw_err(path);
     let n = labels.len();
-    let positions = label_positions(n, max_labels);
-    let stride = positions.get(1).copied().unwrap_or(1);
-    let style = anchored(
-        font(label_font_size(height, n, stride)),
-        HPos::Right,
-        VPos::Center,
-    );
-    for i in positions {
+    let placed = AxisLabels::place(n, height);
+    let style = anchored(font(placed.font_px), HPos::Right, VPos::Center);
+    for &i in &placed.positions {
         let y = y0 + ((i as f64 + 0.5) * f64::from(height) / n as f64) as i32;
         area.draw(&PathElement::new(vec![(x - 4, y), (x, y)], BLACK))
             .map_err(&err)?;
@@ -317,7 +298,8 @@ fn draw_titles(area: &Area<'_>, path: &Path, width: u32, title: &str, sub: &str)
 ///
 /// Colour is logarithmic between `floor` and the matrix maximum (viridis); values below `floor`
 /// clamp to it; the upper triangle (future keys) stays white. `labels` are the tokens (one per
-/// row; empty means "label by position"); at most [`MAX_LABELS`] are shown per axis. `title`
+/// row; empty means "label by position"); every token is labelled where a readable label fits,
+/// else every 2nd (3rd, ...) one, and the axis title says so ([`AxisLabels`]). `title`
 /// should name model, layer and head. The image is square, [`heatmap_image_size`] pixels. It is
 /// written to `out`: a path, checked (naming it) before anything is drawn, or an output prepared
 /// before the run.
@@ -361,10 +343,10 @@ pub fn render_attention_heatmap<'a>(
         draw_matrix(area, path, matrix, &norm, (l, t, plot))?;
         area.draw(&Rectangle::new([(l, t), (l + p, t + p)], BLACK))
             .map_err(&err)?;
-        draw_y_labels(area, path, &labels, MAX_LABELS, (l, t, plot))?;
-        draw_x_labels(area, path, &labels, (l, t + p, plot))?;
+        draw_y_labels(area, path, &labels, (l, t, plot))?;
+        let placed = draw_x_labels(area, path, &labels, (l, t + p, plot))?;
         area.draw(&Text::new(
-            "key (token attended to)".to_string(),
+            axis_title("key (token attended to)", &placed, n),
             (l + p / 2, side as i32 - 12),
             anchored(font(16.0), HPos::Center, VPos::Bottom),
         ))
@@ -436,8 +418,8 @@ fn check_scores(scores: &[Vec<f32>]) -> Result<(usize, usize)> {
 }
 
 /// Renders the heads x tokens accumulated attention of one layer (what H2O ranks by), one panel
-/// per policy, with the tokens each policy keeps at the end at full colour and the evicted ones
-/// faded.
+/// per policy: the tokens each policy keeps at the end in the colour scale, the evicted ones
+/// hatched grey ([`kept_cell_colour`]), with a legend above the panels.
 ///
 /// `scores[h][t]` is head `h`'s accumulated attention to token `t`; `kept` is a list of
 /// (policy spec, `[heads][tokens]` kept mask); with an empty list one unmarked panel is drawn.
@@ -474,6 +456,9 @@ pub fn render_kept_tokens<'a>(
     draw_png((width, height), &out, |area| {
         draw_titles(area, path, width, title, &kept_subtitle(kept, heads, n))?;
         let (l, pwi) = (left as i32, pw as i32);
+        if !kept.is_empty() {
+            draw_kept_legend(area, path, (l, KEPT_LEGEND_Y))?;
+        }
         let mut y = KEPT_TOP as i32;
         let mut last_bottom = y;
         for p in 0..panels {
@@ -484,9 +469,9 @@ pub fn render_kept_tokens<'a>(
             last_bottom = draw_kept_panel(area, path, scores, panel, &norm, (l, y, pw, ph))?;
             y = last_bottom + PANEL_GAP as i32;
         }
-        draw_x_labels(area, path, &labels, (l, last_bottom, pw))?;
+        let placed = draw_x_labels(area, path, &labels, (l, last_bottom, pw))?;
         area.draw(&Text::new(
-            "token".to_string(),
+            axis_title("token", &placed, n),
             (l + pwi / 2, height as i32 - 10),
             anchored(font(16.0), HPos::Center, VPos::Bottom),
         ))
@@ -533,14 +518,78 @@ fn kept_subtitle(kept: &[(String, Vec<Vec<bool>>)], heads: usize, n: usize) -> S
         format!("accumulated attention per head and token ({heads} heads x {n} tokens), log colour")
     } else {
         format!(
-            "accumulated attention (log colour); full colour = kept at the end, faded = evicted; policies: {}",
+            "accumulated attention per head and token ({heads} heads x {n} tokens) at the end; policies: {}",
             names.join(", ")
         )
     }
 }
 
+/// The two greys of an evicted cell's hatching: its diagonal lines and the ground between them.
+/// Viridis, the colour scale of kept cells, holds no grey, so the two never read alike.
+const EVICTED_LINE: RGBColor = RGBColor(150, 150, 150);
+const EVICTED_GROUND: RGBColor = RGBColor(228, 228, 228);
+
+/// The hatching's period in pixels; its lines are 2 pixels wide.
+const HATCH_PERIOD: i32 = 6;
+
+/// The colour of the kept-tokens picture's pixel `(x, y)` on a cell of accumulated attention
+/// `score`: kept, the score in the colour scale; evicted, hatched grey (diagonal lines
+/// [`EVICTED_LINE`] on [`EVICTED_GROUND`]) whatever the score.
+fn kept_cell_colour(norm: &LogNorm, score: f64, kept: bool, (x, y): (i32, i32)) -> RGBColor {
+    if kept {
+        norm.colour(score)
+    } else if (x + y).rem_euclid(HATCH_PERIOD) < 2 {
+        EVICTED_LINE
+    } else {
+        EVICTED_GROUND
+    }
+}
+
+/// An axis title, with what the labels leave out when they were thinned.
+fn axis_title(title: &str, placed: &AxisLabels, n: usize) -> String {
+    match placed.thinned_note(n) {
+        Some(note) => format!("{title}; {note}"),
+        None => title.to_string(),
+    }
+}
+
+/// The legend of the kept-tokens picture at `(x, y)`: a swatch of the colour scale for kept
+/// tokens, a hatched one for evicted tokens, each with its words.
+fn draw_kept_legend(area: &Area<'_>, path: &Path, (x, y): (i32, i32)) -> Result<()> {
+    let err = draw_err(path);
+    let (sw, sh) = (40, 16);
+    let style = anchored(font(14.0), HPos::Left, VPos::Center);
+    let swatch = |x0: i32, kept: bool| -> Result<()> {
+        let norm = LogNorm::new(1e-2, 1.0);
+        for px in 0..sw {
+            for py in 0..sh {
+                let score = 10f64.powf(-2.0 + 2.0 * f64::from(px) / f64::from(sw - 1));
+                let c = kept_cell_colour(&norm, score, kept, (x0 + px, y + py));
+                area.draw_pixel((x0 + px, y + py), &c).map_err(&err)?;
+            }
+        }
+        area.draw(&Rectangle::new([(x0, y), (x0 + sw, y + sh)], BLACK))
+            .map_err(&err)?;
+        Ok(())
+    };
+    let kept_words = "kept at the end (colour: accumulated attention)";
+    swatch(x, true)?;
+    area.draw(&Text::new(
+        kept_words,
+        (x + sw + 8, y + sh / 2),
+        style.clone(),
+    ))
+    .map_err(&err)?;
+    let (tw, _) = area.estimate_text_size(kept_words, &style).map_err(&err)?;
+    let x2 = x + sw + 8 + tw as i32 + 30;
+    swatch(x2, false)?;
+    area.draw(&Text::new("evicted", (x2 + sw + 8, y + sh / 2), style))
+        .map_err(&err)?;
+    Ok(())
+}
+
 /// One policy's panel of the kept-tokens picture, its title at `y`: heads x tokens, kept tokens
-/// at full colour, evicted ones faded. Returns the panel's bottom edge.
+/// in the colour scale, evicted ones hatched grey. Returns the panel's bottom edge.
 fn draw_kept_panel(
     area: &Area<'_>,
     path: &Path,
@@ -572,18 +621,17 @@ fn draw_kept_panel(
         let h = (py as usize * heads) / ph as usize;
         for px in 0..pw {
             let t = (px as usize * n) / pw as usize;
-            let c = norm.colour(f64::from(scores[h][t]));
             let keep = mask.is_none_or(|m| m[h][t]);
-            let c = if keep { c } else { blend_white(c, 0.78) };
-            area.draw_pixel((l + px as i32, top + py as i32), &c)
-                .map_err(&err)?;
+            let at = (l + px as i32, top + py as i32);
+            let c = kept_cell_colour(norm, f64::from(scores[h][t]), keep, at);
+            area.draw_pixel(at, &c).map_err(&err)?;
         }
     }
     let (pwi, phi) = (pw as i32, ph as i32);
     area.draw(&Rectangle::new([(l, top), (l + pwi, top + phi)], BLACK))
         .map_err(&err)?;
     let head_labels: Vec<String> = (0..heads).map(|h| format!("h{h}")).collect();
-    draw_y_labels(area, path, &head_labels, 16, (l, top, ph))?;
+    draw_y_labels(area, path, &head_labels, (l, top, ph))?;
     Ok(top + phi)
 }
 
@@ -620,6 +668,55 @@ mod tests {
         assert_eq!(heatmap_image_size(usize::MAX), (1600, 1600));
         let (w, h) = kept_image_size(32, 80, 2);
         assert!((900..=1600).contains(&w) && h > 600);
+    }
+
+    #[test]
+    fn kept_cells_take_the_colour_scale_and_evicted_cells_a_grey_hatching() {
+        let norm = LogNorm::new(1e-4, 1.0);
+        // kept: viridis (plotters' table), from its dark purple at the floor (68, 1, 84) to its
+        // yellow at the top (254, 232, 37), whatever the pixel
+        assert_eq!(
+            kept_cell_colour(&norm, 1e-4, true, (0, 0)),
+            RGBColor(68, 1, 84)
+        );
+        assert_eq!(
+            kept_cell_colour(&norm, 1e-9, true, (5, 1)),
+            RGBColor(68, 1, 84)
+        );
+        assert_eq!(
+            kept_cell_colour(&norm, 1.0, true, (3, 4)),
+            RGBColor(254, 232, 37)
+        );
+        // evicted: the same grey hatching whatever the score; lines where (x + y) mod 6 < 2
+        for score in [1e-4, 1e-2, 1.0] {
+            let at = |x, y| kept_cell_colour(&norm, score, false, (x, y));
+            assert_eq!(at(0, 0), RGBColor(150, 150, 150));
+            assert_eq!(at(1, 0), RGBColor(150, 150, 150));
+            assert_eq!(at(0, 1), RGBColor(150, 150, 150));
+            assert_eq!(at(2, 0), RGBColor(228, 228, 228));
+            assert_eq!(at(5, 0), RGBColor(228, 228, 228));
+            assert_eq!(at(3, 3), RGBColor(150, 150, 150));
+            assert_eq!(at(3, 4), RGBColor(150, 150, 150));
+            assert_eq!(at(4, 4), RGBColor(228, 228, 228));
+        }
+        // no colour of the scale is a grey: kept never reads as evicted
+        for k in 0..=1000 {
+            let c = norm.colour(10f64.powf(-4.0 + 4.0 * f64::from(k) / 1000.0));
+            let spread = c.0.max(c.1).max(c.2) - c.0.min(c.1).min(c.2);
+            assert!(spread >= 30, "{c:?} is near grey");
+        }
+    }
+
+    #[test]
+    fn thinned_axes_say_so_in_their_title() {
+        assert_eq!(
+            axis_title("token", &AxisLabels::place(85, 1150), 85),
+            "token"
+        );
+        assert_eq!(
+            axis_title("token", &AxisLabels::place(400, 1260), 400),
+            "token; every 3rd of 400 tokens labelled (too many to fit)"
+        );
     }
 
     #[test]

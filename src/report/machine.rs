@@ -1,4 +1,5 @@
-//! The machine a run ran on, read with sysinfo (and the NVIDIA driver's GPU names).
+//! The machine a run ran on, read with sysinfo (and the NVIDIA driver's GPU names), and its
+//! one-line summary (`h2o info`).
 
 use std::path::Path;
 
@@ -52,6 +53,22 @@ impl MachineInfo {
             hostname: sysinfo::System::host_name(),
             gpus: nvidia_gpus(Path::new(NVIDIA_GPUS)),
         }
+    }
+
+    /// One line: CPU, physical / logical cores and memory in GiB with one decimal, e.g. `Xeon;
+    /// 2 physical / 4 logical cores; 23.6 GiB memory`. Each figure is written beside its unit
+    /// with a plain space, so a terminal-fitted line breaks around it, never inside it
+    /// (`report::wrap_hanging`).
+    pub fn summary(&self) -> String {
+        let physical = self
+            .physical_cores
+            .map_or_else(|| "?".to_string(), |n| n.to_string());
+        format!(
+            "{}; {physical} physical / {} logical cores; {:.1} GiB memory",
+            self.cpu_brand,
+            self.logical_cores,
+            self.total_memory_bytes as f64 / (1u64 << 30) as f64
+        )
     }
 }
 
@@ -112,5 +129,42 @@ mod tests {
         v.as_object_mut().unwrap().remove("gpus");
         let back: MachineInfo = serde_json::from_value(v).unwrap();
         assert!(back.gpus.is_empty());
+    }
+
+    #[test]
+    fn summary_keeps_each_figure_with_its_unit_when_wrapped() {
+        let m = MachineInfo {
+            cpu_brand: "AMD EPYC 7B13".into(),
+            cpu_arch: "x86_64".into(),
+            physical_cores: Some(2),
+            logical_cores: 4,
+            total_memory_bytes: 25_340_000_000, // 23.6 GiB
+            os: "Linux".into(),
+            kernel: None,
+            hostname: None,
+            gpus: Vec::new(),
+        };
+        let line = m.summary();
+        assert_eq!(
+            line,
+            "AMD EPYC 7B13; 2 physical / 4 logical cores; 23.6 GiB memory"
+        );
+        let text = format!("machine          {line}");
+        for width in 20..=text.len() {
+            let wrapped = crate::report::wrap_hanging(&text, width);
+            assert!(
+                wrapped.lines().any(|l| l.contains("23.6 GiB")),
+                "at {width}:\n{wrapped}"
+            );
+            assert!(
+                wrapped.lines().all(|l| l.chars().count() <= width),
+                "{wrapped}"
+            );
+        }
+        let unknown = MachineInfo {
+            physical_cores: None,
+            ..m
+        };
+        assert!(unknown.summary().contains("? physical / 4 logical"));
     }
 }

@@ -18,6 +18,8 @@ mod record;
 mod results;
 mod speed;
 mod tables;
+mod text_table;
+mod wrap;
 
 pub use batch_plot::{render_throughput, BatchPoint, CapBar};
 pub use columns::{
@@ -47,9 +49,11 @@ pub use speed::{
     CAP_MEASURE,
 };
 pub use tables::{
-    breakdown_table, fit_width, main_table, memory_table, results_table, terminal_width, Shown,
+    breakdown_table, main_table, memory_table, results_table, stderr_width, terminal_width, Shown,
     Width,
 };
+pub use text_table::{Importance, TextTable};
+pub use wrap::{atoms, wrap_hanging, wrap_line, wrap_words};
 
 /// Bytes in the seed's "GB" (its KV Size column is bytes / 2^30).
 pub const BYTES_PER_GB: f64 = 1024.0 * 1024.0 * 1024.0;

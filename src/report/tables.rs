@@ -1,11 +1,10 @@
-//! Console tables (comfy-table) of results, built from the declared columns ([`super::columns`]):
-//! main results, per-step breakdown (like the seed's Table 2) and memory.
-
-use comfy_table::presets::UTF8_FULL_CONDENSED;
-use comfy_table::{CellAlignment, ContentArrangement, Table};
+//! Console tables (comfy-table, laid out by [`TextTable`]) of results, built from the declared
+//! columns ([`super::columns`]): main results, per-step breakdown (like the seed's Table 2) and
+//! memory; and the terminal's width they are fitted to.
 
 use super::columns::Col;
 use super::record::ExperimentResult;
+use super::text_table::{Importance, TextTable};
 
 pub(crate) fn fmt(x: Option<f64>, decimals: usize) -> String {
     match x {
@@ -14,23 +13,13 @@ pub(crate) fn fmt(x: Option<f64>, decimals: usize) -> String {
     }
 }
 
-pub(crate) fn new_table<S: ToString>(header: &[S]) -> Table {
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED)
-        .set_header(header.iter().map(|h| h.to_string()).collect::<Vec<_>>());
-    t
+pub(crate) fn new_table<S: ToString>(header: &[S]) -> TextTable {
+    TextTable::new(header)
 }
 
-pub(crate) fn right_align_from(t: &mut Table, first: usize) {
-    let n = t.column_count();
-    right_align(t, first..n);
-}
-
-fn right_align(t: &mut Table, columns: impl IntoIterator<Item = usize>) {
-    for i in columns {
-        if let Some(c) = t.column_mut(i) {
-            c.set_cell_alignment(CellAlignment::Right);
-        }
+pub(crate) fn right_align_from(t: &mut TextTable, first: usize) {
+    for i in first..t.header().len() {
+        t.align_right(i);
     }
 }
 
@@ -41,15 +30,23 @@ pub enum Shown {
     Col(Col),
     /// A time column with its share of the step beside it, e.g. `4.000 (80.0%)`.
     WithShare(Col, Col),
-    /// A figure the caller gives per row (in the order of these columns), under this header.
-    Given(&'static str),
+    /// A figure the caller gives per row (in the order of these columns), under this header, of
+    /// this importance.
+    Given(&'static str, Importance),
 }
 
 impl Shown {
     fn header(self) -> String {
         match self {
             Shown::Col(c) | Shown::WithShare(c, _) => c.header(),
-            Shown::Given(h) => h.to_string(),
+            Shown::Given(h, _) => h.to_string(),
+        }
+    }
+
+    fn importance(self) -> Importance {
+        match self {
+            Shown::Col(c) | Shown::WithShare(c, _) => c.importance(),
+            Shown::Given(_, i) => i,
         }
     }
 
@@ -59,9 +56,10 @@ impl Shown {
 }
 
 /// A table of `rows`, each a result and the figures of its [`Shown::Given`] columns, in order.
-pub fn results_table(columns: &[Shown], rows: &[(&ExperimentResult, Vec<String>)]) -> Table {
+pub fn results_table(columns: &[Shown], rows: &[(&ExperimentResult, Vec<String>)]) -> TextTable {
     let header: Vec<String> = columns.iter().map(|c| c.header()).collect();
-    let mut t = new_table(&header);
+    let mut t = TextTable::new(&header);
+    t.set_importance(columns.iter().map(|c| c.importance()));
     for (r, given) in rows {
         let mut given = given.iter();
         let cells: Vec<String> = columns
@@ -72,20 +70,25 @@ pub fn results_table(columns: &[Shown], rows: &[(&ExperimentResult, Vec<String>)
                     (a, b) if a == "-" || b == "-" => "-".to_string(),
                     (a, b) => format!("{a} ({b})"),
                 },
-                Shown::Given(_) => given.next().cloned().unwrap_or_else(|| "-".into()),
+                Shown::Given(..) => given.next().cloned().unwrap_or_else(|| "-".into()),
             })
             .collect();
         t.add_row(cells);
     }
-    let numbers = columns.iter().enumerate().filter(|(_, c)| !c.is_text());
-    right_align(&mut t, numbers.map(|(i, _)| i));
+    for (i, _) in columns.iter().enumerate().filter(|(_, c)| !c.is_text()) {
+        t.align_right(i);
+    }
     t
 }
 
-fn table_of(columns: &[Shown], results: &[ExperimentResult]) -> Table {
+/// The table of `results` in `columns`; with every column asked for (`Width::Wide`) none is left
+/// out to fit the terminal.
+fn table_of(columns: &[Shown], results: &[ExperimentResult], width: Width) -> TextTable {
     let rows: Vec<(&ExperimentResult, Vec<String>)> =
         results.iter().map(|r| (r, Vec::new())).collect();
-    results_table(columns, &rows)
+    let mut t = results_table(columns, &rows);
+    t.every_column(width == Width::Wide);
+    t
 }
 
 /// Which columns a console table shows: a compact set that fits a terminal, or every one.
@@ -101,7 +104,7 @@ pub enum Width {
 /// TPOT (ms) = median decode step, Throughput (T/s) = decode tokens / decode time, PPL), the
 /// policy spec and the seed's TPOT, and the status when an experiment failed. Wide adds TTFT,
 /// TPOT p90, KV ratio, peak RSS and the status.
-pub fn main_table(results: &[ExperimentResult], width: Width) -> Table {
+pub fn main_table(results: &[ExperimentResult], width: Width) -> TextTable {
     use Col::*;
     let mut cols = match width {
         Width::Compact => vec![
@@ -119,13 +122,13 @@ pub fn main_table(results: &[ExperimentResult], width: Width) -> Table {
         cols.push(Status);
     }
     let cols: Vec<Shown> = cols.into_iter().map(Shown::Col).collect();
-    table_of(&cols, results)
+    table_of(&cols, results, width)
 }
 
 /// Per-step breakdown like the seed's Table 2, one row per experiment: mean ms per decode step
 /// of model run, score update, eviction and other host work, each with its share of the step,
 /// and the host's share; wide adds the policy spec and the mean step.
-pub fn breakdown_table(results: &[ExperimentResult], width: Width) -> Table {
+pub fn breakdown_table(results: &[ExperimentResult], width: Width) -> TextTable {
     use Col::*;
     let mut cols = vec![
         Shown::Col(Experiment),
@@ -139,13 +142,13 @@ pub fn breakdown_table(results: &[ExperimentResult], width: Width) -> Table {
         cols.insert(1, Shown::Col(Policy));
         cols.insert(6, Shown::Col(TpotMean));
     }
-    table_of(&cols, results)
+    table_of(&cols, results, width)
 }
 
 /// Memory table: exact KV bytes held, their ratio to a full cache's and the peak process memory;
 /// wide adds the policy spec, the full-cache bytes, peak device memory and how the peak was
 /// measured.
-pub fn memory_table(results: &[ExperimentResult], width: Width) -> Table {
+pub fn memory_table(results: &[ExperimentResult], width: Width) -> TextTable {
     use Col::*;
     let cols = match width {
         Width::Compact => vec![Experiment, KvBytes, KvRatio, PeakRss],
@@ -161,21 +164,17 @@ pub fn memory_table(results: &[ExperimentResult], width: Width) -> Table {
         ],
     };
     let cols: Vec<Shown> = cols.into_iter().map(Shown::Col).collect();
-    table_of(&cols, results)
+    table_of(&cols, results, width)
 }
 
 /// The terminal's width in columns when standard output is a terminal, else `None`.
 pub fn terminal_width() -> Option<u16> {
-    Table::new().width()
+    comfy_table::Table::new().width()
 }
 
-/// Lays `t` out within `width` columns (cells wrap, comfy-table's dynamic arrangement); `None`
-/// leaves every line at its natural length (output to a file or a pipe).
-pub fn fit_width(t: &mut Table, width: Option<u16>) {
-    if let Some(w) = width {
-        t.set_content_arrangement(ContentArrangement::Dynamic)
-            .set_width(w);
-    }
+/// The terminal's width in columns when standard error is a terminal, else `None`.
+pub fn stderr_width() -> Option<u16> {
+    comfy_table::Table::new().use_stderr().width()
 }
 
 #[cfg(test)]
@@ -195,12 +194,8 @@ mod tests {
         v
     }
 
-    fn header(t: &Table) -> Vec<String> {
-        t.header()
-            .unwrap()
-            .cell_iter()
-            .map(|c| c.content())
-            .collect()
+    fn header(t: &TextTable) -> Vec<String> {
+        t.header().to_vec()
     }
 
     #[test]
@@ -237,15 +232,14 @@ mod tests {
     #[test]
     fn tables_fit_the_width_they_are_given() {
         let r = results();
-        for width in [80u16, 120] {
-            for (kind, mut t) in [
+        for width in [60u16, 80, 120] {
+            for (kind, t) in [
                 ("main wide", main_table(&r, Width::Wide)),
                 ("main", main_table(&r, Width::Compact)),
                 ("breakdown", breakdown_table(&r, Width::Wide)),
                 ("memory", memory_table(&r, Width::Wide)),
             ] {
-                fit_width(&mut t, Some(width));
-                let text = t.to_string();
+                let text = t.fit(Some(width));
                 for line in text.lines() {
                     assert!(
                         line.chars().count() <= width as usize,
@@ -253,11 +247,29 @@ mod tests {
                         line.chars().count()
                     );
                 }
+                for spec in ["h2o:192+64", "local:256"] {
+                    assert!(text.contains(spec), "{kind} at {width}:\n{text}");
+                }
             }
         }
         // no width: lines keep their natural length
-        let mut t = main_table(&r, Width::Wide);
-        fit_width(&mut t, None);
-        assert!(t.to_string().lines().any(|l| l.chars().count() > 120));
+        let t = main_table(&r, Width::Wide);
+        assert!(t.fit(None).lines().any(|l| l.chars().count() > 120));
+    }
+
+    #[test]
+    fn columns_declare_their_importance_and_given_ones_carry_theirs() {
+        let given = Shown::Given("Context", Importance::Essential);
+        assert_eq!(given.importance(), Importance::Essential);
+        assert_eq!(Shown::Col(Col::TpotP90).importance(), Importance::Minor);
+        assert_eq!(
+            Shown::WithShare(Col::ModelMs, Col::ModelShare).importance(),
+            Importance::Essential
+        );
+        // a compact main table at 60 columns leaves out its least important columns and says so
+        let r = results();
+        let text = main_table(&r[..1], Width::Compact).fit(Some(60));
+        assert!(text.contains("Left out to fit 60 columns:"), "{text}");
+        assert!(text.contains("--wide shows every column"), "{text}");
     }
 }

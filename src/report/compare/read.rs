@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::facts::{Aspect, FactSource, RunFacts};
+use crate::catalogue::seed::{parse_seed_name, seed_equivalent};
 use crate::policy::PolicySpec;
 use crate::report::columns::{Col, RunCol, SEED_COLUMNS};
 use crate::report::results::RunInfo;
-use crate::catalogue::seed::{parse_seed_name, seed_equivalent};
 use crate::report::ReportError;
 
 /// Which kind of results file was read.

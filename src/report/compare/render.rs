@@ -4,13 +4,13 @@
 
 use std::fmt::Write as _;
 
-use comfy_table::Table;
-
 use super::facts::{FactSource, Figure, RunFacts};
 use super::pair::{Comparison, TpotDefinition};
 use super::read::ResultFormat;
 use crate::policy::PolicySpec;
 use crate::report::tables::{fmt, new_table, right_align_from};
+use crate::report::text_table::{Importance, TextTable};
+use crate::report::wrap::wrap_words;
 
 fn budget_text(s: &PolicySpec) -> String {
     s.budget()
@@ -47,11 +47,20 @@ const COMPARE_COLUMNS: [&str; 12] = [
 /// Columns of the compact comparison table.
 const COMPACT_COLUMNS: usize = 8;
 
+/// How much each of [`COMPARE_COLUMNS`] matters when the terminal is too narrow for the table.
+const COMPARE_IMPORTANCE: [Importance; 12] = {
+    use Importance::*;
+    [
+        Essential, Essential, Normal, Essential, Essential, Essential, Normal, Normal, Minor,
+        Minor, Minor, Minor,
+    ]
+};
+
 impl Comparison {
     /// The side-by-side table: experiments, budgets, match, PPL and TPOT of both; `wide` adds
     /// the PPL difference, the speed-up (each unless [`Comparison::withheld`] leaves it out) and
     /// both KV sizes.
-    pub fn table(&self, wide: bool) -> Table {
+    pub fn table(&self, wide: bool) -> TextTable {
         let n = if wide {
             COMPARE_COLUMNS.len()
         } else {
@@ -85,17 +94,20 @@ impl Comparison {
             t.add_row(pick(&row));
         }
         right_align_from(&mut t, 4);
+        t.set_importance(shown.iter().map(|&i| COMPARE_IMPORTANCE[i]))
+            .every_column(wide);
         t
     }
 
     /// The whole comparison as text: the files, the TPOT definition and budget counting, the
     /// table, then unmatched and failed rows; the text around the table is wrapped at word
     /// boundaries to `width` columns when given.
-    pub fn render(&self, table: &Table, width: Option<u16>) -> String {
+    pub fn render(&self, table: &TextTable, width: Option<u16>) -> String {
         let fit = |text: String| match width {
             Some(w) => wrap_words(&text, usize::from(w)),
             None => text,
         };
+        let table = table.fit(width);
         format!("{}{table}\n{}", fit(self.head()), fit(self.rest()))
     }
 
@@ -215,35 +227,6 @@ fn capitalised(name: &str) -> String {
         .unwrap_or_default()
 }
 
-/// `text` with every line longer than `width` broken at spaces (a word longer than `width` stays
-/// whole); the continuation of an indented line (a list item) is indented two more spaces.
-fn wrap_words(text: &str, width: usize) -> String {
-    let mut out = String::new();
-    for line in text.lines() {
-        let words = line.trim_start_matches(' ');
-        let lead = line.len() - words.len();
-        let cont = if lead > 0 { lead + 2 } else { 0 };
-        out.push_str(&line[..lead]);
-        let (mut len, mut first) = (lead, true);
-        for word in words.split(' ') {
-            let n = word.chars().count();
-            if !first && len + 1 + n > width {
-                out.push('\n');
-                out.push_str(&" ".repeat(cont));
-                len = cont;
-            } else if !first {
-                out.push(' ');
-                len += 1;
-            }
-            out.push_str(word);
-            len += n;
-            first = false;
-        }
-        out.push('\n');
-    }
-    out
-}
-
 /// What `compare` says about budgets when it lines the seed's file up with ours.
 pub const SEED_COUNTING_NOTE: &str = "Budgets: the seed's budget counts the new token (a step attends B tokens); ours keeps B and attends B + 1. `exact` pairs attend the same tokens a step: the seed's Local (256) is our local:255 (`h2o bench --counting seed` runs the seed's groups that way, its H2O per layer as the seed's). `ours +1 token`: our spec has the seed's numbers and attends one token more a step. `h2o vs h2o-layer`: per-head against the seed's per-layer H2O, same split; `other schedule`: the same policy under another per-layer budget schedule; `other split`: same method and budget, another heavy/recent split.";
 
@@ -251,24 +234,12 @@ pub const SEED_COUNTING_NOTE: &str = "Budgets: the seed's budget counts the new 
 mod tests {
     use super::*;
 
-    #[test]
-    fn words_wrap_at_spaces_and_list_items_stay_indented() {
-        assert_eq!(wrap_words("aa bb cc dd\n", 5), "aa bb\ncc dd\n");
-        assert_eq!(wrap_words("  line 3: a b\n", 9), "  line 3:\n    a b\n");
-        assert_eq!(wrap_words("abcdefgh ij\n", 4), "abcdefgh\nij\n");
-        assert_eq!(wrap_words("short\n", 80), "short\n");
-    }
-
     use crate::report::compare::facts::Aspect;
     use crate::report::compare::pair::compare_files;
     use crate::report::compare::pair::tests::{file, row};
 
-    fn header_cells(t: &Table) -> Vec<String> {
-        t.header()
-            .unwrap()
-            .cell_iter()
-            .map(|c| c.content())
-            .collect()
+    fn header_cells(t: &TextTable) -> Vec<String> {
+        t.header().to_vec()
     }
 
     #[test]
@@ -348,7 +319,7 @@ TPOT: median decode step, prefill excluded (both files ours)
         let c = compare_files(a, b);
         let t = c.table(true);
         assert_eq!(header_cells(&t), COMPARE_COLUMNS);
-        let cells: Vec<String> = t.row(0).unwrap().cell_iter().map(|c| c.content()).collect();
+        let cells: Vec<String> = t.rows()[0].clone();
         assert_eq!(
             cells,
             [
