@@ -5,8 +5,9 @@
 //! `h2o speed` and `h2o ppl` all measure through [`Lab::run`] (bench and speed through
 //! [`crate::runner`]); the binary only turns flags into a [`Setup`] and [`Plan`], draws progress
 //! and prints. A run is checked once, at the entry: [`Setup::check`] (nothing loaded), then
-//! [`Checked`] (manifest, tokenizer, plans, text, experiments, memory; no session), then the graph
-//! where a session is built ([`Checked::open`], [`Lab::load`]). Everything that shapes a measurement is in
+//! [`Checked`] (manifest, tokenizer, the manifest against model.onnx's declared inputs, outputs and
+//! operators read from the file, plans, text, experiments, memory; no session), then the session is
+//! built ([`Checked::open`], [`Lab::load`]). Everything that shapes a measurement is in
 //! the `Setup`, the `Plan` or the [`Experiment`], so a job carries all of it by construction.
 
 use std::ops::ControlFlow;
@@ -25,6 +26,7 @@ use crate::eval::speed::{check_lengths, measure, SpeedRun};
 use crate::eval::throughput::{check_memory, check_memory_of, RunShape};
 use crate::manifest::Manifest;
 pub use crate::model::check_model_dir;
+use crate::model::graph_check::check_model_file;
 use crate::model::{load_tokenizer, Model};
 use crate::policy::PolicySpec;
 use crate::report::{
@@ -332,8 +334,8 @@ fn check_experiment(
 /// A run checked without an ONNX Runtime session (what `bench` and `speed` check in the parent
 /// process, whose children load the model themselves): the manifest (every field), the tokenizer
 /// against it, the plans against the model's positions, the text they need, the experiments
-/// against the model, and the memory of speed runs. The graph itself is checked against the
-/// manifest where a session is built ([`Checked::open`], a child's [`Lab::load`]).
+/// against the model, and the memory of speed runs; the manifest against model.onnx's declared
+/// inputs, outputs and operators, read from the file (`model::graph_check::check_model_file`).
 pub struct Checked {
     setup: Setup,
     manifest: Manifest,
@@ -349,6 +351,7 @@ impl Checked {
     pub fn model(setup: &Setup) -> Result<Checked> {
         let manifest = Manifest::load(&setup.model.join("manifest.json"))?;
         let tokenizer = load_tokenizer(&setup.model.join("tokenizer.json"), &manifest)?;
+        check_model_file(&setup.model, &manifest)?;
         Ok(Checked {
             setup: setup.clone(),
             manifest,

@@ -20,11 +20,11 @@ use ort::value::{PrimitiveTensorElementType, TensorRef};
 
 use crate::cache::{host_buffers, KvBuffers, KvElement, KvLayout, NewKv};
 use crate::error::{Error, Result};
-use crate::manifest::{check_graph, KvDtype, LayerNames, Manifest, MaskInputs, LOGITS_FROM};
+use crate::manifest::{KvDtype, LayerNames, Manifest, MaskInputs, LOGITS_FROM};
 use crate::runtime::{check_provider, ExecutionProvider, KvPlacement, Runtime, SessionConfig};
 use binding::DeviceRunner;
 pub use device_kv::DeviceKv;
-use graph_check::Port;
+pub use graph_check::Port;
 pub use past::PastKv;
 pub use traffic::{Pasts, Traffic};
 
@@ -108,12 +108,13 @@ impl Model {
         check_model_dir(dir)?;
         let manifest = Manifest::load(&dir.join("manifest.json"))?;
         let tokenizer = load_tokenizer(&dir.join("tokenizer.json"), &manifest)?;
+        graph_check::check_model_file(dir, &manifest)?;
         Self::open(rt, dir, manifest, tokenizer, config)
     }
 
     /// Starts a session on `dir`'s model.onnx for a manifest and tokenizer already read and
-    /// checked (as [`Model::load`] does, and `experiment::Checked`), and checks the manifest
-    /// against the graph.
+    /// checked against the graph (as [`Model::load`] does, and `experiment::Checked`:
+    /// [`graph_check::check_model_file`], without a session).
     pub fn open(
         rt: &Runtime,
         dir: &Path,
@@ -126,7 +127,6 @@ impl Model {
         let session = builder
             .commit_from_file(&onnx)
             .map_err(|e| Error::ort(format!("cannot load {}", onnx.display()), e))?;
-        Self::check_against_graph(dir, &manifest, &session)?;
         let names = LayerNames::all(manifest.num_layers);
         let device = match config.kv {
             KvPlacement::Host => None,
@@ -146,17 +146,6 @@ impl Model {
             device,
             session,
         })
-    }
-
-    /// The manifest against the session's graph: layers, heads, head_dim, vocab and dtype in the
-    /// inputs' and outputs' shapes, their names, and the weight format in model.onnx's operators.
-    fn check_against_graph(dir: &Path, manifest: &Manifest, session: &Session) -> Result<()> {
-        let ins: Vec<Port> = session.inputs().iter().map(Port::of).collect();
-        let outs: Vec<Port> = session.outputs().iter().map(Port::of).collect();
-        graph_check::check_shapes(dir, manifest, &ins, &outs)?;
-        let names = |ports: &[Port]| ports.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
-        check_graph(manifest, &names(&ins), &names(&outs))?;
-        graph_check::check_weights(dir, manifest)
     }
 
     /// Session options of `config`: threads, optimisation level, spinning, execution provider (the
@@ -200,6 +189,15 @@ impl Model {
             (Some(kv), Some(dev)) => dev.commit(kv),
             (Some(_), None) => Err(Self::not_device()),
         }
+    }
+
+    /// The session's inputs and outputs as ONNX Runtime reads them (what
+    /// [`graph_check::check_model_file`] reads from the file instead, without a session).
+    pub fn ports(&self) -> (Vec<Port>, Vec<Port>) {
+        (
+            self.session.inputs().iter().map(Port::of).collect(),
+            self.session.outputs().iter().map(Port::of).collect(),
+        )
     }
 
     /// Whether this model keeps K/V in device memory (`kv = device`).

@@ -394,6 +394,64 @@ fn graph_lie_cases(s: &Scratch) -> Vec<Case> {
         .collect()
 }
 
+/// A manifest its graph contradicts, through bench and speed: one error before any experiment
+/// (bench and speed check in the parent, without a session; no results row, no file).
+fn graph_lie_run_cases(s: &Scratch) -> Vec<Case> {
+    let (text, results) = (s.text(), s.results());
+    let dir = copy_model(s, "graph-lie-run");
+    edit_json(&dir.join("manifest.json"), |m| {
+        m["num_heads"] = json!(8);
+        m["hidden_size"] = json!(128);
+    });
+    let words = [
+        "--model",
+        "model.onnx",
+        "num_heads is 8",
+        "past_key_values.0.key is [batch, 4, past, 16]",
+    ];
+    let runs: Vec<(&str, Vec<&dyn AsRef<std::ffi::OsStr>>)> = vec![
+        (
+            "speed",
+            vec![
+                &"speed",
+                &"--data",
+                &text,
+                &"--prompt",
+                &"8",
+                &"--gen",
+                &"2",
+                &"--no-floor",
+            ],
+        ),
+        (
+            "bench",
+            vec![
+                &"bench",
+                &"--data",
+                &text,
+                &"--results",
+                &results,
+                &"--exp",
+                &"full",
+                &"--ppl-tokens",
+                &"16",
+                &"--prompt",
+                &"8",
+                &"--gen",
+                &"2",
+            ],
+        ),
+    ];
+    runs.into_iter()
+        .map(|(cmd, mut args)| {
+            args.extend_from_slice(&[&"--model", &dir, &"--threads", &"1"]);
+            Case::new(&format!("{cmd}: the graph contradicts its manifest"), &args)
+                .words(&words)
+                .unchanged(&[dir.clone(), text.clone(), results.clone()])
+        })
+        .collect()
+}
+
 /// The 2^62-head and 10^9-layer manifests through every model-running command: refused, no panic,
 /// no abort.
 fn every_command_cases(s: &Scratch) -> Vec<Case> {
@@ -796,6 +854,7 @@ fn lying_manifests_are_refused_naming_the_field() {
 fn manifests_the_graph_contradicts_are_refused() {
     let s = Scratch::new();
     check_all(&graph_lie_cases(&s));
+    check_all(&graph_lie_run_cases(&s));
 }
 
 #[test]

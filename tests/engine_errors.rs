@@ -235,3 +235,33 @@ fn knorm_with_device_kv_is_refused_without_naming_a_flag() {
         "knorm ranks tokens by their keys' norms, which the host computes from the new keys; with K/V in device memory the keys never reach the host: keep K/V in host memory"
     );
 }
+
+/// The graph is checked against the manifest from model.onnx's own declarations (no session);
+/// they are what ONNX Runtime reads: every input's and output's name, type and shape, for each
+/// exported form (fp32, fp16, per-layer masks, the default model).
+#[test]
+fn declared_ports_are_what_onnx_runtime_reads() {
+    use h2o_engine::model::{onnx_scan, Port};
+    let dirs = vec![
+        fixture_dir(),
+        fixture_fp16_dir(),
+        root().join("tests/fixtures/tiny-layer-masks"),
+    ];
+    let dirs = dirs
+        .into_iter()
+        .chain([root().join("models/pythia-micro/onnx")]);
+    for dir in dirs {
+        let cfg = SessionConfig {
+            intra_threads: 1,
+            ..SessionConfig::default()
+        };
+        let model = Model::load(runtime(), &dir, cfg).unwrap();
+        let (ins, outs) = model.ports();
+        let ops = onnx_scan::scan(&dir.join("model.onnx")).unwrap();
+        let declared =
+            |v: &[onnx_scan::ValueInfo]| v.iter().map(Port::declared).collect::<Vec<_>>();
+        assert_eq!(declared(&ops.inputs), ins, "{}", dir.display());
+        assert_eq!(declared(&ops.outputs), outs, "{}", dir.display());
+        assert!(ins.len() > 4 && outs.len() > 4, "{}", dir.display());
+    }
+}

@@ -1,4 +1,5 @@
-//! The manifest checked against the graph it describes, before anything is sized from it: the
+//! The manifest checked against the graph it describes, before anything is sized from it and
+//! without building a session (model.onnx's declared inputs and outputs, read by `onnx_scan`): the
 //! layer count against the `past_key_values.{i}.key` inputs, heads / head_dim / K/V dtype against
 //! every K/V and attention input and output, vocab_size against the logits (where the graph's
 //! shapes are static), and the weight format against the graph's operators (model.onnx scanned).
@@ -7,9 +8,9 @@ use std::path::Path;
 
 use ort::value::{Outlet, TensorElementType, ValueType};
 
-use super::onnx_scan::{self, GraphOps, NBits};
+use super::onnx_scan::{self, GraphOps, NBits, ValueInfo};
 use crate::error::{Error, Result};
-use crate::manifest::{KvDtype, LayerNames, Manifest, MaskInputs, LOGITS_FROM};
+use crate::manifest::{check_graph, KvDtype, LayerNames, Manifest, MaskInputs, LOGITS_FROM};
 
 /// One graph input or output as the session declares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +43,38 @@ impl Port {
                 dims: Vec::new(),
                 symbols: Vec::new(),
             },
+        }
+    }
+
+    /// A port as model.onnx declares it (what a session built on it reports).
+    pub fn declared(v: &ValueInfo) -> Port {
+        use TensorElementType as T;
+        let ty = v.elem_type.and_then(|t| {
+            Some(match t {
+                1 => T::Float32,
+                2 => T::Uint8,
+                3 => T::Int8,
+                4 => T::Uint16,
+                5 => T::Int16,
+                6 => T::Int32,
+                7 => T::Int64,
+                8 => T::String,
+                9 => T::Bool,
+                10 => T::Float16,
+                11 => T::Float64,
+                12 => T::Uint32,
+                13 => T::Uint64,
+                16 => T::Bfloat16,
+                21 => T::Uint4,
+                22 => T::Int4,
+                _ => return None,
+            })
+        });
+        Port {
+            name: v.name.clone(),
+            ty,
+            dims: v.dims.iter().map(|(d, _)| d.unwrap_or(-1)).collect(),
+            symbols: v.dims.iter().map(|(_, s)| s.clone()).collect(),
         }
     }
 
@@ -260,10 +293,22 @@ const QUANTIZED_OPS: [&str; 10] = [
     "MatMulBnb4",
 ];
 
-/// Checks manifest `weights` (format, block_size, lm_head) against model.onnx's operators.
-pub fn check_weights(dir: &Path, m: &Manifest) -> Result<()> {
+/// Checks the manifest `m` of model directory `dir` against its model.onnx, read once without a
+/// session: the inputs' and outputs' shapes and types ([`check_shapes`]), their names
+/// ([`check_graph`]) and the weight format against the operators ([`weights_agree`]).
+pub fn check_model_file(dir: &Path, m: &Manifest) -> Result<()> {
     let ops = onnx_scan::scan(&dir.join("model.onnx"))?;
-    weights_agree(m, &ops).map_err(|(claim, graph)| Error::ManifestVsGraph {
+    let ins: Vec<Port> = ops.inputs.iter().map(Port::declared).collect();
+    let outs: Vec<Port> = ops.outputs.iter().map(Port::declared).collect();
+    let names = |ports: &[Port]| ports.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+    check_shapes(dir, m, &ins, &outs)?;
+    check_graph(m, &names(&ins), &names(&outs))?;
+    check_weights(dir, m, &ops)
+}
+
+/// Checks manifest `weights` (format, block_size, lm_head) against model.onnx's operators.
+fn check_weights(dir: &Path, m: &Manifest, ops: &GraphOps) -> Result<()> {
+    weights_agree(m, ops).map_err(|(claim, graph)| Error::ManifestVsGraph {
         manifest: dir.join("manifest.json"),
         claim,
         graph,

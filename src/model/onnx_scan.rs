@@ -1,13 +1,17 @@
-//! A minimal reader of model.onnx's protobuf for what the weight format shows: each node's
-//! operator (op_type, and MatMulNBits' `bits`, `block_size` and `N` attributes) and each
-//! initializer's element type. ONNX Runtime does not expose a session's nodes, so the file is read
-//! here: streamed, the weight bytes skipped with seeks (nothing of the size of the weights is held).
+//! A minimal reader of model.onnx's protobuf: the graph's declared inputs and outputs (name,
+//! element type, shape), so the manifest is checked against the graph without building an ONNX
+//! Runtime session, and what the weight format shows: each node's operator (op_type, and
+//! MatMulNBits' `bits`, `block_size` and `N` attributes) and each initializer's element type (ONNX
+//! Runtime does not expose a session's nodes). Streamed, the weight bytes skipped with seeks
+//! (nothing of the size of the weights is held).
 //!
 //! Wire format (protobuf): a field is a varint key `number << 3 | wire type`, then a varint (0), 8
 //! bytes (1), a varint length and that many bytes (2: strings, nested messages, packed lists) or 4
-//! bytes (5). Fields read (onnx.proto3): ModelProto.graph = 7; GraphProto.node = 1, .initializer = 5;
-//! NodeProto.op_type = 4, .attribute = 5; AttributeProto.name = 1, .i = 3, .g = 6, .graphs = 11;
-//! TensorProto.data_type = 2. Everything else is skipped.
+//! bytes (5). Fields read (onnx.proto3): ModelProto.graph = 7; GraphProto.node = 1, .initializer = 5,
+//! .input = 11, .output = 12; NodeProto.op_type = 4, .attribute = 5; AttributeProto.name = 1, .i = 3,
+//! .g = 6, .graphs = 11; TensorProto.data_type = 2, .name = 8; ValueInfoProto.name = 1, .type = 2;
+//! TypeProto.tensor_type = 1; TypeProto.Tensor.elem_type = 1, .shape = 2; TensorShapeProto.dim = 1;
+//! Dimension.dim_value = 1, .dim_param = 2. Everything else is skipped.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -41,6 +45,20 @@ pub struct GraphOps {
     pub nbits: Vec<NBits>,
     /// Initializers of an 8- or 4-bit integer type.
     pub quantized_initializers: usize,
+    /// The main graph's inputs that are not initializers (what a session takes), in file order.
+    pub inputs: Vec<ValueInfo>,
+    /// The main graph's outputs, in file order.
+    pub outputs: Vec<ValueInfo>,
+}
+
+/// A graph input or output as model.onnx declares it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ValueInfo {
+    pub name: String,
+    /// ONNX TensorProto.DataType (1 float, 7 int64, 10 float16, ...); `None`: not a tensor.
+    pub elem_type: Option<u64>,
+    /// Per axis: its fixed size, or `None` and the symbol's name (empty when unnamed).
+    pub dims: Vec<(Option<i64>, String)>,
 }
 
 /// Reads model.onnx's nodes and initializer types.
@@ -58,6 +76,15 @@ pub fn scan(path: &Path) -> Result<GraphOps> {
     let mut ops = GraphOps::default();
     model(&mut wire, len, &mut ops).map_err(bad)?;
     Ok(ops)
+}
+
+/// The input ports of a graph: its declared inputs less those an initializer of the same name
+/// provides (older files list initializers as inputs too; a session does not take them).
+fn session_inputs(declared: Vec<ValueInfo>, initializers: &[String]) -> Vec<ValueInfo> {
+    declared
+        .into_iter()
+        .filter(|v| !initializers.contains(&v.name))
+        .collect()
 }
 
 /// Reads ONNX protobuf bytes held in memory (tests build graphs this way).
@@ -194,6 +221,7 @@ fn graph<R: BufRead + Seek>(
     if depth > MAX_DEPTH {
         return Err(format!("subgraphs nested more than {MAX_DEPTH} deep"));
     }
+    let (mut inputs, mut outputs, mut initializers) = (Vec::new(), Vec::new(), Vec::new());
     while let Some((field, wire)) = w.field(end)? {
         match (field, wire) {
             (1, 2) => {
@@ -202,14 +230,91 @@ fn graph<R: BufRead + Seek>(
             }
             (5, 2) => {
                 let stop = w.length(end)? + w.pos;
-                if QUANTIZED_TYPES.contains(&tensor_type(w, stop)?) {
+                let (ty, name) = tensor_type(w, stop)?;
+                if QUANTIZED_TYPES.contains(&ty) {
                     out.quantized_initializers += 1;
                 }
+                if depth == 0 {
+                    initializers.push(name);
+                }
+            }
+            (11 | 12, 2) if depth == 0 => {
+                let stop = w.length(end)? + w.pos;
+                let v = value_info(w, stop)?;
+                if field == 11 {
+                    &mut inputs
+                } else {
+                    &mut outputs
+                }
+                .push(v);
             }
             _ => w.skip_value(wire, end)?,
         }
     }
+    if depth == 0 {
+        out.inputs = session_inputs(inputs, &initializers);
+        out.outputs = outputs;
+    }
     Ok(())
+}
+
+/// ValueInfoProto: its name (1) and tensor type (2).
+fn value_info<R: BufRead + Seek>(w: &mut Wire<R>, end: u64) -> Parse<ValueInfo> {
+    let mut v = ValueInfo::default();
+    while let Some((field, wire)) = w.field(end)? {
+        match (field, wire) {
+            (1, 2) => v.name = w.text(end)?,
+            (2, 2) => {
+                let stop = w.length(end)? + w.pos;
+                type_proto(w, stop, &mut v)?;
+            }
+            _ => w.skip_value(wire, end)?,
+        }
+    }
+    Ok(v)
+}
+
+/// TypeProto: its tensor_type (1): elem_type (1) and shape (2); other types leave `elem_type` None.
+fn type_proto<R: BufRead + Seek>(w: &mut Wire<R>, end: u64, v: &mut ValueInfo) -> Parse<()> {
+    while let Some((field, wire)) = w.field(end)? {
+        if (field, wire) != (1, 2) {
+            w.skip_value(wire, end)?;
+            continue;
+        }
+        let tensor_end = w.length(end)? + w.pos;
+        v.elem_type = Some(0);
+        while let Some((f, wt)) = w.field(tensor_end)? {
+            match (f, wt) {
+                (1, 0) => v.elem_type = Some(w.varint()?),
+                (2, 2) => {
+                    let shape_end = w.length(tensor_end)? + w.pos;
+                    while let Some((d, dw)) = w.field(shape_end)? {
+                        if (d, dw) == (1, 2) {
+                            let dim_end = w.length(shape_end)? + w.pos;
+                            v.dims.push(dimension(w, dim_end)?);
+                        } else {
+                            w.skip_value(dw, shape_end)?;
+                        }
+                    }
+                }
+                _ => w.skip_value(wt, tensor_end)?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// TensorShapeProto.Dimension: dim_value (1) or dim_param (2).
+fn dimension<R: BufRead + Seek>(w: &mut Wire<R>, end: u64) -> Parse<(Option<i64>, String)> {
+    let (mut value, mut param) = (None, String::new());
+    while let Some((field, wire)) = w.field(end)? {
+        match (field, wire) {
+            (1, 0) => value = Some(w.varint()? as i64),
+            (2, 2) => param = w.text(end)?,
+            _ => w.skip_value(wire, end)?,
+        }
+    }
+    Ok((value, param))
 }
 
 /// NodeProto: its op_type (4) and attributes (5).
@@ -268,16 +373,17 @@ fn attribute<R: BufRead + Seek>(
     Ok(int.map(|i| (name, i)))
 }
 
-/// TensorProto: its data_type (2); the data is skipped.
-fn tensor_type<R: BufRead + Seek>(w: &mut Wire<R>, end: u64) -> Parse<u64> {
-    let mut ty = 0;
+/// TensorProto: its data_type (2) and name (8); the data is skipped.
+fn tensor_type<R: BufRead + Seek>(w: &mut Wire<R>, end: u64) -> Parse<(u64, String)> {
+    let (mut ty, mut name) = (0, String::new());
     while let Some((field, wire)) = w.field(end)? {
         match (field, wire) {
             (2, 0) => ty = w.varint()?,
+            (8, 2) => name = w.text(end)?,
             _ => w.skip_value(wire, end)?,
         }
     }
-    Ok(ty)
+    Ok((ty, name))
 }
 
 /// Protobuf encoding of the few messages the tests need (a field at a time).
@@ -365,6 +471,71 @@ mod tests {
             }]
         );
         assert_eq!(ops.quantized_initializers, 1);
+    }
+
+    /// A ValueInfoProto of a tensor of ONNX type `ty` with `dims` (a value, a named symbol, or
+    /// neither).
+    fn value_info(name: &str, ty: u64, dims: &[(Option<u64>, &str)]) -> Vec<u8> {
+        let mut shape = Vec::new();
+        for (value, param) in dims {
+            let mut d = Vec::new();
+            if let Some(v) = value {
+                int(1, *v, &mut d);
+            }
+            if !param.is_empty() {
+                bytes(2, param.as_bytes(), &mut d);
+            }
+            bytes(1, &d, &mut shape);
+        }
+        let mut tensor = Vec::new();
+        int(1, ty, &mut tensor);
+        bytes(2, &shape, &mut tensor);
+        let mut ty_proto = Vec::new();
+        bytes(1, &tensor, &mut ty_proto);
+        let mut v = Vec::new();
+        bytes(1, name.as_bytes(), &mut v);
+        bytes(2, &ty_proto, &mut v);
+        v
+    }
+
+    #[test]
+    fn declared_inputs_and_outputs_less_initializers() {
+        let mut g = Vec::new();
+        bytes(1, &encode::node("MatMul", &[]), &mut g);
+        let ids = value_info("input_ids", 7, &[(None, "batch"), (None, "seq")]);
+        let past = value_info("past.0", 10, &[(None, "batch"), (Some(4), ""), (None, "")]);
+        let w = value_info("w", 1, &[(Some(16), ""), (Some(8), "")]);
+        for v in [&ids, &w, &past] {
+            bytes(11, v, &mut g);
+        }
+        let mut init = Vec::new();
+        int(2, 1, &mut init);
+        bytes(8, b"w", &mut init);
+        bytes(5, &init, &mut g);
+        bytes(
+            12,
+            &value_info("logits", 1, &[(None, "batch"), (Some(512), "")]),
+            &mut g,
+        );
+        let mut m = Vec::new();
+        bytes(7, &g, &mut m);
+        let ops = scan_bytes(&m).unwrap();
+        let vi = |name: &str, ty: u64, dims: &[(Option<i64>, &str)]| ValueInfo {
+            name: name.into(),
+            elem_type: Some(ty),
+            dims: dims.iter().map(|(v, p)| (*v, p.to_string())).collect(),
+        };
+        assert_eq!(
+            ops.inputs,
+            vec![
+                vi("input_ids", 7, &[(None, "batch"), (None, "seq")]),
+                vi("past.0", 10, &[(None, "batch"), (Some(4), ""), (None, "")]),
+            ]
+        );
+        assert_eq!(
+            ops.outputs,
+            vec![vi("logits", 1, &[(None, "batch"), (Some(512), "")])]
+        );
     }
 
     #[test]
