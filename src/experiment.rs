@@ -748,9 +748,11 @@ mod tests {
         let e = Checked::model(&device)
             .unwrap()
             .check(&exp("knorm:8"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("kv = host"), "{e}");
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::KeyNormNeedsHostKv { family } if family == "knorm"),
+            "{e}"
+        );
         // the setup's own checks: threads, then the model directory
         let none = Setup {
             model: root.join("tests/fixtures/no-such-model"),

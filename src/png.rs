@@ -1,11 +1,34 @@
 //! The one PNG writer of the pictures (heatmap and report plots): a white RGB canvas drawn with
 //! plotters, encoded as PNG and written to an output checked by the output rules
-//! ([`crate::output`]).
+//! ([`crate::output`]), and the shipped font their text is drawn in.
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::register_font;
 
 use crate::output::{encode_png, OutputError, Prepared};
+
+/// The family name under which the shipped font is registered in plotters' font table.
+pub const FONT_FAMILY: &str = "h2o-dejavu-sans";
+
+/// DejaVu Sans (Bitstream Vera licence, see assets/fonts/LICENSE-DejaVu.txt).
+static FONT_BYTES: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+
+/// The shipped font could not be registered with plotters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FontNotRegistered;
+
+impl std::fmt::Display for FontNotRegistered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the shipped font (DejaVu Sans) could not be registered")
+    }
+}
+
+/// Registers the shipped font with plotters. Idempotent: registering again replaces the entry
+/// with the same bytes. The table is plotters' own; this module keeps no state.
+pub fn register_shipped_font() -> Result<(), FontNotRegistered> {
+    register_font(FONT_FAMILY, FontStyle::Normal, FONT_BYTES).map_err(|_| FontNotRegistered)
+}
 
 /// A picture drawn into an RGB buffer (`[height, width, 3]`).
 pub type Canvas<'a> = DrawingArea<BitMapBackend<'a>, Shift>;

@@ -82,6 +82,19 @@ impl Experiment {
 /// What the label of the seed group's H2O says under the seed's counting.
 const PER_LAYER_AS_THE_SEED: &str = "one score per layer as the seed";
 
+/// Which text of a WikiText-2 raw file the tokens come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TextMode {
+    /// The file as it is, from its first byte (`wiki.test.raw` starts " \n = Robert Boulter = \n \n").
+    #[default]
+    File,
+    /// The seed's text (`eval::data::seed_text`): the rows of the Hugging Face `wikitext-2-raw-v1` split,
+    /// joined with nothing between them until longer than 16,384 characters (it starts
+    /// " = Robert Boulter = \n Robert Boulter is").
+    Seed,
+}
+
 /// How an experiment's budget is counted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -5,22 +5,9 @@
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{Error, Result};
 
-/// Which text of a WikiText-2 raw file the tokens come from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TextMode {
-    /// The file as it is, from its first byte (`wiki.test.raw` starts " \n = Robert Boulter = \n \n").
-    #[default]
-    File,
-    /// The seed's text ([`seed_text`]): the rows of the Hugging Face `wikitext-2-raw-v1` split,
-    /// joined with nothing between them until longer than 16,384 characters (it starts
-    /// " = Robert Boulter = \n Robert Boulter is").
-    Seed,
-}
+pub use crate::catalogue::TextMode;
 
 /// The seed joins rows until its text is longer than this many characters (8 x 2048).
 pub const SEED_TEXT_CHARS: usize = 8 * 2048;

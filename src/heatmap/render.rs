@@ -6,26 +6,20 @@ use std::path::Path;
 
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
-use plotters::style::{register_font, FontStyle, FontTransform};
+use plotters::style::{FontStyle, FontTransform};
 
 use super::error::{HeatmapError, Result};
 use super::labels::{clean_label, AxisLabels};
 use super::matrix::AttentionMatrix;
 use crate::output::{Prepared, Target};
-
-/// The family name under which the shipped font is registered in plotters' font table.
-pub const FONT_FAMILY: &str = "h2o-dejavu-sans";
-
-/// DejaVu Sans (Bitstream Vera licence, see assets/fonts/LICENSE-DejaVu.txt).
-static FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+pub use crate::png::FONT_FAMILY;
 
 /// Labels are cut to this many characters.
 const LABEL_CHARS: usize = 14;
 
-/// Registers the shipped font with plotters. Idempotent: registering again replaces the entry
-/// with the same bytes. The table is plotters' own; this module keeps no state.
+/// Registers the shipped font ([`crate::png::register_shipped_font`]).
 pub fn register_shipped_font() -> Result<()> {
-    register_font(FONT_FAMILY, FontStyle::Normal, FONT_BYTES).map_err(|_| HeatmapError::Font)
+    crate::png::register_shipped_font().map_err(|_| HeatmapError::Font)
 }
 
 /// Side of the (square) heatmap image for `tokens` tokens: `300 + 14 * tokens`, within 900..=1600.

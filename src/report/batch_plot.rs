@@ -10,8 +10,8 @@ use plotters::prelude::*;
 
 use super::plot::{draw_err, draw_legend, font, write_png};
 use super::ReportError;
-use crate::heatmap::register_shipped_font;
 use crate::output::Target;
+use crate::png::register_shipped_font;
 
 /// One measured batch of one policy.
 #[derive(Debug, Clone, PartialEq)]

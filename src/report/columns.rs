@@ -7,7 +7,7 @@ use super::record::ExperimentResult;
 use super::results::Settings;
 use super::text_table::Importance;
 use crate::catalogue::Counting;
-use crate::eval::data::TextMode;
+use crate::catalogue::TextMode;
 
 /// A column, named by what it holds; [`Col::def`] gives its declaration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -4,8 +4,8 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::heatmap::{register_shipped_font, FONT_FAMILY};
 use crate::output::{Prepared, Target};
+use crate::png::{register_shipped_font, FONT_FAMILY};
 
 use super::ReportError;
 

@@ -13,7 +13,7 @@ use super::machine::MachineInfo;
 use super::record::ExperimentResult;
 use super::ReportError;
 use crate::catalogue::Counting;
-use crate::eval::data::TextMode;
+use crate::catalogue::TextMode;
 use crate::output::{replace_file, FileId};
 use crate::policy::PolicySpec;
 
