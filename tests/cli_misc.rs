@@ -161,19 +161,25 @@ fn compare_lines_up_the_seed_csv_with_ours() {
     let mut c = h2o();
     c.arg("compare").arg(&seed).arg(&ours).arg("--wide");
     let out = success(c);
-    assert!(out.contains("(seed format)"), "{out}");
-    assert!(out.contains("(h2o bench format)"), "{out}");
+    assert!(out.contains("(seed format;"), "{out}");
+    assert!(out.contains("(h2o bench format;"), "{out}");
     for h in [
         "PPL A",
         "PPL B",
         "TPOT A (ms)",
         "TPOT B (ms)",
-        "Speed-up",
         "KV A (GB)",
         "KV B (GB)",
     ] {
         assert!(out.contains(h), "header {h:?} missing:\n{out}");
     }
+    // Another model on another device: no speed-up or PPL difference, and the head says why.
+    assert!(
+        out.contains("Model differs: A pythia-2.8b, B tiny-neox"),
+        "{out}"
+    );
+    assert!(out.contains("No Speed-up (A/B)"), "{out}");
+    assert!(!out.contains("┆ Speed-up"), "{out}");
     // Matched rows, side by side on one line.
     assert!(
         line_with(&out, &["Baseline [full]", "[full]", "exact"]).is_some(),
