@@ -280,3 +280,81 @@ fn the_table_is_consistent() {
         assert!(!within || p.iter().any(|x| x.role == Role::Total));
     }
 }
+
+/// The family each variant must have a row under. No wildcard: a new `PolicyKind` variant fails to
+/// compile here until it is named, and [`every_variant_has_its_row`] then needs its row in `KINDS`
+/// (without one, `Parts::of` would panic at the first use of such a spec).
+fn family_of(k: &PolicyKind) -> &'static str {
+    match k {
+        PolicyKind::Full => "full",
+        PolicyKind::Local { .. } => "local",
+        PolicyKind::Sink { .. } => "sink",
+        PolicyKind::H2o {
+            scope: Scope::Head, ..
+        } => "h2o",
+        PolicyKind::H2o {
+            scope: Scope::Layer,
+            ..
+        } => "h2o-layer",
+        PolicyKind::Tova {
+            scope: Scope::Layer,
+            ..
+        } => "tova",
+        PolicyKind::Tova {
+            scope: Scope::Head, ..
+        } => "tova-head",
+        PolicyKind::Scissor { .. } => "scissor",
+        PolicyKind::Knorm { .. } => "knorm",
+        PolicyKind::Random { .. } => "random",
+    }
+}
+
+#[test]
+fn every_variant_has_its_row() {
+    let kinds = [
+        PolicyKind::Full,
+        PolicyKind::Local { recent: 8 },
+        PolicyKind::Sink {
+            sinks: 4,
+            recent: 4,
+        },
+        PolicyKind::H2o {
+            heavy: 4,
+            recent: 4,
+            scope: Scope::Head,
+        },
+        PolicyKind::H2o {
+            heavy: 4,
+            recent: 4,
+            scope: Scope::Layer,
+        },
+        PolicyKind::Tova {
+            budget: 8,
+            scope: Scope::Layer,
+        },
+        PolicyKind::Tova {
+            budget: 8,
+            scope: Scope::Head,
+        },
+        PolicyKind::Scissor {
+            budget: 8,
+            window: 400,
+            recent: 2,
+        },
+        PolicyKind::Knorm { budget: 8 },
+        PolicyKind::Random { budget: 8, rng: 0 },
+    ];
+    let names: Vec<&str> = kinds.iter().map(family_of).collect();
+    let mut rows: Vec<&str> = KINDS.iter().map(|f| f.name).collect();
+    let mut named = names.clone();
+    rows.sort_unstable();
+    named.sort_unstable();
+    assert_eq!(named, rows, "one example per family, one family per row");
+    for k in &kinds {
+        assert_eq!(
+            super::kinds::Parts::of(k).family.name,
+            family_of(k),
+            "{k:?}"
+        );
+    }
+}
