@@ -311,8 +311,25 @@ fn budget_beyond_model_positions_is_refused() {
     let results = tmp.path().join("results");
     fails_with(
         bench(&data, &results, &["--exp", "full,local:4096"]),
-        &["local:4096", "4096", "2048 positions"],
+        &["--exp: policy local:4096", "4096", "2048 positions"],
     );
+    // speed names the flag too
+    let mut c = h2o();
+    c.args(["speed", "--model"])
+        .arg(fixture_dir())
+        .arg("--data")
+        .arg(&data)
+        .args([
+            "--exp",
+            "local:4096",
+            "--prompt",
+            "8",
+            "--gen",
+            "2",
+            "--threads",
+            "1",
+        ]);
+    fails_with(c, &["--exp: policy local:4096", "2048 positions"]);
     fails_with(
         bench(&data, &results, &["--exp", "h2o:2000+100"]),
         &["2100", "2048 positions"],

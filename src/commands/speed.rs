@@ -519,11 +519,9 @@ pub fn run(a: SpeedArgs) -> Result<()> {
     let mut checked = Checked::model(&setup)?;
     let man = checked.manifest().clone();
     for spec in &a.exp {
-        // A spec the model cannot take is shown as the policy's error (as speed always has).
-        checked.check(&Experiment::of(*spec)).map_err(|e| match e {
-            h2o_engine::Error::Policy(p) => anyhow::Error::from(p),
-            e => e.into(),
-        })?;
+        // A spec the model cannot take names the flag it came from (`--exp: policy ...`), as in
+        // bench and ppl.
+        checked.check(&Experiment::of(*spec))?;
     }
     let fits = fits_under_cap(&a, &contexts, &man)?;
     let targets = targets(&a, &contexts, &fits);
