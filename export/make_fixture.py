@@ -2,12 +2,12 @@
 """Regenerate tests/fixtures/tiny/ (and tiny-fp16/, tiny-layer-masks/).
 
 `python export/make_fixture.py ...` is `h2o-make-fixture ...` (the console command of the installed package):
-both run h2o_export.commands.make_fixture; `--help` says the rest.
+both run h2o_export.commands.make_fixture (through h2o_export.commands.run); `--help` says the rest.
 """
 
 import sys
 
-from h2o_export.commands.make_fixture import main
+from h2o_export.commands import make_fixture_command
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(make_fixture_command())

@@ -2,12 +2,12 @@
 """Prepare the training data and tokenizer of models/pythia-micro.
 
 `python export/prepare_micro_data.py ...` is `h2o-prepare-micro-data ...` (the console command of the installed package):
-both run h2o_export.commands.prepare_micro_data; `--help` says the rest.
+both run h2o_export.commands.prepare_micro_data (through h2o_export.commands.run); `--help` says the rest.
 """
 
 import sys
 
-from h2o_export.commands.prepare_micro_data import main
+from h2o_export.commands import prepare_micro_data_command
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(prepare_micro_data_command())

@@ -157,3 +157,43 @@ sys.exit(run())
     r = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True)
     assert r.returncode == 130 and r.stdout == ""
     assert r.stderr == "error: interrupted (Ctrl-C) before the export started; nothing was written\n"
+
+
+# A program run in a child interpreter where the packages argv[1] names cannot be imported.
+BLOCKED_PROGRAM = r"""
+import importlib.abc, json, sys
+
+blocked = set(json.loads(sys.argv[1]))
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in blocked:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Block())
+import h2o_export.commands as commands
+program = sys.argv[2]
+sys.argv = ["h2o-" + program.replace("_", "-")] + json.loads(sys.argv[3])
+sys.exit(getattr(commands, program + "_command")())
+"""
+
+
+def test_a_program_without_its_extra_says_which_in_one_line(tmp_path):
+    """h2o-reference without torch, h2o-profile-prefill without onnxruntime: exit 2 and one line
+    naming the package and the extra that brings it (read from the installed metadata), no
+    traceback."""
+    micro = str(EXPORT_DIR.parent / "models" / "pythia-micro" / "onnx")
+    runs = [("reference", ["--help"], "torch", "torch"), ("torch_speed", ["--help"], "torch", "torch"),
+            # onnxruntime is imported once the arguments are read
+            ("profile_prefill", ["--model", micro, "--tokens", "8", "--runs", "1", "--threads", "1"],
+             "onnxruntime", "engine")]
+    for program, args, package, extra in runs:
+        r = subprocess.run([sys.executable, "-c", BLOCKED_PROGRAM, json.dumps([package]), program, json.dumps(args)],
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert r.returncode == 2, (program, r.stderr[-2000:])
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1, r.stderr
+        command = "h2o-" + program.replace("_", "-")
+        assert lines[0].startswith(f"error: {command} needs {package}, from the package's `{extra}` extra"), lines[0]
+        assert f"pip install -e 'export[{extra}]'" in lines[0], lines[0]
