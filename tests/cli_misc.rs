@@ -547,6 +547,78 @@ fn speed_no_floor_shows_a_dash() {
     assert!(doc["runs"][0]["floor_ms"].is_null());
 }
 
+/// `speed --rounds N` measures every point N times, the points alternating, and reports each
+/// point's median round with every round's TPOT and their spread; `--rounds 0` is refused.
+#[test]
+fn speed_rounds_report_the_median_round() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    let json = tmp.path().join("speed.json");
+    let mut c = h2o();
+    c.args(["speed", "--model"])
+        .arg(fixture_dir())
+        .arg("--data")
+        .arg(&data)
+        .args([
+            "--exp",
+            "full,local:8",
+            "--prompt",
+            "8",
+            "--gen",
+            "4",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+            "--rounds",
+            "3",
+            "--no-floor",
+            "--wide",
+        ])
+        .arg("--json")
+        .arg(&json);
+    let stdout = success(c);
+    assert!(stdout.contains("Round spread (%)"), "{stdout}");
+    assert!(stdout.contains("TPOT spread (%)"), "{stdout}");
+    let doc = read_json(&json);
+    let runs = doc["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "one point per policy, not per round");
+    for r in runs {
+        let mut rounds: Vec<f64> = r["rounds_tpot_median_ms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(rounds.len(), 3, "{r}");
+        rounds.sort_by(f64::total_cmp);
+        assert_eq!(
+            r["speed"]["tpot_median_ms"].as_f64(),
+            Some(rounds[1]),
+            "{r}"
+        );
+        let s = &r["speed"];
+        assert!(s["tpot_p10_ms"].as_f64().unwrap() <= s["tpot_median_ms"].as_f64().unwrap());
+        assert_eq!(
+            r["steady"],
+            serde_json::Value::Bool(true),
+            "two points: no neighbours"
+        );
+    }
+    let mut c = h2o();
+    c.args(["speed", "--model"])
+        .arg(fixture_dir())
+        .arg("--data")
+        .arg(&data)
+        .args(["--rounds", "0"]);
+    let out = c.assert().code(2).get_output().stderr.clone();
+    let err = String::from_utf8_lossy(&out);
+    assert!(
+        err.contains("--rounds") && err.contains("0 rounds"),
+        "{err}"
+    );
+}
+
 /// Issue 19 item 12: `--text seed` scores the seed's token stream: the dataset's rows (blank
 /// lines empty) joined with nothing between them, not the file as it is.
 #[test]

@@ -21,9 +21,10 @@ use h2o_engine::manifest::Manifest;
 use h2o_engine::output::Target as Output;
 use h2o_engine::policy::PolicySpec;
 use h2o_engine::report::{
-    finite, render_sweep, render_throughput, results_table, terminal_width, BatchPoint,
-    BestUnderCapJson, CapBar, CapFitJson, Col, ExperimentResult, Importance, KvCapJson, Shown,
-    SpeedDocument, SpeedPoint, SpeedRunJson, SweepPoint, TextTable, CAP_MEASURE,
+    finite, flag_unsteady, render_sweep, render_throughput, results_table, terminal_width,
+    BatchPoint, BestUnderCapJson, CapBar, CapFitJson, Col, ExperimentResult, Importance, KvCapJson,
+    Shown, SpeedDocument, SpeedPoint, SpeedRunJson, SweepPoint, TextTable, CAP_MEASURE,
+    UNSTEADY_MIN_PCT, UNSTEADY_TIMES,
 };
 use h2o_engine::runner::Place;
 
@@ -70,6 +71,10 @@ pub struct SpeedArgs {
     pub prefill_chunk: Option<usize>,
     #[arg(long, default_value_t = 1, value_parser = numbers::count, allow_hyphen_values = true)]
     pub warmup: usize,
+    /// Measure every point N times, the points alternating (round 1 of every point, then round
+    /// 2, ...); each point reports its median round, and how far the rounds spread.
+    #[arg(long, default_value_t = 1, value_parser = rounds, allow_hyphen_values = true)]
+    pub rounds: usize,
     /// Write all figures as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -88,6 +93,13 @@ pub struct SpeedArgs {
     pub in_process: bool,
 }
 
+fn rounds(s: &str) -> Result<usize, String> {
+    match numbers::count(s)? {
+        0 => Err("0 rounds measure nothing; give 1 or more".into()),
+        n => Ok(n),
+    }
+}
+
 fn parse_cap(s: &str) -> Result<u64, String> {
     match parse_bytes(s)? {
         0 => Err("a K/V cap of 0 bytes holds nothing; give e.g. 4GiB".into()),
@@ -95,14 +107,16 @@ fn parse_cap(s: &str) -> Result<u64, String> {
     }
 }
 
-/// The table (`--wide`): policy, context, batch, the speed columns, K/V bytes, peak RSS and the
-/// bandwidth floor.
-const TABLE: [Shown; 14] = [
+/// The table (`--wide`): policy, context, batch, the speed columns (TPOT with its spread), K/V
+/// bytes, peak RSS and the bandwidth floor; then, when measured, the rounds' spread, and whether
+/// each point was steady when one was not.
+const TABLE: [Shown; 15] = [
     Shown::Col(Col::Policy),
     Shown::Given("Context", Importance::Essential),
     Shown::Given("Batch", Importance::Essential),
     Shown::Col(Col::Ttft),
     Shown::Col(Col::Tpot),
+    Shown::Col(Col::TpotSpread),
     Shown::Col(Col::TpotP90),
     Shown::Col(Col::Throughput),
     Shown::Col(Col::HostShare),
@@ -227,7 +241,8 @@ fn targets(a: &SpeedArgs, contexts: &[usize], fits: &[CapFit]) -> Vec<Target> {
     out
 }
 
-/// Measures every target in order, where `place` says.
+/// Measures every target `a.rounds` times, where `place` says: round 1 of every target in order,
+/// then round 2, ...; each target's point is its median round ([`SpeedPoint::median_round`]).
 fn sweep(
     place: &mut Place<'_>,
     setup: &Setup,
@@ -239,43 +254,83 @@ fn sweep(
         format!("{} x{batch}", job.experiment.spec)
     };
     let mut watch = JobBars::new(label);
-    let mut points = Vec::new();
-    for (i, t) in targets.iter().enumerate() {
-        errln!("[{}/{}] {}", i + 1, targets.len(), t.name());
-        let job = Job {
-            setup: setup.clone(),
-            plan: t.plan(a),
-            experiment: Experiment::of(t.spec),
-        };
-        let result = place
-            .measure(&job, &mut watch)
-            .map_err(runner_error)
-            .with_context(|| format!("measuring {} failed", t.name()))?;
-        let Some(point) = SpeedPoint::new(t.context, t.batch, t.at_cap, result) else {
-            bail!("the speed run of {} gave no figures", t.name());
-        };
-        points.push(point);
+    let mut rounds: Vec<Vec<SpeedPoint>> = vec![Vec::new(); targets.len()];
+    for round in 1..=a.rounds {
+        for (i, t) in targets.iter().enumerate() {
+            if a.rounds > 1 {
+                errln!(
+                    "[{}/{}] {} (round {round} of {})",
+                    i + 1,
+                    targets.len(),
+                    t.name(),
+                    a.rounds
+                );
+            } else {
+                errln!("[{}/{}] {}", i + 1, targets.len(), t.name());
+            }
+            let job = Job {
+                setup: setup.clone(),
+                plan: t.plan(a),
+                experiment: Experiment::of(t.spec),
+            };
+            let result = place
+                .measure(&job, &mut watch)
+                .map_err(runner_error)
+                .with_context(|| format!("measuring {} failed", t.name()))?;
+            let Some(point) = SpeedPoint::new(t.context, t.batch, t.at_cap, result) else {
+                bail!("the speed run of {} gave no figures", t.name());
+            };
+            rounds[i].push(point);
+        }
     }
-    Ok(points)
+    Ok(rounds
+        .into_iter()
+        .filter_map(SpeedPoint::median_round)
+        .collect())
 }
 
 fn table(points: &[SpeedPoint], wide: bool) -> TextTable {
+    let rounds = points.iter().any(|p| p.rounds_tpot_ms.len() > 1);
+    let unsteady = points.iter().any(|p| p.unsteady.is_some());
     let rows: Vec<(&ExperimentResult, Vec<String>)> = points
         .iter()
         .map(|p| {
             let tpot = p.speed().tpot_median_ms;
-            let given = vec![
+            let mut given = vec![
                 p.context.to_string(),
                 format!("{}{}", p.batch, if p.at_cap { " (cap)" } else { "" }),
                 mib(p.kv_allocated()),
                 fixed(p.floor_ms, 2),
                 fixed(tpot / p.floor_ms, 2),
             ];
+            if rounds {
+                given.push(fixed(p.round_spread_pct(), 1));
+            }
+            if unsteady {
+                given.push(match p.unsteady {
+                    Some(x) if x.is_finite() => format!("NO: {x:.0}x"),
+                    Some(_) => "NO".to_string(),
+                    None => "yes".to_string(),
+                });
+            }
             (&p.result, given)
         })
         .collect();
-    let columns: Vec<Shown> = TABLE.into_iter().filter(|c| wide || compact(c)).collect();
+    let mut columns: Vec<Shown> = TABLE.into_iter().filter(|c| wide || compact(c)).collect();
+    if rounds {
+        columns.push(Shown::Given("Round spread (%)", Importance::Normal));
+    }
+    if unsteady {
+        columns.push(Shown::Given("Steady", Importance::Essential));
+    }
     results_table(&columns, &rows)
+}
+
+/// What the Steady column means, under the table (when a point was flagged).
+fn unsteady_note() -> String {
+    format!(
+        "Steady NO: the point's spread (TPOT p10 to p90, or between rounds) is more than {UNSTEADY_TIMES:.0}x the run's median spread and over {UNSTEADY_MIN_PCT:.0}% (Nx: how many times): something else probably ran during it; measure it again (--rounds N alternates the points) rather than read it as a figure."
+    )
 }
 
 fn breakdown(points: &[SpeedPoint]) -> TextTable {
@@ -549,8 +604,12 @@ pub fn run(a: SpeedArgs) -> Result<()> {
     for p in &mut points {
         p.floor_ms = floor_ms(weights, p.memory().kv_bytes, bandwidth);
     }
+    let unsteady = flag_unsteady(&mut points);
     let fit = |mut t: TextTable| t.every_column(a.wide).fit(terminal_width());
     outln!("{}", fit(table(&points, a.wide)));
+    if unsteady > 0 {
+        outln!("{}", unsteady_note());
+    }
     outln!(
         "Per-step breakdown (decode steps)\n{}",
         fit(breakdown(&points))

@@ -30,6 +30,8 @@ pub enum Col {
     DecodeSteps,
     Ttft,
     TpotP90,
+    TpotP10,
+    TpotSpread,
     TpotMean,
     SeedTpot,
     SeedThroughput,
@@ -112,7 +114,7 @@ fn memory(r: &ExperimentResult, f: fn(&MemoryFigures) -> Option<u64>) -> Value {
 
 /// Every column, in CSV order: the seed's six, then ours.
 #[rustfmt::skip]
-pub const COLUMNS: [Column; 37] = [
+pub const COLUMNS: [Column; 39] = [
     Column { col: Col::Experiment, name: "Experiment", importance: Importance::Essential, show: Show::Text,
         meaning: "label of the experiment, e.g. `H2O (64r+192h)` (r = recent, h = heavy)",
         value: |r| Value::Text(r.label.clone()) },
@@ -167,6 +169,12 @@ pub const COLUMNS: [Column; 37] = [
     Column { col: Col::TpotP90, name: "TPOT p90 (ms)", importance: Importance::Minor, show: Show::Fixed(2),
         meaning: "90th percentile decode step, ms",
         value: |r| speed(r, |s| s.tpot_p90_ms) },
+    Column { col: Col::TpotP10, name: "TPOT p10 (ms)", importance: Importance::Minor, show: Show::Fixed(2),
+        meaning: "10th percentile decode step, ms",
+        value: |r| speed(r, |s| s.tpot_p10_ms) },
+    Column { col: Col::TpotSpread, name: "TPOT spread (%)", importance: Importance::Normal, show: Show::Fixed(1),
+        meaning: "how steady the decode steps were: (TPOT p90 - TPOT p10) / TPOT, %",
+        value: |r| speed(r, |s| s.tpot_spread_pct()) },
     Column { col: Col::TpotMean, name: "TPOT mean (ms)", importance: Importance::Normal, show: Show::Fixed(3),
         meaning: "mean decode step, ms",
         value: |r| speed(r, |s| s.tpot_mean_ms) },

@@ -163,6 +163,9 @@ pub struct SpeedFigures {
     pub tpot_median_ms: f64,
     #[serde(with = "super::nanable")]
     pub tpot_p90_ms: f64,
+    /// 10th percentile decode step (NaN in documents written before it was recorded).
+    #[serde(default = "nan", with = "super::nanable")]
+    pub tpot_p10_ms: f64,
     #[serde(with = "super::nanable")]
     pub tpot_mean_ms: f64,
     /// Decode tokens of all rows / decode time (prefill excluded).
@@ -208,7 +211,16 @@ impl TrafficFigures {
     }
 }
 
+fn nan() -> f64 {
+    f64::NAN
+}
+
 impl SpeedFigures {
+    /// How unsteady the decode steps were: (p90 - p10) / median, in percent (NaN when unknown).
+    pub fn tpot_spread_pct(&self) -> f64 {
+        (self.tpot_p90_ms - self.tpot_p10_ms) / self.tpot_median_ms * 100.0
+    }
+
     /// From the prefill time, the measured wall time of the whole generate loop (prefill
     /// included: the seed's TPOT numerator), the prompt length per row, the rows decoded together
     /// and each decode step's timing. No decode steps gives NaN step figures (never a panic).
@@ -252,6 +264,7 @@ impl SpeedFigures {
             ttft_ms,
             tpot_median_ms: percentile_sorted(&sorted, 0.5),
             tpot_p90_ms: percentile_sorted(&sorted, 0.9),
+            tpot_p10_ms: percentile_sorted(&sorted, 0.1),
             tpot_mean_ms: per_step(decode_ms),
             throughput_tps: if n > 0 && decode_ms > 0.0 {
                 rows * n as f64 / (decode_ms / 1e3)
@@ -436,6 +449,8 @@ mod tests {
         assert!((f.ttft_ms - 50.0).abs() < 1e-9);
         assert!((f.tpot_median_ms - 25.0).abs() < 1e-9);
         assert!((f.tpot_p90_ms - 37.0).abs() < 1e-9);
+        assert!((f.tpot_p10_ms - 13.0).abs() < 1e-9); // 10 + 0.3 x 10
+        assert!((f.tpot_spread_pct() - 96.0).abs() < 1e-9); // (37 - 13) / 25
         assert!((f.tpot_mean_ms - 25.0).abs() < 1e-9);
         assert!((f.throughput_tps - 40.0).abs() < 1e-9); // 4 tokens / 0.1 s
         assert!((f.prefill_tps - 2000.0).abs() < 1e-9);

@@ -45,8 +45,8 @@ pub use results::{
     Settings,
 };
 pub use speed::{
-    finite, BestUnderCapJson, CapFitJson, KvCapJson, SpeedDocument, SpeedPoint, SpeedRunJson,
-    CAP_MEASURE,
+    finite, flag_unsteady, BestUnderCapJson, CapFitJson, KvCapJson, SpeedDocument, SpeedPoint,
+    SpeedRunJson, CAP_MEASURE, UNSTEADY_MIN_PCT, UNSTEADY_TIMES,
 };
 pub use tables::{
     breakdown_table, main_table, memory_table, results_table, stderr_width, terminal_width, Shown,

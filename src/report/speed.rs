@@ -19,6 +19,12 @@ pub struct SpeedPoint {
     pub result: ExperimentResult,
     /// TPOT's floor from the memory bandwidth (ms), NaN when not measured.
     pub floor_ms: f64,
+    /// Each round's median TPOT (ms), in the order measured (`speed --rounds N`: the point's
+    /// figures are its median round's); one entry for a single round.
+    pub rounds_tpot_ms: Vec<f64>,
+    /// Set by [`flag_unsteady`]: how many times the run's typical spread this point's is, when it is
+    /// far wider than its neighbours'.
+    pub unsteady: Option<f64>,
 }
 
 impl SpeedPoint {
@@ -37,9 +43,45 @@ impl SpeedPoint {
             context,
             batch,
             at_cap,
+            rounds_tpot_ms: vec![result.speed.as_ref().map_or(f64::NAN, |s| s.tpot_median_ms)],
             result,
             floor_ms: f64::NAN,
+            unsteady: None,
         })
+    }
+
+    /// The point of the median round of `rounds` (the same target measured once per round; the
+    /// lower middle for an even count), with every round's TPOT recorded; `None` for no rounds.
+    pub fn median_round(rounds: Vec<SpeedPoint>) -> Option<SpeedPoint> {
+        let tpots: Vec<f64> = rounds.iter().map(|p| p.speed().tpot_median_ms).collect();
+        let mut order: Vec<usize> = (0..rounds.len()).collect();
+        order.sort_by(|&a, &b| tpots[a].total_cmp(&tpots[b]));
+        let middle = *order.get(rounds.len().checked_sub(1)? / 2)?;
+        let mut p = rounds.into_iter().nth(middle)?;
+        p.rounds_tpot_ms = tpots;
+        Some(p)
+    }
+
+    /// How much the rounds' TPOTs differ: (max - min) / median round, in percent; NaN for one round.
+    pub fn round_spread_pct(&self) -> f64 {
+        let r = &self.rounds_tpot_ms;
+        if r.len() < 2 {
+            return f64::NAN;
+        }
+        let max = r.iter().copied().fold(f64::MIN, f64::max);
+        let min = r.iter().copied().fold(f64::MAX, f64::min);
+        (max - min) / self.speed().tpot_median_ms * 100.0
+    }
+
+    /// The spread that decides steadiness: the wider of the decode steps' and the rounds'.
+    pub fn spread_pct(&self) -> f64 {
+        let steps = self.speed().tpot_spread_pct();
+        let rounds = self.round_spread_pct();
+        if rounds.is_nan() {
+            steps
+        } else {
+            steps.max(rounds)
+        }
     }
 
     pub fn spec(&self) -> PolicySpec {
@@ -67,6 +109,43 @@ impl SpeedPoint {
     }
 }
 
+/// A point is unsteady when its spread ([`SpeedPoint::spread_pct`]) is more than this many times
+/// the run's median spread...
+pub const UNSTEADY_TIMES: f64 = 3.0;
+/// ...and at least this many percent: a run whose steps all vary by a few percent flags nothing.
+pub const UNSTEADY_MIN_PCT: f64 = 10.0;
+
+/// Marks the points whose spread is far wider than the other points' of the run (more than
+/// [`UNSTEADY_TIMES`] the median spread and over [`UNSTEADY_MIN_PCT`]): a figure measured while
+/// something else ran, not a steady measurement. Needs three points with a known spread (with
+/// fewer there are no neighbours to compare with); returns how many it marked.
+pub fn flag_unsteady(points: &mut [SpeedPoint]) -> usize {
+    let mut spreads: Vec<f64> = points
+        .iter()
+        .map(SpeedPoint::spread_pct)
+        .filter(|s| s.is_finite())
+        .collect();
+    if spreads.len() < 3 {
+        return 0;
+    }
+    spreads.sort_by(f64::total_cmp);
+    let typical = spreads[(spreads.len() - 1) / 2];
+    let mut marked = 0;
+    for p in points.iter_mut() {
+        let s = p.spread_pct();
+        p.unsteady =
+            (s.is_finite() && s > UNSTEADY_MIN_PCT && s > UNSTEADY_TIMES * typical).then(|| {
+                if typical > 0.0 {
+                    s / typical
+                } else {
+                    f64::INFINITY
+                }
+            });
+        marked += usize::from(p.unsteady.is_some());
+    }
+    marked
+}
+
 /// A point as `--json` writes it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SpeedRunJson {
@@ -83,6 +162,10 @@ pub struct SpeedRunJson {
     pub peak_rss_bytes: u64,
     /// `null` when not measured (`--no-floor`).
     pub floor_ms: Option<f64>,
+    /// Each round's median TPOT (ms), in the order measured; the figures are the median round's.
+    pub rounds_tpot_median_ms: Vec<f64>,
+    /// Whether the point's spread was in line with the run's ([`flag_unsteady`]).
+    pub steady: bool,
 }
 
 impl SpeedRunJson {
@@ -100,6 +183,8 @@ impl SpeedRunJson {
             kv_bytes_full: m.kv_bytes_full,
             peak_rss_bytes: m.peak_rss_bytes,
             floor_ms: finite(p.floor_ms),
+            rounds_tpot_median_ms: p.rounds_tpot_ms.clone(),
+            steady: p.unsteady.is_none(),
         }
     }
 }
@@ -189,6 +274,7 @@ mod tests {
             ttft_ms: 1.5,
             tpot_median_ms: 0.25,
             tpot_p90_ms: 0.5,
+            tpot_p10_ms: 0.125,
             tpot_mean_ms: 0.375,
             throughput_tps: 8000.0,
             prefill_tps: 10666.5,
@@ -306,6 +392,9 @@ mod tests {
       "kv_bytes_full": 8192,
       "peak_rss_bytes": 1000000,
       "policy": "h2o:6+2",
+      "rounds_tpot_median_ms": [
+        0.25
+      ],
       "speed": {
         "batch": 2,
         "breakdown": {
@@ -328,6 +417,7 @@ mod tests {
         "throughput_tps": 8000.0,
         "tpot_mean_ms": 0.375,
         "tpot_median_ms": 0.25,
+        "tpot_p10_ms": 0.125,
         "tpot_p90_ms": 0.5,
         "traffic": {
           "prefill_from_device": 2,
@@ -336,7 +426,8 @@ mod tests {
           "step_to_device": 3
         },
         "ttft_ms": 1.5
-      }
+      },
+      "steady": true
     }
   ],
   "threads": 2,
@@ -365,6 +456,7 @@ mod tests {
                 "kv_bytes": m.kv_bytes, "kv_allocated_bytes": 6144,
                 "kv_bytes_full": m.kv_bytes_full, "peak_rss_bytes": m.peak_rss_bytes,
                 "floor_ms": Some(0.125),
+                "rounds_tpot_median_ms": [0.25], "steady": true,
             })],
         });
         assert_eq!(serde_json::to_string_pretty(&untyped).unwrap(), want);
@@ -383,6 +475,67 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&doc.to_json().unwrap()).unwrap();
         assert_eq!(v["kv_cap"], serde_json::Value::Null);
         assert_eq!(v["runs"][0]["floor_ms"], serde_json::Value::Null);
+    }
+
+    /// A point whose decode steps spread from p10 to p90 by `spread` percent of the median 10 ms.
+    fn spread(spread: f64) -> SpeedPoint {
+        let mut p = point();
+        let f = p.result.speed.as_mut().unwrap();
+        f.tpot_median_ms = 10.0;
+        f.tpot_p10_ms = 10.0;
+        f.tpot_p90_ms = 10.0 + spread / 10.0;
+        p.rounds_tpot_ms = vec![10.0];
+        p
+    }
+
+    #[test]
+    fn the_median_round_is_kept_with_every_rounds_tpot() {
+        let round = |tpot: f64, ttft: f64| {
+            let mut p = point();
+            let f = p.result.speed.as_mut().unwrap();
+            f.tpot_median_ms = tpot;
+            f.ttft_ms = ttft;
+            p
+        };
+        let rounds = vec![round(20.0, 1.0), round(10.0, 2.0), round(30.0, 3.0)];
+        let p = SpeedPoint::median_round(rounds).unwrap();
+        assert_eq!(
+            p.speed().ttft_ms,
+            1.0,
+            "the round of median TPOT (20), whole"
+        );
+        assert_eq!(p.rounds_tpot_ms, [20.0, 10.0, 30.0]);
+        assert_eq!(p.round_spread_pct(), 100.0); // (30 - 10) / 20
+                                                 // an even count takes the lower middle
+        let p = SpeedPoint::median_round(vec![round(20.0, 1.0), round(10.0, 2.0)]).unwrap();
+        assert_eq!(p.speed().ttft_ms, 2.0);
+        assert_eq!(SpeedPoint::median_round(Vec::new()), None);
+        assert!(point().round_spread_pct().is_nan());
+    }
+
+    #[test]
+    fn a_point_far_wider_than_its_neighbours_is_flagged() {
+        // spreads 4, 5, 6 and 40 %: the typical (median, lower middle) is 5, and 40 > 3 x 5
+        let mut pts = vec![spread(4.0), spread(5.0), spread(6.0), spread(40.0)];
+        assert_eq!(flag_unsteady(&mut pts), 1);
+        assert_eq!(pts[3].unsteady, Some(8.0));
+        assert!(pts[..3].iter().all(|p| p.unsteady.is_none()));
+        assert!(!SpeedRunJson::of(&pts[3], 4).steady && SpeedRunJson::of(&pts[0], 4).steady);
+        // 14 % is over 10 % but not over 3 x 5: steady
+        let mut pts = vec![spread(4.0), spread(5.0), spread(6.0), spread(14.0)];
+        assert_eq!(flag_unsteady(&mut pts), 0);
+        // all tiny: 2 % against 0.5 % is 4x, but under the 10 % floor
+        let mut pts = vec![spread(0.5), spread(0.5), spread(0.5), spread(2.0)];
+        assert_eq!(flag_unsteady(&mut pts), 0);
+        // two points have no neighbours to compare with
+        let mut pts = vec![spread(1.0), spread(90.0)];
+        assert_eq!(flag_unsteady(&mut pts), 0);
+        // the rounds count too: steady steps, rounds 10 and 16 ms apart (60 %)
+        let mut wide = spread(4.0);
+        wide.rounds_tpot_ms = vec![10.0, 16.0, 10.0];
+        let mut pts = vec![spread(4.0), spread(5.0), spread(6.0), wide];
+        assert_eq!(flag_unsteady(&mut pts), 1);
+        assert_eq!(pts[3].unsteady, Some(12.0));
     }
 
     #[test]
