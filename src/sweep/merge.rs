@@ -61,7 +61,10 @@ fn records_in(dir: &Path) -> Result<Vec<(PathBuf, JobRecord)>, SweepError> {
         .collect::<Result<_, _>>()
         .map_err(read(dir))?;
     paths.retain(|p| {
-        let name = p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
         !name.starts_with('.') && name.ends_with(".json") && p.is_file()
     });
     paths.sort();
@@ -189,7 +192,12 @@ fn document_of(rows: &[&JobRecord], complete: bool) -> SweepDocument {
     let mut settings = settings_of(&first.job);
     settings.experiments = rows
         .iter()
-        .map(|r| (r.job.job.experiment.label.clone(), r.job.job.experiment.spec))
+        .map(|r| {
+            (
+                r.job.job.experiment.label.clone(),
+                r.job.job.experiment.spec,
+            )
+        })
         .collect();
     let run = RunInfo {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),

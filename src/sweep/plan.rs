@@ -1,9 +1,9 @@
 //! A sweep's grid (models × experiments under one plan) made into checked, self-contained jobs.
 
 use crate::catalogue::{group_experiments, Counting, Experiment, Group};
+use crate::eval::bandwidth::weight_bytes;
 use crate::eval::throughput::memory_need_of;
 use crate::experiment::{check_model_dir, Checked, Job, Plan, Setup};
-use crate::eval::bandwidth::weight_bytes;
 use crate::manifest::Manifest;
 use crate::policy::PolicySpec;
 use crate::report::ModelInfo;
@@ -64,18 +64,17 @@ pub fn plan(grid: &Grid) -> Result<Vec<SweepJob>, SweepError> {
                 .ok_or_else(|| SweepError::Counting {
                     spec: spec.to_string(),
                 })?;
-            checked
-                .check(&e)
-                .map_err(|source| SweepError::Experiment {
-                    label: e.label.clone(),
-                    spec: e.spec.to_string(),
-                    model: setup.model.clone(),
-                    source,
-                })?;
+            checked.check(&e).map_err(|source| SweepError::Experiment {
+                label: e.label.clone(),
+                spec: e.spec.to_string(),
+                model: setup.model.clone(),
+                source,
+            })?;
             let bos = man.prepend_bos_token_id.is_some();
             let memory_bytes = match grid.plan.speed {
-                Some(s) => memory_need_of(&man, &setup.model, &e.spec, &s.shape(bos), s.batch)
-                    .total(),
+                Some(s) => {
+                    memory_need_of(&man, &setup.model, &e.spec, &s.shape(bos), s.batch).total()
+                }
                 None => weight_bytes(&setup.model),
             };
             let needs = Needs {

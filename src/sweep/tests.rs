@@ -109,7 +109,10 @@ fn a_jobs_file_round_trips_and_bad_lines_are_named() {
     let e = bad(&format!("{one}\n\n{one}\n"));
     assert!(e.contains("line 3: the same job as line 1"), "{e}");
     let e = bad(&one.replace(&jobs[0].id, "0000000000000000"));
-    assert!(e.contains("line 1: id 0000000000000000 is not its job's"), "{e}");
+    assert!(
+        e.contains("line 1: id 0000000000000000 is not its job's"),
+        "{e}"
+    );
     let e = bad("\n\n");
     assert!(e.ends_with("holds no jobs"), "{e}");
     let e = read_jobs(&d.path().join("none")).unwrap_err().to_string();
@@ -130,20 +133,48 @@ fn merge_names_duplicates_missing_and_unlisted_jobs_and_is_idempotent() {
     write_record(&b, &record(&extra, "host-2"));
     let dirs = [a.clone(), b.clone()];
     let m = merge(&dirs, Some(&jobs)).unwrap();
-    let ids: Vec<&str> = m.document.origins.iter().map(|o| o.job_id.as_str()).collect();
-    assert_eq!(ids, [&jobs[0].id, &jobs[1].id, &extra.id], "JOBS order, then unlisted");
-    assert_eq!(m.document.origins[0].host.as_deref(), Some("host-1"), "first dir wins");
+    let ids: Vec<&str> = m
+        .document
+        .origins
+        .iter()
+        .map(|o| o.job_id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [&jobs[0].id, &jobs[1].id, &extra.id],
+        "JOBS order, then unlisted"
+    );
+    assert_eq!(
+        m.document.origins[0].host.as_deref(),
+        Some("host-1"),
+        "first dir wins"
+    );
     assert_eq!(m.duplicates.len(), 1);
     assert_eq!(m.duplicates[0].0, jobs[0].id);
-    assert_eq!(m.missing, vec![(jobs[2].id.clone(), "tova 8".into(), "models/m".into())]);
-    assert_eq!(m.unlisted, vec![(extra.id.clone(), record_path(&b, &extra.id))]);
+    assert_eq!(
+        m.missing,
+        vec![(jobs[2].id.clone(), "tova 8".into(), "models/m".into())]
+    );
+    assert_eq!(
+        m.unlisted,
+        vec![(extra.id.clone(), record_path(&b, &extra.id))]
+    );
     assert!(!m.document.run.complete);
     // the CSV: bench's header, then the origin columns
     let mut lines = m.csv.lines();
     let header = lines.next().unwrap();
-    assert!(header.ends_with("Job ID,Host,CPU,GPU,ONNX Runtime"), "{header}");
-    assert!(header.starts_with(&crate::report::csv_header().join(",")), "{header}");
-    assert!(lines.next().unwrap().ends_with(&format!("{},host-1,cpu,gpu-a,1.24.1", jobs[0].id)));
+    assert!(
+        header.ends_with("Job ID,Host,CPU,GPU,ONNX Runtime"),
+        "{header}"
+    );
+    assert!(
+        header.starts_with(&crate::report::csv_header().join(",")),
+        "{header}"
+    );
+    assert!(lines
+        .next()
+        .unwrap()
+        .ends_with(&format!("{},host-1,cpu,gpu-a,1.24.1", jobs[0].id)));
     // the same records give the same bytes
     let again = merge(&dirs, Some(&jobs)).unwrap();
     assert_eq!(again.csv, m.csv);
@@ -166,13 +197,18 @@ fn merge_refuses_what_is_not_a_record_folder() {
     assert!(e.starts_with("cannot read"), "{e}");
     let empty = d.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    let e = merge(std::slice::from_ref(&empty), None).unwrap_err().to_string();
+    let e = merge(std::slice::from_ref(&empty), None)
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with("nothing to merge"), "{e}");
     // a record under another job's name
     let j = job("local:8");
     let r = record(&j, "h");
-    std::fs::write(empty.join("0123456789abcdef.json"), serde_json::to_string(&r).unwrap())
-        .unwrap();
+    std::fs::write(
+        empty.join("0123456789abcdef.json"),
+        serde_json::to_string(&r).unwrap(),
+    )
+    .unwrap();
     let e = merge(&[empty.clone()], None).unwrap_err().to_string();
     assert!(e.contains("holds the result of job"), "{e}");
     std::fs::write(empty.join("0123456789abcdef.json"), "{").unwrap();
