@@ -129,7 +129,7 @@ pub enum SweepError {
         spec: String,
         model: PathBuf,
         #[source]
-        source: crate::Error,
+        source: Box<crate::Error>,
     },
     #[error("cannot write {}: {source}", path.display())]
     Write {

@@ -68,7 +68,7 @@ pub fn plan(grid: &Grid) -> Result<Vec<SweepJob>, SweepError> {
                 label: e.label.clone(),
                 spec: e.spec.to_string(),
                 model: setup.model.clone(),
-                source,
+                source: Box::new(source),
             })?;
             let bos = man.prepend_bos_token_id.is_some();
             let memory_bytes = match grid.plan.speed {

@@ -209,7 +209,9 @@ fn merge_refuses_what_is_not_a_record_folder() {
         serde_json::to_string(&r).unwrap(),
     )
     .unwrap();
-    let e = merge(&[empty.clone()], None).unwrap_err().to_string();
+    let e = merge(std::slice::from_ref(&empty), None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("holds the result of job"), "{e}");
     std::fs::write(empty.join("0123456789abcdef.json"), "{").unwrap();
     let e = merge(&[empty], None).unwrap_err().to_string();
