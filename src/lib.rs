@@ -17,6 +17,7 @@ pub mod policy;
 pub mod report;
 pub mod runner;
 pub mod runtime;
+pub mod sweep;
 pub mod timing;
 
 pub use error::{Error, Result};

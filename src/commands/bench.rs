@@ -57,7 +57,7 @@ pub struct MeasureArgs {
 }
 
 impl MeasureArgs {
-    fn plan(&self) -> Plan {
+    pub(super) fn plan(&self) -> Plan {
         Plan {
             ppl: (self.ppl_tokens > 0).then_some(PplPlan {
                 tokens: self.ppl_tokens,

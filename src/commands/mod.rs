@@ -25,6 +25,7 @@ mod info;
 mod numbers;
 mod ppl;
 mod speed;
+mod sweep;
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -77,6 +78,8 @@ pub enum Command {
     Compare(compare::CompareArgs),
     /// Log-scale attention heatmaps of chosen layers and what each policy keeps.
     Heatmap(heatmap::HeatmapArgs),
+    /// Sweeps: plan a grid as one job a line, run the jobs here with N workers, merge the results.
+    Sweep(sweep::SweepArgs),
     /// Continue a prompt under one policy, streamed token by token (greedy, or sampled with a seeded RNG).
     Generate(generate::GenerateArgs),
 }
@@ -539,6 +542,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Compare(a) => compare::run(a),
         Command::Heatmap(a) => heatmap::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::Sweep(a) => sweep::run(a),
     }
     .map_err(|e| in_cli_words(e, &names))
 }

@@ -281,19 +281,30 @@ pub fn check_memory_of(
     let Some(available) = available_bytes() else {
         return Ok(());
     };
+    let need = memory_need_of(m, dir, spec, shape, batch);
+    need.check(what, batch, m.vocab_size, shape, available)
+}
+
+/// The memory `batch` rows of `shape` with `spec` certainly need on the model `m` in `dir` (what
+/// [`check_memory_of`] compares with the memory available; a sweep's job records it).
+pub fn memory_need_of(
+    m: &Manifest,
+    dir: &Path,
+    spec: &PolicySpec,
+    shape: &RunShape,
+    batch: usize,
+) -> MemoryNeed {
     let layout = KvLayout::of(m);
     let row_bytes =
         layout.row_bytes(&shape.layer_slots(spec, m.num_layers, m.max_position_embeddings));
-    let weights = weight_bytes(dir);
-    let need = MemoryNeed::of(
+    MemoryNeed::of(
         row_bytes,
         m.vocab_size,
-        weights,
+        weight_bytes(dir),
         batch,
         shape,
         m.takes_logits_from(),
-    );
-    need.check(what, batch, m.vocab_size, shape, available)
+    )
 }
 
 /// Bytes of float32 logits `[batch, seq, vocab]`, twice (ONNX Runtime's output and the decoder's copy).

@@ -1,0 +1,98 @@
+//! A sweep's grid (models × experiments under one plan) made into checked, self-contained jobs.
+
+use crate::catalogue::{group_experiments, Counting, Experiment, Group};
+use crate::eval::bandwidth::weight_bytes;
+use crate::eval::throughput::memory_need_of;
+use crate::experiment::{check_model_dir, Checked, Job, Plan, Setup};
+use crate::manifest::Manifest;
+use crate::policy::PolicySpec;
+use crate::report::ModelInfo;
+
+use super::{Needs, SweepError, SweepJob};
+
+/// Which experiments each model runs (as bench chooses them).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Choice {
+    /// These specs, labelled by the spec.
+    Specs(Vec<PolicySpec>),
+    /// These groups, scaled to each model's positions and the plan's text (none: the seed's).
+    Groups(Vec<Group>),
+}
+
+/// The grid: every model's setup × the chosen experiments, under one plan and counting.
+#[derive(Debug, Clone)]
+pub struct Grid {
+    pub setups: Vec<Setup>,
+    pub plan: Plan,
+    pub experiments: Choice,
+    pub counting: Counting,
+}
+
+fn model_info(man: &Manifest, setup: &Setup) -> ModelInfo {
+    ModelInfo {
+        name: man.name.clone(),
+        dir: setup.model.display().to_string(),
+        dtype: man.dtype.name().to_string(),
+        layers: man.num_layers,
+        heads: man.num_heads,
+        head_dim: man.head_dim,
+        max_positions: man.max_position_embeddings,
+    }
+}
+
+/// Every job of `grid`, in order (model, then experiment), each checked as bench checks its suite
+/// (the model's files, manifest and graph, the plan against its positions, the text, every
+/// experiment against the model; no session). The machine is not checked: a job may be planned
+/// here and run on another (its provider and memory are in its [`Needs`]).
+pub fn plan(grid: &Grid) -> Result<Vec<SweepJob>, SweepError> {
+    let mut jobs = Vec::new();
+    for setup in &grid.setups {
+        check_model_dir(&setup.model)?;
+        let mut checked = Checked::model(setup)?;
+        checked.read_text(&[grid.plan])?;
+        let man = checked.manifest().clone();
+        let max = man.max_position_embeddings;
+        let exps = match &grid.experiments {
+            Choice::Specs(specs) => specs.iter().map(|s| Experiment::of(*s)).collect(),
+            Choice::Groups(g) if g.is_empty() => Experiment::seed_groups(max),
+            Choice::Groups(g) => group_experiments(g, max, grid.plan.text_tokens()),
+        };
+        for e in exps {
+            let spec = e.spec;
+            let e = e
+                .counted(grid.counting)
+                .ok_or_else(|| SweepError::Counting {
+                    spec: spec.to_string(),
+                })?;
+            checked.check(&e).map_err(|source| SweepError::Experiment {
+                label: e.label.clone(),
+                spec: e.spec.to_string(),
+                model: setup.model.clone(),
+                source: Box::new(source),
+            })?;
+            let bos = man.prepend_bos_token_id.is_some();
+            let memory_bytes = match grid.plan.speed {
+                Some(s) => {
+                    memory_need_of(&man, &setup.model, &e.spec, &s.shape(bos), s.batch).total()
+                }
+                None => weight_bytes(&setup.model),
+            };
+            let needs = Needs {
+                provider: setup.session.provider,
+                memory_bytes,
+            };
+            let job = Job {
+                setup: setup.clone(),
+                plan: grid.plan,
+                experiment: e,
+            };
+            jobs.push(SweepJob::new(
+                job,
+                needs,
+                model_info(&man, setup),
+                grid.counting,
+            ));
+        }
+    }
+    Ok(jobs)
+}
