@@ -107,6 +107,16 @@ impl Place<'_> {
         let exe = std::env::current_exe().map_err(RunnerError::NoBinary)?;
         Ok(Place::Child { exe })
     }
+}
+
+impl<'a> Place<'a> {
+    /// On `lab` when one was loaded (`--in-process`), else each job in a child process.
+    pub fn of(lab: Option<&'a mut Lab>) -> Result<Place<'a>, RunnerError> {
+        match lab {
+            Some(lab) => Ok(Place::Loaded(lab)),
+            None => Place::child(),
+        }
+    }
 
     /// Measures `job`; a failed experiment is a failed row (an engine error in the words of
     /// `describe`), `Interrupted` once `stop` is set (a running child is killed).
@@ -389,11 +399,25 @@ mod tests {
     }
 
     /// A stand-in for the h2o binary: a shell script run as `SCRIPT bench-one --parent-pid PID`.
+    /// An executable script `fake-h2o` in `dir`, written by another process: had this one held
+    /// it open for writing, a child forked meanwhile by another test thread would keep that
+    /// descriptor until its exec, and running the script would fail with ETXTBSY ("text file busy").
     fn fake_child(dir: &Path, body: &str) -> PathBuf {
-        use std::os::unix::fs::PermissionsExt;
+        use std::io::Write;
         let p = dir.join("fake-h2o");
-        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut w = std::process::Command::new("sh")
+            .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
+            .arg(&p)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let script = format!("#!/bin/sh\n{body}\n");
+        w.stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(w.wait().unwrap().success());
         p
     }
 

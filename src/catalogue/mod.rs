@@ -386,3 +386,32 @@ mod tests {
         );
     }
 }
+
+/// Which experiments a model runs, as `bench --exp` / `--groups` (and `sweep plan`) choose them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Choice {
+    /// These specs, labelled by the spec.
+    Specs(Vec<PolicySpec>),
+    /// These groups, scaled to the model's positions and the text (none: the seed's ten).
+    Groups(Vec<Group>),
+}
+
+impl Choice {
+    /// `--exp` when given, else `--groups`.
+    pub fn of(specs: &[PolicySpec], groups: &[Group]) -> Choice {
+        if specs.is_empty() {
+            Choice::Groups(groups.to_vec())
+        } else {
+            Choice::Specs(specs.to_vec())
+        }
+    }
+
+    /// The experiments for a model of `max_positions` positions measured on `text_tokens`.
+    pub fn experiments(&self, max_positions: usize, text_tokens: usize) -> Vec<Experiment> {
+        match self {
+            Choice::Specs(specs) => specs.iter().map(|s| Experiment::of(*s)).collect(),
+            Choice::Groups(g) if g.is_empty() => Experiment::seed_groups(max_positions),
+            Choice::Groups(g) => group_experiments(g, max_positions, text_tokens),
+        }
+    }
+}

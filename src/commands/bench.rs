@@ -12,9 +12,10 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
+use h2o_engine::catalogue::Choice;
 use h2o_engine::eval::data::TextMode;
 use h2o_engine::experiment::{
-    group_experiments, Checked, Counting, Experiment, Group, Plan, PplPlan, Setup, SpeedPlan,
+    Checked, Counting, Experiment, Group, Plan, PplPlan, Setup, SpeedPlan,
 };
 use h2o_engine::manifest::Manifest;
 use h2o_engine::policy::PolicySpec;
@@ -131,13 +132,7 @@ pub fn run_one(a: BenchOneArgs) -> Result<()> {
 /// seed's), each under `--counting` and checked against the model before anything is measured.
 fn experiments(a: &BenchArgs, checked: &mut Checked, plan: &Plan) -> Result<Vec<Experiment>> {
     let max_positions = checked.manifest().max_position_embeddings;
-    let exps: Vec<Experiment> = if !a.exp.is_empty() {
-        a.exp.iter().map(|s| Experiment::of(*s)).collect()
-    } else if a.groups.is_empty() {
-        Experiment::seed_groups(max_positions)
-    } else {
-        group_experiments(&a.groups, max_positions, plan.text_tokens())
-    };
+    let exps = Choice::of(&a.exp, &a.groups).experiments(max_positions, plan.text_tokens());
     exps.into_iter()
         .map(|e| {
             let spec = e.spec;
@@ -170,15 +165,7 @@ fn run_info(
     let m = &a.measure;
     RunInfo {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
-        model: ModelInfo {
-            name: man.name.clone(),
-            dir: setup.model.display().to_string(),
-            dtype: man.dtype.name().to_string(),
-            layers: man.num_layers,
-            heads: man.num_heads,
-            head_dim: man.head_dim,
-            max_positions: man.max_position_embeddings,
-        },
+        model: ModelInfo::of(man, &setup.model),
         runtime: RuntimeInfo {
             ort_version: rt.version.clone(),
             execution_provider: setup.session.provider.to_string(),
@@ -307,10 +294,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         true => Some(checked.open(&rt)?),
         false => None,
     };
-    let mut place = match lab.as_mut() {
-        Some(lab) => Place::Loaded(lab),
-        None => Place::child().map_err(runner_error)?,
-    };
+    let mut place = Place::of(lab.as_mut()).map_err(runner_error)?;
     let start = chrono::Local::now();
     let info = run_info(&a, &rt, &man, &setup, &exps, &start);
     let stem = a

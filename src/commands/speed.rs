@@ -594,10 +594,7 @@ pub fn run(a: SpeedArgs) -> Result<()> {
         true => Some(checked.open(&rt)?),
         false => None,
     };
-    let mut place = match lab.as_mut() {
-        Some(lab) => Place::Loaded(lab),
-        None => Place::child().map_err(runner_error)?,
-    };
+    let mut place = Place::of(lab.as_mut()).map_err(runner_error)?;
     let mut points = sweep(&mut place, &setup, &a, &targets)?;
     let after = bandwidth(&a, threads, weights, "after");
     let bandwidth = before.max(after);

@@ -131,10 +131,7 @@ fn plan(a: PlanArgs) -> Result<()> {
     let grid = Grid {
         setups,
         plan: a.measure.plan(),
-        experiments: match a.exp.is_empty() {
-            true => Choice::Groups(a.groups.clone()),
-            false => Choice::Specs(a.exp.clone()),
-        },
+        experiments: Choice::of(&a.exp, &a.groups),
         counting: a.counting,
     };
     let jobs = sweep::plan(&grid).map_err(|e| match e {

@@ -14,6 +14,7 @@ use super::record::ExperimentResult;
 use super::ReportError;
 use crate::catalogue::Counting;
 use crate::catalogue::TextMode;
+use crate::manifest::Manifest;
 use crate::output::{replace_file, FileId};
 use crate::policy::PolicySpec;
 
@@ -36,6 +37,21 @@ pub struct ModelInfo {
     pub heads: usize,
     pub head_dim: usize,
     pub max_positions: usize,
+}
+
+impl ModelInfo {
+    /// The model of manifest `man` exported to `dir`.
+    pub fn of(man: &Manifest, dir: &Path) -> ModelInfo {
+        ModelInfo {
+            name: man.name.clone(),
+            dir: dir.display().to_string(),
+            dtype: man.dtype.name().to_string(),
+            layers: man.num_layers,
+            heads: man.num_heads,
+            head_dim: man.head_dim,
+            max_positions: man.max_position_embeddings,
+        }
+    }
 }
 
 /// The ONNX Runtime side of a run.

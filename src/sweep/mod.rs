@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::catalogue::Choice;
 pub use merge::{merge, Merged, RowOrigin, SweepDocument, ORIGIN_COLUMNS};
-pub use plan::{plan, Choice, Grid};
+pub use plan::{plan, Grid};
 pub use run::{run, RunSummary};
 
 use crate::catalogue::Counting;

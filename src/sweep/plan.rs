@@ -1,23 +1,12 @@
 //! A sweep's grid (models × experiments under one plan) made into checked, self-contained jobs.
 
-use crate::catalogue::{group_experiments, Counting, Experiment, Group};
+use crate::catalogue::{Choice, Counting};
 use crate::eval::bandwidth::weight_bytes;
 use crate::eval::throughput::memory_need_of;
 use crate::experiment::{check_model_dir, Checked, Job, Plan, Setup};
-use crate::manifest::Manifest;
-use crate::policy::PolicySpec;
 use crate::report::ModelInfo;
 
 use super::{Needs, SweepError, SweepJob};
-
-/// Which experiments each model runs (as bench chooses them).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Choice {
-    /// These specs, labelled by the spec.
-    Specs(Vec<PolicySpec>),
-    /// These groups, scaled to each model's positions and the plan's text (none: the seed's).
-    Groups(Vec<Group>),
-}
 
 /// The grid: every model's setup × the chosen experiments, under one plan and counting.
 #[derive(Debug, Clone)]
@@ -26,18 +15,6 @@ pub struct Grid {
     pub plan: Plan,
     pub experiments: Choice,
     pub counting: Counting,
-}
-
-fn model_info(man: &Manifest, setup: &Setup) -> ModelInfo {
-    ModelInfo {
-        name: man.name.clone(),
-        dir: setup.model.display().to_string(),
-        dtype: man.dtype.name().to_string(),
-        layers: man.num_layers,
-        heads: man.num_heads,
-        head_dim: man.head_dim,
-        max_positions: man.max_position_embeddings,
-    }
 }
 
 /// Every job of `grid`, in order (model, then experiment), each checked as bench checks its suite
@@ -52,11 +29,7 @@ pub fn plan(grid: &Grid) -> Result<Vec<SweepJob>, SweepError> {
         checked.read_text(&[grid.plan])?;
         let man = checked.manifest().clone();
         let max = man.max_position_embeddings;
-        let exps = match &grid.experiments {
-            Choice::Specs(specs) => specs.iter().map(|s| Experiment::of(*s)).collect(),
-            Choice::Groups(g) if g.is_empty() => Experiment::seed_groups(max),
-            Choice::Groups(g) => group_experiments(g, max, grid.plan.text_tokens()),
-        };
+        let exps = grid.experiments.experiments(max, grid.plan.text_tokens());
         for e in exps {
             let spec = e.spec;
             let e = e
@@ -89,7 +62,7 @@ pub fn plan(grid: &Grid) -> Result<Vec<SweepJob>, SweepError> {
             jobs.push(SweepJob::new(
                 job,
                 needs,
-                model_info(&man, setup),
+                ModelInfo::of(&man, &setup.model),
                 grid.counting,
             ));
         }
