@@ -378,12 +378,25 @@ mod tests {
         }
     }
 
-    /// A stand-in for the h2o binary: a shell script run as `SCRIPT bench-one --parent-pid PID`.
+    /// A stand-in for the h2o binary: a shell script run as `SCRIPT bench-one --parent-pid PID`,
+    /// written by another process (as runner's tests do: a write descriptor held here would make
+    /// a parallel test's fork run it into ETXTBSY).
     fn fake_child(dir: &std::path::Path, body: &str) -> PathBuf {
-        use std::os::unix::fs::PermissionsExt;
+        use std::io::Write;
         let p = dir.join("fake-h2o");
-        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut w = std::process::Command::new("sh")
+            .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
+            .arg(&p)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let script = format!("#!/bin/sh\n{body}\n");
+        w.stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(w.wait().unwrap().success());
         p
     }
 
