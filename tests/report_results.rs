@@ -199,8 +199,8 @@ fn labels_with_commas_and_quotes_are_quoted_and_read_back() {
     let bytes = std::fs::read(tmp.path().join("quoted.csv")).unwrap();
     let text = String::from_utf8(bytes).unwrap();
     let rows: Vec<&str> = text.lines().skip(1).collect();
-    // 37 experiment columns (nothing measured: 28 empty after Status), then Text, Data, Counting
-    let empty = ",".repeat(28);
+    // 39 experiment columns (nothing measured: 30 empty after Status), then Text, Data, Counting
+    let empty = ",".repeat(30);
     assert_eq!(
         rows,
         [
