@@ -104,6 +104,11 @@ fn plan_run_merge_matches_bench_skips_finished_and_records_failures() {
     let (code, out, err) = sweep(&os(&["run", j, "--workers", "2", "--results", r]));
     assert_eq!(code, 1, "one job failed:\n{out}\n{err}");
     assert!(out.contains("4 ran (1 failed), 0 skipped"), "{out}");
+    assert!(
+        err.contains("error: 1 of 4 jobs failed; their records in")
+            && err.contains("delete a job's record to run it again"),
+        "{err}"
+    );
     let files = record_files(&results);
     assert_eq!(files.len(), 4, "one file per job, no leftovers: {files:?}");
     let failed_id =

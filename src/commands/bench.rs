@@ -338,7 +338,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         return Err(SomeFailed {
             failed: failures.len(),
             total: results.len(),
-            csv,
+            what: "experiments",
+            why: format!("their rows in {} say why (Status column)", csv.display()),
         }
         .into());
     }

@@ -239,13 +239,16 @@ pub struct Interrupted {
     pub json: PathBuf,
 }
 
-/// `bench` finished with failed experiments: their rows say why (exit code 1).
+/// `bench` or `sweep run` finished with failed experiments or jobs; `why` says where the reasons
+/// are (exit code 1).
 #[derive(Debug, thiserror::Error)]
-#[error("{failed} of {total} experiments failed; their rows in {} say why (Status column)", csv.display())]
+#[error("{failed} of {total} {what} failed; {why}")]
 pub struct SomeFailed {
     pub failed: usize,
     pub total: usize,
-    pub csv: PathBuf,
+    /// `experiments` or `jobs`.
+    pub what: &'static str,
+    pub why: String,
 }
 
 /// The exit code of an error: 1 a bench suite that ran with failed experiments, 3 a bench child

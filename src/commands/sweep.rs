@@ -198,7 +198,11 @@ fn run_jobs(a: RunArgs) -> Result<()> {
         return Err(super::SomeFailed {
             failed: s.failed,
             total: jobs.len(),
-            csv: a.results.clone(),
+            what: "jobs",
+            why: format!(
+                "their records in {} say why (`status`); delete a job's record to run it again",
+                a.results.display()
+            ),
         }
         .into());
     }
