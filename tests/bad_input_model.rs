@@ -409,13 +409,30 @@ fn graph_lie_run_cases(s: &Scratch) -> Vec<Case> {
         "num_heads is 8",
         "past_key_values.0.key is [batch, 4, past, 16]",
     ];
-    let runs: Vec<(&str, Vec<&dyn AsRef<std::ffi::OsStr>>)> = vec![
+    let runs = speed_and_bench(&text, &results);
+    runs.into_iter()
+        .map(|(cmd, mut args)| {
+            args.extend_from_slice(&[&"--model", &dir, &"--threads", &"1"]);
+            Case::new(&format!("{cmd}: the graph contradicts its manifest"), &args)
+                .words(&words)
+                .unchanged(&[dir.clone(), text.clone(), results.clone()])
+        })
+        .collect()
+}
+
+/// Command lines by command name, the model flags left to add.
+type Runs<'a> = Vec<(&'static str, Vec<&'a dyn AsRef<std::ffi::OsStr>>)>;
+
+/// Short `speed` and `bench` runs on `text` (bench's results in `results`).
+#[allow(clippy::ptr_arg)] // the arguments become &dyn AsRef<OsStr>, which needs a sized PathBuf
+fn speed_and_bench<'a>(text: &'a PathBuf, results: &'a PathBuf) -> Runs<'a> {
+    vec![
         (
             "speed",
             vec![
                 &"speed",
                 &"--data",
-                &text,
+                text,
                 &"--prompt",
                 &"8",
                 &"--gen",
@@ -428,9 +445,9 @@ fn graph_lie_run_cases(s: &Scratch) -> Vec<Case> {
             vec![
                 &"bench",
                 &"--data",
-                &text,
+                text,
                 &"--results",
-                &results,
+                results,
                 &"--exp",
                 &"full",
                 &"--ppl-tokens",
@@ -441,15 +458,7 @@ fn graph_lie_run_cases(s: &Scratch) -> Vec<Case> {
                 &"2",
             ],
         ),
-    ];
-    runs.into_iter()
-        .map(|(cmd, mut args)| {
-            args.extend_from_slice(&[&"--model", &dir, &"--threads", &"1"]);
-            Case::new(&format!("{cmd}: the graph contradicts its manifest"), &args)
-                .words(&words)
-                .unchanged(&[dir.clone(), text.clone(), results.clone()])
-        })
-        .collect()
+    ]
 }
 
 /// The 2^62-head and 10^9-layer manifests through every model-running command: refused, no panic,
@@ -462,45 +471,15 @@ fn every_command_cases(s: &Scratch) -> Vec<Case> {
         ("num_layers", json!(1_000_000_000)),
     ] {
         let dir = manifest_with(s, &format!("every-{field}"), field, Some(value.clone()));
-        let runs: Vec<(&str, Vec<&dyn AsRef<std::ffi::OsStr>>)> = vec![
+        let mut runs = speed_and_bench(&text, &results);
+        runs.extend::<Runs>(vec![
             ("ppl", vec![&"ppl", &"--data", &text, &"--tokens", &"16"]),
-            (
-                "speed",
-                vec![
-                    &"speed",
-                    &"--data",
-                    &text,
-                    &"--prompt",
-                    &"8",
-                    &"--gen",
-                    &"2",
-                    &"--no-floor",
-                ],
-            ),
-            (
-                "bench",
-                vec![
-                    &"bench",
-                    &"--data",
-                    &text,
-                    &"--results",
-                    &results,
-                    &"--exp",
-                    &"full",
-                    &"--ppl-tokens",
-                    &"16",
-                    &"--prompt",
-                    &"8",
-                    &"--gen",
-                    &"2",
-                ],
-            ),
             (
                 "generate",
                 vec![&"generate", &"--prompt", &"The river", &"--max-new", &"2"],
             ),
             ("heatmap", vec![&"heatmap", &"--out", &results]),
-        ];
+        ]);
         for (cmd, mut args) in runs {
             args.extend_from_slice(&[&"--model", &dir, &"--threads", &"1"]);
             cases.push(
