@@ -18,6 +18,7 @@ from pathlib import Path
 from .config import PYTHIA_SIZES
 from .errors import ExportError, ExportInterrupted
 from .exporter import MAX_INIT_SEED, default_name, export
+from .graph_ops import DEFAULT_GRAPH_OPS, GRAPH_OPS
 
 DEBUG_ENV = "H2O_EXPORT_DEBUG"  # =1: an unexpected exception shows its traceback (for reporting a bug)
 
@@ -81,10 +82,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="fp32", metavar="fp32|int8|int4", action=_Once,
                    help="the linears' weights (layers and LM head): fp32 = MatMul on --dtype weights "
                         "(default); int8/int4 = ONNX Runtime's MatMulNBits, symmetric block quantization, "
-                        "int8 activations in the kernel (accuracy_level 4); the input embedding stays --dtype")
+                        "int8 activations in the kernel (--accuracy-level 4); the input embedding stays --dtype")
     p.add_argument("--block-size", default=None, metavar="N", action=_Once,
                    help="values per quantization block along the input dimension: 16, 32, 64, 128 or 256 "
                         "(default 32 for int4 and int8; only with --weights int8/int4)")
+    p.add_argument("--accuracy-level", default=None, metavar="1|4", action=_Once,
+                   help="MatMulNBits' accuracy_level with --weights int8/int4: 4 = int8 activations, ONNX "
+                        "Runtime's integer kernels (default); 1 = float32 activations (int4 only: int8 weights "
+                        "have no such kernel). docs/perf/quantized.md says what each runs")
     p.add_argument("--lm-head", default=None, metavar="fp32|int8|int4", action=_Once,
                    help="the LM head's format with --weights int8/int4 (default: the same as --weights)")
     p.add_argument("--init-seed", type=int, default=None, action=_Once,
@@ -99,6 +104,10 @@ def parser() -> argparse.ArgumentParser:
                    help="one attention-mask input per layer (attention_mask.{i}), so layers may hold different "
                         "numbers of cache slots: needed by per-layer budget schedules such as h2o:192+64@pyramid "
                         "(default: one mask for all layers)")
+    p.add_argument("--graph-ops", choices=GRAPH_OPS, default=None, action=_Once,
+                   help="plain = ONNX operators only, the graph as before (default); fused = the same float "
+                        "operations in fewer nodes (mask as a bias, rotary on halves, ONNX Runtime's "
+                        "com.microsoft BiasGelu/Gelu): fp32 outputs bit for bit the same, faster prefill")
     p.add_argument("--force", action=_Once, flag=True, default=False,
                    help="the output folder may exist and hold files: its model.onnx, model.onnx.data, "
                         "manifest.json and tokenizer.json are replaced (other files are left alone)")
@@ -172,6 +181,12 @@ def main(argv: list[str] | None = None) -> int:
                 except ValueError:
                     raise ExportError(f"--block-size must be an integer (16, 32, 64, 128 or 256), "
                                       f"got {args.block_size!r}") from None
+            accuracy_level = None
+            if args.accuracy_level is not None:
+                try:
+                    accuracy_level = int(args.accuracy_level)
+                except ValueError:
+                    raise ExportError(f"--accuracy-level must be 1 or 4, got {args.accuracy_level!r}") from None
             for dest in ("checkpoint", "out", "tokenizer"):  # strings until here: Path("") would be "."
                 if getattr(args, dest) is not None:
                     setattr(args, dest, Path(getattr(args, dest)))
@@ -193,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                 external_data=args.external_data,
                 check=not args.no_check,
                 layer_masks=args.layer_masks,
+                graph_ops=args.graph_ops or DEFAULT_GRAPH_OPS,
+                accuracy_level=accuracy_level,
                 log=lambda msg: print(msg, flush=True),
             )
         except ExportError as e:

@@ -32,6 +32,7 @@ from .config import (F32_MAX, PREPEND_BOS_KEY, PYTHIA_SIZES, NeoxConfig, declare
                      pythia_config, show)
 from .errors import ExportError, ExportInterrupted
 from .quantize import WeightFormat
+from .graph_ops import GRAPH_OPS
 from .resources import DISK_MARGIN, disk_free, gib, memory_available, memory_needed
 from .weights import DTYPE_NAMES, DTYPES, RandomWeights, SafetensorsWeights, expected_tensors
 
@@ -276,6 +277,8 @@ def export(
     external_data: str = "auto",
     check: bool = True,
     layer_masks: bool = False,
+    graph_ops: str = "plain",
+    accuracy_level: Optional[int] = None,
     log=print,
 ) -> ExportResult:
     """Export one model. Exactly one of `checkpoint` (an HF GPT-NeoX directory) and
@@ -286,13 +289,17 @@ def export(
     embedding stays in `dtype`. `layer_masks` gives every layer its own attention-mask input
     (`attention_mask.{i}`; graph.build_graph), so layers may hold different numbers of cache slots
     (per-layer budgets); the manifest then says `"attention_masks": "per_layer"`.
+    `graph_ops` "fused" builds the same arithmetic with fewer nodes (graph_blocks.GRAPH_OPS; the
+    manifest then says `"graph_ops": "fused"`); `accuracy_level` is MatMulNBits' (quantize.py).
     Ctrl-C / SIGTERM / SIGHUP while exporting: ExportInterrupted (nothing written, or, if it came while the
     finished export was moved into place, that move completed; `complete` says which)."""
     if (checkpoint is None) == (random_init is None):
         raise ExportError("give exactly one of --checkpoint DIR or --random-init SIZE|CONFIG.json")
     if dtype not in DTYPES:
         raise ExportError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    wfmt = WeightFormat.parse(weights, block_size, lm_head)
+    wfmt = WeightFormat.parse(weights, block_size, lm_head, accuracy_level)
+    if graph_ops not in GRAPH_OPS:
+        raise ExportError(f"--graph-ops must be one of {', '.join(GRAPH_OPS)}, got {graph_ops!r}")
     if external_data not in ("auto", "always", "never"):
         raise ExportError(f"--external-data must be auto, always or never, got {external_data!r}")
     if init_seed is not None:
@@ -427,7 +434,7 @@ def export(
 
             try:
                 model, quantized = build_graph(cfg, dtype, get_tensor, sink, graph_name=label, weights=wfmt,
-                                               layer_masks=layer_masks)
+                                               layer_masks=layer_masks, graph_ops=graph_ops)
             finally:
                 sink.close()
             onnx.save_model(model, str(tmp / MODEL_FILE))
@@ -476,6 +483,8 @@ def export(
                 manifest[PREPEND_BOS_KEY] = bos
             if layer_masks:
                 manifest["attention_masks"] = "per_layer"
+            if graph_ops != "plain":  # absent = plain: the default export's manifest is as before
+                manifest["graph_ops"] = graph_ops
             try:
                 # the last guard: JSON has no NaN or Infinity, and the engine must never read one
                 text = json.dumps(manifest, indent=2, allow_nan=False) + "\n"

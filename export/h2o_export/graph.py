@@ -67,6 +67,7 @@ def build_graph(
     graph_name: str,
     weights: WeightFormat = WeightFormat(),
     layer_masks: bool = False,
+    graph_ops: str = "plain",
 ) -> tuple[onnx.ModelProto, list[str]]:
     """Build the decoder-step model. `get_tensor(hf_name)` returns one HF-layout tensor (any
     float dtype); it is converted (transposed where a MatMul needs [in, out], or quantized for
@@ -77,19 +78,26 @@ def build_graph(
     own past length `past_i` (layer i's past K/V [batch, heads, past_i, head_dim] and attention
     sums [batch, heads, past_i + seq]), so layers can hold different numbers of cache slots. Each
     layer builds its masks from its own input with the same nodes the shared mask uses; without
-    it the graph is the same, node for node, as before the option existed."""
+    it the graph is the same, node for node, as before the option existed.
+
+    `graph_ops` (blocks.GRAPH_OPS): "plain" (the default, the graph as before) or "fused" (the
+    same float operations in fewer nodes and passes, some of them com.microsoft operators)."""
+    if graph_ops not in blocks.GRAPH_OPS:
+        raise ValueError(f"graph_ops must be one of {blocks.GRAPH_OPS}, got {graph_ops!r}")
+    fused = graph_ops == "fused"
     b = GraphBuilder(sink, dtype, get_tensor, cfg.layer_norm_eps, weights)
     inputs = blocks.graph_inputs(cfg, b.welem, layer_masks)
     if layer_masks:
-        ms = [blocks.masks(b, f"attention_mask.{i}", f"past_key_values.{i}.key") for i in range(cfg.num_layers)]
+        ms = [blocks.masks(b, f"attention_mask.{i}", f"past_key_values.{i}.key", fused)
+              for i in range(cfg.num_layers)]
     else:
-        ms = [blocks.masks(b)] * cfg.num_layers
-    rope_fn = blocks.rope(b, cfg, ms[0].ax1)
+        ms = [blocks.masks(b, fused=fused)] * cfg.num_layers
+    rope_fn = blocks.rope(b, cfg, ms[0].ax1, fused)
     consts = blocks.attention_consts(b, cfg)
     x = blocks.embedding(b)
     kv_out, sums_out = [], []
     for i in range(cfg.num_layers):
-        x, att = blocks.layer(b, cfg, i, x, ms[i], rope_fn, consts)
+        x, att = blocks.layer(b, cfg, i, x, ms[i], rope_fn, consts, fused)
         kv_out += [(att.k_new, f"new_key_values.{i}.key"), (att.v_new, f"new_key_values.{i}.value")]
         sums_out.append((att.sums, f"attention_sums.{i}"))
     b.identity(blocks.head(b, x), "logits")
@@ -99,7 +107,7 @@ def build_graph(
     graph = helper.make_graph(b.nodes, graph_name, inputs, blocks.graph_outputs(cfg, b.welem, layer_masks),
                               initializer=b.initializers)
     opsets = [helper.make_opsetid("", OPSET)]
-    if b.quantized:
+    if b.quantized or fused:
         opsets.append(helper.make_opsetid(CONTRIB_DOMAIN, 1))
     model = helper.make_model(
         graph,

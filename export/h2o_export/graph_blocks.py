@@ -11,13 +11,14 @@ creation order, so the order is part of the exported bytes). Shapes are given as
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 from onnx import TensorProto, helper
 
 from .config import NeoxConfig
-from .onnx_builder import GraphBuilder
+from .graph_ops import GRAPH_OPS  # noqa: F401  (re-exported: graph.build_graph checks against it)
+from .onnx_builder import CONTRIB_DOMAIN, GraphBuilder
 from .rope import inv_freq_np
 
 # Large negative finite score for masked entries (as transformers' eager mask, finfo.min): with
@@ -83,11 +84,16 @@ class Masks:
     past_len: str  # int64 [1]
     total_len: str  # int64 [1]: past + seq
     ax1: str  # int64 [1] constant 1 (an axis), shared with the RoPE block
+    bias: Optional[str] = None  # --graph-ops fused: float32 [batch, 1, seq, past+seq], 0 or MASK_VALUE
 
 
-def masks(b: GraphBuilder, mask: str = "attention_mask", past_key: str = "past_key_values.0.key") -> Masks:
+def masks(b: GraphBuilder, mask: str = "attention_mask", past_key: str = "past_key_values.0.key",
+          fused: bool = False) -> Masks:
     """The masks of the layers that read `mask` [batch, past+seq] with past = axis 2 of `past_key`
-    (the shared mask and layer 0's past; with per-layer masks, layer i's own)."""
+    (the shared mask and layer 0's past; with per-layer masks, layer i's own). `fused` adds the
+    additive form of `allowed` (`bias`: 0 where allowed, MASK_VALUE elsewhere), built once and
+    added to every layer's scores: s + 0 = s, and s + MASK_VALUE = MASK_VALUE exactly for any
+    |s| < 2^103 (half an ulp of MASK_VALUE), so the masked scores are what the Where gives."""
     ax0, ax1 = b.const([0], i64), b.const([1], i64)
     s1 = b.op("Shape", ["input_ids"], start=1, end=2, name="seq_len")  # [1]
     p1 = b.op("Shape", [past_key], start=2, end=3, name="past_len")  # [1]
@@ -104,10 +110,11 @@ def masks(b: GraphBuilder, mask: str = "attention_mask", past_key: str = "past_k
     qmask = b.op("Slice", [mask, p1, t1, ax1])  # [batch, seq]: own column = not padding
     qmask4 = b.op("Unsqueeze", [b.op("Cast", [qmask], to=TensorProto.FLOAT), b.const([1, 3], i64)])  # [batch,1,seq,1]
     neg = b.const(MASK_VALUE, f32)
-    return Masks(allowed, qmask4, neg, p1, t1, ax1)
+    bias = b.op("Where", [allowed, b.const(0.0, f32), neg], name="mask_bias") if fused else None
+    return Masks(allowed, qmask4, neg, p1, t1, ax1, bias)
 
 
-def rope(b: GraphBuilder, cfg: NeoxConfig, ax1: str) -> Callable[[str], str]:
+def rope(b: GraphBuilder, cfg: NeoxConfig, ax1: str, fused: bool = False) -> Callable[[str], str]:
     """Cos/sin tables from position_ids (float32, as transformers computes them) and the function
     rotating x float32 [batch, heads, seq, head_dim] (rope.py states the convention)."""
     rd, hd = cfg.rotary_dims, cfg.head_dim
@@ -115,6 +122,8 @@ def rope(b: GraphBuilder, cfg: NeoxConfig, ax1: str) -> Callable[[str], str]:
         return lambda x: x
     pos = b.op("Unsqueeze", [b.op("Cast", ["position_ids"], to=TensorProto.FLOAT), b.const([2], i64)])  # [b,s,1]
     freqs = b.op("Mul", [pos, b.const(inv_freq_np(rd, cfg.rotary_base), f32)])  # [batch, seq, rd/2]
+    if fused:
+        return _rope_halves(b, rd, hd, freqs, ax1)
     emb = b.op("Concat", [freqs, freqs], axis=-1)  # [batch, seq, rd]
     cos = b.op("Unsqueeze", [b.op("Cos", [emb]), ax1], name="rope_cos")  # [batch, 1, seq, rd]
     sin = b.op("Unsqueeze", [b.op("Sin", [emb]), ax1], name="rope_sin")
@@ -130,6 +139,27 @@ def rope(b: GraphBuilder, cfg: NeoxConfig, ax1: str) -> Callable[[str], str]:
         if rd < hd:
             y = b.op("Concat", [y, b.op("Slice", [x, c_rd, c_hd, ax3])], axis=-1)
         return y
+
+    return apply
+
+
+def _rope_halves(b: GraphBuilder, rd: int, hd: int, freqs: str, ax1: str) -> Callable[[str], str]:
+    """--graph-ops fused: the rotation on the halves x1 = x[..., :rd/2], x2 = x[..., rd/2:rd]
+    with cos/sin of freqs [batch, 1, seq, rd/2] (cos(emb) is cos(freqs) twice over):
+      y1 = x1*cos - x2*sin,  y2 = x2*cos + x1*sin,  y = [y1 | y2 | x[..., rd:]]
+    One Split, one Concat and no Neg; bit for bit the plain form, since x1*cos + (-x2)*sin is
+    x1*cos - x2*sin exactly in IEEE arithmetic."""
+    cos = b.op("Unsqueeze", [b.op("Cos", [freqs]), ax1], name="rope_cos")  # [batch, 1, seq, rd/2]
+    sin = b.op("Unsqueeze", [b.op("Sin", [freqs]), ax1], name="rope_sin")
+    half = rd // 2
+    sizes = b.const([half, half] + ([hd - rd] if rd < hd else []), i64)
+
+    def apply(x: str) -> str:
+        parts = b.op("Split", [x, sizes], n_out=3 if rd < hd else 2, axis=3)  # each [batch, heads, seq, *]
+        x1, x2 = parts[0], parts[1]
+        y1 = b.op("Sub", [b.op("Mul", [x1, cos]), b.op("Mul", [x2, sin])])
+        y2 = b.op("Add", [b.op("Mul", [x2, cos]), b.op("Mul", [x1, sin])])
+        return b.op("Concat", [y1, y2] + parts[2:], axis=-1)  # [batch, heads, seq, head_dim]
 
     return apply
 
@@ -201,7 +231,7 @@ def attention(b: GraphBuilder, cfg: NeoxConfig, i: int, h1: str, m: Masks,
         sc = b.const(c.scale, f32)
         scores = b.op("Concat", [b.op("Mul", [_qk_t(b, q, pk), sc]), b.op("Mul", [_qk_t(b, q, k_new), sc])],
                       axis=-1)  # [batch, heads, seq, past+seq]
-    scores = b.op("Where", [m.allowed, scores, m.neg])
+    scores = b.op("Add", [scores, m.bias]) if m.bias else b.op("Where", [m.allowed, scores, m.neg])
     probs = b.op("Softmax", [scores], axis=-1, name=f"probs_{i}")  # float32
     sums = b.op("ReduceSum", [b.op("Mul", [probs, m.qmask4]), c.sum_axes], keepdims=0, name=f"attn_sums_{i}")
     probs_w = b.to_w(probs)
@@ -213,8 +243,19 @@ def attention(b: GraphBuilder, cfg: NeoxConfig, i: int, h1: str, m: Masks,
     return AttentionOut(attn, k_new, v_new, sums)
 
 
-def mlp(b: GraphBuilder, x: str, p: str) -> str:
-    """dense_4h_to_h(GELU(dense_h_to_4h(x))), float32 [batch, seq, hidden] in and out."""
+def mlp(b: GraphBuilder, x: str, p: str, fused: bool = False) -> str:
+    """dense_4h_to_h(GELU(dense_h_to_4h(x))), float32 [batch, seq, hidden] in and out. `fused`
+    (--graph-ops fused): the GELU as one com.microsoft node, with the bias (BiasGelu) where the
+    linear is a float32 MatMul; ONNX Runtime's kernel computes 0.5*x * (1 + erf(x * sqrt(0.5)))
+    in that order, bit for bit the plain nodes (docs/perf/prefill-graph.md)."""
+    if fused:
+        hf = p + "mlp.dense_h_to_4h"
+        if not b.half and not b.weights.quantized:
+            u = b.op("MatMul", [x, b.weight(hf + ".weight", transpose=True)])  # [batch, seq, 4*hidden]
+            g = b.op("BiasGelu", [u, b.weight(hf + ".bias")], domain=CONTRIB_DOMAIN, name="gelu")
+        else:
+            g = b.op("Gelu", [b.to_f32(b.linear(b.to_w(x), hf, True))], domain=CONTRIB_DOMAIN, name="gelu")
+        return b.to_f32(b.linear(b.to_w(g), p + "mlp.dense_4h_to_h", True))
     u = b.linear(b.to_w(x), p + "mlp.dense_h_to_4h", True)
     u = b.to_f32(u)
     # exact GELU: 0.5 * x * (1 + erf(x / sqrt(2)))
@@ -225,7 +266,7 @@ def mlp(b: GraphBuilder, x: str, p: str) -> str:
 
 
 def layer(b: GraphBuilder, cfg: NeoxConfig, i: int, x: str, m: Masks, rope_fn: Callable[[str], str],
-          c: AttentionConsts) -> tuple[str, AttentionOut]:
+          c: AttentionConsts, fused: bool = False) -> tuple[str, AttentionOut]:
     """One transformer layer on the residual stream x float32 [batch, seq, hidden]:
     parallel:   x = (MLP(LN2(x)) + Attention(LN1(x))) + x
     sequential: a = Attention(LN1(x)) + x;  x = MLP(LN2(a)) + a"""
@@ -233,11 +274,11 @@ def layer(b: GraphBuilder, cfg: NeoxConfig, i: int, x: str, m: Masks, rope_fn: C
     h1 = b.layer_norm(x, p + "input_layernorm")
     att = attention(b, cfg, i, h1, m, rope_fn, c)
     if cfg.use_parallel_residual:
-        mo = mlp(b, b.layer_norm(x, p + "post_attention_layernorm"), p)
+        mo = mlp(b, b.layer_norm(x, p + "post_attention_layernorm"), p, fused)
         x = b.op("Add", [b.op("Add", [mo, att.attn]), x])
     else:
         a = b.op("Add", [att.attn, x])
-        mo = mlp(b, b.layer_norm(a, p + "post_attention_layernorm"), p)
+        mo = mlp(b, b.layer_norm(a, p + "post_attention_layernorm"), p, fused)
         x = b.op("Add", [mo, a])
     return x, att
 

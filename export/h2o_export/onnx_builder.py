@@ -19,7 +19,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .errors import ExportError
-from .quantize import ACCURACY_LEVEL, WeightFormat, quantize_blockwise
+from .quantize import WeightFormat, quantize_blockwise
 from .weights import DTYPE_NAMES, DTYPES  # noqa: F401  (the model dtypes, defined where onnx is not needed)
 
 EXTERNAL_ALIGN = 4096
@@ -166,7 +166,7 @@ class GraphBuilder:
         inputs = [x, q_name, s_name] + (["", "", self.weight(hf + ".bias")] if bias else [])
         self.quantized.append(hf)
         return self.op("MatMulNBits", inputs, name="matmul_nbits", domain=CONTRIB_DOMAIN, K=k, N=n,
-                       bits=fmt.bits, block_size=fmt.block_size, accuracy_level=ACCURACY_LEVEL)
+                       bits=fmt.bits, block_size=fmt.block_size, accuracy_level=fmt.accuracy_level)
 
     def layer_norm(self, x: str, hf: str) -> str:
         """LayerNorm over the last axis, float32 in and out, float32 scale and shift."""

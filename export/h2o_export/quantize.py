@@ -17,11 +17,17 @@ block has scale 0 and dequantizes to 0. A K that is not a multiple of the block 
 zeros. 4-bit values are packed two per byte, the even index in the low nibble.
 B is stored as uint8 [N, K/block, block*bits/8], scales as [N, K/block] in the model dtype.
 
-`accuracy_level` 4 (int8 activations, int32 accumulation) is set for both formats: it is
-GenAI's CPU default for int4, and the only setting under which ONNX Runtime's CPU kernels
-(MLAS) have an 8-bit MatMulNBits kernel; at levels 0/1 an 8-bit node falls back to
-dequantizing the whole weight to float32 on every call. MLAS's kernels cover block sizes
-16, 32, 64, 128 and 256, so those are the sizes accepted.
+`accuracy_level` (`--accuracy-level`, recorded in the manifest's `weights` block) picks the
+kernel ONNX Runtime's CPU provider (MLAS) runs; docs/perf/quantized.md has the paths per CPU:
+  4 (the default; GenAI's CPU setting): int8 activations, int32 accumulation (SQNBIT_CompInt8).
+    A is quantized to int8 per block on every call, then VNNI / AVX2 integer dot products. The
+    only setting under which MLAS has an 8-bit MatMulNBits kernel.
+  1 (also 0, 2, 3 on x86): float32 activations (SQNBIT_CompFp32). int4: decode (M = 1) runs a
+    fused dequantize-and-dot kernel, prefill dequantizes 32 columns of B at a time into a float
+    buffer and runs MLAS's sgemm kernel on it. int8: MLAS has no such kernel, so every call
+    dequantizes the whole weight to float32 and runs sgemm (refused here: `--accuracy-level 1`
+    with int8 weights or an int8 LM head would make decode slower than fp32).
+MLAS's kernels cover block sizes 16, 32, 64, 128 and 256, so those are the sizes accepted.
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ FORMATS = ("fp32", "int8", "int4")
 BITS = {"int8": 8, "int4": 4}
 BLOCK_SIZES = (16, 32, 64, 128, 256)
 DEFAULT_BLOCK_SIZE = {"int8": 32, "int4": 32}
-ACCURACY_LEVEL = 4
+ACCURACY_LEVELS = (1, 4)  # float32 activations, int8 activations (0, 2, 3 run as 1 on x86)
+DEFAULT_ACCURACY_LEVEL = 4
 ROW_CHUNK = 4096  # rows of W quantized at a time: bounds the float temporaries of a 50k-row LM head
 
 
@@ -51,10 +58,13 @@ class WeightFormat:
     name: str = "fp32"
     block_size: Optional[int] = None
     lm_head: str = "fp32"
+    accuracy_level: int = DEFAULT_ACCURACY_LEVEL
 
     @classmethod
-    def parse(cls, name: str, block_size: Optional[int] = None, lm_head: Optional[str] = None) -> "WeightFormat":
-        """--weights, --block-size and --lm-head, checked; the default block size for a quantized format."""
+    def parse(cls, name: str, block_size: Optional[int] = None, lm_head: Optional[str] = None,
+              accuracy_level: Optional[int] = None) -> "WeightFormat":
+        """--weights, --block-size, --lm-head and --accuracy-level, checked; the default block size
+        for a quantized format."""
         if name not in FORMATS:
             raise ExportError(f"--weights must be one of {', '.join(FORMATS)}, got {name!r}")
         if lm_head is not None and lm_head not in FORMATS:
@@ -64,6 +74,8 @@ class WeightFormat:
                 raise ExportError("--block-size only applies to --weights int8 or int4; drop it for fp32")
             if lm_head is not None:  # even "fp32": the flag would be ignored, as --block-size would
                 raise ExportError("--lm-head only applies to --weights int8 or int4; drop it for fp32")
+            if accuracy_level is not None:
+                raise ExportError("--accuracy-level only applies to --weights int8 or int4; drop it for fp32")
             return cls()
         if block_size is None:
             block_size = DEFAULT_BLOCK_SIZE[name]
@@ -71,7 +83,18 @@ class WeightFormat:
             raise ExportError(f"--block-size must be a power of two from 16 to 256 "
                               f"({', '.join(map(str, BLOCK_SIZES))}: the sizes ONNX Runtime's CPU kernels "
                               f"cover), got {block_size!r}")
-        return cls(name, block_size, lm_head or name)
+        if accuracy_level is None:
+            accuracy_level = DEFAULT_ACCURACY_LEVEL
+        if isinstance(accuracy_level, bool) or accuracy_level not in ACCURACY_LEVELS:
+            raise ExportError(f"--accuracy-level must be 1 (float32 activations) or 4 (int8 activations), "
+                              f"got {accuracy_level!r}")
+        head = lm_head or name
+        if accuracy_level != 4 and "int8" in (name, head):
+            raise ExportError(f"--accuracy-level {accuracy_level} with int8 weights"
+                              f"{'' if name == 'int8' else ' (--lm-head int8)'}: ONNX Runtime has no 8-bit "
+                              f"MatMulNBits kernel with float32 activations and would dequantize the whole "
+                              f"weight on every call; use --accuracy-level 4 or int4 weights")
+        return cls(name, block_size, head, accuracy_level)
 
     @property
     def bits(self) -> Optional[int]:
@@ -84,7 +107,9 @@ class WeightFormat:
     @property
     def head(self) -> "WeightFormat":
         """The LM head's format (same block size)."""
-        return WeightFormat(self.lm_head, self.block_size if self.lm_head != "fp32" else None, self.lm_head)
+        if self.lm_head == "fp32":
+            return WeightFormat("fp32", None, "fp32")
+        return WeightFormat(self.lm_head, self.block_size, self.lm_head, self.accuracy_level)
 
     def manifest(self, quantized: list[str]) -> dict:
         """The manifest's "weights" entry; `quantized` = HF names of the Linear layers stored as
@@ -96,7 +121,7 @@ class WeightFormat:
             "op": "com.microsoft.MatMulNBits",
             "block_size": self.block_size,
             "symmetric": True,
-            "accuracy_level": ACCURACY_LEVEL,
+            "accuracy_level": self.accuracy_level,
             "lm_head": self.lm_head,
             "embedding": "float",
             "quantized": quantized,
