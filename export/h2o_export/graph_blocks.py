@@ -147,15 +147,20 @@ def _rope_halves(b: GraphBuilder, rd: int, hd: int, freqs: str, ax1: str) -> Cal
     """--graph-ops fused: the rotation on the halves x1 = x[..., :rd/2], x2 = x[..., rd/2:rd]
     with cos/sin of freqs [batch, 1, seq, rd/2] (cos(emb) is cos(freqs) twice over):
       y1 = x1*cos - x2*sin,  y2 = x2*cos + x1*sin,  y = [y1 | y2 | x[..., rd:]]
-    One Split, one Concat and no Neg; bit for bit the plain form, since x1*cos + (-x2)*sin is
+    One Concat and no Neg; bit for bit the plain form, since x1*cos + (-x2)*sin is
     x1*cos - x2*sin exactly in IEEE arithmetic."""
     cos = b.op("Unsqueeze", [b.op("Cos", [freqs]), ax1], name="rope_cos")  # [batch, 1, seq, rd/2]
     sin = b.op("Unsqueeze", [b.op("Sin", [freqs]), ax1], name="rope_sin")
     half = rd // 2
-    sizes = b.const([half, half] + ([hd - rd] if rd < hd else []), i64)
+    c0, ch, crd, chd, ax3 = (b.const([v], i64) for v in (0, half, rd, hd, 3))
 
     def apply(x: str) -> str:
-        parts = b.op("Split", [x, sizes], n_out=3 if rd < hd else 2, axis=3)  # each [batch, heads, seq, *]
+        # Slices, not one Split: a Split here lets ONNX Runtime's transpose optimiser move the
+        # [batch, seq, heads, 3*hd] -> [batch, heads, seq, 3*hd] Transpose below it, which then
+        # costs three Transposes per layer instead of one (and K^T is no longer free in FusedMatMul)
+        parts = [b.op("Slice", [x, c0, ch, ax3]), b.op("Slice", [x, ch, crd, ax3])]  # [batch, heads, seq, rd/2]
+        if rd < hd:
+            parts.append(b.op("Slice", [x, crd, chd, ax3]))  # [batch, heads, seq, hd - rd]
         x1, x2 = parts[0], parts[1]
         y1 = b.op("Sub", [b.op("Mul", [x1, cos]), b.op("Mul", [x2, sin])])
         y2 = b.op("Add", [b.op("Mul", [x2, cos]), b.op("Mul", [x1, sin])])
