@@ -23,12 +23,16 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=4, help="runs, the first a warm-up (default 4)")
-    ap.add_argument("--json", type=Path, help="write both profiles here")
+    ap.add_argument("--logits", choices=("both", "all", "last"), default="both",
+                    help="profile the prefill computing every token's logits (all), the last token's only "
+                         "(last: what `h2o speed` asks for), or both (default)")
+    ap.add_argument("--json", type=Path, help="write the profiles here")
     args = ap.parse_args()
     if args.tokens < 1:
         ap.error("--tokens must be at least 1")
     docs = {}
-    for label, start in (("every token's logits", 0), ("the last token's logits", args.tokens - 1)):
+    cases = {"all": [("every token's logits", 0)], "last": [("the last token's logits", args.tokens - 1)]}
+    for label, start in cases["all"] + cases["last"] if args.logits == "both" else cases[args.logits]:
         doc = profile_prefill(args.model, args.tokens, args.threads, args.runs, logits_from=start)
         docs[label] = doc
         print(f"{args.model}, {args.tokens}-token prefill, {args.threads} threads, {label}: "
