@@ -112,6 +112,8 @@ say "bit-for-bit check of --graph-ops fused on this CPU"
 "$PY" -m pytest -q -p no:cacheprovider export/tests/test_graph_ops.py -k bit_identical >"$OUT/bit-identical.txt" 2>&1 \
   && say "fused == plain, bit for bit: $(tail -1 "$OUT/bit-identical.txt")" \
   || say "FUSED DIFFERS FROM PLAIN on this CPU: see $OUT/bit-identical.txt"
+"$PY" -c "import json; from h2o_export.profile import matmul_nbits_paths; print(json.dumps(matmul_nbits_paths()))" \
+  >"$OUT/nbits-paths.json" 2>>"$LOG" || say "the MatMulNBits path probe failed (see $LOG)"
 for ops in plain fused; do
   d="$OUT/pythia-micro-$ops"
   "$PY" export/export.py --checkpoint models/pythia-micro --out "$d" --graph-ops "$ops" --force >>"$LOG" 2>&1
@@ -182,6 +184,10 @@ if all(ppl.values()):
     get = lambda d: d.get("ppl") if isinstance(d, dict) and "ppl" in d else d.get("results", [{}])[0].get("ppl")
     print(f"; pythia-micro full cache, 2048 tokens, `h2o ppl`: plain {get(ppl['plain'])!r}, fused {get(ppl['fused'])!r}")
 print()
+paths = load(out / "nbits-paths.json")
+if paths:
+    print("MatMulNBits on this CPU's ONNX Runtime (`h2o_export.profile.matmul_nbits_paths`): " + "; ".join(
+        f"{p['bits']}-bit block {p['block_size']} level {p['accuracy_level']}: {p['path']}" for p in paths) + "\n")
 ex = out / "export-seconds.txt"
 if ex.is_file():
     print("Export times (s): " + "; ".join(" ".join(l.split()[:2]) + f" {l.split()[2]}" for l in ex.read_text().splitlines()) + "\n")

@@ -81,3 +81,49 @@ def table(doc: dict, top: int = 12) -> str:
         lines.append(f"| {op} | {ms:.1f} | {100 * ms / doc['total_ms']:.1f}% |")
     lines.append(f"| all nodes | {doc['total_ms']:.1f} | 100% |")
     return "\n".join(lines)
+
+
+def matmul_nbits_paths(bits=(4, 8), blocks=(32, 128), levels=(1, 4), k: int = 256, n: int = 128) -> list[dict]:
+    """Which path this CPU's ONNX Runtime takes for MatMulNBits at each bits / block size /
+    accuracy_level (docs/perf/quantized.md): "MLAS QNBitGemm" (the weight prepacked at load, fused
+    quantized kernels) or "dequantize + sgemm" (no MLAS kernel for that configuration: the whole
+    weight dequantized to float32 on every call; ONNX Runtime logs "Falling back to using unpacked
+    compute mode" at its verbose level, which is what is read here). One [n, k] node per case, run
+    at M = 1 and M = 8."""
+    import os
+
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from .quantize import quantize_blockwise
+
+    w = np.random.default_rng(0).standard_normal((n, k)).astype(np.float32)
+    rows = []
+    for nb in bits:
+        for block in blocks:
+            q, s = quantize_blockwise(w, nb, block)
+            for level in levels:
+                node = helper.make_node("MatMulNBits", ["a", "q", "s"], ["y"], domain="com.microsoft", K=k, N=n,
+                                        bits=nb, block_size=block, accuracy_level=level)
+                g = helper.make_graph([node], "probe", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [None, k])],
+                                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                                      initializer=[numpy_helper.from_array(q, "q"), numpy_helper.from_array(s, "s")])
+                model = helper.make_model(g, ir_version=8, opset_imports=[helper.make_opsetid("", 17),
+                                                                          helper.make_opsetid("com.microsoft", 1)])
+                so = ort.SessionOptions()
+                so.log_severity_level = 0  # verbose: the fallback is logged at INFO
+                with tempfile.TemporaryFile() as log:
+                    saved = os.dup(2)
+                    os.dup2(log.fileno(), 2)  # ONNX Runtime's default logger writes to stderr
+                    try:
+                        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+                        for m in (1, 8):
+                            sess.run(None, {"a": np.ones((m, k), np.float32)})
+                    finally:
+                        os.dup2(saved, 2)
+                        os.close(saved)
+                    log.seek(0)
+                    fell_back = b"Falling back to using unpacked compute mode" in log.read()
+                rows.append({"bits": nb, "block_size": block, "accuracy_level": level,
+                             "path": "dequantize + sgemm" if fell_back else "MLAS QNBitGemm"})
+    return rows

@@ -144,3 +144,13 @@ def test_bad_graph_options_are_one_line_errors(tmp_path, args, says):
     assert p.returncode == 2, p.stderr
     assert p.stderr.count("\n") == 1 and p.stderr.startswith("error: ") and says in p.stderr, p.stderr
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_matmul_nbits_paths_probe():
+    """The probe docs/perf/measure-issue31.sh runs: 8-bit weights with float32 activations have no
+    MLAS kernel on any CPU (the reason --accuracy-level 1 is refused for int8)."""
+    from h2o_export.profile import matmul_nbits_paths
+
+    paths = {(r["bits"], r["block_size"], r["accuracy_level"]): r["path"] for r in matmul_nbits_paths(blocks=(32,))}
+    assert paths[(8, 32, 1)] == "dequantize + sgemm"
+    assert paths[(4, 32, 4)] == "MLAS QNBitGemm" and paths[(8, 32, 4)] == "MLAS QNBitGemm"
