@@ -8,8 +8,8 @@
 #
 # Run from the repository root on a quiet machine, after `make build` (target/release/h2o) and
 # `make venv-torch` (.venv with transformers):
-#     bash docs/perf/measure-issue31.sh                 # 160m and 410m: about 12 minutes, exports included
-#     SIZES="160m 410m 1b" bash docs/perf/measure-issue31.sh   # + 1b: about 10 minutes more
+#     bash docs/perf/measure-issue31.sh                 # 160m and 410m: about 14 minutes, exports included
+#     SIZES="160m 410m 1b" bash docs/perf/measure-issue31.sh   # + 1b: about 13 minutes more
 # Settings (environment): SIZES, ROUNDS (2), THREADS (2), PROMPT (512), GEN (64), PROFILE_SIZE
 # (410m; "" = no profile), OUT (results/issue31-<time>), H2O_BIN, PY, DATA, TOKENIZER.
 # TABLE_ONLY=1 OUT=<an earlier run's folder> renders its table again without measuring.
@@ -61,11 +61,13 @@ declare -A FLAGS=(
   [int8]="--weights int8 --graph-ops fused"
   [int4]="--weights int4 --graph-ops fused"
   [int4-acc1]="--weights int4 --accuracy-level 1 --graph-ops fused"
+  [int4-b128]="--weights int4 --block-size 128 --graph-ops fused"
 )
+EXTRA_VARIANTS=${EXTRA_VARIANTS:-}  # e.g. "int4-b128": added at 160m and 410m (about a minute more)
 variants_of() {  # which variants each size measures (1b: the fp32 pair and int4, to stay in time)
   case "$1" in
     1b|1.4b|2.8b) echo "fp32 fp32-fused int4" ;;
-    *) echo "fp32 fp32-fused int8 int4 int4-acc1" ;;
+    *) echo "fp32 fp32-fused int8 int4 int4-acc1 $EXTRA_VARIANTS" ;;
   esac
 }
 model_dir() { [ "$2" = fp32 ] && echo "models/random-$1/onnx" || echo "models/random-$1/onnx-$2"; }
@@ -79,9 +81,10 @@ flags = sys.argv[2].split()
 want_w = flags[flags.index("--weights") + 1] if "--weights" in flags else "fp32"
 want_acc = int(flags[flags.index("--accuracy-level") + 1]) if "--accuracy-level" in flags else 4
 want_ops = flags[flags.index("--graph-ops") + 1] if "--graph-ops" in flags else "plain"
+want_block = int(flags[flags.index("--block-size") + 1]) if "--block-size" in flags else 32
 w = m.get("weights", {"format": "fp32"})
 ok = (w["format"] == want_w and m.get("graph_ops", "plain") == want_ops and m.get("init_seed") == 0
-      and (want_w == "fp32" or (w.get("accuracy_level") == want_acc and w.get("block_size") == 32)))
+      and (want_w == "fp32" or (w.get("accuracy_level") == want_acc and w.get("block_size") == want_block)))
 sys.exit(0 if ok else 1)
 EOF
 }
@@ -167,12 +170,13 @@ isa = " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_in
 load = lambda p: json.loads(p.read_text()) if p.is_file() else None
 fmt = lambda xs, f="{:.0f}": ", ".join(f.format(x) for x in xs) if xs else "-"
 med = lambda xs: statistics.median(xs) if xs else float("nan")
+ORDER = ["fp32", "fp32-fused", "int8", "int4", "int4-acc1", "int4-b128"]
 print(f"# Issue 31 measurement\n\nCPU: {cpu} ({isa}); {threads} threads; prompt {prompt}, gen {gen}; {rounds} "
       f"alternating rounds (each cell: round 1, round 2, ...); total run {int(secs) // 60} min {int(secs) % 60} s; "
       f"{(out / 'versions.txt').read_text().strip().replace(chr(10), '; ')}\n")
 print("Rows: fp32 = today's graph (`--graph-ops plain`); fp32-fused = `--graph-ops fused` (same arithmetic, fewer "
       "nodes); int8 / int4 = MatMulNBits block 32, accuracy_level 4 (int8 activations), fused graph; int4-acc1 = "
-      "accuracy_level 1 (float32 activations). TTFT / fp32 and TPOT / floor use the medians of the rounds; "
+      "accuracy_level 1 (float32 activations); int4-b128 = block 128, level 4. TTFT / fp32 and TPOT / floor use the medians of the rounds; "
       "TPOT p10-p90 is the decode steps' spread in round 1.\n")
 for f in ("bit-identical.txt",):
     p = out / f
@@ -198,8 +202,7 @@ for s in sizes:
     hf = [d for d in (load(out / f"hf-{s}-r{r}.json") for r in range(1, rounds + 1)) if d]
     hf_ttft, hf_tpot = med([d["ttft_ms"] for d in hf]), med([d["tpot_median_ms"] for d in hf])
     variants = sorted({p.name.split(f"engine-{s}-")[1].rsplit("-r", 1)[0] for p in out.glob(f"engine-{s}-*-r1.json")},
-                      key=lambda v: ["fp32", "fp32-fused", "int8", "int4", "int4-acc1"].index(v) if v in
-                      ["fp32", "fp32-fused", "int8", "int4", "int4-acc1"] else 99)
+                      key=lambda v: ORDER.index(v) if v in ORDER else 99)
     base = None
     for v in variants:
         runs = [d["runs"][0] for d in (load(out / f"engine-{s}-{v}-r{r}.json") for r in range(1, rounds + 1)) if d]
