@@ -105,7 +105,8 @@ def matmul_nbits_paths(bits=(4, 8), blocks=(32, 128), levels=(1, 4), k: int = 25
             for level in levels:
                 node = helper.make_node("MatMulNBits", ["a", "q", "s"], ["y"], domain="com.microsoft", K=k, N=n,
                                         bits=nb, block_size=block, accuracy_level=level)
-                g = helper.make_graph([node], "probe", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [None, k])],
+                g = helper.make_graph([node], "probe",
+                                      [helper.make_tensor_value_info("a", TensorProto.FLOAT, [None, k])],
                                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                                       initializer=[numpy_helper.from_array(q, "q"), numpy_helper.from_array(s, "s")])
                 model = helper.make_model(g, ir_version=8, opset_imports=[helper.make_opsetid("", 17),
