@@ -3,6 +3,9 @@
 profiling on (the engine's settings: CPU provider, `threads` intra-op threads, all optimisations);
 the first run is a warm-up and is not counted. Node times are summed per op type (and per node
 name's stem), as a share of the counted runs' node time.
+
+`matmul_nbits_paths` (issue 31): which MatMulNBits path this CPU's ONNX Runtime takes for each
+bits / block size / accuracy level (docs/perf/quantized.md).
 """
 
 from __future__ import annotations
