@@ -239,8 +239,16 @@ mod tests {
 
     #[test]
     fn counts_match_a_sliding_window_with_slot_reuse_and_growth() {
+        for normalized in [false, true] {
+            counts_match(normalized);
+        }
+    }
+
+    /// The brute force of [`counts_match_a_sliding_window_with_slot_reuse_and_growth`]: the score is
+    /// minus the count, divided by the steps seen (at most the window) when `normalized`.
+    fn counts_match(normalized: bool) {
         let window = 3;
-        let mut h = History::new(window, 1, 2, false);
+        let mut h = History::new(window, 1, 2, normalized);
         let mut score = vec![0.0f32; 70];
         let mut truth: Vec<Vec<bool>> = vec![Vec::new(); 70];
         let mut rng = 12345u64;
@@ -273,7 +281,13 @@ mod tests {
                     .iter()
                     .filter(|&&b| b)
                     .count();
-                assert_eq!(score[s], -(count as f32), "step {step} slot {s}");
+                let seen = t.len().min(window) as f32;
+                let want = if normalized {
+                    -(count as f32) / seen
+                } else {
+                    -(count as f32)
+                };
+                assert_eq!(score[s], want, "step {step} slot {s} normalized {normalized}");
             }
         }
     }
