@@ -287,7 +287,10 @@ mod tests {
                 } else {
                     -(count as f32)
                 };
-                assert_eq!(score[s], want, "step {step} slot {s} normalized {normalized}");
+                assert_eq!(
+                    score[s], want,
+                    "step {step} slot {s} normalized {normalized}"
+                );
             }
         }
     }
