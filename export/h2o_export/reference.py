@@ -234,7 +234,8 @@ def _check_inputs(model, geo: _Geometry, token_ids: Sequence[int], policy: Polic
     if isinstance(policy, str):
         policy = parse_policy(policy, max_positions=max_pos, layers=geo.layers)
     elif policy.budget is not None:
-        worst = max(policy.for_layer(li, geo.layers).budget for li in range(geo.layers))
+        worst = max((b for li in range(geo.layers) if (b := policy.for_layer(li, geo.layers).budget) is not None),
+                    default=0)
         if worst > max_pos:
             raise ReferenceError(f"policy {policy.spec}: budget {worst} exceeds the model's {max_pos} positions")
     ids = [int(x) for x in token_ids]

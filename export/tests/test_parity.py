@@ -26,7 +26,9 @@ per-token NLL and PPL as `full`.
 
 Every family is covered (full, local, sink, h2o, h2o-layer, tova, tova-head, scissor with its
 default and a short history window, knorm, random) and per-layer budget schedules
-(`@pyramid`). A scheduled policy needs a graph with one attention mask per layer: the test
+(`@pyramid`), and the authors' variants (knorm `@skip=2`, scissor `@sinks=4` and `@normalized`,
+issue 32). A scheduled policy (or knorm's whole first layers) needs a graph with one attention
+mask per layer: the test
 exports one from the same checkpoint (`--layer-masks`) into a temporary folder, and checks that
 this graph gives the shared-mask graph's per-token NLLs and trace bit for bit under a uniform
 policy.
@@ -89,7 +91,10 @@ MODELS = {
         n_tokens=300,
         policies=["full", "local:64", "sink:4+60", "h2o:48+16", "h2o-layer:48+16", "tova:64", "tova-head:64",
                   "scissor:64@window=32", "knorm:64", "random:64@rng=3", "h2o:48+16@pyramid", "tova:64@pyramid",
-                  "sink:4+60@pyramid"],
+                  "sink:4+60@pyramid",
+                  # the authors' variants (issue 32): knorm's whole first layers, scissor's sinks and
+                  # its count normalised by the steps seen
+                  "knorm:64@skip=2", "scissor:64@window=32@sinks=4", "scissor:64@window=32@normalized"],
         big_budgets=[],
         share_floor=0.99,
         how="make export-micro",
@@ -164,9 +169,10 @@ class ModelRuns:
         return self._layer_masks
 
     def graph_for(self, spec: str) -> Path:
-        """The graph a spec runs on: the per-layer-mask export for scheduled policies (and for the
-        `#layer-masks` marker this test adds to a spec), else the model's own."""
-        if spec.endswith("#layer-masks") or parse_policy(spec.split("#")[0]).schedule != "uniform":
+        """The graph a spec runs on: the per-layer-mask export for policies whose layers differ
+        (a schedule, knorm's whole first layers; and for the `#layer-masks` marker this test adds
+        to a spec), else the model's own."""
+        if spec.endswith("#layer-masks") or not parse_policy(spec.split("#")[0]).same_in_every_layer:
             return self.layer_mask_graph()
         return self.cfg["onnx"]
 

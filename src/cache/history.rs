@@ -10,6 +10,10 @@
 //! `window` steps later from a per-step list of arrivals), so a step reads no per-slot entry
 //! steps. Steps are counted modulo 2^32. Memory: `window` bits per slot, e.g. 32 layers x 32
 //! heads x 512 slots x 400 steps = 26 MB.
+//!
+//! Normalised (`@normalized`): the counts live here (`counts`, minus the count per slot) and the
+//! score is written from them after each step as `count / seen` with `seen = min(window, step -
+//! entered + 1)` for every slot in use (O(used) per row and step, only for this variant).
 
 /// One layer's history.
 #[derive(Debug, Clone)]
@@ -29,10 +33,14 @@ pub(crate) struct History {
     arrivals: Vec<Vec<(u32, u32)>>,
     /// The current step (this layer's updates so far, modulo 2^32).
     step: u32,
+    /// Normalised scores: `[rows, capacity]` minus the count per slot (empty otherwise, and the
+    /// count lives in the score itself).
+    counts: Vec<f32>,
+    normalized: bool,
 }
 
 impl History {
-    pub(crate) fn new(window: usize, rows: usize, capacity: usize) -> Self {
+    pub(crate) fn new(window: usize, rows: usize, capacity: usize, normalized: bool) -> Self {
         let mut h = History {
             window: window.max(1),
             rows,
@@ -43,13 +51,16 @@ impl History {
             young: Vec::new(),
             arrivals: vec![Vec::new(); window.max(1)],
             step: 0,
+            counts: Vec::new(),
+            normalized,
         };
         h.grow(capacity);
         h
     }
 
-    pub(crate) fn window(&self) -> usize {
-        self.window
+    /// The rule this history keeps: (window, normalized).
+    pub(crate) fn rule(&self) -> (usize, bool) {
+        (self.window, self.normalized)
     }
 
     /// Resize to `capacity` slots per row, keeping every slot's bits and entry step.
@@ -72,6 +83,14 @@ impl History {
             }
             entered[r * capacity..r * capacity + keep_c]
                 .copy_from_slice(&self.entered[r * old_cap..r * old_cap + keep_c]);
+        }
+        if self.normalized {
+            let mut counts = vec![0f32; self.rows * capacity];
+            for r in 0..self.rows {
+                counts[r * capacity..r * capacity + keep_c]
+                    .copy_from_slice(&self.counts[r * old_cap..r * old_cap + keep_c]);
+            }
+            self.counts = counts;
         }
         self.bits = bits;
         self.entered = entered;
@@ -109,24 +128,19 @@ impl History {
         let ring = (self.step % self.window as u32) as usize;
         let o = (r * self.window + ring) * self.words;
         let young = &self.young[r * self.words..(r + 1) * self.words];
-        for (wi, word) in self.bits[o..o + self.words].iter_mut().enumerate() {
-            let lo = wi * 64;
-            if lo >= used {
-                *word = 0;
-                continue;
-            }
-            let new = below_bits(&attention[lo..(lo + 64).min(used)], share);
-            let old = *word & !young[wi];
-            *word = new;
-            let (mut up, mut down) = (new & !old, old & !new);
-            while up != 0 {
-                score[lo + up.trailing_zeros() as usize] -= 1.0;
-                up &= up - 1;
-            }
-            while down != 0 {
-                score[lo + down.trailing_zeros() as usize] += 1.0;
-                down &= down - 1;
-            }
+        let words = &mut self.bits[o..o + self.words];
+        if !self.normalized {
+            flip_counts(words, young, attention, used, share, score);
+            return;
+        }
+        let cap = self.capacity;
+        let count = &mut self.counts[r * cap..(r + 1) * cap];
+        flip_counts(words, young, attention, used, share, count);
+        let entered = &self.entered[r * cap..r * cap + used];
+        let (step, window) = (self.step, self.window as u32);
+        for ((d, &c), &e) in score.iter_mut().zip(count.iter()).zip(entered) {
+            let seen = step.wrapping_sub(e).saturating_add(1).min(window);
+            *d = c / seen as f32;
         }
     }
 
@@ -136,6 +150,9 @@ impl History {
         self.young[r * self.words + slot / 64] |= 1u64 << (slot % 64);
         let ring = (self.step % self.window as u32) as usize;
         self.arrivals[ring].push((r as u32, slot as u32));
+        if self.normalized {
+            self.counts[r * self.capacity + slot] = -f32::from(u8::from(below));
+        }
         let word = &mut self.bits[(r * self.window + ring) * self.words + slot / 64];
         let bit = 1u64 << (slot % 64);
         if below {
@@ -148,6 +165,39 @@ impl History {
     /// The step is over.
     pub(crate) fn advance(&mut self) {
         self.step = self.step.wrapping_add(1);
+    }
+}
+
+/// One ring row's words of a (batch, head) row for this step: bit s set where `attention[s]` is
+/// below `share` for the slots `0..used` (0 beyond), replacing what was there; `count[s]` (minus
+/// the slot's count) changes where a counted bit flips (bits of tokens still `young` were written
+/// before they entered, so they never counted).
+fn flip_counts(
+    words: &mut [u64],
+    young: &[u64],
+    attention: &[f32],
+    used: usize,
+    share: f32,
+    count: &mut [f32],
+) {
+    for (wi, word) in words.iter_mut().enumerate() {
+        let lo = wi * 64;
+        if lo >= used {
+            *word = 0;
+            continue;
+        }
+        let new = below_bits(&attention[lo..(lo + 64).min(used)], share);
+        let old = *word & !young[wi];
+        *word = new;
+        let (mut up, mut down) = (new & !old, old & !new);
+        while up != 0 {
+            count[lo + up.trailing_zeros() as usize] -= 1.0;
+            up &= up - 1;
+        }
+        while down != 0 {
+            count[lo + down.trailing_zeros() as usize] += 1.0;
+            down &= down - 1;
+        }
     }
 }
 
@@ -189,8 +239,16 @@ mod tests {
 
     #[test]
     fn counts_match_a_sliding_window_with_slot_reuse_and_growth() {
+        for normalized in [false, true] {
+            counts_match(normalized);
+        }
+    }
+
+    /// The brute force of [`counts_match_a_sliding_window_with_slot_reuse_and_growth`]: the score is
+    /// minus the count, divided by the steps seen (at most the window) when `normalized`.
+    fn counts_match(normalized: bool) {
         let window = 3;
-        let mut h = History::new(window, 1, 2);
+        let mut h = History::new(window, 1, 2, normalized);
         let mut score = vec![0.0f32; 70];
         let mut truth: Vec<Vec<bool>> = vec![Vec::new(); 70];
         let mut rng = 12345u64;
@@ -223,7 +281,16 @@ mod tests {
                     .iter()
                     .filter(|&&b| b)
                     .count();
-                assert_eq!(score[s], -(count as f32), "step {step} slot {s}");
+                let seen = t.len().min(window) as f32;
+                let want = if normalized {
+                    -(count as f32) / seen
+                } else {
+                    -(count as f32)
+                };
+                assert_eq!(
+                    score[s], want,
+                    "step {step} slot {s} normalized {normalized}"
+                );
             }
         }
     }

@@ -223,6 +223,49 @@ mod tests {
         assert_eq!(s.scores(0, 0, 1), [-1.0, -1.0, -1.0, 0.0]);
     }
 
+    /// The steps of [`scissor_counts_below_mean_steps_within_the_window`], normalised: each count
+    /// divided by the steps its token was seen (entry included, at most the window of 2).
+    #[test]
+    fn scissor_normalized_divides_by_the_steps_seen() {
+        let mut s = store(1, 4);
+        let pol = ScissorPolicy::new(4, 2, 0).with_normalized(true);
+        step(&mut s, 0, &pol, 0, &[1.0, 1.0]);
+        assert_eq!(s.scores(0, 0, 0)[0], 0.0);
+        let pad = [0.0; 3];
+        let row = |a: f32, b: f32| [&[a][..], &pad, &[b]].concat();
+        step(
+            &mut s,
+            0,
+            &pol,
+            1,
+            &[row(0.25, 0.75), row(0.5, 0.5)].concat(),
+        );
+        // pos0: 1 below in 2 steps seen
+        assert_eq!(s.scores(0, 0, 0)[..2], [-0.5, 0.0]);
+        assert_eq!(s.scores(0, 0, 1)[..2], [0.0, 0.0]);
+        let r3 = |a: [f32; 3]| [&a[..2], &pad[..2], &a[2..]].concat();
+        step(
+            &mut s,
+            0,
+            &pol,
+            2,
+            &[r3([0.1, 0.5, 0.4]), r3([0.4, 0.3, 0.3])].concat(),
+        );
+        // head 0: pos0 2 of 2; head 1: pos1 1 of 2, pos2 (new, below 1/3) 1 of 1
+        assert_eq!(s.scores(0, 0, 0)[..3], [-1.0, 0.0, 0.0]);
+        assert_eq!(s.scores(0, 0, 1)[..3], [0.0, -0.5, -1.0]);
+        let r4 = |a: [f32; 4]| [&a[..3], &pad[..1], &a[3..]].concat();
+        step(
+            &mut s,
+            0,
+            &pol,
+            3,
+            &[r4([0.1, 0.5, 0.3, 0.1]), r4([0.1, 0.3, 0.3, 0.3])].concat(),
+        );
+        assert_eq!(s.scores(0, 0, 0), [-1.0, 0.0, 0.0, -1.0]);
+        assert_eq!(s.scores(0, 0, 1), [-0.5, -0.5, -0.5, 0.0]);
+    }
+
     #[test]
     fn knorm_and_random_scores_are_fixed_when_written() {
         let mut s = store(2, 3);

@@ -131,10 +131,10 @@ impl SlotTable {
         sc: &mut PlanScratch,
     ) -> Result<()> {
         self.check_step(new)?;
-        if let ScoreRule::Unimportance { window } = rule {
-            if self.history.as_ref().map(History::window) != Some(window) {
+        if let ScoreRule::Unimportance { window, normalized } = rule {
+            if self.history.as_ref().map(History::rule) != Some((window.max(1), normalized)) {
                 let rows = self.batch * self.heads;
-                self.history = Some(History::new(window, rows, self.capacity));
+                self.history = Some(History::new(window, rows, self.capacity, normalized));
             }
         }
         let slots = Slots {

@@ -248,8 +248,10 @@ fn bounded_families(b: usize, schedule: Schedule) -> Vec<PolicySpec> {
             budget: b,
             window: crate::policy::scissor::DEFAULT_WINDOW,
             recent: scissor_recent,
+            sinks: 0,
+            normalized: false,
         },
-        PolicyKind::Knorm { budget: b },
+        PolicyKind::Knorm { budget: b, skip: 0 },
         PolicyKind::Random { budget: b, rng: 0 },
     ]
     .into_iter()

@@ -120,13 +120,18 @@ pub fn seed_equivalent(spec: &PolicySpec) -> Option<PolicySpec> {
             budget,
             window,
             recent,
+            sinks,
+            normalized,
         } => PolicyKind::Scissor {
             budget: less(budget)?,
             window,
             recent: recent.saturating_sub(1),
+            sinks,
+            normalized,
         },
-        PolicyKind::Knorm { budget } => PolicyKind::Knorm {
+        PolicyKind::Knorm { budget, skip } => PolicyKind::Knorm {
             budget: less(budget)?,
+            skip,
         },
         PolicyKind::Random { budget, rng } => PolicyKind::Random {
             budget: less(budget)?,

@@ -31,7 +31,8 @@ pub struct PplArgs {
     #[arg(long, default_value_t = 2048, value_parser = numbers::count, allow_hyphen_values = true)]
     pub tokens: usize,
     /// Policy: full, local:R, sink:S+R, h2o:H+R, h2o-layer:H+R, tova:B, tova-head:B, scissor:B,
-    /// knorm:B, random:B, options @pyramid, @rng=N, @window=W, @recent=R (README "Eviction policies").
+    /// knorm:B, random:B, options @pyramid, @rng=N, @window=W, @recent=R, @sinks=S, @normalized,
+    /// @skip=N (README "Eviction policies").
     #[arg(long, default_value = "full")]
     pub policy: PolicySpec,
     /// Budget counting, as bench's: `ours` (keep B, attend B + the new token) or `seed` (B counts

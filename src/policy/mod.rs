@@ -90,8 +90,10 @@ pub enum ScoreRule {
     /// The attention a token received in this step only (TOVA); nothing carries over.
     Current,
     /// Minus the number of the last `window` steps in which the token's attention fell below the
-    /// step's mean share ([`scissor::below_mean`]); Scissorhands' "unimportant" count.
-    Unimportance { window: usize },
+    /// step's mean share ([`scissor::below_mean`]); Scissorhands' "unimportant" count. With
+    /// `normalized`, that count divided (in f32) by the steps the token has been seen among them,
+    /// its entry step included: `min(window, steps since entry + 1)`.
+    Unimportance { window: usize, normalized: bool },
     /// Minus the squared L2 norm of the token's (rotated) key ([`knorm::key_score`]), fixed when the
     /// token is written. Reads no attention.
     KeyNorm,

@@ -10,6 +10,12 @@
 //! paper drops a batch of tokens whenever the cache fills; here, as for every policy of this
 //! tool, a step evicts exactly down to B so that every policy holds the same budget at every
 //! step. Defaults W = [`DEFAULT_WINDOW`], R = [`DEFAULT_RECENT`].
+//!
+//! Two variants of published code, each opt-in (issue 32): `@sinks=S` also protects the first S
+//! positions (always-kept first tokens, as StreamingLLM's sinks; S + R within B), and
+//! `@normalized` divides a token's count by the steps it has been seen (its entry step included,
+//! at most W), so a young token is not favoured for having had fewer steps to be unimportant in:
+//! the score is minus the share of its seen steps in which it was unimportant.
 
 use super::{select_per_head, Candidates, Policy, Rule, ScoreRule};
 
@@ -26,6 +32,10 @@ pub struct ScissorPolicy {
     pub window: usize,
     /// Most recent positions always kept.
     pub recent: usize,
+    /// First positions always kept (`@sinks=S`; 0 by default).
+    pub sinks: usize,
+    /// The count divided by the steps seen (`@normalized`; off by default).
+    pub normalized: bool,
 }
 
 impl ScissorPolicy {
@@ -34,7 +44,19 @@ impl ScissorPolicy {
             budget,
             window,
             recent,
+            sinks: 0,
+            normalized: false,
         }
+    }
+
+    /// The same policy keeping the first `sinks` positions too.
+    pub fn with_sinks(self, sinks: usize) -> Self {
+        ScissorPolicy { sinks, ..self }
+    }
+
+    /// The same policy with the count divided by the steps seen (`true`) or not.
+    pub fn with_normalized(self, normalized: bool) -> Self {
+        ScissorPolicy { normalized, ..self }
     }
 }
 
@@ -62,6 +84,12 @@ impl Policy for ScissorPolicy {
         if self.recent != DEFAULT_RECENT {
             s += &format!("@recent={}", self.recent);
         }
+        if self.sinks != 0 {
+            s += &format!("@sinks={}", self.sinks);
+        }
+        if self.normalized {
+            s += "@normalized";
+        }
         s
     }
 
@@ -72,12 +100,13 @@ impl Policy for ScissorPolicy {
     fn score_rule(&self) -> ScoreRule {
         ScoreRule::Unimportance {
             window: self.window,
+            normalized: self.normalized,
         }
     }
 
     fn select(&self, cands: &Candidates<'_>, keep: &mut [bool]) {
         let rule = Rule {
-            sinks: 0,
+            sinks: self.sinks,
             recent: self.recent,
         };
         select_per_head(cands, rule, self.budget, true, keep);
@@ -98,7 +127,24 @@ mod tests {
             "scissor:8@window=16@recent=2"
         );
         assert_eq!(ScissorPolicy::new(8, 400, 2).spec(), "scissor:8@recent=2");
-        assert_eq!(p.score_rule(), ScoreRule::Unimportance { window: 400 });
+        assert_eq!(
+            p.score_rule(),
+            ScoreRule::Unimportance {
+                window: 400,
+                normalized: false
+            }
+        );
+        let v = ScissorPolicy::new(8, 400, 2)
+            .with_sinks(3)
+            .with_normalized(true);
+        assert_eq!(v.spec(), "scissor:8@recent=2@sinks=3@normalized");
+        assert_eq!(
+            v.score_rule(),
+            ScoreRule::Unimportance {
+                window: 400,
+                normalized: true
+            }
+        );
     }
 
     #[test]
@@ -119,6 +165,29 @@ mod tests {
         assert_eq!(
             keep_mask(&p, 1, &[0, 1, 2, 3], &[-3.0, -5.0, -5.0, -1.0]),
             [true, false, true, true]
+        );
+    }
+
+    #[test]
+    fn sinks_are_kept_whatever_their_count() {
+        // pos0 is the most often unimportant (-4) but a sink; pos1 (-3) goes instead
+        let pos = [0, 1, 2, 3, 4];
+        let sc = [-4.0, -3.0, -1.0, -2.0, 0.0];
+        let plain = ScissorPolicy::new(4, 8, 1);
+        assert_eq!(
+            keep_mask(&plain, 1, &pos, &sc),
+            [false, true, true, true, true]
+        );
+        let sinks = plain.with_sinks(1);
+        assert_eq!(
+            keep_mask(&sinks, 1, &pos, &sc),
+            [true, false, true, true, true]
+        );
+        // two victims: the sinks 0, 1 and the window (pos4) stay, so pos2 and pos3 go
+        let two = ScissorPolicy::new(3, 8, 1).with_sinks(2);
+        assert_eq!(
+            keep_mask(&two, 1, &pos, &sc),
+            [true, true, false, false, true]
         );
     }
 }

@@ -5,8 +5,9 @@ help texts and the reference loop pick it up from there.
 
 Spec grammar (the engine's src/policy/spec/, the same canonical strings and messages):
 `KEYWORD`, `KEYWORD:A` or `KEYWORD:A+B` (non-negative integers), then options each after an
-`@`: `@uniform` / `@pyramid` (any bounded family), `@rng=N` (random), `@window=W` and
-`@recent=R` (scissor); every bounded policy needs a budget of at least 1.
+`@`: `@uniform` / `@pyramid` (any bounded family), `@rng=N` (random), `@window=W`,
+`@recent=R`, `@sinks=S` and the switch `@normalized` (scissor), `@skip=N` (knorm's first N layers
+kept whole); every bounded policy needs a budget of at least 1.
 """
 
 from __future__ import annotations
@@ -32,11 +33,16 @@ _BY_KEYWORD = {kw: fam for fam in FAMILIES for kw in fam.KEYWORDS}
 ACCEPTED_FORMS = (
     " | ".join(form for fam in FAMILIES for form in fam.FORMS)
     + ", then optional options: @pyramid or @uniform (any bounded family), @rng=N (random), "
-    "@window=W and @recent=R (scissor) (non-negative integers, budget >= 1; e.g. local:256, "
-    "sink:4+252, h2o:192+64, h2o:192+64@pyramid, random:256@rng=7)"
+    "@window=W, @recent=R, @sinks=S and @normalized (scissor), @skip=N (knorm: its first N layers "
+    "keep every token) (non-negative integers, budget >= 1; e.g. local:256, sink:4+252, "
+    "h2o:192+64, h2o:192+64@pyramid, random:256@rng=7, knorm:256@skip=2, "
+    "scissor:256@sinks=4@normalized)"
 )
 _HEAD_RE = re.compile(r"^([a-z][a-z0-9-]*)(?::([0-9]+)(?:\+([0-9]+))?)?$")
-_NUMBER_OPTIONS = ("rng", "window", "recent")
+_NUMBER_OPTIONS = ("rng", "window", "recent", "sinks", "skip")
+_SWITCHES = ("normalized",)  # written `@key`, no value
+# the order in which a refusal names an option the family does not take
+_OPTION_ORDER = ("rng", "window", "recent", "sinks", "normalized", "skip")
 
 __all__ = ["ACCEPTED_FORMS", "FAMILIES", "Policy", "Full", "Local", "Sink", "H2O", "Tova", "Scissor", "Knorm",
            "Random", "parse_policy"]
@@ -65,6 +71,12 @@ def _options(opts: list[str]) -> tuple[Optional[str], dict[str, int]]:
             if not eq or not re.fullmatch(r"[0-9]+", value):
                 raise ValueError(f"option `@{key}` takes a number (@{key}=N); ")
             numbers[key] = int(value)
+        elif key in _SWITCHES:
+            if key in numbers:
+                raise ValueError(f"option `@{key}` is given twice; ")
+            if eq:
+                raise ValueError(f"option `@{key}` takes no value (@{key}); ")
+            numbers[key] = 1
         else:
             raise ValueError(f"unknown option `@{opt}`; ")
     return schedule, numbers
@@ -72,11 +84,10 @@ def _options(opts: list[str]) -> tuple[Optional[str], dict[str, int]]:
 
 def _applicable(keyword: str, fam: type[Policy], schedule: Optional[str], numbers: dict[str, int]) -> None:
     """Refuses options the family does not take; raises ValueError with the message's start."""
-    if "rng" in numbers and "rng" not in fam.OPTIONS:
-        raise ValueError(f"`@rng` applies to random only, not `{keyword}`; ")
-    if ("window" in numbers or "recent" in numbers) and "window" not in fam.OPTIONS:
-        which = "window" if "window" in numbers else "recent"
-        raise ValueError(f"`@{which}` applies to scissor only, not `{keyword}`; ")
+    for key in _OPTION_ORDER:
+        if key in numbers and key not in fam.OPTIONS:
+            takers = ", ".join(f.KEYWORDS[0] for f in FAMILIES if key in f.OPTIONS)
+            raise ValueError(f"`@{key}` applies to {takers} only, not `{keyword}`; ")
     if fam is Full and schedule is not None:
         raise ValueError("`full` has no budget to schedule; ")
 
@@ -118,7 +129,7 @@ def parse_policy(text: str, max_positions: Optional[int] = None, layers: Optiona
             )
         for layer in range(layers or 0):
             b = pol.for_layer(layer, layers).budget
-            if b > max_positions:
+            if b is not None and b > max_positions:
                 raise ReferenceError(
                     f"policy {pol.spec}: layer {layer}'s budget {b} exceeds the model's {max_positions} "
                     f"positions; use a smaller budget or @uniform"

@@ -79,6 +79,12 @@ class Policy:
         """The policy with its free part set to `free`."""
         return dataclasses.replace(self, heavy=free)
 
+    @property
+    def same_in_every_layer(self) -> bool:
+        """Whether every layer runs this policy (no schedule, no layer left whole); a graph with
+        one attention mask for all layers runs only such policies."""
+        return self.schedule == "uniform"
+
     def for_layer(self, layer: int, layers: int) -> "Policy":
         """Layer `layer`'s policy (of `layers`): itself under the uniform schedule, else the
         family with that layer's free part (schedule.py)."""

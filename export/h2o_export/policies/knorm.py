@@ -4,7 +4,10 @@ the smallest L2 norm; the score is minus the squared norm rounded to 12 signific
 (`rounded_square_norm`, as the engine's src/policy/knorm.rs: the same token at two positions has
 the same norm in exact arithmetic, and the rounding keeps float noise in the rotation from
 breaking such ties differently here and in the engine), computed when the token arrives. Reads
-no attention; nothing is protected."""
+no attention; nothing is protected.
+
+`@skip=N` (the authors' setting, N = 2): layers 0..N-1 are not compressed at all; `for_layer`
+gives them the full cache, the other layers the policy (and its schedule's budget)."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from typing import Optional
 import torch
 
 from .base import Policy
+from .full import Full
 
 NORM_BITS = 12  # significant bits the squared norm keeps
 
@@ -33,15 +37,17 @@ class Knorm(Policy):
     FORMS = ("knorm:B",)
     KEYWORDS = ("knorm",)
     ARITY = 1
+    OPTIONS = ("skip",)
     kind = "knorm"
     uses_scores = True
 
     keep: int = 0
+    skip: int = 0  # first layers kept whole
     schedule: str = "uniform"
 
     @classmethod
     def from_numbers(cls, keyword: str, numbers: list[int], options: dict[str, int]) -> "Knorm":
-        return cls(keep=numbers[0])
+        return cls(keep=numbers[0], skip=options.get("skip", 0))
 
     @property
     def budget(self) -> Optional[int]:
@@ -49,7 +55,16 @@ class Knorm(Policy):
 
     @property
     def core_spec(self) -> str:
-        return f"knorm:{self.keep}"
+        return f"knorm:{self.keep}" + (f"@skip={self.skip}" if self.skip else "")
+
+    @property
+    def same_in_every_layer(self) -> bool:
+        return self.schedule == "uniform" and self.skip == 0
+
+    def for_layer(self, layer: int, layers: int) -> Policy:
+        if layer < self.skip:
+            return Full()
+        return super().for_layer(layer, layers)
 
     def split(self) -> tuple[int, int]:
         return 0, self.keep

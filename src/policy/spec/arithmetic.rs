@@ -90,17 +90,26 @@ impl PolicySpec {
         self.kind.build().needs_scores()
     }
 
-    /// Each layer's family and numbers for a model of `layers` layers.
+    /// Each layer's family and numbers for a model of `layers` layers: the schedule's budgets,
+    /// then the first layers a family leaves whole ([`Role::Layers`], knorm's `@skip`) `full`.
     pub fn layer_kinds(&self, layers: usize) -> Vec<PolicyKind> {
         let parts = Parts::of(&self.kind);
-        match (self.schedule, parts.split()) {
+        let mut kinds = match (self.schedule, parts.split()) {
             (Schedule::Pyramid, Some((_, free, at_least))) => Schedule::Pyramid
                 .free_parts(free, layers, at_least)
                 .into_iter()
                 .map(|f| parts.with_free(f).kind())
                 .collect(),
             _ => vec![self.kind; layers],
-        }
+        };
+        let whole = count(parts.sum(&[Role::Layers])).min(layers);
+        kinds[..whole].fill(PolicyKind::Full);
+        kinds
+    }
+
+    /// Whether every layer runs the spec's own policy (uniform schedule, no layer left whole).
+    fn same_in_every_layer(&self) -> bool {
+        self.schedule == Schedule::Uniform && Parts::of(&self.kind).sum(&[Role::Layers]) == 0
     }
 
     /// Refuses budget 0 and a budget (a layer's, under a schedule) above the model's
@@ -136,14 +145,13 @@ impl PolicySpec {
         Ok(())
     }
 
-    /// The policies of a model of `layers` layers: one shared policy under the uniform schedule,
-    /// one per layer otherwise.
+    /// The policies of a model of `layers` layers: one shared policy when every layer runs the
+    /// same (uniform schedule, no layer left whole), one per layer otherwise.
     pub fn build(&self, layers: usize) -> LayerPolicies {
-        match self.schedule {
-            Schedule::Uniform => LayerPolicies::Shared(self.kind.build()),
-            Schedule::Pyramid => LayerPolicies::PerLayer(
-                self.layer_kinds(layers).iter().map(|k| k.build()).collect(),
-            ),
+        if self.same_in_every_layer() {
+            LayerPolicies::Shared(self.kind.build())
+        } else {
+            LayerPolicies::PerLayer(self.layer_kinds(layers).iter().map(|k| k.build()).collect())
         }
     }
 

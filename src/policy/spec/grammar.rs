@@ -4,7 +4,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::kinds::{option_is_count, takers, Family, Parts, Place, Role, Values, OPTION_KEYS};
+use super::kinds::{
+    is_switch, option_is_count, takers, Family, Parts, Place, Role, Values, OPTION_KEYS,
+};
 use super::{PolicyError, PolicyKind, PolicySpec};
 use crate::policy::schedule::Schedule;
 
@@ -12,9 +14,10 @@ use crate::policy::schedule::Schedule;
 /// families' forms are the table's, checked by a test).
 pub const ACCEPTED_FORMS: &str = "full | local:R | sink:S+R | h2o:H+R | h2o-layer:H+R | tova:B | \
      tova-head:B | scissor:B | knorm:B | random:B, then optional options: @pyramid or @uniform \
-     (any bounded family), @rng=N (random), @window=W and @recent=R (scissor) \
+     (any bounded family), @rng=N (random), @window=W, @recent=R, @sinks=S and @normalized \
+     (scissor), @skip=N (knorm: its first N layers keep every token) \
      (non-negative integers, budget >= 1; e.g. local:256, sink:4+252, h2o:192+64, \
-     h2o:192+64@pyramid, random:256@rng=7)";
+     h2o:192+64@pyramid, random:256@rng=7, knorm:256@skip=2, scissor:256@sinks=4@normalized)";
 
 impl Family {
     /// The family's form in [`ACCEPTED_FORMS`], e.g. `sink:S+R`.
@@ -51,7 +54,8 @@ impl fmt::Display for PolicyKind {
                     sep = "+";
                 }
                 Place::Option { key, default } if v != default => write!(f, "@{key}={v}")?,
-                Place::Option { .. } => {}
+                Place::Switch { key } if v != 0 => write!(f, "@{key}")?,
+                Place::Option { .. } | Place::Switch { .. } => {}
             }
         }
         Ok(())
@@ -116,6 +120,13 @@ fn parse_options<'a>(opts: impl Iterator<Item = &'a str>) -> Result<Options, Str
         if o.given[i].is_some() {
             return Err(format!("option `@{key}` is given twice; "));
         }
+        if is_switch(key) {
+            if value.is_some() {
+                return Err(format!("option `@{key}` takes no value (@{key}); "));
+            }
+            o.given[i] = Some(1);
+            continue;
+        }
         let n = match value.and_then(number::<u64>) {
             Some(Ok(n)) => n,
             Some(Err(())) => return Err(TOO_LARGE.to_string()),
@@ -152,6 +163,7 @@ fn with_options(
         values[i] = match p.place {
             Place::Number => numbers.next().map_or(0, |&n| n as u64),
             Place::Option { key, default } => o.get(key).unwrap_or(default),
+            Place::Switch { key } => o.get(key).unwrap_or(0),
         };
     }
     let parts = Parts { family, values };
@@ -168,6 +180,19 @@ fn with_options(
             }
             _ => {}
         }
+    }
+    let within = parts.sum(&[Role::Within]);
+    if within > total && total > 0 {
+        let labels: Vec<&str> = family
+            .params
+            .iter()
+            .filter(|p| p.role == Role::Within)
+            .map(|p| p.label)
+            .collect();
+        return Err(format!(
+            "{name}'s {} ({within} together) are more than its budget {total}; ",
+            labels.join(" and ")
+        ));
     }
     Ok(PolicySpec {
         kind: parts.kind(),
@@ -316,7 +341,9 @@ mod tests {
             Ok(k(PolicyKind::Scissor {
                 budget: 64,
                 window: 400,
-                recent: 10
+                recent: 10,
+                sinks: 0,
+                normalized: false,
             }))
         );
         assert_eq!(
@@ -324,10 +351,15 @@ mod tests {
             Ok(k(PolicyKind::Scissor {
                 budget: 64,
                 window: 32,
-                recent: 4
+                recent: 4,
+                sinks: 0,
+                normalized: false,
             }))
         );
-        assert_eq!(p("knorm:9"), Ok(k(PolicyKind::Knorm { budget: 9 })));
+        assert_eq!(
+            p("knorm:9"),
+            Ok(k(PolicyKind::Knorm { budget: 9, skip: 0 }))
+        );
         assert_eq!(
             p("random:9"),
             Ok(k(PolicyKind::Random { budget: 9, rng: 0 }))

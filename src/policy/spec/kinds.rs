@@ -10,8 +10,9 @@ use crate::policy::{
     SinkPolicy, TovaPolicy,
 };
 
-/// Most parameters of one family (scissor's budget, window and recent window).
-pub(super) const MAX_PARAMS: usize = 3;
+/// Most parameters of one family (scissor's budget, window, recent window, sinks and the
+/// normalised switch).
+pub(super) const MAX_PARAMS: usize = 5;
 
 /// A family's parameter values in the order of its [`Family::params`], token counts as `u64`
 /// (they come from `usize`); entries past the family's parameters are 0.
@@ -35,6 +36,11 @@ pub(super) enum Role {
     Steps,
     /// A generator number: kept when the spec is scaled (random's rng).
     Seed,
+    /// Layers, not tokens: kept when the spec is scaled (knorm's skipped first layers, which
+    /// keep every token: [`super::PolicySpec::layer_kinds`] makes them `full`).
+    Layers,
+    /// An on/off switch `@key` (1 when given): kept when scaled (scissor's `@normalized`).
+    Switch,
 }
 
 impl Role {
@@ -59,6 +65,9 @@ pub(super) enum Place {
     Number,
     /// An option `@key=N`, `default` when absent (and then left out of the canonical form).
     Option { key: &'static str, default: u64 },
+    /// A switch `@key` without a value: 1 when given, 0 (and left out of the canonical form) when
+    /// absent.
+    Switch { key: &'static str },
 }
 
 /// One parameter of a family.
@@ -110,6 +119,23 @@ const fn option(
     }
 }
 
+/// An on/off switch `@key` ([`Place::Switch`], [`Role::Switch`]).
+const fn switch(key: &'static str, label: &'static str) -> Param {
+    Param {
+        place: Place::Switch { key },
+        role: Role::Switch,
+        letter: '-',
+        label,
+    }
+}
+
+/// A family's values from its first parameters' values (the rest 0).
+fn vals(v: &[u64]) -> Values {
+    let mut out = [0; MAX_PARAMS];
+    out[..v.len()].copy_from_slice(v);
+    out
+}
+
 /// A token count held as a value (always one that came from a `usize`).
 pub(super) fn count(v: u64) -> usize {
     usize::try_from(v).unwrap_or(usize::MAX)
@@ -123,7 +149,7 @@ pub(super) const KINDS: &[Family] = &[
         name: "full",
         params: &[],
         kind: |_| PolicyKind::Full,
-        values: |k| matches!(k, PolicyKind::Full).then_some([0; MAX_PARAMS]),
+        values: |k| matches!(k, PolicyKind::Full).then_some(vals(&[])),
         build: |_| Box::new(FullPolicy::new()),
     },
     Family {
@@ -133,7 +159,7 @@ pub(super) const KINDS: &[Family] = &[
             recent: count(v[0]),
         },
         values: |k| match *k {
-            PolicyKind::Local { recent } => Some([recent as u64, 0, 0]),
+            PolicyKind::Local { recent } => Some(vals(&[recent as u64])),
             _ => None,
         },
         build: |v| Box::new(LocalPolicy::new(count(v[0]))),
@@ -149,7 +175,7 @@ pub(super) const KINDS: &[Family] = &[
             recent: count(v[1]),
         },
         values: |k| match *k {
-            PolicyKind::Sink { sinks, recent } => Some([sinks as u64, recent as u64, 0]),
+            PolicyKind::Sink { sinks, recent } => Some(vals(&[sinks as u64, recent as u64])),
             _ => None,
         },
         build: |v| Box::new(SinkPolicy::new(count(v[0]), count(v[1]))),
@@ -167,7 +193,7 @@ pub(super) const KINDS: &[Family] = &[
                 heavy,
                 recent,
                 scope: Scope::Head,
-            } => Some([heavy as u64, recent as u64, 0]),
+            } => Some(vals(&[heavy as u64, recent as u64])),
             _ => None,
         },
         build: |v| Box::new(H2oPolicy::new(count(v[0]), count(v[1]), Scope::Head)),
@@ -185,7 +211,7 @@ pub(super) const KINDS: &[Family] = &[
                 heavy,
                 recent,
                 scope: Scope::Layer,
-            } => Some([heavy as u64, recent as u64, 0]),
+            } => Some(vals(&[heavy as u64, recent as u64])),
             _ => None,
         },
         build: |v| Box::new(H2oPolicy::new(count(v[0]), count(v[1]), Scope::Layer)),
@@ -201,7 +227,7 @@ pub(super) const KINDS: &[Family] = &[
             PolicyKind::Tova {
                 budget,
                 scope: Scope::Layer,
-            } => Some([budget as u64, 0, 0]),
+            } => Some(vals(&[budget as u64])),
             _ => None,
         },
         build: |v| Box::new(TovaPolicy::new(count(v[0]), Scope::Layer)),
@@ -217,7 +243,7 @@ pub(super) const KINDS: &[Family] = &[
             PolicyKind::Tova {
                 budget,
                 scope: Scope::Head,
-            } => Some([budget as u64, 0, 0]),
+            } => Some(vals(&[budget as u64])),
             _ => None,
         },
         build: |v| Box::new(TovaPolicy::new(count(v[0]), Scope::Head)),
@@ -240,32 +266,55 @@ pub(super) const KINDS: &[Family] = &[
                 'R',
                 "recent window",
             ),
+            option("sinks", 0, Role::Within, 'S', "sinks"),
+            switch("normalized", "normalisation by time in cache"),
         ],
         kind: |v| PolicyKind::Scissor {
             budget: count(v[0]),
             window: count(v[1]),
             recent: count(v[2]),
+            sinks: count(v[3]),
+            normalized: v[4] != 0,
         },
         values: |k| match *k {
             PolicyKind::Scissor {
                 budget,
                 window,
                 recent,
-            } => Some([budget as u64, window as u64, recent as u64]),
+                sinks,
+                normalized,
+            } => Some(vals(&[
+                budget as u64,
+                window as u64,
+                recent as u64,
+                sinks as u64,
+                u64::from(normalized),
+            ])),
             _ => None,
         },
-        build: |v| Box::new(ScissorPolicy::new(count(v[0]), count(v[1]), count(v[2]))),
+        build: |v| {
+            Box::new(
+                ScissorPolicy::new(count(v[0]), count(v[1]), count(v[2]))
+                    .with_sinks(count(v[3]))
+                    .with_normalized(v[4] != 0),
+            )
+        },
     },
     Family {
         name: "knorm",
-        params: &[BUDGET],
+        params: &[
+            BUDGET,
+            option("skip", 0, Role::Layers, 'N', "skipped first layers"),
+        ],
         kind: |v| PolicyKind::Knorm {
             budget: count(v[0]),
+            skip: count(v[1]),
         },
         values: |k| match *k {
-            PolicyKind::Knorm { budget } => Some([budget as u64, 0, 0]),
+            PolicyKind::Knorm { budget, skip } => Some(vals(&[budget as u64, skip as u64])),
             _ => None,
         },
+        // one layer's policy: the skipped layers are `full` ([`super::PolicySpec::layer_kinds`])
         build: |v| Box::new(KnormPolicy::new(count(v[0]))),
     },
     Family {
@@ -279,7 +328,7 @@ pub(super) const KINDS: &[Family] = &[
             rng: v[1],
         },
         values: |k| match *k {
-            PolicyKind::Random { budget, rng } => Some([budget as u64, rng, 0]),
+            PolicyKind::Random { budget, rng } => Some(vals(&[budget as u64, rng])),
             _ => None,
         },
         build: |v| Box::new(RandomPolicy::new(count(v[0]), v[1])),
@@ -294,7 +343,8 @@ const H2O_PARAMS: [Param; 2] = [
 
 /// Every option `@key=N` of the table, in the order a refusal names one that the family does not
 /// take (the reference's order).
-pub(super) const OPTION_KEYS: [&str; 3] = ["rng", "window", "recent"];
+pub(super) const OPTION_KEYS: [&str; 6] =
+    ["rng", "window", "recent", "sinks", "normalized", "skip"];
 
 /// Every family's keyword, in the order of the accepted forms.
 pub const FAMILIES: [&str; KINDS.len()] = {
@@ -323,12 +373,28 @@ impl Family {
         self.params.iter().any(|p| p.role.in_budget())
     }
 
-    /// Whether the family takes the option `@key=N`.
+    /// Whether the family takes the option `@key=N` (or the switch `@key`).
     pub fn takes(&self, key: &str) -> bool {
-        self.params
-            .iter()
-            .any(|p| matches!(p.place, Place::Option { key: k, .. } if k == key))
+        self.params.iter().any(|p| p.key() == Some(key))
     }
+}
+
+impl Param {
+    /// The option's or switch's key (`None` for a number after the `:`).
+    pub fn key(&self) -> Option<&'static str> {
+        match self.place {
+            Place::Number => None,
+            Place::Option { key, .. } | Place::Switch { key } => Some(key),
+        }
+    }
+}
+
+/// Whether `@key` is a switch (written without a value), not an option `@key=N`.
+pub(super) fn is_switch(key: &str) -> bool {
+    KINDS
+        .iter()
+        .flat_map(|f| f.params)
+        .any(|p| matches!(p.place, Place::Switch { key: k } if k == key))
 }
 
 /// The families taking the option `@key=N`, e.g. `["random"]` for `rng`.

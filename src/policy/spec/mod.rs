@@ -17,10 +17,14 @@
 //!   tool grew from);
 //! - `@window=W`, `@recent=R`: scissor's history window (W >= 1) and protected recent window
 //!   (R <= B), defaults [`DEFAULT_WINDOW`](crate::policy::scissor::DEFAULT_WINDOW) and
-//!   [`DEFAULT_RECENT`](crate::policy::scissor::DEFAULT_RECENT).
+//!   [`DEFAULT_RECENT`](crate::policy::scissor::DEFAULT_RECENT);
+//! - `@sinks=S`, `@normalized`: scissor's always-kept first S positions (within B, with R) and its
+//!   count divided by the steps the token has been seen (the authors' variants, issue 32);
+//! - `@skip=N`: knorm leaves its first N layers whole (`full`), as its authors do (N = 2).
 //!
 //! Options may come in any order, each once; surrounding whitespace is ignored. The canonical
-//! form leaves defaults out and orders options `@window`, `@recent`, `@rng`, `@pyramid`, e.g.
+//! form leaves defaults out and orders options `@window`, `@recent`, `@sinks`, `@normalized`,
+//! `@skip`, `@rng`, `@pyramid`, e.g.
 //! `scissor:256@window=64`, `random:256@rng=7@pyramid`.
 
 mod arithmetic;
@@ -79,14 +83,17 @@ pub enum PolicyKind {
     },
     /// The `budget` tokens with the most attention from the current query (TOVA).
     Tova { budget: usize, scope: Scope },
-    /// Scissorhands: the `recent` last positions and the least often unimportant of the rest.
+    /// Scissorhands: the `recent` last positions, the `sinks` first ones, and the least often
+    /// unimportant of the rest (`normalized`: the count divided by the steps the token was seen).
     Scissor {
         budget: usize,
         window: usize,
         recent: usize,
+        sinks: usize,
+        normalized: bool,
     },
-    /// The `budget` keys with the smallest L2 norm.
-    Knorm { budget: usize },
+    /// The `budget` keys with the smallest L2 norm; the first `skip` layers keep every token.
+    Knorm { budget: usize, skip: usize },
     /// `budget` tokens kept at random (generator number `rng`).
     Random { budget: usize, rng: u64 },
 }

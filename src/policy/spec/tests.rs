@@ -119,6 +119,8 @@ fn rows() -> Vec<Row> {
                 budget: 50,
                 window: 400,
                 recent: 10,
+                sinks: 0,
+                normalized: false,
             },
             canonical: "scissor:50",
             budget: Some(50),
@@ -132,6 +134,8 @@ fn rows() -> Vec<Row> {
                 budget: 48,
                 window: 5,
                 recent: 8,
+                sinks: 0,
+                normalized: false,
             },
             canonical: "scissor:48@window=5@recent=8",
             budget: Some(48),
@@ -146,7 +150,10 @@ fn rows() -> Vec<Row> {
         },
         Row {
             text: "knorm:40",
-            kind: PolicyKind::Knorm { budget: 40 },
+            kind: PolicyKind::Knorm {
+                budget: 40,
+                skip: 0,
+            },
             canonical: "knorm:40",
             budget: Some(40),
             quarter: "knorm:10",
@@ -260,16 +267,20 @@ fn the_table_is_consistent() {
     );
     for key in OPTION_KEYS {
         assert!(KINDS.iter().any(|f| f.takes(key)), "{key}");
-        assert!(ACCEPTED_FORMS.contains(&format!("@{key}=")), "{key}");
+        let written = if super::kinds::is_switch(key) {
+            format!("@{key}")
+        } else {
+            format!("@{key}=")
+        };
+        assert!(ACCEPTED_FORMS.contains(&written), "{key}");
     }
     for f in KINDS {
         let p = f.params;
         // numbers first (at most two), then options from OPTION_KEYS
         let numbers = p.iter().take_while(|x| x.place == Place::Number).count();
         assert!(numbers <= 2, "{}", f.name);
-        assert!(p[numbers..]
-            .iter()
-            .all(|x| matches!(x.place, Place::Option { key, .. } if OPTION_KEYS.contains(&key))));
+        assert!(p[numbers..].iter().all(|x| matches!(x.place,
+            Place::Option { key, .. } | Place::Switch { key } if OPTION_KEYS.contains(&key))));
         // a bounded family has exactly one part a schedule spreads; a part within needs a total
         let spread = p
             .iter()
@@ -340,8 +351,10 @@ fn every_variant_has_its_row() {
             budget: 8,
             window: 400,
             recent: 2,
+            sinks: 0,
+            normalized: false,
         },
-        PolicyKind::Knorm { budget: 8 },
+        PolicyKind::Knorm { budget: 8, skip: 0 },
         PolicyKind::Random { budget: 8, rng: 0 },
     ];
     let names: Vec<&str> = kinds.iter().map(family_of).collect();
@@ -355,6 +368,124 @@ fn every_variant_has_its_row() {
             super::kinds::Parts::of(k).family.name,
             family_of(k),
             "{k:?}"
+        );
+    }
+}
+
+/// The authors' variants (issue 32): knorm's whole first layers, scissor's sinks and normalised
+/// count; numbers worked out by hand.
+#[test]
+fn authors_variants_parse_display_scale_and_spread() {
+    let p = |s: &str| {
+        s.parse::<PolicySpec>()
+            .unwrap_or_else(|e| panic!("{s}: {e}"))
+    };
+    let strs = |ks: Vec<PolicyKind>| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+
+    let kn = p("knorm:40@skip=2");
+    assert_eq!(
+        kn.kind,
+        PolicyKind::Knorm {
+            budget: 40,
+            skip: 2
+        }
+    );
+    assert_eq!(kn.to_string(), "knorm:40@skip=2");
+    assert_eq!(kn.budget(), Some(40), "the evicting layers' budget");
+    assert_eq!(
+        strs(kn.layer_kinds(4)),
+        ["full", "full", "knorm:40@skip=2", "knorm:40@skip=2"]
+    );
+    assert_eq!(
+        strs(kn.layer_kinds(1)),
+        ["full"],
+        "more skipped than layers"
+    );
+    let built = kn.build(4);
+    assert_eq!(built.layers(), Some(4), "one policy per layer");
+    assert_eq!(built.layer(1).budget(), usize::MAX);
+    assert_eq!(built.layer(2).spec(), "knorm:40");
+    assert_eq!(
+        kn.scaled(1, 4).to_string(),
+        "knorm:10@skip=2",
+        "layers do not scale"
+    );
+    assert_eq!(
+        kn.validate(4, 40),
+        Ok(()),
+        "whole layers hold what the text has"
+    );
+    // a schedule spreads the free part over all four layers, then the first two are whole
+    assert_eq!(
+        strs(p("knorm:40@skip=2@pyramid").layer_kinds(4)),
+        ["full", "full", "knorm:27@skip=2", "knorm:2@skip=2"]
+    );
+    assert_eq!(p("knorm:40@skip=0").to_string(), "knorm:40");
+    assert!(
+        p("knorm:40").build(4).layers().is_none(),
+        "shared as before"
+    );
+
+    let sc = p("scissor:48@normalized@sinks=4");
+    assert_eq!(
+        sc.kind,
+        PolicyKind::Scissor {
+            budget: 48,
+            window: 400,
+            recent: 10,
+            sinks: 4,
+            normalized: true
+        }
+    );
+    assert_eq!(sc.to_string(), "scissor:48@sinks=4@normalized");
+    assert_eq!(sc.kind.build().spec(), "scissor:48@sinks=4@normalized");
+    assert_eq!(
+        sc.scaled(1, 4).to_string(),
+        "scissor:12@recent=3@sinks=1@normalized"
+    );
+    // fixed part 10 + 4 = 14; the free 34 spreads as 67, 45, 23, 1
+    assert_eq!(
+        strs(p("scissor:48@sinks=4@normalized@pyramid").layer_kinds(4)),
+        [
+            "scissor:81@sinks=4@normalized",
+            "scissor:59@sinks=4@normalized",
+            "scissor:37@sinks=4@normalized",
+            "scissor:15@sinks=4@normalized"
+        ]
+    );
+    assert_eq!(p("scissor:14@sinks=4").budget(), Some(14));
+
+    let msg = |s: &str| s.parse::<PolicySpec>().unwrap_err().to_string();
+    for (s, want) in [
+        (
+            "scissor:13@sinks=4",
+            "scissor's recent window and sinks (14 together) are more than its budget 13; ",
+        ),
+        (
+            "scissor:48@normalized=1",
+            "option `@normalized` takes no value (@normalized); ",
+        ),
+        (
+            "scissor:48@normalized@normalized",
+            "option `@normalized` is given twice; ",
+        ),
+        ("knorm:4@skip", "option `@skip` takes a number (@skip=N); "),
+        (
+            "knorm:4@sinks=1",
+            "`@sinks` applies to scissor only, not `knorm`; ",
+        ),
+        (
+            "h2o:4+4@skip=1",
+            "`@skip` applies to knorm only, not `h2o`; ",
+        ),
+        (
+            "tova:4@normalized",
+            "`@normalized` applies to scissor only, not `tova`; ",
+        ),
+    ] {
+        assert_eq!(
+            msg(s),
+            format!("invalid policy spec '{s}': {want}accepted forms are {ACCEPTED_FORMS}")
         );
     }
 }
