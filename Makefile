@@ -51,6 +51,7 @@ build:
 
 fixtures: $(STAMP_TORCH)
 	$(PY) export/make_fixture.py
+	$(PY) export/make_fixture.py --llama-only
 
 # The exporter's own sources, derived from the package: every module of h2o_export/, subpackages included,
 # and its pyproject.toml, so a new module or a RoPE change re-exports the default model (the reference and

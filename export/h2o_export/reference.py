@@ -55,23 +55,33 @@ def load_model(hf_dir: str | Path, dtype: str = "float32"):
 
     `dtype` is float32, float16, bfloat16 or auto (the checkpoint's own dtype).
     """
-    from transformers import GPTNeoXForCausalLM
-
     d = Path(hf_dir)
     if not (d / "config.json").is_file():
         raise ReferenceError(f"{d}: no config.json; pass --hf-dir a Hugging Face checkpoint directory")
     if dtype != "auto" and dtype not in _DTYPES:
         raise ReferenceError(f"unknown dtype {dtype!r}; use one of float32, float16, bfloat16, auto")
+    raw = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    cls = _model_class(raw.get("model_type") if isinstance(raw, dict) else None, d)
     try:
-        model = GPTNeoXForCausalLM.from_pretrained(
+        model = cls.from_pretrained(
             str(d), dtype="auto" if dtype == "auto" else _DTYPES[dtype], attn_implementation="eager"
         )
     except (OSError, ValueError) as e:
-        raise ReferenceError(f"{d}: cannot load a GPT-NeoX checkpoint ({e})") from e
-    raw = json.loads((d / "config.json").read_text(encoding="utf-8"))
+        raise ReferenceError(f"{d}: cannot load a {cls.__name__} checkpoint ({e})") from e
     setattr(model.config, PREPEND_BOS_KEY, raw.get(PREPEND_BOS_KEY))  # whatever transformers keeps
     declared_bos(model)  # refuse a malformed declaration here, before any step
     return model.eval()
+
+
+def _model_class(model_type, where):
+    """transformers' causal-LM class of a model_type this project runs (GPT-NeoX, Llama, Qwen2)."""
+    import transformers
+
+    classes = {"gpt_neox": "GPTNeoXForCausalLM", "llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+    if model_type not in classes:
+        raise ReferenceError(f"{where}: model_type {model_type!r} is not supported; the reference runs "
+                             f"{', '.join(classes)}")
+    return getattr(transformers, classes[model_type])
 
 
 def declared_bos(model) -> Optional[int]:
