@@ -7,8 +7,8 @@
 Implementations (`--impl`):
 - `hf`: transformers' GPTNeoXForCausalLM (LlamaForCausalLM / Qwen2ForCausalLM for those models),
   eager attention, with its own KV cache (DynamicCache), full cache: prefill the P prompt tokens in
-  one call (TTFT), then greedy decode (each step feeds the previous argmax) until G tokens are generated: G-1 timed decode steps, as the engine's
-  `speed` does (src/eval/speed.rs).
+  one call (TTFT), then greedy decode (each step feeds the previous argmax) until G tokens are
+  generated: G-1 timed decode steps, as the engine's `speed` does (src/eval/speed.rs).
 - `reference`: the project's PyTorch reference loop (h2o_export.reference) with a policy. It has
   no batched prefill and scores a given text, so it streams P + G tokens one at a time: its
   "TTFT" is the time of the first P steps and its decode steps are the G-1 steps after them.
