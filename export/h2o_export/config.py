@@ -372,10 +372,17 @@ def load_config_file(path: Path, missing: str = "") -> tuple[dict[str, Any], Neo
 def config_from_dict(raw: Any, origin: str):
     """The checked config of either family: LlamaConfig for model_type llama / qwen2, else NeoxConfig
     (which refuses every other model_type, naming it)."""
-    from .config_llama import LlamaConfig, is_llama_family
+    from .config_llama import MOE_FIELDS, LlamaConfig, is_llama_family
 
     if is_llama_family(raw):
         return LlamaConfig.from_dict(raw, origin)
+    if isinstance(raw, dict) and raw.get("model_type") not in (None, *SUPPORTED_MODEL_TYPES):
+        moe = next((f for f in MOE_FIELDS if raw.get(f) not in (None, 0, 1)), None)
+        if moe is not None:  # name what makes it unsupported, not only its type
+            raise ExportError(
+                f"{origin}: model_type {show(raw['model_type'])} with {moe} {show(raw[moe])} is a mixture of "
+                f"experts, which is not supported; this exporter supports 'gpt_neox' (GPT-NeoX / Pythia), 'llama' "
+                f"and 'qwen2' (dense) only")
     return NeoxConfig.from_dict(raw, origin)
 
 

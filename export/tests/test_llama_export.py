@@ -316,12 +316,14 @@ QWEN = dict(BASE, model_type="qwen2", architectures=["Qwen2ForCausalLM"])
     (dict(BASE, num_key_value_heads=3), ("num_attention_heads 4", "num_key_value_heads 3")),
     (dict(BASE, architectures=["MistralForCausalLM"]), ("architectures", "MistralForCausalLM")),
     (dict(BASE, model_type="mistral"), ("model_type \"mistral\"", "not supported")),
+    (dict(BASE, model_type="mixtral", num_local_experts=8), ("model_type \"mixtral\"", "num_local_experts 8",
+                                                            "mixture of experts")),
     (dict(BASE, mlp_bias=True), ("mlp_bias true",)),
     (dict(BASE, partial_rotary_factor=0.5), ("partial_rotary_factor 0.5",)),
     (dict(BASE, head_dim=15), ("head_dim", "15")),
     ({k: v for k, v in BASE.items() if k != "rms_norm_eps"}, ("missing", "rms_norm_eps")),
 ], ids=["qwen-sliding", "llama-sliding", "layer-types", "moe-mixtral", "moe-qwen", "rope-dynamic", "rope-yarn",
-        "rope-longrope", "rope-no-factor", "act", "heads", "architectures", "mistral", "mlp-bias", "partial-rotary",
+        "rope-longrope", "rope-no-factor", "act", "heads", "architectures", "mistral", "mixtral", "mlp-bias", "partial-rotary",
         "odd-head-dim", "missing-eps"])
 def test_refusals(tmp_path, raw, words):
     (tmp_path / "c.json").write_text(json.dumps(raw))
