@@ -334,3 +334,17 @@ def test_refusals(tmp_path, raw, words):
     for w in words:
         assert w in msg, msg
     assert not (tmp_path / "o").exists()
+
+
+def test_external_data_same_outputs(tmp_path):
+    """--external-data always (as a >2 GB model such as qwen2.5-0.5b in fp32 gets): model.onnx.data holds
+    the weights, and the graph gives the committed graph's outputs bit for bit."""
+    d = FIXTURES["tiny-llama"]
+    res = export(tmp_path / "x", checkpoint=d / "hf", external_data="always", **QUIET)
+    assert res.manifest["external_data"] == "model.onnx.data" and (tmp_path / "x/model.onnx.data").is_file()
+    _, golden = ref.read_golden(d / "golden.json")
+    step, _ = golden["continuation_slots"]
+    a = ref.run_onnx(ref.ort_session(d / "model.onnx"), step, res.manifest)
+    b = ref.run_onnx(ref.ort_session(tmp_path / "x/model.onnx"), step, res.manifest)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
