@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from .config import PYTHIA_SIZES
+from .config_llama import LLAMA_SIZES
 from .errors import ExportError, ExportInterrupted
 from .exporter import MAX_INIT_SEED, default_name, export
 from .graph_ops import DEFAULT_GRAPH_OPS, GRAPH_OPS
@@ -61,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
     sizes = ", ".join(s[len("pythia-"):] for s in PYTHIA_SIZES)
     p = _Parser(
         prog="export.py",
-        description="Export a Hugging Face GPT-NeoX (Pythia) checkpoint to the h2o-engine ONNX "
+        description="Export a Hugging Face GPT-NeoX (Pythia), Llama or Qwen2 checkpoint to the h2o-engine ONNX "
         "decoder-step graph (docs/architecture.md): model.onnx [+ model.onnx.data], manifest.json, "
         "tokenizer.json.",
     )
@@ -70,12 +71,13 @@ def parser() -> argparse.ArgumentParser:
                      help="HF checkpoint folder: config.json, model.safetensors (or "
                           "model.safetensors.index.json + shards), tokenizer.json")
     src.add_argument("--random-init", metavar="SIZE|CONFIG.json", action=_Once,
-                     help=f"seeded random weights at a Pythia shape ({sizes}) or a config.json's shape")
+                     help=f"seeded random weights at a Pythia shape ({sizes}), a Llama-family shape "
+                          f"({', '.join(LLAMA_SIZES)}) or a config.json's shape")
     p.add_argument("--out", metavar="DIR", action=_Once,
                    help="output folder (default: models/<name>)")
     p.add_argument("--name", action=_Once,
                    help="model name in the manifest (default: the checkpoint folder's name, "
-                        "or random-pythia-<size> / random-<config file name>)")
+                        "or random-pythia-<size> / random-<llama-family size> / random-<config file name>)")
     p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32", action=_Once,
                    help="weights and K/V dtype; softmax, layer norms, logits and attention sums stay "
                         "float32 (default fp32)")
