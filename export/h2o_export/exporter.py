@@ -100,22 +100,45 @@ def resolve_random_config(spec: str) -> tuple[dict, NeoxConfig, str]:
 
 def llama_declared_bos(raw: dict, cfg, ckpt: Optional[Path]) -> Optional[int]:
     """The BOS a Llama-family model declares (the manifest's prepend_bos_token_id): config.json's
-    prepend_bos_token_id when given; else, for model_type llama, bos_token_id when the tokenizer adds
-    it (add_bos_token of config.json or the checkpoint's tokenizer_config.json; true when neither
-    says, as transformers' LlamaTokenizer); Qwen2's tokenizer adds none."""
+    prepend_bos_token_id when given; else, for model_type llama, bos_token_id when the checkpoint's
+    tokenizer adds it: add_bos_token of config.json or tokenizer_config.json, else whether
+    tokenizer.json's post-processor puts the BOS first (Llama 2/3 and TinyLlama do, SmolLM2's
+    byte-level one does not), else true (transformers' LlamaTokenizer). Qwen2's tokenizer adds none;
+    a random-init shape declares none (its ids come from a borrowed tokenizer that adds none)."""
     explicit = declared_bos(raw, "config.json", cfg.vocab_size)
-    if explicit is not None or cfg.model_type != "llama" or cfg.bos_token_id is None:
+    if explicit is not None or cfg.model_type != "llama" or cfg.bos_token_id is None or ckpt is None:
         return explicit
     add = raw.get("add_bos_token")
-    tc = ckpt / "tokenizer_config.json" if ckpt is not None else None
-    if add is None and tc is not None and tc.is_file():
+    tc = ckpt / "tokenizer_config.json"
+    if add is None and tc.is_file():
         try:
             add = json.loads(tc.read_text(encoding="utf-8")).get("add_bos_token")
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
             raise ExportError(f"{tc}: cannot read add_bos_token ({e}); correct or remove the file") from None
     if add is not None and not isinstance(add, bool):
         raise ExportError(f"add_bos_token must be true or false, got {show(add)}; correct it")
+    if add is None and (ckpt / "tokenizer.json").is_file():
+        add = _post_processor_adds(ckpt / "tokenizer.json", cfg.bos_token_id)
     return cfg.bos_token_id if add in (None, True) else None
+
+
+def _post_processor_adds(path: Path, bos: int) -> bool:
+    """Whether tokenizer.json's post-processor (TemplateProcessing, alone or in a Sequence) starts a
+    single sequence with the special token whose id is `bos`."""
+    try:
+        post = json.loads(path.read_text(encoding="utf-8")).get("post_processor") or {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+        raise ExportError(f"{path}: cannot read its post_processor ({e}); correct or remove the file") from None
+    steps = post.get("processors", []) if post.get("type") == "Sequence" else [post]
+    for step in steps:
+        if not isinstance(step, dict) or step.get("type") != "TemplateProcessing":
+            continue
+        first = (step.get("single") or [{}])[0]
+        special = first.get("SpecialToken", {}).get("id") if isinstance(first, dict) else None
+        ids = (step.get("special_tokens") or {}).get(special, {}).get("ids", []) if special else []
+        if ids[:1] == [bos]:
+            return True
+    return False
 
 
 def default_name(checkpoint: Optional[Union[str, Path]], random_init: Optional[str]) -> str:

@@ -49,7 +49,7 @@ GREEDY_MIN_MARGIN = 1e-3
 def make_checkpoint(out: Path, name: str, tokenizer: Path) -> Path:
     """hf/ of fixture `name`: config.json, model.safetensors (O(1) activations, as tiny's: linear weights
     ~ N(0, 1/fan_in), embeddings ~ N(0, 1), biases ~ N(0, 0.1), RMSNorm weights ~ 1 + N(0, 0.1)) and
-    tokenizer.json."""
+    tokenizer.json (and, for llama, tokenizer_config.json saying that its tokenizer adds the BOS)."""
     import torch
     import transformers
 
@@ -75,6 +75,8 @@ def make_checkpoint(out: Path, name: str, tokenizer: Path) -> Path:
     model.save_pretrained(hf, safe_serialization=True)
     (hf / "generation_config.json").unlink(missing_ok=True)
     shutil.copyfile(tokenizer, hf / "tokenizer.json")
+    if config.model_type == "llama":  # a Llama tokenizer's declaration: it adds the BOS (the manifest declares it)
+        (hf / "tokenizer_config.json").write_text(json.dumps({"add_bos_token": True}) + "\n")
     return hf
 
 

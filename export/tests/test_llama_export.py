@@ -268,7 +268,8 @@ def test_random_init_borrowed_tokenizer(tmp_path):
     m = res.manifest
     assert m["tokenizer"] == {"source": f"{FIXTURE / 'tokenizer.json'} (random init)", "own": False}
     assert m["tokenizer_vocab_size"] == 500 and m["vocab_size"] == 300 and m["random_init"] is True
-    assert m["prepend_bos_token_id"] == 0 and m["num_kv_heads"] == 2 and m["name"] == "random-c"
+    # the borrowed tokenizer adds no BOS of this model: a random-init shape declares none
+    assert "prepend_bos_token_id" not in m and m["num_kv_heads"] == 2 and m["name"] == "random-c"
     import onnx
     from onnx import numpy_helper
 
@@ -291,6 +292,23 @@ def test_bos_follows_tokenizer_config(tmp_path):
     (hf / "tokenizer_config.json").write_text(json.dumps({"add_bos_token": False}))
     assert "prepend_bos_token_id" not in export(tmp_path / "a", checkpoint=hf, **QUIET).manifest
     (hf / "tokenizer_config.json").write_text(json.dumps({"add_bos_token": True}))
+    assert export(tmp_path / "b", checkpoint=hf, **QUIET).manifest["prepend_bos_token_id"] == 0
+
+
+def test_bos_follows_the_post_processor(tmp_path):
+    """Without add_bos_token anywhere, tokenizer.json's post-processor decides: a template that starts
+    with the BOS (Llama 2/3, TinyLlama) declares it; a byte-level one (SmolLM2) declares none."""
+    hf = make_checkpoint(tmp_path / "hf", "llama")
+    (hf / "tokenizer_config.json").unlink(missing_ok=True)
+    tok = json.loads((hf / "tokenizer.json").read_text())
+    assert tok["post_processor"]["type"] == "ByteLevel"
+    assert "prepend_bos_token_id" not in export(tmp_path / "a", checkpoint=hf, **QUIET).manifest
+    tok["post_processor"] = {"type": "Sequence", "processors": [
+        {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
+        {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                                                  {"Sequence": {"id": "A", "type_id": 0}}],
+         "pair": [], "special_tokens": {"<s>": {"id": "<s>", "ids": [0], "tokens": ["<s>"]}}}]}
+    (hf / "tokenizer.json").write_text(json.dumps(tok))
     assert export(tmp_path / "b", checkpoint=hf, **QUIET).manifest["prepend_bos_token_id"] == 0
 
 
