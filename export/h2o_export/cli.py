@@ -99,6 +99,10 @@ def parser() -> argparse.ArgumentParser:
                    help="one attention-mask input per layer (attention_mask.{i}), so layers may hold different "
                         "numbers of cache slots: needed by per-layer budget schedules such as h2o:192+64@pyramid "
                         "(default: one mask for all layers)")
+    p.add_argument("--key-cache", choices=("rotated", "unrotated"), default="rotated", action=_Once,
+                   help="how keys are cached: rotated at their position (default), or unrotated, the graph "
+                        "rotating them by key_positions.{i} the engine feeds: needed by rolling positions "
+                        "(StreamingLLM's renumbering, a policy's @rolling)")
     p.add_argument("--force", action=_Once, flag=True, default=False,
                    help="the output folder may exist and hold files: its model.onnx, model.onnx.data, "
                         "manifest.json and tokenizer.json are replaced (other files are left alone)")
@@ -193,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                 external_data=args.external_data,
                 check=not args.no_check,
                 layer_masks=args.layer_masks,
+                key_cache=args.key_cache,
                 log=lambda msg: print(msg, flush=True),
             )
         except ExportError as e:

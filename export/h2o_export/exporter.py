@@ -52,7 +52,10 @@ NORMAL_MAX = 8.0
 FLOAT_MAX = {"fp32": F32_MAX, "fp16": 65504.0}
 SIZES = ", ".join(s[len("pythia-"):] for s in PYTHIA_SIZES)
 CHECKPOINT_FILES = "config.json, model.safetensors (or model.safetensors.index.json and its shards) and tokenizer.json"
-MAX_INIT_SEED = 2**64 - 1  # the engine reads the manifest's init_seed as an unsigned 64-bit integer
+MAX_INIT_SEED = 2**64 - 1
+# How keys are cached (manifest `key_cache`, absent = rotated): rotated at their position, or
+# unrotated and rotated by the graph at the positions the engine feeds (rolling positions).
+KEY_CACHES = ("rotated", "unrotated")  # the engine reads the manifest's init_seed as an unsigned 64-bit integer
 
 
 @dataclass
@@ -276,6 +279,7 @@ def export(
     external_data: str = "auto",
     check: bool = True,
     layer_masks: bool = False,
+    key_cache: str = "rotated",
     log=print,
 ) -> ExportResult:
     """Export one model. Exactly one of `checkpoint` (an HF GPT-NeoX directory) and
@@ -285,7 +289,10 @@ def export(
     says otherwise) block-quantized for MatMulNBits with `block_size` (quantize.py); the input
     embedding stays in `dtype`. `layer_masks` gives every layer its own attention-mask input
     (`attention_mask.{i}`; graph.build_graph), so layers may hold different numbers of cache slots
-    (per-layer budgets); the manifest then says `"attention_masks": "per_layer"`.
+    (per-layer budgets); the manifest then says `"attention_masks": "per_layer"`. `key_cache`
+    "unrotated" caches keys before the rotary embedding and rotates them in the graph by the
+    `key_positions.{i}` the engine feeds (rolling positions, `@rolling`); the manifest then says
+    `"key_cache": "unrotated"` ("rotated", the default, leaves the graph as it always was).
     Ctrl-C / SIGTERM / SIGHUP while exporting: ExportInterrupted (nothing written, or, if it came while the
     finished export was moved into place, that move completed; `complete` says which)."""
     if (checkpoint is None) == (random_init is None):
@@ -293,6 +300,9 @@ def export(
     if dtype not in DTYPES:
         raise ExportError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     wfmt = WeightFormat.parse(weights, block_size, lm_head)
+    if key_cache not in KEY_CACHES:
+        raise ExportError(f"--key-cache must be one of {', '.join(KEY_CACHES)}, got {key_cache!r}")
+    rolling_keys = key_cache == "unrotated"
     if external_data not in ("auto", "always", "never"):
         raise ExportError(f"--external-data must be auto, always or never, got {external_data!r}")
     if init_seed is not None:
@@ -427,7 +437,7 @@ def export(
 
             try:
                 model, quantized = build_graph(cfg, dtype, get_tensor, sink, graph_name=label, weights=wfmt,
-                                               layer_masks=layer_masks)
+                                               layer_masks=layer_masks, rolling_keys=rolling_keys)
             finally:
                 sink.close()
             onnx.save_model(model, str(tmp / MODEL_FILE))
@@ -459,7 +469,7 @@ def export(
                 "dtype": DTYPE_NAMES[dtype],
                 "weights": wfmt.manifest(quantized),
                 "opset": OPSET,
-                "inputs": input_names(cfg.num_layers, layer_masks),
+                "inputs": input_names(cfg.num_layers, layer_masks, rolling_keys),
                 "outputs": output_names(cfg.num_layers),
                 "mask_value": MASK_VALUE,
                 "external_data": DATA_FILE if use_external else None,
@@ -476,6 +486,8 @@ def export(
                 manifest[PREPEND_BOS_KEY] = bos
             if layer_masks:
                 manifest["attention_masks"] = "per_layer"
+            if rolling_keys:
+                manifest["key_cache"] = "unrotated"
             try:
                 # the last guard: JSON has no NaN or Infinity, and the engine must never read one
                 text = json.dumps(manifest, indent=2, allow_nan=False) + "\n"

@@ -32,14 +32,16 @@ OPSET = 17
 IR_VERSION = 8  # the IR version that goes with opset 17; ONNX Runtime 1.31 loads it
 
 
-def input_names(num_layers: int, layer_masks: bool = False) -> list[str]:
+def input_names(num_layers: int, layer_masks: bool = False, rolling_keys: bool = False) -> list[str]:
     """The graph's inputs, in order; with `layer_masks` one `attention_mask.{i}` per layer in
-    place of the shared `attention_mask`; last `logits_from` (the first new token whose logits
-    are computed)."""
+    place of the shared `attention_mask`; with `rolling_keys` one `key_positions.{i}` per layer
+    after the past K/V; last `logits_from` (the first new token whose logits are computed)."""
     names = ["input_ids", "position_ids"]
     names += [f"attention_mask.{i}" for i in range(num_layers)] if layer_masks else ["attention_mask"]
     for i in range(num_layers):
         names += [f"past_key_values.{i}.key", f"past_key_values.{i}.value"]
+    if rolling_keys:
+        names += [blocks.key_positions_name(i) for i in range(num_layers)]
     return names + [blocks.LOGITS_FROM]
 
 
@@ -67,6 +69,7 @@ def build_graph(
     graph_name: str,
     weights: WeightFormat = WeightFormat(),
     layer_masks: bool = False,
+    rolling_keys: bool = False,
 ) -> tuple[onnx.ModelProto, list[str]]:
     """Build the decoder-step model. `get_tensor(hf_name)` returns one HF-layout tensor (any
     float dtype); it is converted (transposed where a MatMul needs [in, out], or quantized for
@@ -77,9 +80,15 @@ def build_graph(
     own past length `past_i` (layer i's past K/V [batch, heads, past_i, head_dim] and attention
     sums [batch, heads, past_i + seq]), so layers can hold different numbers of cache slots. Each
     layer builds its masks from its own input with the same nodes the shared mask uses; without
-    it the graph is the same, node for node, as before the option existed."""
+    it the graph is the same, node for node, as before the option existed.
+
+    `rolling_keys` (manifest `"key_cache": "unrotated"`): keys are cached before the rotary
+    embedding; `new_key_values.{i}.key` is unrotated and each layer rotates its past keys by
+    `key_positions.{i}` int64 [batch, heads, past_i], so the engine chooses the positions (the
+    original ones, or renumbered within the cache: `@rolling`). Without it the graph is the same,
+    node for node, as before the option existed."""
     b = GraphBuilder(sink, dtype, get_tensor, cfg.layer_norm_eps, weights)
-    inputs = blocks.graph_inputs(cfg, b.welem, layer_masks)
+    inputs = blocks.graph_inputs(cfg, b.welem, layer_masks, rolling_keys)
     if layer_masks:
         ms = [blocks.masks(b, f"attention_mask.{i}", f"past_key_values.{i}.key") for i in range(cfg.num_layers)]
     else:
@@ -89,7 +98,8 @@ def build_graph(
     x = blocks.embedding(b)
     kv_out, sums_out = [], []
     for i in range(cfg.num_layers):
-        x, att = blocks.layer(b, cfg, i, x, ms[i], rope_fn, consts)
+        key_rope = blocks.past_key_rope(b, cfg, i) if rolling_keys else None
+        x, att = blocks.layer(b, cfg, i, x, ms[i], rope_fn, consts, key_rope)
         kv_out += [(att.k_new, f"new_key_values.{i}.key"), (att.v_new, f"new_key_values.{i}.value")]
         sums_out.append((att.sums, f"attention_sums.{i}"))
     b.identity(blocks.head(b, x), "logits")
