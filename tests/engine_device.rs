@@ -280,6 +280,7 @@ fn device_buffers_refuse_misuse() {
     let inputs = StepInputs {
         ids: &[1],
         positions: &[0],
+        key_positions: &[],
         mask: &[1],
         seq: 1,
         logits_from: 0,
@@ -305,6 +306,7 @@ fn device_buffers_refuse_misuse() {
             attention: att,
             past: 0,
             positions: &[0],
+            key_positions: &[],
             mask: &[1],
             seq: 1,
         };
@@ -317,6 +319,7 @@ fn device_buffers_refuse_misuse() {
     let next = StepInputs {
         ids: &[2],
         positions: &[1],
+        key_positions: &[],
         mask: &mask,
         seq: 1,
         logits_from: 0,
@@ -339,6 +342,7 @@ fn device_buffers_refuse_misuse() {
             attention: &[0.0; 4],
             past: 0,
             positions: &[0],
+            key_positions: &[],
             mask: &[1],
             seq: 1,
         };

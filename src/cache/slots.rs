@@ -97,6 +97,37 @@ impl SlotTable {
         &self.score[o..o + self.capacity]
     }
 
+    /// Appends row `b`'s key positions, `[heads, capacity]`: what a graph that caches keys
+    /// unrotated rotates each slot's key by. `None`: the original positions (absolute; free slots
+    /// 0). `Some(offset)`: rolling positions, each used slot's rank by original position among
+    /// the row's used slots (oldest 0) plus `offset`; free slots 0 (masked). `order` is scratch.
+    pub fn key_positions(
+        &self,
+        b: usize,
+        rolling: Option<i64>,
+        order: &mut Vec<usize>,
+        out: &mut Vec<i64>,
+    ) {
+        let used = self.used[b];
+        for h in 0..self.heads {
+            let row = self.positions(b, h);
+            let start = out.len();
+            match rolling {
+                None => out.extend(row.iter().map(|&p| p.max(0))),
+                Some(offset) => {
+                    out.resize(start + self.capacity, 0);
+                    order.clear();
+                    order.extend(0..used);
+                    // positions are distinct within a (row, head): the rank is unambiguous
+                    order.sort_unstable_by_key(|&s| row[s]);
+                    for (rank, &s) in order.iter().enumerate() {
+                        out[start + s] = offset + rank as i64;
+                    }
+                }
+            }
+        }
+    }
+
     /// The capacity a step adding up to `seq` tokens per row needs: the fullest row plus `seq`, in
     /// `chunk`s, clamped to the limit; `None` when the table is large enough.
     pub(crate) fn wanted_capacity(&self, seq: usize, chunk: usize) -> Option<usize> {

@@ -65,7 +65,7 @@ pub fn run(a: PplArgs) -> Result<()> {
         speed: None,
     };
     let rt = start_runtime(&setup.model)?;
-    let mut lab = Lab::load(&rt, &setup, &[plan])?;
+    let mut lab = Lab::load_for(&rt, &setup, &[plan], &[exp.spec])?;
     let spec = exp.spec;
     let mut bars = Bars::new(format!("{spec}"));
     let outcome = lab.run(&exp, &plan, PeakMemory::SharedProcess, &mut |p| {

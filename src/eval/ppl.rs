@@ -77,8 +77,7 @@ pub fn measure_ppl(
     trace: bool,
     progress: impl FnMut(usize) -> ControlFlow<()>,
 ) -> Result<PplRun> {
-    let layers = model.manifest.num_layers;
-    let mut dec = Decoder::new(model, spec.build(layers), 1)?;
+    let mut dec = Decoder::of_spec(model, spec, 1)?;
     if trace {
         dec.record_trace();
     }
