@@ -319,9 +319,7 @@ impl Text {
                 None => short_text(&setup.data, setup.text, tokens.len(), n),
             });
         }
-        Ok(Text {
-            tokens,
-        })
+        Ok(Text { tokens })
     }
 }
 
@@ -370,9 +368,7 @@ impl Checked {
             setup: setup.clone(),
             manifest,
             tokenizer,
-            text: Text {
-                tokens: Vec::new(),
-            },
+            text: Text { tokens: Vec::new() },
             checked: Vec::new(),
         })
     }
@@ -762,9 +758,12 @@ mod tests {
         };
         let e = c.read_text(&[too_long]).unwrap_err();
         assert!(
-            matches!(e, Error::Length(LengthError::BeyondPositions { .. })),
+            matches!(e, Error::Length(LengthError::PplBeyondPositions { .. })),
             "{e}"
         );
+        // rolling positions on a graph that caches keys rotated: one error naming the export
+        let e = c.check(&exp("sink:2+6@rolling")).unwrap_err().to_string();
+        assert!(e.contains("make export-micro-rolling"), "{e}");
         // K/V on the device: a key-norm policy is refused before any session exists
         let device = Setup {
             session: SessionConfig {

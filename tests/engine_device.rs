@@ -306,7 +306,6 @@ fn device_buffers_refuse_misuse() {
             attention: att,
             past: 0,
             positions: &[0],
-            key_positions: &[],
             mask: &[1],
             seq: 1,
         };
@@ -342,7 +341,6 @@ fn device_buffers_refuse_misuse() {
             attention: &[0.0; 4],
             past: 0,
             positions: &[0],
-            key_positions: &[],
             mask: &[1],
             seq: 1,
         };

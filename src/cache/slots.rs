@@ -417,3 +417,26 @@ impl SlotTable {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SlotTable;
+
+    #[test]
+    fn key_positions_are_original_or_ranks() {
+        // 1 row, 2 heads, capacity 4, 3 slots in use; slot order is not position order
+        let mut t = SlotTable::new(1, 2, 4);
+        t.grow(4);
+        t.pos = vec![9, 2, 40, -1, 7, 30, 1, -1];
+        t.used = vec![3];
+        let (mut order, mut out) = (Vec::new(), Vec::new());
+        t.key_positions(0, None, &mut order, &mut out);
+        assert_eq!(out, vec![9, 2, 40, 0, 7, 30, 1, 0]);
+        out.clear();
+        t.key_positions(0, Some(0), &mut order, &mut out);
+        assert_eq!(out, vec![1, 0, 2, 0, 1, 2, 0, 0]);
+        out.clear();
+        t.key_positions(0, Some(5), &mut order, &mut out);
+        assert_eq!(out, vec![6, 5, 7, 0, 6, 7, 5, 0]);
+    }
+}

@@ -438,7 +438,11 @@ impl<'m> Decoder<'m> {
     fn check_inputs(&self) -> Result<()> {
         let vocab = self.model.manifest.vocab_size;
         let max_pos = self.model.manifest.max_position_embeddings as i64;
-        let real = self.fed_positions().iter().zip(&self.new_mask).filter(|(_, &m)| m != 0);
+        let real = self
+            .fed_positions()
+            .iter()
+            .zip(&self.new_mask)
+            .filter(|(_, &m)| m != 0);
         if let Some(p) = real.map(|(p, _)| *p).max() {
             if p >= max_pos {
                 return Err(Error::Input(format!(

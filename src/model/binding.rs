@@ -183,7 +183,12 @@ impl DeviceRunner {
     }
 
     /// Binds a copy of the host tensor `data` of `shape` as input `name`.
-    fn bind_host<const N: usize>(&mut self, name: &str, shape: [usize; N], data: &[i64]) -> Result<()> {
+    fn bind_host<const N: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; N],
+        data: &[i64],
+    ) -> Result<()> {
         let t = Tensor::from_array((shape, data.to_vec()))
             .map_err(|e| Error::ort(format!("making {name}"), e))?;
         self.binding

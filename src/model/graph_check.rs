@@ -246,7 +246,10 @@ fn expectations<'p>(
         want.push((n.past_value, kv()));
         if m.key_cache == KeyCache::Unrotated {
             let heads = vec![(1, m.num_heads, "num_heads")];
-            want.push((n.key_positions, contract(TensorElementType::Int64, 3, heads)));
+            want.push((
+                n.key_positions,
+                contract(TensorElementType::Int64, 3, heads),
+            ));
         }
         want.push((n.new_key, kv()));
         want.push((n.new_value, kv()));

@@ -431,7 +431,13 @@ mod tests {
         let s = p("sink:4+252@rolling").unwrap();
         assert_eq!(s.positions, Positions::Rolling);
         assert!(s.rolling());
-        assert_eq!(s.kind, PolicyKind::Sink { sinks: 4, recent: 252 });
+        assert_eq!(
+            s.kind,
+            PolicyKind::Sink {
+                sinks: 4,
+                recent: 252
+            }
+        );
         assert!(!p("sink:4+252").unwrap().rolling());
         // canonical: last, after the schedule, whatever order it was written in
         assert_eq!(
@@ -452,7 +458,10 @@ mod tests {
         ));
         assert!(msg("local:4@rolling@rolling").contains("option `@rolling` is given twice; "));
         assert!(msg("local:4@rolling=1").contains("option `@rolling` takes no value; "));
-        assert!(matches!(p("local:0@rolling"), Err(PolicyError::ZeroBudget { .. })));
+        assert!(matches!(
+            p("local:0@rolling"),
+            Err(PolicyError::ZeroBudget { .. })
+        ));
     }
 
     #[test]
