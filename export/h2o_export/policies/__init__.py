@@ -32,7 +32,8 @@ _BY_KEYWORD = {kw: fam for fam in FAMILIES for kw in fam.KEYWORDS}
 ACCEPTED_FORMS = (
     " | ".join(form for fam in FAMILIES for form in fam.FORMS)
     + ", then optional options: @pyramid or @uniform (any bounded family), @rng=N (random), "
-    "@window=W and @recent=R (scissor) (non-negative integers, budget >= 1; e.g. local:256, "
+    "@window=W and @recent=R (scissor), @rolling (any bounded family: rolling positions) "
+    "(non-negative integers, budget >= 1; e.g. local:256, "
     "sink:4+252, h2o:192+64, h2o:192+64@pyramid, random:256@rng=7)"
 )
 _HEAD_RE = re.compile(r"^([a-z][a-z0-9-]*)(?::([0-9]+)(?:\+([0-9]+))?)?$")
