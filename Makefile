@@ -22,7 +22,7 @@ BIN := target/release/h2o
 PYTHIA_TOKENIZER ?= ../shared/data/pythia-tokenizer.json
 INIT_SEED ?= 0
 
-.PHONY: all venv venv-torch build test test-rust test-python test-dist lint fixtures export-micro export-micro-layer-masks bench info heatmaps random-models random-llama-models clean-results dist dist-cuda
+.PHONY: all venv venv-torch build test test-rust test-python test-dist lint fixtures export-micro export-micro-layer-masks export-micro-rolling bench info heatmaps random-models random-llama-models clean-results dist dist-cuda
 
 all: build
 
@@ -70,11 +70,18 @@ $(MICRO)-layer-masks/model.onnx: $(STAMP) $(MICRO_HF)/model.safetensors $(MICRO_
 
 export-micro-layer-masks: $(MICRO)-layer-masks/model.onnx
 
+# The default model caching keys unrotated (key_positions.{i} inputs): what rolling positions
+# (`@rolling`, StreamingLLM's renumbering) run on; absolute positions on it give the default's results.
+$(MICRO)-rolling/model.onnx: $(STAMP) $(MICRO_HF)/model.safetensors $(MICRO_HF)/config.json $(EXPORTER_SRC)
+	$(PY) export/export.py --checkpoint $(MICRO_HF) --out $(MICRO)-rolling --name pythia-micro --dtype fp32 --key-cache unrotated --force
+
+export-micro-rolling: $(MICRO)-rolling/model.onnx
+
 test-rust: $(STAMP) export-micro
 	ORT_DYLIB_PATH=$(abspath $(ORT_LIB)) cargo test --release
 
 # H2O_REQUIRE_ALL=1: a test that would skip for a missing input fails instead (export/tests/conftest.py)
-test-python: $(STAMP_TORCH) build export-micro
+test-python: $(STAMP_TORCH) build export-micro export-micro-rolling
 	H2O_REQUIRE_ALL=1 ORT_DYLIB_PATH=$(abspath $(ORT_LIB)) $(PY) -m pytest -q export/tests
 
 test: test-rust test-python test-dist

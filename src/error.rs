@@ -187,6 +187,9 @@ pub enum LengthError {
         parts: Vec<(Setting, usize)>,
         max_positions: usize,
     },
+    /// Perplexity tokens beyond the model's positions on absolute positions (rolling positions,
+    /// `@rolling`, stream any length).
+    PplBeyondPositions { tokens: usize, max_positions: usize },
     /// A batch of more rows than the text has prompts for (each row is prompted with its own
     /// tokens; one prompt fits).
     BatchBeyondText {
@@ -233,6 +236,13 @@ impl LengthError {
                     )
                 }
             }
+            LengthError::PplBeyondPositions {
+                tokens,
+                max_positions,
+            } => format!(
+                "{} {tokens} is beyond the model's {max_positions} positions: on absolute positions the tokens past them would sit at positions the model was never trained on; lower it, or stream with rolling positions (a bounded policy with @rolling, such as sink:4+252@rolling, on a graph exported with --key-cache unrotated)",
+                name(Setting::PplTokens)
+            ),
             LengthError::BatchBeyondText {
                 batch,
                 prompt,
@@ -347,13 +357,13 @@ mod tests {
             e.to_string(),
             "perplexity tokens is 1; it must be at least 2 (N tokens give N-1 predictions)"
         );
-        let e = LengthError::BeyondPositions {
-            parts: vec![(Setting::PplTokens, 4000)],
+        let e = LengthError::PplBeyondPositions {
+            tokens: 4000,
             max_positions: 2048,
         };
         assert_eq!(
             e.to_string(),
-            "perplexity tokens 4000 is beyond the model's 2048 positions; lower it"
+            "perplexity tokens 4000 is beyond the model's 2048 positions: on absolute positions the tokens past them would sit at positions the model was never trained on; lower it, or stream with rolling positions (a bounded policy with @rolling, such as sink:4+252@rolling, on a graph exported with --key-cache unrotated)"
         );
     }
 }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use crate::catalogue::{group_experiments, Counting, Experiment, Group, UnknownGroup};
-use crate::decoder::{layer_limits_of, TraceFile, TRACE_FORMAT};
+use crate::decoder::{check_rolling_of, layer_limits_of, TraceFile, TRACE_FORMAT};
 use crate::error::{Error, LengthError, MemoryError, Result, Setting};
 use crate::eval::bos::{fed, lead};
 use crate::eval::data::{read_text_tokens, short_text, TextMode};
@@ -140,6 +140,17 @@ impl Plan {
     /// declares a BOS (fed first: N perplexity tokens then use positions 0..N-1, a speed run one
     /// position more than its prompt and generated tokens).
     pub fn check(&self, max_positions: usize, bos: bool) -> Result<(), LengthError> {
+        self.check_streaming(max_positions, bos, false)
+    }
+
+    /// [`Plan::check`]; with `rolling` (every experiment run on it has rolling positions) a
+    /// perplexity text of any length is taken.
+    pub fn check_streaming(
+        &self,
+        max_positions: usize,
+        bos: bool,
+        rolling: bool,
+    ) -> Result<(), LengthError> {
         if let Some(p) = self.ppl {
             if p.tokens < 2 {
                 return Err(LengthError::TooFew {
@@ -148,9 +159,9 @@ impl Plan {
                     min: 2,
                 });
             }
-            if p.tokens > max_positions {
-                return Err(LengthError::BeyondPositions {
-                    parts: vec![(Setting::PplTokens, p.tokens)],
+            if p.tokens > max_positions && !rolling {
+                return Err(LengthError::PplBeyondPositions {
+                    tokens: p.tokens,
                     max_positions,
                 });
             }
@@ -274,9 +285,8 @@ pub fn start(setup: &Setup, root: &Path) -> Result<Runtime> {
     Runtime::start(root)
 }
 
-/// The plans a model is read for and the text they need.
+/// The start of the text the plans read (as many tokens as the largest needs).
 struct Text {
-    plans: Vec<Plan>,
     tokens: Vec<u32>,
 }
 
@@ -288,13 +298,14 @@ impl Text {
         man: &Manifest,
         tokenizer: &tokenizers::Tokenizer,
         plans: &[Plan],
+        rolling: bool,
     ) -> Result<Text> {
         let (max, bos) = (
             man.max_position_embeddings,
             man.prepend_bos_token_id.is_some(),
         );
         for p in plans {
-            p.check(max, bos)?;
+            p.check_streaming(max, bos, rolling)?;
         }
         let n = plans.iter().map(Plan::tokens_needed).max().unwrap_or(0);
         let tokens = if n == 0 {
@@ -308,10 +319,7 @@ impl Text {
                 None => short_text(&setup.data, setup.text, tokens.len(), n),
             });
         }
-        Ok(Text {
-            plans: plans.to_vec(),
-            tokens,
-        })
+        Ok(Text { tokens })
     }
 }
 
@@ -327,7 +335,11 @@ fn check_experiment(
     exp.spec
         .validate(man.num_layers, man.max_position_embeddings)?;
     let on_device = session.kv == KvPlacement::Device;
-    layer_limits_of(man, dir, on_device, &exp.spec.build(man.num_layers))?;
+    let policies = exp.spec.build(man.num_layers);
+    layer_limits_of(man, dir, on_device, &policies)?;
+    if exp.spec.rolling() {
+        check_rolling_of(man, dir, &policies)?;
+    }
     Ok(())
 }
 
@@ -356,10 +368,7 @@ impl Checked {
             setup: setup.clone(),
             manifest,
             tokenizer,
-            text: Text {
-                plans: Vec::new(),
-                tokens: Vec::new(),
-            },
+            text: Text { tokens: Vec::new() },
             checked: Vec::new(),
         })
     }
@@ -371,7 +380,7 @@ impl Checked {
     /// Checks every plan against the model's positions, and reads as many tokens of the text as
     /// the largest plan needs.
     pub fn read_text(&mut self, plans: &[Plan]) -> Result<()> {
-        self.text = Text::read(&self.setup, &self.manifest, &self.tokenizer, plans)?;
+        self.text = Text::read(&self.setup, &self.manifest, &self.tokenizer, plans, false)?;
         Ok(())
     }
 
@@ -434,6 +443,18 @@ impl Lab {
     /// Loads the model (the setup checked before: [`Setup::check`]), checks every plan against
     /// its positions, and reads as many tokens of the text as the largest plan needs.
     pub fn load(rt: &Runtime, setup: &Setup, plans: &[Plan]) -> Result<Lab> {
+        Self::load_for(rt, setup, plans, &[])
+    }
+
+    /// [`Lab::load`] for the experiments `specs` only: when every one has rolling positions
+    /// (`@rolling`), a perplexity text may be longer than the model's positions.
+    pub fn load_for(
+        rt: &Runtime,
+        setup: &Setup,
+        plans: &[Plan],
+        specs: &[PolicySpec],
+    ) -> Result<Lab> {
+        let rolling = !specs.is_empty() && specs.iter().all(PolicySpec::rolling);
         let c = Checked::model(setup)?;
         let model = Model::open(
             rt,
@@ -442,7 +463,7 @@ impl Lab {
             c.tokenizer,
             setup.session.clone(),
         )?;
-        let text = Text::read(setup, &model.manifest, &model.tokenizer, plans)?;
+        let text = Text::read(setup, &model.manifest, &model.tokenizer, plans, rolling)?;
         Ok(Lab {
             model,
             text,
@@ -484,9 +505,12 @@ impl Lab {
         if !self.checked.contains(&exp.spec) {
             self.check(exp)?;
         }
-        if !self.text.plans.contains(plan) {
-            plan.check(man.max_position_embeddings, bos.is_some())?;
-        }
+        // the plan for this experiment: a text past the positions only on rolling positions
+        plan.check_streaming(
+            man.max_position_embeddings,
+            bos.is_some(),
+            exp.spec.rolling(),
+        )?;
         if self.text.tokens.len() < plan.tokens_needed() {
             return Err(Error::Input(format!(
                 "the plan needs {} tokens of text, {} were read",
@@ -734,9 +758,12 @@ mod tests {
         };
         let e = c.read_text(&[too_long]).unwrap_err();
         assert!(
-            matches!(e, Error::Length(LengthError::BeyondPositions { .. })),
+            matches!(e, Error::Length(LengthError::PplBeyondPositions { .. })),
             "{e}"
         );
+        // rolling positions on a graph that caches keys rotated: one error naming the export
+        let e = c.check(&exp("sink:2+6@rolling")).unwrap_err().to_string();
+        assert!(e.contains("make export-micro-rolling"), "{e}");
         // K/V on the device: a key-norm policy is refused before any session exists
         let device = Setup {
             session: SessionConfig {

@@ -69,6 +69,20 @@ pub enum MaskInputs {
     PerLayer,
 }
 
+/// How the graph's keys are cached (manifest `key_cache`; absent = rotated).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyCache {
+    /// Rotated at their position: `new_key_values.{i}.key` is rotated, the past keys are used as
+    /// they are, and a token's position is fixed when it enters (absolute positions only).
+    #[default]
+    Rotated,
+    /// Unrotated (`export.py --key-cache unrotated`): the graph rotates each layer's past keys by
+    /// `key_positions.{i}` `[batch, heads, past_i]`, so the engine chooses the positions (the
+    /// original ones, or renumbered within the cache: `@rolling`).
+    Unrotated,
+}
+
 /// manifest.json (format_version 1).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
@@ -89,6 +103,9 @@ pub struct Manifest {
     /// One attention mask for all layers, or one per layer.
     #[serde(default)]
     pub attention_masks: MaskInputs,
+    /// Keys cached rotated, or unrotated and rotated by the graph at the positions fed.
+    #[serde(default)]
+    pub key_cache: KeyCache,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
     #[serde(default)]
@@ -161,6 +178,9 @@ impl Manifest {
             v.push(format!("past_key_values.{i}.key"));
             v.push(format!("past_key_values.{i}.value"));
         }
+        if self.takes_key_positions() {
+            v.extend((0..self.num_layers).map(|i| format!("{KEY_POSITIONS}.{i}")));
+        }
         if self.takes_logits_from() {
             v.push(LOGITS_FROM.into());
         }
@@ -171,6 +191,11 @@ impl Manifest {
     /// from that index on); older graphs compute every new token's logits.
     pub fn takes_logits_from(&self) -> bool {
         self.inputs.iter().any(|n| n == LOGITS_FROM)
+    }
+
+    /// Whether the graph caches keys unrotated and takes `key_positions.{i}` per layer.
+    pub fn takes_key_positions(&self) -> bool {
+        self.key_cache == KeyCache::Unrotated
     }
 
     /// Output names the contract requires for this many layers.
@@ -224,6 +249,10 @@ fn not_json(text: &str, e: &serde_json::Error) -> String {
 /// The optional input naming the first new token whose logits the graph computes, int64 `[1]`.
 pub const LOGITS_FROM: &str = "logits_from";
 
+/// The stem of each layer's input of the positions its past keys are rotated by,
+/// `key_positions.{i}` int64 `[batch, heads, past_i]` (graphs with `"key_cache": "unrotated"`).
+pub const KEY_POSITIONS: &str = "key_positions";
+
 /// One layer's input and output names in the graph contract, built once (the decode loop looks them up
 /// every step).
 #[derive(Debug, Clone)]
@@ -232,6 +261,8 @@ pub struct LayerNames {
     pub mask: String,
     pub past_key: String,
     pub past_value: String,
+    /// The layer's key positions input (graphs with [`KeyCache::Unrotated`]).
+    pub key_positions: String,
     pub new_key: String,
     pub new_value: String,
     pub attention_sums: String,
@@ -243,6 +274,7 @@ impl LayerNames {
             mask: format!("attention_mask.{layer}"),
             past_key: format!("past_key_values.{layer}.key"),
             past_value: format!("past_key_values.{layer}.value"),
+            key_positions: format!("{KEY_POSITIONS}.{layer}"),
             new_key: format!("new_key_values.{layer}.key"),
             new_value: format!("new_key_values.{layer}.value"),
             attention_sums: format!("attention_sums.{layer}"),

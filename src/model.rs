@@ -300,6 +300,18 @@ impl Model {
             feed.push((names.past_key.as_str(), k));
             feed.push((names.past_value.as_str(), v));
         }
+        let mut rest = inputs.key_positions;
+        for (names, &p) in self.names.iter().zip(&pasts) {
+            if !self.manifest.takes_key_positions() {
+                break;
+            }
+            // this layer's [batch, heads, past_l]
+            let (kp, next) = rest.split_at(b * dims.heads * p);
+            rest = next;
+            let t = TensorRef::from_array_view(([b, dims.heads, p], kp))
+                .map_err(|e| Error::ort(format!("binding {}", names.key_positions), e))?;
+            feed.push((names.key_positions.as_str(), t.into()));
+        }
         let outputs = self
             .session
             .run(feed)
@@ -364,6 +376,18 @@ impl Model {
                 inputs.mask.len()
             )));
         }
+        let key_len = if m.takes_key_positions() {
+            pasts.iter().map(|p| batch * m.num_heads * p).sum()
+        } else {
+            0
+        };
+        if inputs.key_positions.len() != key_len {
+            return Err(Error::Input(format!(
+                "key positions must be every layer's [batch {batch} x heads {} x past_l] ({key_len} values; none for a graph that caches keys rotated), {} given",
+                m.num_heads,
+                inputs.key_positions.len()
+            )));
+        }
         if inputs.logits_from >= seq {
             return Err(Error::Input(format!(
                 "logits from new token {} of a run of {seq}: at least the last token's logits are computed",
@@ -389,8 +413,11 @@ impl Model {
 pub struct StepInputs<'a> {
     /// Token ids, `[batch, seq]`.
     pub ids: &'a [i64],
-    /// Absolute positions, `[batch, seq]`.
+    /// The new tokens' positions, `[batch, seq]` (absolute, or rolling: renumbered in the cache).
     pub positions: &'a [i64],
+    /// For a graph that caches keys unrotated (manifest `key_cache`), the positions each layer's
+    /// past keys are rotated by, `[batch, heads, past_l]`, layer after layer; else empty.
+    pub key_positions: &'a [i64],
     /// `[batch, past + seq]`: the store's slots in use, then the new tokens' own mask; for a graph
     /// with per-layer masks every layer's `[batch, past_l + seq]`, layer after layer.
     pub mask: &'a [i64],

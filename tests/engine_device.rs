@@ -280,6 +280,7 @@ fn device_buffers_refuse_misuse() {
     let inputs = StepInputs {
         ids: &[1],
         positions: &[0],
+        key_positions: &[],
         mask: &[1],
         seq: 1,
         logits_from: 0,
@@ -317,6 +318,7 @@ fn device_buffers_refuse_misuse() {
     let next = StepInputs {
         ids: &[2],
         positions: &[1],
+        key_positions: &[],
         mask: &mask,
         seq: 1,
         logits_from: 0,

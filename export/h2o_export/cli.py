@@ -110,6 +110,10 @@ def parser() -> argparse.ArgumentParser:
                    help="plain = ONNX operators only, the graph as before (default); fused = the same float "
                         "operations in fewer nodes (mask as a bias, rotary on halves, ONNX Runtime's "
                         "com.microsoft BiasGelu/Gelu): fp32 outputs bit for bit the same, faster prefill")
+    p.add_argument("--key-cache", choices=("rotated", "unrotated"), default="rotated", action=_Once,
+                   help="how keys are cached: rotated at their position (default), or unrotated, the graph "
+                        "rotating them by key_positions.{i} the engine feeds: needed by rolling positions "
+                        "(StreamingLLM's renumbering, a policy's @rolling)")
     p.add_argument("--force", action=_Once, flag=True, default=False,
                    help="the output folder may exist and hold files: its model.onnx, model.onnx.data, "
                         "manifest.json and tokenizer.json are replaced (other files are left alone)")
@@ -212,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 layer_masks=args.layer_masks,
                 graph_ops=args.graph_ops or DEFAULT_GRAPH_OPS,
                 accuracy_level=accuracy_level,
+                key_cache=args.key_cache,
                 log=lambda msg: print(msg, flush=True),
             )
         except ExportError as e:

@@ -54,7 +54,10 @@ NORMAL_MAX = 8.0
 FLOAT_MAX = {"fp32": F32_MAX, "fp16": 65504.0}
 SIZES = ", ".join([s[len("pythia-"):] for s in PYTHIA_SIZES] + list(LLAMA_SIZES))
 CHECKPOINT_FILES = "config.json, model.safetensors (or model.safetensors.index.json and its shards) and tokenizer.json"
-MAX_INIT_SEED = 2**64 - 1  # the engine reads the manifest's init_seed as an unsigned 64-bit integer
+MAX_INIT_SEED = 2**64 - 1
+# How keys are cached (manifest `key_cache`, absent = rotated): rotated at their position, or
+# unrotated and rotated by the graph at the positions the engine feeds (rolling positions).
+KEY_CACHES = ("rotated", "unrotated")  # the engine reads the manifest's init_seed as an unsigned 64-bit integer
 
 
 @dataclass
@@ -326,6 +329,7 @@ def export(
     layer_masks: bool = False,
     graph_ops: str = "plain",
     accuracy_level: Optional[int] = None,
+    key_cache: str = "rotated",
     log=print,
 ) -> ExportResult:
     """Export one model. Exactly one of `checkpoint` (an HF GPT-NeoX directory) and
@@ -338,6 +342,9 @@ def export(
     (per-layer budgets); the manifest then says `"attention_masks": "per_layer"`.
     `graph_ops` "fused" builds the same arithmetic with fewer nodes (graph_blocks.GRAPH_OPS; the
     manifest then says `"graph_ops": "fused"`); `accuracy_level` is MatMulNBits' (quantize.py).
+    `key_cache` "unrotated" caches keys before the rotary embedding and rotates them in the graph by
+    the `key_positions.{i}` the engine feeds (rolling positions, `@rolling`); the manifest then says
+    `"key_cache": "unrotated"` ("rotated", the default, leaves the graph as it always was).
     Ctrl-C / SIGTERM / SIGHUP while exporting: ExportInterrupted (nothing written, or, if it came while the
     finished export was moved into place, that move completed; `complete` says which)."""
     if (checkpoint is None) == (random_init is None):
@@ -347,6 +354,9 @@ def export(
     wfmt = WeightFormat.parse(weights, block_size, lm_head, accuracy_level)
     if graph_ops not in GRAPH_OPS:
         raise ExportError(f"--graph-ops must be one of {', '.join(GRAPH_OPS)}, got {graph_ops!r}")
+    if key_cache not in KEY_CACHES:
+        raise ExportError(f"--key-cache must be one of {', '.join(KEY_CACHES)}, got {key_cache!r}")
+    rolling_keys = key_cache == "unrotated"
     if external_data not in ("auto", "always", "never"):
         raise ExportError(f"--external-data must be auto, always or never, got {external_data!r}")
     if init_seed is not None:
@@ -493,10 +503,13 @@ def export(
                 if graph_ops != "plain":
                     raise ExportError(f"--graph-ops {graph_ops} is built for GPT-NeoX graphs only; this checkpoint "
                                       f"is {cfg.model_type}: leave --graph-ops out (plain)")
+                if rolling_keys:
+                    raise ExportError(f"--key-cache unrotated is built for GPT-NeoX graphs only; this checkpoint "
+                                      f"is {cfg.model_type}: leave --key-cache out (rotated)")
             else:
                 build = build_graph
             try:
-                extra = {"graph_ops": graph_ops} if cfg.model_type == "gpt_neox" else {}
+                extra = {"graph_ops": graph_ops, "rolling_keys": rolling_keys} if cfg.model_type == "gpt_neox" else {}
                 model, quantized = build(cfg, dtype, get_tensor, sink, graph_name=label, weights=wfmt,
                                          layer_masks=layer_masks, **extra)
             finally:
@@ -532,7 +545,7 @@ def export(
                 "dtype": DTYPE_NAMES[dtype],
                 "weights": wfmt.manifest(quantized),
                 "opset": OPSET,
-                "inputs": input_names(cfg.num_layers, layer_masks),
+                "inputs": input_names(cfg.num_layers, layer_masks, rolling_keys),
                 "outputs": output_names(cfg.num_layers),
                 "mask_value": MASK_VALUE,
                 "external_data": DATA_FILE if use_external else None,
@@ -553,6 +566,8 @@ def export(
                 manifest["attention_masks"] = "per_layer"
             if graph_ops != "plain":  # absent = plain: the default export's manifest is as before
                 manifest["graph_ops"] = graph_ops
+            if rolling_keys:
+                manifest["key_cache"] = "unrotated"
             try:
                 # the last guard: JSON has no NaN or Infinity, and the engine must never read one
                 text = json.dumps(manifest, indent=2, allow_nan=False) + "\n"

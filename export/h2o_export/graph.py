@@ -32,14 +32,16 @@ OPSET = 17
 IR_VERSION = 8  # the IR version that goes with opset 17; ONNX Runtime 1.31 loads it
 
 
-def input_names(num_layers: int, layer_masks: bool = False) -> list[str]:
+def input_names(num_layers: int, layer_masks: bool = False, rolling_keys: bool = False) -> list[str]:
     """The graph's inputs, in order; with `layer_masks` one `attention_mask.{i}` per layer in
-    place of the shared `attention_mask`; last `logits_from` (the first new token whose logits
-    are computed)."""
+    place of the shared `attention_mask`; with `rolling_keys` one `key_positions.{i}` per layer
+    after the past K/V; last `logits_from` (the first new token whose logits are computed)."""
     names = ["input_ids", "position_ids"]
     names += [f"attention_mask.{i}" for i in range(num_layers)] if layer_masks else ["attention_mask"]
     for i in range(num_layers):
         names += [f"past_key_values.{i}.key", f"past_key_values.{i}.value"]
+    if rolling_keys:
+        names += [blocks.key_positions_name(i) for i in range(num_layers)]
     return names + [blocks.LOGITS_FROM]
 
 
@@ -68,6 +70,7 @@ def build_graph(
     weights: WeightFormat = WeightFormat(),
     layer_masks: bool = False,
     graph_ops: str = "plain",
+    rolling_keys: bool = False,
 ) -> tuple[onnx.ModelProto, list[str]]:
     """Build the decoder-step model. `get_tensor(hf_name)` returns one HF-layout tensor (any
     float dtype); it is converted (transposed where a MatMul needs [in, out], or quantized for
@@ -81,12 +84,17 @@ def build_graph(
     it the graph is the same, node for node, as before the option existed.
 
     `graph_ops` (blocks.GRAPH_OPS): "plain" (the default, the graph as before) or "fused" (the
-    same float operations in fewer nodes and passes, some of them com.microsoft operators)."""
+    same float operations in fewer nodes and passes, some of them com.microsoft operators).
+    `rolling_keys` (manifest `"key_cache": "unrotated"`): keys are cached before the rotary
+    embedding; `new_key_values.{i}.key` is unrotated and each layer rotates its past keys by
+    `key_positions.{i}` int64 [batch, heads, past_i], so the engine chooses the positions (the
+    original ones, or renumbered within the cache: `@rolling`). Without it the graph is the same,
+    node for node, as before the option existed."""
     if graph_ops not in blocks.GRAPH_OPS:
         raise ValueError(f"graph_ops must be one of {blocks.GRAPH_OPS}, got {graph_ops!r}")
     fused = graph_ops == "fused"
     b = GraphBuilder(sink, dtype, get_tensor, cfg.layer_norm_eps, weights)
-    inputs = blocks.graph_inputs(cfg, b.welem, layer_masks)
+    inputs = blocks.graph_inputs(cfg, b.welem, layer_masks, rolling_keys)
     if layer_masks:
         ms = [blocks.masks(b, f"attention_mask.{i}", f"past_key_values.{i}.key", fused)
               for i in range(cfg.num_layers)]
@@ -97,7 +105,8 @@ def build_graph(
     x = blocks.embedding(b)
     kv_out, sums_out = [], []
     for i in range(cfg.num_layers):
-        x, att = blocks.layer(b, cfg, i, x, ms[i], rope_fn, consts, fused)
+        key_rope = blocks.past_key_rope(b, cfg, i) if rolling_keys else None
+        x, att = blocks.layer(b, cfg, i, x, ms[i], rope_fn, consts, fused, key_rope)
         kv_out += [(att.k_new, f"new_key_values.{i}.key"), (att.v_new, f"new_key_values.{i}.value")]
         sums_out.append((att.sums, f"attention_sums.{i}"))
     b.identity(blocks.head(b, x), "logits")

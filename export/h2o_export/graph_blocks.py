@@ -1,6 +1,7 @@
 """The blocks of the decoder-step graph, one builder each: graph inputs, the masks (shared by all
-layers, or one set per layer with per-layer mask inputs), RoPE, embedding, attention, MLP, one
-transformer layer, the head, graph outputs.
+layers, or one set per layer with per-layer mask inputs), RoPE (of the new tokens, and with
+rolling keys of each layer's past keys), embedding, attention, MLP, one transformer layer, the
+head, graph outputs.
 
 Each block adds its nodes through a `GraphBuilder` (onnx_builder.py) and returns the names of
 what it produced. `graph.build_graph` calls them in a fixed order (node names are numbered in
@@ -28,6 +29,11 @@ MASK_VALUE = float(np.finfo(np.float32).min)
 # The input naming the first new token whose logits the graph computes (exporter 1.3.0).
 LOGITS_FROM = "logits_from"
 
+
+def key_positions_name(i: int) -> str:
+    """Layer i's input of the positions its past keys are rotated by (graphs with rolling keys)."""
+    return f"key_positions.{i}"
+
 i64, f32 = np.int64, np.float32
 
 
@@ -36,11 +42,12 @@ def _past_dims(i: int, layer_masks: bool) -> tuple[str, str]:
     return (f"past_{i}", f"past_plus_seq_{i}") if layer_masks else ("past", "past_plus_seq")
 
 
-def graph_inputs(cfg: NeoxConfig, welem: int, layer_masks: bool = False) -> list:
+def graph_inputs(cfg: NeoxConfig, welem: int, layer_masks: bool = False, rolling_keys: bool = False) -> list:
     """input_ids, position_ids [batch, seq]; attention_mask [batch, past+seq] (with layer_masks:
     attention_mask.{i} [batch, past_i+seq] per layer); per layer past K/V [batch, kv_heads, past,
-    head_dim] in the model dtype (kv_heads = heads for GPT-NeoX); logits_from int64 [1]: the first
-    new token whose logits are computed (0: all of them)."""
+    head_dim] in the model dtype (kv_heads = heads for GPT-NeoX); with rolling_keys per layer
+    key_positions.{i} int64 [batch, heads, past]: the position each past key is rotated by;
+    logits_from int64 [1]: the first new token whose logits are computed (0: all of them)."""
     inputs = [
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
         helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"]),
@@ -55,6 +62,10 @@ def graph_inputs(cfg: NeoxConfig, welem: int, layer_masks: bool = False) -> list
             inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kv}", welem,
                                                         ["batch", cfg.kv_heads, _past_dims(i, layer_masks)[0],
                                                          cfg.head_dim]))
+    if rolling_keys:
+        inputs += [helper.make_tensor_value_info(key_positions_name(i), TensorProto.INT64,
+                                                 ["batch", cfg.num_heads, _past_dims(i, layer_masks)[0]])
+                   for i in range(cfg.num_layers)]
     inputs.append(helper.make_tensor_value_info(LOGITS_FROM, TensorProto.INT64, [1]))
     return inputs
 
@@ -128,6 +139,12 @@ def rope(b: GraphBuilder, cfg: NeoxConfig, ax1: str, fused: bool = False) -> Cal
     emb = b.op("Concat", [freqs, freqs], axis=-1)  # [batch, seq, rd]
     cos = b.op("Unsqueeze", [b.op("Cos", [emb]), ax1], name="rope_cos")  # [batch, 1, seq, rd]
     sin = b.op("Unsqueeze", [b.op("Sin", [emb]), ax1], name="rope_sin")
+    return _rotation(b, cfg, cos, sin)
+
+
+def _rotation(b: GraphBuilder, cfg: NeoxConfig, cos: str, sin: str) -> Callable[[str], str]:
+    """The function rotating x float32 [..., head_dim] by cos/sin [..., rotary_dims] (broadcast)."""
+    rd, hd = cfg.rotary_dims, cfg.head_dim
     ax3 = b.const([3], i64)
     c0, c_half, c_rd, c_hd = (b.const([v], i64) for v in (0, rd // 2, rd, hd))
 
@@ -170,6 +187,20 @@ def _rope_halves(b: GraphBuilder, rd: int, hd: int, freqs: str, ax1: str) -> Cal
     return apply
 
 
+def past_key_rope(b: GraphBuilder, cfg: NeoxConfig, i: int) -> Callable[[str], str]:
+    """Rolling keys: the function rotating layer i's past keys x float32 [batch, heads, past,
+    head_dim] by key_positions.{i} [batch, heads, past] (the same float32 tables as `rope`, at
+    each key's own position)."""
+    rd = cfg.rotary_dims
+    if rd == 0:
+        return lambda x: x
+    pos = b.op("Unsqueeze", [b.op("Cast", [key_positions_name(i)], to=TensorProto.FLOAT),
+                             b.const([3], i64)])  # [batch, heads, past, 1]
+    freqs = b.op("Mul", [pos, b.const(inv_freq_np(rd, cfg.rotary_base), f32)])  # [batch, heads, past, rd/2]
+    emb = b.op("Concat", [freqs, freqs], axis=-1)  # [batch, heads, past, rd]
+    return _rotation(b, cfg, b.op("Cos", [emb], name=f"key_rope_cos_{i}"), b.op("Sin", [emb], name=f"key_rope_sin_{i}"))
+
+
 @dataclass
 class AttentionConsts:
     """Shape and axis constants shared by every layer's attention."""
@@ -209,14 +240,20 @@ def _qk_t(b: GraphBuilder, q: str, k: str) -> str:
 @dataclass
 class AttentionOut:
     attn: str  # float32 [batch, seq, hidden], after the output projection
-    k_new: str  # rotated keys of the new tokens, model dtype [batch, heads, seq, head_dim]
+    k_new: str  # keys of the new tokens as cached (rotated; unrotated with rolling keys), model dtype
+    #            [batch, heads, seq, head_dim]
     v_new: str  # values of the new tokens, model dtype [batch, heads, seq, head_dim]
     sums: str  # float32 [batch, heads, past+seq]: probabilities summed over the real queries
 
 
 def attention(b: GraphBuilder, cfg: NeoxConfig, i: int, h1: str, m: Masks,
-              rope_fn: Callable[[str], str], c: AttentionConsts) -> AttentionOut:
+              rope_fn: Callable[[str], str], c: AttentionConsts,
+              key_rope: Optional[Callable[[str], str]] = None) -> AttentionOut:
     """Layer i's attention on the normalised input h1 float32 [batch, seq, hidden].
+
+    Rolling keys (`key_rope` given, `past_key_rope`): the past keys are cached unrotated and
+    rotated here by their key_positions; the new keys are returned unrotated (their rotated copy
+    enters the scores only).
 
     Concat-free: the past cache is read in place (never copied into a [past+seq] buffer):
     scores = [q @ past_k^T | q @ k^T] (only this small [batch, heads, seq, past+seq] tensor is
@@ -225,9 +262,12 @@ def attention(b: GraphBuilder, cfg: NeoxConfig, i: int, h1: str, m: Masks,
     qkv = b.linear(b.to_w(h1), p + "attention.query_key_value", cfg.attention_bias)  # [batch, seq, 3*hidden]
     qkv = b.op("Transpose", [b.op("Reshape", [qkv, c.qkv_shape])], perm=[0, 2, 1, 3])  # [batch, heads, seq, 3*hd]
     q, k, v = b.op("Split", [qkv, c.split_sizes], n_out=3, axis=3)  # each [batch, heads, seq, head_dim]
+    k_raw = k  # unrotated, model dtype [batch, heads, seq, hd]
     q, k = rope_fn(b.to_f32(q)), rope_fn(b.to_f32(k))
     k_new, v_new = b.to_w(k), v  # rotated key and value, model dtype [batch, heads, seq, hd]
     pk, pv = f"past_key_values.{i}.key", f"past_key_values.{i}.value"
+    if key_rope is not None:
+        pk = b.to_w(key_rope(b.to_f32(pk)))  # [batch, heads, past, hd], rotated at key_positions.{i}
     if b.half:
         # scale q before the float16 product so the scores stay well inside float16 range
         qs = b.op("Cast", [b.op("Mul", [q, b.const(c.scale, f32)])], to=b.welem)
@@ -246,7 +286,7 @@ def attention(b: GraphBuilder, cfg: NeoxConfig, i: int, h1: str, m: Masks,
     ctx = b.op("Add", [b.op("MatMul", [probs_past, pv]), b.op("MatMul", [probs_new, v_new])])  # [b, h, seq, hd]
     ctx = b.op("Reshape", [b.op("Transpose", [ctx], perm=[0, 2, 1, 3]), c.ctx_shape])  # [batch, seq, hidden]
     attn = b.to_f32(b.linear(ctx, p + "attention.dense", cfg.attention_bias))
-    return AttentionOut(attn, k_new, v_new, sums)
+    return AttentionOut(attn, k_new if key_rope is None else k_raw, v_new, sums)
 
 
 def mlp(b: GraphBuilder, x: str, p: str, fused: bool = False) -> str:
@@ -272,13 +312,14 @@ def mlp(b: GraphBuilder, x: str, p: str, fused: bool = False) -> str:
 
 
 def layer(b: GraphBuilder, cfg: NeoxConfig, i: int, x: str, m: Masks, rope_fn: Callable[[str], str],
-          c: AttentionConsts, fused: bool = False) -> tuple[str, AttentionOut]:
+          c: AttentionConsts, fused: bool = False,
+          key_rope: Optional[Callable[[str], str]] = None) -> tuple[str, AttentionOut]:
     """One transformer layer on the residual stream x float32 [batch, seq, hidden]:
     parallel:   x = (MLP(LN2(x)) + Attention(LN1(x))) + x
     sequential: a = Attention(LN1(x)) + x;  x = MLP(LN2(a)) + a"""
     p = f"gpt_neox.layers.{i}."
     h1 = b.layer_norm(x, p + "input_layernorm")
-    att = attention(b, cfg, i, h1, m, rope_fn, c)
+    att = attention(b, cfg, i, h1, m, rope_fn, c, key_rope)
     if cfg.use_parallel_residual:
         mo = mlp(b, b.layer_norm(x, p + "post_attention_layernorm"), p, fused)
         x = b.op("Add", [b.op("Add", [mo, att.attn]), x])

@@ -20,6 +20,9 @@ Semantics (streaming from the first token):
   own query gives it; scores are float32, as in the engine's contract).
 - after the step, if a head holds more than `budget` entries (the layer's, under a budget
   schedule) it evicts down to exactly `budget` (policies/base.py states the rule).
+- rolling positions (a spec's `@rolling`, positions.py): keys are cached unrotated and rotated
+  at every step by their rank in the cache; the token fed takes position P (the most entries a
+  layer holds) instead of t, so a text of any length stays within the model's positions.
 
 The loop runs on the model's device and leaves torch's thread count alone (the CLI,
 export/reference.py, sets it).
@@ -40,6 +43,7 @@ from . import rope
 from .config import PREPEND_BOS_KEY
 from .errors import ReferenceError
 from .policies import Policy, parse_policy
+from .positions import key_positions, rolling_spec, split_rolling
 from .trace import DEFAULT_REL_TOL, TRACE_FORMAT, Replay
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -268,18 +272,26 @@ class _LayerCache:
         self.extra = None if extra is None else extra[keep].view(heads, n - kk, *extra.shape[2:])
 
 
-def _attend(layer, geo: _Geometry, c: _LayerCache, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+def _attend(layer, geo: _Geometry, c: _LayerCache, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+            past_rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None):
     """One layer on the hidden state h [1, hidden] of the token fed: returns the new hidden
-    state, the candidates' keys/values [heads, n, head_dim] and this step's attention row
-    probs [heads, n] (cached entries, then the new token)."""
+    state, the candidates' keys/values [heads, n, head_dim] as cached and this step's attention
+    row probs [heads, n] (cached entries, then the new token). Keys are cached rotated, or with
+    `past_rope` (cos, sin [heads, n-1, rotary_dims] at each cached key's rolling position)
+    unrotated and rotated here for the scores."""
     att = layer.attention
     x = layer.input_layernorm(h)  # [1, hidden]
     qkv = att.query_key_value(x).view(geo.heads, 3 * geo.head_dim)  # [heads, 3*head_dim]
-    q, k, v = qkv.split(geo.head_dim, dim=-1)  # each [heads, head_dim]
-    q, k = rope.apply(q, cos, sin), rope.apply(k, cos, sin)
-    keys = torch.cat((c.k, k[:, None, :]), dim=1)  # [heads, n, head_dim]
+    q, k_raw, v = qkv.split(geo.head_dim, dim=-1)  # each [heads, head_dim]
+    q, k = rope.apply(q, cos, sin), rope.apply(k_raw, cos, sin)
+    if past_rope is None:
+        keys = torch.cat((c.k, k[:, None, :]), dim=1)  # [heads, n, head_dim], as cached and as attended
+        attended = keys
+    else:
+        keys = torch.cat((c.k, k_raw[:, None, :]), dim=1)  # as cached: unrotated
+        attended = torch.cat((rope.apply(c.k, *past_rope), k[:, None, :]), dim=1)
     vals = torch.cat((c.v, v[:, None, :]), dim=1)  # [heads, n, head_dim]
-    logits = torch.matmul(keys, q[:, :, None]).squeeze(-1) * geo.scaling  # [heads, n]
+    logits = torch.matmul(attended, q[:, :, None]).squeeze(-1) * geo.scaling  # [heads, n]
     probs = torch.softmax(logits, dim=-1, dtype=torch.float32)  # [heads, n]
     out = torch.matmul(probs.to(vals.dtype)[:, None, :], vals).squeeze(1)  # [heads, head_dim]
     attn_out = att.dense(out.reshape(1, geo.hidden))  # [1, hidden]
@@ -342,6 +354,7 @@ def run_reference(
     observer: Optional[Callable[[StepView], None]] = None,
     model_name: Optional[str] = None,
     deadline: Optional[float] = None,
+    rolling: bool = False,
 ) -> dict:
     """Stream `token_ids` through `model` with the policy's compressed cache.
 
@@ -350,10 +363,18 @@ def run_reference(
     section with the violations found. With `deadline` (a time.time() value) the loop stops
     after the first step that ends past it: "complete" is then false and nll/ppl/trace cover the
     steps done. `token_ids` is the text; a declared BOS is fed before it (the trace's tokens
-    and positions include it).
+    and positions include it). `rolling` (or `@rolling` in a spec string): rolling positions
+    (positions.py); traces keep the original positions either way.
     """
     geo = _geometry(model)
+    if isinstance(policy, str):
+        policy, in_spec = split_rolling(policy)
+        rolling = rolling or in_spec
+    if replay is not None and isinstance(replay, dict) and isinstance(replay.get("policy"), str):
+        replay = dict(replay, policy=split_rolling(replay["policy"])[0])
     text, policy = _check_inputs(model, geo, token_ids, policy)
+    if rolling and policy.budget is None:
+        raise ReferenceError(f"policy {policy.spec}: rolling positions need a bounded policy, not `full`")
     bos = declared_bos(model)
     ids = text if bos is None else [bos] + text  # what is fed: position p holds ids[p]
     first_scored = 0 if bos is None else 1  # the step whose prediction is the first one scored
@@ -364,8 +385,13 @@ def run_reference(
     dtype = parts.embed.weight.dtype
     device = parts.embed.weight.device
     rot = parts.rotary
+    if rolling and geo.llama:
+        raise ReferenceError(f"policy {policy.spec}: rolling positions are built for GPT-NeoX models only")
     attend = _attend_llama if geo.llama else _attend
-    cos_tab, sin_tab = rope.tables(rot.inv_freq, n_tok, dtype, float(getattr(rot, "attention_scaling", 1.0)))
+    # rolling positions stay below the largest layer budget + 1; absolute ones below n_tok
+    n_tab = n_tok if not rolling else min(n_tok, max(p.budget for p in (policy.for_layer(li, geo.layers)
+                                                                          for li in range(geo.layers))) + 1)
+    cos_tab, sin_tab = rope.tables(rot.inv_freq, n_tab, dtype, float(getattr(rot, "attention_scaling", 1.0)))
     cos_tab, sin_tab = cos_tab.to(device), sin_tab.to(device)
     caches = [_LayerCache(geo.heads, geo.head_dim, dtype, device) for _ in range(geo.layers)]
     layer_policies = [policy.for_layer(li, geo.layers) for li in range(geo.layers)]
@@ -376,9 +402,18 @@ def run_reference(
     for t in range(n_tok - 1):
         h = parts.embed(ids_t[t : t + 1])  # [1, hidden]
         step_evicted = []
+        if rolling:  # the token's position and each layer's cached keys' (ascending along n)
+            q_pos, past_pos = key_positions([c.pos.shape[1] for c in caches])
+        else:
+            q_pos, past_pos = t, None
         for li, layer in enumerate(parts.layers):
             c, pol = caches[li], layer_policies[li]
-            h, keys, vals, probs = attend(layer, geo, c, h, cos_tab[t], sin_tab[t])
+            if past_pos is None:
+                h, keys, vals, probs = attend(layer, geo, c, h, cos_tab[q_pos], sin_tab[q_pos])
+            else:
+                idx = torch.tensor(past_pos[li], dtype=torch.int64, device=device)  # [n-1]
+                past_rope = (cos_tab[idx][None].expand(geo.heads, -1, -1), sin_tab[idx][None].expand(geo.heads, -1, -1))
+                h, keys, vals, probs = _attend(layer, geo, c, h, cos_tab[q_pos], sin_tab[q_pos], past_rope)
             positions = torch.cat((c.pos, torch.full((geo.heads, 1), t, dtype=torch.int64, device=device)), dim=1)
             scores, extra = pol.update_scores(c.score, probs, key=keys[:, -1], position=t, layer=li,
                                               extra=c.extra)  # [heads, n], [heads, n, ...] | None
@@ -400,23 +435,25 @@ def run_reference(
         if deadline is not None and time.time() > deadline:
             break
 
-    result = _result(model, model_name, policy, ids, bos, dtype, geo, nll, steps, caches)
+    result = _result(model, model_name, policy, ids, bos, dtype, geo, nll, steps, caches, rolling)
     if rep is not None:
         result["replay"] = rep.summary()
     return result
 
 
 def _result(model, model_name: Optional[str], policy: Policy, ids: list[int], bos: Optional[int],
-            dtype: torch.dtype, geo: _Geometry, nll: list[float], steps: list[dict], caches: list[_LayerCache]) -> dict:
+            dtype: torch.dtype, geo: _Geometry, nll: list[float], steps: list[dict], caches: list[_LayerCache],
+            rolling: bool = False) -> dict:
     """The result document; `ids` is what was fed (the declared BOS, if any, then the text)."""
     total = math.fsum(nll)
     n_text = len(ids) - (bos is not None)
-    trace = {"format": TRACE_FORMAT, "policy": policy.spec, "tokens": ids, "layers": geo.layers,
+    spec = rolling_spec(policy.spec, rolling)
+    trace = {"format": TRACE_FORMAT, "policy": spec, "tokens": ids, "layers": geo.layers,
              "heads": geo.heads, "steps": steps}
     if bos is not None:
         trace[PREPEND_BOS_KEY] = bos
     return {
-        "policy": policy.spec,
+        "policy": spec,
         "model": model_name if model_name is not None else str(getattr(model.config, "_name_or_path", "")),
         "n_tokens": n_text,
         PREPEND_BOS_KEY: bos,

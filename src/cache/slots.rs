@@ -97,6 +97,37 @@ impl SlotTable {
         &self.score[o..o + self.capacity]
     }
 
+    /// Appends row `b`'s key positions, `[heads, capacity]`: what a graph that caches keys
+    /// unrotated rotates each slot's key by. `None`: the original positions (absolute; free slots
+    /// 0). `Some(offset)`: rolling positions, each used slot's rank by original position among
+    /// the row's used slots (oldest 0) plus `offset`; free slots 0 (masked). `order` is scratch.
+    pub fn key_positions(
+        &self,
+        b: usize,
+        rolling: Option<i64>,
+        order: &mut Vec<usize>,
+        out: &mut Vec<i64>,
+    ) {
+        let used = self.used[b];
+        for h in 0..self.heads {
+            let row = self.positions(b, h);
+            let start = out.len();
+            match rolling {
+                None => out.extend(row.iter().map(|&p| p.max(0))),
+                Some(offset) => {
+                    out.resize(start + self.capacity, 0);
+                    order.clear();
+                    order.extend(0..used);
+                    // positions are distinct within a (row, head): the rank is unambiguous
+                    order.sort_unstable_by_key(|&s| row[s]);
+                    for (rank, &s) in order.iter().enumerate() {
+                        out[start + s] = offset + rank as i64;
+                    }
+                }
+            }
+        }
+    }
+
     /// The capacity a step adding up to `seq` tokens per row needs: the fullest row plus `seq`, in
     /// `chunk`s, clamped to the limit; `None` when the table is large enough.
     pub(crate) fn wanted_capacity(&self, seq: usize, chunk: usize) -> Option<usize> {
@@ -384,5 +415,28 @@ impl SlotTable {
         if let Some(h) = self.history.as_mut() {
             h.advance();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SlotTable;
+
+    #[test]
+    fn key_positions_are_original_or_ranks() {
+        // 1 row, 2 heads, capacity 4, 3 slots in use; slot order is not position order
+        let mut t = SlotTable::new(1, 2, 4);
+        t.grow(4);
+        t.pos = vec![9, 2, 40, -1, 7, 30, 1, -1];
+        t.used = vec![3];
+        let (mut order, mut out) = (Vec::new(), Vec::new());
+        t.key_positions(0, None, &mut order, &mut out);
+        assert_eq!(out, vec![9, 2, 40, 0, 7, 30, 1, 0]);
+        out.clear();
+        t.key_positions(0, Some(0), &mut order, &mut out);
+        assert_eq!(out, vec![1, 0, 2, 0, 1, 2, 0, 0]);
+        out.clear();
+        t.key_positions(0, Some(5), &mut order, &mut out);
+        assert_eq!(out, vec![6, 5, 7, 0, 6, 7, 5, 0]);
     }
 }

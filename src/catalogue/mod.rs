@@ -255,7 +255,11 @@ fn bounded_families(b: usize, schedule: Schedule) -> Vec<PolicySpec> {
         PolicyKind::Random { budget: b, rng: 0 },
     ]
     .into_iter()
-    .map(|kind| PolicySpec { kind, schedule })
+    .map(|kind| PolicySpec {
+        kind,
+        schedule,
+        positions: Default::default(),
+    })
     .collect()
 }
 

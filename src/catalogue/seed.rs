@@ -138,10 +138,7 @@ pub fn seed_equivalent(spec: &PolicySpec) -> Option<PolicySpec> {
             rng,
         },
     };
-    let s = PolicySpec {
-        kind,
-        schedule: spec.schedule,
-    };
+    let s = PolicySpec { kind, ..*spec };
     (s.budget() != Some(0)).then_some(s)
 }
 

@@ -1,4 +1,6 @@
-//! `h2o ppl`: streaming perplexity of one policy, with per-token NLLs and an optional eviction trace as JSON.
+//! `h2o ppl`: streaming perplexity of one policy (or several, one after the other), with per-token NLLs
+//! and an optional eviction trace as JSON; `--windows N` the perplexity of every N predictions, as a
+//! table, a CSV and a plot (the StreamingLLM paper's figure).
 
 use std::path::PathBuf;
 
@@ -8,9 +10,10 @@ use clap::Args;
 use serde_json::json;
 
 use h2o_engine::eval::data::TextMode;
+use h2o_engine::eval::ppl::window_ppl;
 use h2o_engine::experiment::{Counting, Experiment, Lab, PeakMemory, Plan, PplPlan};
 use h2o_engine::policy::PolicySpec;
-use h2o_engine::report::{counting_name, text_mode_name};
+use h2o_engine::report::{counting_name, render_windows, text_mode_name, WindowSeries};
 
 use super::numbers;
 use super::{check_outputs, data_flag, resolve_data, start_runtime, write_to, Bars, ModelArgs};
@@ -32,9 +35,20 @@ pub struct PplArgs {
     pub tokens: usize,
     /// Policy: full, local:R, sink:S+R, h2o:H+R, h2o-layer:H+R, tova:B, tova-head:B, scissor:B,
     /// knorm:B, random:B, options @pyramid, @rng=N, @window=W, @recent=R, @sinks=S, @normalized,
-    /// @skip=N (README "Eviction policies").
+    /// @skip=N, @rolling (README "Eviction policies", "Rolling positions"). Repeat it to run several
+    /// one after the other (then without --json and --trace).
     #[arg(long, default_value = "full")]
-    pub policy: PolicySpec,
+    pub policy: Vec<PolicySpec>,
+    /// Perplexity of every N consecutive predictions, printed per window and policy (the
+    /// StreamingLLM paper's figure; --csv, --plot).
+    #[arg(long, value_parser = numbers::count)]
+    pub windows: Option<usize>,
+    /// With --windows: write the windows as CSV (window_end, then one PPL column per policy).
+    #[arg(long, requires = "windows")]
+    pub csv: Option<PathBuf>,
+    /// With --windows: draw PPL per window against tokens streamed, a line per policy, as PNG.
+    #[arg(long, requires = "windows")]
+    pub plot: Option<PathBuf>,
     /// Budget counting, as bench's: `ours` (keep B, attend B + the new token) or `seed` (B counts
     /// the new token: the policy runs with one token less, e.g. the seed's Local (256) as local:255).
     #[arg(long, value_enum, default_value_t = Counting::Ours)]
@@ -50,12 +64,31 @@ pub struct PplArgs {
 }
 
 pub fn run(a: PplArgs) -> Result<()> {
-    let exp = Experiment::of(a.policy).counted(a.counting).ok_or_else(|| {
-        anyhow::anyhow!("--counting seed: {} has a budget of 1, which in the seed's counting attends only the new token and keeps nothing; use a budget of at least 2", a.policy)
-    })?;
+    if a.policy.len() > 1 && (a.json.is_some() || a.trace.is_some()) {
+        anyhow::bail!("--json and --trace record one policy; give one --policy (or leave --json and --trace out to run several)");
+    }
+    if a.windows == Some(0) {
+        anyhow::bail!(
+            "--windows is 0; give the number of predictions per window, such as --windows 1024"
+        );
+    }
+    let exps = a
+        .policy
+        .iter()
+        .map(|&spec| {
+            Experiment::of(spec).counted(a.counting).ok_or_else(|| {
+                anyhow::anyhow!("--counting seed: {spec} has a budget of 1, which in the seed's counting attends only the new token and keeps nothing; use a budget of at least 2")
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let setup = a.model.setup(resolve_data(a.data.as_deref())?, a.text)?;
     let outputs = check_outputs(
-        &[("--trace", &a.trace), ("--json", &a.json)],
+        &[
+            ("--trace", &a.trace),
+            ("--json", &a.json),
+            ("--csv", &a.csv),
+            ("--plot", &a.plot),
+        ],
         &[(data_flag(&a.data), &setup.data), ("--model", &setup.model)],
     )?;
     let plan = Plan {
@@ -66,12 +99,114 @@ pub fn run(a: PplArgs) -> Result<()> {
         speed: None,
     };
     let rt = start_runtime(&setup.model)?;
-    let mut lab = Lab::load(&rt, &setup, &[plan])?;
+    let specs: Vec<PolicySpec> = exps.iter().map(|e| e.spec).collect();
+    let mut lab = Lab::load_for(&rt, &setup, &[plan], &specs)?;
+    for exp in &exps {
+        lab.check(exp)?;
+    }
+    let mut series = Vec::new();
+    for exp in &exps {
+        let nlls = run_one(&a, &rt, &setup, &outputs, &mut lab, exp, &plan)?;
+        if let Some(w) = a.windows {
+            series.push(WindowSeries {
+                policy: exp.spec.to_string(),
+                points: window_ppl(&nlls, w)
+                    .iter()
+                    .map(|x| (x.end, x.ppl))
+                    .collect(),
+            });
+        }
+    }
+    if let Some(w) = a.windows {
+        print_windows(&series);
+        if let Some(path) = &a.csv {
+            write_to(
+                "--csv",
+                &outputs.target(path),
+                windows_csv(&series).as_bytes(),
+            )?;
+        }
+        if let Some(path) = &a.plot {
+            let man = &lab.model().manifest;
+            let title = format!(
+                "{}: perplexity per {w} predictions, {} tokens of {}",
+                man.name,
+                a.tokens,
+                setup.data.file_name().unwrap_or_default().to_string_lossy()
+            );
+            render_windows(
+                &series,
+                Some(man.max_position_embeddings),
+                &title,
+                outputs.target(path),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The windows as a table on stdout: a row per window, a column per policy.
+fn print_windows(series: &[WindowSeries]) {
+    let head: Vec<String> = series.iter().map(|s| format!("{:>22}", s.policy)).collect();
+    outln!("{:>12} {}", "window end", head.join(" "));
+    let rows = series.iter().map(|s| s.points.len()).max().unwrap_or(0);
+    for r in 0..rows {
+        let end = series
+            .iter()
+            .find_map(|s| s.points.get(r).map(|p| p.0))
+            .unwrap_or(0);
+        let cells: Vec<String> = series
+            .iter()
+            .map(|s| {
+                s.points
+                    .get(r)
+                    .map_or(String::new(), |p| format!("{:.4}", p.1))
+            })
+            .map(|c| format!("{c:>22}"))
+            .collect();
+        outln!("{end:>12} {}", cells.join(" "));
+    }
+}
+
+/// `window_end,POLICY,...` then a row per window (PPL with 6 decimals).
+fn windows_csv(series: &[WindowSeries]) -> String {
+    let mut out = String::from("window_end");
+    for s in series {
+        out.push(',');
+        out.push_str(&s.policy);
+    }
+    out.push('\n');
+    let rows = series.iter().map(|s| s.points.len()).max().unwrap_or(0);
+    for r in 0..rows {
+        let end = series
+            .iter()
+            .find_map(|s| s.points.get(r).map(|p| p.0))
+            .unwrap_or(0);
+        out.push_str(&end.to_string());
+        for s in series {
+            out.push(',');
+            if let Some(p) = s.points.get(r) {
+                out.push_str(&format!("{:.6}", p.1));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// One policy's run: its line, its --trace and --json; returns its per-token NLLs.
+fn run_one(
+    a: &PplArgs,
+    rt: &h2o_engine::runtime::Runtime,
+    setup: &h2o_engine::experiment::Setup,
+    outputs: &super::Outputs,
+    lab: &mut Lab,
+    exp: &Experiment,
+    plan: &Plan,
+) -> Result<Vec<f64>> {
     let spec = exp.spec;
     let mut bars = Bars::new(format!("{spec}"));
-    let outcome = lab.run(&exp, &plan, PeakMemory::SharedProcess, &mut |p| {
-        bars.show(p)
-    });
+    let outcome = lab.run(exp, plan, PeakMemory::SharedProcess, &mut |p| bars.show(p));
     bars.clear();
     let outcome = outcome?;
     let r = &outcome.result;
@@ -99,7 +234,7 @@ pub fn run(a: PplArgs) -> Result<()> {
         write_to("--trace", &outputs.target(path), bytes.as_bytes())?;
     }
     if let Some(path) = &a.json {
-        let doc = json!({
+        let mut doc = json!({
             "policy": spec,
             "label": exp.label,
             "model": man.name,
@@ -115,11 +250,18 @@ pub fn run(a: PplArgs) -> Result<()> {
             "provider": config.provider.to_string(),
             "threads": config.intra_threads,
         });
+        if let Some(w) = a.windows {
+            let windows: Vec<_> = window_ppl(nlls, w)
+                .iter()
+                .map(|x| json!({"end": x.end, "ppl": x.ppl}))
+                .collect();
+            doc["windows"] = json!({"predictions": w, "ppl": windows});
+        }
         write_to(
             "--json",
             &outputs.target(path),
             serde_json::to_string_pretty(&doc)?.as_bytes(),
         )?;
     }
-    Ok(())
+    Ok(nlls.clone())
 }

@@ -1,6 +1,7 @@
 //! Decoder: prefill(tokens) and step(token) for a batch. A step is inputs -> one graph run -> per layer
 //! cache update (scores, plan, apply), with per-step timings; an optional [`StepObserver`] sees the
-//! attention and the plans (heatmaps, eviction trace).
+//! attention and the plans (heatmaps, eviction trace). Positions are absolute (the text's) or
+//! rolling (renumbered within the cache, [`Positions::Rolling`]; graphs that cache keys unrotated).
 
 pub mod observer;
 
@@ -12,7 +13,7 @@ use crate::cache::{KvStore, NewTokens};
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, MaskInputs};
 use crate::model::{Model, StepInputs, StepView, Traffic};
-use crate::policy::{LayerPolicies, ScoreRule};
+use crate::policy::{LayerPolicies, PolicySpec, Positions, ScoreRule};
 use crate::timing::StepTiming;
 
 pub use observer::{
@@ -37,10 +38,19 @@ pub struct Decoder<'m> {
     model: &'m mut Model,
     store: KvStore,
     policies: LayerPolicies,
+    /// The positions fed to the graph: the text's, or renumbered within the cache.
+    positions: Positions,
     next_pos: Vec<i64>,
     observer: Option<Box<dyn StepObserver>>,
     ids: Vec<i64>,
+    /// The new tokens' original positions `[batch, seq]` (what the cache records).
     pos: Vec<i64>,
+    /// Rolling positions: the new tokens' positions fed to the graph `[batch, seq]`.
+    rolling_pos: Vec<i64>,
+    /// Graphs that cache keys unrotated: every layer's `[batch, heads, past_l]`, layer after layer.
+    key_pos: Vec<i64>,
+    /// Scratch of the key positions' ranking.
+    order: Vec<usize>,
     new_mask: Vec<i64>,
     mask: Vec<i64>,
     /// The last step's logits `[batch, seq, vocab]`, in a buffer reused across steps (a fresh 200 KB
@@ -93,6 +103,24 @@ pub fn layer_limits_of(
     Ok(limits)
 }
 
+/// Refuses rolling positions for the model `m` in `dir` under `policies`: they need a graph that
+/// caches keys unrotated and a bounded policy in every layer.
+pub fn check_rolling_of(m: &Manifest, dir: &Path, policies: &LayerPolicies) -> Result<()> {
+    let spec = policies.layer(0).spec();
+    if (0..m.num_layers).any(|l| policies.layer(l).budget() == usize::MAX) {
+        return Err(Error::Input(format!(
+            "policy {spec} keeps every token: rolling positions (@rolling) need a bounded policy"
+        )));
+    }
+    if !m.takes_key_positions() {
+        return Err(Error::Input(format!(
+            "policy {spec}@rolling renumbers positions, but {} caches its keys rotated (manifest.json has no \"key_cache\": \"unrotated\"); export a graph that caches them unrotated: `make export-micro-rolling` (models/pythia-micro/onnx-rolling) or `export.py --key-cache unrotated`",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
 impl<'m> Decoder<'m> {
     /// A decoder for `batch` sequences with an empty cache; `policies` is one policy for every
     /// layer (a `Box<P>` converts) or one per layer ([`crate::policy::PolicySpec::build`]).
@@ -111,16 +139,44 @@ impl<'m> Decoder<'m> {
             model,
             store,
             policies,
+            positions: Positions::Absolute,
             next_pos: vec![0; batch],
             observer: None,
             ids: Vec::new(),
             pos: Vec::new(),
+            rolling_pos: Vec::new(),
+            key_pos: Vec::new(),
+            order: Vec::new(),
             new_mask: Vec::new(),
             mask: Vec::new(),
             logits: Vec::new(),
             last_seq: 0,
             logits_first: 0,
         })
+    }
+
+    /// Feed the graph `positions` from the next step on (absolute by default); rolling positions
+    /// are refused unless the graph caches keys unrotated and every layer's policy is bounded.
+    pub fn set_positions(&mut self, positions: Positions) -> Result<()> {
+        if positions == Positions::Rolling {
+            check_rolling_of(&self.model.manifest, &self.model.dir, &self.policies)?;
+        }
+        self.positions = positions;
+        Ok(())
+    }
+
+    /// The positions fed to the graph.
+    pub fn positions(&self) -> Positions {
+        self.positions
+    }
+
+    /// A decoder for `batch` sequences under `spec`: its policies for the model's layers, on the
+    /// positions it asks for (`@rolling`: refused as [`Decoder::set_positions`] says).
+    pub fn of_spec(model: &'m mut Model, spec: &PolicySpec, batch: usize) -> Result<Self> {
+        let layers = model.manifest.num_layers;
+        let mut dec = Self::new(model, spec.build(layers), batch)?;
+        dec.set_positions(spec.positions)?;
+        Ok(dec)
     }
 
     /// Let `observer` see every following step (replaces any earlier one).
@@ -253,6 +309,7 @@ impl<'m> Decoder<'m> {
     /// `logits_from` on.
     fn run_step(&mut self, seq: usize, logits_from: usize) -> Result<StepOutput> {
         let t_start = Instant::now();
+        self.fill_positions(seq);
         self.check_inputs()?;
         // The graph sees the slots as they are (a prefill into an empty store runs with past = 0);
         // each layer's update grows the store if the new tokens need room.
@@ -267,7 +324,11 @@ impl<'m> Decoder<'m> {
         }
         let inputs = StepInputs {
             ids: &self.ids,
-            positions: &self.pos,
+            positions: match self.positions {
+                Positions::Absolute => &self.pos,
+                Positions::Rolling => &self.rolling_pos,
+            },
+            key_positions: &self.key_pos,
             mask: &self.mask,
             seq,
             logits_from,
@@ -329,11 +390,59 @@ impl<'m> Decoder<'m> {
         })
     }
 
+    /// The new tokens' positions fed to the graph `[batch, seq]`.
+    fn fed_positions(&self) -> &[i64] {
+        match self.positions {
+            Positions::Absolute => &self.pos,
+            Positions::Rolling => &self.rolling_pos,
+        }
+    }
+
+    /// Rolling positions of the new tokens and, for a graph that caches keys unrotated, every
+    /// layer's key positions, from the cache before this step. Rolling (docs/architecture.md,
+    /// "Graph contract"): row b's new tokens take P_b, P_b + 1, ... with P_b the most slots any
+    /// layer holds in that row; layer l's cached keys take their rank by original position plus
+    /// P_b - used_l(b), so the newest sits right before the new tokens in every layer.
+    fn fill_positions(&mut self, seq: usize) {
+        let (store, batch) = (&self.store, self.store.batch());
+        let top = |b: usize| {
+            (0..store.num_layers())
+                .map(|l| store.table(l).used(b))
+                .max()
+                .unwrap_or(0) as i64
+        };
+        let rolling = self.positions == Positions::Rolling;
+        self.rolling_pos.clear();
+        if rolling {
+            for (b, row) in self.new_mask.chunks(seq).enumerate() {
+                let first = top(b);
+                let real = row.iter().map(|&m| m != 0);
+                self.rolling_pos
+                    .extend(real.zip(first..).map(|(r, p)| if r { p } else { 0 }));
+            }
+        }
+        self.key_pos.clear();
+        if !self.model.manifest.takes_key_positions() {
+            return;
+        }
+        for l in 0..store.num_layers() {
+            let table = store.table(l);
+            for b in 0..batch {
+                let offset = rolling.then(|| top(b) - table.used(b) as i64);
+                table.key_positions(b, offset, &mut self.order, &mut self.key_pos);
+            }
+        }
+    }
+
     /// Positions within the model's range, ids within its vocabulary.
     fn check_inputs(&self) -> Result<()> {
         let vocab = self.model.manifest.vocab_size;
         let max_pos = self.model.manifest.max_position_embeddings as i64;
-        let real = self.pos.iter().zip(&self.new_mask).filter(|(_, &m)| m != 0);
+        let real = self
+            .fed_positions()
+            .iter()
+            .zip(&self.new_mask)
+            .filter(|(_, &m)| m != 0);
         if let Some(p) = real.map(|(p, _)| *p).max() {
             if p >= max_pos {
                 return Err(Error::Input(format!(

@@ -269,7 +269,7 @@ pub fn generate(
             ControlFlow::Break(())
         }
     };
-    let mut dec = Decoder::new(model, spec.build(model.manifest.num_layers), 1)?;
+    let mut dec = Decoder::of_spec(model, spec, 1)?;
     let rows = [prompt.to_vec()];
     let run = decode(
         &mut dec,

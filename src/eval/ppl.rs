@@ -77,10 +77,72 @@ pub fn measure_ppl(
     trace: bool,
     progress: impl FnMut(usize) -> ControlFlow<()>,
 ) -> Result<PplRun> {
-    let layers = model.manifest.num_layers;
-    let mut dec = Decoder::new(model, spec.build(layers), 1)?;
+    let mut dec = Decoder::of_spec(model, spec, 1)?;
     if trace {
         dec.record_trace();
     }
     streaming_ppl(&mut dec, tokens, progress)
+}
+
+/// The perplexity of one window of consecutive predictions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowPpl {
+    /// Text tokens streamed at the window's end (the last token it predicts is token `end - 1`).
+    pub end: usize,
+    /// exp(mean NLL) of the window's predictions.
+    pub ppl: f64,
+}
+
+/// The perplexity per window of `window` predictions (the last window may be shorter), as the
+/// StreamingLLM paper plots it: prediction i (of text token i + 1) falls in window i / `window`.
+/// Empty for `window` 0 or no predictions.
+pub fn window_ppl(nlls: &[f64], window: usize) -> Vec<WindowPpl> {
+    if window == 0 {
+        return Vec::new();
+    }
+    nlls.chunks(window)
+        .enumerate()
+        .map(|(k, w)| WindowPpl {
+            end: k * window + w.len() + 1,
+            ppl: perplexity(w),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_of_predictions() {
+        let nlls = [0.0, 2.0, 1.0, 3.0, 4.0];
+        let w = window_ppl(&nlls, 2);
+        let e = |x: f64| x.exp();
+        assert_eq!(
+            w,
+            vec![
+                WindowPpl {
+                    end: 3,
+                    ppl: e(1.0)
+                },
+                WindowPpl {
+                    end: 5,
+                    ppl: e(2.0)
+                },
+                WindowPpl {
+                    end: 6,
+                    ppl: e(4.0)
+                },
+            ]
+        );
+        assert!(window_ppl(&nlls, 0).is_empty());
+        assert!(window_ppl(&[], 4).is_empty());
+        assert_eq!(
+            window_ppl(&nlls, 9),
+            vec![WindowPpl {
+                end: 6,
+                ppl: e(2.0)
+            }]
+        );
+    }
 }

@@ -103,10 +103,9 @@ pub fn measure(
     )?;
     let rows: Vec<Vec<u32>> = rows.iter().map(|r| fed(bos, r)).collect();
     let rows = &rows[..];
-    let layers = model.manifest.num_layers;
     let mut greedy = |_: usize, logits: &[f32]| argmax(logits);
     for _ in 0..warmup {
-        let mut dec = Decoder::new(model, spec.build(layers), rows.len())?;
+        let mut dec = Decoder::of_spec(model, spec, rows.len())?;
         let mut quiet = |_: usize, _: &[u32]| ControlFlow::Continue(());
         decode(
             &mut dec,
@@ -117,7 +116,7 @@ pub fn measure(
             &mut quiet,
         )?;
     }
-    let mut dec = Decoder::new(model, spec.build(layers), rows.len())?;
+    let mut dec = Decoder::of_spec(model, spec, rows.len())?;
     let mut after = |done: usize, _: &[u32]| {
         if done > 1 {
             progress(done - 1)

@@ -123,6 +123,7 @@ const FIELDS: &[(&str, Presence, Kind)] = &[
     ("dtype", Required, OneOf(&["float32", "float16"])),
     ("weights", Optional, Object),
     ("attention_masks", Optional, OneOf(&["shared", "per_layer"])),
+    ("key_cache", Optional, OneOf(&["rotated", "unrotated"])),
     ("inputs", Required, StrList),
     ("outputs", Required, StrList),
     (

@@ -161,6 +161,16 @@ impl DeviceRunner {
             }
             _ => self.bind_host("attention_mask", [b, dims.past + s], inputs.mask)?,
         }
+        if !inputs.key_positions.is_empty() {
+            // every layer's [batch, heads, past_l], one after the other
+            let mut rest = inputs.key_positions;
+            for (l, n) in names.iter().enumerate() {
+                let p = pasts.layers.map_or(dims.past, |ps| ps[l]);
+                let (kp, next) = rest.split_at(b * dims.heads * p);
+                rest = next;
+                self.bind_host(&n.key_positions, [b, dims.heads, p], kp)?;
+            }
+        }
         if let Some(from) = dims.logits_from {
             let t = Tensor::from_array(([1usize], vec![from as i64]))
                 .map_err(|e| Error::ort(format!("making {LOGITS_FROM}"), e))?;
@@ -173,7 +183,12 @@ impl DeviceRunner {
     }
 
     /// Binds a copy of the host tensor `data` of `shape` as input `name`.
-    fn bind_host(&mut self, name: &str, shape: [usize; 2], data: &[i64]) -> Result<()> {
+    fn bind_host<const N: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; N],
+        data: &[i64],
+    ) -> Result<()> {
         let t = Tensor::from_array((shape, data.to_vec()))
             .map_err(|e| Error::ort(format!("making {name}"), e))?;
         self.binding

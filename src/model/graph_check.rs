@@ -10,7 +10,9 @@ use ort::value::{Outlet, TensorElementType, ValueType};
 
 use super::onnx_scan::{self, GraphOps, NBits, ValueInfo};
 use crate::error::{Error, Result};
-use crate::manifest::{check_graph, KvDtype, LayerNames, Manifest, MaskInputs, LOGITS_FROM};
+use crate::manifest::{
+    check_graph, KeyCache, KvDtype, LayerNames, Manifest, MaskInputs, KEY_POSITIONS, LOGITS_FROM,
+};
 
 /// One graph input or output as the session declares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +126,7 @@ pub fn check_shapes(dir: &Path, m: &Manifest, inputs: &[Port], outputs: &[Port])
     let manifest = dir.join("manifest.json");
     check_layer_count(&manifest, m, inputs)?;
     check_mask_inputs(&manifest, m, inputs)?;
+    check_key_cache(&manifest, m, inputs)?;
     for (port, want) in expectations(m, inputs, outputs) {
         check_port(&manifest, m, port, &want)?;
     }
@@ -165,6 +168,29 @@ fn check_mask_inputs(manifest: &Path, m: &Manifest, inputs: &[Port]) -> Result<(
     let claim = match m.attention_masks {
         MaskInputs::Shared => "attention_masks is \"shared\" (or absent)",
         MaskInputs::PerLayer => "attention_masks is \"per_layer\"",
+    };
+    Err(Error::ManifestVsGraph {
+        manifest: manifest.to_path_buf(),
+        claim: claim.into(),
+        graph: graph.into(),
+    })
+}
+
+/// `key_cache` against the graph's inputs: `key_positions.{i}` per layer exactly when keys are
+/// cached unrotated.
+fn check_key_cache(manifest: &Path, m: &Manifest, inputs: &[Port]) -> Result<()> {
+    let first = format!("{KEY_POSITIONS}.0");
+    let takes = inputs.iter().any(|p| p.name == first);
+    let (claim, graph) = match (m.key_cache, takes) {
+        (KeyCache::Rotated, true) => (
+            "key_cache is \"rotated\" (or absent)",
+            "model.onnx takes key_positions.{i}: its keys are cached unrotated",
+        ),
+        (KeyCache::Unrotated, false) => (
+            "key_cache is \"unrotated\"",
+            "model.onnx takes no key_positions.{i}: its keys are cached rotated",
+        ),
+        _ => return Ok(()),
     };
     Err(Error::ManifestVsGraph {
         manifest: manifest.to_path_buf(),
@@ -218,6 +244,13 @@ fn expectations<'p>(
         }
         want.push((n.past_key, kv()));
         want.push((n.past_value, kv()));
+        if m.key_cache == KeyCache::Unrotated {
+            let heads = vec![(1, m.num_heads, "num_heads")];
+            want.push((
+                n.key_positions,
+                contract(TensorElementType::Int64, 3, heads),
+            ));
+        }
         want.push((n.new_key, kv()));
         want.push((n.new_value, kv()));
         let sums = contract(

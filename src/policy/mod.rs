@@ -49,7 +49,7 @@ pub use random::RandomPolicy;
 pub use schedule::Schedule;
 pub use scissor::ScissorPolicy;
 pub use sink::SinkPolicy;
-pub use spec::{PolicyError, PolicyKind, PolicySpec, ACCEPTED_FORMS};
+pub use spec::{PolicyError, PolicyKind, PolicySpec, Positions, ACCEPTED_FORMS};
 pub use tova::TovaPolicy;
 
 /// The candidates of one (batch row, layer) after a step: the cached slots followed by the new tokens.

@@ -19,6 +19,7 @@ mod results;
 mod speed;
 mod tables;
 mod text_table;
+mod window_plot;
 mod wrap;
 
 pub use batch_plot::{render_throughput, BatchPoint, CapBar};
@@ -53,6 +54,7 @@ pub use tables::{
     Width,
 };
 pub use text_table::{Importance, TextTable};
+pub use window_plot::{render_windows, WindowSeries};
 pub use wrap::{atoms, wrap_hanging, wrap_line, wrap_words};
 
 /// Bytes in the seed's "GB" (its KV Size column is bytes / 2^30).

@@ -34,7 +34,8 @@ ACCEPTED_FORMS = (
     " | ".join(form for fam in FAMILIES for form in fam.FORMS)
     + ", then optional options: @pyramid or @uniform (any bounded family), @rng=N (random), "
     "@window=W, @recent=R, @sinks=S and @normalized (scissor), @skip=N (knorm: its first N layers "
-    "keep every token) (non-negative integers, budget >= 1; e.g. local:256, sink:4+252, "
+    "keep every token), @rolling (any bounded family: rolling positions) "
+    "(non-negative integers, budget >= 1; e.g. local:256, sink:4+252, "
     "h2o:192+64, h2o:192+64@pyramid, random:256@rng=7, knorm:256@skip=2, "
     "scissor:256@sinks=4@normalized)"
 )

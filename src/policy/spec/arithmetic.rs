@@ -172,7 +172,7 @@ impl PolicySpec {
         };
         PolicySpec {
             kind: Parts::of(&self.kind).map_counts(f).kind(),
-            schedule: self.schedule,
+            ..*self
         }
     }
 }

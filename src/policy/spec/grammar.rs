@@ -7,7 +7,7 @@ use std::str::FromStr;
 use super::kinds::{
     is_switch, option_is_count, takers, Family, Parts, Place, Role, Values, OPTION_KEYS,
 };
-use super::{PolicyError, PolicyKind, PolicySpec};
+use super::{PolicyError, PolicyKind, PolicySpec, Positions};
 use crate::policy::schedule::Schedule;
 
 /// The accepted spec forms, as shown in error messages (identical to the reference's; the
@@ -15,8 +15,8 @@ use crate::policy::schedule::Schedule;
 pub const ACCEPTED_FORMS: &str = "full | local:R | sink:S+R | h2o:H+R | h2o-layer:H+R | tova:B | \
      tova-head:B | scissor:B | knorm:B | random:B, then optional options: @pyramid or @uniform \
      (any bounded family), @rng=N (random), @window=W, @recent=R, @sinks=S and @normalized \
-     (scissor), @skip=N (knorm: its first N layers keep every token) \
-     (non-negative integers, budget >= 1; e.g. local:256, sink:4+252, h2o:192+64, \
+     (scissor), @skip=N (knorm: its first N layers keep every token), @rolling (any bounded family: \
+     rolling positions) (non-negative integers, budget >= 1; e.g. local:256, sink:4+252, h2o:192+64, \
      h2o:192+64@pyramid, random:256@rng=7, knorm:256@skip=2, scissor:256@sinks=4@normalized)";
 
 impl Family {
@@ -67,10 +67,13 @@ impl fmt::Display for PolicySpec {
     /// `h2o:192+64@pyramid`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.kind)?;
-        match self.schedule {
-            Schedule::Uniform => Ok(()),
-            s => write!(f, "@{}", s.name()),
+        if self.schedule != Schedule::Uniform {
+            write!(f, "@{}", self.schedule.name())?;
         }
+        if self.positions == Positions::Rolling {
+            write!(f, "@{ROLLING}")?;
+        }
+        Ok(())
     }
 }
 
@@ -84,10 +87,15 @@ fn number<T: FromStr>(s: &str) -> Option<Result<T, ()>> {
 
 const TOO_LARGE: &str = "a number is too large; ";
 
+/// The option selecting rolling positions ([`Positions::Rolling`]).
+const ROLLING: &str = "rolling";
+
 /// The options after the family's numbers, each at most once.
 #[derive(Default)]
 struct Options {
     schedule: Option<Schedule>,
+    /// `@rolling` was given.
+    rolling: bool,
     /// The value of each option of [`OPTION_KEYS`], if given.
     given: [Option<u64>; OPTION_KEYS.len()],
 }
@@ -111,6 +119,15 @@ fn parse_options<'a>(opts: impl Iterator<Item = &'a str>) -> Result<Options, Str
         if let (Some(s), None) = (Schedule::named(key), value) {
             if o.schedule.replace(s).is_some() {
                 return Err("the schedule is given twice; ".to_string());
+            }
+            continue;
+        }
+        if key == ROLLING {
+            if value.is_some() {
+                return Err(format!("option `@{ROLLING}` takes no value; "));
+            }
+            if std::mem::replace(&mut o.rolling, true) {
+                return Err(format!("option `@{ROLLING}` is given twice; "));
             }
             continue;
         }
@@ -157,6 +174,11 @@ fn with_options(
     if !family.is_bounded() && o.schedule.is_some() {
         return Err(format!("`{name}` has no budget to schedule; "));
     }
+    if !family.is_bounded() && o.rolling {
+        return Err(format!(
+            "`@{ROLLING}` applies to bounded policies only, not `{name}` (a cache that keeps every token has nothing to renumber); "
+        ));
+    }
     let mut values: Values = Default::default();
     let mut numbers = numbers.iter();
     for (i, p) in family.params.iter().enumerate() {
@@ -197,6 +219,11 @@ fn with_options(
     Ok(PolicySpec {
         kind: parts.kind(),
         schedule: o.schedule.unwrap_or_default(),
+        positions: if o.rolling {
+            Positions::Rolling
+        } else {
+            Positions::Absolute
+        },
     })
 }
 
@@ -266,7 +293,7 @@ impl FromStr for PolicySpec {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{PolicyError, PolicyKind, PolicySpec};
+    use super::super::{PolicyError, PolicyKind, PolicySpec, Positions};
     use super::ACCEPTED_FORMS;
     use crate::policy::schedule::Schedule;
     use crate::policy::Scope;
@@ -371,7 +398,8 @@ mod tests {
                     budget: 9,
                     rng: u64::MAX
                 },
-                schedule: Schedule::Pyramid
+                schedule: Schedule::Pyramid,
+                positions: Positions::Absolute
             })
         );
         assert_eq!(p("h2o:1+2@uniform"), p("h2o:1+2"));
@@ -397,6 +425,8 @@ mod tests {
             "random:5",
             "random:5@rng=7",
             "h2o:192+64@pyramid",
+            "sink:4+252@rolling",
+            "h2o:192+64@pyramid@rolling",
             "local:64@pyramid",
             "random:5@rng=7@pyramid",
             "scissor:256@window=64@pyramid",
@@ -408,7 +438,8 @@ mod tests {
             assert_eq!(json, format!("\"{s}\""));
             assert_eq!(serde_json::from_str::<PolicySpec>(&json).unwrap(), spec);
             let pol = spec.kind.build();
-            assert_eq!(spec.schedule == Schedule::Uniform, pol.spec() == s, "{s}");
+            let plain = spec.schedule == Schedule::Uniform && !spec.rolling();
+            assert_eq!(plain, pol.spec() == s, "{s}");
             assert_eq!(pol.budget(), spec.budget().unwrap_or(usize::MAX));
             assert_eq!(pol.needs_scores(), spec.needs_scores());
         }
@@ -425,6 +456,44 @@ mod tests {
         );
         assert_eq!(p("random:5@rng=0").unwrap().to_string(), "random:5");
         assert!(serde_json::from_str::<PolicySpec>("\"local:0\"").is_err());
+    }
+
+    #[test]
+    fn rolling_positions_option() {
+        let s = p("sink:4+252@rolling").unwrap();
+        assert_eq!(s.positions, Positions::Rolling);
+        assert!(s.rolling());
+        assert_eq!(
+            s.kind,
+            PolicyKind::Sink {
+                sinks: 4,
+                recent: 252
+            }
+        );
+        assert!(!p("sink:4+252").unwrap().rolling());
+        // canonical: last, after the schedule, whatever order it was written in
+        assert_eq!(
+            p("h2o:192+64@rolling@pyramid").unwrap().to_string(),
+            "h2o:192+64@pyramid@rolling"
+        );
+        assert_eq!(
+            p("random:5@rolling@rng=7").unwrap().to_string(),
+            "random:5@rng=7@rolling"
+        );
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(json, "\"sink:4+252@rolling\"");
+        assert_eq!(serde_json::from_str::<PolicySpec>(&json).unwrap(), s);
+        assert_eq!(s.label(), "sink 4+252 rolling");
+        let msg = |s: &str| p(s).unwrap_err().to_string();
+        assert!(msg("full@rolling").contains(
+            "`@rolling` applies to bounded policies only, not `full` (a cache that keeps every token has nothing to renumber); accepted forms are"
+        ));
+        assert!(msg("local:4@rolling@rolling").contains("option `@rolling` is given twice; "));
+        assert!(msg("local:4@rolling=1").contains("option `@rolling` takes no value; "));
+        assert!(matches!(
+            p("local:0@rolling"),
+            Err(PolicyError::ZeroBudget { .. })
+        ));
     }
 
     #[test]

@@ -20,12 +20,13 @@
 //!   [`DEFAULT_RECENT`](crate::policy::scissor::DEFAULT_RECENT);
 //! - `@sinks=S`, `@normalized`: scissor's always-kept first S positions (within B, with R) and its
 //!   count divided by the steps the token has been seen (the authors' variants, issue 32);
-//! - `@skip=N`: knorm leaves its first N layers whole (`full`), as its authors do (N = 2).
+//! - `@skip=N`: knorm leaves its first N layers whole (`full`), as its authors do (N = 2);
+//! - `@rolling`: rolling positions on any bounded family ([`Positions::Rolling`]).
 //!
 //! Options may come in any order, each once; surrounding whitespace is ignored. The canonical
 //! form leaves defaults out and orders options `@window`, `@recent`, `@sinks`, `@normalized`,
-//! `@skip`, `@rng`, `@pyramid`, e.g.
-//! `scissor:256@window=64`, `random:256@rng=7@pyramid`.
+//! `@skip`, `@rng`, `@pyramid`, `@rolling`, e.g. `scissor:256@window=64`,
+//! `random:256@rng=7@pyramid`, `sink:4+252@rolling`.
 
 mod arithmetic;
 mod grammar;
@@ -98,19 +99,33 @@ pub enum PolicyKind {
     Random { budget: usize, rng: u64 },
 }
 
-/// A parsed policy spec: a family with its numbers and a per-layer budget schedule.
+/// The positions the model sees (what RoPE rotates by; docs/architecture.md, "Graph contract").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Positions {
+    /// Every token at its place in the text (the default): a text fits the model's positions.
+    #[default]
+    Absolute,
+    /// `@rolling` (StreamingLLM's renumbering): the cached tokens numbered by rank within the
+    /// cache, the new ones after them, so a text of any length streams; needs a graph that caches
+    /// keys unrotated (manifest `"key_cache": "unrotated"`).
+    Rolling,
+}
+
+/// A parsed policy spec: a family with its numbers, a per-layer budget schedule and the positions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PolicySpec {
     pub kind: PolicyKind,
     pub schedule: Schedule,
+    pub positions: Positions,
 }
 
 impl From<PolicyKind> for PolicySpec {
-    /// The kind with the uniform schedule.
+    /// The kind with the uniform schedule, on absolute positions.
     fn from(kind: PolicyKind) -> Self {
         PolicySpec {
             kind,
             schedule: Schedule::Uniform,
+            positions: Positions::Absolute,
         }
     }
 }
@@ -128,7 +143,13 @@ impl PolicySpec {
     pub const FULL: PolicySpec = PolicySpec {
         kind: PolicyKind::Full,
         schedule: Schedule::Uniform,
+        positions: Positions::Absolute,
     };
+
+    /// Whether the spec asks for rolling positions (`@rolling`).
+    pub fn rolling(&self) -> bool {
+        self.positions == Positions::Rolling
+    }
 
     /// Kind name: the spec's keyword (see [`PolicyKind::family`]); the schedule is not part of it.
     pub fn family(&self) -> &'static str {
