@@ -37,6 +37,7 @@ fn job(spec: &str) -> SweepJob {
     };
     let needs = Needs {
         provider: ExecutionProvider::Cpu,
+        cpus: 1,
         memory_bytes: 1,
     };
     SweepJob::new(job, needs, model, Counting::Ours)
