@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use crate::catalogue::Choice;
-pub use merge::{merge, Merged, RowOrigin, SweepDocument, ORIGIN_COLUMNS};
+pub use merge::{merge, Merged, MixedFact, RowOrigin, SweepDocument, ORIGIN_COLUMNS};
 pub use plan::{plan, Grid};
 pub use run::{run, RunSummary};
 pub use slurm::{sbatch_script, SlurmRequest};
