@@ -453,7 +453,7 @@ fn index_runs_one_job_and_the_sbatch_script_runs_job_i_as_task_i() {
 /// clients installed, and root to run slurmd).
 fn slurm_missing() -> Option<String> {
     let dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
+        .map(|p| std::env::split_paths(&p).collect::<Vec<PathBuf>>())
         .unwrap_or_default()
         .into_iter()
         .chain(["/usr/sbin".into(), "/sbin".into()])
