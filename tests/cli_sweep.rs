@@ -288,6 +288,34 @@ fn bad_input_is_one_error_naming_the_flag() {
     ]));
     assert_eq!(code, 2);
     assert!(err.contains("--workers 0"), "{err}");
+    let j = jobs.to_str().unwrap();
+    let r = p("r");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["run", j, "--results", &r, "--index", "1"],
+            "--index 1: ",
+        ),
+        (vec!["run", j, "--results", &r, "--index", "-1"], "negative"),
+        (
+            vec!["run", j, "--results", &r, "--index", "0", "--workers", "2"],
+            "cannot be used with",
+        ),
+        (
+            vec!["slurm", j, "--results", &file, "--out", "x.sbatch"],
+            "--results:",
+        ),
+        (
+            vec!["slurm", &bad, "--results", &r, "--out", "x.sbatch"],
+            "JOBS: ",
+        ),
+    ];
+    for (args, want) in cases {
+        let (code, _, err) = sweep(&os(&args));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    assert!(!Path::new(&r).exists(), "nothing made for refused input");
 }
 
 /// The NLLs and PPL of each experiment of the merged run document `merged` equal, bit for bit,

@@ -172,9 +172,12 @@ fn run_jobs(a: RunArgs) -> Result<()> {
     let all = sweep::read_jobs(&a.jobs).map_err(|e| flagged("JOBS", e))?;
     let jobs = match a.index {
         Some(i) if i >= all.len() => bail!(
-            "--index {i}: {} holds {} jobs (indices 0 to {})",
+            "--index {i}: {} holds {} (give an index from 0 to {})",
             a.jobs.display(),
-            all.len(),
+            match all.len() {
+                1 => "1 job".to_string(),
+                n => format!("{n} jobs"),
+            },
             all.len() - 1
         ),
         Some(i) => &all[i..=i],
