@@ -288,4 +288,411 @@ fn bad_input_is_one_error_naming_the_flag() {
     ]));
     assert_eq!(code, 2);
     assert!(err.contains("--workers 0"), "{err}");
+    let j = jobs.to_str().unwrap();
+    let r = p("r");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["run", j, "--results", &r, "--index", "1"],
+            "--index 1: ",
+        ),
+        (vec!["run", j, "--results", &r, "--index", "-1"], "negative"),
+        (
+            vec!["run", j, "--results", &r, "--index", "0", "--workers", "2"],
+            "cannot be used with",
+        ),
+        (
+            vec!["slurm", j, "--results", &file, "--out", "x.sbatch"],
+            "--results:",
+        ),
+        (
+            vec!["slurm", &bad, "--results", &r, "--out", "x.sbatch"],
+            "JOBS: ",
+        ),
+    ];
+    for (args, want) in cases {
+        let (code, _, err) = sweep(&os(&args));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    assert!(!Path::new(&r).exists(), "nothing made for refused input");
+}
+
+/// The NLLs and PPL of each experiment of the merged run document `merged` equal, bit for bit,
+/// `h2o bench`'s on the same experiments (`exps`) of the fixture over `data`.
+fn assert_merged_equals_bench(t: &Path, data: &Path, exps: &str, merged: &serde_json::Value) {
+    let bench_dir = t.join("bench");
+    let o = h2o()
+        .args(["bench", "--model"])
+        .arg(fixture_dir())
+        .arg("--data")
+        .arg(data)
+        .args(["--exp", exps, "--threads", "1", "--name", "b"])
+        .args(SMALL)
+        .arg("--results")
+        .arg(&bench_dir)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bench = json(&bench_dir.join("b.json"));
+    let ours = merged["experiments"].as_array().unwrap();
+    let theirs = bench["experiments"].as_array().unwrap();
+    assert_eq!(ours.len(), theirs.len());
+    let bits = |e: &serde_json::Value| -> Vec<u64> {
+        e["nlls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap().to_bits())
+            .collect()
+    };
+    for (o, b) in ours.iter().zip(theirs) {
+        assert_eq!(o["status"]["state"], "ok", "{o}");
+        assert_eq!(o["spec"], b["spec"]);
+        assert_eq!(bits(o), bits(b), "{} NLLs", b["spec"]);
+        assert_eq!(
+            o["ppl"]["ppl"].as_f64().unwrap().to_bits(),
+            b["ppl"]["ppl"].as_f64().unwrap().to_bits()
+        );
+    }
+}
+
+/// The ids of a JOBS file's jobs, in order.
+fn job_ids(jobs: &Path) -> Vec<String> {
+    std::fs::read_to_string(jobs)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = record_files(dir)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn index_runs_one_job_and_the_sbatch_script_runs_job_i_as_task_i() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let data = write_text(t, 200);
+    let jobs = t.join("jobs.jsonl");
+    plan(&data, "full,h2o:8+8,local:16", &jobs);
+    let ids = job_ids(&jobs);
+    let (j, r) = (jobs.to_str().unwrap(), t.join("results"));
+    let results = r.to_str().unwrap();
+
+    // --index 1: job 1 alone, into its own file; again: skipped
+    let (code, out, err) = sweep(&os(&["run", j, "--results", results, "--index", "1"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("1 ran (0 failed), 0 skipped"), "{out}");
+    assert!(err.contains(&format!("job 1 of 3 ({})", ids[1])), "{err}");
+    assert_eq!(file_names(&r), [format!("{}.json", ids[1])]);
+    let (code, out, _) = sweep(&os(&["run", j, "--results", results, "--index", "1"]));
+    assert_eq!(code, 0);
+    assert!(out.contains("0 ran (0 failed), 1 skipped"), "{out}");
+
+    // the script: one task per job, the most any job needs, the exact command
+    let script = t.join("sweep.sbatch");
+    let (code, out, err) = sweep(&os(&[
+        "slurm",
+        j,
+        "--results",
+        results,
+        "--out",
+        script.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("3 array tasks, each 1 CPU, "), "{out}");
+    let text = std::fs::read_to_string(&script).unwrap();
+    let max_memory = std::fs::read_to_string(&jobs)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["needs"]["memory_bytes"]
+                .as_u64()
+                .unwrap()
+        })
+        .max()
+        .unwrap();
+    // the documented request: the largest certain need x 1.5 + 1 GiB, in MiB rounded up
+    let mib = (max_memory as f64 * 1.5 + 1024.0 * 1024.0 * 1024.0) / (1024.0 * 1024.0);
+    let exe = std::fs::canonicalize(assert_cmd::cargo::cargo_bin("h2o")).unwrap();
+    let directives: Vec<&str> = text.lines().filter(|l| l.starts_with("#SBATCH")).collect();
+    assert_eq!(
+        directives,
+        [
+            "#SBATCH --job-name=h2o-sweep".to_string(),
+            "#SBATCH --array=0-2".into(),
+            "#SBATCH --ntasks=1".into(),
+            "#SBATCH --cpus-per-task=1".into(),
+            format!("#SBATCH --mem={}M", mib.ceil() as u64),
+            format!("#SBATCH --output={results}/slurm-%A_%a.log"),
+        ]
+    );
+    assert!(text.starts_with("#!/bin/bash\n"), "{text}");
+    let command = format!(
+        "exec '{}' sweep run '{j}' --results '{results}' --index \"$SLURM_ARRAY_TASK_ID\"",
+        exe.display()
+    );
+    assert_eq!(text.lines().last().unwrap(), command, "{text}");
+
+    // task I by hand (bash the script with Slurm's variable): job I's result, nothing else
+    for task in ["0", "2"] {
+        let o = std::process::Command::new("bash")
+            .arg(&script)
+            .env("SLURM_ARRAY_TASK_ID", task)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let mut want: Vec<String> = ids.iter().map(|i| format!("{i}.json")).collect();
+    want.sort();
+    assert_eq!(file_names(&r), want);
+    let merged = t.join("merged");
+    let (code, _, err) = sweep(&os(&[
+        "merge",
+        results,
+        "--jobs",
+        j,
+        "--out",
+        merged.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert_merged_equals_bench(
+        t,
+        &data,
+        "full,h2o:8+8,local:16",
+        &json(&t.join("merged.json")),
+    );
+}
+
+/// Why a local Slurm cluster cannot be started here, or None when it can (the daemons and
+/// clients installed, and root to run slurmd).
+fn slurm_missing() -> Option<String> {
+    let dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<PathBuf>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .collect();
+    for tool in ["munged", "slurmctld", "slurmd", "sbatch", "sinfo"] {
+        if !dirs.iter().any(|d| d.join(tool).is_file()) {
+            return Some(format!(
+                "{tool} is not installed (Debian: apt-get install slurm-wlm munge)"
+            ));
+        }
+    }
+    let uid = std::process::Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Some("not root: slurmd must run as root to start jobs".into());
+    }
+    None
+}
+
+fn tool(name: &str) -> PathBuf {
+    ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| name.into())
+}
+
+/// munged, slurmctld and slurmd started by a test, stopped (by the pids they wrote) when dropped.
+struct LocalSlurm {
+    pid_files: Vec<PathBuf>,
+    conf: PathBuf,
+}
+
+impl Drop for LocalSlurm {
+    fn drop(&mut self) {
+        for f in &self.pid_files {
+            if let Ok(pid) = std::fs::read_to_string(f) {
+                let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+            }
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A one-node Slurm cluster on this machine, every file under `dir` (its own munge key and socket,
+/// free ports), its node idle.
+fn start_slurm(dir: &Path) -> LocalSlurm {
+    let run = |cmd: &mut std::process::Command| {
+        let o = cmd.output().unwrap();
+        assert!(
+            o.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let d = |n: &str| dir.join(n);
+    for sub in ["state", "spool", "munge"] {
+        std::fs::create_dir_all(d(sub)).unwrap();
+    }
+    let key: Vec<u8> = (0..1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(d("munge/munge.key"), key).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d("munge"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(d("munge/munge.key"), std::fs::Permissions::from_mode(0o400)).unwrap();
+    let mut slurm = LocalSlurm {
+        pid_files: Vec::new(),
+        conf: d("slurm.conf"),
+    };
+    let socket = d("munge/munge.socket");
+    run(std::process::Command::new(tool("munged"))
+        .arg("--force")
+        .arg(format!("--key-file={}", d("munge/munge.key").display()))
+        .arg(format!("--socket={}", socket.display()))
+        .arg(format!("--pid-file={}", d("munge/munged.pid").display()))
+        .arg(format!("--log-file={}", d("munge/munged.log").display()))
+        .arg(format!("--seed-file={}", d("munge/munge.seed").display())));
+    slurm.pid_files.push(d("munge/munged.pid"));
+    let host = run(std::process::Command::new("hostname").arg("-s"));
+    let host = host.trim();
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let p = |n: &str| d(n).display().to_string();
+    let conf = format!(
+        "ClusterName=h2otest\nSlurmctldHost={host}\nSlurmctldPort={}\nSlurmdPort={}\n\
+         AuthType=auth/munge\nAuthInfo=socket={}\nCredType=cred/munge\nSlurmUser=root\n\
+         SlurmdUser=root\nStateSaveLocation={}\nSlurmdSpoolDir={}\nSlurmctldPidFile={}\n\
+         SlurmdPidFile={}\nSlurmctldLogFile={}\nSlurmdLogFile={}\n\
+         ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\n\
+         JobAcctGatherType=jobacct_gather/none\nSelectType=select/cons_tres\n\
+         SelectTypeParameters=CR_CPU_Memory\nReturnToService=2\nMpiDefault=none\n\
+         NodeName={host} CPUs={cpus} RealMemory=4096 State=UNKNOWN\n\
+         PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP\n",
+        free_port(),
+        free_port(),
+        socket.display(),
+        p("state"),
+        p("spool"),
+        p("slurmctld.pid"),
+        p("slurmd.pid"),
+        p("slurmctld.log"),
+        p("slurmd.log"),
+    );
+    std::fs::write(&slurm.conf, conf).unwrap();
+    run(std::process::Command::new(tool("slurmctld"))
+        .arg("-i")
+        .env("SLURM_CONF", &slurm.conf));
+    slurm.pid_files.push(d("slurmctld.pid"));
+    run(std::process::Command::new(tool("slurmd")).env("SLURM_CONF", &slurm.conf));
+    slurm.pid_files.push(d("slurmd.pid"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = std::process::Command::new(tool("sinfo"))
+            .args(["-h", "-o", "%T"])
+            .env("SLURM_CONF", &slurm.conf)
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&o.stdout).trim() == "idle" {
+            return slurm;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the local Slurm node is not idle after 60 s: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            std::fs::read_to_string(d("slurmd.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The sbatch array end to end on a one-node Slurm cluster started here (munge, slurmctld and
+/// slurmd on localhost): every task's result, merged, equal to bench. Where Slurm is not
+/// installed or the test is not root (a fresh CI machine has neither), it says why and passes.
+#[test]
+fn sbatch_array_end_to_end_on_a_local_slurm() {
+    if let Some(why) = slurm_missing() {
+        eprintln!("skipped: no local Slurm cluster: {why}");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let slurm = start_slurm(&t.join("slurm"));
+    let data = write_text(t, 200);
+    let jobs = t.join("jobs.jsonl");
+    plan(&data, "full,h2o:8+8,local:16", &jobs);
+    let ids = job_ids(&jobs);
+    let (j, r) = (jobs.to_str().unwrap(), t.join("results"));
+    let script = t.join("sweep.sbatch");
+    let (code, _, err) = sweep(&os(&[
+        "slurm",
+        j,
+        "--results",
+        r.to_str().unwrap(),
+        "--out",
+        script.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let o = std::process::Command::new(tool("sbatch"))
+        .arg("--wait")
+        .arg(&script)
+        .current_dir(t)
+        .env("SLURM_CONF", &slurm.conf)
+        .output()
+        .unwrap();
+    let logs: String = record_files(&r)
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .collect();
+    assert!(
+        o.status.success(),
+        "sbatch --wait: {}\n{logs}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let records: Vec<String> = file_names(&r)
+        .into_iter()
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    let mut want: Vec<String> = ids.iter().map(|i| format!("{i}.json")).collect();
+    want.sort();
+    assert_eq!(records, want, "{logs}");
+    assert_eq!(
+        file_names(&r)
+            .iter()
+            .filter(|n| n.ends_with(".log"))
+            .count(),
+        3,
+        "one log per task"
+    );
+    let merged = t.join("merged");
+    let (code, _, err) = sweep(&os(&[
+        "merge",
+        r.to_str().unwrap(),
+        "--jobs",
+        j,
+        "--out",
+        merged.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert_merged_equals_bench(
+        t,
+        &data,
+        "full,h2o:8+8,local:16",
+        &json(&t.join("merged.json")),
+    );
+    drop(slurm);
 }

@@ -28,6 +28,8 @@ pub enum SweepCommand {
     Run(RunArgs),
     /// Join result folders into one run document + CSV (bench's formats, each row's origin added).
     Merge(MergeArgs),
+    /// Write an sbatch script running the jobs of a JOBS file as one Slurm array (task I = job I).
+    Slurm(SlurmArgs),
 }
 
 #[derive(Args, Debug)]
@@ -77,6 +79,21 @@ pub struct RunArgs {
     /// Folder of the result files (`<job id>.json`); a job whose file is there is skipped.
     #[arg(long)]
     pub results: PathBuf,
+    /// Run only job I (0-based, in JOBS order): what a Ray or Slurm task runs.
+    #[arg(long, value_parser = numbers::count, allow_hyphen_values = true, conflicts_with = "workers")]
+    pub index: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct SlurmArgs {
+    /// The JOBS file (from `h2o sweep plan`).
+    pub jobs: PathBuf,
+    /// Folder of the result files the tasks write (made now; each task's log goes there too).
+    #[arg(long)]
+    pub results: PathBuf,
+    /// The sbatch script to write (`sbatch FILE` submits the array).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -97,6 +114,7 @@ pub fn run(a: SweepArgs) -> Result<()> {
         SweepCommand::Plan(a) => plan(a),
         SweepCommand::Run(a) => run_jobs(a),
         SweepCommand::Merge(a) => merge(a),
+        SweepCommand::Slurm(a) => slurm(a),
     }
 }
 
@@ -151,7 +169,20 @@ fn run_jobs(a: RunArgs) -> Result<()> {
     if a.workers == 0 {
         bail!("--workers 0: run at least one job at a time");
     }
-    let jobs = sweep::read_jobs(&a.jobs).map_err(|e| flagged("JOBS", e))?;
+    let all = sweep::read_jobs(&a.jobs).map_err(|e| flagged("JOBS", e))?;
+    let jobs = match a.index {
+        Some(i) if i >= all.len() => bail!(
+            "--index {i}: {} holds {} (give an index from 0 to {})",
+            a.jobs.display(),
+            match all.len() {
+                1 => "1 job".to_string(),
+                n => format!("{n} jobs"),
+            },
+            all.len() - 1
+        ),
+        Some(i) => &all[i..=i],
+        None => &all[..],
+    };
     h2o_engine::report::check_results_dir(&a.results).map_err(|e| anyhow!("--results: {e}"))?;
     let rt = Runtime::start(&project_root())?;
     let host = Host {
@@ -165,12 +196,20 @@ fn run_jobs(a: RunArgs) -> Result<()> {
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("cannot install the interrupt handler")?;
-    errln!(
-        "{} jobs, {} at a time; results: {}",
-        jobs.len(),
-        a.workers,
-        a.results.display()
-    );
+    match a.index {
+        Some(i) => errln!(
+            "job {i} of {} ({}); results: {}",
+            all.len(),
+            jobs[0].id,
+            a.results.display()
+        ),
+        None => errln!(
+            "{} jobs, {} at a time; results: {}",
+            jobs.len(),
+            a.workers,
+            a.results.display()
+        ),
+    }
     let done = |r: &JobRecord| {
         let what = format!("{} ({}) {}", r.result.label, r.result.spec, r.job.id);
         match &r.result.status {
@@ -178,7 +217,7 @@ fn run_jobs(a: RunArgs) -> Result<()> {
             ExperimentStatus::Failed { message } => errln!("failed: {what}: {message}"),
         }
     };
-    let s = sweep::run(&exe, &jobs, a.workers, &a.results, &host, &stop, &done).map_err(
+    let s = sweep::run(&exe, jobs, a.workers, &a.results, &host, &stop, &done).map_err(
         |e| match e {
             e @ SweepError::Results(_) => anyhow!("--results: {e}"),
             e => flagged("--results", e),
@@ -251,5 +290,40 @@ fn merge(a: MergeArgs) -> Result<()> {
             jobs.map_or(0, |j| j.len())
         );
     }
+    Ok(())
+}
+
+fn slurm(a: SlurmArgs) -> Result<()> {
+    let jobs = sweep::read_jobs(&a.jobs).map_err(|e| flagged("JOBS", e))?;
+    h2o_engine::report::check_results_dir(&a.results).map_err(|e| anyhow!("--results: {e}"))?;
+    std::fs::create_dir_all(&a.results)
+        .with_context(|| format!("--results: cannot make {}", a.results.display()))?;
+    let absolute = |p: &PathBuf, flag: &str| {
+        std::path::absolute(p).with_context(|| format!("{flag}: cannot resolve {}", p.display()))
+    };
+    let exe = std::env::current_exe().context("cannot find this h2o binary's path")?;
+    let script = sweep::sbatch_script(
+        &jobs,
+        &exe,
+        &absolute(&a.jobs, "JOBS")?,
+        &absolute(&a.results, "--results")?,
+    );
+    write_to("--out", &(&a.out).into(), script.as_bytes())?;
+    let r = sweep::SlurmRequest::of(&jobs);
+    outln!(
+        "{} array tasks, each {} CPU{}, {} MiB{}{}: {}\nsubmit: sbatch {}",
+        r.tasks,
+        r.cpus,
+        if r.cpus == 1 { "" } else { "s" },
+        r.mem_mib,
+        if r.gpu { ", 1 GPU" } else { "" },
+        if r.mixed {
+            " (the most any job needs)"
+        } else {
+            ""
+        },
+        a.out.display(),
+        a.out.display()
+    );
     Ok(())
 }

@@ -27,13 +27,23 @@ pub struct RowOrigin {
     pub data_path: String,
 }
 
+/// A run-level fact on which the merged rows differ, with every value found (sorted, once each).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MixedFact {
+    pub fact: String,
+    pub values: Vec<String>,
+}
+
 /// A merged run: bench's run document (its keys at the top level, so bench's readers read it),
-/// and each experiment's origin, in the same order.
+/// each experiment's origin, in the same order, and the run facts the rows differ in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepDocument {
     #[serde(flatten)]
     pub run: RunDocument,
     pub origins: Vec<RowOrigin>,
+    /// Empty when every row ran with the same facts; else each fact that differs (see
+    /// [`merge`] for how the run's own fields then read).
+    pub mixed: Vec<MixedFact>,
 }
 
 /// What a merge gives: the document, the CSV text, and what did not fit.
@@ -124,8 +134,12 @@ fn origin_of(r: &JobRecord) -> RowOrigin {
 /// Merges the records of `dirs` (in that order: of a job found twice, the first is used and the
 /// other named). With `jobs` (the JOBS file), rows come in its order, its jobs without a result
 /// are named (the document is then not complete) and results it does not list are named and
-/// merged after; without it, rows come by job id. The run facts are the first row's (model,
-/// settings, machine); each row's own are in its CSV settings columns and its origin.
+/// merged after; without it, rows come by job id. Each row's own facts are in its CSV columns
+/// (settings, then Job ID, Host, CPU, GPU, ONNX Runtime) and its origin. A run fact the rows differ
+/// in is listed in the document's `mixed` with every value; in the run's own fields a text fact
+/// (host, CPU, ONNX Runtime, provider, model name, data file) then reads all values joined by
+/// ", ", the GPUs are all rows' GPUs, and a number (threads, lengths, batch, the model's shape,
+/// the machine's cores and memory) keeps the first row's value: never silently the first's.
 pub fn merge(dirs: &[PathBuf], jobs: Option<&[SweepJob]>) -> Result<Merged, SweepError> {
     let mut found: Vec<(PathBuf, JobRecord)> = Vec::new();
     let mut duplicates = Vec::new();
@@ -185,9 +199,66 @@ pub fn merge(dirs: &[PathBuf], jobs: Option<&[SweepJob]>) -> Result<Merged, Swee
     })
 }
 
+/// A value's JSON text without quotes (`"seed"` → `seed`, `32` → `32`).
+fn word<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v).expect("a fact serialises") {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
+/// The run facts of one row: (fact, its value).
+fn facts_of(r: &JobRecord) -> Vec<(&'static str, String)> {
+    let (m, job) = (&r.host.machine, &r.job.job);
+    let s = settings_of(&r.job);
+    vec![
+        ("host", m.hostname.clone().unwrap_or_default()),
+        ("cpu", m.cpu_brand.clone()),
+        ("gpus", m.gpus.join("; ")),
+        ("logical_cores", m.logical_cores.to_string()),
+        ("total_memory_bytes", m.total_memory_bytes.to_string()),
+        ("ort_version", r.host.ort_version.clone()),
+        ("execution_provider", job.setup.session.provider.to_string()),
+        (
+            "intra_op_threads",
+            job.setup.session.intra_threads.to_string(),
+        ),
+        ("model", r.job.model.name.clone()),
+        ("model_dir", r.job.model.dir.clone()),
+        ("dtype", r.job.model.dtype.clone()),
+        ("data_path", s.data_path),
+        ("text", word(&s.text)),
+        ("counting", word(&s.counting)),
+        ("ppl_tokens", s.ppl_tokens.to_string()),
+        ("prompt", s.prompt.to_string()),
+        ("gen", s.gen.to_string()),
+        ("warmup", s.warmup.to_string()),
+        ("batch", s.batch.to_string()),
+    ]
+}
+
+/// The facts of `rows` with more than one value, in [`facts_of`]'s order.
+fn mixed_of(rows: &[&JobRecord]) -> Vec<MixedFact> {
+    let per_row: Vec<Vec<(&str, String)>> = rows.iter().map(|r| facts_of(r)).collect();
+    (0..per_row[0].len())
+        .filter_map(|i| {
+            let values: BTreeSet<&str> = per_row.iter().map(|f| f[i].1.as_str()).collect();
+            (values.len() > 1).then(|| MixedFact {
+                fact: per_row[0][i].0.to_string(),
+                values: values.into_iter().map(str::to_string).collect(),
+            })
+        })
+        .collect()
+}
+
+/// Every distinct value of `of` over `rows`, sorted, joined by ", ".
+fn joined(rows: &[&JobRecord], of: impl Fn(&JobRecord) -> String) -> String {
+    let values: BTreeSet<String> = rows.iter().map(|r| of(r)).collect();
+    values.into_iter().collect::<Vec<_>>().join(", ")
+}
+
 fn document_of(rows: &[&JobRecord], complete: bool) -> SweepDocument {
     let first = rows[0];
-    let versions: BTreeSet<&str> = rows.iter().map(|r| r.host.ort_version.as_str()).collect();
     let session = &first.job.job.setup.session;
     let mut settings = settings_of(&first.job);
     settings.experiments = rows
@@ -199,17 +270,35 @@ fn document_of(rows: &[&JobRecord], complete: bool) -> SweepDocument {
             )
         })
         .collect();
+    settings.data_path = joined(rows, |r| r.job.job.setup.data.display().to_string());
+    let mut model = first.job.model.clone();
+    model.name = joined(rows, |r| r.job.model.name.clone());
+    model.dir = joined(rows, |r| r.job.model.dir.clone());
+    model.dtype = joined(rows, |r| r.job.model.dtype.clone());
+    let mut machine = first.host.machine.clone();
+    machine.cpu_brand = joined(rows, |r| r.host.machine.cpu_brand.clone());
+    let hosts: BTreeSet<Option<&String>> = rows
+        .iter()
+        .map(|r| r.host.machine.hostname.as_ref())
+        .collect();
+    if hosts.len() > 1 {
+        machine.hostname = Some(joined(rows, |r| {
+            r.host.machine.hostname.clone().unwrap_or_default()
+        }));
+    }
+    let gpus: BTreeSet<&String> = rows.iter().flat_map(|r| &r.host.machine.gpus).collect();
+    machine.gpus = gpus.into_iter().cloned().collect();
     let run = RunInfo {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
-        model: first.job.model.clone(),
+        model,
         runtime: RuntimeInfo {
-            ort_version: versions.into_iter().collect::<Vec<_>>().join(", "),
-            execution_provider: session.provider.to_string(),
+            ort_version: joined(rows, |r| r.host.ort_version.clone()),
+            execution_provider: joined(rows, |r| r.job.job.setup.session.provider.to_string()),
             intra_op_threads: session.intra_threads,
             inter_op_threads: Some(1),
         },
         settings,
-        machine: first.host.machine.clone(),
+        machine,
         git_commit: None,
         start_time: String::new(),
         command_line: Vec::new(),
@@ -222,6 +311,7 @@ fn document_of(rows: &[&JobRecord], complete: bool) -> SweepDocument {
             complete,
         },
         origins: rows.iter().map(|r| origin_of(r)).collect(),
+        mixed: mixed_of(rows),
     }
 }
 

@@ -5,19 +5,23 @@
 //! [`plan`] turns a [`Grid`] into [`SweepJob`]s, checked as bench checks its suite (no session);
 //! [`run`] measures each job in a `h2o bench-one` child ([`crate::runner::run_in_child`]) and writes
 //! `<id>.json` ([`JobRecord`]) atomically; [`merge`] joins the records of one or more folders.
+//! The same per-job entry (`h2o sweep run JOBS --results DIR --index I`) is what a Ray task
+//! (export/h2o_export/commands/sweep_ray.py) and a Slurm array task ([`sbatch_script`]) run.
 
 mod merge;
 mod plan;
 mod run;
+mod slurm;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 pub use crate::catalogue::Choice;
-pub use merge::{merge, Merged, RowOrigin, SweepDocument, ORIGIN_COLUMNS};
+pub use merge::{merge, Merged, MixedFact, RowOrigin, SweepDocument, ORIGIN_COLUMNS};
 pub use plan::{plan, Grid};
 pub use run::{run, RunSummary};
+pub use slurm::{sbatch_script, SlurmRequest};
 
 use crate::catalogue::Counting;
 use crate::experiment::Job;
@@ -28,6 +32,8 @@ use crate::runtime::ExecutionProvider;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Needs {
     pub provider: ExecutionProvider,
+    /// CPU cores: the job's intra-op threads (a scheduler's task asks for this many).
+    pub cpus: usize,
     /// Memory the job certainly needs (K/V from the store's own sizing, logits, weights); ONNX
     /// Runtime's activations come on top.
     pub memory_bytes: u64,

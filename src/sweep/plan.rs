@@ -52,6 +52,7 @@ pub fn plan(grid: &Grid) -> Result<Vec<SweepJob>, SweepError> {
             };
             let needs = Needs {
                 provider: setup.session.provider,
+                cpus: setup.session.intra_threads.max(1),
                 memory_bytes,
             };
             let job = Job {

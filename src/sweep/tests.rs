@@ -37,6 +37,7 @@ fn job(spec: &str) -> SweepJob {
     };
     let needs = Needs {
         provider: ExecutionProvider::Cpu,
+        cpus: 1,
         memory_bytes: 1,
     };
     SweepJob::new(job, needs, model, Counting::Ours)
@@ -216,4 +217,115 @@ fn merge_refuses_what_is_not_a_record_folder() {
     std::fs::write(empty.join("0123456789abcdef.json"), "{").unwrap();
     let e = merge(&[empty], None).unwrap_err().to_string();
     assert!(e.contains("is not a job result"), "{e}");
+}
+
+#[test]
+fn merge_says_which_run_facts_the_rows_differ_in() {
+    let d = tempfile::tempdir().unwrap();
+    let a = d.path().join("a");
+    let jobs = vec![job("local:8"), job("h2o:4+4")];
+    // same facts: nothing mixed, the run reads as every row
+    write_record(&a, &record(&jobs[0], "host-1"));
+    write_record(&a, &record(&jobs[1], "host-1"));
+    let m = merge(std::slice::from_ref(&a), Some(&jobs)).unwrap();
+    assert_eq!(m.document.mixed, vec![]);
+    assert_eq!(
+        m.document.run.run.machine.hostname.as_deref(),
+        Some("host-1")
+    );
+    assert_eq!(m.document.run.run.machine.cpu_brand, "cpu");
+    // job 1 on another host, CPU, GPU and ONNX Runtime, with 2 threads
+    let mut two = job("h2o:4+4");
+    two.job.setup.session.intra_threads = 2;
+    two = SweepJob::new(two.job, two.needs, two.model, two.counting);
+    let jobs = vec![jobs[0].clone(), two.clone()];
+    let mut r = record(&two, "host-2");
+    r.host.machine.cpu_brand = "other cpu".into();
+    r.host.machine.gpus = vec!["gpu-b".into()];
+    r.host.ort_version = "1.31.1".into();
+    write_record(&a, &r);
+    let m = merge(std::slice::from_ref(&a), Some(&jobs)).unwrap();
+    let mixed: Vec<(&str, Vec<&str>)> = m
+        .document
+        .mixed
+        .iter()
+        .map(|f| {
+            (
+                f.fact.as_str(),
+                f.values.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        mixed,
+        [
+            ("host", vec!["host-1", "host-2"]),
+            ("cpu", vec!["cpu", "other cpu"]),
+            ("gpus", vec!["gpu-a", "gpu-b"]),
+            ("ort_version", vec!["1.24.1", "1.31.1"]),
+            ("intra_op_threads", vec!["1", "2"]),
+        ]
+    );
+    let run = &m.document.run.run;
+    assert_eq!(run.machine.hostname.as_deref(), Some("host-1, host-2"));
+    assert_eq!(run.machine.cpu_brand, "cpu, other cpu");
+    assert_eq!(run.machine.gpus, ["gpu-a", "gpu-b"]);
+    assert_eq!(run.runtime.ort_version, "1.24.1, 1.31.1");
+    // each row keeps its own in its origin and CSV columns
+    assert_eq!(m.document.origins[1].cpu, "other cpu");
+    assert!(m
+        .csv
+        .lines()
+        .nth(2)
+        .unwrap()
+        .ends_with(&format!("{},host-2,other cpu,gpu-b,1.31.1", two.id)));
+    let json = serde_json::to_value(&m.document).unwrap();
+    assert_eq!(json["mixed"][0]["fact"], "host");
+}
+
+#[test]
+fn a_slurm_array_asks_for_the_most_any_job_needs() {
+    let mut a = job("local:8");
+    a.needs = Needs {
+        provider: ExecutionProvider::Cpu,
+        cpus: 4,
+        memory_bytes: 3 << 20,
+    };
+    let mut b = job("h2o:4+4");
+    b.needs = Needs {
+        provider: ExecutionProvider::Cuda,
+        cpus: 2,
+        memory_bytes: 10 << 20,
+    };
+    let r = SlurmRequest::of(&[a.clone(), b.clone()]);
+    // 10 MiB x 1.5 + 1024 MiB
+    assert_eq!(
+        r,
+        SlurmRequest {
+            tasks: 2,
+            cpus: 4,
+            mem_mib: 1039,
+            gpu: true,
+            mixed: true
+        }
+    );
+    let s = sbatch_script(
+        &[a.clone(), b],
+        Path::new("/opt/h2o"),
+        Path::new("/w/it's.jsonl"),
+        Path::new("/w/r"),
+    );
+    assert!(s.contains("#SBATCH --array=0-1\n"), "{s}");
+    assert!(s.contains("#SBATCH --gres=gpu:1\n"), "{s}");
+    assert!(
+        s.contains("every task asks for the most any job needs"),
+        "{s}"
+    );
+    assert!(
+        s.ends_with("exec '/opt/h2o' sweep run '/w/it'\\''s.jsonl' --results '/w/r' --index \"$SLURM_ARRAY_TASK_ID\"\n"),
+        "{s}"
+    );
+    let one = sbatch_script(&[a], Path::new("/h"), Path::new("/j"), Path::new("/r"));
+    assert!(!one.contains("--gres"), "{one}");
+    assert!(one.contains("#SBATCH --array=0-0\n#SBATCH --ntasks=1\n#SBATCH --cpus-per-task=4\n#SBATCH --mem=1029M\n"), "{one}");
 }

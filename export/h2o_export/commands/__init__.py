@@ -101,6 +101,10 @@ def side_by_side_command() -> int:
     return run("side_by_side")
 
 
+def sweep_ray_command() -> int:
+    return run("sweep_ray")
+
+
 def torch_speed_command() -> int:
     return run("torch_speed")
 
