@@ -22,7 +22,7 @@ BIN := target/release/h2o
 PYTHIA_TOKENIZER ?= ../shared/data/pythia-tokenizer.json
 INIT_SEED ?= 0
 
-.PHONY: all venv venv-torch build test test-rust test-python test-dist lint fixtures export-micro export-micro-layer-masks bench info heatmaps random-models clean-results dist dist-cuda
+.PHONY: all venv venv-torch build test test-rust test-python test-dist lint fixtures export-micro export-micro-layer-masks bench info heatmaps random-models random-llama-models clean-results dist dist-cuda
 
 all: build
 
@@ -51,6 +51,7 @@ build:
 
 fixtures: $(STAMP_TORCH)
 	$(PY) export/make_fixture.py
+	$(PY) export/make_fixture.py --llama-only
 
 # The exporter's own sources, derived from the package: every module of h2o_export/, subpackages included,
 # and its pyproject.toml, so a new module or a RoPE change re-exports the default model (the reference and
@@ -98,6 +99,12 @@ models/random-%/onnx/model.onnx: $(STAMP) $(EXPORTER_SRC)
 	$(PY) export/export.py --random-init $* --init-seed $(INIT_SEED) --dtype fp32 --tokenizer $(PYTHIA_TOKENIZER) --out models/random-$*/onnx --name random-$* --force
 
 random-models: models/random-160m/onnx/model.onnx models/random-410m/onnx/model.onnx models/random-1b/onnx/model.onnx
+
+# The same for the Llama-family shapes of ../shared/data/llama-configs.json (issue 26; carried in
+# export/h2o_export/config_llama.py): e.g. `make models/random-smollm2-135m/onnx/model.onnx`, or
+# `make random-llama-models` for smollm2-135m and qwen2.5-0.5b (fp32). They borrow the Pythia tokenizer
+# (the manifest's "tokenizer": {"source", "own": false}); ids beyond a model's vocab are refused when fed.
+random-llama-models: models/random-smollm2-135m/onnx/model.onnx models/random-qwen2.5-0.5b/onnx/model.onnx
 
 # The release archive (issue 30): binary, ONNX Runtime's library, the default model, the text and
 # the seed's CSV; unpacked anywhere, ./h2o runs with nothing else (packaging/make_dist.sh).

@@ -157,6 +157,26 @@ class NeoxConfig:
         # int(head_dim * rotary_pct), as HF GPTNeoXAttention.rotary_ndims and the RoPE init do.
         return int(self.head_dim * self.rotary_pct)
 
+    # What the exporter and the graph ask every architecture (config_llama.LlamaConfig has the same)
+    model_type = "gpt_neox"
+    rope_scaling = None
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_heads  # GPT-NeoX: one K/V per query head
+
+    @property
+    def embed_name(self) -> str:
+        return "gpt_neox.embed_in.weight"
+
+    @property
+    def head_name(self) -> str:
+        return "embed_out.weight"
+
+    @property
+    def layer_prefix(self) -> str:
+        return "gpt_neox.layers."
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -178,7 +198,7 @@ class NeoxConfig:
                                     or raw["model_type"] not in SUPPORTED_MODEL_TYPES):
             raise ExportError(
                 f"{origin}: model_type {show(raw['model_type'])} is not supported; this exporter supports "
-                f"{', '.join(repr(t) for t in SUPPORTED_MODEL_TYPES)} (GPT-NeoX / Pythia) only"
+                f"{', '.join(repr(t) for t in SUPPORTED_MODEL_TYPES)} (GPT-NeoX / Pythia), 'llama' and 'qwen2' only"
             )
         if missing:
             raise ExportError(
@@ -346,7 +366,17 @@ def load_config_file(path: Path, missing: str = "") -> tuple[dict[str, Any], Neo
                           f"keep one") from None
     except RecursionError:
         raise ExportError(f"{path}: nested too deeply to be a config.json; give the model's config.json") from None
-    return raw, NeoxConfig.from_dict(raw, str(path))
+    return raw, config_from_dict(raw, str(path))
+
+
+def config_from_dict(raw: Any, origin: str):
+    """The checked config of either family: LlamaConfig for model_type llama / qwen2, else NeoxConfig
+    (which refuses every other model_type, naming it)."""
+    from .config_llama import LlamaConfig, is_llama_family
+
+    if is_llama_family(raw):
+        return LlamaConfig.from_dict(raw, origin)
+    return NeoxConfig.from_dict(raw, origin)
 
 
 def show(v: Any, limit: int = 60) -> str:

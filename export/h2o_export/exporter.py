@@ -30,10 +30,11 @@ import numpy as np
 from . import __version__
 from .config import (F32_MAX, PREPEND_BOS_KEY, PYTHIA_SIZES, NeoxConfig, declared_bos, load_config_file,
                      pythia_config, show)
+from .config_llama import LLAMA_SIZES, LlamaConfig, llama_size_config
 from .errors import ExportError, ExportInterrupted
 from .quantize import WeightFormat
 from .resources import DISK_MARGIN, disk_free, gib, memory_available, memory_needed
-from .weights import DTYPE_NAMES, DTYPES, RandomWeights, SafetensorsWeights, expected_tensors
+from .weights import DTYPE_NAMES, DTYPES, RandomWeights, SafetensorsWeights, expected_tensors, is_norm
 
 # onnx and the graph modules are imported when the export starts writing (export()): the checks
 # before it need only numpy, so bad input is refused without loading onnx.
@@ -50,7 +51,7 @@ EXTERNAL_THRESHOLD = 2_000_000_000
 # about 6.5): random weights are initializer_range times at most this.
 NORMAL_MAX = 8.0
 FLOAT_MAX = {"fp32": F32_MAX, "fp16": 65504.0}
-SIZES = ", ".join(s[len("pythia-"):] for s in PYTHIA_SIZES)
+SIZES = ", ".join([s[len("pythia-"):] for s in PYTHIA_SIZES] + list(LLAMA_SIZES))
 CHECKPOINT_FILES = "config.json, model.safetensors (or model.safetensors.index.json and its shards) and tokenizer.json"
 MAX_INIT_SEED = 2**64 - 1  # the engine reads the manifest's init_seed as an unsigned 64-bit integer
 
@@ -89,8 +90,31 @@ def resolve_random_config(spec: str) -> tuple[dict, NeoxConfig, str]:
                               f"an existing GPT-NeoX config.json")
         raw, cfg = load_config_file(p)
         return raw, cfg, str(p)
+    raw = llama_size_config(spec)
+    if raw is not None:
+        return raw, LlamaConfig.from_dict(raw, f"size {spec!r}"), raw["_name_or_path"]
     raw = pythia_config(spec)
     return raw, NeoxConfig.from_dict(raw, f"Pythia size {spec!r}"), raw["_name_or_path"]
+
+
+def llama_declared_bos(raw: dict, cfg, ckpt: Optional[Path]) -> Optional[int]:
+    """The BOS a Llama-family model declares (the manifest's prepend_bos_token_id): config.json's
+    prepend_bos_token_id when given; else, for model_type llama, bos_token_id when the tokenizer adds
+    it (add_bos_token of config.json or the checkpoint's tokenizer_config.json; true when neither
+    says, as transformers' LlamaTokenizer); Qwen2's tokenizer adds none."""
+    explicit = declared_bos(raw, "config.json", cfg.vocab_size)
+    if explicit is not None or cfg.model_type != "llama" or cfg.bos_token_id is None:
+        return explicit
+    add = raw.get("add_bos_token")
+    tc = ckpt / "tokenizer_config.json" if ckpt is not None else None
+    if add is None and tc is not None and tc.is_file():
+        try:
+            add = json.loads(tc.read_text(encoding="utf-8")).get("add_bos_token")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+            raise ExportError(f"{tc}: cannot read add_bos_token ({e}); correct or remove the file") from None
+    if add is not None and not isinstance(add, bool):
+        raise ExportError(f"add_bos_token must be true or false, got {show(add)}; correct it")
+    return cfg.bos_token_id if add in (None, True) else None
 
 
 def default_name(checkpoint: Optional[Union[str, Path]], random_init: Optional[str]) -> str:
@@ -107,11 +131,11 @@ def default_name(checkpoint: Optional[Union[str, Path]], random_init: Optional[s
         return f"random-{random_init}"
 
 
-def _tensor_nbytes(name: str, shape: tuple[int, ...], itemsize: int, weights: WeightFormat) -> int:
-    fmt = weights.head if name == "embed_out.weight" else weights
-    if fmt.quantized and len(shape) == 2 and name != "gpt_neox.embed_in.weight":
+def _tensor_nbytes(cfg, name: str, shape: tuple[int, ...], itemsize: int, weights: WeightFormat) -> int:
+    fmt = weights.head if name == cfg.head_name else weights
+    if fmt.quantized and len(shape) == 2 and name != cfg.embed_name:
         return fmt.nbytes(shape[0], shape[1], itemsize)
-    return math.prod(shape) * (4 if "layernorm" in name or "layer_norm" in name else itemsize)
+    return math.prod(shape) * (4 if is_norm(name) else itemsize)
 
 
 def weights_nbytes(cfg: NeoxConfig, dtype: str, weights: WeightFormat = WeightFormat()) -> int:
@@ -120,8 +144,8 @@ def weights_nbytes(cfg: NeoxConfig, dtype: str, weights: WeightFormat = WeightFo
     itemsize = 2 if dtype == "fp16" else 4
     total = 0
     for name, shape in expected_tensors(dataclasses.replace(cfg, num_layers=1)):
-        n = _tensor_nbytes(name, shape, itemsize, weights)
-        total += n * cfg.num_layers if name.startswith("gpt_neox.layers.") else n
+        n = _tensor_nbytes(cfg, name, shape, itemsize, weights)
+        total += n * cfg.num_layers if name.startswith(cfg.layer_prefix) else n
     return total
 
 
@@ -368,10 +392,16 @@ def export(
     source.check(cfg)
     tok_bytes = _read_tokenizer(tok_path, "--tokenizer" if tok_given else "--checkpoint's", tok_given)
     tok_vocab = tokenizer_vocab_size(tok_path, tok_bytes)
-    if tok_vocab > cfg.vocab_size:
+    # A Llama-family shape drawn at random has no tokenizer of its own: it borrows one (the manifest says
+    # which, "own": false) whose ids may run past its vocabulary; the engine refuses those ids when fed.
+    borrowed = random_init is not None and cfg.model_type != "gpt_neox"
+    if tok_vocab > cfg.vocab_size and not borrowed:
         raise ExportError(f"tokenizer {tok_path} has {tok_vocab} ids but the model's vocab_size is "
                           f"{cfg.vocab_size}; they do not belong together: give the model's own tokenizer")
-    bos = declared_bos(raw, "config.json", tok_vocab)
+    if cfg.model_type == "gpt_neox":
+        bos = declared_bos(raw, "config.json", tok_vocab)
+    else:
+        bos = llama_declared_bos(raw, cfg, ckpt)
 
     # ---- output folder and its disk
     _check_out(out, force, ckpt)
@@ -407,7 +437,8 @@ def export(
                     created.append(d)
                 tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.absolute().parent))
             _redeliver(got)
-            log(f"exporting {label}: {cfg.num_layers} layers, hidden {cfg.hidden_size}, heads {cfg.num_heads}, "
+            log(f"exporting {label} ({cfg.model_type}): {cfg.num_layers} layers, hidden {cfg.hidden_size}, "
+                f"heads {cfg.num_heads}" + (f" (KV {cfg.kv_heads})" if cfg.kv_heads != cfg.num_heads else "") + ", "
                 f"vocab {cfg.vocab_size}, {DTYPE_NAMES[dtype]}, "
                 + (f"{wfmt.name} linears (block {wfmt.block_size}, LM head {wfmt.lm_head}), " if wfmt.quantized else "")
                 + f"weights {nbytes / 1e9:.2f} GB"
@@ -425,9 +456,15 @@ def export(
                     digest.update((arr if arr.flags.c_contiguous else np.ascontiguousarray(arr.T)).data)
                 return arr
 
+            if cfg.model_type != "gpt_neox":
+                from .graph_llama import build_graph as build_graph_llama
+
+                build = build_graph_llama
+            else:
+                build = build_graph
             try:
-                model, quantized = build_graph(cfg, dtype, get_tensor, sink, graph_name=label, weights=wfmt,
-                                               layer_masks=layer_masks)
+                model, quantized = build(cfg, dtype, get_tensor, sink, graph_name=label, weights=wfmt,
+                                         layer_masks=layer_masks)
             finally:
                 sink.close()
             onnx.save_model(model, str(tmp / MODEL_FILE))
@@ -444,15 +481,17 @@ def export(
             manifest = {
                 "format_version": FORMAT_VERSION,
                 "name": label,
-                "model_type": "gpt_neox",
+                "model_type": cfg.model_type,
                 "num_layers": cfg.num_layers,
                 "num_heads": cfg.num_heads,
+                **({} if cfg.model_type == "gpt_neox" else {"num_kv_heads": cfg.num_kv_heads}),
                 "head_dim": cfg.head_dim,
                 "hidden_size": cfg.hidden_size,
                 "intermediate_size": cfg.intermediate_size,
                 "vocab_size": cfg.vocab_size,
                 "rotary_dims": cfg.rotary_dims,
                 "rotary_base": cfg.rotary_base,
+                **({} if cfg.model_type == "gpt_neox" else {"rope_scaling": cfg.rope_scaling}),
                 "max_position_embeddings": cfg.max_position_embeddings,
                 "layer_norm_eps": cfg.layer_norm_eps,
                 "use_parallel_residual": cfg.use_parallel_residual,
@@ -474,6 +513,8 @@ def export(
                 manifest["init_seed"] = init_seed
             if bos is not None:
                 manifest[PREPEND_BOS_KEY] = bos
+            if borrowed:
+                manifest["tokenizer"] = {"source": f"{tok_path} (random init)", "own": False}
             if layer_masks:
                 manifest["attention_masks"] = "per_layer"
             try:

@@ -37,9 +37,9 @@ def _past_dims(i: int, layer_masks: bool) -> tuple[str, str]:
 
 def graph_inputs(cfg: NeoxConfig, welem: int, layer_masks: bool = False) -> list:
     """input_ids, position_ids [batch, seq]; attention_mask [batch, past+seq] (with layer_masks:
-    attention_mask.{i} [batch, past_i+seq] per layer); per layer past K/V [batch, heads, past,
-    head_dim] in the model dtype; logits_from int64 [1]: the first new token whose logits are
-    computed (0: all of them)."""
+    attention_mask.{i} [batch, past_i+seq] per layer); per layer past K/V [batch, kv_heads, past,
+    head_dim] in the model dtype (kv_heads = heads for GPT-NeoX); logits_from int64 [1]: the first
+    new token whose logits are computed (0: all of them)."""
     inputs = [
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
         helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"]),
@@ -52,21 +52,22 @@ def graph_inputs(cfg: NeoxConfig, welem: int, layer_masks: bool = False) -> list
     for i in range(cfg.num_layers):
         for kv in ("key", "value"):
             inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kv}", welem,
-                                                        ["batch", cfg.num_heads, _past_dims(i, layer_masks)[0],
+                                                        ["batch", cfg.kv_heads, _past_dims(i, layer_masks)[0],
                                                          cfg.head_dim]))
     inputs.append(helper.make_tensor_value_info(LOGITS_FROM, TensorProto.INT64, [1]))
     return inputs
 
 
 def graph_outputs(cfg: NeoxConfig, welem: int, layer_masks: bool = False) -> list:
-    """logits float32 [batch, seq - logits_from, vocab]; per layer new K/V [batch, heads, seq,
+    """logits float32 [batch, seq - logits_from, vocab]; per layer new K/V [batch, kv_heads, seq,
     head_dim] in the model dtype; per layer attention_sums float32 [batch, heads, past+seq]
     (past_i with layer_masks)."""
     nh, hd = cfg.num_heads, cfg.head_dim
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "logits_seq", cfg.vocab_size])]
     for i in range(cfg.num_layers):
         for kv in ("key", "value"):
-            outputs.append(helper.make_tensor_value_info(f"new_key_values.{i}.{kv}", welem, ["batch", nh, "seq", hd]))
+            outputs.append(helper.make_tensor_value_info(f"new_key_values.{i}.{kv}", welem,
+                                                         ["batch", cfg.kv_heads, "seq", hd]))
     for i in range(cfg.num_layers):
         outputs.append(helper.make_tensor_value_info(f"attention_sums.{i}", TensorProto.FLOAT,
                                                      ["batch", nh, _past_dims(i, layer_masks)[1]]))

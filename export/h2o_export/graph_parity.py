@@ -74,7 +74,7 @@ def make_tiny_checkpoint(out_dir: Path, vocab_size: int, seed: int, tokenizer: O
 
 @dataclass
 class Step:
-    """One graph call: inputs named as the graph's, past as [batch, heads, past, head_dim] arrays."""
+    """One graph call: inputs named as the graph's, past as [batch, kv_heads, past, head_dim] arrays."""
 
     input_ids: np.ndarray  # int64 [batch, seq]
     position_ids: np.ndarray  # int64 [batch, seq]
@@ -151,7 +151,8 @@ def run_onnx(session, step: Step, manifest: dict, logits_from: int = 0) -> dict:
     """The graph's outputs for `step`; logits for the new tokens from `logits_from` on (a graph
     without that input, before exporter 1.3.0, gives every new token's whatever is asked)."""
     dt = np.float16 if manifest["dtype"] == "float16" else np.float32
-    feeds = step.feeds(manifest["num_layers"], manifest["num_heads"], manifest["head_dim"], dt)
+    feeds = step.feeds(manifest["num_layers"], manifest.get("num_kv_heads", manifest["num_heads"]),
+                       manifest["head_dim"], dt)
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, with_logits_from(feeds, session, logits_from))))
 

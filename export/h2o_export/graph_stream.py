@@ -107,7 +107,9 @@ def run_graph(model_dir: str | Path, token_ids: Sequence[int], policy: Policy | 
     |1 - sum| over the steps' attention rows (a decode step's row sums to 1)."""
     model_dir = Path(model_dir)
     manifest = json.loads((model_dir / "manifest.json").read_text(encoding="utf-8"))
-    layers, heads, hd = manifest["num_layers"], manifest["num_heads"], manifest["head_dim"]
+    layers, hd = manifest["num_layers"], manifest["head_dim"]
+    heads = manifest.get("num_kv_heads", manifest["num_heads"])  # the cache's heads: KV heads
+    group = manifest["num_heads"] // heads  # query heads per KV head
     limit = int(manifest["max_position_embeddings"])
     if isinstance(policy, str):
         policy = parse_policy(policy, max_positions=limit)
@@ -136,8 +138,10 @@ def run_graph(model_dir: str | Path, token_ids: Sequence[int], policy: Policy | 
         grown = min(math.ceil(want / chunk) * chunk, budget) if want > past else past
         evicted = []
         for i, c in enumerate(caches):
-            sums = out[f"attention_sums.{i}"][0]  # [heads, past + 1]
+            sums = out[f"attention_sums.{i}"][0]  # [query heads, past + 1]
             worst_row = max(worst_row, float(np.abs(sums.astype(np.float64).sum(axis=1) - 1).max()))
+            if group > 1:  # a KV head receives the sum over the query heads that share it
+                sums = sums.reshape(heads, group, -1).sum(axis=1)  # [kv heads, past + 1]
             c.score[:, :past] += sums[:, :past]
             if grown > past:
                 c.grow(grown)

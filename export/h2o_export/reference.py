@@ -55,23 +55,44 @@ def load_model(hf_dir: str | Path, dtype: str = "float32"):
 
     `dtype` is float32, float16, bfloat16 or auto (the checkpoint's own dtype).
     """
-    from transformers import GPTNeoXForCausalLM
-
     d = Path(hf_dir)
     if not (d / "config.json").is_file():
         raise ReferenceError(f"{d}: no config.json; pass --hf-dir a Hugging Face checkpoint directory")
     if dtype != "auto" and dtype not in _DTYPES:
         raise ReferenceError(f"unknown dtype {dtype!r}; use one of float32, float16, bfloat16, auto")
+    raw = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    cls = _model_class(raw.get("model_type") if isinstance(raw, dict) else None, d)
     try:
-        model = GPTNeoXForCausalLM.from_pretrained(
+        model = cls.from_pretrained(
             str(d), dtype="auto" if dtype == "auto" else _DTYPES[dtype], attn_implementation="eager"
         )
     except (OSError, ValueError) as e:
-        raise ReferenceError(f"{d}: cannot load a GPT-NeoX checkpoint ({e})") from e
-    raw = json.loads((d / "config.json").read_text(encoding="utf-8"))
-    setattr(model.config, PREPEND_BOS_KEY, raw.get(PREPEND_BOS_KEY))  # whatever transformers keeps
+        raise ReferenceError(f"{d}: cannot load a {cls.__name__} checkpoint ({e})") from e
+    bos = raw.get(PREPEND_BOS_KEY)
+    if raw.get("model_type") in ("llama", "qwen2"):
+        # the BOS the exporter declares for this checkpoint (config, tokenizer_config.json's add_bos_token)
+        from .config import config_from_dict
+        from .errors import ExportError
+        from .exporter import llama_declared_bos
+
+        try:
+            bos = llama_declared_bos(raw, config_from_dict(raw, str(d / "config.json")), d)
+        except ExportError as e:
+            raise ReferenceError(str(e)) from e
+    setattr(model.config, PREPEND_BOS_KEY, bos)  # whatever transformers keeps
     declared_bos(model)  # refuse a malformed declaration here, before any step
     return model.eval()
+
+
+def _model_class(model_type, where):
+    """transformers' causal-LM class of a model_type this project runs (GPT-NeoX, Llama, Qwen2)."""
+    import transformers
+
+    classes = {"gpt_neox": "GPTNeoXForCausalLM", "llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+    if model_type not in classes:
+        raise ReferenceError(f"{where}: model_type {model_type!r} is not supported; the reference runs "
+                             f"{', '.join(classes)}")
+    return getattr(transformers, classes[model_type])
 
 
 def declared_bos(model) -> Optional[int]:
@@ -119,18 +140,28 @@ def load_tokens(tokenizer_path: str | Path, data_path: str | Path, n: Optional[i
 @dataclass
 class _Geometry:
     layers: int
-    heads: int
+    heads: int  # the cache's heads: KV heads (= query heads for GPT-NeoX)
     head_dim: int
     hidden: int
     rotary_dim: int
     scaling: float
     parallel_residual: bool
+    llama: bool = False  # Llama / Qwen2 (RMSNorm, SwiGLU, separate q/k/v, grouped-query attention)
+    query_heads: int = 0  # query heads (0: = heads)
+
+    @property
+    def group(self) -> int:
+        """Query heads per KV head (G)."""
+        return (self.query_heads or self.heads) // self.heads
 
 
 def _geometry(model) -> _Geometry:
     cfg = model.config
-    if getattr(cfg, "model_type", None) != "gpt_neox":
-        raise ReferenceError(f"model type {getattr(cfg, 'model_type', None)!r} is not gpt_neox")
+    mt = getattr(cfg, "model_type", None)
+    if mt in ("llama", "qwen2"):
+        return _llama_geometry(model)
+    if mt != "gpt_neox":
+        raise ReferenceError(f"model type {mt!r} is not gpt_neox, llama or qwen2")
     heads = cfg.num_attention_heads
     head_dim = cfg.hidden_size // heads
     rot = model.gpt_neox.rotary_emb
@@ -154,6 +185,37 @@ def _geometry(model) -> _Geometry:
         scaling=head_dim**-0.5,
         parallel_residual=bool(cfg.use_parallel_residual),
     )
+
+
+def _llama_geometry(model) -> _Geometry:
+    cfg = model.config
+    heads = cfg.num_attention_heads
+    kv = getattr(cfg, "num_key_value_heads", None) or heads
+    if heads % kv != 0:
+        raise ReferenceError(f"num_attention_heads {heads} is not divisible by num_key_value_heads {kv}")
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    rot = model.model.rotary_emb
+    if getattr(rot, "rope_type", "default") not in ("default", "linear", "llama3"):
+        raise ReferenceError(f"rope type {rot.rope_type!r} is not supported by the reference (default, linear, "
+                             f"llama3)")
+    if 2 * rot.inv_freq.numel() != head_dim:
+        raise ReferenceError(f"rotary dims {2 * rot.inv_freq.numel()} != head_dim {head_dim}")
+    return _Geometry(layers=cfg.num_hidden_layers, heads=kv, head_dim=head_dim, hidden=cfg.hidden_size,
+                     rotary_dim=head_dim, scaling=head_dim**-0.5, parallel_residual=False, llama=True,
+                     query_heads=heads)
+
+
+class _Parts:
+    """The modules the loop calls, named once per architecture."""
+
+    def __init__(self, model, geo: _Geometry):
+        if geo.llama:
+            self.embed, self.layers = model.model.embed_tokens, model.model.layers
+            self.rotary, self.final_norm, self.head = model.model.rotary_emb, model.model.norm, model.lm_head
+        else:
+            gpt = model.gpt_neox
+            self.embed, self.layers = gpt.embed_in, gpt.layers
+            self.rotary, self.final_norm, self.head = gpt.rotary_emb, gpt.final_layer_norm, model.embed_out
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,6 +291,28 @@ def _attend(layer, geo: _Geometry, c: _LayerCache, h: torch.Tensor, cos: torch.T
     return h, keys, vals, probs
 
 
+def _attend_llama(layer, geo: _Geometry, c: _LayerCache, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """One Llama / Qwen2 layer on h [1, hidden]: returns the new hidden state, the candidates'
+    keys/values [kv_heads, n, head_dim] and this step's attention row per KV head [kv_heads, n]: the
+    SUM over the G query heads that share the KV head (query head j reads KV head j // G, transformers'
+    repeat_kv order) of their probabilities, the rule every policy ranks by (docs/architecture.md)."""
+    att = layer.self_attn
+    x = layer.input_layernorm(h)  # [1, hidden]
+    q = att.q_proj(x).view(geo.query_heads, geo.head_dim)  # [heads, head_dim]
+    k = att.k_proj(x).view(geo.heads, geo.head_dim)  # [kv_heads, head_dim]
+    v = att.v_proj(x).view(geo.heads, geo.head_dim)
+    q, k = rope.apply(q, cos, sin), rope.apply(k, cos, sin)
+    keys = torch.cat((c.k, k[:, None, :]), dim=1)  # [kv_heads, n, head_dim]
+    vals = torch.cat((c.v, v[:, None, :]), dim=1)  # [kv_heads, n, head_dim]
+    qg = q.view(geo.heads, geo.group, geo.head_dim)  # [kv_heads, G, head_dim]
+    logits = torch.matmul(qg, keys.transpose(1, 2)) * geo.scaling  # [kv_heads, G, n]
+    probs = torch.softmax(logits, dim=-1, dtype=torch.float32)  # [kv_heads, G, n]
+    out = torch.matmul(probs.to(vals.dtype), vals)  # [kv_heads, G, head_dim]
+    h = h + att.o_proj(out.reshape(1, geo.query_heads * geo.head_dim))
+    h = h + layer.mlp(layer.post_attention_layernorm(h))
+    return h, keys, vals, probs.sum(dim=1)  # [kv_heads, n]: summed over the group's query heads
+
+
 def _check_inputs(model, geo: _Geometry, token_ids: Sequence[int], policy: Policy | str) -> tuple[list[int], Policy]:
     max_pos = int(model.config.max_position_embeddings)
     if isinstance(policy, str):
@@ -275,10 +359,11 @@ def run_reference(
     n_tok = len(ids)
     rep = Replay.prepare(replay, geo.layers, geo.heads, ids, policy, rel_tol, bos) if replay is not None else None
 
-    gpt = model.gpt_neox
-    dtype = gpt.embed_in.weight.dtype
-    device = gpt.embed_in.weight.device
-    rot = gpt.rotary_emb
+    parts = _Parts(model, geo)
+    dtype = parts.embed.weight.dtype
+    device = parts.embed.weight.device
+    rot = parts.rotary
+    attend = _attend_llama if geo.llama else _attend
     cos_tab, sin_tab = rope.tables(rot.inv_freq, n_tok, dtype, float(getattr(rot, "attention_scaling", 1.0)))
     cos_tab, sin_tab = cos_tab.to(device), sin_tab.to(device)
     caches = [_LayerCache(geo.heads, geo.head_dim, dtype, device) for _ in range(geo.layers)]
@@ -288,11 +373,11 @@ def run_reference(
     steps: list[dict] = []
 
     for t in range(n_tok - 1):
-        h = gpt.embed_in(ids_t[t : t + 1])  # [1, hidden]
+        h = parts.embed(ids_t[t : t + 1])  # [1, hidden]
         step_evicted = []
-        for li, layer in enumerate(gpt.layers):
+        for li, layer in enumerate(parts.layers):
             c, pol = caches[li], layer_policies[li]
-            h, keys, vals, probs = _attend(layer, geo, c, h, cos_tab[t], sin_tab[t])
+            h, keys, vals, probs = attend(layer, geo, c, h, cos_tab[t], sin_tab[t])
             positions = torch.cat((c.pos, torch.full((geo.heads, 1), t, dtype=torch.int64, device=device)), dim=1)
             scores, extra = pol.update_scores(c.score, probs, key=keys[:, -1], position=t, layer=li,
                                               extra=c.extra)  # [heads, n], [heads, n, ...] | None
@@ -307,7 +392,7 @@ def run_reference(
             c.keep_all_but(victims, keys, vals, positions, scores, extra)
 
         if t >= first_scored:
-            logits_out = model.embed_out(gpt.final_layer_norm(h))[0]  # [vocab]
+            logits_out = parts.head(parts.final_norm(h))[0]  # [vocab]
             logp = torch.log_softmax(logits_out.double(), dim=-1)
             nll.append(-float(logp[ids[t + 1]]))
         steps.append({"pos": t, "evicted": step_evicted})

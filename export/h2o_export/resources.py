@@ -30,6 +30,13 @@ DISK_MARGIN = 16 << 20  # model.onnx's graph, manifest, tokenizer
 def largest_tensor(cfg: NeoxConfig) -> tuple[str, tuple[int, int]]:
     """The largest weight (HF name, shape) the export handles."""
     H, I, V = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+    if cfg.model_type != "gpt_neox":  # Llama family: its own tensor names, one layer's worth
+        import dataclasses
+
+        from .weights import llama_tensors
+
+        two_d = [(n, s) for n, s in llama_tensors(dataclasses.replace(cfg, num_layers=1)) if len(s) == 2]
+        return max(two_d, key=lambda c: c[1][0] * c[1][1])
     candidates = [
         ("gpt_neox.embed_in.weight", (V, H)),
         ("gpt_neox.layers.0.mlp.dense_h_to_4h.weight", (I, H)),

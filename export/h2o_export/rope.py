@@ -53,3 +53,34 @@ def apply(x, cos, sin):
     half = rd // 2
     rotated_half = torch.cat((-xr[..., half:], xr[..., :half]), dim=-1)
     return torch.cat((xr * cos + rotated_half * sin, xp), dim=-1)
+
+
+def scaled_inv_freq_np(head_dim: int, base: float, scaling) -> np.ndarray:
+    """[head_dim / 2] float32: Llama-family inv_freq with `scaling` (the manifest's rope_scaling: None,
+    {"rope_type": "linear", "factor"} or {"rope_type": "llama3", ...}) applied as transformers'
+    rope_init_fns (_compute_linear_scaling_rope_parameters, _compute_llama3_parameters) do, op by op
+    in float32. torch evaluates `scalar / tensor` as reciprocal(tensor) * scalar, so that is what
+    is written here (the test compares the result with transformers' own, element for element)."""
+    f32 = np.float32
+    # base ** exponent evaluated as float64 then rounded: equals torch's float32 pow element for
+    # element on every shape tried, where numpy's float32 power is off by an ulp in places
+    exponent = np.arange(0, head_dim, 2, dtype=np.int64).astype(f32) / f32(head_dim)
+    inv = (f32(1.0) / np.power(np.float64(f32(base)), exponent.astype(np.float64)).astype(f32)).astype(f32)
+    if scaling is None:
+        return inv
+    kind = scaling["rope_type"]
+    factor = f32(scaling["factor"])
+    if kind == "linear":
+        return (inv / factor).astype(f32)
+    if kind != "llama3":
+        raise ValueError(f"rope_type {kind!r} is not supported")
+    low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old = scaling["original_max_position_embeddings"]
+    low_wavelen = old / low  # python floats, as transformers computes them
+    high_wavelen = old / high
+    wavelen = ((f32(1) / inv) * f32(2 * np.pi)).astype(f32)
+    inv_l = np.where(wavelen > low_wavelen, inv / factor, inv).astype(f32)
+    smooth = (((f32(1) / wavelen) * f32(old) - f32(low)) / f32(high - low)).astype(f32)
+    smoothed = ((f32(1) - smooth) * inv_l / factor + smooth * inv_l).astype(f32)
+    medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+    return np.where(medium, smoothed, inv_l).astype(f32)

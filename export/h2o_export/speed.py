@@ -36,20 +36,27 @@ class SpeedError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 
+# transformers' (config, model) classes per model_type
+_HF_CLASSES = {"gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM"), "llama": ("LlamaConfig", "LlamaForCausalLM"),
+               "qwen2": ("Qwen2Config", "Qwen2ForCausalLM")}
+
+
 def random_init_model(spec: str, init_seed: int):
-    """GPTNeoXForCausalLM (eager, float32) holding the exporter's seeded random weights for
-    `spec` (a Pythia size or a config.json), and the sha256 the exporter's manifest records."""
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    """GPTNeoXForCausalLM, LlamaForCausalLM or Qwen2ForCausalLM (eager, float32) holding the exporter's
+    seeded random weights for `spec` (a Pythia or Llama-family size, or a config.json), and the sha256
+    the exporter's manifest records."""
+    import transformers
     from transformers.modeling_utils import no_init_weights
 
     try:
         raw, cfg, label = resolve_random_config(spec)
     except ExportError as e:
         raise SpeedError(str(e)) from e
-    hf_cfg = GPTNeoXConfig(**{k: v for k, v in raw.items() if not k.startswith("_")})
+    cfg_cls, model_cls = (getattr(transformers, c) for c in _HF_CLASSES[cfg.model_type])
+    hf_cfg = cfg_cls(**{k: v for k, v in raw.items() if not k.startswith("_")})
     hf_cfg._attn_implementation = "eager"
     with no_init_weights():
-        model = GPTNeoXForCausalLM(hf_cfg)
+        model = model_cls(hf_cfg)
     model = model.float().eval()
     params = dict(model.named_parameters())
     weights = RandomWeights(cfg, init_seed)
@@ -59,6 +66,8 @@ def random_init_model(spec: str, init_seed: int):
             arr = weights.get(name)
             # the exporter's digest: the array as drawn (linear weights [in, out], contiguous)
             digest.update((arr if arr.flags.c_contiguous else np.ascontiguousarray(arr.T)).data)
+            if name == cfg.head_name and cfg.tie_word_embeddings and name not in params:
+                continue  # tied: transformers lists the head once, as the embedding (tied below)
             if name not in params:
                 raise SpeedError(f"random init: transformers' model has no parameter {name}")
             params[name].copy_(torch.from_numpy(np.ascontiguousarray(arr)))

@@ -37,6 +37,7 @@ INDEX_FILE = "model.safetensors.index.json"
 # older transformers versions); they are recomputed by the graph, so they are ignored.
 IGNORED_TENSORS = re.compile(
     r"^gpt_neox\.layers\.\d+\.attention\.(bias|masked_bias|rotary_emb\.inv_freq)$"
+    r"|^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$|^model\.rotary_emb\.inv_freq$"
 )
 
 _DTYPES = {
@@ -47,8 +48,40 @@ _DTYPES = {
 }
 
 
+def is_norm(name: str) -> bool:
+    """A normalisation's weight or bias (kept float32; random init: weight 1, bias 0)."""
+    return "layernorm" in name or "layer_norm" in name or name == "model.norm.weight"
+
+
+def llama_tensors(cfg) -> list[tuple[str, tuple[int, ...]]]:
+    """(HF name, shape) of every tensor a Llama / Qwen2 graph needs, in the order the graph uses them."""
+    H, I, V = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+    q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+    out: list[tuple[str, tuple[int, ...]]] = [(cfg.embed_name, (V, H))]
+    for i in range(cfg.num_layers):
+        p = f"model.layers.{i}."
+        out.append((p + "input_layernorm.weight", (H,)))
+        for proj, n in (("q_proj", q), ("k_proj", kv), ("v_proj", kv)):
+            out.append((p + f"self_attn.{proj}.weight", (n, H)))
+            if cfg.qkv_bias:
+                out.append((p + f"self_attn.{proj}.bias", (n,)))
+        out.append((p + "self_attn.o_proj.weight", (H, q)))
+        if cfg.o_bias:
+            out.append((p + "self_attn.o_proj.bias", (H,)))
+        out += [
+            (p + "post_attention_layernorm.weight", (H,)),
+            (p + "mlp.gate_proj.weight", (I, H)),
+            (p + "mlp.up_proj.weight", (I, H)),
+            (p + "mlp.down_proj.weight", (H, I)),
+        ]
+    out += [("model.norm.weight", (H,)), (cfg.head_name, (V, H))]
+    return out
+
+
 def expected_tensors(cfg: NeoxConfig) -> list[tuple[str, tuple[int, ...]]]:
     """(HF name, shape) of every tensor the graph needs, in the order the graph uses them."""
+    if cfg.model_type != "gpt_neox":
+        return llama_tensors(cfg)
     H, I, V = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
     out: list[tuple[str, tuple[int, ...]]] = [("gpt_neox.embed_in.weight", (V, H))]
     for i in range(cfg.num_layers):
@@ -168,6 +201,7 @@ class SafetensorsWeights:
             )
             raise ExportError(f"no {SINGLE_FILE} or {INDEX_FILE} in --checkpoint {checkpoint}{hint}")
         self.entries: dict[str, _Entry] = {}
+        self.tied = ("embed_out.weight", "gpt_neox.embed_in.weight")  # (head, embedding): check() sets them
         for path in self.files:
             for name, entry in _read_header(path).items():
                 if name in self.entries:
@@ -182,8 +216,8 @@ class SafetensorsWeights:
     def check(self, cfg: NeoxConfig) -> None:
         """Every tensor the config needs is present with its shape and a float dtype; nothing else."""
         expected = dict(expected_tensors(cfg))
-        if cfg.tie_word_embeddings and "embed_out.weight" not in self.entries:
-            expected.pop("embed_out.weight")
+        if cfg.tie_word_embeddings and cfg.head_name not in self.entries:
+            expected.pop(cfg.head_name)
         problems = []
         missing = [n for n in expected if n not in self.entries]
         if missing:
@@ -199,10 +233,12 @@ class SafetensorsWeights:
         if bad_dtype:
             problems.append("unsupported dtype(s) (need F32, F16, BF16 or F64): " + _short(bad_dtype))
         unexpected = [n for n in self.entries if n not in expected and not IGNORED_TENSORS.match(n)
-                      and not (n == "embed_out.weight" and cfg.tie_word_embeddings)]
+                      and not (n == cfg.head_name and cfg.tie_word_embeddings)]
         if unexpected:
-            problems.append(f"{len(unexpected)} tensor(s) that a GPT-NeoX model with this config does not have: "
+            arch = "GPT-NeoX" if cfg.model_type == "gpt_neox" else cfg.model_type
+            problems.append(f"{len(unexpected)} tensor(s) that a {arch} model with this config does not have: "
                             + _short(unexpected))
+        self.tied = (cfg.head_name, cfg.embed_name)
         if problems:
             raise ExportError(
                 f"weights in {self.dir} do not match its config.json "
@@ -211,8 +247,8 @@ class SafetensorsWeights:
             )
 
     def get(self, name: str) -> np.ndarray:
-        if name == "embed_out.weight" and name not in self.entries:
-            name = "gpt_neox.embed_in.weight"  # tie_word_embeddings
+        if name == self.tied[0] and name not in self.entries:
+            name = self.tied[1]  # tie_word_embeddings: the LM head is the input embedding
         e = self.entries[name]
         dt = _DTYPES[e.dtype]
         arr = np.fromfile(e.file, dtype=dt, count=e.nbytes // dt.itemsize, offset=e.offset)
@@ -255,17 +291,17 @@ class RandomWeights:
         return None  # shapes come from the config itself
 
     def get(self, name: str) -> np.ndarray:
-        if name == "embed_out.weight" and self.cfg.tie_word_embeddings:
+        if name == self.cfg.head_name and self.cfg.tie_word_embeddings:
             # tied (config tie_word_embeddings): the output embedding is the input one, as in
             # transformers and in a tied checkpoint (SafetensorsWeights.get), not a draw of its own
-            name = "gpt_neox.embed_in.weight"
+            name = self.cfg.embed_name
         index, shape = self.names[name]
-        if "layernorm" in name or "layer_norm" in name:
+        if is_norm(name):
             return (np.ones if name.endswith(".weight") else np.zeros)(shape, dtype=np.float32)
         if name.endswith(".bias"):
             return np.zeros(shape, dtype=np.float32)
         rng = np.random.default_rng([self.seed, index])
-        if len(shape) == 2 and name != "gpt_neox.embed_in.weight":
+        if len(shape) == 2 and name != self.cfg.embed_name:
             # Linear weight [out, in]: drawn as [in, out] and returned as a transposed view, so
             # that the graph's [in, out] layout needs no transposing copy (i.i.d. values either way)
             arr = rng.standard_normal(shape[::-1], dtype=np.float32)

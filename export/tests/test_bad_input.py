@@ -242,7 +242,7 @@ CONFIG_ROWS = [
     Row("odd rotary dims", RANDOM, config(rotary_pct=0.1, partial_rotary_factor=0.1), words=("config.json", "rotary dims", "= 1")),
     Row("no rotary dims", RANDOM, config(rotary_pct=0.05, partial_rotary_factor=DEL), words=("config.json", "rotary dims", "= 0")),
     Row("model_type null", RANDOM, config(model_type=None), words=("config.json", "model_type null")),
-    Row("model_type llama", RANDOM, config(model_type="llama"), words=("model_type \"llama\"", "gpt_neox")),
+    Row("model_type mistral", RANDOM, config(model_type="mistral"), words=("model_type \"mistral\"", "gpt_neox")),
     Row("model_type number", RANDOM, config(model_type=5), words=("model_type 5",)),
     Row("model_type missing", RANDOM, config(model_type=DEL), words=("missing", "model_type")),
     Row("hidden_act relu", RANDOM, config(hidden_act="relu"), words=("hidden_act \"relu\"", "gelu")),

@@ -90,8 +90,8 @@ def test_missing_config_field(capsys, ckpt, tmp_path):
 
 
 def test_unsupported_architecture(capsys, ckpt, tmp_path):
-    edit_config(ckpt, model_type="llama")
-    assert_error(capsys, tmp_path, ["--checkpoint", ckpt], 'model_type "llama" is not supported', "gpt_neox")
+    edit_config(ckpt, model_type="mistral")
+    assert_error(capsys, tmp_path, ["--checkpoint", ckpt], 'model_type "mistral" is not supported', "gpt_neox")
 
 
 def test_unsupported_activation(capsys, ckpt, tmp_path):

@@ -123,3 +123,34 @@ def test_cli_random_init_pythia_shape(tmp_path):
     assert doc["weights"] == {"random_init": "14m", "init_seed": 1}
     assert len(doc["weights_sha256"]) == 64
     assert "tok/s" in p.stdout
+
+
+@pytest.mark.parametrize("fixture", ["tiny-llama", "tiny-qwen2"])
+def test_random_init_llama_family_weights_equal_the_exporters(tmp_path, fixture):
+    """The same for the Llama family (issue 26): LlamaForCausalLM / Qwen2ForCausalLM with the exporter's
+    random weights (tied head included: tiny-llama's config ties it), the manifest's sha256, and the
+    fp32 graph reproducing transformers' logits and attention sums."""
+    from h2o_export import graph_parity as hr
+    from h2o_export.exporter import export
+
+    cfg = TINY.parent / fixture / "hf/config.json"
+    res = export(tmp_path / "onnx", random_init=str(cfg), init_seed=3, tokenizer=TINY / "tokenizer.json",
+                 dtype="fp32", log=lambda m: None)
+    model, name, sha = ts.random_init_model(str(cfg), 3)
+    assert type(model).__name__ == {"tiny-llama": "LlamaForCausalLM", "tiny-qwen2": "Qwen2ForCausalLM"}[fixture]
+    assert sha == res.manifest["source"]["sha256"]
+    sess = hr.ort_session(tmp_path / "onnx/model.onnx")
+    ids = np.array([[5, 17, 99, 3, 250, 42, 7, 11]], dtype=np.int64)
+    step = hr.Step(ids, np.arange(8, dtype=np.int64)[None], np.ones((1, 8), dtype=np.int64))
+    got, want = hr.run_onnx(sess, step, res.manifest), hr.run_hf(model, step)
+    assert np.abs(got["logits"] - want["logits"]).max() < 1e-4
+    assert np.abs(got["attention_sums.1"] - want["attention_sums.1"]).max() < 1e-5
+
+
+def test_random_init_llama_size_resolves():
+    """A carried Llama-family size name (as `side_by_side.py --sizes smollm2-135m` passes it) builds
+    transformers' model of that shape (weights not drawn here: the shape only)."""
+    from h2o_export.exporter import resolve_random_config
+
+    raw, cfg, label = resolve_random_config("qwen2.5-0.5b")
+    assert (label, cfg.model_type, cfg.num_kv_heads, cfg.qkv_bias) == ("qwen2.5-0.5b", "qwen2", 2, True)

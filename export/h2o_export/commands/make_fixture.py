@@ -5,6 +5,7 @@ golden outputs computed by transformers (see tests/fixtures/tiny/README.md for t
     python export/make_fixture.py --fp16-only     # only tests/fixtures/tiny-fp16 (no corpus needed)
     python export/make_fixture.py --greedy-only   # only golden.json's "greedy" key (the rest unchanged)
     python export/make_fixture.py --layer-masks-only   # only tests/fixtures/tiny-layer-masks
+    python export/make_fixture.py --llama-only   # only tests/fixtures/tiny-llama, tiny-qwen2 (+ -fp16; tiny's tokenizer)
 
 The command line over h2o_export.fixture. Steps: train a byte-level BPE tokenizer (500 ids) on the first 2 MB of the training corpus;
 make a random GPT-NeoX checkpoint (hidden 64, 4 heads, 2 layers, rotary_pct 0.25, parallel
@@ -45,8 +46,16 @@ def main() -> int:
                       help="only (re)write the greedy continuations in OUT/golden.json (the rest of the file is kept)")
     only.add_argument("--layer-masks-only", action="store_true",
                       help="only export OUT/hf with per-layer masks to OUT-layer-masks, with the reference's run")
+    only.add_argument("--llama-only", action="store_true",
+                      help="only the Llama-family fixtures tiny-llama and tiny-qwen2 (and their -fp16 exports) next to "
+                           "OUT, with OUT/tokenizer.json")
     args = ap.parse_args()
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    if args.llama_only:
+        from ..fixture_llama import make_llama_fixtures
+
+        make_llama_fixtures(args.out.parent, args.out / "tokenizer.json", log=log)
+        return 0
     for flag, part in ((args.fp16_only, make_fp16_fixture), (args.greedy_only, add_greedy),
                        (args.layer_masks_only, make_layer_masks_fixture)):
         if flag:

@@ -15,6 +15,12 @@ The command line over h2o_export.side_by_side.
     .venv/bin/python export/side_by_side.py --sizes 160m,410m --threads 2 --prompt 512 --gen 64
     .venv/bin/python export/side_by_side.py --sizes 160m,410m --threads 2 --prompt 512 --gen 64 \
         --weights fp32,int8,int4 --skip-reference [--loaded]
+    .venv/bin/python export/side_by_side.py --sizes smollm2-135m,qwen2.5-0.5b --threads 2 --prompt 512 --gen 64
+
+Sizes are Pythia sizes or the Llama-family shapes of ../shared/data/llama-configs.json (smollm2-135m,
+qwen2.5-0.5b, tinyllama-1.1b, llama-3.2-1b; transformers' LlamaForCausalLM / Qwen2ForCausalLM on the
+same random weights). Those borrow the Pythia tokenizer: a text whose Pythia ids reach past the model's
+vocab is refused (WikiText-2 test has id 50177 at token 166, beyond smollm2's 49152 and TinyLlama's 32000).
 """
 
 from __future__ import annotations

@@ -5,10 +5,10 @@
     python export/torch_speed.py --random-init 160m --impl reference --policy h2o:192+64 --out ref-160m.json
 
 Implementations (`--impl`):
-- `hf`: transformers' GPTNeoXForCausalLM, eager attention, with its own KV cache (DynamicCache),
-  full cache: prefill the P prompt tokens in one call (TTFT), then greedy decode (each step feeds
-  the previous argmax) until G tokens are generated: G-1 timed decode steps, as the engine's
-  `speed` does (src/eval/speed.rs).
+- `hf`: transformers' GPTNeoXForCausalLM (LlamaForCausalLM / Qwen2ForCausalLM for those models),
+  eager attention, with its own KV cache (DynamicCache), full cache: prefill the P prompt tokens in
+  one call (TTFT), then greedy decode (each step feeds the previous argmax) until G tokens are
+  generated: G-1 timed decode steps, as the engine's `speed` does (src/eval/speed.rs).
 - `reference`: the project's PyTorch reference loop (h2o_export.reference) with a policy. It has
   no batched prefill and scores a given text, so it streams P + G tokens one at a time: its
   "TTFT" is the time of the first P steps and its decode steps are the G-1 steps after them.
@@ -56,7 +56,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--hf-dir", help="Hugging Face checkpoint folder (config.json, model.safetensors)")
     src.add_argument("--random-init", metavar="SIZE|CONFIG.json",
-                     help="the exporter's seeded random weights at a Pythia size (e.g. 160m) or a config.json's shape")
+                     help="the exporter's seeded random weights at a Pythia size (e.g. 160m), a Llama-family "
+                          "shape (smollm2-135m, qwen2.5-0.5b, tinyllama-1.1b, llama-3.2-1b) or a config.json's shape")
     ap.add_argument("--init-seed", type=int, default=0,
                     help="RNG seed of --random-init's weights (as export.py --init-seed; default 0)")
     ap.add_argument("--seed", type=int, dest="init_seed", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
