@@ -329,10 +329,10 @@ fn h2o_scores_are_summed_over_each_kv_heads_query_heads() {
             for (l, w) in want.iter_mut().enumerate() {
                 for h in 0..HEADS {
                     let row = &cap.attention[l][h * (past + 1)..(h + 1) * (past + 1)];
-                    for s in 0..past {
-                        let p = cap.positions[l][h * past + s];
+                    let slots = &cap.positions[l][h * past..(h + 1) * past];
+                    for (&p, &a) in slots.iter().zip(row) {
                         if p >= 0 {
-                            w[h / 2][p as usize] += row[s] as f64;
+                            w[h / 2][p as usize] += a as f64;
                         }
                     }
                     w[h / 2][j] += row[past] as f64;

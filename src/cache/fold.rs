@@ -16,13 +16,13 @@ pub fn fold_query_heads<'a>(
     kv_heads: usize,
     out: &'a mut Vec<f32>,
 ) -> Result<&'a [f32]> {
-    if kv_heads == 0 || query_heads % kv_heads != 0 {
+    if kv_heads == 0 || !query_heads.is_multiple_of(kv_heads) {
         return Err(Error::Store(format!(
             "{query_heads} query heads cannot be folded onto {kv_heads} KV heads: the KV heads must divide the query heads"
         )));
     }
     let rows = batch * query_heads;
-    if rows == 0 || attention.len() % rows != 0 {
+    if rows == 0 || !attention.len().is_multiple_of(rows) {
         return Err(Error::Store(format!(
             "attention sums have {} values, not [batch {batch} x query heads {query_heads} x columns]",
             attention.len()

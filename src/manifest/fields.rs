@@ -340,9 +340,9 @@ fn check_relations(raw: &Value) -> Result<(), FieldProblem> {
     let int = |name: &str| raw[name].as_u64().unwrap_or_default();
     let (heads, head_dim, hidden) = (int("num_heads"), int("head_dim"), int("hidden_size"));
     if let Some(kv) = raw.get("num_kv_heads").and_then(Value::as_u64) {
-        if heads % kv != 0 {
+        if !heads.is_multiple_of(kv) {
             let divisors: Vec<String> = (1..=heads)
-                .filter(|d| heads % d == 0)
+                .filter(|&d| heads.is_multiple_of(d))
                 .map(|d| d.to_string())
                 .collect();
             return Err(problem(
