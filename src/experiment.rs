@@ -535,7 +535,8 @@ impl Lab {
             result.nlls = Some(run.nlls);
             trace = run.trace.map(|steps| TraceFile {
                 format: TRACE_FORMAT,
-                heads: man.num_heads,
+                // the trace's [layer][head] lists are per KV head (what the cache evicts by)
+                heads: man.kv_heads(),
                 layers: man.num_layers,
                 policy: exp.spec,
                 prepend_bos_token_id: bos,
@@ -564,7 +565,7 @@ impl Lab {
         }
         let full = full_cache_bytes(
             man.num_layers,
-            man.num_heads,
+            man.kv_heads(),
             man.head_dim,
             man.dtype.size(),
             held.2,

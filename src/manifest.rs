@@ -88,14 +88,25 @@ pub enum KeyCache {
 pub struct Manifest {
     pub format_version: u64,
     pub name: String,
+    /// The architecture: "gpt_neox" (Pythia), "llama" (Llama 2/3, SmolLM2, TinyLlama) or "qwen2".
     pub model_type: String,
     pub num_layers: usize,
+    /// Query heads (the attention sums' rows per layer).
     pub num_heads: usize,
+    /// K/V heads (grouped-query attention: query head h reads KV head h / (num_heads /
+    /// num_kv_heads), Hugging Face's repeat_kv order); absent = num_heads. Read it through
+    /// [`Manifest::kv_heads`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_kv_heads: Option<usize>,
     pub head_dim: usize,
     pub hidden_size: usize,
     pub vocab_size: usize,
     pub rotary_dims: usize,
     pub rotary_base: f64,
+    /// The rope scaling the graph applies to its inverse frequencies (recorded for `info`; none for
+    /// gpt_neox): `{"rope_type": "linear", "factor"}` or `{"rope_type": "llama3", ...}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<serde_json::Value>,
     pub max_position_embeddings: usize,
     pub dtype: KvDtype,
     #[serde(default)]
@@ -127,6 +138,21 @@ pub struct Manifest {
     /// models (their `bos_token_id` is the tokenizer's id only, never fed).
     #[serde(default)]
     pub prepend_bos_token_id: Option<u32>,
+    /// Where the tokenizer's ids come from when it is not the model's own (random-init shapes
+    /// that ship another model's tokenizer); absent = the model's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<TokenizerSource>,
+}
+
+/// The manifest's `tokenizer` note: which tokenizer supplies the ids of a model whose
+/// tokenizer.json is not its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenizerSource {
+    /// Where the ids come from, e.g. `../shared/data/pythia-tokenizer.json (random init)`.
+    pub source: String,
+    /// Whether tokenizer.json is the model's own (false for a borrowed one).
+    #[serde(default)]
+    pub own: bool,
 }
 
 impl Manifest {
@@ -210,7 +236,23 @@ impl Manifest {
         v
     }
 
-    /// Bytes of K and V for one token over all layers and heads (batch 1; saturating).
+    /// K/V heads per layer: `num_kv_heads`, or `num_heads` when the manifest has none.
+    pub fn kv_heads(&self) -> usize {
+        self.num_kv_heads.unwrap_or(self.num_heads)
+    }
+
+    /// Query heads per KV head (1 without grouped-query attention).
+    pub fn group_size(&self) -> usize {
+        self.num_heads / self.kv_heads().max(1)
+    }
+
+    /// The tokenizer note when tokenizer.json is not the model's own (`info` names its source).
+    pub fn borrowed_tokenizer(&self) -> Option<&TokenizerSource> {
+        self.tokenizer.as_ref().filter(|t| !t.own)
+    }
+
+    /// Bytes of K and V for one token over all layers and KV heads: `2 x layers x kv_heads x
+    /// head_dim x dtype bytes` (batch 1; saturating).
     pub fn kv_bytes_per_token(&self) -> u64 {
         KvLayout::of(self).bytes(1, 1)
     }
@@ -221,7 +263,7 @@ impl KvLayout {
     pub fn of(m: &Manifest) -> KvLayout {
         KvLayout {
             layers: m.num_layers,
-            heads: m.num_heads,
+            heads: m.kv_heads(),
             head_dim: m.head_dim,
             dtype: m.dtype,
         }

@@ -87,7 +87,10 @@ pub fn load_tokenizer(path: &Path, manifest: &Manifest) -> Result<tokenizers::To
     let vocab = tok.get_vocab(true);
     let (n, top) = (vocab.len(), vocab.values().max().copied().unwrap_or(0));
     let model_vocab = manifest.vocab_size;
-    if n > model_vocab || top as usize >= model_vocab {
+    // a borrowed tokenizer (random-init shapes) may hold more ids than the model: those are
+    // refused where they are fed (the decoder's input check), naming the tokenizer's source
+    let borrowed = manifest.borrowed_tokenizer().is_some();
+    if !borrowed && (n > model_vocab || top as usize >= model_vocab) {
         return Err(refuse(format!(
             "it has {n} tokens (ids up to {top}) but the model's vocabulary is {model_vocab} (vocab_size in manifest.json): it can give ids the model has no logits for; use the tokenizer.json the model was exported with"
         )));
@@ -172,7 +175,7 @@ impl Model {
     /// provider's device memory (then [`Model::run`] binds them and [`Model::write_kv`] writes them).
     pub fn kv_buffers(&mut self, batch: usize) -> Result<Box<dyn KvBuffers>> {
         let m = &self.manifest;
-        let (layers, heads, d) = (m.num_layers, m.num_heads, m.head_dim);
+        let (layers, heads, d) = (m.num_layers, m.kv_heads(), m.head_dim);
         Ok(match self.device.as_mut() {
             None => host_buffers(m.dtype, layers, batch, heads, d),
             Some(dev) => Box::new(dev.buffers(&self.session, layers, batch, heads, d)?),
@@ -344,9 +347,9 @@ impl Model {
         let layout = kv.layout();
         if layout != KvLayout::of(m) {
             return Err(Error::Input(format!(
-                "the KV store ({} layers x {} heads x head_dim {}, {}) does not fit the model ({} x {} x {}, {})",
+                "the KV store ({} layers x {} KV heads x head_dim {}, {}) does not fit the model ({} x {} x {}, {})",
                 layout.layers, layout.heads, layout.head_dim, layout.dtype.name(),
-                m.num_layers, m.num_heads, m.head_dim, m.dtype.name()
+                m.num_layers, m.kv_heads(), m.head_dim, m.dtype.name()
             )));
         }
         let pasts: Vec<usize> = (0..layout.layers).map(|l| kv.capacity(l)).collect();
@@ -400,6 +403,7 @@ impl Model {
             past,
             layers: m.num_layers,
             heads: m.num_heads,
+            kv_heads: m.kv_heads(),
             head_dim: m.head_dim,
             vocab: m.vocab_size,
             logits_from: m.takes_logits_from().then_some(inputs.logits_from),
@@ -436,7 +440,10 @@ pub struct StepDims {
     /// [`LayerOutputs::past`]).
     pub past: usize,
     pub layers: usize,
+    /// Query heads: the attention sums' rows.
     pub heads: usize,
+    /// K/V heads: the new and past K/V's rows (`heads` without grouped-query attention).
+    pub kv_heads: usize,
     pub head_dim: usize,
     pub vocab: usize,
     /// The graph's `logits_from` input of this run, when it takes one (`None`: a graph of before
@@ -477,10 +484,10 @@ pub struct StepView<'a> {
 /// One layer's outputs.
 #[derive(Debug, Clone, Copy)]
 pub struct LayerOutputs<'a> {
-    /// New keys (rotated) and values, `[batch, heads, seq, head_dim]`, model dtype.
+    /// New keys (rotated) and values, `[batch, kv_heads, seq, head_dim]`, model dtype.
     pub key: NewKv<'a>,
     pub value: NewKv<'a>,
-    /// Attention summed over the real new queries, `[batch, heads, past + seq]`.
+    /// Attention summed over the real new queries, `[batch, heads, past + seq]`, per query head.
     pub attention: &'a [f32],
     /// The layer's capacity the graph ran with (its slot columns in `attention`).
     pub past: usize,
@@ -496,12 +503,13 @@ impl StepOutputs<'_> {
         self.traffic
     }
 
-    /// Every output, checked: logits `[batch, seq - logits_from, vocab]`; per layer new K/V `[batch, heads, seq,
-    /// head_dim]` in the manifest's dtype and attention sums `[batch, heads, past_l + seq]`.
+    /// Every output, checked: logits `[batch, seq - logits_from, vocab]`; per layer new K/V `[batch,
+    /// kv_heads, seq, head_dim]` in the manifest's dtype and attention sums `[batch, heads (query),
+    /// past_l + seq]`.
     pub fn view(&self) -> Result<StepView<'_>> {
         let d = self.dims;
         let logits = self.tensor::<f32>("logits", &[d.batch, d.logits_rows(), d.vocab])?;
-        let kv_shape = [d.batch, d.heads, d.seq, d.head_dim];
+        let kv_shape = [d.batch, d.kv_heads, d.seq, d.head_dim];
         let layers = self
             .names
             .iter()

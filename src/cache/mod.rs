@@ -3,6 +3,7 @@
 //! the model's device store). Nothing here knows ONNX Runtime or the model.
 
 pub mod buffers;
+pub mod fold;
 mod history;
 pub mod new_tokens;
 pub mod plan;
@@ -12,6 +13,7 @@ pub mod slots;
 pub mod store;
 
 pub use buffers::{host_buffers, HostKv, KvBuffers};
+pub use fold::fold_query_heads;
 pub use new_tokens::{KvElement, NewKv, NewTokens};
 pub use plan::{LayerPlan, NOT_STORED};
 pub use sizing::{grown_capacity, slots_after, KvLayout};

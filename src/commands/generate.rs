@@ -161,7 +161,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     writeln!(out).context("cannot write the text to stdout")?;
     let full = full_cache_bytes(
         man.num_layers,
-        man.num_heads,
+        man.kv_heads(),
         man.head_dim,
         man.dtype.size(),
         run.prompt_tokens + run.tokens.len() - 1,

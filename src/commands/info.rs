@@ -15,10 +15,15 @@ pub fn run(a: InfoArgs) -> Result<()> {
     let (rt, model) = a.model.load()?;
     let m = &model.manifest;
     outln!("model            {} ({})", m.name, model.dir.display());
+    outln!("architecture     {}", architecture(&m.model_type));
     outln!(
         "shape            {} layers, {} heads x {} head_dim, hidden {}, vocab {}, rotary {} dims, {} positions",
         m.num_layers, m.num_heads, m.head_dim, m.hidden_size, m.vocab_size, m.rotary_dims, m.max_position_embeddings
     );
+    outln!("KV heads         {}", kv_heads(m.num_heads, m.kv_heads()));
+    if let Some(scaling) = &m.rope_scaling {
+        outln!("rope scaling     {scaling} (base {})", m.rotary_base);
+    }
     outln!("dtype            {}", m.dtype.name());
     outln!("weight format    {}", m.weights.describe());
     outln!(
@@ -59,12 +64,23 @@ pub fn run(a: InfoArgs) -> Result<()> {
         }
     );
     outln!(
-        "KV per token     {} bytes (all layers, K and V)",
-        m.kv_bytes_per_token()
+        "KV per token     {} bytes (2 x {} layers x {} KV heads x {} head_dim x {} bytes: K and V)",
+        m.kv_bytes_per_token(),
+        m.num_layers,
+        m.kv_heads(),
+        m.head_dim,
+        m.dtype.size()
     );
     outln!(
-        "tokenizer        {} tokens",
-        model.tokenizer.get_vocab_size(true)
+        "tokenizer        {} tokens{}",
+        model.tokenizer.get_vocab_size(true),
+        match m.borrowed_tokenizer() {
+            Some(t) => format!(
+                ", not the model's own: its ids come from {}; ids from {} up are refused (vocab_size)",
+                t.source, m.vocab_size
+            ),
+            None => String::new(),
+        }
     );
     outln!("onnxruntime      {} ({})", rt.version, rt.library.display());
     outln!("provider         {}", model.config.provider);
@@ -77,6 +93,29 @@ pub fn run(a: InfoArgs) -> Result<()> {
     );
     search_order();
     Ok(())
+}
+
+/// The architecture a manifest's `model_type` names, in words.
+fn architecture(model_type: &str) -> String {
+    let family = match model_type {
+        "gpt_neox" => "GPT-NeoX (Pythia)",
+        "llama" => "Llama (Llama 2/3, SmolLM2, TinyLlama)",
+        "qwen2" => "Qwen2",
+        other => other,
+    };
+    format!("{family}, model_type \"{model_type}\"")
+}
+
+/// The KV heads in words: grouped-query attention names its groups.
+fn kv_heads(heads: usize, kv_heads: usize) -> String {
+    if kv_heads == heads {
+        format!("{kv_heads} (one per query head)")
+    } else {
+        format!(
+            "{kv_heads} (grouped-query attention: {} query heads share each)",
+            heads / kv_heads
+        )
+    }
 }
 
 /// Where the library, the default model and the default text are looked for, in order, and

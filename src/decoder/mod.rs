@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::cache::sizing::{slot_limit, SLOT_CHUNK};
-use crate::cache::{KvStore, NewTokens};
+use crate::cache::{fold_query_heads, KvStore, NewTokens};
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, MaskInputs};
 use crate::model::{Model, StepInputs, StepView, Traffic};
@@ -17,7 +17,7 @@ use crate::policy::{LayerPolicies, PolicySpec, Positions, ScoreRule};
 use crate::timing::StepTiming;
 
 pub use observer::{
-    AttentionCapture, EvictionTrace, StepObserver, TraceFile, TraceStep, TRACE_FORMAT,
+    kv_head_of, AttentionCapture, EvictionTrace, StepObserver, TraceFile, TraceStep, TRACE_FORMAT,
 };
 
 /// What one prefill or step returns.
@@ -59,6 +59,9 @@ pub struct Decoder<'m> {
     last_seq: usize,
     /// The first new token of the last run whose logits `logits` holds.
     logits_first: usize,
+    /// A layer's attention sums folded from query heads to KV heads (grouped-query attention
+    /// only), reused across layers and steps.
+    folded: Vec<f32>,
 }
 
 /// Each layer's capacity limit under `policies` (its budget, at most the model's positions); refuses
@@ -133,8 +136,14 @@ impl<'m> Decoder<'m> {
         let limits = layer_limits(model, &policies)?;
         let buffers = model.kv_buffers(batch)?;
         let m = &model.manifest;
-        let store =
-            KvStore::with_buffers(&limits, batch, m.num_heads, m.head_dim, buffers, SLOT_CHUNK)?;
+        let store = KvStore::with_buffers(
+            &limits,
+            batch,
+            m.kv_heads(),
+            m.head_dim,
+            buffers,
+            SLOT_CHUNK,
+        )?;
         Ok(Self {
             model,
             store,
@@ -152,6 +161,7 @@ impl<'m> Decoder<'m> {
             logits: Vec::new(),
             last_seq: 0,
             logits_first: 0,
+            folded: Vec::new(),
         })
     }
 
@@ -358,6 +368,7 @@ impl<'m> Decoder<'m> {
             &out,
             &self.pos,
             &self.new_mask,
+            &mut self.folded,
         )?;
         let dims = out.dims;
         drop(outputs);
@@ -451,16 +462,27 @@ impl<'m> Decoder<'m> {
             }
         }
         if let Some(id) = self.ids.iter().find(|&&id| id < 0 || id as usize >= vocab) {
+            let m = &self.model.manifest;
+            let tokenizer = match m.borrowed_tokenizer() {
+                Some(t) => format!(
+                    "{} (the tokenizer this model borrows; its tokenizer.json is not the model's own)",
+                    t.source
+                ),
+                None => self.model.dir.join("tokenizer.json").display().to_string(),
+            };
             return Err(Error::Input(format!(
-                "token id {id} is outside the model's vocabulary of {vocab}"
+                "token id {id} is outside the model's vocabulary: vocab_size is {vocab} in {} (ids 0 to {}); the ids come from {tokenizer}: use text or a tokenizer whose ids the model has",
+                self.model.dir.join("manifest.json").display(),
+                vocab.saturating_sub(1)
             )));
         }
         Ok(())
     }
 }
 
-/// Per layer: the observer sees the attention, the store updates (scores, plan, apply), the observer
-/// sees the plan. Returns the time spent in the score update and in the policy.
+/// Per layer: the observer sees the attention (per query head), the store updates (scores, plan,
+/// apply) on the attention folded to KV heads, the observer sees the plan. Returns the time spent
+/// in the score update and in the policy.
 fn update_cache(
     store: &mut KvStore,
     policies: &LayerPolicies,
@@ -468,17 +490,22 @@ fn update_cache(
     out: &StepView<'_>,
     positions: &[i64],
     mask: &[i64],
+    folded: &mut Vec<f32>,
 ) -> Result<(Duration, Duration)> {
     let (mut score_time, mut evict_time) = (Duration::ZERO, Duration::ZERO);
-    let seq = out.dims.seq;
+    let (seq, batch, query_heads) = (out.dims.seq, out.dims.batch, out.dims.heads);
     for (l, layer) in out.layers.iter().enumerate() {
         if let Some(obs) = observer.as_deref_mut() {
-            obs.attention(l, layer.attention, layer.past, store)?;
+            obs.attention(l, layer.attention, query_heads, layer.past, store)?;
         }
+        // [batch, query heads, past + seq] -> [batch, kv heads, past + seq]: KV head g receives
+        // the sum of query heads g*G .. g*G+G-1 (the sums themselves when there are no groups)
+        let attention =
+            fold_query_heads(layer.attention, batch, query_heads, store.heads(), folded)?;
         let new = NewTokens {
             k: layer.key,
             v: layer.value,
-            attention: layer.attention,
+            attention,
             past: layer.past,
             positions,
             mask,

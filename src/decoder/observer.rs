@@ -9,13 +9,15 @@ use crate::error::Result;
 /// Sees each layer of a step between the graph run and the end of the step. Every method defaults to
 /// doing nothing.
 pub trait StepObserver: Any {
-    /// After the run, before layer `layer`'s cache update: its attention sums `[batch, heads, past +
-    /// seq]` and the store as the graph saw that layer (column `s < past` is slot `s` of
-    /// `store.positions(layer, b, h)`).
+    /// After the run, before layer `layer`'s cache update: its attention sums per query head,
+    /// `[batch, heads, past + seq]`, and the store as the graph saw that layer. The store holds KV
+    /// heads: query head `h` reads KV head `h / (heads / store.heads())`, so its column `s < past`
+    /// is slot `s` of `store.positions(layer, b, h / group)` (see [`kv_head_of`]).
     fn attention(
         &mut self,
         _layer: usize,
         _attention: &[f32],
+        _heads: usize,
         _past: usize,
         _store: &KvStore,
     ) -> Result<()> {
@@ -31,6 +33,12 @@ pub trait StepObserver: Any {
     fn step_done(&mut self, _next_positions: &[i64]) -> Result<()> {
         Ok(())
     }
+}
+
+/// The KV head query head `h` of `heads` reads in a store of `kv_heads` (Hugging Face's repeat_kv
+/// order: consecutive query heads share one).
+pub fn kv_head_of(h: usize, heads: usize, kv_heads: usize) -> usize {
+    h / (heads / kv_heads.max(1)).max(1)
 }
 
 /// One step of an eviction trace (format h2o-evict-trace/1, batch row 0): positions evicted per layer
@@ -108,7 +116,8 @@ pub struct AttentionCapture {
     pub past: usize,
     /// Per layer, `[batch, heads, past + seq]`.
     pub attention: Vec<Vec<f32>>,
-    /// Per layer, `[batch, heads, past]`: the position slot `s` held when the graph ran (-1 = empty).
+    /// Per layer, `[batch, heads, past]` per query head (the slots of the KV head it reads): the
+    /// position slot `s` held when the graph ran (-1 = empty).
     pub positions: Vec<Vec<i64>>,
 }
 
@@ -117,6 +126,7 @@ impl StepObserver for AttentionCapture {
         &mut self,
         layer: usize,
         attention: &[f32],
+        heads: usize,
         past: usize,
         store: &KvStore,
     ) -> Result<()> {
@@ -126,10 +136,11 @@ impl StepObserver for AttentionCapture {
         }
         self.past = past;
         self.attention.push(attention.to_vec());
-        let mut pos = Vec::with_capacity(store.batch() * store.heads() * past);
+        let mut pos = Vec::with_capacity(store.batch() * heads * past);
         for b in 0..store.batch() {
-            for h in 0..store.heads() {
-                pos.extend_from_slice(&store.positions(layer, b, h)[..past]);
+            for h in 0..heads {
+                let g = kv_head_of(h, heads, store.heads());
+                pos.extend_from_slice(&store.positions(layer, b, g)[..past]);
             }
         }
         self.positions.push(pos);

@@ -3,7 +3,7 @@
 //! attention; what a policy keeps at the end.
 
 use crate::cache::KvStore;
-use crate::decoder::{Decoder, StepObserver};
+use crate::decoder::{kv_head_of, Decoder, StepObserver};
 use crate::error::{Error, Result};
 use crate::eval::bos::{fed, lead};
 use crate::eval::data::tokenize;
@@ -148,14 +148,23 @@ impl RowCollector {
 }
 
 impl StepObserver for RowCollector {
-    fn attention(&mut self, layer: usize, att: &[f32], past: usize, store: &KvStore) -> Result<()> {
-        let (i, heads) = (self.step, self.per_head.len());
+    fn attention(
+        &mut self,
+        layer: usize,
+        att: &[f32],
+        heads: usize,
+        past: usize,
+        store: &KvStore,
+    ) -> Result<()> {
+        let i = self.step;
         for la in self.out.iter_mut().filter(|la| la.layer == layer) {
             for (h, row) in self.per_head.iter_mut().enumerate() {
                 row[..=i].iter_mut().for_each(|x| *x = 0.0);
                 // [batch 1, heads, past + 1]: slot columns, then the new token's own column
                 let arow = &att[h * (past + 1)..(h + 1) * (past + 1)];
-                for (s, &q) in store.positions(layer, 0, h)[..past].iter().enumerate() {
+                // query head h reads the slots of its KV head
+                let g = kv_head_of(h, heads, store.heads());
+                for (s, &q) in store.positions(layer, 0, g)[..past].iter().enumerate() {
                     if q >= 0 {
                         row[q as usize] = arow[s];
                     }
@@ -182,14 +191,15 @@ impl StepObserver for RowCollector {
     }
 }
 
-/// Run `policy` over `tokens` and return, per layer in `layers`, `[heads][tokens]` = kept at the end.
+/// Run `policy` over `tokens` and return, per layer in `layers`, `[kv heads][tokens]` = kept at the
+/// end (the cache keeps tokens per KV head; without grouped-query attention, per head).
 pub fn kept_at_end(
     model: &mut Model,
     policy: impl Into<LayerPolicies>,
     tokens: &[u32],
     layers: &[usize],
 ) -> Result<Vec<Vec<Vec<bool>>>> {
-    let heads = model.manifest.num_heads;
+    let heads = model.manifest.kv_heads();
     let mut dec = Decoder::new(model, policy, 1)?;
     for &t in tokens {
         dec.step(&[t])?;

@@ -59,10 +59,17 @@ use Presence::*;
 
 const WEIGHT_FORMATS: &[&str] = &["fp32", "int8", "int4"];
 
+/// The architectures the engine runs: GPT-NeoX (Pythia) and the Llama family (Llama 2/3, SmolLM2,
+/// TinyLlama: "llama"; Qwen2).
+pub const MODEL_TYPES: &[&str] = &["gpt_neox", "llama", "qwen2"];
+
+/// The rope scalings a graph may apply (recorded; the graph applies them to its frequencies).
+const ROPE_TYPES: &[&str] = &["linear", "llama3"];
+
 /// The top-level fields the engine reads (`Manifest`'s own; the others are the exporter's notes).
 const FIELDS: &[(&str, Presence, Kind)] = &[
     ("name", Required, Str),
-    ("model_type", Required, OneOf(&["gpt_neox"])),
+    ("model_type", Required, OneOf(MODEL_TYPES)),
     (
         "num_layers",
         Required,
@@ -74,6 +81,14 @@ const FIELDS: &[(&str, Presence, Kind)] = &[
     (
         "num_heads",
         Required,
+        Int {
+            min: 1,
+            max: MAX_HEADS,
+        },
+    ),
+    (
+        "num_kv_heads",
+        Nullable,
         Int {
             min: 1,
             max: MAX_HEADS,
@@ -112,6 +127,7 @@ const FIELDS: &[(&str, Presence, Kind)] = &[
         },
     ),
     ("rotary_base", Required, Positive),
+    ("rope_scaling", Nullable, Object),
     (
         "max_position_embeddings",
         Required,
@@ -136,6 +152,7 @@ const FIELDS: &[(&str, Presence, Kind)] = &[
     ),
     ("exporter_version", Nullable, Str),
     ("source", Optional, Object),
+    ("tokenizer", Nullable, Object),
     ("random_init", Optional, Bool),
     (
         "init_seed",
@@ -186,6 +203,16 @@ const WEIGHT_FIELDS: &[(&str, Presence, Kind)] = &[
     ("lm_head", Nullable, OneOf(WEIGHT_FORMATS)),
 ];
 
+/// The fields of `rope_scaling` the engine reads (the others are the exporter's record).
+const ROPE_SCALING_FIELDS: &[(&str, Presence, Kind)] = &[
+    ("rope_type", Required, OneOf(ROPE_TYPES)),
+    ("factor", Required, Positive),
+];
+
+/// The fields of `tokenizer` (which tokenizer supplies the ids, when not the model's own).
+const TOKENIZER_FIELDS: &[(&str, Presence, Kind)] =
+    &[("source", Required, Str), ("own", Optional, Bool)];
+
 /// The fields of `source` the engine reads.
 const SOURCE_FIELDS: &[(&str, Presence, Kind)] =
     &[("path", Nullable, Str), ("sha256", Nullable, Str)];
@@ -211,6 +238,12 @@ pub fn check(raw: &Value) -> Result<(), FieldProblem> {
     }
     if let Some(s) = raw.get("source") {
         check_fields(s, "source.", SOURCE_FIELDS)?;
+    }
+    if let Some(r) = raw.get("rope_scaling").filter(|v| !v.is_null()) {
+        check_fields(r, "rope_scaling.", ROPE_SCALING_FIELDS)?;
+    }
+    if let Some(t) = raw.get("tokenizer").filter(|v| !v.is_null()) {
+        check_fields(t, "tokenizer.", TOKENIZER_FIELDS)?;
     }
     check_relations(raw)
 }
@@ -307,7 +340,24 @@ fn problem(field: &str, text: &str) -> FieldProblem {
 fn check_relations(raw: &Value) -> Result<(), FieldProblem> {
     let int = |name: &str| raw[name].as_u64().unwrap_or_default();
     let (heads, head_dim, hidden) = (int("num_heads"), int("head_dim"), int("hidden_size"));
-    if heads.checked_mul(head_dim) != Some(hidden) {
+    if let Some(kv) = raw.get("num_kv_heads").and_then(Value::as_u64) {
+        if !heads.is_multiple_of(kv) {
+            let divisors: Vec<String> = (1..=heads)
+                .filter(|&d| heads.is_multiple_of(d))
+                .map(|d| d.to_string())
+                .collect();
+            return Err(problem(
+                "num_kv_heads",
+                &format!(
+                    "is {kv}, but num_heads {heads} is not a multiple of it: each KV head serves an equal group of query heads (num_heads / num_kv_heads), so num_kv_heads must divide num_heads ({})",
+                    divisors.join(", ")
+                ),
+            ));
+        }
+    }
+    // Llama and Qwen2 may give head_dim apart from the hidden size; a GPT-NeoX layer splits it.
+    let gpt_neox = raw["model_type"] == "gpt_neox";
+    if gpt_neox && heads.checked_mul(head_dim) != Some(hidden) {
         return Err(problem(
             "hidden_size",
             &format!("is {hidden}, but num_heads {heads} x head_dim {head_dim} = {}; a GPT-NeoX layer splits its hidden size over its heads", heads.saturating_mul(head_dim)),
@@ -446,5 +496,64 @@ mod tests {
         assert_eq!(check(&raw).unwrap_err().field, "weights.lm_head");
         raw["weights"] = serde_json::json!({"format": "int8", "block_size": 32, "lm_head": "fp32"});
         assert_eq!(check(&raw), Ok(()));
+    }
+
+    #[test]
+    fn grouped_query_attention_fields() {
+        // the fixture: 4 query heads; 1, 2 and 4 KV heads divide them, absent = 4
+        for kv in [1, 2, 4] {
+            let mut raw = fixture();
+            raw["num_kv_heads"] = kv.into();
+            assert_eq!(check(&raw), Ok(()), "num_kv_heads {kv}");
+        }
+        let p = problem_with("num_kv_heads", Value::from(3));
+        assert_eq!(p.field, "num_kv_heads");
+        assert!(
+            p.problem
+                .starts_with("is 3, but num_heads 4 is not a multiple of it")
+                && p.problem.ends_with("must divide num_heads (1, 2, 4)"),
+            "{}",
+            p.problem
+        );
+        let p = problem_with("num_kv_heads", Value::from(8));
+        assert_eq!(p.field, "num_kv_heads", "more KV heads than query heads");
+        let p = problem_with("num_kv_heads", Value::from(0));
+        assert!(p.problem.contains("from 1 to 1024"), "{}", p.problem);
+        let p = problem_with("model_type", Value::from("mistral"));
+        assert!(
+            p.problem
+                .contains("one of \"gpt_neox\", \"llama\", \"qwen2\""),
+            "{}",
+            p.problem
+        );
+    }
+
+    #[test]
+    fn head_dim_apart_from_hidden_size_only_for_llama_and_qwen2() {
+        for arch in ["llama", "qwen2"] {
+            let mut raw = fixture();
+            raw["model_type"] = arch.into();
+            raw["hidden_size"] = 96.into(); // 4 heads x 16 = 64: allowed apart
+            assert_eq!(check(&raw), Ok(()), "{arch}");
+        }
+        let p = problem_with("hidden_size", Value::from(96));
+        assert_eq!(p.field, "hidden_size", "gpt_neox keeps the rule");
+    }
+
+    #[test]
+    fn rope_scaling_and_tokenizer_notes() {
+        let mut raw = fixture();
+        raw["rope_scaling"] = Value::Null;
+        assert_eq!(check(&raw), Ok(()));
+        raw["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 32.0,
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
+        assert_eq!(check(&raw), Ok(()));
+        raw["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0});
+        assert_eq!(check(&raw).unwrap_err().field, "rope_scaling.rope_type");
+        let mut raw = fixture();
+        raw["tokenizer"] = serde_json::json!({"source": "pythia (random init)", "own": false});
+        assert_eq!(check(&raw), Ok(()));
+        raw["tokenizer"] = serde_json::json!({"own": false});
+        assert_eq!(check(&raw).unwrap_err().field, "tokenizer.source");
     }
 }

@@ -196,15 +196,15 @@ impl DeviceRunner {
             .map_err(|e| Error::ort(format!("binding {name}"), e))
     }
 
-    /// New-K/V buffers for `dims` (per layer K then V, `[batch, heads, seq, head_dim]` each).
+    /// New-K/V buffers for `dims` (per layer K then V, `[batch, kv_heads, seq, head_dim]` each).
     fn alloc_fresh(&mut self, dims: &StepDims, head_dim: usize) -> Result<()> {
         self.fresh_views.clear();
         self.fresh = None;
-        let block = dims.batch * dims.heads * dims.seq;
+        let block = dims.batch * dims.kv_heads * dims.seq;
         let rows = 2 * dims.layers * block;
         let fresh = DynTensor::new(&self.allocator, element_type(self.dtype), [rows, head_dim])
             .map_err(|e| Error::ort("allocating the new K/V buffers", e))?;
-        let shape = [dims.batch, dims.heads, dims.seq, head_dim];
+        let shape = [dims.batch, dims.kv_heads, dims.seq, head_dim];
         for l in 0..dims.layers {
             let at = |kv: usize| {
                 view(

@@ -1,7 +1,7 @@
 //! The manifest checked against the graph it describes, before anything is sized from it and
 //! without building a session (model.onnx's declared inputs and outputs, read by `onnx_scan`): the
-//! layer count against the `past_key_values.{i}.key` inputs, heads / head_dim / K/V dtype against
-//! every K/V and attention input and output, vocab_size against the logits (where the graph's
+//! layer count against the `past_key_values.{i}.key` inputs, KV heads / head_dim / K/V dtype
+//! against every K/V input and output, query heads against the attention sums, vocab_size against the logits (where the graph's
 //! shapes are static), and the weight format against the graph's operators (model.onnx scanned).
 
 use std::path::Path;
@@ -209,11 +209,16 @@ fn expectations<'p>(
         KvDtype::Float32 => TensorElementType::Float32,
         KvDtype::Float16 => TensorElementType::Float16,
     };
+    // K/V ports [batch, kv heads, past|seq, head_dim]: num_kv_heads when the manifest gives it
+    let kv_field = match m.num_kv_heads {
+        Some(_) => "num_kv_heads",
+        None => "num_heads",
+    };
     let kv = || Expect {
         ty: kv_ty,
         ty_field: Some("dtype"),
         rank: 4,
-        fixed: vec![(1, m.num_heads, "num_heads"), (3, m.head_dim, "head_dim")],
+        fixed: vec![(1, m.kv_heads(), kv_field), (3, m.head_dim, "head_dim")],
     };
     let contract = |ty, rank, fixed| Expect {
         ty,
@@ -253,6 +258,7 @@ fn expectations<'p>(
         }
         want.push((n.new_key, kv()));
         want.push((n.new_value, kv()));
+        // attention sums [batch, query heads, past + seq]
         let sums = contract(
             TensorElementType::Float32,
             3,
@@ -508,5 +514,49 @@ mod tests {
             symbols: vec!["batch".into(), "".into(), "past".into(), "".into()],
         };
         assert_eq!(p.shape(), "[batch, 4, past, 16]");
+    }
+
+    /// A float32 port `[batch, dims...]` (-1 = dynamic).
+    fn port(name: &str, dims: &[i64]) -> Port {
+        Port {
+            name: name.into(),
+            ty: Some(TensorElementType::Float32),
+            dims: dims.to_vec(),
+            symbols: vec![String::new(); dims.len()],
+        }
+    }
+
+    /// The fixture's manifest (2 layers, 4 heads, head_dim 16) as a Llama with `kv` KV heads, and
+    /// its K/V ports with `kv_dim` heads, attention sums with `sums_dim`.
+    fn gqa(kv: usize, kv_dim: i64, sums_dim: i64) -> Result<()> {
+        let mut m = manifest(serde_json::json!({"format": "fp32"}));
+        m.model_type = "llama".into();
+        m.num_kv_heads = Some(kv);
+        let mut ins = Vec::new();
+        let mut outs = Vec::new();
+        for n in LayerNames::all(2) {
+            ins.push(port(&n.past_key, &[-1, kv_dim, -1, 16]));
+            ins.push(port(&n.past_value, &[-1, kv_dim, -1, 16]));
+            outs.push(port(&n.new_key, &[-1, kv_dim, -1, 16]));
+            outs.push(port(&n.new_value, &[-1, kv_dim, -1, 16]));
+            outs.push(port(&n.attention_sums, &[-1, sums_dim, -1]));
+        }
+        check_shapes(Path::new("m"), &m, &ins, &outs)
+    }
+
+    #[test]
+    fn kv_ports_have_kv_heads_and_attention_sums_query_heads() {
+        gqa(2, 2, 4).unwrap();
+        let err = gqa(2, 4, 4).unwrap_err().to_string();
+        assert!(
+            err.contains("num_kv_heads is 2")
+                && err.contains("past_key_values.0.key is [?, 4, ?, 16]"),
+            "{err}"
+        );
+        let err = gqa(2, 2, 2).unwrap_err().to_string();
+        assert!(
+            err.contains("num_heads is 4") && err.contains("attention_sums.0 is [?, 2, ?]"),
+            "{err}"
+        );
     }
 }

@@ -78,9 +78,9 @@ impl Traffic {
         F32 * (b * d.logits_rows() as u64 * d.vocab as u64 + sums)
     }
 
-    /// Bytes of K and V of `tokens` slots per (batch, head) in one layer, `kv_bytes` per element.
+    /// Bytes of K and V of `tokens` slots per (batch, KV head) in one layer, `kv_bytes` per element.
     fn layer_kv(d: &StepDims, tokens: u64, kv_bytes: usize) -> u64 {
-        2 * (d.batch * d.heads * d.head_dim * kv_bytes) as u64 * tokens
+        2 * (d.batch * d.kv_heads * d.head_dim * kv_bytes) as u64 * tokens
     }
 
     /// One run with K/V in host memory, every layer of `d.past` slots: past K/V in, new K/V out.
@@ -132,6 +132,7 @@ mod tests {
             past,
             layers,
             heads,
+            kv_heads: heads,
             head_dim,
             vocab: 50_304,
             logits_from: None,
@@ -141,7 +142,7 @@ mod tests {
     /// The write of a decode step that keeps its token in every (layer, head): K and V rows, a source
     /// and a destination index each.
     fn write(d: &StepDims) -> Traffic {
-        Traffic::sent(2 * 2 * d.layers * d.heads)
+        Traffic::sent(2 * 2 * d.layers * d.kv_heads)
     }
 
     /// The figures docs/architecture.md quotes, from these functions.

@@ -212,7 +212,7 @@ pub const COLUMNS: [Column; 39] = [
         meaning: "exact K+V bytes held by the store at the end",
         value: |r| memory(r, |m| Some(m.kv_bytes)) },
     Column { col: Col::FullKvBytes, name: "Full KV Bytes", importance: Importance::Minor, show: Show::Mib,
-        meaning: "K+V bytes a full cache would hold for the same length: 2*layers*heads*head_dim*dtype bytes*tokens*batch",
+        meaning: "K+V bytes a full cache would hold for the same length: 2*layers*KV heads*head_dim*dtype bytes*tokens*batch",
         value: |r| memory(r, |m| Some(m.kv_bytes_full)) },
     Column { col: Col::KvRatio, name: "KV Ratio", importance: Importance::Normal, show: Show::Fixed(3),
         meaning: "KV Bytes / Full KV Bytes",

@@ -299,7 +299,8 @@ impl SpeedFigures {
 }
 
 /// Analytic bytes of a full (never evicted) K+V cache:
-/// `2 * layers * heads * head_dim * dtype_bytes * tokens * batch` (saturating, never overflows).
+/// `2 * layers * kv_heads * head_dim * dtype_bytes * tokens * batch` (saturating, never overflows;
+/// KV heads: fewer than the query heads under grouped-query attention).
 pub fn full_cache_bytes(
     layers: usize,
     heads: usize,

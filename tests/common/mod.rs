@@ -227,10 +227,29 @@ impl Decisions {
 }
 
 impl StepObserver for Decisions {
-    fn attention(&mut self, layer: usize, att: &[f32], past: usize, store: &KvStore) -> Result<()> {
+    fn attention(
+        &mut self,
+        layer: usize,
+        att: &[f32],
+        query_heads: usize,
+        past: usize,
+        store: &KvStore,
+    ) -> Result<()> {
         let (batch, heads) = (store.batch(), store.heads());
         self.next.resize(batch, 0);
-        let seq = att.len() / (batch * heads) - past;
+        let seq = att.len() / (batch * query_heads) - past;
+        // per KV head: the sum of its group's query-head rows (written here apart from the engine)
+        let (cols, group) = (past + seq, query_heads / heads);
+        let mut kv_att = vec![0f32; batch * heads * cols];
+        for b in 0..batch {
+            for q in 0..query_heads {
+                let (src, dst) = ((b * query_heads + q) * cols, (b * heads + q / group) * cols);
+                for c in 0..cols {
+                    kv_att[dst + c] += att[src + c];
+                }
+            }
+        }
+        let att = &kv_att[..];
         self.cands.resize_with(batch * heads, HashMap::new);
         for b in 0..batch {
             for h in 0..heads {
