@@ -30,6 +30,8 @@ export/reference.py, sets it).
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import time
@@ -395,6 +397,9 @@ def run_reference(
     cos_tab, sin_tab = cos_tab.to(device), sin_tab.to(device)
     caches = [_LayerCache(geo.heads, geo.head_dim, dtype, device) for _ in range(geo.layers)]
     layer_policies = [policy.for_layer(li, geo.layers) for li in range(geo.layers)]
+    if geo.group > 1:  # scissor's mean share counts the G query heads each KV head's row sums
+        layer_policies = [dataclasses.replace(p, group=geo.group) if hasattr(p, "group") else p
+                          for p in layer_policies]
     ids_t = torch.tensor(ids, dtype=torch.int64, device=device)
     nll: list[float] = []
     steps: list[dict] = []

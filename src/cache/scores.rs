@@ -15,11 +15,14 @@ pub(crate) struct Slots<'a> {
     pub capacity: usize,
     /// Per batch row: slots `0..used` hold tokens (every head).
     pub used: &'a [usize],
+    /// Query heads summed into each attention row: 1, or G = query heads / KV heads after the
+    /// grouped-query fold (cache::fold), whose rows each hold G queries' probabilities.
+    pub queries_per_row: usize,
 }
 
 impl Slots<'_> {
-    /// Per batch row: the step's mean attention share, real new queries over the tokens attended
-    /// (cached + real new).
+    /// Per batch row: the step's mean attention share, the queries in a row (real new tokens x
+    /// query heads per row) over the tokens attended (cached + real new).
     fn shares(&self, new: &NewTokens<'_>, out: &mut Vec<f32>) {
         out.clear();
         for (b, &used) in self.used.iter().enumerate() {
@@ -27,7 +30,7 @@ impl Slots<'_> {
                 .iter()
                 .filter(|&&m| m != 0)
                 .count();
-            out.push(mean_share(q, used + q));
+            out.push(mean_share(q * self.queries_per_row, used + q));
         }
     }
 }
@@ -221,6 +224,27 @@ mod tests {
         );
         assert_eq!(s.scores(0, 0, 0), [-2.0, 0.0, 0.0, -1.0]);
         assert_eq!(s.scores(0, 0, 1), [-1.0, -1.0, -1.0, 0.0]);
+    }
+
+    /// Under grouped-query attention a row sums G query heads (1 after the fold's G = 2 here), so
+    /// the mean share is G / n: at step 1 (n = 2) it is 1.0, not 0.5.
+    #[test]
+    fn scissor_share_counts_the_query_heads_of_a_folded_row() {
+        let pol = ScissorPolicy::new(4, 2, 0);
+        let pad = [0.0; 3];
+        let row = |a: f32, b: f32| [&[a][..], &pad, &[b]].concat();
+        // rows of two query heads each: head 0 (0.75, 1.25), head 1 (1.0, 1.0), both sum to 2
+        let att = [row(0.75, 1.25), row(1.0, 1.0)].concat();
+        let mut grouped = store(1, 4).with_query_group(2);
+        step(&mut grouped, 0, &pol, 0, &[2.0, 2.0]);
+        step(&mut grouped, 0, &pol, 1, &att);
+        assert_eq!(grouped.scores(0, 0, 0)[..2], [-1.0, 0.0], "0.75 < 2/2: below");
+        assert_eq!(grouped.scores(0, 0, 1)[..2], [0.0, 0.0], "1.0 is not below 1.0");
+        // the same rows read as one query head each (share 1/2): nothing is below
+        let mut single = store(1, 4);
+        step(&mut single, 0, &pol, 0, &[2.0, 2.0]);
+        step(&mut single, 0, &pol, 1, &att);
+        assert_eq!(single.scores(0, 0, 0)[..2], [0.0, 0.0]);
     }
 
     /// The steps of [`scissor_counts_below_mean_steps_within_the_window`], normalised: each count

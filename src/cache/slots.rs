@@ -34,6 +34,9 @@ pub struct SlotTable {
     score: Vec<f32>,
     /// Scissorhands' attention history, kept only for [`ScoreRule::Unimportance`].
     history: Option<History>,
+    /// Query heads summed into each attention row the table receives (1; G under grouped-query
+    /// attention): the mean share a row is compared with counts them.
+    queries_per_row: usize,
 }
 
 /// Buffers the planner reuses across steps (so the decode loop does not allocate); they live in the
@@ -62,7 +65,14 @@ impl SlotTable {
             pos: Vec::new(),
             score: Vec::new(),
             history: None,
+            queries_per_row: 1,
         }
+    }
+
+    /// Each attention row this table receives sums `queries_per_row` query heads (grouped-query
+    /// attention folded to KV heads; 1 without groups).
+    pub fn set_queries_per_row(&mut self, queries_per_row: usize) {
+        self.queries_per_row = queries_per_row.max(1);
     }
 
     /// Slots per (batch, head).
@@ -172,6 +182,7 @@ impl SlotTable {
             heads: self.heads,
             capacity: self.capacity,
             used: &self.used,
+            queries_per_row: self.queries_per_row,
         };
         step_scores(
             rule,
@@ -229,6 +240,7 @@ impl SlotTable {
             heads: self.heads,
             capacity: self.capacity,
             used: &self.used,
+            queries_per_row: self.queries_per_row,
         };
         entry_scores(
             policy.score_rule(),

@@ -236,6 +236,15 @@ impl KvStore {
         Ok(())
     }
 
+    /// Under grouped-query attention each attention row a layer receives is the sum of `group`
+    /// query heads (cache::fold): scissor's mean share counts them (G / n per new token, not 1 / n).
+    pub fn with_query_group(mut self, group: usize) -> Self {
+        for t in &mut self.tables {
+            t.set_queries_per_row(group);
+        }
+        self
+    }
+
     /// The last update's plan.
     pub fn plan(&self) -> &LayerPlan {
         &self.plan

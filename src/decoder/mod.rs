@@ -143,7 +143,8 @@ impl<'m> Decoder<'m> {
             m.head_dim,
             buffers,
             SLOT_CHUNK,
-        )?;
+        )?
+        .with_query_group(m.num_heads / m.kv_heads());
         Ok(Self {
             model,
             store,

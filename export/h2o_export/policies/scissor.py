@@ -43,6 +43,9 @@ class Scissor(Policy):
     sinks: int = 0
     normalized: bool = False
     schedule: str = "uniform"
+    # query heads summed into each attention row (grouped-query attention: G per KV head); the
+    # mean share a row is compared with is group / n (one query over n tokens, G of them)
+    group: int = 1
 
     @classmethod
     def from_numbers(cls, keyword: str, numbers: list[int], options: dict[str, int]) -> "Scissor":
@@ -91,7 +94,7 @@ class Scissor(Policy):
         heads, n = probs.shape
         if extra is None:
             extra = torch.zeros(heads, 0, self.window, dtype=torch.bool, device=probs.device)
-        share = torch.tensor(1.0 / n, dtype=torch.float32, device=probs.device)  # one query over n tokens
+        share = torch.tensor(self.group / n, dtype=torch.float32, device=probs.device)  # G queries over n tokens
         below = probs < share  # [heads, n]
         hist = torch.cat((extra, torch.zeros(heads, 1, self.window, dtype=torch.bool, device=probs.device)), dim=1)
         hist = torch.cat((hist[:, :, 1:], below[:, :, None]), dim=2)  # [heads, n, window]
@@ -103,7 +106,7 @@ class Scissor(Policy):
         dev = probs.device
         if extra is None:
             extra = torch.zeros(heads, 0, self.window, 2, dtype=torch.bool, device=dev)
-        share = torch.tensor(1.0 / n, dtype=torch.float32, device=dev)
+        share = torch.tensor(self.group / n, dtype=torch.float32, device=dev)
         now = torch.stack((probs < share, torch.ones_like(probs, dtype=torch.bool)), dim=-1)  # [heads, n, 2]
         hist = torch.cat((extra, torch.zeros(heads, 1, self.window, 2, dtype=torch.bool, device=dev)), dim=1)
         hist = torch.cat((hist[:, :, 1:], now[:, :, None]), dim=2)  # [heads, n, window, 2]
