@@ -238,8 +238,16 @@ mod tests {
         let mut grouped = store(1, 4).with_query_group(2);
         step(&mut grouped, 0, &pol, 0, &[2.0, 2.0]);
         step(&mut grouped, 0, &pol, 1, &att);
-        assert_eq!(grouped.scores(0, 0, 0)[..2], [-1.0, 0.0], "0.75 < 2/2: below");
-        assert_eq!(grouped.scores(0, 0, 1)[..2], [0.0, 0.0], "1.0 is not below 1.0");
+        assert_eq!(
+            grouped.scores(0, 0, 0)[..2],
+            [-1.0, 0.0],
+            "0.75 < 2/2: below"
+        );
+        assert_eq!(
+            grouped.scores(0, 0, 1)[..2],
+            [0.0, 0.0],
+            "1.0 is not below 1.0"
+        );
         // the same rows read as one query head each (share 1/2): nothing is below
         let mut single = store(1, 4);
         step(&mut single, 0, &pol, 0, &[2.0, 2.0]);

@@ -191,15 +191,19 @@ impl StepObserver for RowCollector {
     }
 }
 
-/// Run `policy` over `tokens` and return, per layer in `layers`, `[kv heads][tokens]` = kept at the
-/// end (the cache keeps tokens per KV head; without grouped-query attention, per head).
+/// Run `policy` over `tokens` and return, per layer in `layers`, `[query heads][tokens]` = kept at
+/// the end, as the attention pictures draw heads: the cache keeps tokens per KV head, so query head
+/// h shows what its KV head h / G kept (G = query heads / KV heads; without groups, its own).
 pub fn kept_at_end(
     model: &mut Model,
     policy: impl Into<LayerPolicies>,
     tokens: &[u32],
     layers: &[usize],
 ) -> Result<Vec<Vec<Vec<bool>>>> {
-    let heads = model.manifest.kv_heads();
+    let (heads, group) = (
+        model.manifest.num_heads,
+        model.manifest.num_heads / model.manifest.kv_heads(),
+    );
     let mut dec = Decoder::new(model, policy, 1)?;
     for &t in tokens {
         dec.step(&[t])?;
@@ -210,7 +214,7 @@ pub fn kept_at_end(
             (0..heads)
                 .map(|h| {
                     let mut kept = vec![false; tokens.len()];
-                    for &p in dec.store().positions(l, 0, h) {
+                    for &p in dec.store().positions(l, 0, h / group) {
                         if p >= 0 {
                             kept[p as usize] = true;
                         }

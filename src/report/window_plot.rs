@@ -65,7 +65,8 @@ pub fn render_windows<'a>(
             chart
                 .draw_series(std::iter::once(Text::new(
                     format!(" the model's {m} positions"),
-                    (x, max_y * 1.1),
+                    // at the foot of the line: the legend sits in the upper left corner
+                    (x, max_y * 0.06),
                     font(13.0),
                 )))
                 .map_err(|e| draw_err(path, e))?;
