@@ -122,7 +122,7 @@ fn other_field_cases(s: &Scratch) -> Vec<Case> {
         ("name", None, &["`name`", "missing"]),
         (
             "model_type",
-            Some(json!("llama")),
+            Some(json!("mistral")),
             &["`model_type`", "\"gpt_neox\""],
         ),
         (
