@@ -2,14 +2,12 @@
 //! heads, 2 KV heads, head_dim 16): every command works on them, and the K/V figures count KV heads
 //! (a token costs 2 x layers x kv_heads x head_dim x 4 bytes; with query heads it would be 2x).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
-
-use assert_cmd::Command;
 
 mod common;
 
-use common::cli::{h2o, write_text};
+use common::cli::{h2o, read_json, success, write_text};
 use common::root;
 
 /// (fixture dir, layers): both fixtures have 2 KV heads of head_dim 16 in float32.
@@ -21,23 +19,6 @@ fn fixtures() -> [(PathBuf, u64); 2] {
 /// K and V bytes of one token: 2 x layers x 2 KV heads x 16 x 4 bytes.
 fn bytes_per_token(layers: u64) -> u64 {
     2 * layers * 2 * 16 * 4
-}
-
-fn success(mut c: Command) -> String {
-    let out = c.timeout(Duration::from_secs(180)).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "failed ({:?}):\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn read_json(p: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", p.display()))
 }
 
 #[test]

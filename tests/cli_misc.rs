@@ -3,14 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use assert_cmd::Command;
 use predicates::prelude::*;
 
 // ---------- helpers ----------
 
 mod common;
 
-use common::cli::{h2o, write_text};
+use common::cli::{h2o, read_json, success, write_text};
 use common::{fixture_dir, root};
 
 /// The seed's pytorch-results.csv as shipped in ../shared/seed (used when that file is absent).
@@ -20,23 +19,6 @@ H2O (128+128),256,0.078125,97.55144990049303,10.251000892555119,11.96875
 H2O (64+192),256,0.078125,92.3756929114461,10.825358581706421,11.875
 Local (256),256,0.078125,80.00751445069909,12.498825977354958,30.328125
 ";
-
-fn success(mut c: Command) -> String {
-    let out = c.timeout(Duration::from_secs(120)).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "failed ({:?}):\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn read_json(p: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", p.display()))
-}
 
 /// `h2o ppl` on the fixture with a trace and `extra` flags; returns what [`ppl`] returns.
 fn ppl_with(

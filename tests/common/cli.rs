@@ -1,6 +1,7 @@
 //! Helpers shared by the CLI end-to-end tests (tests/cli_*.rs): the `h2o` command and generated text.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use assert_cmd::Command;
 
@@ -74,4 +75,23 @@ pub fn write_text(dir: &Path, sentences: usize) -> PathBuf {
     let p = dir.join("text.txt");
     std::fs::write(&p, english_text(sentences)).unwrap();
     p
+}
+
+/// Runs `c` (at most 180 s) and returns its stdout; a failure shows the exit status, stdout and stderr.
+pub fn success(mut c: Command) -> String {
+    let out = c.timeout(Duration::from_secs(180)).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "failed ({:?}):\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The JSON document at `p` (a panic naming the file and the text when it is not JSON).
+pub fn read_json(p: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", p.display()))
 }
