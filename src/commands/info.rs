@@ -22,7 +22,11 @@ pub fn run(a: InfoArgs) -> Result<()> {
     );
     outln!("KV heads         {}", kv_heads(m.num_heads, m.kv_heads()));
     if let Some(scaling) = &m.rope_scaling {
-        outln!("rope scaling     {scaling} (base {})", m.rotary_base);
+        outln!(
+            "rope scaling     {}; base {}",
+            describe_rope_scaling(scaling),
+            m.rotary_base
+        );
     }
     outln!("dtype            {}", m.dtype.name());
     outln!("weight format    {}", m.weights.describe());
@@ -166,4 +170,43 @@ fn search_order() {
             .map(|(i, p)| used(&p.path, Some(i) == text_used)),
     );
     lines("text search", texts);
+}
+
+/// The manifest's rope_scaling in words that wrap at spaces, e.g. `llama3 (factor 8.0,
+/// low_freq_factor 1.0, ...)`: its type first, then every other field as `name value`.
+fn describe_rope_scaling(v: &serde_json::Value) -> String {
+    let Some(fields) = v.as_object() else {
+        return v.to_string();
+    };
+    let kind = fields
+        .get("rope_type")
+        .or_else(|| fields.get("type"))
+        .and_then(|t| t.as_str())
+        .unwrap_or("scaling");
+    let rest: Vec<String> = fields
+        .iter()
+        .filter(|(k, _)| *k != "rope_type" && *k != "type")
+        .map(|(k, x)| format!("{k} {x}"))
+        .collect();
+    if rest.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind} ({})", rest.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_rope_scaling;
+
+    #[test]
+    fn rope_scaling_reads_as_words() {
+        let v = serde_json::json!({"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 256});
+        assert_eq!(
+            describe_rope_scaling(&v),
+            "llama3 (factor 8.0, original_max_position_embeddings 256)"
+        );
+        let linear = serde_json::json!({"rope_type": "linear", "factor": 2.0});
+        assert_eq!(describe_rope_scaling(&linear), "linear (factor 2.0)");
+    }
 }
