@@ -17,11 +17,11 @@ Every "-deduped" model has the architecture of its standard twin.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from .config_fields import F32_MAX, F32_TINY, MAX_DIM, FieldReader, show  # noqa: F401 (re-exported)
 from .errors import ExportError
 
 SUPPORTED_MODEL_TYPES = ("gpt_neox",)
@@ -78,12 +78,8 @@ def declared_bos(raw: dict[str, Any], origin: str, vocab: int) -> int | None:
 # Limits of the checks (NeoxConfig.from_dict): every dimension fits a signed 32-bit integer (ONNX
 # shapes, the engine's indices); RoPE's base and the layer norms' epsilon go into float32 graph
 # constants, so they must be positive normal float32 numbers; a config.json is a small file.
-MAX_DIM = 2**31 - 1
-F32_MAX = 3.4028234663852886e38
-F32_TINY = 1.1754943508222875e-38  # smallest positive normal float32
 MAX_CONFIG_BYTES = 16 << 20
 DEFAULT_INITIALIZER_RANGE = 0.02  # transformers' GPTNeoXConfig default
-_NO_VALUE = object()
 
 # Fields a config.json must carry (HF GPTNeoXConfig names). No silent defaults for these: a
 # checkpoint that lacks one is refused, since a guessed value would give a different model.
@@ -187,9 +183,9 @@ class NeoxConfig:
         if not isinstance(raw, dict):
             raise ExportError(f"{origin}: expected a JSON object (a Hugging Face config.json), got {show(raw)}")
 
-        def bad(field: str, rule: str, value: Any = _NO_VALUE) -> ExportError:
-            got = f", got {show(value if value is not _NO_VALUE else raw[field])}"
-            return ExportError(f"{origin}: {field} must be {rule}{got}; correct it in the config")
+        fields = FieldReader(raw, origin)
+        bad, integer, number, boolean = fields.bad, fields.integer, fields.number, fields.boolean
+        token_id = fields.token_id
 
         missing = [f for f in REQUIRED_FIELDS if f not in raw]
         if "rotary_emb_base" not in raw and "rope_theta" not in raw:
@@ -216,38 +212,6 @@ class NeoxConfig:
                 f"{origin}: hidden_act {show(act)} is not supported; supported: "
                 f"{', '.join(repr(a) for a in SUPPORTED_ACTIVATIONS)} (exact erf GELU, as in Pythia)"
             )
-
-        def integer(name: str) -> int:
-            v = raw[name]
-            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_DIM:
-                raise bad(name, f"an integer from 1 to {MAX_DIM}")
-            return v
-
-        def number(name: str, low: float, high: float, rule: str, value: Any = _NO_VALUE) -> float:
-            v = raw[name] if value is _NO_VALUE else value
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise bad(name, rule, v)
-            try:
-                f = float(v)
-            except OverflowError:  # an integer beyond float's range
-                raise bad(name, rule, v) from None
-            if not (math.isfinite(f) and low <= f <= high):
-                raise bad(name, rule, v)
-            return f
-
-        def boolean(name: str, default: bool) -> bool:
-            v = raw.get(name, default)
-            if not isinstance(v, bool):
-                raise bad(name, "true or false", v)
-            return v
-
-        def token_id(name: str, vocab: int) -> Optional[int]:
-            v = raw.get(name)
-            if v is None:
-                return None
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < vocab:
-                raise bad(name, f"one token id in [0, vocab_size {vocab}) or null", v)
-            return v
 
         def same(name: str, value: float, alias: str, rule: str, low: float, high: float) -> None:
             """`alias` (the newer transformers name of `name`), when present, must say the same."""
@@ -386,12 +350,3 @@ def config_from_dict(raw: Any, origin: str):
     return NeoxConfig.from_dict(raw, origin)
 
 
-def show(v: Any, limit: int = 60) -> str:
-    """A config value as config.json spells it (NaN, Infinity, "text", true, null), cut to `limit`."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
-    try:
-        s = json.dumps(v)
-    except (TypeError, ValueError):
-        s = repr(v)
-    return s if len(s) <= limit else s[: limit - 3] + "..."

@@ -18,10 +18,13 @@ published config.json files give them, numbers only, so the exporter needs nothi
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
+from .config_fields import F32_MAX, F32_TINY, FieldReader
+from .config_fields import show as _show
 from .errors import ExportError
 
 LLAMA_MODEL_TYPES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
@@ -57,9 +60,6 @@ LLAMA_SIZES: dict[str, dict[str, Any]] = {
                      "bos_token_id": 128000, "eos_token_id": 128001},
 }
 
-MAX_DIM = 2**31 - 1
-F32_MAX = 3.4028234663852886e38
-F32_TINY = 1.1754943508222875e-38
 DEFAULT_INITIALIZER_RANGE = 0.02
 DEFAULT_ROPE_THETA = {"llama": 10000.0, "qwen2": 10000.0}  # LlamaConfig / Qwen2Config defaults
 
@@ -69,13 +69,6 @@ REQUIRED_FIELDS = ("model_type", "hidden_size", "num_hidden_layers", "num_attent
 # with a value above 0 / 1 is refused.
 MOE_FIELDS = ("num_local_experts", "num_experts", "n_routed_experts", "num_experts_per_tok", "moe_intermediate_size")
 ROPE_TYPES = ("default", "linear", "llama3")
-_NO_VALUE = object()
-
-
-def _show(v: Any) -> str:
-    from .config import show
-
-    return show(v)
 
 
 def is_llama_family(raw: Any) -> bool:
@@ -149,9 +142,9 @@ class LlamaConfig:
             raise ExportError(f"{origin}: model_type {_show(mt)} is not a Llama-family type "
                               f"({', '.join(repr(t) for t in LLAMA_MODEL_TYPES)})")
 
-        def bad(field: str, rule: str, value: Any = _NO_VALUE) -> ExportError:
-            got = _show(value if value is not _NO_VALUE else raw[field])
-            return ExportError(f"{origin}: {field} must be {rule}, got {got}; correct it in the config")
+        fields = FieldReader(raw, origin)
+        bad, integer, number, boolean = fields.bad, fields.integer, fields.number, fields.boolean
+        token_id = functools.partial(fields.token_id, first_of_list=True)
 
         missing = [f for f in REQUIRED_FIELDS if f not in raw]
         if missing:
@@ -190,41 +183,6 @@ class LlamaConfig:
         if "rope_parameters" in raw and raw["rope_parameters"] is not None:
             raise ExportError(f"{origin}: rope_parameters {_show(raw['rope_parameters'])} (transformers 5's form) "
                               f"is not read; give rope_theta and rope_scaling as transformers 4 writes them")
-
-        def integer(name: str, value: Any = _NO_VALUE) -> int:
-            v = raw[name] if value is _NO_VALUE else value
-            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_DIM:
-                raise bad(name, f"an integer from 1 to {MAX_DIM}", v)
-            return v
-
-        def number(name: str, low: float, high: float, rule: str, value: Any = _NO_VALUE,
-                   low_open: bool = False) -> float:
-            v = raw[name] if value is _NO_VALUE else value
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise bad(name, rule, v)
-            try:
-                f = float(v)
-            except OverflowError:
-                raise bad(name, rule, v) from None
-            if not (math.isfinite(f) and low <= f <= high) or (low_open and f == low):
-                raise bad(name, rule, v)
-            return f
-
-        def boolean(name: str, default: bool) -> bool:
-            v = raw.get(name, default)
-            if not isinstance(v, bool):
-                raise bad(name, "true or false", v)
-            return v
-
-        def token_id(name: str, vocab: int) -> Optional[int]:
-            v = raw.get(name)
-            if v is None:
-                return None
-            if isinstance(v, list) and len(v) >= 1:  # Llama 3 instruct lists several eos ids: the first
-                v = v[0]
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < vocab:
-                raise bad(name, f"one token id in [0, vocab_size {vocab}) or null", raw.get(name))
-            return v
 
         hidden = integer("hidden_size")
         heads = integer("num_attention_heads")
