@@ -30,16 +30,18 @@ all: build
 # packages and its `engine` extra, ONNX Runtime (libonnxruntime.so for the engine): all `make bench` needs.
 # The requirements files are constraints: they pin the versions pyproject.toml's dependencies resolve to.
 # (-qq: errors only; -q would still print setuptools' banner about editable installs.)
+# --no-cache-dir: pip would also keep a copy of every wheel it downloads in ~/.cache/pip, ~3 GB for
+# torch and its CUDA libraries, on top of the ~5 GB installed; CI's disk ran out there (stop 36).
 $(STAMP): export/requirements.txt export/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install -qq -c export/requirements.txt -e 'export[engine]'
+	$(PY) -m pip install --no-cache-dir --quiet --upgrade pip
+	$(PY) -m pip install --no-cache-dir -qq -c export/requirements.txt -e 'export[engine]'
 	touch $(STAMP)
 
 # The `test` extra on top (torch, transformers, safetensors, pyarrow, pytest): the tests, the fixture and
 # the PyTorch comparisons.
 $(STAMP_TORCH): $(STAMP) export/requirements-torch.txt
-	$(PY) -m pip install -qq -c export/requirements.txt -c export/requirements-torch.txt -e 'export[test]'
+	$(PY) -m pip install --no-cache-dir -qq -c export/requirements.txt -c export/requirements-torch.txt -e 'export[test]'
 	touch $(STAMP_TORCH)
 
 venv: $(STAMP)
