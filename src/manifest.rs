@@ -25,7 +25,8 @@ pub struct Source {
 /// How the graph's linears hold their weights (manifest `weights`, export.py --weights; absent = fp32).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WeightFormat {
-    /// "fp32" (MatMul on the model dtype), "int8" or "int4" (com.microsoft MatMulNBits).
+    /// "fp32" (MatMul on the model dtype), "int8" or "int4" (com.microsoft MatMulNBits), "int8-dq"
+    /// (com.microsoft DynamicQuantizeMatMul: a scale per output column, activations per call).
     pub format: String,
     #[serde(default)]
     pub block_size: Option<u64>,
@@ -46,6 +47,12 @@ impl Default for WeightFormat {
 impl WeightFormat {
     /// One line for `h2o info`, e.g. "int4 (MatMulNBits, block 32, LM head int4)".
     pub fn describe(&self) -> String {
+        if self.format == "int8-dq" {
+            return format!(
+                "int8-dq (DynamicQuantizeMatMul, a scale per column, LM head {})",
+                self.lm_head.as_deref().unwrap_or(&self.format)
+            );
+        }
         match self.block_size {
             Some(b) => format!(
                 "{} (MatMulNBits, block {b}, LM head {})",

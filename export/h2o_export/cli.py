@@ -81,10 +81,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32", action=_Once,
                    help="weights and K/V dtype; softmax, layer norms, logits and attention sums stay "
                         "float32 (default fp32)")
-    p.add_argument("--weights", default="fp32", metavar="fp32|int8|int4", action=_Once,
+    p.add_argument("--weights", default="fp32", metavar="fp32|int8|int4|int8-dq", action=_Once,
                    help="the linears' weights (layers and LM head): fp32 = MatMul on --dtype weights "
                         "(default); int8/int4 = ONNX Runtime's MatMulNBits, symmetric block quantization, "
-                        "int8 activations in the kernel (--accuracy-level 4); the input embedding stays --dtype")
+                        "int8 activations in the kernel (--accuracy-level 4); int8-dq = DynamicQuantizeMatMul, "
+                        "a scale per output column, activations quantized per call (the fast int8 prefill on "
+                        "AMX/VNNI CPUs; --dtype fp32 only); the input embedding stays --dtype")
     p.add_argument("--block-size", default=None, metavar="N", action=_Once,
                    help="values per quantization block along the input dimension: 16, 32, 64, 128 or 256 "
                         "(default 32 for int4 and int8; only with --weights int8/int4)")
@@ -92,8 +94,9 @@ def parser() -> argparse.ArgumentParser:
                    help="MatMulNBits' accuracy_level with --weights int8/int4: 4 = int8 activations, ONNX "
                         "Runtime's integer kernels (default); 1 = float32 activations (int4 only: int8 weights "
                         "have no such kernel). docs/perf/quantized.md says what each runs")
-    p.add_argument("--lm-head", default=None, metavar="fp32|int8|int4", action=_Once,
-                   help="the LM head's format with --weights int8/int4 (default: the same as --weights)")
+    p.add_argument("--lm-head", default=None, metavar="fp32|int8|int4|int8-dq", action=_Once,
+                   help="the LM head's format with --weights int8/int4/int8-dq (default: the same as --weights; "
+                        "int8-dq layers take an int8-dq or fp32 head)")
     p.add_argument("--init-seed", type=int, default=None, action=_Once,
                    help="RNG seed of --random-init's weights (default 0; only with --random-init)")
     # the flag's old name, kept working for existing scripts ("seed" names the PyTorch project elsewhere)

@@ -352,6 +352,9 @@ def export(
     if dtype not in DTYPES:
         raise ExportError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     wfmt = WeightFormat.parse(weights, block_size, lm_head, accuracy_level)
+    if wfmt.dynamic and dtype == "fp16":
+        raise ExportError("--weights int8-dq needs --dtype fp32 (DynamicQuantizeMatMul takes float32 activations); "
+                          "use --weights int8 or int4 with --dtype fp16")
     if graph_ops not in GRAPH_OPS:
         raise ExportError(f"--graph-ops must be one of {', '.join(GRAPH_OPS)}, got {graph_ops!r}")
     if key_cache not in KEY_CACHES:
@@ -480,7 +483,8 @@ def export(
             log(f"exporting {label} ({cfg.model_type}): {cfg.num_layers} layers, hidden {cfg.hidden_size}, "
                 f"heads {cfg.num_heads}" + (f" (KV {cfg.kv_heads})" if cfg.kv_heads != cfg.num_heads else "") + ", "
                 f"vocab {cfg.vocab_size}, {DTYPE_NAMES[dtype]}, "
-                + (f"{wfmt.name} linears (block {wfmt.block_size}, LM head {wfmt.lm_head}), " if wfmt.quantized else "")
+                + (f"{wfmt.name} linears ({f'block {wfmt.block_size}' if wfmt.block_size else 'a scale per column'}, "
+                   f"LM head {wfmt.lm_head}), " if wfmt.quantized else "")
                 + f"weights {nbytes / 1e9:.2f} GB"
                 + (f" -> {DATA_FILE}" if use_external else ""))
             sink = TensorSink(tmp / DATA_FILE if use_external else None)

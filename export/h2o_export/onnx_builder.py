@@ -4,8 +4,9 @@ block writes through (`GraphBuilder`: nodes, constants, weights, dtype casts, li
 Weights are handed to a `TensorSink`, which either keeps them in the protobuf or appends each
 one to the external-data file as soon as it is produced, so a model larger than memory can be
 exported (only one tensor is alive at a time). `GraphBuilder.linear` is the one place a weight
-meets a MatMul: a plain MatMul (+ Add) on the model-dtype weight, or with --weights int8/int4 a
-`com.microsoft` MatMulNBits on the block-quantized weight (quantize.py), bias fused.
+meets a MatMul: a plain MatMul (+ Add) on the model-dtype weight, with --weights int8/int4 a
+`com.microsoft` MatMulNBits on the block-quantized weight, with --weights int8-dq a `com.microsoft`
+DynamicQuantizeMatMul on the per-column int8 weight (quantize.py), bias fused in both.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .errors import ExportError
-from .quantize import WeightFormat, quantize_blockwise
+from .quantize import WeightFormat, quantize_blockwise, quantize_per_column
 from .weights import DTYPE_NAMES, DTYPES  # noqa: F401  (the model dtypes, defined where onnx is not needed)
 
 EXTERNAL_ALIGN = 4096
@@ -145,6 +146,8 @@ class GraphBuilder:
         MatMul on W^T [in, out] (+ Add), or MatMulNBits on the quantized W with the bias fused.
         `fmt`: the weight format (default: the layers' one)."""
         fmt = fmt or self.weights
+        if fmt.dynamic:
+            return self._dynamic_quantize_matmul(x, hf, bias)
         if fmt.quantized:
             return self._matmul_nbits(x, hf, bias, fmt)
         y = self.op("MatMul", [x, self.weight(hf + ".weight", transpose=True)])
@@ -167,6 +170,19 @@ class GraphBuilder:
         self.quantized.append(hf)
         return self.op("MatMulNBits", inputs, name="matmul_nbits", domain=CONTRIB_DOMAIN, K=k, N=n,
                        bits=fmt.bits, block_size=fmt.block_size, accuracy_level=fmt.accuracy_level)
+
+    def _dynamic_quantize_matmul(self, x: str, hf: str, bias: bool) -> str:
+        """com.microsoft DynamicQuantizeMatMul (int8-dq): inputs A float32 [..., K], B int8 [K, N]
+        (W^T), b_scale float32 [N] (one per output column), no zero point (symmetric), bias [N]."""
+        w = self._load(hf + ".weight", False, np.float32)  # [N = out, K = in], HF layout
+        q, scales = quantize_per_column(w)  # [K, N] int8, [N] float32
+        del w
+        q_name, s_name = f"{hf}.weight_Q8", f"{hf}.weight_scales"
+        self.initializers.append(self.sink.add(q_name, q))
+        self.initializers.append(self.sink.add(s_name, scales))
+        inputs = [x, q_name, s_name] + (["", self.weight(hf + ".bias")] if bias else [])
+        self.quantized.append(hf)
+        return self.op("DynamicQuantizeMatMul", inputs, name="dq_matmul", domain=CONTRIB_DOMAIN)
 
     def layer_norm(self, x: str, hf: str) -> str:
         """LayerNorm over the last axis, float32 in and out, float32 scale and shift."""

@@ -1,6 +1,7 @@
-"""Weight formats of the exported linears (`export.py --weights fp32|int8|int4`) and the block-wise
-quantization behind int8/int4: ONNX Runtime's `com.microsoft` MatMulNBits (what ONNX Runtime
-GenAI ships for CPU), done here in numpy while the graph is built, one weight at a time.
+"""Weight formats of the exported linears (`export.py --weights fp32|int8|int4|int8-dq`): the
+block-wise quantization behind int8/int4, ONNX Runtime's `com.microsoft` MatMulNBits (what ONNX
+Runtime GenAI ships for CPU), and the per-column quantization behind int8-dq, `com.microsoft`
+DynamicQuantizeMatMul; done here in numpy while the graph is built, one weight at a time.
 
 MatMulNBits computes Y = A @ dequant(B)^T (+ bias) for a Linear weight W [N = out, K = in]
 (Hugging Face's layout, no transpose). W is cut along K into blocks of `block_size` values;
@@ -28,6 +29,20 @@ kernel ONNX Runtime's CPU provider (MLAS) runs; docs/perf/quantized.md has the p
     dequantizes the whole weight to float32 and runs sgemm (refused here: `--accuracy-level 1`
     with int8 weights or an int8 LM head would make decode slower than fp32).
 MLAS's kernels cover block sizes 16, 32, 64, 128 and 256, so those are the sizes accepted.
+
+int8-dq (issue 31): DynamicQuantizeMatMul computes Y = dequant(quant(A)) @ (B * scale) (+ bias):
+B int8 [K, N] (W transposed), one float32 scale per output column, symmetric (no zero point):
+  scale = float32(max |W[n, :]| / 127 in float64),  q = round_half_even(W / scale in float32)
+which is ONNX Runtime's own quantizer (onnxruntime.quantization.quant_utils.quantize_data with
+symmetric int8, what `quantize_dynamic(per_channel=True)` stores; export/tests/test_quantized.py
+checks it bit for bit): q lies in [-127, 127] and each column's largest magnitude is exact. An
+all-zero column gets scale 1 and q 0, as there. The activations A are quantized
+on every call to uint8 with one scale and zero point over the whole tensor (every row of the batch
+and of the prompt together), then MLAS's u8s8 QGEMM runs: AMX tiles where the CPU has them
+(Sapphire Rapids on), AVX512-VNNI / AVX-VNNI / AVX2 otherwise. That GEMM is what makes a prefill
+fast (docs/perf/quantized.md: 0.09-0.18x fp32 at 512 rows on an AMX Xeon); the price is one
+activation scale per call, coarser than MatMulNBits' per-block one, so a row's rounding depends
+on the other rows of the call. A float32-activation op: refused with --dtype fp16.
 """
 
 from __future__ import annotations
@@ -40,8 +55,9 @@ import numpy as np
 
 from .errors import ExportError
 
-FORMATS = ("fp32", "int8", "int4")
-BITS = {"int8": 8, "int4": 4}
+FORMATS = ("fp32", "int8", "int4", "int8-dq")
+BITS = {"int8": 8, "int4": 4, "int8-dq": 8}
+NBITS_FORMATS = ("int8", "int4")  # MatMulNBits; int8-dq is DynamicQuantizeMatMul
 BLOCK_SIZES = (16, 32, 64, 128, 256)
 DEFAULT_BLOCK_SIZE = {"int8": 32, "int4": 32}
 ACCURACY_LEVELS = (1, 4)  # float32 activations, int8 activations (0, 2, 3 run as 1 on x86)
@@ -52,8 +68,9 @@ ROW_CHUNK = 4096  # rows of W quantized at a time: bounds the float temporaries 
 @dataclass(frozen=True)
 class WeightFormat:
     """How the linears' weights are stored: "fp32" (a MatMul on the model-dtype weight, the
-    graph as before) or "int8"/"int4" (MatMulNBits with `block_size`); `lm_head` is the LM
-    head's format (by default the layers' one, as GenAI's builder does)."""
+    graph as before), "int8"/"int4" (MatMulNBits with `block_size`) or "int8-dq"
+    (DynamicQuantizeMatMul, a scale per output column); `lm_head` is the LM head's format (by
+    default the layers' one, as GenAI's builder does)."""
 
     name: str = "fp32"
     block_size: Optional[int] = None
@@ -73,10 +90,12 @@ class WeightFormat:
             if block_size is not None:
                 raise ExportError("--block-size only applies to --weights int8 or int4; drop it for fp32")
             if lm_head is not None:  # even "fp32": the flag would be ignored, as --block-size would
-                raise ExportError("--lm-head only applies to --weights int8 or int4; drop it for fp32")
+                raise ExportError("--lm-head only applies to --weights int8, int4 or int8-dq; drop it for fp32")
             if accuracy_level is not None:
                 raise ExportError("--accuracy-level only applies to --weights int8 or int4; drop it for fp32")
             return cls()
+        if name == "int8-dq" or lm_head == "int8-dq":
+            return cls._parse_dq(name, block_size, lm_head, accuracy_level)
         if block_size is None:
             block_size = DEFAULT_BLOCK_SIZE[name]
         if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size not in BLOCK_SIZES:
@@ -96,9 +115,34 @@ class WeightFormat:
                               f"weight on every call; use --accuracy-level 4 or int4 weights")
         return cls(name, block_size, head, accuracy_level)
 
+    @classmethod
+    def _parse_dq(cls, name: str, block_size: Optional[int], lm_head: Optional[str],
+                  accuracy_level: Optional[int]) -> "WeightFormat":
+        """--weights int8-dq (or --lm-head int8-dq): no blocks, no accuracy level, and the head in
+        the same op or fp32 (a MatMulNBits head beside DynamicQuantizeMatMul layers is not offered)."""
+        if name != "int8-dq":
+            raise ExportError(f"--lm-head int8-dq needs --weights int8-dq (got --weights {name}); "
+                              f"use --lm-head {name} or fp32")
+        if block_size is not None:
+            raise ExportError("--block-size does not apply to --weights int8-dq (one scale per output column); "
+                              "drop it")
+        if accuracy_level is not None:
+            raise ExportError("--accuracy-level is MatMulNBits' setting (--weights int8 or int4); drop it for "
+                              "--weights int8-dq, whose activations are always int8")
+        head = lm_head or name
+        if head not in ("int8-dq", "fp32"):
+            raise ExportError(f"--lm-head {head} with --weights int8-dq: the LM head is int8-dq (the default) "
+                              f"or fp32")
+        return cls(name, None, head, DEFAULT_ACCURACY_LEVEL)
+
     @property
     def bits(self) -> Optional[int]:
         return BITS.get(self.name)
+
+    @property
+    def dynamic(self) -> bool:
+        """DynamicQuantizeMatMul (int8-dq) rather than MatMulNBits."""
+        return self.name == "int8-dq"
 
     @property
     def quantized(self) -> bool:
@@ -113,9 +157,20 @@ class WeightFormat:
 
     def manifest(self, quantized: list[str]) -> dict:
         """The manifest's "weights" entry; `quantized` = HF names of the Linear layers stored as
-        MatMulNBits (empty for fp32)."""
+        MatMulNBits or DynamicQuantizeMatMul (empty for fp32)."""
         if not self.quantized:
             return {"format": "fp32"}
+        if self.dynamic:
+            return {
+                "format": self.name,
+                "op": "com.microsoft.DynamicQuantizeMatMul",
+                "scales": "per output column",
+                "symmetric": True,
+                "activations": "uint8, one scale and zero point per call",
+                "lm_head": self.lm_head,
+                "embedding": "float",
+                "quantized": quantized,
+            }
         return {
             "format": self.name,
             "op": "com.microsoft.MatMulNBits",
@@ -129,6 +184,8 @@ class WeightFormat:
 
     def nbytes(self, n: int, k: int, scale_itemsize: int) -> int:
         """Bytes of one quantized [n, k] weight: packed values and scales."""
+        if self.dynamic:
+            return n * k + 4 * n  # int8 values, a float32 scale per column
         blocks = math.ceil(k / self.block_size)
         return n * blocks * (self.block_size * self.bits // 8 + scale_itemsize)
 
@@ -186,3 +243,21 @@ def dequantize_blockwise(packed: np.ndarray, scales: np.ndarray, bits: int, k: i
         q = packed
     w = (q.astype(np.float32) - np.float32(1 << (bits - 1))) * scales.astype(np.float32)[:, :, None]
     return w.reshape(n, -1)[:, :k]
+
+
+def quantize_per_column(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A Linear weight w [N, K] (any float dtype) -> (q int8 [K, N], scales float32 [N]):
+    DynamicQuantizeMatMul's B and b_scale, symmetric, one scale per output column (module
+    docstring: ONNX Runtime's quantize_data rule, round half to even)."""
+    if w.ndim != 2:
+        raise ExportError(f"only 2-D weights can be quantized per column, got shape {w.shape}")
+    n, k = w.shape
+    q = np.empty((k, n), np.int8)
+    scales = np.empty(n, np.float32)
+    for r0 in range(0, n, ROW_CHUNK):
+        rows = np.asarray(w[r0:r0 + ROW_CHUNK], dtype=np.float32)  # [rows, K]
+        s = (np.abs(rows).max(axis=1).astype(np.float64) / 127).astype(np.float32)  # [rows]
+        s[s < np.finfo(np.float32).tiny] = 1.0  # an all-zero column
+        q[:, r0:r0 + ROW_CHUNK] = np.clip(np.rint(rows / s[:, None]), -127, 127).astype(np.int8).T
+        scales[r0:r0 + ROW_CHUNK] = s
+    return q, scales

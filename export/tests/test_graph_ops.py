@@ -38,6 +38,7 @@ CASES = {
     "tiny-fp16": ("tiny", dict(dtype="fp16")),
     "pythia-micro-int4": ("pythia-micro", dict(weights="int4")),
     "tiny-int8-acc4": ("tiny", dict(weights="int8")),
+    "tiny-int8-dq": ("tiny", dict(weights="int8-dq")),
 }
 
 

@@ -195,12 +195,13 @@ def test_layer_masks_equal_shared_mask(tmp_path):
             np.testing.assert_array_equal(a[k], b[k], err_msg=f"{case} {k}")
 
 
-@pytest.mark.parametrize("weights,limit", [("int8", 0.05), ("int4", 0.4)])
+@pytest.mark.parametrize("weights,limit", [("int8", 0.05), ("int4", 0.4), ("int8-dq", 0.05)])
 def test_quantized_close_to_fp32(tmp_path, weights, limit):
-    """int8 / int4 MatMulNBits (all linears and the LM head): logits within the relative RMS bound
-    test_quantized.py sets for Pythia."""
+    """int8 / int4 MatMulNBits and int8-dq DynamicQuantizeMatMul (all linears, q/k/v biases fused,
+    and the LM head): logits within the relative RMS bound test_quantized.py sets for Pythia."""
     hf = FIXTURES["tiny-qwen2"] / "hf"
-    res = export(tmp_path / "q", checkpoint=hf, weights=weights, block_size=16, **QUIET)
+    blocks = {} if weights == "int8-dq" else dict(block_size=16)
+    res = export(tmp_path / "q", checkpoint=hf, weights=weights, **blocks, **QUIET)
     assert res.manifest["weights"]["format"] == weights
     _, golden = ref.read_golden(FIXTURES["tiny-qwen2"] / "golden.json")
     step, want = golden["prefill"]

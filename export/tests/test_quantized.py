@@ -1,9 +1,10 @@
-"""Quantized exports (`export.py --weights int8|int4`, issue 16): the quantizer, the graph and
-manifest they give, the engine running them, and what they cost against fp32.
+"""Quantized exports (`export.py --weights int8|int4`, issue 16; `int8-dq`, issue 31): the
+quantizers, the graph and manifest they give, the engine running them, and what they cost against
+fp32.
 
 Models, exported once per session from what the repository holds: the tiny fixture's checkpoint
 (tests/fixtures/tiny/hf) and pythia-micro (models/pythia-micro, trained safetensors), each as
-fp32, int8 and int4 (block 32, LM head in the same format), plus two variants on the tiny one
+fp32, int8, int4 (block 32, LM head in the same format) and int8-dq, plus two variants on the tiny one
 (int4 --dtype fp16; int4 --block-size 128 --lm-head int8, a block wider than the hidden size).
 Text: the committed WikiText-2 excerpt (tests/data/wiki.test.excerpt.raw), 256 tokens.
 
@@ -17,13 +18,18 @@ Tolerances and why:
   can flip a rounding and grow through the layers: on pythia-micro the same text with the
   cache compacted instead of slotted moves per-token NLLs by up to 0.2 and PPL by up to 0.6%
   (docs/perf/quantization.md). Each decode step's attention row must sum to 1 within 1e-5.
+  DynamicQuantizeMatMul (int8-dq) quantizes each call's activations with one scale for the
+  whole tensor, the same in both runs since the inputs are.
 - quantized vs fp32 graph, one prefill (64 tokens) and one decode step on the same inputs:
   logits' RMS difference relative to the logits' spread, attention sums' largest difference
   per query; measured int8 1.2-1.9e-2 and 0.8-16e-3, int4 0.12-0.19 and 0.8-21e-2 (8-bit
   weights and activations: ~0.7% error per matmul; 4-bit weights: ~9%). Bounds: int8 0.05 and
   0.05, int4 0.4 and 0.5 (wrong packing, scales or wiring give errors of order 1).
-- streaming PPL over 256 tokens, engine, full cache: int8 within 2% of fp32, int4 within 15%
-  (measured: pythia-micro +0.5% and +8.3%, tiny -0.04% and -0.8%). The module prints the table.
+- int8-dq against fp32 (per-column int8 weights, per-call uint8 activations): measured logits
+  1.1-3.6e-2, attention sums 0.8-25e-3; bounds as int8's (0.05, 0.05).
+- streaming PPL over 256 tokens, engine, full cache: int8 within 2% of fp32, int4 within 15%,
+  int8-dq within 2% (measured: pythia-micro +0.5%, +8.3%, +0.01%; tiny -0.04%, -0.8%,
+  -0.25%). The module prints the table.
 """
 
 from __future__ import annotations
@@ -46,16 +52,18 @@ from common import EXPORT_DIR, FIXTURE, REPO, WIKI_EXCERPT, engine_bin, engine_e
 from h2o_export import graph_parity as gp  # noqa: E402
 from h2o_export import graph_stream as gs  # noqa: E402
 from h2o_export.exporter import export  # noqa: E402
-from h2o_export.quantize import dequantize_blockwise, quantize_blockwise  # noqa: E402
+from h2o_export.quantize import dequantize_blockwise, quantize_blockwise, quantize_per_column  # noqa: E402
 from h2o_export.reference import load_tokens  # noqa: E402
 
 N_TOKENS = 256
 NLL_TOL = 1e-9
 ROW_SUM_TOL = 1e-5
-CLOSE = {"int8": dict(logits=0.05, sums=0.05, ppl=0.02), "int4": dict(logits=0.4, sums=0.5, ppl=0.15)}
+CLOSE = {"int8": dict(logits=0.05, sums=0.05, ppl=0.02), "int4": dict(logits=0.4, sums=0.5, ppl=0.15),
+         "int8-dq": dict(logits=0.05, sums=0.05, ppl=0.02)}
 CHECKPOINTS = {"tiny": FIXTURE / "hf", "pythia-micro": REPO / "models/pythia-micro"}
 # name -> (checkpoint, export options)
-EXPORTS = {f"{m}-{w}": (m, dict(weights=w)) for m in CHECKPOINTS for w in ("fp32", "int8", "int4")}
+EXPORTS = {f"{m}-{w}": (m, dict(weights=w)) for m in CHECKPOINTS for w in ("fp32", "int8", "int4", "int8-dq")}
+EXPORTS["tiny-int8-dq-head-fp32"] = ("tiny", dict(weights="int8-dq", lm_head="fp32"))
 EXPORTS["tiny-int4-fp16"] = ("tiny", dict(weights="int4", dtype="fp16"))
 EXPORTS["tiny-int4-b128-head8"] = ("tiny", dict(weights="int4", block_size=128, lm_head="int8"))
 POLICIES = {"tiny": ["full", "local:64", "h2o:32+32"], "pythia-micro": ["full", "local:64", "h2o:48+16"]}
@@ -177,6 +185,31 @@ def test_quantizer_matches_onnxruntime_bit_for_bit(bits):
             assert (deq[0, :block] == 0).all()
 
 
+def test_per_column_quantizer_matches_onnxruntime_bit_for_bit():
+    """quantize_per_column == ONNX Runtime's quantize_data (symmetric int8, one call per output
+    column, what quantize_dynamic(per_channel=True) stores) on columns with an all-zero one,
+    exact halves after scaling and ties of magnitude; values within half a step."""
+    from onnx import TensorProto
+    from onnxruntime.quantization.quant_utils import quantize_data
+
+    rng = np.random.default_rng(31)
+    for n, k, scale in ((24, 256, 0.02), (7, 200, 3.0), (5, 64, 1.0)):
+        w = (rng.standard_normal((n, k)) * scale).astype(np.float32)
+        w[0] = 0  # an all-zero column of W^T
+        w[1] = np.round(w[1] * 4) / 4  # exact quarters: ties when scaled
+        w[2, :2] = [-1.0, 1.0]
+        w[3, :3] = [127.0, -127.0, 63.5]  # scale 1: 63.5 rounds half to even
+        q, scales = quantize_per_column(w)
+        assert q.shape == (k, n) and q.dtype == np.int8 and scales.shape == (n,)
+        for col in range(n):
+            _, want_scale, want_q = quantize_data(w[col], TensorProto.INT8, True)
+            assert scales[col] == want_scale, f"column {col}: scale {scales[col]} vs {want_scale}"
+            assert np.array_equal(q[:, col], want_q), f"column {col}: values differ"
+        deq = q.T.astype(np.float32) * scales[:, None]
+        assert (np.abs(deq - w) <= scales[:, None] * 0.5 * (1 + 1e-6)).all()
+        assert (q[:, 0] == 0).all() and scales[0] == 1.0
+
+
 # ---------- the graph and the manifest ----------
 
 
@@ -215,7 +248,41 @@ def test_quantized_graph_and_manifest(exported, name):
     assert "gpt_neox.embed_in.weight" in inits  # the embedding stays a float Gather
 
 
-@pytest.mark.parametrize("weights", ["int8", "int4"])
+@pytest.mark.parametrize("name", ["pythia-micro-int8-dq", "tiny-int8-dq-head-fp32"])
+def test_int8_dq_graph_and_manifest(exported, name):
+    """--weights int8-dq: every Linear a com.microsoft DynamicQuantizeMatMul on an int8 [K, N]
+    weight with a float32 scale per column and the bias fused; no MatMulNBits, no float weight
+    beside a MatMul; the head as asked (int8-dq by default, a float MatMul with --lm-head fp32)."""
+    d = exported(name)
+    manifest = json.loads((d / "manifest.json").read_text())
+    w = manifest["weights"]
+    head = EXPORTS[name][1].get("lm_head", "int8-dq")
+    layers = manifest["num_layers"]
+    linears = [f"gpt_neox.layers.{i}.{s}" for i in range(layers)
+               for s in ("attention.query_key_value", "attention.dense", "mlp.dense_h_to_4h", "mlp.dense_4h_to_h")]
+    assert w["format"] == "int8-dq" and w["op"] == "com.microsoft.DynamicQuantizeMatMul"
+    assert w["lm_head"] == head and w["symmetric"] and "block_size" not in w and "accuracy_level" not in w
+    assert w["quantized"] == linears + (["embed_out"] if head == "int8-dq" else [])
+    model = onnx.load(str(d / "model.onnx"))
+    inits = {t.name: t for t in model.graph.initializer}
+    dq = [n for n in model.graph.node if n.op_type == "DynamicQuantizeMatMul"]
+    assert len(dq) == 4 * layers + (head == "int8-dq") and all(n.domain == "com.microsoft" for n in dq)
+    assert not any(n.op_type == "MatMulNBits" for n in model.graph.node)
+    for n in dq:
+        b, scale = inits[n.input[1]], inits[n.input[2]]
+        assert b.data_type == onnx.TensorProto.INT8 and scale.data_type == onnx.TensorProto.FLOAT
+        k, cols = b.dims
+        assert list(scale.dims) == [cols]
+        if n.input[1].startswith("embed_out"):  # Pythia's head has no bias
+            assert len(n.input) == 3
+        else:  # no zero point; the bias fused
+            assert len(n.input) == 5 and n.input[3] == "" and n.input[4] in inits
+    float_matmuls = [n for n in model.graph.node if n.op_type == "MatMul" and set(n.input) & set(inits)]
+    assert len(float_matmuls) == (0 if head == "int8-dq" else 1)  # only an fp32 head keeps a float weight
+    assert "gpt_neox.embed_in.weight" in inits
+
+
+@pytest.mark.parametrize("weights", ["int8", "int4", "int8-dq"])
 @pytest.mark.parametrize("model", list(CHECKPOINTS))
 def test_quantized_graph_close_to_fp32(exported, model, weights):
     """One 64-token prefill and one decode step on the same inputs: quantized vs fp32 graph."""
@@ -263,7 +330,7 @@ def test_engine_matches_onnxruntime(exported, engine_runs, name, spec):
     assert res["max_row_sum_error"] <= ROW_SUM_TOL
 
 
-@pytest.mark.parametrize("weights", ["int8", "int4"])
+@pytest.mark.parametrize("weights", ["int8", "int4", "int8-dq"])
 @pytest.mark.parametrize("model", list(CHECKPOINTS))
 def test_quantized_ppl_close_to_fp32(engine_runs, model, weights):
     full = {w: engine_runs(f"{model}-{w}", "full")[0]["ppl"] for w in ("fp32", weights)}
@@ -280,6 +347,11 @@ def test_info_shows_the_weight_format(exported):
     assert p.returncode == 0, p.stderr
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("weight format")]
     assert lines and lines[0].split(None, 2)[2] == "int4 (MatMulNBits, block 128, LM head int8)", p.stdout
+    p = subprocess.run([str(engine_bin()), "info", "--model", str(exported("tiny-int8-dq-head-fp32")), "--threads", "1"],
+                       capture_output=True, text=True, env=engine_env(), timeout=120)
+    assert p.returncode == 0, p.stderr
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("weight format")]
+    assert lines[0].split(None, 2)[2] == "int8-dq (DynamicQuantizeMatMul, a scale per column, LM head fp32)", p.stdout
 
 
 # ---------- bad options ----------
@@ -292,8 +364,13 @@ def test_info_shows_the_weight_format(exported):
     (["--weights", "int4", "--block-size", "512"], "--block-size must be a power of two from 16 to 256"),
     (["--weights", "int4", "--block-size", "big"], "--block-size must be an integer"),
     (["--block-size", "32"], "--block-size only applies to --weights int8 or int4"),
-    (["--lm-head", "int8"], "--lm-head only applies to --weights int8 or int4"),
-    (["--weights", "int4", "--lm-head", "int2"], "--lm-head must be one of fp32, int8, int4"),
+    (["--lm-head", "int8"], "--lm-head only applies to --weights int8, int4 or int8-dq"),
+    (["--weights", "int4", "--lm-head", "int2"], "--lm-head must be one of fp32, int8, int4, int8-dq"),
+    (["--weights", "int8-dq", "--block-size", "32"], "--block-size does not apply to --weights int8-dq"),
+    (["--weights", "int8-dq", "--accuracy-level", "4"], "drop it for --weights int8-dq"),
+    (["--weights", "int8-dq", "--lm-head", "int4"], "the LM head is int8-dq (the default) or fp32"),
+    (["--weights", "int4", "--lm-head", "int8-dq"], "--lm-head int8-dq needs --weights int8-dq"),
+    (["--weights", "int8-dq", "--dtype", "fp16"], "--weights int8-dq needs --dtype fp32"),
 ])
 def test_bad_weight_options_are_one_line_errors(tmp_path, args, says):
     out = tmp_path / "out"

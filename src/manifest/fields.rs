@@ -57,7 +57,7 @@ enum Kind {
 use Kind::*;
 use Presence::*;
 
-const WEIGHT_FORMATS: &[&str] = &["fp32", "int8", "int4"];
+const WEIGHT_FORMATS: &[&str] = &["fp32", "int8", "int4", "int8-dq"];
 
 /// The architectures the engine runs: GPT-NeoX (Pythia) and the Llama family (Llama 2/3, SmolLM2,
 /// TinyLlama: "llama"; Qwen2).
@@ -383,12 +383,14 @@ fn check_relations(raw: &Value) -> Result<(), FieldProblem> {
 }
 
 /// A quantized format's block size is a power of two (MatMulNBits' blocks); fp32 weights have no
-/// blocks and an fp32 LM head.
+/// blocks and an fp32 LM head; int8-dq (a scale per column) has no blocks, and its LM head is
+/// int8-dq or fp32 (and only its layers take an int8-dq head).
 fn check_block_size(raw: &Value) -> Result<(), FieldProblem> {
     let Some(w) = raw.get("weights") else {
         return Ok(());
     };
     let fp32 = w["format"] == "fp32";
+    let dq = w["format"] == "int8-dq";
     match (
         w.get("block_size").and_then(Value::as_u64),
         w.get("lm_head"),
@@ -405,6 +407,20 @@ fn check_block_size(raw: &Value) -> Result<(), FieldProblem> {
             "weights.lm_head",
             &format!("is \"{head}\", but weights.format is \"fp32\" (nothing is quantized)"),
         )),
+        (Some(b), _) if dq => Err(problem(
+            "weights.block_size",
+            &format!("is {b}, but weights.format is \"int8-dq\" (a scale per column, no blocks)"),
+        )),
+        (_, Some(Value::String(head))) if dq != (head == "int8-dq") && head != "fp32" => {
+            Err(problem(
+                "weights.lm_head",
+                &format!(
+                    "is \"{head}\" with weights.format {}; int8-dq layers take an int8-dq or fp32 \
+                     head, and only they take an int8-dq one",
+                    w["format"]
+                ),
+            ))
+        }
         _ => Ok(()),
     }
 }
@@ -493,6 +509,19 @@ mod tests {
         raw["weights"] = serde_json::json!({"format": "fp32", "block_size": 32});
         assert_eq!(check(&raw).unwrap_err().field, "weights.block_size");
         raw["weights"] = serde_json::json!({"format": "fp32", "lm_head": "int8"});
+        assert_eq!(check(&raw).unwrap_err().field, "weights.lm_head");
+        raw["weights"] = serde_json::json!({"format": "int8", "block_size": 32, "lm_head": "fp32"});
+        assert!(check(&raw).is_ok());
+        raw["weights"] = serde_json::json!({"format": "int8-dq", "lm_head": "int8-dq"});
+        assert!(check(&raw).is_ok());
+        raw["weights"] = serde_json::json!({"format": "int8-dq", "lm_head": "fp32"});
+        assert!(check(&raw).is_ok());
+        raw["weights"] = serde_json::json!({"format": "int8-dq", "block_size": 32});
+        assert_eq!(check(&raw).unwrap_err().field, "weights.block_size");
+        raw["weights"] = serde_json::json!({"format": "int8-dq", "lm_head": "int4"});
+        assert_eq!(check(&raw).unwrap_err().field, "weights.lm_head");
+        raw["weights"] =
+            serde_json::json!({"format": "int4", "block_size": 32, "lm_head": "int8-dq"});
         assert_eq!(check(&raw).unwrap_err().field, "weights.lm_head");
         raw["weights"] = serde_json::json!({"format": "int8", "block_size": 32, "lm_head": "fp32"});
         assert_eq!(check(&raw), Ok(()));

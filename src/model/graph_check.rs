@@ -364,6 +364,9 @@ pub fn weights_agree(m: &Manifest, ops: &GraphOps) -> std::result::Result<(), (S
         "int4" => Some(4),
         _ => None,
     };
+    if w.format == "int8-dq" || !ops.dq_matmuls.is_empty() && bits(&w.format).is_some() {
+        return dynamic_agrees(m, ops);
+    }
     let Some(layer_bits) = bits(&w.format) else {
         return match quantized {
             None => Ok(()),
@@ -415,6 +418,57 @@ pub fn weights_agree(m: &Manifest, ops: &GraphOps) -> std::result::Result<(), (S
             format!(
                 "model.onnx's LM head (N = vocab_size {}) is not a MatMulNBits node",
                 m.vocab_size
+            ),
+        )),
+    }
+}
+
+/// `weights_agree` for format "int8-dq" (com.microsoft DynamicQuantizeMatMul, export.py --weights
+/// int8-dq), or a MatMulNBits format whose graph holds DynamicQuantizeMatMul nodes.
+fn dynamic_agrees(m: &Manifest, ops: &GraphOps) -> std::result::Result<(), (String, String)> {
+    let w = &m.weights;
+    let claim = |field: &str, v: &str| format!("weights.{field} is \"{v}\"");
+    if w.format != "int8-dq" {
+        return Err((
+            claim("format", &w.format),
+            format!(
+                "model.onnx holds {} DynamicQuantizeMatMul node(s) (int8-dq)",
+                ops.dq_matmuls.len()
+            ),
+        ));
+    }
+    if !ops.nbits.is_empty() {
+        return Err((
+            claim("format", &w.format),
+            format!(
+                "model.onnx holds {} MatMulNBits node(s) (int8/int4)",
+                ops.nbits.len()
+            ),
+        ));
+    }
+    let vocab = m.vocab_size as i64;
+    if !ops.dq_matmuls.iter().any(|&n| n != vocab) {
+        return Err((
+            claim("format", &w.format),
+            format!(
+                "model.onnx has no DynamicQuantizeMatMul node for the layers' linears ({})",
+                plain(ops)
+            ),
+        ));
+    }
+    let lm_head = w.lm_head.as_deref().unwrap_or(&w.format);
+    match (lm_head == "int8-dq", ops.dq_matmuls.contains(&vocab)) {
+        (true, true) | (false, false) => Ok(()),
+        (true, false) => Err((
+            claim("lm_head", lm_head),
+            format!(
+                "model.onnx's LM head (N = vocab_size {vocab}) is not a DynamicQuantizeMatMul node"
+            ),
+        )),
+        (false, true) => Err((
+            claim("lm_head", lm_head),
+            format!(
+                "model.onnx's LM head (DynamicQuantizeMatMul, N = vocab_size {vocab}) holds int8 weights"
             ),
         )),
     }
@@ -503,6 +557,53 @@ mod tests {
         let blocks = manifest(serde_json::json!({"format": "int4", "block_size": 64}));
         let (claim, _) = weights_agree(&blocks, &graph(&[(4, 192), (4, 512)])).unwrap_err();
         assert!(claim.contains("block_size is 64"), "{claim}");
+    }
+
+    /// A graph of DynamicQuantizeMatMul nodes with these N (512 = the fixture's vocabulary).
+    fn dq_graph(ns: &[i64]) -> GraphOps {
+        let mut ops = graph(&[]);
+        ops.dq_matmuls = ns.to_vec();
+        ops.ops
+            .insert("DynamicQuantizeMatMul".into(), ns.len().max(1));
+        ops
+    }
+
+    #[test]
+    fn int8_dq_agrees_and_is_contradicted() {
+        let dq = manifest(serde_json::json!({"format": "int8-dq", "lm_head": "int8-dq"}));
+        assert_eq!(weights_agree(&dq, &dq_graph(&[192, 64, 512])), Ok(()));
+        let head_fp32 = manifest(serde_json::json!({"format": "int8-dq", "lm_head": "fp32"}));
+        assert_eq!(weights_agree(&head_fp32, &dq_graph(&[192, 64])), Ok(()));
+        let (claim, g) = weights_agree(&head_fp32, &dq_graph(&[192, 512])).unwrap_err();
+        assert!(
+            claim.contains("lm_head") && g.contains("holds int8"),
+            "{claim} / {g}"
+        );
+        let (claim, g) = weights_agree(&dq, &dq_graph(&[192])).unwrap_err();
+        assert!(
+            claim.contains("lm_head") && g.contains("not a DynamicQuantizeMatMul"),
+            "{g}"
+        );
+        let (_, g) = weights_agree(&dq, &graph(&[])).unwrap_err();
+        assert!(
+            g.contains("no DynamicQuantizeMatMul") && g.contains("plain MatMul"),
+            "{g}"
+        );
+        let (_, g) = weights_agree(&dq, &graph(&[(8, 192)])).unwrap_err();
+        assert!(g.contains("1 MatMulNBits"), "{g}");
+        // the other way round: an fp32 or int8 manifest on a DynamicQuantizeMatMul graph
+        let fp32 = manifest(serde_json::json!({"format": "fp32"}));
+        let (claim, g) = weights_agree(&fp32, &dq_graph(&[192, 512])).unwrap_err();
+        assert!(
+            claim.contains("\"fp32\"") && g.contains("DynamicQuantizeMatMul"),
+            "{g}"
+        );
+        let int8 = manifest(serde_json::json!({"format": "int8", "block_size": 32}));
+        let (claim, g) = weights_agree(&int8, &dq_graph(&[192, 512])).unwrap_err();
+        assert!(
+            claim.contains("\"int8\"") && g.contains("int8-dq"),
+            "{claim} / {g}"
+        );
     }
 
     #[test]

@@ -1,15 +1,16 @@
 //! A minimal reader of model.onnx's protobuf: the graph's declared inputs and outputs (name,
 //! element type, shape), so the manifest is checked against the graph without building an ONNX
 //! Runtime session, and what the weight format shows: each node's operator (op_type, and
-//! MatMulNBits' `bits`, `block_size` and `N` attributes) and each initializer's element type (ONNX
+//! MatMulNBits' `bits`, `block_size` and `N` attributes, DynamicQuantizeMatMul's B input) and each
+//! initializer's element type (and a quantized one's dims: DynamicQuantizeMatMul's N) (ONNX
 //! Runtime does not expose a session's nodes). Streamed, the weight bytes skipped with seeks
 //! (nothing of the size of the weights is held).
 //!
 //! Wire format (protobuf): a field is a varint key `number << 3 | wire type`, then a varint (0), 8
 //! bytes (1), a varint length and that many bytes (2: strings, nested messages, packed lists) or 4
 //! bytes (5). Fields read (onnx.proto3): ModelProto.graph = 7; GraphProto.node = 1, .initializer = 5,
-//! .input = 11, .output = 12; NodeProto.op_type = 4, .attribute = 5; AttributeProto.name = 1, .i = 3,
-//! .g = 6, .graphs = 11; TensorProto.data_type = 2, .name = 8; ValueInfoProto.name = 1, .type = 2;
+//! .input = 11, .output = 12; NodeProto.input = 1, .op_type = 4, .attribute = 5; AttributeProto.name = 1,
+//! .i = 3, .g = 6, .graphs = 11; TensorProto.dims = 1, .data_type = 2, .name = 8; ValueInfoProto.name = 1, .type = 2;
 //! TypeProto.tensor_type = 1; TypeProto.Tensor.elem_type = 1, .shape = 2; TensorShapeProto.dim = 1;
 //! Dimension.dim_value = 1, .dim_param = 2. Everything else is skipped.
 
@@ -24,6 +25,8 @@ use crate::error::{Error, Result};
 const QUANTIZED_TYPES: [u64; 4] = [2, 3, 21, 22];
 /// Subgraphs (If / Loop bodies) nested deeper than this are refused (a crafted file's recursion).
 const MAX_DEPTH: usize = 8;
+/// Dims kept per initializer (weights have two; more only matter as "not [K, N]").
+const MAX_DIMS: usize = 8;
 /// Longest op_type or attribute name read (ONNX's are short).
 const MAX_NAME: u64 = 256;
 
@@ -43,6 +46,9 @@ pub struct GraphOps {
     pub ops: BTreeMap<String, usize>,
     /// Every MatMulNBits node's attributes.
     pub nbits: Vec<NBits>,
+    /// Every DynamicQuantizeMatMul node's output features (N, B's [K, N] second axis: the vocabulary
+    /// for the LM head); -1 where B is not a quantized initializer of the graph.
+    pub dq_matmuls: Vec<i64>,
     /// Initializers of an 8- or 4-bit integer type.
     pub quantized_initializers: usize,
     /// The main graph's inputs that are not initializers (what a session takes), in file order.
@@ -74,8 +80,31 @@ pub fn scan(path: &Path) -> Result<GraphOps> {
         pos: 0,
     };
     let mut ops = GraphOps::default();
-    model(&mut wire, len, &mut ops).map_err(bad)?;
+    let mut dq = DqInputs::default();
+    model(&mut wire, len, &mut ops, &mut dq).map_err(bad)?;
+    dq.resolve(&mut ops);
     Ok(ops)
+}
+
+/// What DynamicQuantizeMatMul's N is read from: each node's B input and the quantized
+/// initializers' dims (both small: names and a few integers).
+#[derive(Default)]
+struct DqInputs {
+    b_inputs: Vec<String>,
+    dims: BTreeMap<String, Vec<i64>>,
+}
+
+impl DqInputs {
+    fn resolve(self, ops: &mut GraphOps) {
+        ops.dq_matmuls = self
+            .b_inputs
+            .iter()
+            .map(|b| match self.dims.get(b).map(Vec::as_slice) {
+                Some([_, n]) => *n,
+                _ => -1,
+            })
+            .collect();
+    }
 }
 
 /// The input ports of a graph: its declared inputs less those an initializer of the same name
@@ -95,7 +124,9 @@ fn scan_bytes(bytes: &[u8]) -> std::result::Result<GraphOps, String> {
         pos: 0,
     };
     let mut ops = GraphOps::default();
-    model(&mut wire, bytes.len() as u64, &mut ops)?;
+    let mut dq = DqInputs::default();
+    model(&mut wire, bytes.len() as u64, &mut ops, &mut dq)?;
+    dq.resolve(&mut ops);
     Ok(ops)
 }
 
@@ -194,12 +225,17 @@ impl<R: BufRead + Seek> Wire<R> {
 }
 
 /// ModelProto: its graph (7).
-fn model<R: BufRead + Seek>(w: &mut Wire<R>, end: u64, out: &mut GraphOps) -> Parse<()> {
+fn model<R: BufRead + Seek>(
+    w: &mut Wire<R>,
+    end: u64,
+    out: &mut GraphOps,
+    dq: &mut DqInputs,
+) -> Parse<()> {
     let mut graphs = 0;
     while let Some((field, wire)) = w.field(end)? {
         if (field, wire) == (7, 2) {
             let stop = w.length(end)? + w.pos;
-            graph(w, stop, out, 0)?;
+            graph(w, stop, out, dq, 0)?;
             graphs += 1;
         } else {
             w.skip_value(wire, end)?;
@@ -216,6 +252,7 @@ fn graph<R: BufRead + Seek>(
     w: &mut Wire<R>,
     end: u64,
     out: &mut GraphOps,
+    dq: &mut DqInputs,
     depth: usize,
 ) -> Parse<()> {
     if depth > MAX_DEPTH {
@@ -226,13 +263,14 @@ fn graph<R: BufRead + Seek>(
         match (field, wire) {
             (1, 2) => {
                 let stop = w.length(end)? + w.pos;
-                node(w, stop, out, depth)?;
+                node(w, stop, out, dq, depth)?;
             }
             (5, 2) => {
                 let stop = w.length(end)? + w.pos;
-                let (ty, name) = tensor_type(w, stop)?;
+                let (ty, name, dims) = tensor_type(w, stop)?;
                 if QUANTIZED_TYPES.contains(&ty) {
                     out.quantized_initializers += 1;
+                    dq.dims.insert(name.clone(), dims);
                 }
                 if depth == 0 {
                     initializers.push(name);
@@ -317,21 +355,30 @@ fn dimension<R: BufRead + Seek>(w: &mut Wire<R>, end: u64) -> Parse<(Option<i64>
     Ok((value, param))
 }
 
-/// NodeProto: its op_type (4) and attributes (5).
+/// NodeProto: its inputs (1; the second kept), op_type (4) and attributes (5).
 fn node<R: BufRead + Seek>(
     w: &mut Wire<R>,
     end: u64,
     out: &mut GraphOps,
+    dq: &mut DqInputs,
     depth: usize,
 ) -> Parse<()> {
     let mut op = String::new();
     let mut attrs = BTreeMap::new();
+    let (mut inputs, mut second_input) = (0, String::new());
     while let Some((field, wire)) = w.field(end)? {
         match (field, wire) {
+            (1, 2) => {
+                let name = w.text(end)?;
+                if inputs == 1 {
+                    second_input = name;
+                }
+                inputs += 1;
+            }
             (4, 2) => op = w.text(end)?,
             (5, 2) => {
                 let stop = w.length(end)? + w.pos;
-                if let Some((name, value)) = attribute(w, stop, out, depth)? {
+                if let Some((name, value)) = attribute(w, stop, out, dq, depth)? {
                     attrs.insert(name, value);
                 }
             }
@@ -346,6 +393,9 @@ fn node<R: BufRead + Seek>(
             n: get("N"),
         });
     }
+    if op == "DynamicQuantizeMatMul" {
+        dq.b_inputs.push(second_input);
+    }
     *out.ops.entry(op).or_default() += 1;
     Ok(())
 }
@@ -356,6 +406,7 @@ fn attribute<R: BufRead + Seek>(
     w: &mut Wire<R>,
     end: u64,
     out: &mut GraphOps,
+    dq: &mut DqInputs,
     depth: usize,
 ) -> Parse<Option<(String, i64)>> {
     let (mut name, mut int) = (String::new(), None);
@@ -365,7 +416,7 @@ fn attribute<R: BufRead + Seek>(
             (3, 0) => int = Some(w.varint()? as i64),
             (6 | 11, 2) => {
                 let stop = w.length(end)? + w.pos;
-                graph(w, stop, out, depth + 1)?;
+                graph(w, stop, out, dq, depth + 1)?;
             }
             _ => w.skip_value(wire, end)?,
         }
@@ -373,17 +424,31 @@ fn attribute<R: BufRead + Seek>(
     Ok(int.map(|i| (name, i)))
 }
 
-/// TensorProto: its data_type (2) and name (8); the data is skipped.
-fn tensor_type<R: BufRead + Seek>(w: &mut Wire<R>, end: u64) -> Parse<(u64, String)> {
-    let (mut ty, mut name) = (0, String::new());
+/// Keeps a tensor's first [`MAX_DIMS`] dims (a crafted file may list millions).
+fn push_dim(dims: &mut Vec<i64>, d: u64) {
+    if dims.len() < MAX_DIMS {
+        dims.push(d as i64);
+    }
+}
+
+/// TensorProto: its dims (1, packed or not), data_type (2) and name (8); the data is skipped.
+fn tensor_type<R: BufRead + Seek>(w: &mut Wire<R>, end: u64) -> Parse<(u64, String, Vec<i64>)> {
+    let (mut ty, mut name, mut dims) = (0, String::new(), Vec::new());
     while let Some((field, wire)) = w.field(end)? {
         match (field, wire) {
+            (1, 0) => push_dim(&mut dims, w.varint()?),
+            (1, 2) => {
+                let stop = w.length(end)? + w.pos;
+                while w.pos < stop {
+                    push_dim(&mut dims, w.varint()?);
+                }
+            }
             (2, 0) => ty = w.varint()?,
             (8, 2) => name = w.text(end)?,
             _ => w.skip_value(wire, end)?,
         }
     }
-    Ok((ty, name))
+    Ok((ty, name, dims))
 }
 
 /// Protobuf encoding of the few messages the tests need (a field at a time).
@@ -471,6 +536,50 @@ mod tests {
             }]
         );
         assert_eq!(ops.quantized_initializers, 1);
+    }
+
+    /// DynamicQuantizeMatMul's N comes from its B initializer's dims, packed or one field per dim;
+    /// a B that is not a quantized initializer reads -1.
+    #[test]
+    fn dynamic_quantize_matmul_n_from_its_weight() {
+        let dq = |b: &str| {
+            let mut n = Vec::new();
+            for input in ["x", b, "scale"] {
+                bytes(1, input.as_bytes(), &mut n);
+            }
+            bytes(4, b"DynamicQuantizeMatMul", &mut n);
+            n
+        };
+        let mut g = Vec::new();
+        for b in ["head_q", "layer_q", "float_w"] {
+            bytes(1, &dq(b), &mut g);
+        }
+        let mut head = Vec::new(); // dims [64, 4096] packed, int8
+        let mut packed = Vec::new();
+        varint(64, &mut packed);
+        varint(4096, &mut packed);
+        bytes(1, &packed, &mut head);
+        int(2, 3, &mut head);
+        bytes(8, b"head_q", &mut head);
+        bytes(5, &head, &mut g);
+        let mut layer = Vec::new(); // dims [64, 192] one field each, int8
+        int(1, 64, &mut layer);
+        int(1, 192, &mut layer);
+        int(2, 3, &mut layer);
+        bytes(8, b"layer_q", &mut layer);
+        bytes(5, &layer, &mut g);
+        let mut float = Vec::new(); // a float initializer: its dims are not kept
+        int(1, 64, &mut float);
+        int(1, 10, &mut float);
+        int(2, 1, &mut float);
+        bytes(8, b"float_w", &mut float);
+        bytes(5, &float, &mut g);
+        let mut m = Vec::new();
+        bytes(7, &g, &mut m);
+        let ops = scan_bytes(&m).unwrap();
+        assert_eq!(ops.ops["DynamicQuantizeMatMul"], 3);
+        assert_eq!(ops.dq_matmuls, vec![4096, 192, -1]);
+        assert_eq!(ops.quantized_initializers, 2);
     }
 
     /// A ValueInfoProto of a tensor of ONNX type `ty` with `dims` (a value, a named symbol, or
