@@ -143,6 +143,26 @@ fn the_shared_text_is_the_default_in_a_clone() {
     assert!(text.contains("library search"), "{text}");
 }
 
+/// `info --model X` says X is used, not the default model it would find without the flag.
+#[test]
+fn info_marks_the_given_model_as_used() {
+    let mut c = h2o();
+    c.args(["info", "--model"]).arg(fixture_dir());
+    let out = c.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let search: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("model search"))
+        .take_while(|l| l.starts_with("model search") || l.starts_with(' '))
+        .collect();
+    assert!(search[0].ends_with("--model (used)"), "{text}");
+    assert_eq!(
+        search.iter().filter(|l| l.contains("(used)")).count(),
+        1,
+        "{text}"
+    );
+}
+
 #[test]
 fn data_file_empty() {
     let tmp = tempfile::tempdir().unwrap();

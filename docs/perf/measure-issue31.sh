@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 31, in one quiet run: prefill (TTFT at PROMPT tokens) and decode (TPOT over GEN tokens) of
 # the engine with today's fp32 graph, the fused fp32 graph (`export.py --graph-ops fused`), int8
-# and int4 weights (int4 at both MatMulNBits accuracy levels), against transformers eager, at
+# and int4 weights (int4 at both MatMulNBits accuracy levels), int8-dq (DynamicQuantizeMatMul),
+# against transformers eager, at
 # each size in SIZES; plus the per-node profile of the PROMPT-token prefill at PROFILE_SIZE.
 # Every point runs ROUNDS times, alternating (round 1 of every model and of transformers, then
 # round 2, ...); the table shows each round. Writes $OUT/issue31.md (and every JSON beside it).
@@ -11,7 +12,8 @@
 #     bash docs/perf/measure-issue31.sh                 # 160m and 410m: about 14 minutes, exports included
 #     SIZES="160m 410m 1b" bash docs/perf/measure-issue31.sh   # + 1b: about 13 minutes more
 # Settings (environment): SIZES, ROUNDS (2), THREADS (2), PROMPT (512), GEN (64), PROFILE_SIZE
-# (410m; "" = no profile), OUT (results/issue31-<time>), H2O_BIN, PY, DATA, TOKENIZER.
+# (410m; "" = no profile), PROFILE_VARIANTS, VARIANTS (the same list at every size instead of the
+# per-size default), OUT (results/issue31-<time>), H2O_BIN, PY, DATA, TOKENIZER.
 # TABLE_ONLY=1 OUT=<an earlier run's folder> renders its table again without measuring.
 # QUICK=1 rehearses every command at toy settings (160m, prompt 32, gen 4, one round): a check
 # that the script runs, never a measurement.
@@ -59,15 +61,17 @@ declare -A FLAGS=(
   [fp32]=""
   [fp32-fused]="--graph-ops fused"
   [int8]="--weights int8 --graph-ops fused"
+  [int8-dq]="--weights int8-dq --graph-ops fused"
   [int4]="--weights int4 --graph-ops fused"
   [int4-acc1]="--weights int4 --accuracy-level 1 --graph-ops fused"
   [int4-b128]="--weights int4 --block-size 128 --graph-ops fused"
 )
 EXTRA_VARIANTS=${EXTRA_VARIANTS:-}  # e.g. "int4-b128": added at 160m and 410m (about a minute more)
 variants_of() {  # which variants each size measures (1b: the fp32 pair and int4, to stay in time)
+  if [ -n "${VARIANTS:-}" ]; then echo "$VARIANTS"; return; fi  # e.g. VARIANTS="fp32 int8-dq int4": every size
   case "$1" in
-    1b|1.4b|2.8b) echo "fp32 fp32-fused int4" ;;
-    *) echo "fp32 fp32-fused int8 int4 int4-acc1 $EXTRA_VARIANTS" ;;
+    1b|1.4b|2.8b) echo "fp32 fp32-fused int8-dq int4" ;;
+    *) echo "fp32 fp32-fused int8 int8-dq int4 int4-acc1 $EXTRA_VARIANTS" ;;
   esac
 }
 model_dir() { [ "$2" = fp32 ] && echo "models/random-$1/onnx" || echo "models/random-$1/onnx-$2"; }
@@ -84,7 +88,7 @@ want_ops = flags[flags.index("--graph-ops") + 1] if "--graph-ops" in flags else 
 want_block = int(flags[flags.index("--block-size") + 1]) if "--block-size" in flags else 32
 w = m.get("weights", {"format": "fp32"})
 ok = (w["format"] == want_w and m.get("graph_ops", "plain") == want_ops and m.get("init_seed") == 0
-      and (want_w == "fp32" or (w.get("accuracy_level") == want_acc and w.get("block_size") == want_block)))
+      and (want_w in ("fp32", "int8-dq") or (w.get("accuracy_level") == want_acc and w.get("block_size") == want_block)))
 sys.exit(0 if ok else 1)
 EOF
 }
@@ -146,7 +150,7 @@ done
 
 # 4. Where the prefill spends its time (last token's logits, as `h2o speed` asks)
 if [ -n "$PROFILE_SIZE" ]; then
-  for v in fp32 fp32-fused int4 int4-acc1; do
+  for v in ${PROFILE_VARIANTS:-fp32 fp32-fused int8-dq int4 int4-acc1}; do
     d=$(model_dir "$PROFILE_SIZE" "$v")
     [ -f "$d/model.onnx" ] || ensure_export "$PROFILE_SIZE" "$v"
     say "profile $PROFILE_SIZE $v"
@@ -170,13 +174,14 @@ isa = " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_in
 load = lambda p: json.loads(p.read_text()) if p.is_file() else None
 fmt = lambda xs, f="{:.0f}": ", ".join(f.format(x) for x in xs) if xs else "-"
 med = lambda xs: statistics.median(xs) if xs else float("nan")
-ORDER = ["fp32", "fp32-fused", "int8", "int4", "int4-acc1", "int4-b128"]
+ORDER = ["fp32", "fp32-fused", "int8", "int8-dq", "int4", "int4-acc1", "int4-b128"]
 print(f"# Issue 31 measurement\n\nCPU: {cpu} ({isa}); {threads} threads; prompt {prompt}, gen {gen}; {rounds} "
       f"alternating rounds (each cell: round 1, round 2, ...); total run {int(secs) // 60} min {int(secs) % 60} s; "
       f"{(out / 'versions.txt').read_text().strip().replace(chr(10), '; ')}\n")
 print("Rows: fp32 = today's graph (`--graph-ops plain`); fp32-fused = `--graph-ops fused` (same arithmetic, fewer "
       "nodes); int8 / int4 = MatMulNBits block 32, accuracy_level 4 (int8 activations), fused graph; int4-acc1 = "
-      "accuracy_level 1 (float32 activations); int4-b128 = block 128, level 4. TTFT / fp32 and TPOT / floor use the medians of the rounds; "
+      "accuracy_level 1 (float32 activations); int4-b128 = block 128, level 4; int8-dq = DynamicQuantizeMatMul (int8 weights, "
+      "a scale per column, activations quantized per call to uint8: MLAS's QGEMM), fused graph. TTFT / fp32 and TPOT / floor use the medians of the rounds; "
       "TPOT p10-p90 is the decode steps' spread in round 1.\n")
 for f in ("bit-identical.txt",):
     p = out / f
@@ -219,7 +224,7 @@ for s in sizes:
         print(f"| {s} | transformers eager | {fmt([d['ttft_ms'] for d in hf])} | {fmt([d['tpot_median_ms'] for d in hf], '{:.1f}')} | "
               f"{hf[0]['tpot_min_ms']:.1f} (min)-{hf[0]['tpot_p90_ms']:.1f} | | 1 | 1 | | |")
 if prof:
-    docs = {v: load(out / f"profile-{prof}-{v}.json") for v in ("fp32", "fp32-fused", "int4", "int4-acc1")}
+    docs = {v: load(out / f"profile-{prof}-{v}.json") for v in ("fp32", "fp32-fused", "int8-dq", "int4", "int4-acc1")}
     docs = {v: list(d.values())[0] for v, d in docs.items() if d}
     if docs:
         ops = []

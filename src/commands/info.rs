@@ -95,7 +95,7 @@ pub fn run(a: InfoArgs) -> Result<()> {
         "machine          {}",
         h2o_engine::report::MachineInfo::collect().summary()
     );
-    search_order();
+    search_order(a.model.model != h2o_engine::locate::default_model());
     Ok(())
 }
 
@@ -123,8 +123,9 @@ fn kv_heads(heads: usize, kv_heads: usize) -> String {
 }
 
 /// Where the library, the default model and the default text are looked for, in order, and
-/// which is used (see `h2o_engine::locate`): one place a line, so no path wraps mid-way.
-fn search_order() {
+/// which is used (see `h2o_engine::locate`): one place a line, so no path wraps mid-way. With
+/// `--model` given, that is what is used and the default found is marked "(the default)".
+fn search_order(model_given: bool) {
     use h2o_engine::locate::{binary_dir, model_places, project_root, text_places, DATA_ENV};
     let bin = binary_dir().map_or_else(|| "<binary's folder>".into(), |d| d.display().to_string());
     let lines = |head: &str, places: Vec<String>| {
@@ -141,18 +142,27 @@ fn search_order() {
             format!("{}/.venv (onnxruntime wheel)", project_root().display()),
         ],
     );
-    let used = |p: &std::path::Path, yes: bool| {
-        format!("{}{}", p.display(), if yes { " (used)" } else { "" })
+    let mark = |p: &std::path::Path, yes: bool, what: &str| {
+        format!("{}{}", p.display(), if yes { what } else { "" })
     };
-    let model_used = model_places()
+    let used = |p: &std::path::Path, yes: bool| mark(p, yes, " (used)");
+    let model_default = model_places()
         .iter()
         .position(|p| p.path.join("manifest.json").is_file());
-    let mut models = vec!["--model".to_string()];
+    let default_mark = if model_given {
+        " (the default)"
+    } else {
+        " (used)"
+    };
+    let mut models = vec![format!(
+        "--model{}",
+        if model_given { " (used)" } else { "" }
+    )];
     models.extend(
         model_places()
             .iter()
             .enumerate()
-            .map(|(i, p)| used(&p.path, Some(i) == model_used)),
+            .map(|(i, p)| mark(&p.path, Some(i) == model_default, default_mark)),
     );
     lines("model search", models);
     let env_set = std::env::var_os(DATA_ENV).is_some_and(|v| !v.is_empty());
