@@ -169,6 +169,8 @@ fn bench_two_experiments_writes_csv_json_and_table() {
     assert_eq!(run["model"]["name"], "tiny-neox", "{run}");
     assert_eq!(run["model"]["layers"], 2);
     assert_eq!(run["model"]["max_positions"], 2048);
+    assert_eq!(run["model"]["kv_heads"], 4);
+    assert_eq!(run["model"]["weights"], "fp32");
     let ort = run["runtime"]["ort_version"].as_str().expect("ort_version");
     assert!(ort.starts_with("1."), "ort_version {ort}");
     assert_eq!(run["runtime"]["execution_provider"], "cpu");

@@ -206,6 +206,10 @@ fn bench_and_compare_run() {
         assert!(csv.is_file(), "{name}: no {}", csv.display());
         let body = std::fs::read_to_string(&csv).unwrap();
         assert_eq!(body.lines().count(), 4, "{body}");
+        // the results record the model's KV heads beside its query heads
+        let doc = read_json(&results.join("run.json"));
+        assert_eq!(doc["run"]["model"]["heads"], 4, "{name}");
+        assert_eq!(doc["run"]["model"]["kv_heads"], 2, "{name}");
         let mut c = h2o();
         c.arg("compare").arg(&csv).arg(&csv);
         let out = success(c);

@@ -24,8 +24,10 @@ fn run_info() -> RunInfo {
             dtype: "f32".into(),
             layers: 4,
             heads: 4,
+            kv_heads: Some(4),
             head_dim: 32,
             max_positions: 512,
+            weights: Some("fp32".into()),
         },
         runtime: RuntimeInfo {
             ort_version: "1.23.0".into(),

@@ -46,7 +46,7 @@ pub fn run(a: InfoArgs) -> Result<()> {
             "from checkpoint"
         },
         m.seed
-            .map(|s| format!(" (exported with --seed {s})"))
+            .map(|s| format!(" (exported with --init-seed {s})"))
             .unwrap_or_default()
     );
     if let Some(sha) = &m.source.sha256 {

@@ -34,9 +34,18 @@ pub struct ModelInfo {
     /// e.g. `f32`, `f16`.
     pub dtype: String,
     pub layers: usize,
+    /// Query heads.
     pub heads: usize,
+    /// K/V heads (fewer than `heads` under grouped-query attention); absent in files written
+    /// before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_heads: Option<usize>,
     pub head_dim: usize,
     pub max_positions: usize,
+    /// The linears' weight format (manifest `weights.format`: fp32, int8, int4, int8-dq); absent
+    /// in files written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
 }
 
 impl ModelInfo {
@@ -48,8 +57,10 @@ impl ModelInfo {
             dtype: man.dtype.name().to_string(),
             layers: man.num_layers,
             heads: man.num_heads,
+            kv_heads: Some(man.kv_heads()),
             head_dim: man.head_dim,
             max_positions: man.max_position_embeddings,
+            weights: Some(man.weights.format.clone()),
         }
     }
 }

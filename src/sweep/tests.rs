@@ -32,8 +32,10 @@ fn job(spec: &str) -> SweepJob {
         dtype: "f32".into(),
         layers: 2,
         heads: 2,
+        kv_heads: Some(2),
         head_dim: 8,
         max_positions: 64,
+        weights: Some("fp32".into()),
     };
     let needs = Needs {
         provider: ExecutionProvider::Cpu,
