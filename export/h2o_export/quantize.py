@@ -57,7 +57,6 @@ from .errors import ExportError
 
 FORMATS = ("fp32", "int8", "int4", "int8-dq")
 BITS = {"int8": 8, "int4": 4, "int8-dq": 8}
-NBITS_FORMATS = ("int8", "int4")  # MatMulNBits; int8-dq is DynamicQuantizeMatMul
 BLOCK_SIZES = (16, 32, 64, 128, 256)
 DEFAULT_BLOCK_SIZE = {"int8": 32, "int4": 32}
 ACCURACY_LEVELS = (1, 4)  # float32 activations, int8 activations (0, 2, 3 run as 1 on x86)

@@ -282,6 +282,23 @@ def test_int8_dq_graph_and_manifest(exported, name):
     assert "gpt_neox.embed_in.weight" in inits
 
 
+@pytest.mark.parametrize("name", [n for n in EXPORTS if EXPORTS[n][0] == "pythia-micro"])
+def test_weight_bytes_estimate_matches_the_file(exported, name):
+    """exporter.weights_nbytes (the disk-space check and the 2 GB protobuf limit) counts each
+    format's bytes: within 0.1% of the initializers' bytes (the rest: the graph's small constants)."""
+    from h2o_export.config import load_config_file
+    from h2o_export.exporter import weights_nbytes
+    from h2o_export.quantize import WeightFormat
+
+    d = exported(name)
+    opts = EXPORTS[name][1]
+    _, cfg = load_config_file(CHECKPOINTS["pythia-micro"] / "config.json")
+    est = weights_nbytes(cfg, opts.get("dtype", "fp32"), WeightFormat.parse(opts["weights"], lm_head=opts.get("lm_head")))
+    model = onnx.load(str(d / "model.onnx"))
+    real = sum(onnx.numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
+    assert abs(real - est) <= 1e-3 * est, f"{name}: estimated {est} bytes, the file holds {real}"
+
+
 @pytest.mark.parametrize("weights", ["int8", "int4", "int8-dq"])
 @pytest.mark.parametrize("model", list(CHECKPOINTS))
 def test_quantized_graph_close_to_fp32(exported, model, weights):
