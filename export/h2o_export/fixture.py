@@ -74,6 +74,32 @@ def train_tokenizer(corpus: Path, out: Path) -> None:
     tok.save(str(out))
 
 
+def golden_cases(model, tokens: list[int], num_layers: int) -> tuple[dict, dict, dict]:
+    """The golden cases of a fixture (graph_parity.standard_cases), transformers' outputs for each
+    and each case's description: (cases, expected, descriptions)."""
+    cases = standard_cases(model, tokens, num_layers, pad_id=1, stepwise=4)
+    expected = {name: run_hf(model, step) for name, step in cases.items()}
+    desc = dict(DESCRIPTIONS)
+    for name in cases:
+        if name.startswith("stepwise_"):
+            s = int(name.split("_")[1])
+            desc[name] = (f"token-by-token from the first token, step {s}: text token {s} at position {s}, "
+                          f"past = the {s} entries of the earlier steps")
+    return cases, expected, desc
+
+
+def worst_differences(model_dir: Path, manifest: dict, golden: dict) -> dict[str, float]:
+    """The largest onnxruntime-vs-golden difference per output kind (logits, new_key_values,
+    attention_sums) over every case, each within TOLERANCES (graph_parity.compare raises)."""
+    sess = ort_session(model_dir / "model.onnx")
+    worst: dict[str, float] = {}
+    for step, want in golden.values():
+        for k, d in compare(run_onnx(sess, step, manifest), want, step, TOLERANCES).items():
+            kind = k.split(".")[0]
+            worst[kind] = max(worst.get(kind, 0.0), d)
+    return worst
+
+
 def make_fixture(corpus: Path, out: Path, log: Callable[[str], None] = print) -> dict[str, float]:
     """Write the fixture into `out` (hf/ is replaced) and check it; returns the largest
     onnxruntime-vs-transformers difference per output kind."""
@@ -98,14 +124,7 @@ def make_fixture(corpus: Path, out: Path, log: Callable[[str], None] = print) ->
     tokens = Tokenizer.from_file(str(hf / "tokenizer.json")).encode(TEXT).ids
     model = load_model(hf)
     L, nh, hd = manifest["num_layers"], manifest["num_heads"], manifest["head_dim"]
-    cases = standard_cases(model, tokens, L, pad_id=1, stepwise=4)
-    expected = {name: run_hf(model, step) for name, step in cases.items()}
-    desc = dict(DESCRIPTIONS)
-    for name in cases:
-        if name.startswith("stepwise_"):
-            s = int(name.split("_")[1])
-            desc[name] = (f"token-by-token from the first token, step {s}: text token {s} at position {s}, "
-                          f"past = the {s} entries of the earlier steps")
+    cases, expected, desc = golden_cases(model, tokens, L)
     header = {
         "format": "h2o-golden/1",
         "model": "tests/fixtures/tiny (model.onnx, manifest.json); checkpoint in hf/",
@@ -123,13 +142,8 @@ def make_fixture(corpus: Path, out: Path, log: Callable[[str], None] = print) ->
     add_greedy(out, log)
 
     # the export must reproduce the golden values
-    sess = ort_session(out / "model.onnx")
     _, golden = read_golden(out / "golden.json")
-    worst = {}
-    for name, (step, want) in golden.items():
-        for k, d in compare(run_onnx(sess, step, manifest), want, step, TOLERANCES).items():
-            kind = k.split(".")[0]
-            worst[kind] = max(worst.get(kind, 0.0), d)
+    worst = worst_differences(out, manifest, golden)
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     log(f"fixture written to {out} ({total / 1e6:.2f} MB, {len(golden)} cases); "
         f"onnxruntime vs transformers max abs diff: " + ", ".join(f"{k} {v:.2e}" for k, v in sorted(worst.items())))

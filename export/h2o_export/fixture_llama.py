@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Callable
 
 from .exporter import export
-from .fixture import DESCRIPTIONS, MODEL_VOCAB, TEXT, TOLERANCES
-from .graph_parity import compare, ort_session, read_golden, run_hf, run_onnx, standard_cases, write_golden
+from .fixture import MODEL_VOCAB, TEXT, TOLERANCES, golden_cases, worst_differences
+from .graph_parity import read_golden, write_golden
 from .reference import load_model
 
 INIT_SEED = 4321
@@ -122,14 +122,7 @@ def make_llama_fixture(root: Path, name: str, tokenizer: Path, log: Callable[[st
     tokens = tok.encode(TEXT).ids
     model = load_model(hf)
     L, kv, hd = manifest["num_layers"], manifest["num_kv_heads"], manifest["head_dim"]
-    cases = standard_cases(model, tokens, L, pad_id=1, stepwise=4)
-    expected = {c: run_hf(model, step) for c, step in cases.items()}
-    desc = dict(DESCRIPTIONS)
-    for c in cases:
-        if c.startswith("stepwise_"):
-            s = int(c.split("_")[1])
-            desc[c] = (f"token-by-token from the first token, step {s}: text token {s} at position {s}, "
-                       f"past = the {s} entries of the earlier steps")
+    cases, expected, desc = golden_cases(model, tokens, L)
     cls_name = FIXTURES[name][0]
     header = {
         "format": "h2o-golden/1",
@@ -170,13 +163,8 @@ def make_llama_fixture(root: Path, name: str, tokenizer: Path, log: Callable[[st
     text = path.read_text(encoding="utf-8")
     path.write_text(text[:-len("}\n")] + ',\n"greedy":' + json.dumps(greedy, indent=1) + "\n}\n", encoding="utf-8")
 
-    sess = ort_session(out / "model.onnx")
     _, golden = read_golden(path)
-    worst: dict[str, float] = {}
-    for c, (step, want) in golden.items():
-        for k, d in compare(run_onnx(sess, step, manifest), want, step, TOLERANCES).items():
-            kind = k.split(".")[0]
-            worst[kind] = max(worst.get(kind, 0.0), d)
+    worst = worst_differences(out, manifest, golden)
     log(f"{out}: {len(golden)} cases, greedy prompts {[p['text'] for p in prompts]}; onnxruntime vs transformers "
         "max abs diff: " + ", ".join(f"{k} {v:.2e}" for k, v in sorted(worst.items())))
 
