@@ -183,45 +183,41 @@ mod tests {
         assert_eq!(s.scores(0, 0, 1)[..2], [0.5, 0.5]);
     }
 
+    /// The attention of the four steps the scissor window tests feed (2 heads, 4 slots; each
+    /// head's row holds the slots in use, then the new token's column after the empty ones):
+    /// step 0 one token (share 1/1); step 1 head 0 (0.25, 0.75), head 1 (0.5, 0.5) (share 1/2);
+    /// steps 2 and 3 (shares 1/3, 1/4) keep pos0 below the share in head 0.
+    fn scissor_steps() -> [Vec<f32>; 4] {
+        let pad = [0.0; 3];
+        let row = |a: f32, b: f32| [&[a][..], &pad, &[b]].concat();
+        let r3 = |a: [f32; 3]| [&a[..2], &pad[..2], &a[2..]].concat();
+        let r4 = |a: [f32; 4]| [&a[..3], &pad[..1], &a[3..]].concat();
+        [
+            vec![1.0, 1.0],
+            [row(0.25, 0.75), row(0.5, 0.5)].concat(),
+            [r3([0.1, 0.5, 0.4]), r3([0.4, 0.3, 0.3])].concat(),
+            [r4([0.1, 0.5, 0.3, 0.1]), r4([0.1, 0.3, 0.3, 0.3])].concat(),
+        ]
+    }
+
     #[test]
     fn scissor_counts_below_mean_steps_within_the_window() {
         let mut s = store(1, 4);
         let pol = ScissorPolicy::new(4, 2, 0);
+        let steps = scissor_steps();
         // step 0: one token, share 1/1: 1.0 is not below
-        step(&mut s, 0, &pol, 0, &[1.0, 1.0]);
+        step(&mut s, 0, &pol, 0, &steps[0]);
         assert_eq!(s.scores(0, 0, 0)[0], 0.0);
         // step 1: share 1/2; head 0: pos0 0.25 (below), pos1 0.75; head 1: 0.5, 0.5 (not below)
-        let pad = [0.0; 3];
-        let row = |a: f32, b: f32| [&[a][..], &pad, &[b]].concat();
-        step(
-            &mut s,
-            0,
-            &pol,
-            1,
-            &[row(0.25, 0.75), row(0.5, 0.5)].concat(),
-        );
+        step(&mut s, 0, &pol, 1, &steps[1]);
         assert_eq!(s.scores(0, 0, 0)[..2], [-1.0, 0.0]);
         assert_eq!(s.scores(0, 0, 1)[..2], [0.0, 0.0]);
         // steps 2, 3: share 1/3 then 1/4, pos0 below both times in head 0: the window (2) holds
         // steps 2 and 3, so step 1's bit has dropped out: count 2
-        let r3 = |a: [f32; 3]| [&a[..2], &pad[..2], &a[2..]].concat();
-        step(
-            &mut s,
-            0,
-            &pol,
-            2,
-            &[r3([0.1, 0.5, 0.4]), r3([0.4, 0.3, 0.3])].concat(),
-        );
+        step(&mut s, 0, &pol, 2, &steps[2]);
         assert_eq!(s.scores(0, 0, 0)[..3], [-2.0, 0.0, 0.0]);
         assert_eq!(s.scores(0, 0, 1)[..3], [0.0, -1.0, -1.0]);
-        let r4 = |a: [f32; 4]| [&a[..3], &pad[..1], &a[3..]].concat();
-        step(
-            &mut s,
-            0,
-            &pol,
-            3,
-            &[r4([0.1, 0.5, 0.3, 0.1]), r4([0.1, 0.3, 0.3, 0.3])].concat(),
-        );
+        step(&mut s, 0, &pol, 3, &steps[3]);
         assert_eq!(s.scores(0, 0, 0), [-2.0, 0.0, 0.0, -1.0]);
         assert_eq!(s.scores(0, 0, 1), [-1.0, -1.0, -1.0, 0.0]);
     }
@@ -261,39 +257,18 @@ mod tests {
     fn scissor_normalized_divides_by_the_steps_seen() {
         let mut s = store(1, 4);
         let pol = ScissorPolicy::new(4, 2, 0).with_normalized(true);
-        step(&mut s, 0, &pol, 0, &[1.0, 1.0]);
+        let steps = scissor_steps();
+        step(&mut s, 0, &pol, 0, &steps[0]);
         assert_eq!(s.scores(0, 0, 0)[0], 0.0);
-        let pad = [0.0; 3];
-        let row = |a: f32, b: f32| [&[a][..], &pad, &[b]].concat();
-        step(
-            &mut s,
-            0,
-            &pol,
-            1,
-            &[row(0.25, 0.75), row(0.5, 0.5)].concat(),
-        );
+        step(&mut s, 0, &pol, 1, &steps[1]);
         // pos0: 1 below in 2 steps seen
         assert_eq!(s.scores(0, 0, 0)[..2], [-0.5, 0.0]);
         assert_eq!(s.scores(0, 0, 1)[..2], [0.0, 0.0]);
-        let r3 = |a: [f32; 3]| [&a[..2], &pad[..2], &a[2..]].concat();
-        step(
-            &mut s,
-            0,
-            &pol,
-            2,
-            &[r3([0.1, 0.5, 0.4]), r3([0.4, 0.3, 0.3])].concat(),
-        );
+        step(&mut s, 0, &pol, 2, &steps[2]);
         // head 0: pos0 2 of 2; head 1: pos1 1 of 2, pos2 (new, below 1/3) 1 of 1
         assert_eq!(s.scores(0, 0, 0)[..3], [-1.0, 0.0, 0.0]);
         assert_eq!(s.scores(0, 0, 1)[..3], [0.0, -0.5, -1.0]);
-        let r4 = |a: [f32; 4]| [&a[..3], &pad[..1], &a[3..]].concat();
-        step(
-            &mut s,
-            0,
-            &pol,
-            3,
-            &[r4([0.1, 0.5, 0.3, 0.1]), r4([0.1, 0.3, 0.3, 0.3])].concat(),
-        );
+        step(&mut s, 0, &pol, 3, &steps[3]);
         assert_eq!(s.scores(0, 0, 0), [-1.0, 0.0, 0.0, -1.0]);
         assert_eq!(s.scores(0, 0, 1), [-0.5, -0.5, -0.5, 0.0]);
     }
