@@ -145,23 +145,35 @@ pub fn run(a: PplArgs) -> Result<()> {
     Ok(())
 }
 
+/// The windows row by row: each window's end and every policy's PPL there (`None` past the last
+/// window of a shorter run).
+fn window_rows(series: &[WindowSeries]) -> Vec<(usize, Vec<Option<f64>>)> {
+    let rows = series.iter().map(|s| s.points.len()).max().unwrap_or(0);
+    (0..rows)
+        .map(|r| {
+            let end = series
+                .iter()
+                .find_map(|s| s.points.get(r).map(|p| p.0))
+                .unwrap_or(0);
+            (
+                end,
+                series
+                    .iter()
+                    .map(|s| s.points.get(r).map(|p| p.1))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
 /// The windows as a table on stdout: a row per window, a column per policy.
 fn print_windows(series: &[WindowSeries]) {
     let head: Vec<String> = series.iter().map(|s| format!("{:>22}", s.policy)).collect();
     outln!("{:>12} {}", "window end", head.join(" "));
-    let rows = series.iter().map(|s| s.points.len()).max().unwrap_or(0);
-    for r in 0..rows {
-        let end = series
+    for (end, ppls) in window_rows(series) {
+        let cells: Vec<String> = ppls
             .iter()
-            .find_map(|s| s.points.get(r).map(|p| p.0))
-            .unwrap_or(0);
-        let cells: Vec<String> = series
-            .iter()
-            .map(|s| {
-                s.points
-                    .get(r)
-                    .map_or(String::new(), |p| format!("{:.4}", p.1))
-            })
+            .map(|p| p.map_or(String::new(), |v| format!("{v:.4}")))
             .map(|c| format!("{c:>22}"))
             .collect();
         outln!("{end:>12} {}", cells.join(" "));
@@ -176,17 +188,12 @@ fn windows_csv(series: &[WindowSeries]) -> String {
         out.push_str(&s.policy);
     }
     out.push('\n');
-    let rows = series.iter().map(|s| s.points.len()).max().unwrap_or(0);
-    for r in 0..rows {
-        let end = series
-            .iter()
-            .find_map(|s| s.points.get(r).map(|p| p.0))
-            .unwrap_or(0);
+    for (end, ppls) in window_rows(series) {
         out.push_str(&end.to_string());
-        for s in series {
+        for p in ppls {
             out.push(',');
-            if let Some(p) = s.points.get(r) {
-                out.push_str(&format!("{:.6}", p.1));
+            if let Some(v) = p {
+                out.push_str(&format!("{v:.6}"));
             }
         }
         out.push('\n');
