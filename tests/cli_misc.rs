@@ -819,3 +819,95 @@ fn help_and_version() {
         .success()
         .stdout(predicate::str::contains(env!("CARGO_PKG_VERSION")));
 }
+
+/// `ppl --windows W --csv`: each window's PPL is exp(mean NLL) of its W predictions, recomputed
+/// here from the per-token NLLs of `--json` (the last window shorter); its end counts the text
+/// tokens streamed; the table on stdout holds the same rows and, with three policies, fits 80
+/// columns.
+#[test]
+fn ppl_windows_are_the_mean_nll_of_their_predictions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = write_text(tmp.path(), 40);
+    let (csv, json) = (tmp.path().join("w.csv"), tmp.path().join("w.json"));
+    let mut c = h2o();
+    c.arg("ppl")
+        .arg("--model")
+        .arg(fixture_dir())
+        .arg("--data")
+        .arg(&text);
+    c.args([
+        "--tokens",
+        "50",
+        "--policy",
+        "local:16",
+        "--windows",
+        "16",
+        "--csv",
+    ])
+    .arg(&csv)
+    .arg("--json")
+    .arg(&json);
+    success(c);
+    let nll: Vec<f64> = read_json(&json)["nll"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(nll.len(), 49);
+    let body = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = body.lines();
+    assert_eq!(lines.next(), Some("window_end,local:16"));
+    let rows: Vec<(usize, f64)> = lines
+        .map(|l| {
+            let (end, ppl) = l.split_once(',').unwrap();
+            (end.parse().unwrap(), ppl.parse().unwrap())
+        })
+        .collect();
+    let want: Vec<(usize, f64)> = nll
+        .chunks(16)
+        .enumerate()
+        .map(|(k, w)| {
+            let mean = w.iter().sum::<f64>() / w.len() as f64;
+            (k * 16 + w.len() + 1, mean.exp())
+        })
+        .collect();
+    assert_eq!(rows.len(), want.len(), "{body}");
+    for ((end, ppl), (want_end, want_ppl)) in rows.iter().zip(&want) {
+        assert_eq!(end, want_end, "{body}");
+        assert!(
+            (ppl / want_ppl - 1.0).abs() < 1e-5,
+            "{ppl} vs {want_ppl}\n{body}"
+        );
+    }
+
+    // three policies: the table's rows, each within 80 columns
+    let mut c = h2o();
+    c.arg("ppl")
+        .arg("--model")
+        .arg(fixture_dir())
+        .arg("--data")
+        .arg(&text);
+    c.args(["--tokens", "50", "--windows", "16"]);
+    for p in [
+        "scissor:16@window=8",
+        "scissor:16@sinks=4@normalized",
+        "sink:4+12",
+    ] {
+        c.args(["--policy", p]);
+    }
+    let out = success(c);
+    let table: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("window end"))
+        .collect();
+    assert_eq!(table.len(), 1 + want.len(), "{out}");
+    for line in &table {
+        assert!(line.len() <= 80, "{} columns: {line}", line.len());
+    }
+    let ends: Vec<usize> = table[1..]
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ends, want.iter().map(|w| w.0).collect::<Vec<_>>());
+}

@@ -166,17 +166,23 @@ fn window_rows(series: &[WindowSeries]) -> Vec<(usize, Vec<Option<f64>>)> {
         .collect()
 }
 
-/// The windows as a table on stdout: a row per window, a column per policy.
+/// The windows as a table on stdout: a row per window, a column per policy, each as wide as its
+/// spec (at least 10: a PPL below 100,000 with 4 decimals), so three rolling specs fit 80 columns.
 fn print_windows(series: &[WindowSeries]) {
-    let head: Vec<String> = series.iter().map(|s| format!("{:>22}", s.policy)).collect();
-    outln!("{:>12} {}", "window end", head.join(" "));
+    let widths: Vec<usize> = series.iter().map(|s| s.policy.len().max(10)).collect();
+    let head: Vec<String> = series
+        .iter()
+        .zip(&widths)
+        .map(|(s, &w)| format!("{:>w$}", s.policy))
+        .collect();
+    outln!("{:>10} {}", "window end", head.join(" "));
     for (end, ppls) in window_rows(series) {
         let cells: Vec<String> = ppls
             .iter()
-            .map(|p| p.map_or(String::new(), |v| format!("{v:.4}")))
-            .map(|c| format!("{c:>22}"))
+            .zip(&widths)
+            .map(|(p, &w)| format!("{:>w$}", p.map_or(String::new(), |v| format!("{v:.4}"))))
             .collect();
-        outln!("{end:>12} {}", cells.join(" "));
+        outln!("{end:>10} {}", cells.join(" "));
     }
 }
 
