@@ -7,7 +7,6 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use h2o_engine::decoder::{nll, Decoder};
 use h2o_engine::policy::PolicySpec;
 
 /// Row 0 prefills 14 tokens (over the budget: it evicts during the prefill), row 1 prefills 5 (padded
@@ -32,23 +31,7 @@ fn run(
 ) -> (Vec<Vec<f64>>, Vec<StepDecisions>) {
     let toks = tiny_text_tokens();
     let mut model = load_model(runtime(), dir);
-    let mut dec = Decoder::new(&mut model, spec.kind.build(), rows.len()).unwrap();
-    dec.set_observer(Box::new(Decisions::new(recent)));
-    let prompts: Vec<Vec<u32>> = rows.iter().map(|&(s, n)| toks[s..s + n].to_vec()).collect();
-    dec.prefill(&prompts).unwrap();
-    let mut nlls: Vec<Vec<f64>> = rows
-        .iter()
-        .enumerate()
-        .map(|(b, &(s, n))| vec![nll(dec.logits_at(b, n - 1), toks[s + n])])
-        .collect();
-    for k in 0..STEPS {
-        let feed: Vec<u32> = rows.iter().map(|&(s, n)| toks[s + n + k]).collect();
-        dec.step(&feed).unwrap();
-        for (b, &(s, n)) in rows.iter().enumerate() {
-            nlls[b].push(nll(dec.logits_at(b, 0), toks[s + n + k + 1]));
-        }
-    }
-    (nlls, dec.take_observer::<Decisions>().unwrap().steps)
+    run_rows(&mut model, spec.kind.build(), &toks, recent, rows, STEPS)
 }
 
 fn check(dir: &Path, spec: &str, recent: usize, tol: f64) {

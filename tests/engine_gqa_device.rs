@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use h2o_engine::cache::{KvStore, LayerPlan};
-use h2o_engine::decoder::{nll, Decoder, StepObserver};
+use h2o_engine::decoder::{Decoder, StepObserver};
 use h2o_engine::eval::ppl::streaming_ppl;
 use h2o_engine::model::{DeviceKv, Model};
 use h2o_engine::policy::PolicySpec;
@@ -143,23 +143,7 @@ fn batch_run(
     let toks = tokens_of(name);
     let mut model = load(&dir(name), KvPlacement::Host);
     let layers = model.manifest.num_layers;
-    let mut dec = Decoder::new(&mut model, spec.build(layers), rows.len()).unwrap();
-    dec.set_observer(Box::new(Decisions::new(recent)));
-    let prompts: Vec<Vec<u32>> = rows.iter().map(|&(s, n)| toks[s..s + n].to_vec()).collect();
-    dec.prefill(&prompts).unwrap();
-    let mut nlls: Vec<Vec<f64>> = rows
-        .iter()
-        .enumerate()
-        .map(|(b, &(s, n))| vec![nll(dec.logits_at(b, n - 1), toks[s + n])])
-        .collect();
-    for k in 0..STEPS {
-        let feed: Vec<u32> = rows.iter().map(|&(s, n)| toks[s + n + k]).collect();
-        dec.step(&feed).unwrap();
-        for (b, &(s, n)) in rows.iter().enumerate() {
-            nlls[b].push(nll(dec.logits_at(b, 0), toks[s + n + k + 1]));
-        }
-    }
-    (nlls, dec.take_observer::<Decisions>().unwrap().steps)
+    run_rows(&mut model, spec.build(layers), &toks, recent, rows, STEPS)
 }
 
 #[test]

@@ -8,9 +8,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use h2o_engine::cache::{KvStore, LayerPlan};
-use h2o_engine::decoder::{AttentionCapture, Decoder, StepObserver};
+use h2o_engine::decoder::{nll, AttentionCapture, Decoder, StepObserver};
 use h2o_engine::model::Model;
-use h2o_engine::policy::{Candidates, Policy, ScoreRule};
+use h2o_engine::policy::{Candidates, LayerPolicies, Policy, ScoreRule};
 use h2o_engine::runtime::{Runtime, SessionConfig};
 use h2o_engine::Result;
 
@@ -399,4 +399,34 @@ pub fn golden_greedy() -> Vec<GreedyCase> {
             continuation: p["continuation"].as_str().unwrap().to_string(),
         })
         .collect()
+}
+
+/// Feeds `rows` (start, prefill length) of `toks` through one decoder of `model`, prefilled
+/// together, then `steps` steps of one text token per row: per row, the NLL of each next token
+/// after the prefill and after every step, and each step's decisions ([`Decisions`] of `recent`).
+pub fn run_rows(
+    model: &mut Model,
+    policies: impl Into<LayerPolicies>,
+    toks: &[u32],
+    recent: usize,
+    rows: &[(usize, usize)],
+    steps: usize,
+) -> (Vec<Vec<f64>>, Vec<StepDecisions>) {
+    let mut dec = Decoder::new(model, policies, rows.len()).unwrap();
+    dec.set_observer(Box::new(Decisions::new(recent)));
+    let prompts: Vec<Vec<u32>> = rows.iter().map(|&(s, n)| toks[s..s + n].to_vec()).collect();
+    dec.prefill(&prompts).unwrap();
+    let mut nlls: Vec<Vec<f64>> = rows
+        .iter()
+        .enumerate()
+        .map(|(b, &(s, n))| vec![nll(dec.logits_at(b, n - 1), toks[s + n])])
+        .collect();
+    for k in 0..steps {
+        let feed: Vec<u32> = rows.iter().map(|&(s, n)| toks[s + n + k]).collect();
+        dec.step(&feed).unwrap();
+        for (b, &(s, n)) in rows.iter().enumerate() {
+            nlls[b].push(nll(dec.logits_at(b, 0), toks[s + n + k + 1]));
+        }
+    }
+    (nlls, dec.take_observer::<Decisions>().unwrap().steps)
 }
