@@ -32,6 +32,22 @@ pub struct WeightFormat {
     pub block_size: Option<u64>,
     #[serde(default)]
     pub lm_head: Option<String>,
+    /// An int8 copy of the layers' weights that steps of at least `min_tokens` new tokens run on
+    /// (export.py --prefill-weights int8-dq; an If in the graph); absent = one set of weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefill: Option<PrefillWeights>,
+}
+
+/// Manifest `weights.prefill`: the prefill copy of an int4/int8 graph's layer weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrefillWeights {
+    /// "int8-dq" (com.microsoft DynamicQuantizeMatMul).
+    pub format: String,
+    /// Steps with at least this many new tokens run on the copy; shorter ones (decode) do not.
+    pub min_tokens: u64,
+    /// The copy's bytes: on disk and in memory, not read by a decode step.
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 impl Default for WeightFormat {
@@ -40,6 +56,7 @@ impl Default for WeightFormat {
             format: "fp32".into(),
             block_size: None,
             lm_head: None,
+            prefill: None,
         }
     }
 }
@@ -53,14 +70,36 @@ impl WeightFormat {
                 self.lm_head.as_deref().unwrap_or(&self.format)
             );
         }
+        let prefill = match &self.prefill {
+            Some(p) => format!(
+                "; prefills of {}+ tokens on an {} copy, {}",
+                p.min_tokens,
+                p.format,
+                crate::eval::throughput::format_bytes(p.bytes)
+            ),
+            None => String::new(),
+        };
         match self.block_size {
             Some(b) => format!(
-                "{} (MatMulNBits, block {b}, LM head {})",
+                "{} (MatMulNBits, block {b}, LM head {}{prefill})",
                 self.format,
                 self.lm_head.as_deref().unwrap_or(&self.format)
             ),
             None => self.format.clone(),
         }
+    }
+
+    /// The format as results record it: "int4", or "int4+int8-dq-prefill" with a prefill copy.
+    pub fn label(&self) -> String {
+        match &self.prefill {
+            Some(p) => format!("{}+{}-prefill", self.format, p.format),
+            None => self.format.clone(),
+        }
+    }
+
+    /// Bytes of the prefill copy (0 without one): weights a decode step does not read.
+    pub fn prefill_bytes(&self) -> u64 {
+        self.prefill.as_ref().map_or(0, |p| p.bytes)
     }
 }
 
@@ -384,6 +423,25 @@ pub fn check_graph(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prefill_copy_in_words_labels_and_bytes() {
+        let w: WeightFormat = serde_json::from_value(serde_json::json!({
+            "format": "int4", "block_size": 32, "lm_head": "int4",
+            "prefill": {"format": "int8-dq", "min_tokens": 4, "bytes": 47_185_920, "op": "x"}
+        }))
+        .unwrap();
+        assert_eq!(
+            w.describe(),
+            "int4 (MatMulNBits, block 32, LM head int4; prefills of 4+ tokens on an int8-dq copy, 45.00 MiB)"
+        );
+        assert_eq!(w.label(), "int4+int8-dq-prefill");
+        assert_eq!(w.prefill_bytes(), 47_185_920);
+        let plain: WeightFormat =
+            serde_json::from_value(serde_json::json!({"format": "int4", "block_size": 32}))
+                .unwrap();
+        assert_eq!((plain.label().as_str(), plain.prefill_bytes()), ("int4", 0));
+    }
 
     #[test]
     fn name_diff_lists_missing_and_extra() {

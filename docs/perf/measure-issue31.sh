@@ -2,6 +2,7 @@
 # Issue 31, in one quiet run: prefill (TTFT at PROMPT tokens) and decode (TPOT over GEN tokens) of
 # the engine with today's fp32 graph, the fused fp32 graph (`export.py --graph-ops fused`), int8
 # and int4 weights (int4 at both MatMulNBits accuracy levels), int8-dq (DynamicQuantizeMatMul),
+# int4-pd (int4 with an int8-dq prefill copy, `--prefill-weights int8-dq`),
 # against transformers eager, at
 # each size in SIZES; plus the per-node profile of the PROMPT-token prefill at PROFILE_SIZE.
 # Every point runs ROUNDS times, alternating (round 1 of every model and of transformers, then
@@ -65,6 +66,7 @@ declare -A FLAGS=(
   [int4]="--weights int4 --graph-ops fused"
   [int4-acc1]="--weights int4 --accuracy-level 1 --graph-ops fused"
   [int4-b128]="--weights int4 --block-size 128 --graph-ops fused"
+  [int4-pd]="--weights int4 --prefill-weights int8-dq --graph-ops fused"
 )
 EXTRA_VARIANTS=${EXTRA_VARIANTS:-}  # e.g. "int4-b128": added at 160m and 410m (about a minute more)
 variants_of() {  # which variants each size measures (1b: the fp32 pair and int4, to stay in time)
@@ -86,8 +88,10 @@ want_w = flags[flags.index("--weights") + 1] if "--weights" in flags else "fp32"
 want_acc = int(flags[flags.index("--accuracy-level") + 1]) if "--accuracy-level" in flags else 4
 want_ops = flags[flags.index("--graph-ops") + 1] if "--graph-ops" in flags else "plain"
 want_block = int(flags[flags.index("--block-size") + 1]) if "--block-size" in flags else 32
+want_pre = flags[flags.index("--prefill-weights") + 1] if "--prefill-weights" in flags else None
 w = m.get("weights", {"format": "fp32"})
 ok = (w["format"] == want_w and m.get("graph_ops", "plain") == want_ops and m.get("init_seed") == 0
+      and (w.get("prefill") or {}).get("format") == want_pre
       and (want_w in ("fp32", "int8-dq") or (w.get("accuracy_level") == want_acc and w.get("block_size") == want_block)))
 sys.exit(0 if ok else 1)
 EOF
@@ -174,14 +178,15 @@ isa = " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_in
 load = lambda p: json.loads(p.read_text()) if p.is_file() else None
 fmt = lambda xs, f="{:.0f}": ", ".join(f.format(x) for x in xs) if xs else "-"
 med = lambda xs: statistics.median(xs) if xs else float("nan")
-ORDER = ["fp32", "fp32-fused", "int8", "int8-dq", "int4", "int4-acc1", "int4-b128"]
+ORDER = ["fp32", "fp32-fused", "int8", "int8-dq", "int4", "int4-pd", "int4-acc1", "int4-b128"]
 print(f"# Issue 31 measurement\n\nCPU: {cpu} ({isa}); {threads} threads; prompt {prompt}, gen {gen}; {rounds} "
       f"alternating rounds (each cell: round 1, round 2, ...); total run {int(secs) // 60} min {int(secs) % 60} s; "
       f"{(out / 'versions.txt').read_text().strip().replace(chr(10), '; ')}\n")
 print("Rows: fp32 = today's graph (`--graph-ops plain`); fp32-fused = `--graph-ops fused` (same arithmetic, fewer "
       "nodes); int8 / int4 = MatMulNBits block 32, accuracy_level 4 (int8 activations), fused graph; int4-acc1 = "
       "accuracy_level 1 (float32 activations); int4-b128 = block 128, level 4; int8-dq = DynamicQuantizeMatMul (int8 weights, "
-      "a scale per column, activations quantized per call to uint8: MLAS's QGEMM), fused graph. TTFT / fp32 and TPOT / floor use the medians of the rounds; "
+      "a scale per column, activations quantized per call to uint8: MLAS's QGEMM), fused graph; int4-pd = int4 with "
+      "`--prefill-weights int8-dq` (steps of 4+ new tokens on an int8 DynamicQuantizeMatMul copy, decode on int4). TTFT / fp32 and TPOT / floor use the medians of the rounds; "
       "TPOT p10-p90 is the decode steps' spread in round 1.\n")
 for f in ("bit-identical.txt",):
     p = out / f

@@ -97,6 +97,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lm-head", default=None, metavar="fp32|int8|int4|int8-dq", action=_Once,
                    help="the LM head's format with --weights int8/int4/int8-dq (default: the same as --weights; "
                         "int8-dq layers take an int8-dq or fp32 head)")
+    p.add_argument("--prefill-weights", default=None, metavar="int8-dq", action=_Once,
+                   help="with --weights int4/int8: also store an int8 copy of the layers' weights (their own "
+                        "values, re-quantized per column) that prefills run on as DynamicQuantizeMatMul, the "
+                        "fast int8 GEMM (AMX/VNNI); decode steps keep MatMulNBits. Costs the copy's bytes "
+                        "(2x an int4 model's layer weights); --dtype fp32 only")
+    p.add_argument("--prefill-min-tokens", default=None, metavar="N", action=_Once,
+                   help="with --prefill-weights: steps of at least N new tokens run on the copy (default 4)")
     p.add_argument("--init-seed", type=int, default=None, action=_Once,
                    help="RNG seed of --random-init's weights (default 0; only with --random-init)")
     # the flag's old name, kept working for existing scripts ("seed" names the PyTorch project elsewhere)
@@ -196,6 +203,13 @@ def main(argv: list[str] | None = None) -> int:
                     accuracy_level = int(args.accuracy_level)
                 except ValueError:
                     raise ExportError(f"--accuracy-level must be 1 or 4, got {args.accuracy_level!r}") from None
+            prefill_min_tokens = None
+            if args.prefill_min_tokens is not None:
+                try:
+                    prefill_min_tokens = int(args.prefill_min_tokens)
+                except ValueError:
+                    raise ExportError(f"--prefill-min-tokens must be an integer of at least 2, "
+                                      f"got {args.prefill_min_tokens!r}") from None
             for dest in ("checkpoint", "out", "tokenizer"):  # strings until here: Path("") would be "."
                 if getattr(args, dest) is not None:
                     setattr(args, dest, Path(getattr(args, dest)))
@@ -220,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
                 graph_ops=args.graph_ops or DEFAULT_GRAPH_OPS,
                 accuracy_level=accuracy_level,
                 key_cache=args.key_cache,
+                prefill_weights=args.prefill_weights,
+                prefill_min_tokens=prefill_min_tokens,
                 log=lambda msg: print(msg, flush=True),
             )
         except ExportError as e:

@@ -161,12 +161,13 @@ def default_name(checkpoint: Optional[Union[str, Path]], random_init: Optional[s
 def _tensor_nbytes(cfg, name: str, shape: tuple[int, ...], itemsize: int, weights: WeightFormat) -> int:
     fmt = weights.head if name == cfg.head_name else weights
     if fmt.quantized and len(shape) == 2 and name != cfg.embed_name:
-        return fmt.nbytes(shape[0], shape[1], itemsize)
+        return fmt.nbytes(shape[0], shape[1], itemsize) + fmt.prefill_nbytes(shape[0], shape[1])
     return math.prod(shape) * (4 if is_norm(name) else itemsize)
 
 
 def weights_nbytes(cfg: NeoxConfig, dtype: str, weights: WeightFormat = WeightFormat()) -> int:
-    """Bytes of the graph's initializers (the linears' weights quantized under int8/int4).
+    """Bytes of the graph's initializers (the linears' weights quantized under int8/int4, with
+    their prefill copies).
     Arithmetic on one layer times the layer count, so any layer count costs the same."""
     itemsize = 2 if dtype == "fp16" else 4
     total = 0
@@ -330,6 +331,8 @@ def export(
     graph_ops: str = "plain",
     accuracy_level: Optional[int] = None,
     key_cache: str = "rotated",
+    prefill_weights: Optional[str] = None,
+    prefill_min_tokens: Optional[int] = None,
     log=print,
 ) -> ExportResult:
     """Export one model. Exactly one of `checkpoint` (an HF GPT-NeoX directory) and
@@ -345,16 +348,21 @@ def export(
     `key_cache` "unrotated" caches keys before the rotary embedding and rotates them in the graph by
     the `key_positions.{i}` the engine feeds (rolling positions, `@rolling`); the manifest then says
     `"key_cache": "unrotated"` ("rotated", the default, leaves the graph as it always was).
+    `prefill_weights` "int8-dq" (with int8/int4 weights) adds an int8 copy of the layers' weights
+    that steps of at least `prefill_min_tokens` new tokens run on (graph_route.py; quantize.py).
     Ctrl-C / SIGTERM / SIGHUP while exporting: ExportInterrupted (nothing written, or, if it came while the
     finished export was moved into place, that move completed; `complete` says which)."""
     if (checkpoint is None) == (random_init is None):
         raise ExportError("give exactly one of --checkpoint DIR or --random-init SIZE|CONFIG.json")
     if dtype not in DTYPES:
         raise ExportError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    wfmt = WeightFormat.parse(weights, block_size, lm_head, accuracy_level)
+    wfmt = WeightFormat.parse(weights, block_size, lm_head, accuracy_level, prefill_weights, prefill_min_tokens)
     if wfmt.dynamic and dtype == "fp16":
         raise ExportError("--weights int8-dq needs --dtype fp32 (DynamicQuantizeMatMul takes float32 activations); "
                           "use --weights int8 or int4 with --dtype fp16")
+    if wfmt.prefill is not None and dtype == "fp16":
+        raise ExportError(f"--prefill-weights {wfmt.prefill} needs --dtype fp32 (DynamicQuantizeMatMul takes float32 "
+                          f"activations); drop --prefill-weights for --dtype fp16")
     if graph_ops not in GRAPH_OPS:
         raise ExportError(f"--graph-ops must be one of {', '.join(GRAPH_OPS)}, got {graph_ops!r}")
     if key_cache not in KEY_CACHES:
@@ -484,7 +492,9 @@ def export(
                 f"heads {cfg.num_heads}" + (f" (KV {cfg.kv_heads})" if cfg.kv_heads != cfg.num_heads else "") + ", "
                 f"vocab {cfg.vocab_size}, {DTYPE_NAMES[dtype]}, "
                 + (f"{wfmt.name} linears ({f'block {wfmt.block_size}' if wfmt.block_size else 'a scale per column'}, "
-                   f"LM head {wfmt.lm_head}), " if wfmt.quantized else "")
+                   f"LM head {wfmt.lm_head}"
+                   + (f"; prefill from {wfmt.prefill_min_tokens} tokens on an {wfmt.prefill} copy" if wfmt.prefill else "")
+                   + "), " if wfmt.quantized else "")
                 + f"weights {nbytes / 1e9:.2f} GB"
                 + (f" -> {DATA_FILE}" if use_external else ""))
             sink = TensorSink(tmp / DATA_FILE if use_external else None)
@@ -514,7 +524,7 @@ def export(
                 build = build_graph
             try:
                 extra = {"graph_ops": graph_ops, "rolling_keys": rolling_keys} if cfg.model_type == "gpt_neox" else {}
-                model, quantized = build(cfg, dtype, get_tensor, sink, graph_name=label, weights=wfmt,
+                model, quantized, prefill_bytes = build(cfg, dtype, get_tensor, sink, graph_name=label, weights=wfmt,
                                          layer_masks=layer_masks, **extra)
             finally:
                 sink.close()
@@ -547,7 +557,7 @@ def export(
                 "layer_norm_eps": cfg.layer_norm_eps,
                 "use_parallel_residual": cfg.use_parallel_residual,
                 "dtype": DTYPE_NAMES[dtype],
-                "weights": wfmt.manifest(quantized),
+                "weights": wfmt.manifest(quantized, prefill_bytes),
                 "opset": OPSET,
                 "inputs": input_names(cfg.num_layers, layer_masks, rolling_keys),
                 "outputs": output_names(cfg.num_layers),

@@ -24,6 +24,7 @@ import onnx
 from onnx import helper
 
 from . import graph_blocks as blocks
+from . import graph_route
 from .config import NeoxConfig
 from .onnx_builder import CONTRIB_DOMAIN, GraphBuilder, TensorSink
 from .quantize import WeightFormat
@@ -71,11 +72,12 @@ def build_graph(
     layer_masks: bool = False,
     graph_ops: str = "plain",
     rolling_keys: bool = False,
-) -> tuple[onnx.ModelProto, list[str]]:
+) -> tuple[onnx.ModelProto, list[str], int]:
     """Build the decoder-step model. `get_tensor(hf_name)` returns one HF-layout tensor (any
     float dtype); it is converted (transposed where a MatMul needs [in, out], or quantized for
     MatMulNBits), handed to the sink and dropped before the next one is requested. Returns the
-    model and the HF names of the linears stored quantized (empty for fp32).
+    model, the HF names of the linears stored quantized (empty for fp32) and the bytes of the
+    prefill copies (`weights.prefill`, graph_route.py; 0 without).
 
     `layer_masks`: one mask input per layer, `attention_mask.{i}` [batch, past_i + seq] with its
     own past length `past_i` (layer i's past K/V [batch, heads, past_i, head_dim] and attention
@@ -102,13 +104,17 @@ def build_graph(
         ms = [blocks.masks(b, fused=fused)] * cfg.num_layers
     rope_fn = blocks.rope(b, cfg, ms[0].ax1, fused)
     consts = blocks.attention_consts(b, cfg)
-    x = blocks.embedding(b)
-    kv_out, sums_out = [], []
-    for i in range(cfg.num_layers):
-        key_rope = blocks.past_key_rope(b, cfg, i) if rolling_keys else None
-        x, att = blocks.layer(b, cfg, i, x, ms[i], rope_fn, consts, fused, key_rope)
-        kv_out += [(att.k_new, f"new_key_values.{i}.key"), (att.v_new, f"new_key_values.{i}.value")]
-        sums_out.append((att.sums, f"attention_sums.{i}"))
+
+    def stack(x: str):
+        kv_out, sums_out = [], []
+        for i in range(cfg.num_layers):
+            key_rope = blocks.past_key_rope(b, cfg, i) if rolling_keys else None
+            x, att = blocks.layer(b, cfg, i, x, ms[i], rope_fn, consts, fused, key_rope)
+            kv_out += [(att.k_new, f"new_key_values.{i}.key"), (att.v_new, f"new_key_values.{i}.value")]
+            sums_out.append((att.sums, f"attention_sums.{i}"))
+        return x, kv_out, sums_out
+
+    x, kv_out, sums_out = graph_route.layer_stack(b, blocks.embedding(b), stack)
     b.identity(blocks.head(b, x), "logits")
     for src, dst in kv_out + sums_out:
         b.identity(src, dst)
@@ -125,4 +131,4 @@ def build_graph(
         producer_name="h2o_export",
         doc_string="GPT-NeoX decoder step, h2o-engine graph contract v1 (docs/architecture.md)",
     )
-    return model, b.quantized
+    return model, b.quantized, b.prefill_bytes

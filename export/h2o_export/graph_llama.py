@@ -28,6 +28,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from . import graph_blocks as blocks
+from . import graph_route
 from .config_llama import LlamaConfig
 from .graph import IR_VERSION, OPSET
 from .onnx_builder import CONTRIB_DOMAIN, GraphBuilder, TensorSink
@@ -88,12 +89,14 @@ class _Consts:
         self._shapes: dict[str, tuple[str, str]] = {}
 
     def shapes(self, n: str) -> tuple[str, str]:
-        """For a key length n ([1]): ([0, heads, seq, n], [0, kv, G*seq, n]), made once per n."""
-        if n not in self._shapes:
+        """For a key length n ([1]): ([0, heads, seq, n], [0, kv, G*seq, n]), made once per n and
+        node list (each If branch makes its own: a branch cannot read the other's values)."""
+        key = f"{self.b.scope}:{n}"
+        if key not in self._shapes:
             b = self.b
-            self._shapes[n] = (b.op("Concat", [self.head_prefix, self.seq, n], axis=0),
-                               b.op("Concat", [self.kv_prefix, self.group_seq, n], axis=0))
-        return self._shapes[n]
+            self._shapes[key] = (b.op("Concat", [self.head_prefix, self.seq, n], axis=0),
+                                 b.op("Concat", [self.kv_prefix, self.group_seq, n], axis=0))
+        return self._shapes[key]
 
 
 def _heads(b: GraphBuilder, x: str, shape: str) -> str:
@@ -171,7 +174,7 @@ def build_graph(
     graph_name: str,
     weights: WeightFormat = WeightFormat(),
     layer_masks: bool = False,
-) -> tuple[onnx.ModelProto, list[str]]:
+) -> tuple[onnx.ModelProto, list[str], int]:
     """The Llama-family decoder-step model; arguments and result as graph.build_graph's."""
     b = GraphBuilder(sink, dtype, get_tensor, cfg.layer_norm_eps, weights)
     inputs = blocks.graph_inputs(cfg, b.welem, layer_masks)
@@ -182,14 +185,19 @@ def build_graph(
     rope_fn = rope(b, cfg, ms[0].ax1)
     consts = _Consts(b, cfg)
     x = b.to_f32(b.op("Gather", [b.weight(cfg.embed_name), "input_ids"], axis=0, name="embed"))  # [b, s, hidden]
-    kv_out, sums_out = [], []
-    for i in range(cfg.num_layers):
-        p = f"model.layers.{i}."
-        att = attention(b, cfg, i, rms_norm(b, x, p + "input_layernorm.weight"), ms[i], rope_fn, consts)
-        x = b.op("Add", [x, att.attn])
-        x = b.op("Add", [x, mlp(b, rms_norm(b, x, p + "post_attention_layernorm.weight"), p)])
-        kv_out += [(att.k_new, f"new_key_values.{i}.key"), (att.v_new, f"new_key_values.{i}.value")]
-        sums_out.append((att.sums, f"attention_sums.{i}"))
+
+    def stack(x: str):
+        kv_out, sums_out = [], []
+        for i in range(cfg.num_layers):
+            p = f"model.layers.{i}."
+            att = attention(b, cfg, i, rms_norm(b, x, p + "input_layernorm.weight"), ms[i], rope_fn, consts)
+            x = b.op("Add", [x, att.attn])
+            x = b.op("Add", [x, mlp(b, rms_norm(b, x, p + "post_attention_layernorm.weight"), p)])
+            kv_out += [(att.k_new, f"new_key_values.{i}.key"), (att.v_new, f"new_key_values.{i}.value")]
+            sums_out.append((att.sums, f"attention_sums.{i}"))
+        return x, kv_out, sums_out
+
+    x, kv_out, sums_out = graph_route.layer_stack(b, x, stack)
     b.identity(head(b, cfg, x), "logits")
     for src, dst in kv_out + sums_out:
         b.identity(src, dst)
@@ -207,4 +215,4 @@ def build_graph(
         doc_string=f"{cfg.model_type} decoder step (grouped-query attention), h2o-engine graph contract v1 "
                    f"(docs/architecture.md)",
     )
-    return model, b.quantized
+    return model, b.quantized, b.prefill_bytes

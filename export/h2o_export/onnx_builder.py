@@ -20,7 +20,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .errors import ExportError
-from .quantize import WeightFormat, quantize_blockwise, quantize_per_column
+from .quantize import WeightFormat, dequantize_blockwise, quantize_blockwise, quantize_per_column
 from .weights import DTYPE_NAMES, DTYPES  # noqa: F401  (the model dtypes, defined where onnx is not needed)
 
 EXTERNAL_ALIGN = 4096
@@ -71,7 +71,14 @@ class GraphBuilder:
     `dtype` ("fp32"|"fp16") is the model dtype of weights and K/V; layer norms, RoPE, softmax and
     the residual stream stay float32 (`to_w` / `to_f32` cast at the boundaries, no-ops in fp32).
     `get_tensor(hf_name)` returns one Hugging Face-layout tensor (any float dtype). `weights` is
-    the linears' format; `quantized` lists (HF names) the linears built as MatMulNBits."""
+    the linears' format; `quantized` lists (HF names) the linears built as MatMulNBits.
+
+    With `weights.prefill` (graph_route.py) each layer linear's MatMulNBits weights get an int8
+    copy beside them as they are quantized; while `prefill_branch` is set, `linear` builds the
+    DynamicQuantizeMatMul on that copy instead (the decode branch is built first). A block that
+    caches a value it made must key it by `scope` (the node list it lives in).
+    `prefill_bytes` counts the copies' bytes. An initializer asked for twice (a bias or a layer
+    norm read by both branches) is stored once."""
 
     def __init__(self, sink: TensorSink, dtype: str, get_tensor: Callable[[str], np.ndarray], layer_norm_eps: float,
                  weights: WeightFormat = WeightFormat()):
@@ -87,6 +94,10 @@ class GraphBuilder:
         self.layer_norm_eps = layer_norm_eps
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[TensorProto] = []
+        self._stored: set[str] = set()  # names of the checkpoint tensors stored as initializers
+        self.prefill_branch = False
+        self.prefill_bytes = 0
+        self.scope = 0  # which node list `nodes` is (graph_route: the main graph 0, then each branch)
         self._n = 0
 
     # ---- raw nodes and initializers
@@ -125,8 +136,11 @@ class GraphBuilder:
     def weight(self, hf_name: str, transpose: bool = False, keep_f32: bool = False) -> str:
         """The checkpoint tensor `hf_name` as an initializer of the same name (model dtype, or
         float32 with keep_f32; transposed to [in, out] for a MatMul with transpose)."""
+        if hf_name in self._stored:
+            return hf_name
         arr = self._load(hf_name, transpose, np.float32 if keep_f32 else self.wdt)
         self.initializers.append(self.sink.add(hf_name, arr))
+        self._stored.add(hf_name)
         return hf_name
 
     # ---- dtype boundaries
@@ -144,22 +158,33 @@ class GraphBuilder:
     def linear(self, x: str, hf: str, bias: bool, fmt: Optional[WeightFormat] = None) -> str:
         """x @ W^T (+ b) for the checkpoint's Linear `hf` (x and result in the model dtype): a
         MatMul on W^T [in, out] (+ Add), or MatMulNBits on the quantized W with the bias fused.
-        `fmt`: the weight format (default: the layers' one)."""
+        `fmt`: the weight format (default: the layers' one; only the layers' linears get a
+        prefill copy)."""
+        layer = fmt is None
         fmt = fmt or self.weights
+        if self.prefill_branch and layer:
+            return self._prefill_matmul(x, hf, bias)
         if fmt.dynamic:
             return self._dynamic_quantize_matmul(x, hf, bias)
         if fmt.quantized:
-            return self._matmul_nbits(x, hf, bias, fmt)
+            return self._matmul_nbits(x, hf, bias, fmt, prefill_copy=layer and fmt.prefill is not None)
         y = self.op("MatMul", [x, self.weight(hf + ".weight", transpose=True)])
         return self.op("Add", [y, self.weight(hf + ".bias")]) if bias else y
 
-    def _matmul_nbits(self, x: str, hf: str, bias: bool, fmt: WeightFormat) -> str:
+    def _matmul_nbits(self, x: str, hf: str, bias: bool, fmt: WeightFormat, prefill_copy: bool = False) -> str:
         """com.microsoft MatMulNBits: inputs A, B uint8 [N, K/block, block*bits/8], scales
-        [N, K/block] (model dtype), no zero points (symmetric), no g_idx, bias [N]."""
+        [N, K/block] (model dtype), no zero points (symmetric), no g_idx, bias [N]. With
+        `prefill_copy` also the int8 copy `_prefill_matmul` multiplies by."""
         w = self._load(hf + ".weight", False, np.float32)  # [N = out, K = in], HF layout
         n, k = w.shape
         packed, scales = quantize_blockwise(w, fmt.bits, fmt.block_size)
         del w
+        if prefill_copy:
+            # the weight MatMulNBits multiplies by, [N, K] float32, re-quantized per output column
+            q8, s8 = quantize_per_column(dequantize_blockwise(packed, scales, fmt.bits, k))  # [K, N], [N]
+            self.initializers.append(self.sink.add(f"{hf}.prefill_Q8", q8))
+            self.initializers.append(self.sink.add(f"{hf}.prefill_scales", s8))
+            self.prefill_bytes += q8.nbytes + s8.nbytes
         q_name, s_name = f"{hf}.weight_Q{fmt.bits}", f"{hf}.weight_scales"
         self.initializers.append(self.sink.add(q_name, packed))
         scales = scales.astype(self.wdt)
@@ -183,6 +208,12 @@ class GraphBuilder:
         inputs = [x, q_name, s_name] + (["", self.weight(hf + ".bias")] if bias else [])
         self.quantized.append(hf)
         return self.op("DynamicQuantizeMatMul", inputs, name="dq_matmul", domain=CONTRIB_DOMAIN)
+
+    def _prefill_matmul(self, x: str, hf: str, bias: bool) -> str:
+        """The prefill branch's linear: com.microsoft DynamicQuantizeMatMul on the int8 copy that
+        `_matmul_nbits` stored for `hf` (inputs as in `_dynamic_quantize_matmul`)."""
+        inputs = [x, f"{hf}.prefill_Q8", f"{hf}.prefill_scales"] + (["", self.weight(hf + ".bias")] if bias else [])
+        return self.op("DynamicQuantizeMatMul", inputs, name="prefill_matmul", domain=CONTRIB_DOMAIN)
 
     def layer_norm(self, x: str, hf: str) -> str:
         """LayerNorm over the last axis, float32 in and out, float32 scale and shift."""

@@ -43,10 +43,23 @@ and of the prompt together), then MLAS's u8s8 QGEMM runs: AMX tiles where the CP
 fast (docs/perf/quantized.md: 0.09-0.18x fp32 at 512 rows on an AMX Xeon); the price is one
 activation scale per call, coarser than MatMulNBits' per-block one, so a row's rounding depends
 on the other rows of the call. A float32-activation op: refused with --dtype fp16.
+
+int4/int8 with an int8-dq prefill (`--prefill-weights int8-dq`, issue 31): MatMulNBits reads the
+fewest bytes per decode step, but at 512 rows MLAS runs it no faster than float32 sgemm (no AMX
+path; docs/perf/quantized.md), while DynamicQuantizeMatMul's u8s8 GEMM prefills 2-6x faster. So
+the graph holds both: each layer linear's MatMulNBits weights and an int8 copy of the same
+weights, `quantize_per_column(dequantize_blockwise(...))` (the int4/int8 values as MatMulNBits
+multiplies by, re-quantized per output column: the prefill sees the decode's model up to an
+int8 rounding), and an If on the new tokens (seq >= `prefill_min_tokens`: the DynamicQuantizeMatMul
+layers, else the MatMulNBits ones; graph_route.py). The LM head is outside the If (its own
+format; a prefill computes the last token's logits only). The price: the int8 copy's bytes
+(`prefill_bytes` in the manifest), 2x an int4 model's layer weights, held in memory but not read
+by a decode step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -61,6 +74,11 @@ BLOCK_SIZES = (16, 32, 64, 128, 256)
 DEFAULT_BLOCK_SIZE = {"int8": 32, "int4": 32}
 ACCURACY_LEVELS = (1, 4)  # float32 activations, int8 activations (0, 2, 3 run as 1 on x86)
 DEFAULT_ACCURACY_LEVEL = 4
+PREFILL_FORMATS = ("int8-dq",)
+# From this many new tokens a step runs the prefill copy. Measured on the 2-core Xeon (AMX) with
+# 48 [1024 x 1024] linears: MatMulNBits int4 / DynamicQuantizeMatMul ms at M = 1, 2, 4, 8 rows:
+# 1.74 / 4.70, 2.47 / 2.67, 3.58 / 2.62, 6.80 / 2.97 (docs/perf/issue31-int4-prefill.md).
+DEFAULT_PREFILL_MIN_TOKENS = 4
 ROW_CHUNK = 4096  # rows of W quantized at a time: bounds the float temporaries of a 50k-row LM head
 
 
@@ -75,12 +93,42 @@ class WeightFormat:
     block_size: Optional[int] = None
     lm_head: str = "fp32"
     accuracy_level: int = DEFAULT_ACCURACY_LEVEL
+    # the layers' linears of a step with at least prefill_min_tokens new tokens (None: the same ops)
+    prefill: Optional[str] = None
+    prefill_min_tokens: int = DEFAULT_PREFILL_MIN_TOKENS
 
     @classmethod
     def parse(cls, name: str, block_size: Optional[int] = None, lm_head: Optional[str] = None,
-              accuracy_level: Optional[int] = None) -> "WeightFormat":
-        """--weights, --block-size, --lm-head and --accuracy-level, checked; the default block size
-        for a quantized format."""
+              accuracy_level: Optional[int] = None, prefill: Optional[str] = None,
+              prefill_min_tokens: Optional[int] = None) -> "WeightFormat":
+        """--weights, --block-size, --lm-head, --accuracy-level, --prefill-weights and
+        --prefill-min-tokens, checked; the default block size for a quantized format."""
+        fmt = cls._parse(name, block_size, lm_head, accuracy_level)
+        return fmt._with_prefill(prefill, prefill_min_tokens)
+
+    def _with_prefill(self, prefill: Optional[str], min_tokens: Optional[int]) -> "WeightFormat":
+        """The format with --prefill-weights / --prefill-min-tokens, checked."""
+        if prefill is None:
+            if min_tokens is not None:
+                raise ExportError("--prefill-min-tokens only applies with --prefill-weights int8-dq; drop it")
+            return self
+        if prefill not in PREFILL_FORMATS:
+            raise ExportError(f"--prefill-weights must be {' or '.join(PREFILL_FORMATS)}, got {prefill!r}")
+        if self.name not in ("int8", "int4"):
+            why = ("already prefills with DynamicQuantizeMatMul" if self.dynamic
+                   else "has no quantized weights to copy")
+            raise ExportError(f"--prefill-weights {prefill} applies to --weights int4 or int8 (MatMulNBits); "
+                              f"--weights {self.name} {why}: drop --prefill-weights")
+        if min_tokens is None:
+            min_tokens = DEFAULT_PREFILL_MIN_TOKENS
+        if isinstance(min_tokens, bool) or not isinstance(min_tokens, int) or min_tokens < 2:
+            raise ExportError(f"--prefill-min-tokens must be an integer of at least 2 (a one-token step is a "
+                              f"decode step), got {min_tokens!r}")
+        return dataclasses.replace(self, prefill=prefill, prefill_min_tokens=min_tokens)
+
+    @classmethod
+    def _parse(cls, name: str, block_size: Optional[int], lm_head: Optional[str],
+               accuracy_level: Optional[int]) -> "WeightFormat":
         if name not in FORMATS:
             raise ExportError(f"--weights must be one of {', '.join(FORMATS)}, got {name!r}")
         if lm_head is not None and lm_head not in FORMATS:
@@ -154,9 +202,10 @@ class WeightFormat:
             return WeightFormat("fp32", None, "fp32")
         return WeightFormat(self.lm_head, self.block_size, self.lm_head, self.accuracy_level)
 
-    def manifest(self, quantized: list[str]) -> dict:
+    def manifest(self, quantized: list[str], prefill_bytes: int = 0) -> dict:
         """The manifest's "weights" entry; `quantized` = HF names of the Linear layers stored as
-        MatMulNBits or DynamicQuantizeMatMul (empty for fp32)."""
+        MatMulNBits or DynamicQuantizeMatMul (empty for fp32); `prefill_bytes` = bytes of the
+        prefill copies (with --prefill-weights)."""
         if not self.quantized:
             return {"format": "fp32"}
         if self.dynamic:
@@ -170,7 +219,7 @@ class WeightFormat:
                 "embedding": "float",
                 "quantized": quantized,
             }
-        return {
+        entry = {
             "format": self.name,
             "op": "com.microsoft.MatMulNBits",
             "block_size": self.block_size,
@@ -180,6 +229,15 @@ class WeightFormat:
             "embedding": "float",
             "quantized": quantized,
         }
+        if self.prefill is not None:
+            entry["prefill"] = {
+                "format": self.prefill,
+                "op": "com.microsoft.DynamicQuantizeMatMul",
+                "min_tokens": self.prefill_min_tokens,
+                "weights": f"the layers' {self.name} weights, dequantized and re-quantized per output column",
+                "bytes": prefill_bytes,
+            }
+        return entry
 
     def nbytes(self, n: int, k: int, scale_itemsize: int) -> int:
         """Bytes of one quantized [n, k] weight: packed values and scales."""
@@ -187,6 +245,10 @@ class WeightFormat:
             return n * k + 4 * n  # int8 values, a float32 scale per column
         blocks = math.ceil(k / self.block_size)
         return n * blocks * (self.block_size * self.bits // 8 + scale_itemsize)
+
+    def prefill_nbytes(self, n: int, k: int) -> int:
+        """Bytes of one layer linear's prefill copy (0 without --prefill-weights)."""
+        return 0 if self.prefill is None else WeightFormat("int8-dq").nbytes(n, k, 4)
 
 
 def _round_half_away(v: np.ndarray) -> np.ndarray:

@@ -66,6 +66,8 @@ EXPORTS = {f"{m}-{w}": (m, dict(weights=w)) for m in CHECKPOINTS for w in ("fp32
 EXPORTS["tiny-int8-dq-head-fp32"] = ("tiny", dict(weights="int8-dq", lm_head="fp32"))
 EXPORTS["tiny-int4-fp16"] = ("tiny", dict(weights="int4", dtype="fp16"))
 EXPORTS["tiny-int4-b128-head8"] = ("tiny", dict(weights="int4", block_size=128, lm_head="int8"))
+# int4 with an int8-dq prefill copy (--prefill-weights; test_prefill_route.py checks its routing)
+EXPORTS["pythia-micro-int4-pd"] = ("pythia-micro", dict(weights="int4", prefill_weights="int8-dq"))
 POLICIES = {"tiny": ["full", "local:64", "h2o:32+32"], "pythia-micro": ["full", "local:64", "h2o:48+16"]}
 ENGINE_CASES = [(e, p) for e, (m, o) in EXPORTS.items() if o["weights"] != "fp32" for p in POLICIES[m]]
 
@@ -293,7 +295,8 @@ def test_weight_bytes_estimate_matches_the_file(exported, name):
     d = exported(name)
     opts = EXPORTS[name][1]
     _, cfg = load_config_file(CHECKPOINTS["pythia-micro"] / "config.json")
-    est = weights_nbytes(cfg, opts.get("dtype", "fp32"), WeightFormat.parse(opts["weights"], lm_head=opts.get("lm_head")))
+    fmt = WeightFormat.parse(opts["weights"], lm_head=opts.get("lm_head"), prefill=opts.get("prefill_weights"))
+    est = weights_nbytes(cfg, opts.get("dtype", "fp32"), fmt)
     model = onnx.load(str(d / "model.onnx"))
     real = sum(onnx.numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
     assert abs(real - est) <= 1e-3 * est, f"{name}: estimated {est} bytes, the file holds {real}"
@@ -356,6 +359,15 @@ def test_quantized_ppl_close_to_fp32(engine_runs, model, weights):
         f"{model} {weights}: PPL {full[weights]:.4f} vs fp32 {full['fp32']:.4f} ({100 * change:+.2f}%)")
 
 
+def test_prefill_copy_ppl_is_int4s(engine_runs):
+    """int4 with an int8-dq prefill copy: `h2o ppl` streams one token a step, so every step is a
+    decode step on the int4 weights: the PPL is the plain int4 graph's, to the bit, and within
+    int4's bound of fp32."""
+    ppl = {n: engine_runs(f"pythia-micro-{n}", "full")[0]["ppl"] for n in ("fp32", "int4", "int4-pd")}
+    assert ppl["int4-pd"] == ppl["int4"], ppl
+    assert abs(ppl["int4-pd"] / ppl["fp32"] - 1) <= CLOSE["int4"]["ppl"], ppl
+
+
 def test_info_shows_the_weight_format(exported):
     if not engine_bin().is_file():
         pytest.skip(f"engine binary {engine_bin()} not built: run `cargo build --release` (or set H2O_BIN)")
@@ -388,6 +400,14 @@ def test_info_shows_the_weight_format(exported):
     (["--weights", "int8-dq", "--lm-head", "int4"], "the LM head is int8-dq (the default) or fp32"),
     (["--weights", "int4", "--lm-head", "int8-dq"], "--lm-head int8-dq needs --weights int8-dq"),
     (["--weights", "int8-dq", "--dtype", "fp16"], "--weights int8-dq needs --dtype fp32"),
+    (["--prefill-weights", "int8-dq"], "--weights fp32 has no quantized weights to copy"),
+    (["--weights", "int8-dq", "--prefill-weights", "int8-dq"], "already prefills with DynamicQuantizeMatMul"),
+    (["--weights", "int4", "--prefill-weights", "int4"], "--prefill-weights must be int8-dq, got 'int4'"),
+    (["--weights", "int4", "--prefill-min-tokens", "8"], "--prefill-min-tokens only applies with --prefill-weights"),
+    (["--weights", "int4", "--prefill-weights", "int8-dq", "--prefill-min-tokens", "1"], "of at least 2"),
+    (["--weights", "int4", "--prefill-weights", "int8-dq", "--prefill-min-tokens", "x"], "of at least 2, got 'x'"),
+    (["--weights", "int4", "--prefill-weights", "int8-dq", "--dtype", "fp16"],
+     "--prefill-weights int8-dq needs --dtype fp32"),
 ])
 def test_bad_weight_options_are_one_line_errors(tmp_path, args, says):
     out = tmp_path / "out"

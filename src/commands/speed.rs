@@ -581,8 +581,9 @@ pub fn run(a: SpeedArgs) -> Result<()> {
     let fits = fits_under_cap(&a, &contexts, &man)?;
     let targets = targets(&a, &contexts, &fits);
     check_points(&mut checked, &a, &targets)?;
+    // a prefill copy of the weights (manifest weights.prefill) is on disk but not read by a decode step
     let weights = bytes_read_per_token(
-        weight_bytes(&setup.model),
+        weight_bytes(&setup.model).saturating_sub(man.weights.prefill_bytes()),
         man.vocab_size,
         man.hidden_size,
         man.dtype.size(),

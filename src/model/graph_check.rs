@@ -11,7 +11,8 @@ use ort::value::{Outlet, TensorElementType, ValueType};
 use super::onnx_scan::{self, GraphOps, NBits, ValueInfo};
 use crate::error::{Error, Result};
 use crate::manifest::{
-    check_graph, KeyCache, KvDtype, LayerNames, Manifest, MaskInputs, KEY_POSITIONS, LOGITS_FROM,
+    check_graph, KeyCache, KvDtype, LayerNames, Manifest, MaskInputs, PrefillWeights,
+    KEY_POSITIONS, LOGITS_FROM,
 };
 
 /// One graph input or output as the session declares it.
@@ -364,7 +365,9 @@ pub fn weights_agree(m: &Manifest, ops: &GraphOps) -> std::result::Result<(), (S
         "int4" => Some(4),
         _ => None,
     };
-    if w.format == "int8-dq" || !ops.dq_matmuls.is_empty() && bits(&w.format).is_some() {
+    if let Some(p) = &w.prefill {
+        prefill_agrees(m, p, ops)?;
+    } else if w.format == "int8-dq" || !ops.dq_matmuls.is_empty() && bits(&w.format).is_some() {
         return dynamic_agrees(m, ops);
     }
     let Some(layer_bits) = bits(&w.format) else {
@@ -421,6 +424,52 @@ pub fn weights_agree(m: &Manifest, ops: &GraphOps) -> std::result::Result<(), (S
             ),
         )),
     }
+}
+
+/// `weights_agree` for a prefill copy (manifest `weights.prefill`, export.py --prefill-weights
+/// int8-dq): an int8/int4 format, an If routing the steps, and a DynamicQuantizeMatMul (the copy)
+/// for every MatMulNBits of the layers (the LM head, outside the If, has none). The MatMulNBits
+/// side is checked by `weights_agree` as for any int8/int4 graph.
+fn prefill_agrees(
+    m: &Manifest,
+    p: &PrefillWeights,
+    ops: &GraphOps,
+) -> std::result::Result<(), (String, String)> {
+    let claim = |v: &str| format!("weights.prefill.format is \"{v}\"");
+    if p.format != "int8-dq" {
+        return Err((
+            claim(&p.format),
+            "this engine knows prefill copies in int8-dq (DynamicQuantizeMatMul) only".into(),
+        ));
+    }
+    if !matches!(m.weights.format.as_str(), "int8" | "int4") {
+        return Err((
+            format!(
+                "weights.format is \"{}\" with a prefill copy",
+                m.weights.format
+            ),
+            "a prefill copy belongs to an int8/int4 (MatMulNBits) graph".into(),
+        ));
+    }
+    if !ops.ops.contains_key("If") {
+        return Err((
+            claim(&p.format),
+            "model.onnx has no If node to route prefills to the copy".into(),
+        ));
+    }
+    let vocab = m.vocab_size as i64;
+    let layers = ops.nbits.iter().filter(|n| n.n != vocab).count();
+    let copies = ops.dq_matmuls.iter().filter(|&&n| n != vocab).count();
+    if copies != layers || ops.dq_matmuls.contains(&vocab) {
+        return Err((
+            claim(&p.format),
+            format!(
+                "model.onnx holds {} DynamicQuantizeMatMul node(s) for {layers} MatMulNBits layer linear(s)",
+                ops.dq_matmuls.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `weights_agree` for format "int8-dq" (com.microsoft DynamicQuantizeMatMul, export.py --weights
@@ -566,6 +615,62 @@ mod tests {
         ops.ops
             .insert("DynamicQuantizeMatMul".into(), ns.len().max(1));
         ops
+    }
+
+    /// An int4 graph (layers N 192 and 64, head 512) with a prefill copy of `copies` N behind an If.
+    fn routed_graph(copies: &[i64], with_if: bool) -> GraphOps {
+        let mut ops = graph(&[(4, 192), (4, 64), (4, 512)]);
+        ops.dq_matmuls = copies.to_vec();
+        ops.ops
+            .insert("DynamicQuantizeMatMul".into(), copies.len().max(1));
+        if with_if {
+            ops.ops.insert("If".into(), 1);
+        }
+        ops
+    }
+
+    #[test]
+    fn prefill_copy_agrees_and_is_contradicted() {
+        let routed = || {
+            serde_json::json!({"format": "int4", "block_size": 32, "lm_head": "int4",
+                "prefill": {"format": "int8-dq", "min_tokens": 4, "bytes": 1000}})
+        };
+        let m = manifest(routed());
+        assert_eq!(weights_agree(&m, &routed_graph(&[192, 64], true)), Ok(()));
+        // the same graph without the manifest's word is refused as before: DynamicQuantizeMatMul
+        // nodes in an int4 graph
+        let plain = manifest(serde_json::json!({"format": "int4", "block_size": 32}));
+        let (claim, g) = weights_agree(&plain, &routed_graph(&[192, 64], true)).unwrap_err();
+        assert!(
+            claim.contains("\"int4\"") && g.contains("2 DynamicQuantizeMatMul"),
+            "{claim} / {g}"
+        );
+        let (claim, g) = weights_agree(&m, &routed_graph(&[192, 64], false)).unwrap_err();
+        assert!(
+            claim.contains("weights.prefill.format is \"int8-dq\"") && g.contains("no If"),
+            "{g}"
+        );
+        let (_, g) = weights_agree(&m, &routed_graph(&[192], true)).unwrap_err();
+        assert!(
+            g.contains("1 DynamicQuantizeMatMul node(s) for 2 MatMulNBits"),
+            "{g}"
+        );
+        let (_, g) = weights_agree(&m, &routed_graph(&[192, 64, 512], true)).unwrap_err();
+        assert!(g.contains("3 DynamicQuantizeMatMul"), "{g}");
+        let (_, g) = weights_agree(&m, &routed_graph(&[], true)).unwrap_err();
+        assert!(g.contains("0 DynamicQuantizeMatMul"), "{g}");
+        let mut other = routed();
+        other["prefill"]["format"] = "int4".into();
+        let (claim, _) =
+            weights_agree(&manifest(other), &routed_graph(&[192, 64], true)).unwrap_err();
+        assert!(claim.contains("\"int4\""), "{claim}");
+        let mut dq = routed();
+        dq["format"] = "int8-dq".into();
+        let (claim, _) = weights_agree(&manifest(dq), &routed_graph(&[192, 64], true)).unwrap_err();
+        assert!(
+            claim.contains("weights.format is \"int8-dq\" with a prefill copy"),
+            "{claim}"
+        );
     }
 
     #[test]

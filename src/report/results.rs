@@ -42,8 +42,8 @@ pub struct ModelInfo {
     pub kv_heads: Option<usize>,
     pub head_dim: usize,
     pub max_positions: usize,
-    /// The linears' weight format (manifest `weights.format`: fp32, int8, int4, int8-dq); absent
-    /// in files written before it was recorded.
+    /// The linears' weight format (manifest `weights.format`: fp32, int8, int4, int8-dq; with a
+    /// prefill copy e.g. int4+int8-dq-prefill); absent in files written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<String>,
 }
@@ -60,7 +60,7 @@ impl ModelInfo {
             kv_heads: Some(man.kv_heads()),
             head_dim: man.head_dim,
             max_positions: man.max_position_embeddings,
-            weights: Some(man.weights.format.clone()),
+            weights: Some(man.weights.label()),
         }
     }
 }
