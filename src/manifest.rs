@@ -70,23 +70,32 @@ impl WeightFormat {
                 self.lm_head.as_deref().unwrap_or(&self.format)
             );
         }
-        let prefill = match &self.prefill {
-            Some(p) => format!(
-                "; prefills of {}+ tokens on an {} copy, {}",
-                p.min_tokens,
-                p.format,
-                crate::eval::throughput::format_bytes(p.bytes)
-            ),
-            None => String::new(),
-        };
         match self.block_size {
             Some(b) => format!(
-                "{} (MatMulNBits, block {b}, LM head {}{prefill})",
+                "{} (MatMulNBits, block {b}, LM head {})",
                 self.format,
                 self.lm_head.as_deref().unwrap_or(&self.format)
             ),
             None => self.format.clone(),
         }
+    }
+
+    /// The prefill copy for `h2o info`, e.g. "int8-dq (DynamicQuantizeMatMul), 4+ new tokens,
+    /// 288.84 MiB" (steps of 4+ new tokens run on it); `None` without one.
+    pub fn describe_prefill(&self) -> Option<String> {
+        self.prefill.as_ref().map(|p| {
+            format!(
+                "{}{}, {}+ new tokens, {}",
+                p.format,
+                if p.format == "int8-dq" {
+                    " (DynamicQuantizeMatMul)"
+                } else {
+                    ""
+                },
+                p.min_tokens,
+                crate::eval::throughput::format_bytes(p.bytes)
+            )
+        })
     }
 
     /// The format as results record it: "int4", or "int4+int8-dq-prefill" with a prefill copy.
@@ -431,9 +440,10 @@ mod tests {
             "prefill": {"format": "int8-dq", "min_tokens": 4, "bytes": 47_185_920, "op": "x"}
         }))
         .unwrap();
+        assert_eq!(w.describe(), "int4 (MatMulNBits, block 32, LM head int4)");
         assert_eq!(
-            w.describe(),
-            "int4 (MatMulNBits, block 32, LM head int4; prefills of 4+ tokens on an int8-dq copy, 45.00 MiB)"
+            w.describe_prefill().as_deref(),
+            Some("int8-dq (DynamicQuantizeMatMul), 4+ new tokens, 45.00 MiB")
         );
         assert_eq!(w.label(), "int4+int8-dq-prefill");
         assert_eq!(w.prefill_bytes(), 47_185_920);
@@ -441,6 +451,7 @@ mod tests {
             serde_json::from_value(serde_json::json!({"format": "int4", "block_size": 32}))
                 .unwrap();
         assert_eq!((plain.label().as_str(), plain.prefill_bytes()), ("int4", 0));
+        assert_eq!(plain.describe_prefill(), None);
     }
 
     #[test]

@@ -229,8 +229,11 @@ for s in sizes:
         print(f"| {s} | transformers eager | {fmt([d['ttft_ms'] for d in hf])} | {fmt([d['tpot_median_ms'] for d in hf], '{:.1f}')} | "
               f"{hf[0]['tpot_min_ms']:.1f} (min)-{hf[0]['tpot_p90_ms']:.1f} | | 1 | 1 | | |")
 if prof:
-    docs = {v: load(out / f"profile-{prof}-{v}.json") for v in ("fp32", "fp32-fused", "int8-dq", "int4", "int4-acc1")}
+    docs = {v: load(out / f"profile-{prof}-{v}.json") for v in ORDER}
     docs = {v: list(d.values())[0] for v, d in docs.items() if d}
+    for d in docs.values():  # profiles written before profile.summarize left out If nodes counted them twice
+        if d["op_types"].pop("If", None) is not None:
+            d["total_ms"] = sum(d["op_types"].values())
     if docs:
         ops = []
         for d in docs.values():

@@ -59,8 +59,15 @@ def profile_prefill(model_dir: str | Path, tokens: int = 512, threads: int = 2, 
     return summarize(events, runs)
 
 
+# Nodes that run a subgraph: ONNX Runtime times them and, as nodes of their own, every node of the
+# subgraph, so counting them would count those nodes twice (an int4 graph with a prefill copy,
+# graph_route.py: If 756 ms around 750 ms of its branch's nodes at 410m).
+CONTAINER_OPS = ("If", "Loop", "Scan")
+
+
 def summarize(events: list, runs: int) -> dict:
-    """Node events of runs 2..`runs` (the first is the warm-up) summed per op type, ms per run."""
+    """Node events of runs 2..`runs` (the first is the warm-up) summed per op type, ms per run;
+    subgraph nodes counted as themselves, their container (CONTAINER_OPS) not."""
     run_starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
     if len(run_starts) != runs:
         raise ValueError(f"the profile has {len(run_starts)} runs, expected {runs}")
@@ -71,7 +78,10 @@ def summarize(events: list, runs: int) -> dict:
             continue
         if e["ts"] < run_starts[1]:
             continue  # the warm-up run
-        per_op[e.get("args", {}).get("op_name", "?")] += e["dur"] / 1e3 / counted
+        op = e.get("args", {}).get("op_name", "?")
+        if op in CONTAINER_OPS:
+            continue
+        per_op[op] += e["dur"] / 1e3 / counted
     total = sum(per_op.values())
     ordered = dict(sorted(per_op.items(), key=lambda kv: -kv[1]))
     return {"op_types": ordered, "total_ms": total, "runs": counted}

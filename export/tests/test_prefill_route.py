@@ -205,3 +205,22 @@ def test_speed_floor_counts_the_decode_weights(models, tmp_path):
     want = sum(n for k, n in sizes.items() if ".prefill_" not in k and k != "gpt_neox.embed_in.weight")
     graph_bytes = (d / "model.onnx").stat().st_size - sum(sizes.values())
     assert want <= got <= want + graph_bytes, (got, want, graph_bytes)
+
+
+def test_info_names_the_copy(models):
+    """`h2o info`: the int4 format line as for any int4 graph, then the copy's own line with the
+    manifest's threshold and bytes (6,365,184 bytes = 6.07 MiB), within 80 columns."""
+    import subprocess
+
+    from common import engine_bin, engine_env
+
+    if not engine_bin().is_file():
+        pytest.skip(f"engine binary {engine_bin()} not built: run `cargo build --release` (or set H2O_BIN)")
+    p = subprocess.run([str(engine_bin()), "info", "--model", str(models["hybrid"]), "--threads", "1"],
+                       capture_output=True, text=True, env=engine_env(), timeout=120)
+    assert p.returncode == 0, p.stderr
+    lines = {ln[:17].strip(): ln[17:] for ln in p.stdout.splitlines()}
+    assert lines["weight format"] == "int4 (MatMulNBits, block 32, LM head int4)"
+    nbytes = json.loads((models["hybrid"] / "manifest.json").read_text())["weights"]["prefill"]["bytes"]
+    assert lines["prefill copy"] == f"int8-dq (DynamicQuantizeMatMul), 4+ new tokens, {nbytes / 2**20:.2f} MiB"
+    assert len("prefill copy     " + lines["prefill copy"]) <= 80

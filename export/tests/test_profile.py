@@ -28,5 +28,8 @@ def test_the_warm_up_run_is_not_counted_and_a_short_profile_is_refused():
     assert doc["op_types"] == {"MatMul": 2.0, "Add": 1.0} and doc["total_ms"] == 3.0
     with pytest.raises(ValueError, match="expected 3"):
         summarize(events, runs=3)
+    # an If is timed around its branch's nodes, which are timed too: the If is not counted
+    nested = events + [{"cat": "Node", "name": "i_kernel_time", "ts": 105, "dur": 3500, "args": {"op_name": "If"}}]
+    assert summarize(nested, runs=2) == doc
     with pytest.raises(ValueError, match="at least 2"):
         profile_prefill(FIXTURE, runs=1)

@@ -30,6 +30,9 @@ pub fn run(a: InfoArgs) -> Result<()> {
     }
     outln!("dtype            {}", m.dtype.name());
     outln!("weight format    {}", m.weights.describe());
+    if let Some(copy) = m.weights.describe_prefill() {
+        outln!("prefill copy     {copy}");
+    }
     outln!(
         "attention masks  {}",
         match m.attention_masks {
