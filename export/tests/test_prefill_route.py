@@ -224,3 +224,29 @@ def test_info_names_the_copy(models):
     nbytes = json.loads((models["hybrid"] / "manifest.json").read_text())["weights"]["prefill"]["bytes"]
     assert lines["prefill copy"] == f"int8-dq (DynamicQuantizeMatMul), 4+ new tokens, {nbytes / 2**20:.2f} MiB"
     assert len("prefill copy     " + lines["prefill copy"]) <= 80
+
+
+def test_int8_weights_take_a_copy_too(tmp_path, models):
+    """--weights int8 --prefill-weights int8-dq: a decode step is the plain int8 graph's bit for
+    bit, a 64-token prefill leaves it (the copy runs); the manifest's copy bytes are the
+    initializers'."""
+    export(tmp_path / "h8", checkpoint=CKPT, weights="int8", prefill_weights="int8-dq", **QUIET)
+    export(tmp_path / "p8", checkpoint=CKPT, weights="int8", **QUIET)
+    manifest = json.loads((tmp_path / "h8/manifest.json").read_text())
+    steps = _steps(manifest)
+    got, want = _run(tmp_path / "h8", steps["decode"]), _run(tmp_path / "p8", steps["decode"])
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    pre = _run(tmp_path / "h8", steps["prefill-64"]), _run(tmp_path / "p8", steps["prefill-64"])
+    assert not np.array_equal(pre[0]["new_key_values.1.key"], pre[1]["new_key_values.1.key"])
+    model = onnx.load(str(tmp_path / "h8/model.onnx"))
+    copies = sum(onnx.numpy_helper.to_array(t).nbytes for t in model.graph.initializer if ".prefill_" in t.name)
+    assert manifest["weights"]["prefill"]["bytes"] == copies > 0
+    import subprocess
+
+    from common import engine_bin, engine_env
+
+    if engine_bin().is_file():  # the engine's graph check takes it
+        p = subprocess.run([str(engine_bin()), "info", "--model", str(tmp_path / "h8"), "--threads", "1"],
+                           capture_output=True, text=True, env=engine_env(), timeout=120)
+        assert p.returncode == 0 and "prefill copy     int8-dq" in p.stdout, p.stderr
