@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Optional
 
 from .config import PYTHIA_SIZES
 from .config_llama import LLAMA_SIZES
@@ -140,6 +141,16 @@ def _os_error(e: OSError, out: Path) -> str:
             f"and --out {out} (a folder that can be created and written)")
 
 
+def _int_flag(flag: str, value: Optional[str], what: str) -> Optional[int]:
+    """A flag's integer value (None when absent); not an integer: "FLAG must be WHAT, got 'V'"."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ExportError(f"{flag} must be {what}, got {value!r}") from None
+
+
 def _check_flags(args: argparse.Namespace) -> None:
     """Values argparse lets through but the export cannot use, and flags that would be ignored."""
     given = getattr(args, "_given", {})
@@ -189,27 +200,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}; see export.py --help", file=sys.stderr)
             return 2
         try:
-            block_size = None
             _check_flags(args)
-            if args.block_size is not None:
-                try:
-                    block_size = int(args.block_size)
-                except ValueError:
-                    raise ExportError(f"--block-size must be an integer (16, 32, 64, 128 or 256), "
-                                      f"got {args.block_size!r}") from None
-            accuracy_level = None
-            if args.accuracy_level is not None:
-                try:
-                    accuracy_level = int(args.accuracy_level)
-                except ValueError:
-                    raise ExportError(f"--accuracy-level must be 1 or 4, got {args.accuracy_level!r}") from None
-            prefill_min_tokens = None
-            if args.prefill_min_tokens is not None:
-                try:
-                    prefill_min_tokens = int(args.prefill_min_tokens)
-                except ValueError:
-                    raise ExportError(f"--prefill-min-tokens must be an integer of at least 2, "
-                                      f"got {args.prefill_min_tokens!r}") from None
+            block_size = _int_flag("--block-size", args.block_size, "an integer (16, 32, 64, 128 or 256)")
+            accuracy_level = _int_flag("--accuracy-level", args.accuracy_level, "1 or 4")
+            prefill_min_tokens = _int_flag("--prefill-min-tokens", args.prefill_min_tokens,
+                                           "an integer of at least 2")
             for dest in ("checkpoint", "out", "tokenizer"):  # strings until here: Path("") would be "."
                 if getattr(args, dest) is not None:
                     setattr(args, dest, Path(getattr(args, dest)))
