@@ -199,7 +199,9 @@ def test_speed_floor_counts_the_decode_weights(models, tmp_path):
                         "--gen", "4", "--warmup", "0", "--rounds", "1", "--no-floor", "--threads", "1",
                         "--json", str(out)], capture_output=True, text=True, env=engine_env(), timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
-    got = json.loads(out.read_text())["weight_bytes_read_per_token"]
+    doc = json.loads(out.read_text())
+    assert doc["weights"] == "int4+int8-dq-prefill"  # the format beside the model's name
+    got = doc["weight_bytes_read_per_token"]
     model = onnx.load(str(d / "model.onnx"))
     sizes = {t.name: onnx.numpy_helper.to_array(t).nbytes for t in model.graph.initializer}
     want = sum(n for k, n in sizes.items() if ".prefill_" not in k and k != "gpt_neox.embed_in.weight")

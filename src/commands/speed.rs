@@ -522,6 +522,7 @@ fn document(
         read_bandwidth_bytes_per_s: finite(both),
         read_bandwidth_before_after: [finite(before), finite(after)],
         model: man.name.clone(),
+        weights: man.weights.label(),
         threads: setup.session.intra_threads,
         provider: setup.session.provider.to_string(),
         kv: setup.session.kv.to_string(),

@@ -234,6 +234,9 @@ pub struct SpeedDocument {
     /// The read bandwidth measured before and after the points.
     pub read_bandwidth_before_after: [Option<f64>; 2],
     pub model: String,
+    /// The linears' weight format (manifest `weights`: fp32, int8, int4, int8-dq; with a prefill
+    /// copy e.g. int4+int8-dq-prefill), so runs of one model name in several formats stay apart.
+    pub weights: String,
     pub threads: usize,
     pub provider: String,
     /// Where the K/V lived (`host` or `device`).
@@ -324,6 +327,7 @@ mod tests {
             read_bandwidth_bytes_per_s: finite(2.5e10),
             read_bandwidth_before_after: [finite(2.5e10), finite(f64::NAN)],
             model: "pythia-micro".into(),
+            weights: "int4+int8-dq-prefill".into(),
             threads: 2,
             provider: "cpu".into(),
             kv: "host".into(),
@@ -431,7 +435,8 @@ mod tests {
     }
   ],
   "threads": 2,
-  "weight_bytes_read_per_token": 123456
+  "weight_bytes_read_per_token": 123456,
+  "weights": "int4+int8-dq-prefill"
 }"#;
         assert_eq!(doc.to_json().unwrap(), want);
         // the untyped document speed built before, on the same point
@@ -440,7 +445,7 @@ mod tests {
             "weight_bytes_read_per_token": 123456u64,
             "read_bandwidth_bytes_per_s": Some(2.5e10),
             "read_bandwidth_before_after": [Some(2.5e10), None::<f64>],
-            "model": "pythia-micro", "threads": 2, "provider": "cpu",
+            "model": "pythia-micro", "weights": "int4+int8-dq-prefill", "threads": 2, "provider": "cpu",
             "kv": "host",
             "prefill_chunk": None::<usize>,
             "peak_memory": "child process per experiment: VmHWM",
