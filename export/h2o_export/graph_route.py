@@ -37,23 +37,22 @@ def layer_stack(b: GraphBuilder, x: str, build: Stack) -> tuple[str, Outputs, Ou
     try:
         # decode first: quantizing each linear for MatMulNBits also stores its prefill copy
         b.nodes, b.scope = [], scope + 1
-        decode = _branch(b, "decode", *build(x))
+        x_d, kv_d, sums_d = build(x)
+        decode = _branch(b, "decode", x_d, kv_d, sums_d)
         b.nodes, b.scope, b.prefill_branch = [], scope + 2, True
         prefill = _branch(b, "prefill", *build(x))
     finally:
         b.nodes, b.scope, b.prefill_branch = main, scope, False
-    n_kv, n_sums = len(decode[1]), len(decode[2])
-    outs = b.op("If", [cond], n_out=1 + n_kv + n_sums, name="prefill_route",
-                then_branch=prefill[0], else_branch=decode[0])
-    kv = [(o, dst) for o, (_, dst) in zip(outs[1:1 + n_kv], decode[1])]
-    sums = [(o, dst) for o, (_, dst) in zip(outs[1 + n_kv:], decode[2])]
+    outs = b.op("If", [cond], n_out=1 + len(kv_d) + len(sums_d), name="prefill_route",
+                then_branch=prefill, else_branch=decode)
+    kv = [(o, dst) for o, (_, dst) in zip(outs[1:1 + len(kv_d)], kv_d)]
+    sums = [(o, dst) for o, (_, dst) in zip(outs[1 + len(kv_d):], sums_d)]
     return outs[0], kv, sums
 
 
 def _branch(b: GraphBuilder, name: str, x: str, kv: Outputs, sums: Outputs):
-    """The nodes built since `b.nodes` was emptied as an If branch returning x, the K/V and the
-    sums (float32: --prefill-weights needs --dtype fp32); with the outputs' pairs passed on."""
+    """The nodes built since `b.nodes` was emptied, as an If branch returning x, the K/V and the
+    sums in that order (float32: --prefill-weights needs --dtype fp32)."""
     values = [x] + [src for src, _ in kv] + [src for src, _ in sums]
-    graph = helper.make_graph(b.nodes, name, [],
-                              [helper.make_tensor_value_info(v, TensorProto.FLOAT, None) for v in values])
-    return graph, kv, sums
+    return helper.make_graph(b.nodes, name, [],
+                             [helper.make_tensor_value_info(v, TensorProto.FLOAT, None) for v in values])
