@@ -620,7 +620,7 @@ pub fn run_job(rt: &Runtime, job: &Job, peak: PeakMemory, hook: Hook<'_>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::KvPlacement;
+    use crate::runtime::{Denormals, KvPlacement};
 
     #[test]
     fn plan_lengths() {
@@ -806,6 +806,7 @@ mod tests {
                     intra_threads: 3,
                     spin: false,
                     kv: KvPlacement::Device,
+                    denormals: Denormals::Keep,
                     ..SessionConfig::default()
                 },
                 data: "wiki.test.raw".into(),
@@ -828,10 +829,16 @@ mod tests {
         assert!(text.contains("\"spin\":false"), "{text}");
         assert!(text.contains("\"text\":\"seed\""), "{text}");
         assert!(text.contains("\"kv\":\"device\""), "{text}");
+        assert!(text.contains("\"denormals\":\"keep\""), "{text}");
         assert!(text.contains("\"spec\":\"h2o:16+16\""), "{text}");
         assert!(text.contains("\"batch\":3"), "{text}");
         assert!(!text.contains("group"), "{text}");
         assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), job);
+        // a job written before `denormals` existed flushes them (the default)
+        let older = text.replace(",\"denormals\":\"keep\"", "");
+        assert_ne!(older, text);
+        let read: Job = serde_json::from_str(&older).unwrap();
+        assert_eq!(read.setup.session.denormals, Denormals::Flush);
         // a group's experiment carries its group and its full spec
         let job = Job {
             experiment: Group::Pyramid.experiments(2048, 64)[7].clone(),

@@ -21,7 +21,9 @@ use ort::value::{PrimitiveTensorElementType, TensorRef};
 use crate::cache::{host_buffers, KvBuffers, KvElement, KvLayout, NewKv};
 use crate::error::{Error, Result};
 use crate::manifest::{KvDtype, LayerNames, Manifest, MaskInputs, LOGITS_FROM};
-use crate::runtime::{check_provider, ExecutionProvider, KvPlacement, Runtime, SessionConfig};
+use crate::runtime::{
+    check_provider, Denormals, ExecutionProvider, KvPlacement, Runtime, SessionConfig,
+};
 use binding::DeviceRunner;
 pub use device_kv::DeviceKv;
 pub use graph_check::Port;
@@ -151,7 +153,7 @@ impl Model {
         })
     }
 
-    /// Session options of `config`: threads, optimisation level, spinning, execution provider (the
+    /// Session options of `config`: threads, optimisation level, spinning, subnormals, execution provider (the
     /// step graph's and the device store's companion graphs').
     fn session_builder(rt: &Runtime, config: &SessionConfig) -> Result<SessionBuilder> {
         let opts = |e: ort::Error<_>| Error::ort("setting the session options", e);
@@ -165,6 +167,9 @@ impl Model {
             .map_err(opts)?
             .with_intra_op_spinning(config.spin)
             .map_err(opts)?;
+        if config.denormals == Denormals::Flush {
+            builder = builder.with_flush_to_zero().map_err(opts)?;
+        }
         if config.provider == ExecutionProvider::Cuda {
             builder = Self::with_cuda(builder)?;
         }

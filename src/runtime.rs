@@ -49,6 +49,57 @@ impl KvPlacement {
     }
 }
 
+/// What ONNX Runtime's threads do with subnormal floats (a clap value enum: `flush`, `keep`;
+/// serialised the same way). `flush` (the default) sets flush-to-zero and denormals-are-zero on the
+/// intra-op workers and on the thread that creates the session (ONNX Runtime's
+/// `session.set_denormal_as_zero`); `keep` is ONNX Runtime's own default. A softmax over masked
+/// scores (MASK_VALUE = float32 min) computes its exp through subnormals: ONNX Runtime 1.31's CPU
+/// Softmax over [1, 16, 512, 512] causal scores took 7.5 ms kept and 0.8 ms flushed on the 2-core
+/// Xeon, and a 512-token prefill's Softmax nodes at Pythia-410m 167-199 ms against 28-30 ms, with
+/// every output bit for bit the same (docs/perf/issue31-denormals.md): only values below 1.2e-38
+/// can differ.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Denormals {
+    #[default]
+    Flush,
+    Keep,
+}
+
+impl Denormals {
+    /// Whether the calling thread flushes subnormal results to zero now (a quarter of the smallest
+    /// normal float comes out 0). ONNX Runtime sets flush-to-zero on the thread that creates the
+    /// first session of the process, when that session asks for it (`flush`), and on every
+    /// session's intra-op workers; so after [`crate::model::Model::load`] this says whether this
+    /// thread's share of each run flushes as asked.
+    pub fn thread_flushes() -> bool {
+        std::hint::black_box(f32::MIN_POSITIVE) / std::hint::black_box(4.0f32) == 0.0
+    }
+}
+
+impl std::str::FromStr for Denormals {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        parse_value(s, "denormals setting")
+    }
+}
+
+impl std::fmt::Display for Denormals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&value_name(self))
+    }
+}
+
 /// Graph optimisation level handed to ONNX Runtime (a clap value enum: `disable`, `basic`,
 /// `extended`, `all`, or 0-3; serialised by name).
 #[derive(
@@ -138,7 +189,7 @@ impl OptLevel {
     }
 }
 
-/// How to run sessions: provider, threads, optimisation level, spinning, where the K/V live (serialised
+/// How to run sessions: provider, threads, optimisation level, spinning, where the K/V live, subnormals (serialised
 /// whole in a bench job).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SessionConfig {
@@ -150,6 +201,9 @@ pub struct SessionConfig {
     pub spin: bool,
     /// Where the KV cache's K/V live ([`KvPlacement::default_for`] the provider unless asked).
     pub kv: KvPlacement,
+    /// Subnormal floats flushed to zero or kept (a job written before the setting existed: flush).
+    #[serde(default)]
+    pub denormals: Denormals,
 }
 
 impl Default for SessionConfig {
@@ -160,6 +214,7 @@ impl Default for SessionConfig {
             opt_level: OptLevel::All,
             spin: true,
             kv: KvPlacement::default_for(ExecutionProvider::Cpu),
+            denormals: Denormals::Flush,
         }
     }
 }

@@ -458,6 +458,7 @@ fn speed_sweeps_contexts_and_writes_json() {
     assert_eq!(doc["model"], "tiny-neox");
     assert_eq!(doc["threads"], 1);
     assert_eq!(doc["provider"], "cpu");
+    assert_eq!(doc["denormals"], "flush", "the default");
     let runs = doc["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 4, "2 policies x 2 contexts");
     let mut seen: Vec<(String, u64)> = runs
@@ -789,11 +790,44 @@ fn info_prints_model_ort_version_and_machine() {
     );
     assert!(line_with(&out, &["provider", "cpu"]).is_some(), "{out}");
     assert!(line_with(&out, &["intra threads", "1"]).is_some(), "{out}");
+    // flush by default, and ONNX Runtime did set it on the thread that runs the model
+    assert!(
+        line_with(
+            &out,
+            &["denormals", "flush", "this thread flushes them to zero"]
+        )
+        .is_some(),
+        "{out}"
+    );
     let machine = line_with(&out, &["machine"]).expect("machine line");
     assert!(
         machine.contains("cores") && machine.contains("GiB"),
         "{machine}"
     );
+}
+
+/// `--denormals keep`: ONNX Runtime leaves the thread computing subnormals (info says so), and
+/// the perplexity is the default's (flush) bit for bit: every NLL, and h2o's evictions (trace).
+#[test]
+fn denormals_keep_is_reported_and_gives_the_flushed_nlls_bit_for_bit() {
+    let mut c = h2o();
+    c.args(["info", "--model"])
+        .arg(fixture_dir())
+        .args(["--threads", "1", "--denormals", "keep"]);
+    let out = success(c);
+    assert!(
+        line_with(&out, &["denormals", "keep", "this thread computes them"]).is_some(),
+        "{out}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 100);
+    for policy in ["full", "h2o:4+4"] {
+        let (_, flushed, flushed_trace) = ppl_run(&data, 64, policy, true, &[]);
+        let (_, kept, kept_trace) = ppl_run(&data, 64, policy, true, &["--denormals", "keep"]);
+        assert_eq!(nlls(&flushed), nlls(&kept), "{policy}");
+        assert_eq!(flushed["ppl"], kept["ppl"], "{policy}");
+        assert_eq!(flushed_trace, kept_trace, "{policy}: the same evictions");
+    }
 }
 
 #[test]

@@ -34,10 +34,31 @@ def prefill_feeds(manifest: dict, tokens: int) -> dict:
     return feeds
 
 
+DENORMALS = ("flush", "keep")
+
+
+def session_options(threads: int, denormals: str = "flush"):
+    """ONNX Runtime session options as the engine sets them: `threads` intra-op threads, one
+    inter-op, and subnormal floats flushed to zero (`flush`, the engine's `--denormals` default:
+    a softmax over masked scores runs several times faster) or kept (`keep`, ONNX Runtime's own
+    default)."""
+    import onnxruntime as ort
+
+    if denormals not in DENORMALS:
+        raise ValueError(f"denormals must be one of {DENORMALS}, got {denormals!r}")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    if denormals == "flush":
+        so.add_session_config_entry("session.set_denormal_as_zero", "1")
+    return so
+
+
 def profile_prefill(model_dir: str | Path, tokens: int = 512, threads: int = 2, runs: int = 3,
-                    logits_from: int = 0) -> dict:
+                    logits_from: int = 0, denormals: str = "flush") -> dict:
     """{"op_types": {op: ms per run}, "total_ms": node ms per run, "runs": counted runs, ...} for a
-    prefill of `tokens` tokens; `logits_from` as the graph input (graphs without it: ignored)."""
+    prefill of `tokens` tokens; `logits_from` as the graph input (graphs without it: ignored);
+    session options as the engine's (`session_options`)."""
     import onnxruntime as ort
 
     if runs < 2:
@@ -45,9 +66,7 @@ def profile_prefill(model_dir: str | Path, tokens: int = 512, threads: int = 2, 
     model_dir = Path(model_dir)
     manifest = json.loads((model_dir / "manifest.json").read_text(encoding="utf-8"))
     with tempfile.TemporaryDirectory() as tmp:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
+        so = session_options(threads, denormals)
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(tmp) / "prefill")
         sess = ort.InferenceSession(str(model_dir / "model.onnx"), so, providers=["CPUExecutionProvider"])

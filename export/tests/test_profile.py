@@ -6,7 +6,7 @@ import pytest
 
 from common import FIXTURE  # noqa: E402
 
-from h2o_export.profile import profile_prefill, summarize, table  # noqa: E402
+from h2o_export.profile import profile_prefill, session_options, summarize, table  # noqa: E402
 
 
 def test_a_profile_sums_the_counted_runs_node_time_per_op_type():
@@ -33,3 +33,18 @@ def test_the_warm_up_run_is_not_counted_and_a_short_profile_is_refused():
     assert summarize(nested, runs=2) == doc
     with pytest.raises(ValueError, match="at least 2"):
         profile_prefill(FIXTURE, runs=1)
+
+
+def test_the_profile_session_flushes_subnormals_as_the_engine_does_unless_asked_to_keep_them():
+    """`--denormals` mirrors the engine's flag: flush sets ONNX Runtime's set_denormal_as_zero
+    entry (the engine's default), keep leaves ONNX Runtime's default (no entry)."""
+    key = "session.set_denormal_as_zero"
+    so = session_options(2)
+    assert so.get_session_config_entry(key) == "1"
+    assert so.intra_op_num_threads == 2 and so.inter_op_num_threads == 1
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        session_options(1, "keep").get_session_config_entry(key)
+    with pytest.raises(ValueError, match="flush"):
+        session_options(1, "Flush")
+    doc = profile_prefill(FIXTURE, tokens=8, threads=1, runs=2, denormals="keep")
+    assert doc["runs"] == 1 and doc["total_ms"] > 0

@@ -4,6 +4,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::ModelArgs;
+use h2o_engine::runtime::Denormals;
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {
@@ -94,6 +95,11 @@ pub fn run(a: InfoArgs) -> Result<()> {
     outln!("KV store         {} memory", model.config.kv);
     outln!("intra threads    {}", model.config.intra_threads);
     outln!("graph opt level  {}", model.config.opt_level);
+    let thread = match Denormals::thread_flushes() {
+        true => "this thread flushes them to zero",
+        false => "this thread computes them",
+    };
+    outln!("denormals        {} ({thread})", model.config.denormals);
     outln!(
         "machine          {}",
         h2o_engine::report::MachineInfo::collect().summary()

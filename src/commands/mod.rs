@@ -40,7 +40,9 @@ use h2o_engine::heatmap::HeatmapError;
 use h2o_engine::model::Model;
 use h2o_engine::output::{Outputs, Target};
 use h2o_engine::runner::{RunnerError, Watch};
-use h2o_engine::runtime::{ExecutionProvider, KvPlacement, OptLevel, Runtime, SessionConfig};
+use h2o_engine::runtime::{
+    Denormals, ExecutionProvider, KvPlacement, OptLevel, Runtime, SessionConfig,
+};
 
 /// `h2o --version`: the version, the commit built from, and the ONNX Runtime it expects.
 pub const VERSION: &str = concat!(
@@ -107,6 +109,10 @@ pub struct ModelArgs {
     /// the default with cuda) or `host` (the default on cpu).
     #[arg(long, value_enum, ignore_case = true)]
     pub kv: Option<KvPlacement>,
+    /// Subnormal floats in ONNX Runtime's threads: `flush` them to zero (fast softmax over masked
+    /// scores; outputs differ only below 1.2e-38) or `keep` them (ONNX Runtime's own default).
+    #[arg(long, value_enum, ignore_case = true, default_value_t = Denormals::Flush)]
+    pub denormals: Denormals,
 }
 
 impl ModelArgs {
@@ -140,6 +146,7 @@ impl ModelArgs {
                 kv: self
                     .kv
                     .unwrap_or_else(|| KvPlacement::default_for(self.provider)),
+                denormals: self.denormals,
             },
             data,
             text,

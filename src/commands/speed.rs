@@ -525,6 +525,7 @@ fn document(
         weights: man.weights.label(),
         threads: setup.session.intra_threads,
         provider: setup.session.provider.to_string(),
+        denormals: setup.session.denormals.to_string(),
         kv: setup.session.kv.to_string(),
         prefill_chunk: a.prefill_chunk,
         peak_memory: peak.method(),

@@ -13,7 +13,7 @@ use h2o_engine::experiment::{Counting, Group};
 use h2o_engine::policy::PolicySpec;
 use h2o_engine::report::{ExperimentStatus, MachineInfo};
 use h2o_engine::runner::Place;
-use h2o_engine::runtime::{ExecutionProvider, KvPlacement, OptLevel, Runtime};
+use h2o_engine::runtime::{Denormals, ExecutionProvider, KvPlacement, OptLevel, Runtime};
 use h2o_engine::sweep::{self, Choice, Grid, Host, JobRecord, SweepError};
 
 use super::bench::MeasureArgs;
@@ -54,6 +54,8 @@ pub struct PlanArgs {
     pub no_spin: bool,
     #[arg(long, value_enum, ignore_case = true)]
     pub kv: Option<KvPlacement>,
+    #[arg(long, value_enum, ignore_case = true, default_value_t = Denormals::Flush)]
+    pub denormals: Denormals,
     #[command(flatten)]
     pub measure: MeasureArgs,
     /// Comma-separated policy specs (instead of --groups).
@@ -142,6 +144,7 @@ fn plan(a: PlanArgs) -> Result<()> {
                 opt_level: a.opt_level,
                 no_spin: a.no_spin,
                 kv: a.kv,
+                denormals: a.denormals,
             }
             .unchecked_setup(data.clone(), a.measure.text)
         })

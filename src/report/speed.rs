@@ -239,6 +239,9 @@ pub struct SpeedDocument {
     pub weights: String,
     pub threads: usize,
     pub provider: String,
+    /// Subnormal floats in ONNX Runtime's threads (`flush` or `keep`, `--denormals`): a softmax over
+    /// masked scores runs several times faster flushed, so runs that differ in it do not compare.
+    pub denormals: String,
     /// Where the K/V lived (`host` or `device`).
     pub kv: String,
     pub prefill_chunk: Option<usize>,
@@ -330,6 +333,7 @@ mod tests {
             weights: "int4+int8-dq-prefill".into(),
             threads: 2,
             provider: "cpu".into(),
+            denormals: "flush".into(),
             kv: "host".into(),
             prefill_chunk: None,
             peak_memory: "child process per experiment: VmHWM",
@@ -353,6 +357,7 @@ mod tests {
             runs: vec![SpeedRunJson::of(&p, 4)],
         };
         let want = r#"{
+  "denormals": "flush",
   "kv": "host",
   "kv_cap": {
     "best": [
@@ -446,7 +451,7 @@ mod tests {
             "read_bandwidth_bytes_per_s": Some(2.5e10),
             "read_bandwidth_before_after": [Some(2.5e10), None::<f64>],
             "model": "pythia-micro", "weights": "int4+int8-dq-prefill", "threads": 2, "provider": "cpu",
-            "kv": "host",
+            "denormals": "flush", "kv": "host",
             "prefill_chunk": None::<usize>,
             "peak_memory": "child process per experiment: VmHWM",
             "kv_cap": Some(serde_json::json!({

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..profile import profile_prefill, table
+from ..profile import DENORMALS, profile_prefill, table
 
 
 def main() -> int:
@@ -26,6 +26,9 @@ def main() -> int:
     ap.add_argument("--logits", choices=("both", "all", "last"), default="both",
                     help="profile the prefill computing every token's logits (all), the last token's only "
                          "(last: what `h2o speed` asks for), or both (default)")
+    ap.add_argument("--denormals", choices=DENORMALS, default="flush",
+                    help="subnormal floats in ONNX Runtime's threads: flush to zero (the engine's default) "
+                         "or keep (ONNX Runtime's default)")
     ap.add_argument("--json", type=Path, help="write the profiles here")
     args = ap.parse_args()
     if args.tokens < 1:
@@ -33,9 +36,10 @@ def main() -> int:
     docs = {}
     cases = {"all": [("every token's logits", 0)], "last": [("the last token's logits", args.tokens - 1)]}
     for label, start in cases["all"] + cases["last"] if args.logits == "both" else cases[args.logits]:
-        doc = profile_prefill(args.model, args.tokens, args.threads, args.runs, logits_from=start)
+        doc = profile_prefill(args.model, args.tokens, args.threads, args.runs, logits_from=start,
+                              denormals=args.denormals)
         docs[label] = doc
-        print(f"{args.model}, {args.tokens}-token prefill, {args.threads} threads, {label}: "
+        print(f"{args.model}, {args.tokens}-token prefill, {args.threads} threads, denormals {args.denormals}, {label}: "
               f"{doc['total_ms']:.1f} ms of nodes per run\n{table(doc)}\n")
     if args.json:
         args.json.write_text(json.dumps(docs, indent=2) + "\n", encoding="utf-8")
