@@ -182,6 +182,9 @@ ORDER = ["fp32", "fp32-fused", "int8", "int8-dq", "int4", "int4-pd", "int4-acc1"
 print(f"# Issue 31 measurement\n\nCPU: {cpu} ({isa}); {threads} threads; prompt {prompt}, gen {gen}; {rounds} "
       f"alternating rounds (each cell: round 1, round 2, ...); total run {int(secs) // 60} min {int(secs) % 60} s; "
       f"{(out / 'versions.txt').read_text().strip().replace(chr(10), '; ')}\n")
+dn = sorted({(load(p) or {}).get("denormals", "keep (an engine before --denormals)") for p in out.glob("engine-*.json")})
+print(f"Engine subnormals (`h2o --denormals`, in its JSON): {', '.join(dn) or '-'}; the profiles use the engine's "
+      "default (flush) unless an older profile_prefill.py made them (keep).\n")
 print("Rows: fp32 = today's graph (`--graph-ops plain`); fp32-fused = `--graph-ops fused` (same arithmetic, fewer "
       "nodes); int8 / int4 = MatMulNBits block 32, accuracy_level 4 (int8 activations), fused graph; int4-acc1 = "
       "accuracy_level 1 (float32 activations); int4-b128 = block 128, level 4; int8-dq = DynamicQuantizeMatMul (int8 weights, "
