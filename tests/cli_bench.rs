@@ -175,6 +175,10 @@ fn bench_two_experiments_writes_csv_json_and_table() {
     assert!(ort.starts_with("1."), "ort_version {ort}");
     assert_eq!(run["runtime"]["execution_provider"], "cpu");
     assert_eq!(run["runtime"]["intra_op_threads"], 1);
+    assert_eq!(
+        run["runtime"]["denormals"], "flush",
+        "the default, recorded"
+    );
     let s = &run["settings"];
     assert_eq!(s["ppl_tokens"], 64);
     assert_eq!(s["prompt"], 32);

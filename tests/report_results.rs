@@ -34,6 +34,7 @@ fn run_info() -> RunInfo {
             execution_provider: "cpu".into(),
             intra_op_threads: 2,
             inter_op_threads: None,
+            denormals: Some("flush".into()),
         },
         settings: Settings {
             ppl_tokens: 64,

@@ -171,6 +171,7 @@ fn run_info(
             execution_provider: setup.session.provider.to_string(),
             intra_op_threads: setup.session.intra_threads,
             inter_op_threads: Some(1),
+            denormals: Some(setup.session.denormals.to_string()),
         },
         settings: Settings {
             ppl_tokens: m.ppl_tokens,

@@ -74,6 +74,10 @@ pub struct RuntimeInfo {
     pub intra_op_threads: usize,
     #[serde(default)]
     pub inter_op_threads: Option<usize>,
+    /// Subnormal floats in ONNX Runtime's threads: `flush` or `keep` (`--denormals`); absent in
+    /// files written before the flag, whose runs kept them.
+    #[serde(default)]
+    pub denormals: Option<String>,
 }
 
 /// Command-line settings of a run.

@@ -4,7 +4,7 @@ use super::*;
 use crate::catalogue::{Experiment, TextMode};
 use crate::experiment::{Plan, PplPlan, Setup};
 use crate::report::ExperimentStatus;
-use crate::runtime::SessionConfig;
+use crate::runtime::{Denormals, SessionConfig};
 
 fn job(spec: &str) -> SweepJob {
     let job = Job {
@@ -236,9 +236,10 @@ fn merge_says_which_run_facts_the_rows_differ_in() {
         Some("host-1")
     );
     assert_eq!(m.document.run.run.machine.cpu_brand, "cpu");
-    // job 1 on another host, CPU, GPU and ONNX Runtime, with 2 threads
+    // job 1 on another host, CPU, GPU and ONNX Runtime, with 2 threads, subnormals kept
     let mut two = job("h2o:4+4");
     two.job.setup.session.intra_threads = 2;
+    two.job.setup.session.denormals = Denormals::Keep;
     two = SweepJob::new(two.job, two.needs, two.model, two.counting);
     let jobs = vec![jobs[0].clone(), two.clone()];
     let mut r = record(&two, "host-2");
@@ -266,6 +267,7 @@ fn merge_says_which_run_facts_the_rows_differ_in() {
             ("gpus", vec!["gpu-a", "gpu-b"]),
             ("ort_version", vec!["1.24.1", "1.31.1"]),
             ("intra_op_threads", vec!["1", "2"]),
+            ("denormals", vec!["flush", "keep"]),
         ]
     );
     let run = &m.document.run.run;
