@@ -174,7 +174,7 @@ fn compare_names_what_differs_between_two_real_runs_and_leaves_out_their_ratios(
     );
     assert_eq!(
         lines[10],
-        "Unknown for A (not counted as differences): processor, threads, data file, prompt tokens"
+        "Unknown for A (not counted as differences): processor, threads, subnormals, data file, prompt tokens"
     );
     assert!(
         lines[11].starts_with(
@@ -205,7 +205,7 @@ fn a_csv_without_its_run_document_compares_on_what_it_records() {
         [
             format!("A: {} (h2o bench format; no run document {} beside it)", a.display(), results.join("a.json").display()),
             format!("B: {} (h2o bench format; no run document {} beside it)", a.display(), results.join("a.json").display()),
-            "Unknown for A (not counted as differences): model, size, dtype, device, processor, threads, PPL tokens, prompt tokens, generated tokens, batch".to_string(),
+            "Unknown for A (not counted as differences): model, size, dtype, device, processor, threads, subnormals, PPL tokens, prompt tokens, generated tokens, batch".to_string(),
         ],
         "{text}"
     );
@@ -287,4 +287,31 @@ fn ppl_counts_budgets_as_bench_and_records_text_and_counting() {
         stderr.contains("--counting seed: local:1 has a budget of 1"),
         "{stderr}"
     );
+}
+
+/// Runs that differ only in `--denormals`: compare names it and leaves out the speed-up (a
+/// prefill and a masked softmax run at other speeds), but keeps ΔPPL (the outputs are the same).
+#[test]
+fn runs_that_differ_in_subnormals_compare_their_ppl_but_not_their_speed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text(tmp.path(), 300);
+    let results = tmp.path().join("results");
+    let a = bench(&fixture_dir(), &data, &results, "a", &["--exp", "local:8"]);
+    let b = bench(
+        &fixture_dir(),
+        &data,
+        &results,
+        "b",
+        &["--exp", "local:8", "--denormals", "keep"],
+    );
+    let text = compare(&a, &b, true);
+    let lines = head(&text);
+    assert_eq!(lines[2], "Subnormals differs: A flush, B keep", "{text}");
+    assert!(
+        lines[3].starts_with("No Speed-up (A/B): A and B differ in subnormals;"),
+        "{text}"
+    );
+    let cells = header_cells(&text);
+    assert!(!cells.iter().any(|c| c == "Speed-up (A/B)"), "{text}");
+    assert!(cells.iter().any(|c| c == "ΔPPL (B−A)"), "{text}");
 }

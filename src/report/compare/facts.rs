@@ -26,6 +26,9 @@ pub enum Aspect {
     Processor,
     /// ONNX Runtime's intra-op threads (CPU runs).
     Threads,
+    /// Subnormal floats in ONNX Runtime's threads, `flush` or `keep` (CPU runs; `--denormals`,
+    /// recorded since 2026-12-07: older files leave it unknown).
+    Subnormals,
     /// Which text of the data file: `file` or `seed`.
     Text,
     /// The data file's name.
@@ -44,13 +47,14 @@ pub enum Aspect {
 
 impl Aspect {
     /// Every aspect, in the order the head lists them.
-    pub const ALL: [Aspect; 13] = [
+    pub const ALL: [Aspect; 14] = [
         Aspect::Model,
         Aspect::Size,
         Aspect::Dtype,
         Aspect::Device,
         Aspect::Processor,
         Aspect::Threads,
+        Aspect::Subnormals,
         Aspect::Text,
         Aspect::DataFile,
         Aspect::Counting,
@@ -69,6 +73,7 @@ impl Aspect {
             Aspect::Device => "device",
             Aspect::Processor => "processor",
             Aspect::Threads => "threads",
+            Aspect::Subnormals => "subnormals",
             Aspect::Text => "text",
             Aspect::DataFile => "data file",
             Aspect::Counting => "counting",
@@ -89,6 +94,7 @@ impl Aspect {
             Aspect::Device
             | Aspect::Processor
             | Aspect::Threads
+            | Aspect::Subnormals
             | Aspect::Prompt
             | Aspect::Gen
             | Aspect::Batch => &[Figure::Speedup],
@@ -187,6 +193,7 @@ impl RunFacts {
                 Aspect::Threads,
                 cpu.then(|| rt.intra_op_threads.to_string()),
             ),
+            (Aspect::Subnormals, rt.denormals.clone().filter(|_| cpu)),
             (Aspect::Text, Some(text_mode_name(s.text).to_string())),
             (Aspect::DataFile, data_file),
             (
@@ -362,7 +369,7 @@ mod tests {
             withheld(&d)[1].line(),
             "No ΔPPL (B−A): A and B differ in model, text; a PPL difference between them is not a policy's cost."
         );
-        assert_eq!(b.unknown_aspects().len(), 10);
+        assert_eq!(b.unknown_aspects().len(), 11);
     }
 
     #[test]
@@ -391,6 +398,7 @@ mod tests {
             [
                 Aspect::Processor,
                 Aspect::Threads,
+                Aspect::Subnormals,
                 Aspect::DataFile,
                 Aspect::Prompt
             ]

@@ -257,6 +257,7 @@ mod tests {
                 (Aspect::Dtype, "float32"),
                 (Aspect::Processor, "Test CPU"),
                 (Aspect::Threads, "2"),
+                (Aspect::Subnormals, "flush"),
                 (Aspect::PplTokens, "64"),
                 (Aspect::Prompt, "16"),
                 (Aspect::Gen, "8"),
@@ -286,7 +287,7 @@ Model differs: A tiny-neox, B pythia-2.8b
 Device differs: A CPU, B GPU (CUDA)
 Text differs: A file, B seed
 Counting differs: A ours, B seed
-Unknown for B (not counted as differences): dtype, processor, threads, data file, PPL tokens, prompt tokens, generated tokens, batch
+Unknown for B (not counted as differences): dtype, processor, threads, subnormals, data file, PPL tokens, prompt tokens, generated tokens, batch
 No Speed-up (A/B): A and B differ in model, device; a TPOT ratio between them is not a policy's speed-up.
 No ΔPPL (B−A): A and B differ in model, text; a PPL difference between them is not a policy's cost.
 TPOT: median decode step, prefill excluded (both files ours)
