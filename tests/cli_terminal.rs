@@ -391,3 +391,45 @@ fn error_lines_wrap_at_spaces() {
     }
     assert!(text.lines().any(|l| l.contains(missing)), "{text}");
 }
+
+/// `--help` is wrapped to the terminal at spaces: at 60, 80 and 120 columns no line of a
+/// subcommand's help is wider, and a long flag description (`--denormals`) stays whole words.
+#[test]
+fn help_wraps_to_the_terminal() {
+    for cols in WIDTHS {
+        for sub in ["ppl", "speed", "bench"] {
+            let s = run_on_terminal(&[sub, "--help"], cols, false);
+            assert!(s.ok, "{sub} --help: {}", s.stderr);
+            let text = without_styles(&s.stdout);
+            for line in text.lines() {
+                assert!(
+                    line.chars().count() <= cols as usize,
+                    "{sub} --help at {cols}: {line:?}\n\n{text}"
+                );
+            }
+            assert!(text.contains("Subnormal floats"), "{text}");
+            assert!(
+                !text.lines().any(|l| l.ends_with("Runti") || l.ends_with("devi")),
+                "words split:\n{text}"
+            );
+        }
+    }
+}
+
+/// `text` without its terminal styles (`ESC [ ... m`, clap's bold and underline on a terminal).
+fn without_styles(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
