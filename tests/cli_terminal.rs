@@ -409,7 +409,9 @@ fn help_wraps_to_the_terminal() {
             }
             assert!(text.contains("Subnormal floats"), "{text}");
             assert!(
-                !text.lines().any(|l| l.ends_with("Runti") || l.ends_with("devi")),
+                !text
+                    .lines()
+                    .any(|l| l.ends_with("Runti") || l.ends_with("devi")),
                 "words split:\n{text}"
             );
         }
