@@ -153,8 +153,8 @@ impl Model {
         })
     }
 
-    /// Session options of `config`: threads, optimisation level, spinning, subnormals, execution provider (the
-    /// step graph's and the device store's companion graphs').
+    /// Session options of `config`: threads, optimisation level, spinning, subnormals, execution
+    /// provider (the step graph's and the device store's companion graphs').
     fn session_builder(rt: &Runtime, config: &SessionConfig) -> Result<SessionBuilder> {
         let opts = |e: ort::Error<_>| Error::ort("setting the session options", e);
         let mut builder = Session::builder(&rt.env)

@@ -51,8 +51,9 @@ impl KvPlacement {
 
 /// What ONNX Runtime's threads do with subnormal floats (a clap value enum: `flush`, `keep`;
 /// serialised the same way). `flush` (the default) sets flush-to-zero and denormals-are-zero on the
-/// intra-op workers and on the thread that creates the session (ONNX Runtime's
-/// `session.set_denormal_as_zero`); `keep` is ONNX Runtime's own default. A softmax over masked
+/// session's intra-op workers and on the thread that creates the process's first session (ONNX
+/// Runtime's `session.set_denormal_as_zero`; [`Denormals::thread_flushes`] says which a thread
+/// got); `keep` is ONNX Runtime's own default. A softmax over masked
 /// scores (MASK_VALUE = float32 min) computes its exp through subnormals: ONNX Runtime 1.31's CPU
 /// Softmax over [1, 16, 512, 512] causal scores took 7.5 ms kept and 0.8 ms flushed on the 2-core
 /// Xeon, and a 512-token prefill's Softmax nodes at Pythia-410m 167-199 ms against 28-30 ms, with
@@ -189,8 +190,8 @@ impl OptLevel {
     }
 }
 
-/// How to run sessions: provider, threads, optimisation level, spinning, where the K/V live, subnormals (serialised
-/// whole in a bench job).
+/// How to run sessions: provider, threads, optimisation level, spinning, where the K/V live,
+/// subnormals (serialised whole in a bench job).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SessionConfig {
     pub provider: ExecutionProvider,

@@ -54,6 +54,8 @@ pub struct PlanArgs {
     pub no_spin: bool,
     #[arg(long, value_enum, ignore_case = true)]
     pub kv: Option<KvPlacement>,
+    /// Subnormal floats in each job's ONNX Runtime threads: `flush` to zero or `keep` (as the
+    /// model commands' `--denormals`).
     #[arg(long, value_enum, ignore_case = true, default_value_t = Denormals::Flush)]
     pub denormals: Denormals,
     #[command(flatten)]
